@@ -95,7 +95,7 @@ HOP_BY_HOP_HEADERS = frozenset(
     }
 )
 
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,%d}$" % MAX_ID_LENGTH)
+_ID_PATTERN = re.compile(rf"^[A-Za-z0-9_-]{{1,{MAX_ID_LENGTH}}}$")
 _METHOD_PATTERN = re.compile(r"^[A-Z][A-Z0-9-]{0,19}$")
 _HEADER_NAME_PATTERN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
 _FORBIDDEN_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
@@ -359,7 +359,8 @@ def _control_to_dict(message: Control) -> dict[str, Any]:
     if isinstance(message, Pong):
         return {"type": "pong", "ts": message.ts}
     if isinstance(message, Error):
-        return {"type": "error", "code": message.code, "message": message.message[:MAX_MESSAGE_TEXT]}
+        text = message.message[:MAX_MESSAGE_TEXT]
+        return {"type": "error", "code": message.code, "message": text}
     raise TypeError(f"not a control message: {message!r}")
 
 
@@ -375,7 +376,8 @@ def _head(message: Request | Response) -> tuple[str, dict[str, Any]]:
         }
     head: dict[str, Any] = {"status": message.status, "headers": headers}
     if message.fault is not None:
-        head["fault"] = {"side": message.fault.side, "message": message.fault.message[:MAX_MESSAGE_TEXT]}
+        text = message.fault.message[:MAX_MESSAGE_TEXT]
+        head["fault"] = {"side": message.fault.side, "message": text}
     return "response", head
 
 
@@ -409,9 +411,10 @@ def encode(message: Message) -> list[str]:
         raise ProtocolError(f"message needs {count} parts; at most {MAX_PARTS}", status=413)
 
     frames = []
-    offsets = [0, first_slice] + [first_slice + i * rest_slice for i in range(1, count)]
+    # Slice i ends where slice i+1 starts; the last end is at or past the end of the body.
+    ends = [first_slice + i * rest_slice for i in range(count)]
     for index in range(count):
-        chunk = body[offsets[index] : offsets[index + 1]] if index + 1 < count else body[offsets[index] :]
+        chunk = body[ends[index - 1] if index else 0 : ends[index]]
         frame: dict[str, Any] = {"type": kind, "id": message.id, "part": index, "parts": count}
         if index == 0:
             frame["head"] = head
@@ -425,7 +428,7 @@ def encode(message: Message) -> list[str]:
 
 def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     value = obj.get(key)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise ProtocolError(f"{where}: field {key!r} is missing or has the wrong type")
     return value
 

@@ -1,0 +1,42 @@
+"""The WebSocket API's Lambda handler: ``$connect``, ``$disconnect`` and ``$default`` in one
+function, each a thin translation from the API Gateway event to a call on the relay core."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from hatchway_relay.core import Relay
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def bearer_token(event: Mapping[str, Any]) -> str | None:
+    """The agent's token: ``Authorization: Bearer`` header, or ``token`` in the query string
+    for WebSocket clients that cannot set headers."""
+    for name, value in (event.get("headers") or {}).items():
+        if name.lower() == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    query = event.get("queryStringParameters") or {}
+    token = query.get("token")
+    return token if isinstance(token, str) and token else None
+
+
+def make_handler(relay: Relay) -> Handler:
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        ctx = event["requestContext"]
+        route = ctx["routeKey"]
+        connection_id = ctx["connectionId"]
+        if route == "$connect":
+            source_ip = (ctx.get("identity") or {}).get("sourceIp", "")
+            if not relay.connect(connection_id, bearer_token(event), source_ip):
+                return {"statusCode": 401, "body": "hatchway relay: token refused"}
+        elif route == "$disconnect":
+            relay.disconnect(connection_id)
+        else:
+            relay.on_message(connection_id, event.get("body") or "")
+        return {"statusCode": 200}
+
+    return handler

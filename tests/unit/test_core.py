@@ -1,0 +1,295 @@
+"""The relay core, specified with fakes: MemoryStore, a poster that delivers to fake agents, and a
+fake clock. No sockets, no threads (except where a race is the point)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from hatchway import protocol
+from hatchway_relay.adapters.memory_store import MemoryStore
+from hatchway_relay.core import Relay, RelayConfig, Visit
+from hatchway_relay.tokens import hash_token
+from support.fake_clock import FakeClock
+from support.relay_fakes import App, FakeAgent, FakePoster, echo_app
+
+TOKEN_A = "hw_token-a"
+TOKEN_B = "hw_token-b"
+
+
+class Harness:
+    def __init__(self, response_timeout: float = 28.0) -> None:
+        self.clock = FakeClock()
+        self.store = MemoryStore(self.clock)
+        self.poster = FakePoster()
+        self.relay = Relay(
+            self.store,
+            self.poster,
+            self.clock,
+            RelayConfig(
+                path_url="http://relay.test/t/{name}/",
+                subdomain_url="http://{name}.t.example.test/",
+                domain="t.example.test",
+                response_timeout=response_timeout,
+            ),
+        )
+        self.relay.add_token(TOKEN_A, "laptop")
+        self.relay.add_token(TOKEN_B, "someone else")
+
+    def agent(
+        self,
+        connection_id: str,
+        name: str | None = "myapp",
+        token: str = TOKEN_A,
+        app: App = echo_app,
+    ) -> FakeAgent:
+        assert self.relay.connect(connection_id, token)
+        agent = FakeAgent(self.relay, connection_id, app)
+        self.poster.agents[connection_id] = agent
+        agent.send(protocol.Hello((protocol.TunnelSpec(name),)))
+        return agent
+
+    def get(self, url_path: str = "/", host: str = "myapp.t.example.test", **kw: object) -> Visit:
+        path, _, query = url_path.partition("?")
+        return Visit(
+            method=kw.get("method", "GET"),
+            host=host,
+            path=path,
+            query=query,
+            headers=tuple(kw.get("headers", ())),
+            body=kw.get("body", b""),
+        )  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness()
+
+
+def test_hello_is_welcomed_with_both_urls(h: Harness) -> None:
+    agent = h.agent("c1", "myapp")
+    assert agent.last() == protocol.Welcome(
+        (
+            protocol.TunnelInfo(
+                "myapp", "http://myapp.t.example.test/", "http://relay.test/t/myapp/"
+            ),
+        ),
+        heartbeat_seconds=protocol.HEARTBEAT_SECONDS,
+    )
+
+
+def test_without_a_name_the_relay_picks_a_valid_random_one(h: Harness) -> None:
+    agent = h.agent("c1", None)
+    welcome = agent.last()
+    assert isinstance(welcome, protocol.Welcome)
+    assert protocol.validate_name(welcome.tunnels[0].name)
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "forwarded"),
+    [
+        ("myapp.t.example.test", "/a/b", "/a/b"),
+        ("MyApp.T.Example.Test:443", "/", "/"),
+        ("abc.execute-api.eu-west-1.amazonaws.com", "/t/myapp/a/b", "/a/b"),
+        ("127.0.0.1:8080", "/t/myapp/", "/"),
+        ("127.0.0.1:8080", "/t/myapp/%2F%2Fx", "/%2F%2Fx"),
+    ],
+)
+def test_routes_by_subdomain_or_path(h: Harness, host: str, path: str, forwarded: str) -> None:
+    agent = h.agent("c1")
+    reply = h.relay.visit(h.get(path + "?q=1&q=2", host=host))
+    assert reply.status == 200
+    assert agent.requests[-1].path == forwarded
+    assert agent.requests[-1].query == "q=1&q=2"
+
+
+def test_path_mode_without_trailing_slash_redirects(h: Harness) -> None:
+    h.agent("c1")
+    reply = h.relay.visit(h.get("/t/myapp?x=1", host="127.0.0.1:8080"))
+    assert (reply.status, dict(reply.headers)["location"]) == (308, "/t/myapp/?x=1")
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "code"),
+    [
+        ("other.t.example.test", "/", "tunnel-not-found"),
+        ("127.0.0.1:8080", "/t/other/", "tunnel-not-found"),
+        ("127.0.0.1:8080", "/", "no-tunnel-in-url"),
+        ("a.b.t.example.test", "/", "no-tunnel-in-url"),
+    ],
+)
+def test_unknown_names_are_404_with_an_explanation(
+    h: Harness, host: str, path: str, code: str
+) -> None:
+    h.agent("c1")
+    reply = h.relay.visit(h.get(path, host=host))
+    assert reply.status == 404
+    assert dict(reply.headers)["x-hatchway-error"] == code
+    assert b"tunnel" in reply.body
+
+
+def test_request_and_response_cross_byte_exact(h: Harness) -> None:
+    agent = h.agent("c1")
+    body = bytes(range(256)) * 400  # several frames
+    headers = (("x-a", "1,2"), ("cookie", "a=1; b=2"), ("connection", "keep-alive"))
+    reply = h.relay.visit(h.get("/p%C3%A9?x=%20", method="PUT", headers=headers, body=body))
+    seen = agent.requests[-1]
+    assert (seen.method, seen.path, seen.query, seen.body) == ("PUT", "/p%C3%A9", "x=%20", body)
+    assert seen.headers == (("x-a", "1,2"), ("cookie", "a=1; b=2"))  # hop-by-hop dropped
+    assert reply.status == 200 and reply.body == body
+    assert dict(reply.headers)["x-seen"] == "PUT /p%C3%A9?x=%20"
+
+
+def test_body_over_the_ceiling_is_413_and_never_reaches_the_agent(h: Harness) -> None:
+    agent = h.agent("c1")
+    at_limit = h.relay.visit(h.get("/", method="POST", body=b"x" * protocol.MAX_BODY_BYTES))
+    over = h.relay.visit(h.get("/", method="POST", body=b"x" * (protocol.MAX_BODY_BYTES + 1)))
+    assert at_limit.status == 200
+    assert over.status == 413 and b"visitor" in over.body
+    assert len(agent.requests) == 1
+
+
+def test_agent_gone_is_502_and_drops_exactly_that_connection(h: Harness) -> None:
+    h.agent("c1", "myapp")
+    h.agent("c2", "other", token=TOKEN_B)
+    del h.poster.agents["c1"]  # the socket vanished without a $disconnect: posts now get 410
+    reply = h.relay.visit(h.get("/"))
+    assert reply.status == 502 and dict(reply.headers)["x-hatchway-error"] == "agent-gone"
+    assert h.store.get_connection("c1") is None and h.store.get_claim("myapp") is None
+    assert h.store.get_connection("c2") is not None
+    assert h.relay.visit(h.get("/", host="other.t.example.test")).status == 200
+
+
+def test_silent_agent_gets_504_at_the_configured_deadline() -> None:
+    h = Harness(response_timeout=3.0)
+    h.agent("c1", app=lambda request: None)
+    started = h.clock.now()
+    reply = h.relay.visit(h.get("/slow"))
+    assert reply.status == 504 and b"did not answer within 3 s" in reply.body
+    assert h.clock.now() - started == pytest.approx(3.0)
+
+
+def test_agent_that_disconnects_while_a_request_waits_gets_502() -> None:
+    h = Harness(response_timeout=20.0)
+
+    def disconnect_instead_of_answering(request: protocol.Request) -> None:
+        h.relay.disconnect("c1")
+
+    h.agent("c1", app=disconnect_instead_of_answering)
+    started = h.clock.now()
+    reply = h.relay.visit(h.get("/"))
+    assert reply.status == 502 and b"disconnected before answering" in reply.body
+    assert h.clock.now() - started < 1.0
+
+
+def test_local_app_fault_is_502_naming_the_local_app(h: Harness) -> None:
+    def refused(request: protocol.Request) -> protocol.Response:
+        fault = protocol.Fault("local app", "connection refused by http://127.0.0.1:3000")
+        return protocol.Response(request.id, 502, fault=fault)
+
+    h.agent("c1", app=refused)
+    reply = h.relay.visit(h.get("/"))
+    assert reply.status == 502
+    assert dict(reply.headers)["x-hatchway-error"] == "local-app-error"
+    assert b"local app failed" in reply.body and b"connection refused" in reply.body
+
+
+def test_a_response_for_another_connections_request_is_ignored(h: Harness) -> None:
+    intruder = h.agent("c2", "other", token=TOKEN_B)
+
+    def answer_then_intrude(request: protocol.Request) -> protocol.Response:
+        intruder.send(protocol.Response(request.id, 200, body=b"forged"))
+        return protocol.Response(request.id, 201, body=b"genuine")
+
+    h.agent("c1", app=answer_then_intrude)
+    reply = h.relay.visit(h.get("/"))
+    assert (reply.status, reply.body) == (201, b"genuine")
+
+
+def test_another_token_cannot_take_a_live_name(h: Harness) -> None:
+    h.agent("c1", "myapp")
+    second = h.agent("c2", "myapp", token=TOKEN_B)
+    assert second.last() == protocol.Error("name_taken", second.last().message)  # type: ignore[union-attr]
+    assert "held by another token" in second.last().message  # type: ignore[union-attr]
+    assert h.store.get_claim("myapp").connection_id == "c1"  # type: ignore[union-attr]
+
+
+def test_same_token_reconnect_takes_the_name_back(h: Harness) -> None:
+    h.agent("c1", "myapp")
+    second = h.agent("c2", "myapp")
+    assert isinstance(second.last(), protocol.Welcome)
+    h.relay.disconnect("c1")  # the old connection's late $disconnect must not release it
+    h.relay.visit(h.get("/"))
+    assert len(second.requests) == 1
+
+
+def test_name_of_a_dead_connection_can_be_taken_over(h: Harness) -> None:
+    h.agent("c1", "myapp")
+    h.store.delete_connection("c1")  # the record is gone but the claim was never released
+    second = h.agent("c2", "myapp", token=TOKEN_B)
+    assert isinstance(second.last(), protocol.Welcome)
+
+
+def test_claim_expires_without_pings_and_pings_renew_it(h: Harness) -> None:
+    agent = h.agent("c1", "myapp")
+    h.clock.advance(protocol.CLAIM_LEASE_SECONDS - 1)
+    agent.send(protocol.Ping(7.0))
+    assert agent.last() == protocol.Pong(7.0)
+    h.clock.advance(protocol.CLAIM_LEASE_SECONDS - 1)
+    assert h.relay.visit(h.get("/")).status == 200
+    h.clock.advance(2)
+    assert h.relay.visit(h.get("/")).status == 404
+
+
+def test_two_tokens_racing_for_one_name_exactly_one_wins() -> None:
+    for _ in range(20):
+        h = Harness()
+        agents = {}
+        for cid, token in (("c1", TOKEN_A), ("c2", TOKEN_B)):
+            assert h.relay.connect(cid, token)
+            agents[cid] = FakeAgent(h.relay, cid, echo_app)
+            h.poster.agents[cid] = agents[cid]
+        barrier = threading.Barrier(2)
+
+        def hello(agent: FakeAgent, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            agent.send(protocol.Hello((protocol.TunnelSpec("contested"),)))
+
+        threads = [threading.Thread(target=hello, args=(a,)) for a in agents.values()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(5)
+        outcomes = sorted(type(a.last()).__name__ for a in agents.values())
+        assert outcomes == ["Error", "Welcome"]
+        winner = next(c for c, a in agents.items() if isinstance(a.last(), protocol.Welcome))
+        assert h.store.get_claim("contested").connection_id == winner  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("token", [None, "", "hw_wrong", TOKEN_A + "x"])
+def test_unknown_tokens_are_refused(h: Harness, token: str | None) -> None:
+    assert h.relay.connect("c9", token) is False
+    assert h.store.get_connection("c9") is None
+
+
+def test_tokens_are_stored_only_as_hashes(h: Harness) -> None:
+    records = h.store.list_tokens()
+    assert {r.token_hash for r in records} == {hash_token(TOKEN_A), hash_token(TOKEN_B)}
+    assert all(TOKEN_A not in repr(r) and TOKEN_B not in repr(r) for r in records)
+
+
+def test_malformed_frames_get_an_error_and_the_session_survives(h: Harness) -> None:
+    agent = h.agent("c1")
+    for bad in ["{not json", '{"type":"nope"}', '{"type":"hello","version":99,"tunnels":[]}']:
+        h.relay.on_message("c1", bad)
+        assert isinstance(agent.last(), protocol.Error)
+    assert h.relay.visit(h.get("/")).status == 200
+
+
+def test_disconnect_releases_only_its_own_names(h: Harness) -> None:
+    h.agent("c1", "myapp")
+    h.agent("c2", "other", token=TOKEN_B)
+    h.relay.disconnect("c1")
+    assert h.store.get_claim("myapp") is None
+    assert h.store.get_claim("other").connection_id == "c2"  # type: ignore[union-attr]
