@@ -1,0 +1,173 @@
+"""The Lambda handlers driven by API-Gateway-shaped events (captured shapes in ``events/``):
+WebSocket connect/message/disconnect and HTTP API payload 2.0, in and out."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hatchway import protocol
+from hatchway_relay.adapters.memory_store import MemoryStore
+from hatchway_relay.core import Relay, RelayConfig
+from hatchway_relay.handlers import http as http_handlers
+from hatchway_relay.handlers import websocket as ws_handlers
+from hatchway_relay.ports import SystemClock
+from support.relay_fakes import FakeAgent, FakePoster
+
+EVENTS = Path(__file__).parent / "events"
+TOKEN = "hw_handler-test-token"
+CONNECTION_ID = "L0SM9cOFvHcCIhw="
+
+
+def event(name: str) -> dict[str, Any]:
+    return copy.deepcopy(json.loads((EVENTS / f"{name}.json").read_text()))
+
+
+class HandlerAgent(FakeAgent):
+    """A fake agent whose replies travel as ``$default`` events through the WebSocket handler."""
+
+    ws_handler: ws_handlers.Handler
+
+    def send(self, message: protocol.Message) -> None:
+        for text in protocol.encode(message):
+            message_event = event("ws_message")
+            message_event["body"] = text
+            assert self.ws_handler(message_event, None) == {"statusCode": 200}
+
+
+@pytest.fixture
+def wired() -> tuple[Relay, ws_handlers.Handler, http_handlers.Handler, FakePoster]:
+    poster = FakePoster()
+    relay = Relay(
+        MemoryStore(),
+        poster,
+        SystemClock(),
+        RelayConfig(
+            path_url="https://a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com/t/{name}/",
+            subdomain_url="https://{name}.t.example.com/",
+            domain="t.example.com",
+            response_timeout=5.0,
+        ),
+    )
+    relay.add_token(TOKEN)
+    return relay, ws_handlers.make_handler(relay), http_handlers.make_handler(relay), poster
+
+
+def connect(ws: ws_handlers.Handler, token: str | None = TOKEN, via: str = "header") -> dict:
+    connect_event = event("ws_connect")
+    if via == "header" and token:
+        connect_event["headers"]["Authorization"] = f"Bearer {token}"
+    else:
+        del connect_event["headers"]["Authorization"]
+        if token:
+            connect_event["queryStringParameters"] = {"token": token}
+    return ws(connect_event, None)
+
+
+def serve(wired: tuple, app: Any) -> HandlerAgent:
+    relay, ws, _, poster = wired
+    assert connect(ws) == {"statusCode": 200}
+    agent = HandlerAgent(relay, CONNECTION_ID, app)
+    agent.ws_handler = ws
+    poster.agents[CONNECTION_ID] = agent
+    agent.send(protocol.Hello((protocol.TunnelSpec("myapp"),)))
+    assert isinstance(agent.last(), protocol.Welcome)
+    return agent
+
+
+@pytest.mark.parametrize(
+    ("token", "via", "status"),
+    [
+        (TOKEN, "header", 200),
+        (TOKEN, "query", 200),
+        ("hw_wrong", "header", 401),
+        (None, "none", 401),
+    ],
+)
+def test_connect_checks_the_token(wired: tuple, token: str | None, via: str, status: int) -> None:
+    _, ws, _, _ = wired
+    assert connect(ws, token, via)["statusCode"] == status
+
+
+def test_full_round_trip_through_both_handlers(wired: tuple) -> None:
+    def app(request: protocol.Request) -> protocol.Response:
+        return protocol.Response(
+            request.id,
+            201,
+            (
+                ("content-type", "application/octet-stream"),
+                ("set-cookie", "a=1; Path=/"),
+                ("set-cookie", "b=2; HttpOnly"),
+                ("x-multi", "a"),
+                ("x-multi", "b"),
+                ("transfer-encoding", "chunked"),
+            ),
+            request.body[::-1],
+        )
+
+    agent = serve(wired, app)
+    _, _, http, _ = wired
+    result = http(event("http_v2_post"), None)
+
+    seen = agent.requests[-1]
+    assert (seen.method, seen.path, seen.query) == (
+        "POST",
+        "/caf%C3%A9/upload",
+        "tag=a&tag=b&q=%20x",
+    )
+    assert seen.body == bytes([0, 1, 2, 3, 254, 253, 252, 255, 0, 1, 2])
+    headers = dict(seen.headers)
+    assert headers["cookie"] == "session=abc; theme=dark"
+    assert headers["x-repeated"] == "one,two"
+    assert headers["host"] == "a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com"
+    assert "content-length" not in headers
+
+    assert result["statusCode"] == 201
+    assert result["isBase64Encoded"] is True
+    assert base64.b64decode(result["body"]) == seen.body[::-1]
+    assert result["cookies"] == ["a=1; Path=/", "b=2; HttpOnly"]
+    assert result["headers"] == {"content-type": "application/octet-stream", "x-multi": "a,b"}
+
+
+def test_subdomain_event_reaches_the_tunnel(wired: tuple) -> None:
+    agent = serve(wired, lambda r: protocol.Response(r.id, 200, body=b"hi"))
+    _, _, http, _ = wired
+    result = http(event("http_v2_subdomain_get"), None)
+    assert (result["statusCode"], base64.b64decode(result["body"])) == (200, b"hi")
+    assert agent.requests[-1].path == "/"
+
+
+def test_unknown_tunnel_is_a_404_result(wired: tuple) -> None:
+    _, _, http, _ = wired
+    result = http(event("http_v2_subdomain_get"), None)
+    assert result["statusCode"] == 404
+    assert result["headers"]["x-hatchway-error"] == "tunnel-not-found"
+
+
+def test_disconnect_releases_the_name(wired: tuple) -> None:
+    relay, ws, http, _ = wired
+    serve(wired, lambda r: protocol.Response(r.id, 200))
+    assert ws(event("ws_disconnect"), None) == {"statusCode": 200}
+    assert relay.store.get_connection(CONNECTION_ID) is None
+    assert http(event("http_v2_subdomain_get"), None)["statusCode"] == 404
+
+
+def test_plain_text_body_events_are_encoded_as_utf8(wired: tuple) -> None:
+    agent = serve(wired, lambda r: protocol.Response(r.id, 200))
+    _, _, http, _ = wired
+    text_event = event("http_v2_subdomain_get")
+    text_event.update(body="héllo", isBase64Encoded=False)
+    text_event["requestContext"]["http"]["method"] = "POST"
+    assert http(text_event, None)["statusCode"] == 200
+    assert agent.requests[-1].body == "héllo".encode()
+
+
+@pytest.mark.parametrize("key", ["authorization", "AUTHORIZATION"])
+def test_bearer_header_is_case_insensitive(key: str) -> None:
+    assert ws_handlers.bearer_token({"headers": {key: "Bearer abc"}}) == "abc"
+    assert ws_handlers.bearer_token({"headers": {key: "Basic abc"}}) is None
