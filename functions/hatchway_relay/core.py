@@ -397,8 +397,9 @@ class Relay:
                 if isinstance(part, protocol.Part)
             )
         except ProtocolError as exc:
-            message = f"The agent sent a malformed response: {exc}."
-            return error_reply(502, "agent-bad-response", message)
+            return error_reply(
+                502, "agent-bad-response", f"The agent sent a malformed response: {exc}."
+            )
         if not isinstance(message, protocol.Response):
             return error_reply(502, "agent-bad-response", "The agent answered with a request.")
         if message.fault is not None:

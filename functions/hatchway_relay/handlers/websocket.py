@@ -19,9 +19,8 @@ def bearer_token(event: Mapping[str, Any]) -> str | None:
             scheme, _, token = value.partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
-    query = event.get("queryStringParameters") or {}
-    token = query.get("token")
-    return token if isinstance(token, str) and token else None
+    from_query = (event.get("queryStringParameters") or {}).get("token")
+    return from_query if isinstance(from_query, str) and from_query else None
 
 
 def make_handler(relay: Relay) -> Handler:
