@@ -1,0 +1,196 @@
+"""Forwarding one tunnel request to the local app, byte-exact, and only ever to its target.
+
+Uses the stdlib ``http.client`` at the level of ``putrequest``/``putheader`` so that nothing is
+added (no User-Agent, no Accept-Encoding), nothing is re-quoted, and headers keep their order and
+repeats. Idle connections to the local app are pooled and reused.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import urllib.parse
+from dataclasses import dataclass
+
+from hatchway import protocol
+from hatchway.protocol import Fault, ProtocolError, Request, Response
+
+POOL_SIZE = 32
+"""Most idle connections to the local app kept for reuse."""
+
+METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+"""Methods that always carry a Content-Length, even for an empty body."""
+
+_STALE_ERRORS = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def parse_target(text: str) -> Target:
+    """``3000``, ``host:port`` or ``http://host:port`` → Target; anything else is refused."""
+    text = text.strip()
+    if text.isdigit():
+        return _checked(Target("127.0.0.1", int(text)))
+    if "://" not in text:
+        text = "http://" + text
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme != "http":
+        raise ValueError(f"target {text!r}: only http:// local apps are supported")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"target {text!r}: give only a host and a port, e.g. localhost:3000")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"target {text!r}: the port is not a number from 1 to 65535") from None
+    if not parts.hostname or port is None:
+        raise ValueError(f"target {text!r}: give a port, e.g. 3000 or localhost:3000")
+    return _checked(Target(parts.hostname, port))
+
+
+def _checked(target: Target) -> Target:
+    if not 1 <= target.port <= 65535:
+        raise ValueError(f"target port {target.port} is not from 1 to 65535")
+    return target
+
+
+def _ascii_target(target: str) -> str:
+    """Percent-encode any non-ASCII character (never present in what API Gateway delivers)."""
+    if target.isascii():
+        return target
+    return urllib.parse.quote(target, safe="".join(chr(c) for c in range(33, 127)))
+
+
+class Forwarder:
+    """``handle(request) -> response`` against one local app. Thread-safe."""
+
+    def __init__(self, target: Target, timeout: float = protocol.RESPONSE_TIMEOUT_SECONDS) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Request) -> Response:
+        return self.handle(request)
+
+    def handle(self, request: Request) -> Response:
+        try:
+            protocol.check_target(request.path, request.query)
+        except ProtocolError as exc:
+            return _plain(request.id, 400, f"Refused by the hatchway agent: {exc}.")
+        headers = list(protocol.strip_hop_by_hop(request.headers))
+        if request.body or request.method in METHODS_WITH_BODY:
+            headers.append(("Content-Length", str(len(request.body))))
+        try:
+            return self._exchange(request, _ascii_target(request.target), headers)
+        except ValueError as exc:  # http.client refuses CR/LF/control characters
+            return _plain(request.id, 400, f"Refused by the hatchway agent: {exc}.")
+        except TimeoutError:
+            return self._fault(
+                request, f"{self.target.url} did not answer within {self.timeout:g} s"
+            )
+        except ConnectionRefusedError:
+            return self._fault(
+                request, f"connection refused by {self.target.url}; is the app running?"
+            )
+        except (OSError, http.client.HTTPException) as exc:
+            return self._fault(
+                request, f"{self.target.url} failed: {exc.__class__.__name__}: {exc}"
+            )
+
+    def _exchange(self, request: Request, target: str, headers: list[tuple[str, str]]) -> Response:
+        conn, reused = self._checkout()
+        try:
+            try:
+                response = self._send(conn, request, target, headers)
+            except _STALE_ERRORS:
+                if not reused:
+                    raise
+                # A pooled keep-alive connection the app had closed: one retry on a fresh one.
+                conn.close()
+                conn, reused = self._connect(), False
+                response = self._send(conn, request, target, headers)
+            body = response.read(protocol.MAX_BODY_BYTES + 1)
+            if len(body) > protocol.MAX_BODY_BYTES:
+                conn.close()
+                return self._fault(
+                    request,
+                    f"the response is larger than {protocol.MAX_BODY_BYTES} bytes, "
+                    "the most the relay carries",
+                )
+            result = Response(
+                request.id,
+                response.status,
+                protocol.strip_hop_by_hop(response.getheaders()),
+                body,
+            )
+            if response.will_close:
+                conn.close()
+            else:
+                self._checkin(conn)
+            return result
+        except BaseException:
+            conn.close()
+            raise
+
+    def _send(
+        self,
+        conn: http.client.HTTPConnection,
+        request: Request,
+        target: str,
+        headers: list[tuple[str, str]],
+    ) -> http.client.HTTPResponse:
+        conn.putrequest(request.method, target, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers:
+            conn.putheader(name, value)
+        conn.endheaders(request.body or None)
+        return conn.getresponse()
+
+    def _connect(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.target.host, self.target.port, timeout=self.timeout)
+
+    def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop(), True
+        return self._connect(), False
+
+    def _checkin(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if len(self._idle) < POOL_SIZE:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def _fault(self, request: Request, message: str) -> Response:
+        body = f"502 Bad Gateway\n\nThe local app failed: {message}.\n\n-- hatchway agent\n"
+        return Response(
+            request.id,
+            502,
+            (("content-type", "text/plain; charset=utf-8"),),
+            body.encode(),
+            fault=Fault("local app", message),
+        )
+
+
+def _plain(request_id: str, status: int, message: str) -> Response:
+    return Response(
+        request_id,
+        status,
+        (("content-type", "text/plain; charset=utf-8"), ("x-hatchway-error", "agent-refused")),
+        (message + "\n").encode(),
+    )

@@ -1,0 +1,365 @@
+"""The agent's session with the relay: connect, hello, welcome, then serve requests until closed.
+
+One connection at a time serves requests (two briefly, while rotating before the platform's 2 h
+limit). Each connection has a reader thread that reassembles request parts and hands whole
+requests to a bounded worker pool, and a heartbeat thread that pings and notices a dead socket.
+Every send on a connection goes through that connection's lock. When a connection drops, the
+session reconnects with exponential backoff and full jitter and asks for the names it was granted,
+so its URLs survive.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import websocket
+
+from hatchway import __version__, protocol
+from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
+from hatchway.protocol import ProtocolError, Request, Response
+
+log = logging.getLogger("hatchway.agent")
+
+WORKERS = 16
+"""Requests served at once; more wait in the pool's queue."""
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+"""How long opening the WebSocket and waiting for the welcome may take."""
+
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_CAP_SECONDS = 30.0
+"""Reconnect delays: uniformly random up to base * 2**attempt, capped (full jitter)."""
+
+SILENCE_FACTOR = 3
+"""A connection that received nothing for this many heartbeats is treated as dead."""
+
+Handler = Callable[[Request], Response]
+
+
+class _Connection:
+    """One WebSocket to the relay with its reader and heartbeat threads."""
+
+    def __init__(self, session: Session, ws: websocket.WebSocket, heartbeat: float) -> None:
+        self.session = session
+        self.ws = ws
+        self.heartbeat = heartbeat
+        self.opened_at = time.monotonic()
+        self.last_received = time.monotonic()
+        self.send_lock = threading.Lock()
+        self.ended = threading.Event()
+        self.in_flight = 0
+        self.in_flight_lock = threading.Condition()
+        self.reassembler = protocol.Reassembler()
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        threading.Thread(target=self._read, name="hatchway-reader", daemon=True).start()
+        threading.Thread(target=self._beat, name="hatchway-heartbeat", daemon=True).start()
+
+    def send(self, message: protocol.Message) -> None:
+        frames = protocol.encode(message)
+        with self.send_lock:
+            for frame in frames:
+                self.ws.send(frame)
+
+    def close(self) -> None:
+        try:
+            self.ws.close(timeout=1)
+        except Exception:  # already broken: the point was to stop it
+            self.ws.abort()
+        self.ended.set()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                opcode, data = self.ws.recv_data()
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    break
+                self.last_received = time.monotonic()
+                if opcode == websocket.ABNF.OPCODE_TEXT:
+                    self._on_text(data.decode("utf-8"))
+        except (websocket.WebSocketException, OSError, UnicodeDecodeError) as exc:
+            self.error = exc
+        finally:
+            self.ended.set()
+
+    def _on_text(self, text: str) -> None:
+        try:
+            frame = protocol.decode(text)
+        except ProtocolError as exc:
+            log.warning("relay sent a bad frame: %s", exc)
+            return
+        if isinstance(frame, protocol.Part):
+            try:
+                message = self.reassembler.feed(frame)
+            except ProtocolError as exc:
+                self._answer(Response(frame.id, exc.status, body=str(exc).encode()))
+                return
+            if isinstance(message, Request):
+                with self.in_flight_lock:
+                    self.in_flight += 1
+                self.session._pool.submit(self._serve, message)
+        elif isinstance(frame, protocol.Error):
+            log.warning("relay says %s: %s", frame.code, frame.message)
+
+    def _serve(self, request: Request) -> None:
+        started = time.monotonic()
+        try:
+            response = self.session.handler(request)
+        except Exception as exc:  # a handler bug must not leave the visitor hanging
+            log.exception("handler failed for %s %s", request.method, request.path)
+            response = Response(request.id, 502, fault=protocol.Fault("agent", str(exc)))
+        try:
+            self._answer(response)
+        finally:
+            with self.in_flight_lock:
+                self.in_flight -= 1
+                self.in_flight_lock.notify_all()
+        elapsed_ms = (time.monotonic() - started) * 1000
+        if self.session.on_request_done:
+            self.session.on_request_done(request, response, elapsed_ms)
+
+    def _answer(self, response: Response) -> None:
+        try:
+            self.send(response)
+        except (websocket.WebSocketException, OSError) as exc:
+            log.warning("could not send the response to %s: %s", response.id, exc)
+
+    def _beat(self) -> None:
+        while not self.ended.wait(self.heartbeat):
+            if time.monotonic() - self.last_received > SILENCE_FACTOR * self.heartbeat:
+                log.warning(
+                    "relay silent for %.0f s; reconnecting", SILENCE_FACTOR * self.heartbeat
+                )
+                self.ws.abort()
+                return
+            if time.monotonic() - self.opened_at > self.session.rotate_after:
+                self.session._rotate(self)
+                return
+            try:
+                self.send(protocol.Ping(time.time()))
+            except (websocket.WebSocketException, OSError):
+                self.ws.abort()
+                return
+
+    def drain(self, timeout: float) -> None:
+        """Wait (bounded) until every request this connection accepted has been answered."""
+        deadline = time.monotonic() + timeout
+        with self.in_flight_lock:
+            while self.in_flight and (remaining := deadline - time.monotonic()) > 0:
+                self.in_flight_lock.wait(remaining)
+
+
+class Session:
+    """A tunnel session; ``run()`` blocks, ``start()`` runs it in the background."""
+
+    def __init__(
+        self,
+        server: str,
+        token: str,
+        handler: Handler,
+        names: Sequence[str | None] = (None,),
+        *,
+        workers: int = WORKERS,
+        heartbeat: float | None = None,
+        backoff_base: float = BACKOFF_BASE_SECONDS,
+        backoff_cap: float = BACKOFF_CAP_SECONDS,
+        rotate_after: float = protocol.CONNECTION_ROTATE_SECONDS,
+        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+        on_ready: Callable[[protocol.Welcome], None] | None = None,
+        on_request_done: Callable[[Request, Response, float], None] | None = None,
+        on_reconnecting: Callable[[int, float, BaseException | None], None] | None = None,
+    ) -> None:
+        self.server = server
+        self.token = token
+        self.handler = handler
+        self.names: tuple[str | None, ...] = tuple(names)
+        self.heartbeat_override = heartbeat
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.rotate_after = rotate_after
+        self.connect_timeout = connect_timeout
+        self.on_ready = on_ready
+        self.on_request_done = on_request_done
+        self.on_reconnecting = on_reconnecting
+        self.welcome: protocol.Welcome | None = None
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="hatchway-worker")
+        self._closing = threading.Event()
+        self._ready = threading.Event()
+        self._current: _Connection | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._fatal: BaseException | None = None
+
+    # --- Public API ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until ``close()``; raises TokenRefused, NameTaken or RelayUnreachable at start,
+        and TokenRefused or NameTaken if a reconnect is refused."""
+        try:
+            self._set_current(self._open())
+            self._ready.set()
+            while not self._closing.is_set():
+                current = self._current
+                assert current is not None
+                current.ended.wait()
+                if self._closing.is_set():
+                    break
+                if self._current is not current:  # rotated: the new one is already serving
+                    continue
+                replacement = self._reconnect(current.error)
+                if replacement is None:  # closed while waiting to reconnect
+                    break
+                self._set_current(replacement)
+        except BaseException as exc:
+            self._fatal = exc
+            raise
+        finally:
+            self._ready.set()
+            self._shutdown()
+
+    def start(self, timeout: float = 30.0) -> Session:
+        """Run in a background thread; return once the relay welcomed us (or raise why not)."""
+        self._thread = threading.Thread(
+            target=self._run_quietly, name="hatchway-session", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            self.close()
+            raise RelayUnreachable(f"no welcome from {self.server} within {timeout:g} s")
+        if self._fatal is not None:
+            raise self._fatal
+        return self
+
+    def close(self) -> None:
+        self._closing.set()
+        with self._lock:
+            current = self._current
+        if current is not None:
+            current.close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(10)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def connected(self) -> bool:
+        current = self._current
+        return current is not None and not current.ended.is_set()
+
+    # --- Internals ----------------------------------------------------------------------------
+
+    def _run_quietly(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:  # surfaced by start() or held in _fatal
+            log.debug("session ended: %s", exc)
+
+    def _set_current(self, connection: _Connection) -> None:
+        with self._lock:
+            self._current = connection
+        if self._closing.is_set():
+            connection.close()
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            current = self._current
+        if current is not None:
+            current.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _open(self) -> _Connection:
+        """Connect, say hello, wait for the welcome; raise a typed error on refusal."""
+        try:
+            ws = websocket.create_connection(
+                self.server,
+                header=[f"Authorization: Bearer {self.token}"],
+                timeout=self.connect_timeout,
+                enable_multithread=True,
+            )
+        except websocket.WebSocketBadStatusException as exc:
+            if exc.status_code in (401, 403):
+                raise TokenRefused(
+                    f"the relay at {self.server} refused the token; get one from the relay's "
+                    "operator (hatchway-local prints one) and pass --token or set HATCHWAY_TOKEN"
+                ) from None
+            raise RelayUnreachable(f"{self.server} answered HTTP {exc.status_code}") from None
+        except (TimeoutError, websocket.WebSocketException, OSError, ValueError) as exc:
+            raise RelayUnreachable(f"cannot reach the relay at {self.server}: {exc}") from None
+        try:
+            hello = protocol.Hello(
+                tuple(protocol.TunnelSpec(n) for n in self.names), f"hatchway/{__version__}"
+            )
+            for frame in protocol.encode(hello):
+                ws.send(frame)
+            welcome = self._await_welcome(ws)
+            ws.settimeout(None)
+        except BaseException:
+            ws.abort()
+            raise
+        if self.welcome is None:
+            self.names = tuple(t.name for t in welcome.tunnels)
+        self.welcome = welcome
+        heartbeat = self.heartbeat_override or welcome.heartbeat_seconds
+        connection = _Connection(self, ws, heartbeat)
+        connection.start()
+        if self.on_ready:
+            self.on_ready(welcome)
+        return connection
+
+    def _await_welcome(self, ws: websocket.WebSocket) -> protocol.Welcome:
+        try:
+            while True:
+                frame = protocol.decode(ws.recv())
+                if isinstance(frame, protocol.Welcome):
+                    return frame
+                if isinstance(frame, protocol.Error):
+                    if frame.code == "name_taken":
+                        raise NameTaken(frame.message)
+                    raise SessionError(f"the relay ended the session: {frame.message}")
+        except ProtocolError as exc:
+            raise SessionError(
+                f"the relay sent something this agent does not understand: {exc}"
+            ) from None
+        except (websocket.WebSocketException, OSError) as exc:
+            raise RelayUnreachable(
+                f"the relay at {self.server} closed before welcoming: {exc}"
+            ) from None
+
+    def _reconnect(self, error: BaseException | None) -> _Connection | None:
+        attempt = 0
+        while not self._closing.is_set():
+            delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
+            if self.on_reconnecting:
+                self.on_reconnecting(attempt + 1, delay, error)
+            if self._closing.wait(delay):
+                break
+            try:
+                return self._open()
+            except (RelayUnreachable, SessionError) as exc:
+                error = exc
+                attempt += 1
+        return None
+
+    def _rotate(self, old: _Connection) -> None:
+        """Before the platform's 2 h cut-off: open the new connection first, then let the old
+        one finish what it accepted. The same token takes the names over."""
+        try:
+            new = self._open()
+        except (RelayUnreachable, SessionError, TokenRefused, NameTaken) as exc:
+            log.warning("could not rotate the connection (%s); keeping the current one", exc)
+            old.opened_at = time.monotonic()
+            threading.Thread(target=old._beat, daemon=True).start()
+            return
+        self._set_current(new)
+        old.drain(protocol.RESPONSE_TIMEOUT_SECONDS)
+        old.close()

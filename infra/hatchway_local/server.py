@@ -1,0 +1,163 @@
+"""``run_local``: the whole relay on one machine — gateway, store, poster, relay core and
+handlers wired together and served from a background thread, for the CLI and for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from hatchway import protocol
+from hatchway_local.gateway import Gateway, GatewayLimits
+from hatchway_local.local_poster import LocalPoster
+from hatchway_relay.core import Relay, RelayConfig
+from hatchway_relay.handlers import http as http_handlers
+from hatchway_relay.handlers import websocket as ws_handlers
+from hatchway_relay.ports import Poster, Store, SystemClock
+
+STARTUP_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass
+class LocalServer:
+    host: str
+    port: int
+    domain: str
+    relay: Relay
+    store: Store
+    gateway: Gateway
+    loop: asyncio.AbstractEventLoop
+
+    @property
+    def agent_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/connect"
+
+    @property
+    def public_base(self) -> str:
+        return f"http://{{name}}.{self.domain}:{self.port}/ and http://{self.host}:{self.port}/t/{{name}}/"
+
+    def connection_ids(self) -> list[str]:
+        return list(self.gateway.connections)
+
+    def close_connection(self, connection_id: str) -> bool:
+        """Close an agent's socket from the server side, as deleting the connection does."""
+        future = asyncio.run_coroutine_threadsafe(
+            self.gateway.close_connection(connection_id), self.loop
+        )
+        return future.result(10)
+
+
+def _dynamo_store(endpoint: str | None, table_name: str) -> Store:
+    import boto3
+
+    from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    options: dict[str, Any] = {"region_name": region}
+    if endpoint:
+        options["endpoint_url"] = endpoint
+        # A local endpoint accepts anything; do not make the user invent credentials for it.
+        if not os.environ.get("AWS_ACCESS_KEY_ID"):
+            options.update(aws_access_key_id="local", aws_secret_access_key="local")
+    resource = boto3.resource("dynamodb", **options)
+    create_table(resource, table_name)
+    return DynamoStore(resource.Table(table_name))
+
+
+def _api_gateway_poster(url: str) -> Poster:
+    from hatchway_relay.adapters.apigateway_poster import ApiGatewayPoster, make_client
+
+    return ApiGatewayPoster(make_client(url))
+
+
+@contextmanager
+def run_local(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    domain: str = "localhost",
+    tokens: Sequence[str] = (),
+    store: str = "memory",
+    dynamodb_endpoint: str | None = None,
+    table_name: str = "hatchway",
+    response_timeout: float | None = None,
+    integration_timeout: float = 30.0,
+    idle_timeout: float = 600.0,
+    max_connection_seconds: float = float(protocol.MAX_CONNECTION_SECONDS),
+    http_workers: int = 64,
+    ws_workers: int = 32,
+) -> Iterator[LocalServer]:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    port = sock.getsockname()[1]
+
+    gateway = Gateway(
+        {host, "localhost", "127.0.0.1", "[::1]"},
+        GatewayLimits(integration_timeout, idle_timeout, max_connection_seconds),
+        http_workers,
+        ws_workers,
+    )
+    clock = SystemClock()
+    if store == "memory":
+        from hatchway_relay.adapters.memory_store import MemoryStore
+
+        chosen_store: Store = MemoryStore(clock)
+        poster: Poster = LocalPoster(gateway)
+    elif store == "dynamodb":
+        chosen_store = _dynamo_store(dynamodb_endpoint, table_name)
+        # The production poster, talking HTTP to this gateway's own @connections endpoint.
+        poster = _api_gateway_poster(
+            f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+        )
+    else:
+        raise ValueError(f"unknown store {store!r}: use memory or dynamodb")
+    config = RelayConfig(
+        path_url=f"http://{host}:{port}/t/{{name}}/",
+        subdomain_url=f"http://{{name}}.{domain}:{port}/",
+        domain=domain,
+        **({"response_timeout": response_timeout} if response_timeout else {}),
+    )
+    relay = Relay(chosen_store, poster, clock, config)
+    for token in tokens:
+        relay.add_token(token)
+    gateway.set_handlers(ws_handlers.make_handler(relay), http_handlers.make_handler(relay))
+
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(gateway.app, access_log=None, handle_signals=False)
+    started = threading.Event()
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(runner.setup())
+            loop.run_until_complete(web.SockSite(runner, sock).start())
+            gateway.loop = loop
+        except BaseException as exc:
+            failure.append(exc)
+            started.set()
+            return
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, name="hatchway-local", daemon=True)
+    thread.start()
+    if not started.wait(STARTUP_TIMEOUT_SECONDS) or failure:
+        raise RuntimeError(f"local gateway failed to start: {failure[:1]}")
+    try:
+        yield LocalServer(host, port, domain, relay, chosen_store, gateway, loop)
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        gateway.http_pool.shutdown(wait=False, cancel_futures=True)
+        gateway.ws_pool.shutdown(wait=False, cancel_futures=True)
+        sock.close()

@@ -1,0 +1,116 @@
+"""End-to-end fixtures: the local gateway (memory store, or DynamoDB on moto's server with the
+production adapters), a real local app, and the ``hatchway`` CLI as a real process. All on
+127.0.0.1 with ephemeral ports; readiness is always an explicit signal."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from moto.server import ThreadedMotoServer
+
+from hatchway_local.server import LocalServer, run_local
+from support.local_app import LocalApp, run_local_app
+from support.processes import AgentProcess
+
+TOKEN = "hw_e2e-token-0123456789"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def aws_dummy_credentials() -> Iterator[None]:
+    """DynamoDB mode talks to moto through boto3, which wants credentials; never real ones."""
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "dynamodb"])
+def store_mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+RelayFactory = Callable[..., LocalServer]
+
+
+@pytest.fixture
+def make_relay(store_mode: str, request: pytest.FixtureRequest) -> Iterator[RelayFactory]:
+    """Starts local gateways in the test's store mode; each gets its own DynamoDB table."""
+    with ExitStack() as stack:
+
+        def start(**options: object) -> LocalServer:
+            if store_mode == "dynamodb":
+                options.setdefault("dynamodb_endpoint", request.getfixturevalue("moto_endpoint"))
+                options.setdefault("table_name", f"hatchway-{uuid.uuid4().hex[:8]}")
+            options.setdefault("tokens", (TOKEN,))
+            options.setdefault("response_timeout", 10.0)
+            return stack.enter_context(run_local(store=store_mode, **options))  # type: ignore[arg-type]
+
+        yield start
+
+
+@pytest.fixture
+def relay(make_relay: RelayFactory) -> LocalServer:
+    return make_relay()
+
+
+@pytest.fixture
+def app() -> Iterator[LocalApp]:
+    with run_local_app() as local_app:
+        yield local_app
+
+
+@pytest.fixture
+def agent_config(tmp_path: Path) -> dict[str, str]:
+    """Keeps the agent away from the developer's own config file."""
+    return {"HATCHWAY_CONFIG": str(tmp_path / "config.toml")}
+
+
+@pytest.fixture
+def start_agent(agent_config: dict[str, str]) -> Iterator[Callable[..., AgentProcess]]:
+    agents: list[AgentProcess] = []
+
+    def start(
+        relay: LocalServer, target: str, subdomain: str | None = "e2e", **kw: object
+    ) -> AgentProcess:
+        agent = AgentProcess(target, relay.agent_url, TOKEN, subdomain, env=agent_config, **kw)  # type: ignore[arg-type]
+        agents.append(agent)
+        return agent.start()
+
+    yield start
+    for agent in agents:
+        agent.kill()
+
+
+@pytest.fixture
+def tunnel(
+    relay: LocalServer, app: LocalApp, start_agent: Callable[..., AgentProcess]
+) -> AgentProcess:
+    return start_agent(relay, str(app.port))
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound once by us, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,133 @@
+"""The README's commands as a user types them: ``hatchway-local``, ``hatchway http`` and
+``make demo``'s script, each a real process on loopback."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from hatchway_local.server import LocalServer
+from support.local_app import LocalApp
+from support.processes import BIN, AgentProcess, Process
+from support.visitor import visit
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def started() -> Iterator[list[Process]]:
+    processes: list[Process] = []
+    yield processes
+    for process in processes:
+        process.kill()
+
+
+def start_relay(started: list[Process], port: int, env: dict[str, str], *args: str) -> Process:
+    relay = Process([str(BIN / "hatchway-local"), "--port", str(port), *args], env)
+    started.append(relay)
+    relay.wait_for(r"^hatchway-local ready")
+    return relay
+
+
+def test_quickstart_needs_no_token_flags(
+    app: LocalApp, agent_config: dict[str, str], unused_port: int, started: list[Process]
+) -> None:
+    relay = start_relay(started, unused_port, agent_config)
+    printed = "\n".join(relay.output)
+    saved = Path(agent_config["HATCHWAY_CONFIG"]).read_text()
+    token = saved.split('token = "')[1].split('"')[0]
+    assert token in printed  # shown once, so it can be used elsewhere
+    assert f"ws://127.0.0.1:{unused_port}/connect" in printed
+
+    agent = Process(
+        [
+            str(BIN / "hatchway"),
+            "http",
+            str(app.port),
+            "--server",
+            f"ws://127.0.0.1:{unused_port}/connect",
+        ],
+        agent_config,
+    )
+    started.append(agent)
+    url = agent.wait_for(rf"http://(\S+)\.localhost:{unused_port}/").group(1)
+    answer = visit(unused_port, "GET", "/echo/hi", f"{url}.localhost:{unused_port}")
+    assert answer.status == 200 and app.requests[-1].target == "/echo/hi"
+    agent.wait_for(r"GET /echo/hi 200 \d+")  # one log line per forwarded request
+    assert token not in "\n".join(agent.drain())
+
+    # A second start reuses the saved token instead of printing a new one.
+    relay.popen.send_signal(signal.SIGTERM)
+    assert relay.popen.wait(10) == 0
+    again = start_relay(started, unused_port, agent_config)
+    assert token not in "\n".join(again.output)
+    assert Path(agent_config["HATCHWAY_CONFIG"]).read_text() == saved
+
+
+def test_refused_token_exits_nonzero_with_a_clear_message(
+    relay: LocalServer, app: LocalApp, agent_config: dict[str, str]
+) -> None:
+    agent = AgentProcess(str(app.port), relay.agent_url, "hw_not-a-real-token", env=agent_config)
+    assert agent.popen.wait(15) != 0
+    assert "token" in "\n".join(agent.drain()).lower()
+
+
+def test_name_held_by_another_token_exits_nonzero(
+    make_relay: Callable[..., LocalServer],
+    app: LocalApp,
+    start_agent: Callable[..., AgentProcess],
+    agent_config: dict[str, str],
+) -> None:
+    relay = make_relay(tokens=("hw_e2e-token-0123456789", "hw_second-token-987654"))
+    start_agent(relay, str(app.port), subdomain="taken")
+    rival = AgentProcess(
+        str(app.port), relay.agent_url, "hw_second-token-987654", "taken", env=agent_config
+    )
+    assert rival.popen.wait(15) != 0
+    assert "taken" in "\n".join(rival.drain())
+
+
+def test_local_gateway_on_dynamodb_serves_a_tunnel(
+    moto_endpoint: str,
+    app: LocalApp,
+    agent_config: dict[str, str],
+    unused_port: int,
+    started: list[Process],
+) -> None:
+    start_relay(
+        started,
+        unused_port,
+        agent_config,
+        "--token",
+        "hw_dynamo-token-1234",
+        "--store",
+        "dynamodb",
+        "--dynamodb-endpoint",
+        moto_endpoint,
+    )
+    agent = AgentProcess(
+        str(app.port),
+        f"ws://127.0.0.1:{unused_port}/connect",
+        "hw_dynamo-token-1234",
+        "dyn",
+        env=agent_config,
+    )
+    started.append(agent)
+    agent.start()
+    assert visit(unused_port, "GET", "/t/dyn/echo", f"127.0.0.1:{unused_port}").status == 200
+
+
+def test_demo_prints_a_url_that_answers(
+    agent_config: dict[str, str], started: list[Process]
+) -> None:
+    demo = Process([sys.executable, str(ROOT / "scripts" / "demo.py"), "--once"], agent_config)
+    started.append(demo)
+    demo.wait_for(r"Hatchway demo is up", timeout=60)
+    demo.wait_for(r"http://demo\.localhost:\d+/")
+    assert demo.popen.wait(30) == 0
