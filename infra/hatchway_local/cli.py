@@ -1,0 +1,92 @@
+"""``hatchway-local``: the whole relay on one machine. It only parses arguments and wires
+``run_local``; with no ``--token`` it saves a token where ``hatchway http`` finds it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from hatchway.config import ConfigError, config_path, load_config, update_config
+from hatchway_local.server import run_local
+from hatchway_relay.tokens import generate_token
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hatchway-local", description="Run the Hatchway relay on this machine."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8080, help="port for agents and visitors")
+    parser.add_argument("--domain", default="localhost", help="tunnels are <name>.<domain>:<port>")
+    parser.add_argument(
+        "--token", action="append", default=[], help="accepted agent token (repeatable)"
+    )
+    parser.add_argument("--store", choices=("memory", "dynamodb"), default="memory")
+    parser.add_argument("--dynamodb-endpoint", help="DynamoDB endpoint URL (e.g. a local one)")
+    parser.add_argument("--table", default="hatchway", help="DynamoDB table name")
+    parser.add_argument(
+        "--response-timeout", type=float, default=None, help="seconds to wait for an agent"
+    )
+    return parser
+
+
+def _tokens(given: list[str]) -> list[str]:
+    """The tokens to accept; with none given, the saved one or a new one saved for the agent."""
+    if given:
+        return given
+    saved = load_config().get("token")
+    if isinstance(saved, str) and saved:
+        print(f"hatchway-local: using the agent token saved in {config_path()}", flush=True)
+        return [saved]
+    token = generate_token()
+    path = update_config(token=token)
+    print(f"hatchway-local: new agent token {token}", flush=True)
+    print(f"hatchway-local: saved in {path}, where `hatchway http` finds it", flush=True)
+    return [token]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="hatchway-local: %(message)s")
+    try:
+        tokens = _tokens(args.token)
+    except ConfigError as exc:
+        print(f"hatchway-local: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        with run_local(
+            host=args.host,
+            port=args.port,
+            domain=args.domain,
+            tokens=tokens,
+            store=args.store,
+            dynamodb_endpoint=args.dynamodb_endpoint,
+            table_name=args.table,
+            response_timeout=args.response_timeout,
+        ) as server:
+            print(
+                f"hatchway-local ready  agent={server.agent_url}  public={server.public_base}",
+                flush=True,
+            )
+            while not stop.wait(1.0):
+                pass
+    except OSError as exc:
+        print(f"hatchway-local: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
