@@ -45,6 +45,9 @@ HTTP_INTEGRATION_TIMEOUT_SECONDS = 30.0
 WEBSOCKET_IDLE_SECONDS = 600.0
 """WebSocket API idle connection timeout."""
 
+CLOSE_HANDSHAKE_SECONDS = 1.0
+"""How long a server-side close waits for the client's close frame before dropping the socket."""
+
 CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED_DATA = 1003  # API Gateway refuses binary frames from clients
 CLOSE_MESSAGE_TOO_BIG = 1009
@@ -186,7 +189,11 @@ class Gateway:
             )
             return web.Response(status=status, text=str(body))
 
-        ws = web.WebSocketResponse(autoping=True, max_msg_size=WEBSOCKET_MAX_MESSAGE_BYTES * 2)
+        ws = web.WebSocketResponse(
+            autoping=True,
+            max_msg_size=WEBSOCKET_MAX_MESSAGE_BYTES * 2,
+            timeout=CLOSE_HANDSHAKE_SECONDS,
+        )
         await ws.prepare(request)
         connection = _Connection(
             ws, connected_at, request.remote or "", request.headers.get("User-Agent", "")
@@ -282,12 +289,13 @@ class Gateway:
         if request.method == "GET":
             return web.json_response(
                 {
-                    "ConnectedAt": _iso(connection.connected_at),
-                    "Identity": {
-                        "SourceIp": connection.source_ip,
-                        "UserAgent": connection.user_agent,
+                    # Wire names; boto3 presents them as ConnectedAt, Identity, LastActiveAt.
+                    "connectedAt": _iso(connection.connected_at),
+                    "identity": {
+                        "sourceIp": connection.source_ip,
+                        "userAgent": connection.user_agent,
                     },
-                    "LastActiveAt": _iso(connection.last_active),
+                    "lastActiveAt": _iso(connection.last_active),
                 }
             )
         if request.method == "DELETE":

@@ -77,6 +77,50 @@ def _api_gateway_poster(url: str) -> Poster:
     return ApiGatewayPoster(make_client(url))
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """Bind first, so that an ephemeral port is known before anything is built around it."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+@contextmanager
+def serve_gateway(gateway: Gateway, sock: socket.socket) -> Iterator[asyncio.AbstractEventLoop]:
+    """Serve ``gateway`` on a bound socket from a background thread with its own event loop."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(gateway.app, access_log=None, handle_signals=False)
+    started = threading.Event()
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(runner.setup())
+            loop.run_until_complete(web.SockSite(runner, sock).start())
+            gateway.loop = loop
+        except BaseException as exc:
+            failure.append(exc)
+            started.set()
+            return
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, name="hatchway-local", daemon=True)
+    thread.start()
+    if not started.wait(STARTUP_TIMEOUT_SECONDS) or failure:
+        raise RuntimeError(f"local gateway failed to start: {failure[:1]}")
+    try:
+        yield loop
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        gateway.http_pool.shutdown(wait=False, cancel_futures=True)
+        gateway.ws_pool.shutdown(wait=False, cancel_futures=True)
+        sock.close()
+
+
 @contextmanager
 def run_local(
     *,
@@ -94,9 +138,7 @@ def run_local(
     http_workers: int = 64,
     ws_workers: int = 32,
 ) -> Iterator[LocalServer]:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    sock = bind(host, port)
     port = sock.getsockname()[1]
 
     gateway = Gateway(
@@ -130,34 +172,5 @@ def run_local(
         relay.add_token(token)
     gateway.set_handlers(ws_handlers.make_handler(relay), http_handlers.make_handler(relay))
 
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(gateway.app, access_log=None, handle_signals=False)
-    started = threading.Event()
-    failure: list[BaseException] = []
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.SockSite(runner, sock).start())
-            gateway.loop = loop
-        except BaseException as exc:
-            failure.append(exc)
-            started.set()
-            return
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, name="hatchway-local", daemon=True)
-    thread.start()
-    if not started.wait(STARTUP_TIMEOUT_SECONDS) or failure:
-        raise RuntimeError(f"local gateway failed to start: {failure[:1]}")
-    try:
+    with serve_gateway(gateway, sock) as loop:
         yield LocalServer(host, port, domain, relay, chosen_store, gateway, loop)
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        gateway.http_pool.shutdown(wait=False, cancel_futures=True)
-        gateway.ws_pool.shutdown(wait=False, cancel_futures=True)
-        sock.close()

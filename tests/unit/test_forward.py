@@ -1,0 +1,209 @@
+"""The agent's forwarder against a real local app over real sockets: byte-exact requests and
+responses, connection reuse, faults that name the local app, and hostile targets refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from hatchway import protocol
+from hatchway.forward import Forwarder, Target, parse_target
+from support.local_app import LocalApp, run_local_app
+
+
+@pytest.fixture
+def app() -> Iterator[LocalApp]:
+    with run_local_app() as local_app:
+        yield local_app
+
+
+@pytest.fixture
+def forwarder(app: LocalApp) -> Iterator[Forwarder]:
+    forwarder = Forwarder(Target("127.0.0.1", app.port), timeout=5)
+    yield forwarder
+    forwarder.close()
+
+
+def request(
+    method: str = "GET", path: str = "/echo", query: str = "", headers=(), body=b""
+) -> protocol.Request:
+    return protocol.Request("r1", "myapp", method, path, query, tuple(headers), body)
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port"),
+    [
+        ("3000", "127.0.0.1", 3000),
+        ("localhost:8000", "localhost", 8000),
+        ("http://127.0.0.1:5000", "127.0.0.1", 5000),
+        ("http://[::1]:5000/", "::1", 5000),
+    ],
+)
+def test_targets_parse(text: str, host: str, port: int) -> None:
+    assert parse_target(text) == Target(host, port)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "0",
+        "70000",
+        "https://localhost:3000",
+        "localhost",
+        "host:port",
+        "http://h:1/path",
+        "a:b@h:1",
+    ],
+)
+def test_bad_targets_are_refused_with_a_reason(text: str) -> None:
+    with pytest.raises(ValueError, match="target"):
+        parse_target(text)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+def test_methods_and_bodies_arrive_exactly(
+    app: LocalApp, forwarder: Forwarder, method: str
+) -> None:
+    body = b"" if method in ("GET", "HEAD") else method.encode() * 3
+    response = forwarder.handle(request(method, "/echo/m", body=body))
+    assert response.status == 200 and response.fault is None
+    seen = app.requests[-1]
+    assert (seen.method, seen.target, seen.body) == (method, "/echo/m", body)
+    if method == "HEAD":
+        assert response.body == b""
+
+
+def test_headers_keep_order_and_repeats_and_lose_hop_by_hop(
+    app: LocalApp, forwarder: Forwarder
+) -> None:
+    headers = [
+        ("host", "myapp.t.example.com"),
+        ("x-b", "2"),
+        ("x-a", "1"),
+        ("x-a", "again"),
+        ("connection", "x-private"),
+        ("x-private", "hop"),
+        ("keep-alive", "timeout=5"),
+        ("te", "trailers"),
+    ]
+    forwarder.handle(request(headers=headers))
+    seen = app.requests[-1].headers
+    assert seen == [("host", "myapp.t.example.com"), ("x-b", "2"), ("x-a", "1"), ("x-a", "again")]
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [("/echo/caf%C3%A9/%2F", ""), ("/echo", "a=1&a=2&b=&c=%26"), ("/echo/;x=1/~", "q=%20")],
+)
+def test_paths_and_queries_are_not_requoted(
+    app: LocalApp, forwarder: Forwarder, path: str, query: str
+) -> None:
+    forwarder.handle(request(path=path, query=query))
+    assert app.requests[-1].target == path + ("?" + query if query else "")
+
+
+@pytest.mark.parametrize("size", [0, 1024 * 1024])
+def test_binary_bodies_both_ways(app: LocalApp, forwarder: Forwarder, size: int) -> None:
+    upload = bytes(range(256)) * (size // 256)
+    response = forwarder.handle(request("POST", "/upload", body=upload))
+    assert hashlib.sha256(app.requests[-1].body).digest() == hashlib.sha256(upload).digest()
+    assert response.body == upload
+    download = forwarder.handle(request(path="/bytes", query=f"n={size}&seed=1"))
+    assert download.body == LocalApp.expected_bytes(size, 1)
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_bodiless_statuses(forwarder: Forwarder, status: int) -> None:
+    response = forwarder.handle(request(path=f"/status/{status}"))
+    assert (response.status, response.body) == (status, b"")
+
+
+def test_redirects_are_not_followed_and_cookies_stay_separate(forwarder: Forwarder) -> None:
+    redirect = forwarder.handle(request(path="/redirect"))
+    assert (redirect.status, dict(redirect.headers)["Location"]) == (302, "/echo/after")
+    cookies = forwarder.handle(request(path="/cookies"))
+    assert [v for k, v in cookies.headers if k == "Set-Cookie"] == [
+        "a=1; Path=/",
+        "b=2; HttpOnly",
+        "c=3; Max-Age=60",
+    ]
+
+
+def test_connections_to_the_local_app_are_reused(app: LocalApp, forwarder: Forwarder) -> None:
+    for _ in range(10):
+        assert forwarder.handle(request()).status == 200
+    assert len({seen.client_port for seen in app.requests}) == 1
+
+
+def test_a_connection_the_app_closed_is_replaced_transparently(
+    app: LocalApp, forwarder: Forwarder
+) -> None:
+    forwarder.handle(request())
+    for conn in forwarder._idle:  # the app dropped its keep-alive connection
+        conn.sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+    assert forwarder.handle(request("POST", "/upload", body=b"still here")).body == b"still here"
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_local_app_down_is_a_fault_naming_the_local_app() -> None:
+    port = unused_port()
+    response = Forwarder(Target("127.0.0.1", port)).handle(request())
+    assert response.status == 502
+    assert response.fault is not None and response.fault.side == "local app"
+    assert f"connection refused by http://127.0.0.1:{port}" in response.fault.message
+
+
+def test_slow_local_app_is_a_timeout_fault(app: LocalApp) -> None:
+    response = Forwarder(Target("127.0.0.1", app.port), timeout=0.3).handle(
+        request(path="/slow", query="s=5")
+    )
+    assert response.fault is not None and "did not answer within 0.3 s" in response.fault.message
+
+
+def test_oversized_local_response_is_a_fault(forwarder: Forwarder) -> None:
+    at_limit = forwarder.handle(request(path="/bytes", query=f"n={protocol.MAX_BODY_BYTES}"))
+    assert at_limit.status == 200 and len(at_limit.body) == protocol.MAX_BODY_BYTES
+    over = forwarder.handle(request(path="/bytes", query=f"n={protocol.MAX_BODY_BYTES + 1}"))
+    assert over.status == 502 and over.fault is not None and "larger than" in over.fault.message
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "headers"),
+    [
+        ("http://evil.example/", "", ()),
+        ("//evil.example/x", "", ()),
+        ("/a\r\nHost: evil", "", ()),
+        (" /x", "", ()),
+        ("/x y", "", ()),
+        ("/x", "a=1 HTTP/1.1\r\nX: y", ()),
+        ("/x\x00", "", ()),
+    ],
+)
+def test_hostile_requests_are_refused_before_reaching_the_app(
+    app: LocalApp, forwarder: Forwarder, path: str, query: str, headers: tuple
+) -> None:
+    response = forwarder.handle(protocol.Request("r1", "myapp", "GET", path, query, headers))
+    assert response.status == 400
+    assert b"Refused by the hatchway agent" in response.body
+    assert app.requests == []
+
+
+def test_header_injection_cannot_even_be_expressed() -> None:
+    with pytest.raises(protocol.ProtocolError, match="CR, LF or NUL"):
+        protocol.Request("r1", "myapp", "GET", "/x", "", (("x-injected", "a\r\nHost: evil"),))
+
+
+def test_echo_shows_no_added_headers(app: LocalApp, forwarder: Forwarder) -> None:
+    response = forwarder.handle(request(headers=[("host", "h")]))
+    names = [k.lower() for k, _ in json.loads(response.body)["headers"]]
+    assert names == ["host"]  # no User-Agent, Accept-Encoding or Connection added
