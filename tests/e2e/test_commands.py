@@ -61,6 +61,7 @@ def test_quickstart_needs_no_token_flags(
     assert answer.status == 200 and app.requests[-1].target == "/echo/hi"
     agent.wait_for(r"GET /echo/hi 200 \d+")  # one log line per forwarded request
     assert token not in "\n".join(agent.drain())
+    assert agent.stop() == 0  # Ctrl-C closes the tunnel cleanly
 
     # A second start reuses the saved token instead of printing a new one.
     relay.popen.send_signal(signal.SIGTERM)

@@ -90,6 +90,13 @@ class DynamoStore:
         self.client = table.meta.client
         self._clock = clock or SystemClock()
 
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        """One item by key, strongly consistent (a read that matters is never stale)."""
+        item: dict[str, Any] | None = self.table.get_item(
+            Key={"pk": pk, "sk": sk}, ConsistentRead=True
+        ).get("Item")
+        return item
+
     # Tokens
 
     def put_token(self, record: TokenRecord) -> None:
@@ -105,9 +112,7 @@ class DynamoStore:
         )
 
     def get_token(self, token_hash: str) -> TokenRecord | None:
-        item = self.table.get_item(
-            Key={"pk": f"token#{token_hash}", "sk": "token"}, ConsistentRead=True
-        ).get("Item")
+        item = self._get(f"token#{token_hash}", "token")
         return None if item is None else self._token(item)
 
     @staticmethod
@@ -151,9 +156,7 @@ class DynamoStore:
         )
 
     def get_connection(self, connection_id: str) -> ConnectionRecord | None:
-        item = self.table.get_item(
-            Key={"pk": f"conn#{connection_id}", "sk": "conn"}, ConsistentRead=True
-        ).get("Item")
+        item = self._get(f"conn#{connection_id}", "conn")
         if item is None:
             return None
         return ConnectionRecord(
@@ -210,9 +213,7 @@ class DynamoStore:
         return True
 
     def get_claim(self, name: str) -> Claim | None:
-        item = self.table.get_item(
-            Key={"pk": f"name#{name}", "sk": "claim"}, ConsistentRead=True
-        ).get("Item")
+        item = self._get(f"name#{name}", "claim")
         if item is None:
             return None
         return Claim(name, item["connection_id"], item["token_id"], _num(item["expires_at"]))
@@ -321,9 +322,7 @@ class DynamoStore:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def wait_response(self, request_id: str, until: float) -> list[StoredFrame] | None:
-        pending = self.table.get_item(
-            Key={"pk": f"req#{request_id}", "sk": "pending"}, ConsistentRead=True
-        ).get("Item")
+        pending = self._get(f"req#{request_id}", "pending")
         if pending is None:
             return None
         delay = FIRST_POLL_SECONDS
