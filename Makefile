@@ -15,7 +15,8 @@ $(STAMP): requirements-dev.txt agent/pyproject.toml functions/pyproject.toml inf
 	$(PY) -m pip install --quiet -r requirements-dev.txt -e ./agent -e ./functions -e ./infra
 	touch $(STAMP)
 
-test: install
+# Lint is part of the test command: a style or type error fails CI like a failing test.
+test: lint
 	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: install
