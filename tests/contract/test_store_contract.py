@@ -1,40 +1,133 @@
-"""One contract, every ``Store`` adapter: MemoryStore, and DynamoStore on moto (in process)."""
+"""The ``Store`` contract: one suite, every adapter (MemoryStore, and DynamoStore on moto).
+
+Each contract test runs once per adapter through the ``store`` fixture (on a fake clock, so no
+test waits in real time) or ``make_store`` (to pick the clock). What only one adapter promises
+(MemoryStore's wake-ups, DynamoStore's polling, retries and table layout) is at the end.
+"""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from hatchway_relay.adapters import dynamo_store
 from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
 from hatchway_relay.adapters.memory_store import MemoryStore
-from hatchway_relay.ports import Claim, ConnectionRecord, Store, StoredFrame, TokenRecord
+from hatchway_relay.ports import (
+    Claim,
+    Clock,
+    ConnectionRecord,
+    Store,
+    StoredFrame,
+    SystemClock,
+    TokenRecord,
+)
+from support.fake_clock import START as NOW
 from support.fake_clock import FakeClock
 
-NOW = 1_700_000_000.0
+TABLE = "hatchway-contract"
+
+# ---------------------------------------------------------------------------------------------
+# The adapters under test
+
+
+class AdminStore(Store, Protocol):
+    """The port plus the operator's token commands, which both adapters offer."""
+
+    def list_tokens(self) -> list[TokenRecord]: ...
+    def delete_token(self, token_hash: str) -> None: ...
+
+
+StoreFactory = Callable[[Clock], AdminStore]
+
+
+@dataclass
+class MotoTable:
+    """The table in moto, and every DynamoDB operation called on it, in order."""
+
+    table: Any
+    operations: list[str] = field(default_factory=list)
+
+    @property
+    def client(self) -> Any:
+        return self.table.meta.client
+
+
+def serialize_requests(client: Any) -> None:
+    """Apply one request at a time, as DynamoDB does for each item.
+
+    moto's in-process backend checks a condition and then writes the item as separate Python
+    steps with no lock, so two threads can both pass one condition: a race test would measure
+    moto, not the adapter. A lock around each whole request restores per-request atomicity and
+    leaves every race *between* requests (read-then-write, say) as open as on AWS.
+    """
+    lock = threading.Lock()
+    holding = threading.local()
+
+    def acquire(**_: Any) -> None:
+        lock.acquire()  # returns nothing on purpose: a value here would replace the response
+        holding.lock = True
+
+    def release(**_: Any) -> None:
+        # A more specific before-call handler may have answered before ``acquire`` ran.
+        if getattr(holding, "lock", False):
+            holding.lock = False
+            lock.release()
+
+    client.meta.events.register("before-call.dynamodb", acquire)
+    client.meta.events.register("after-call.dynamodb", release)
+    client.meta.events.register("after-call-error.dynamodb", release)
+
+
+@pytest.fixture
+def moto_table(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoTable]:
+    # Dummy credentials: moto accepts anything, and nothing can reach a real account.
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(key, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        resource = boto3.resource("dynamodb", region_name="us-east-1")
+        create_table(resource, TABLE)
+        moto = MotoTable(resource.Table(TABLE))
+        serialize_requests(moto.client)
+        moto.client.meta.events.register(
+            "before-call.dynamodb", lambda model, **_: moto.operations.append(model.name)
+        )
+        yield moto
 
 
 @pytest.fixture(params=["memory", "dynamodb"])
-def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
-    clock = FakeClock(NOW)
+def make_store(request: pytest.FixtureRequest) -> StoreFactory:
+    """Builds the adapter under test on the clock a test chooses."""
     if request.param == "memory":
-        yield MemoryStore(clock)
-        return
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    with mock_aws():
-        resource = boto3.resource("dynamodb", region_name="us-east-1")
-        create_table(resource, "hatchway-contract")
-        create_table(resource, "hatchway-contract")  # idempotent
-        yield DynamoStore(resource.Table("hatchway-contract"), clock)
+        return MemoryStore
+    moto: MotoTable = request.getfixturevalue("moto_table")
+    return lambda clock: DynamoStore(moto.table, clock)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(NOW)
+
+
+@pytest.fixture
+def store(make_store: StoreFactory, clock: FakeClock) -> AdminStore:
+    return make_store(clock)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
 
 
 def claim(
@@ -47,39 +140,115 @@ def frame(index: int, count: int = 3) -> StoredFrame:
     return StoredFrame(index, count, f'{{"part":{index}}}')
 
 
-def test_tokens_round_trip(store: Store) -> None:
-    record = TokenRecord("ab" * 32, "abababababab", "laptop", NOW, ("myapp",))
-    store.put_token(record)
-    assert store.get_token("ab" * 32) == record
-    assert store.get_token("cd" * 32) is None
+def race(*attempts: Callable[[], bool]) -> list[bool]:
+    """Start every attempt at the same instant, each in its own thread; their results."""
+    barrier = threading.Barrier(len(attempts))
+    results: list[bool | None] = [None] * len(attempts)
+
+    def run(slot: int, attempt: Callable[[], bool]) -> None:
+        barrier.wait()
+        results[slot] = attempt()
+
+    threads = [threading.Thread(target=run, args=item) for item in enumerate(attempts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert None not in results, "an attempt failed or hung"
+    return [bool(r) for r in results]
 
 
-def test_connections_round_trip_hold_names_and_are_deleted(store: Store) -> None:
-    record = ConnectionRecord("c1", "t1", NOW, NOW + 7200, (), "203.0.113.9")
+@pytest.fixture
+def frequent_thread_switches() -> Iterator[None]:
+    """Switch threads every 10 µs instead of every 5 ms, so racing calls really interleave."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    yield
+    sys.setswitchinterval(previous)
+
+
+class SignallingClock(SystemClock):
+    """The real clock, which also tells a test that the waiter found the response incomplete
+    and started waiting, and how each condition wait ended (True: woken, False: timed out)."""
+
+    def __init__(self) -> None:
+        self.waiting = threading.Event()
+        self.wakeups: list[bool] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.waiting.set()
+        super().sleep(seconds)
+
+    def wait(self, condition: threading.Condition, seconds: float) -> None:
+        self.waiting.set()
+        self.wakeups.append(condition.wait(seconds))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokens
+
+
+def test_tokens_round_trip_and_can_be_listed_and_deleted(store: AdminStore) -> None:
+    laptop = TokenRecord("ab" * 32, "abababababab", "laptop", NOW + 0.123456789, ("myapp",))
+    ci = TokenRecord("cd" * 32, "cdcdcdcdcdcd")
+    store.put_token(laptop)
+    store.put_token(ci)
+    assert store.get_token("ab" * 32) == laptop
+    assert store.get_token("ef" * 32) is None
+    assert sorted(store.list_tokens(), key=lambda t: t.token_id) == [laptop, ci]
+    store.delete_token("ab" * 32)
+    assert store.get_token("ab" * 32) is None
+    assert store.list_tokens() == [ci]
+
+
+# ---------------------------------------------------------------------------------------------
+# Connections
+
+
+def test_connections_round_trip_hold_names_and_are_deleted(store: AdminStore) -> None:
+    record = ConnectionRecord("c1", "t1", NOW + 0.25, NOW + 7200.123456, (), "203.0.113.9")
     store.put_connection(record)
     assert store.get_connection("c1") == record
+    assert store.get_connection("c2") is None
     store.set_connection_names("c1", ("a", "b"))
-    assert store.get_connection("c1").names == ("a", "b")  # type: ignore[union-attr]
+    assert store.get_connection("c1") == ConnectionRecord(
+        "c1", "t1", NOW + 0.25, NOW + 7200.123456, ("a", "b"), "203.0.113.9"
+    )
     store.delete_connection("c1")
     assert store.get_connection("c1") is None
-    store.set_connection_names("c1", ("a",))  # on a gone connection: nothing, no error
+    store.set_connection_names("c1", ("a",))  # on a gone connection: no error, no resurrection
     assert store.get_connection("c1") is None
+    store.delete_connection("c1")  # twice: no error
+
+
+# ---------------------------------------------------------------------------------------------
+# Tunnel claims
 
 
 @pytest.mark.parametrize(
     ("held", "wanted", "takeover_from", "wins"),
     [
-        (None, claim(), None, True),  # free name
-        (claim(conn="c1"), claim(conn="c2"), None, True),  # same token: reconnect takes it
-        (claim(conn="c1"), claim(conn="c2", token="t2"), None, False),  # other token, alive
-        (claim(expires=NOW - 1), claim(conn="c2", token="t2"), None, True),  # expired
-        (claim(expires=NOW), claim(conn="c2", token="t2"), None, True),  # expires exactly now
-        (claim(conn="c1"), claim(conn="c2", token="t2"), "c1", True),  # holder found dead
-        (claim(conn="c1"), claim(conn="c2", token="t2"), "c9", False),  # someone else was dead
+        pytest.param(None, claim(), None, True, id="free name"),
+        pytest.param(claim(conn="c1"), claim(conn="c2"), None, True, id="same token reconnects"),
+        pytest.param(
+            claim(conn="c1"), claim(conn="c2", token="t2"), None, False, id="other token, alive"
+        ),
+        pytest.param(
+            claim(expires=NOW - 1), claim(conn="c2", token="t2"), None, True, id="expired"
+        ),
+        pytest.param(
+            claim(expires=NOW), claim(conn="c2", token="t2"), None, True, id="expires right now"
+        ),
+        pytest.param(
+            claim(conn="c1"), claim(conn="c2", token="t2"), "c1", True, id="holder found dead"
+        ),
+        pytest.param(
+            claim(conn="c1"), claim(conn="c2", token="t2"), "c9", False, id="another one dead"
+        ),
     ],
 )
 def test_claim_conditions(
-    store: Store, held: Claim | None, wanted: Claim, takeover_from: str | None, wins: bool
+    store: AdminStore, held: Claim | None, wanted: Claim, takeover_from: str | None, wins: bool
 ) -> None:
     if held is not None:
         assert store.claim_name(held, NOW - 10)
@@ -87,120 +256,335 @@ def test_claim_conditions(
     assert store.get_claim("myapp") == (wanted if wins else held)
 
 
-def test_only_the_holder_renews_or_releases(store: Store) -> None:
-    store.claim_name(claim(conn="c1"), NOW)
+def test_only_the_holder_renews_or_releases(store: AdminStore) -> None:
+    assert store.renew_claim("myapp", "c1", NOW + 999) is False  # nothing to renew
+    assert store.claim_name(claim(conn="c1"), NOW)
     assert store.renew_claim("myapp", "c2", NOW + 999) is False
     assert store.release_claim("myapp", "c2") is False
-    assert store.renew_claim("myapp", "c1", NOW + 999) is True
-    assert store.get_claim("myapp").expires_at == NOW + 999  # type: ignore[union-attr]
+    assert store.get_claim("myapp") == claim(conn="c1")
+    assert store.renew_claim("myapp", "c1", NOW + 999.5) is True
+    assert store.get_claim("myapp") == claim(conn="c1", expires=NOW + 999.5)
     assert store.release_claim("myapp", "c1") is True
     assert store.get_claim("myapp") is None
     assert store.release_claim("myapp", "c1") is False
 
 
-def test_memory_store_two_tokens_racing_for_a_name_exactly_one_wins() -> None:
-    """Atomicity is MemoryStore's own job (its lock). For DynamoStore it is DynamoDB's guarantee
-    for a conditional PutItem, specified by the sequential condition cases above: moto's
-    in-process backend evaluates conditions without a lock, so a threaded race there would test
-    moto, not us."""
-    store = MemoryStore(FakeClock(NOW))
-    for round_ in range(10):
+@pytest.mark.usefixtures("frequent_thread_switches")
+def test_two_tokens_racing_for_a_name_exactly_one_wins(store: AdminStore) -> None:
+    for round_ in range(20):
         name = f"race-{round_}"
-        barrier = threading.Barrier(2)
-        results: dict[str, bool] = {}
+        results = race(
+            partial(store.claim_name, claim(name, "conn-a", "ta"), NOW),
+            partial(store.claim_name, claim(name, "conn-b", "tb"), NOW),
+        )
+        assert sorted(results) == [False, True]
+        winner = claim(name, "conn-a", "ta") if results[0] else claim(name, "conn-b", "tb")
+        assert store.get_claim(name) == winner
 
-        def attempt(
-            token: str,
-            name: str = name,
-            barrier: threading.Barrier = barrier,
-            results: dict[str, bool] = results,
-        ) -> None:
-            barrier.wait()
-            results[token] = store.claim_name(claim(name, f"conn-{token}", token), NOW)
 
-        threads = [threading.Thread(target=attempt, args=(t,)) for t in ("t1", "t2")]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(10)
-        assert sorted(results.values()) == [False, True]
-        winner = next(t for t, won in results.items() if won)
-        assert store.get_claim(name).token_id == winner  # type: ignore[union-attr]
+# ---------------------------------------------------------------------------------------------
+# Pending requests and response frames
 
 
 @pytest.mark.parametrize(
-    ("connection", "now", "repeat", "accepted"),
+    ("connection", "now", "stored_before", "accepted"),
     [
-        ("c1", NOW, False, True),  # the owner
-        ("c2", NOW, False, False),  # a foreign connection
-        ("c1", NOW + 31, False, False),  # after the pending request expired
-        ("c1", NOW, True, False),  # the same part twice
+        pytest.param("c1", NOW, False, True, id="the owner"),
+        pytest.param("c1", NOW + 29.5, False, True, id="the owner, just in time"),
+        pytest.param("c2", NOW, False, False, id="a foreign connection"),
+        pytest.param("c1", NOW + 30, False, False, id="the request expires right now"),
+        pytest.param("c1", NOW + 31, False, False, id="after the request expired"),
+        pytest.param("c1", NOW, True, False, id="the same part twice"),
     ],
 )
 def test_response_frames_only_from_the_owner_once(
-    store: Store, connection: str, now: float, repeat: bool, accepted: bool
+    store: AdminStore, connection: str, now: float, stored_before: bool, accepted: bool
 ) -> None:
     store.put_pending("r1", "c1", NOW + 30)
-    if repeat:
+    if stored_before:
         assert store.add_response_frame("r1", "c1", frame(0), NOW)
     assert store.add_response_frame("r1", connection, frame(0), now) is accepted
+    assert store.add_response_frame("r1", "c1", frame(1), NOW) is True  # the request lives on
 
 
-def test_frames_for_an_unknown_request_are_refused(store: Store) -> None:
+def test_frames_for_an_unknown_request_are_refused(store: AdminStore) -> None:
     assert store.add_response_frame("nope", "c1", frame(0), NOW) is False
 
 
-def test_wait_returns_every_frame_in_order_once_complete(store: Store) -> None:
+@pytest.mark.usefixtures("frequent_thread_switches")
+def test_one_part_sent_twice_at_once_is_stored_once(store: AdminStore) -> None:
+    for round_ in range(20):
+        request = f"r{round_}"
+        store.put_pending(request, "c1", NOW + 30)
+        part = StoredFrame(0, 1, f"copy-{round_}")
+        send = partial(store.add_response_frame, request, "c1", part, NOW)
+        results = race(send, send)
+        assert sorted(results) == [False, True]
+        assert store.wait_response(request, NOW) == [part]
+
+
+def test_wait_returns_every_frame_in_order_once_complete(store: AdminStore) -> None:
     store.put_pending("r1", "c1", NOW + 30)
     for index in (2, 0):
         assert store.add_response_frame("r1", "c1", frame(index), NOW)
-    assert store.wait_response("r1", NOW) is None  # incomplete at the deadline
+    assert store.wait_response("r1", NOW) is None  # incomplete, deadline already here
     assert store.add_response_frame("r1", "c1", frame(1), NOW)
-    assert store.wait_response("r1", NOW + 1) == [frame(0), frame(1), frame(2)]
+    assert store.wait_response("r1", NOW) == [frame(0), frame(1), frame(2)]
 
 
-def test_wait_gives_up_at_the_deadline_in_fake_time(store: Store) -> None:
+def test_wait_gives_up_exactly_at_the_deadline(store: AdminStore, clock: FakeClock) -> None:
     store.put_pending("r1", "c1", NOW + 30)
+    assert store.add_response_frame("r1", "c1", frame(0), NOW)
     assert store.wait_response("r1", NOW + 5) is None
+    assert clock.now() == NOW + 5  # waited the whole time, not a moment longer
+
+
+def test_wait_for_an_unknown_request_returns_at_once(store: AdminStore, clock: FakeClock) -> None:
     assert store.wait_response("missing", NOW + 5) is None
+    assert clock.now() == NOW
 
 
-def test_many_frames_span_query_pages(store: Store) -> None:
+def test_wait_returns_once_another_thread_completes_the_message(make_store: StoreFactory) -> None:
+    clock = SignallingClock()  # real time: a waiter and an agent, each in its own thread
+    store = make_store(clock)
+    started = time.time()
+    store.put_pending("r1", "c1", started + 30)
+    assert store.add_response_frame("r1", "c1", frame(2), started)
+    accepted: list[bool] = []
+
+    def agent() -> None:  # the rest, out of order, once the waiter has found it incomplete
+        if clock.waiting.wait(10):
+            for index in (0, 1):
+                accepted.append(store.add_response_frame("r1", "c1", frame(index), time.time()))
+
+    writer = threading.Thread(target=agent)
+    writer.start()
+    # A waiter that misses the last frame returns None at this (generous) deadline.
+    assert store.wait_response("r1", started + 10) == [frame(0), frame(1), frame(2)]
+    writer.join(10)
+    assert accepted == [True, True]
+
+
+def test_a_message_of_many_large_frames_comes_back_whole(store: AdminStore) -> None:
+    # ~1.2 MB: more than one DynamoDB query page (1 MB).
+    big = [StoredFrame(i, 40, f"{i:04d}" + "x" * 30_000) for i in range(40)]
     store.put_pending("r1", "c1", NOW + 30)
-    big = [StoredFrame(i, 40, "x" * 30_000) for i in range(40)]  # ~1.2 MB: several pages
-    for f in big:
-        assert store.add_response_frame("r1", "c1", f, NOW)
+    for part in reversed(big):
+        assert store.add_response_frame("r1", "c1", part, NOW)
     assert store.wait_response("r1", NOW) == big
+
+
+def test_delete_request_removes_the_request_and_its_frames(store: AdminStore) -> None:
+    store.put_pending("r1", "c1", NOW + 30)
+    store.put_pending("r2", "c1", NOW + 30)
+    for index in range(3):
+        assert store.add_response_frame("r1", "c1", frame(index), NOW)
+        assert store.add_response_frame("r2", "c1", frame(index), NOW)
     store.delete_request("r1")
     assert store.wait_response("r1", NOW) is None
     assert store.add_response_frame("r1", "c1", frame(0), NOW) is False
+    assert store.wait_response("r2", NOW) == [frame(0), frame(1), frame(2)]  # others untouched
+    store.delete_request("r1")  # twice: no error
+
+
+# ---------------------------------------------------------------------------------------------
+# MemoryStore only: a waiter is woken, never polls
 
 
 def test_memory_store_wakes_the_waiter_the_moment_the_last_frame_lands() -> None:
-    store = MemoryStore()  # real clock: the wake-up is the point
-    store.put_pending("r1", "c1", 1e12)
-    store.add_response_frame("r1", "c1", StoredFrame(0, 2, "a"), 0)
-    result: list[object] = []
-    deadline = time.time() + 5  # a waiter that is not woken fails the test after 5 s
-    waiter = threading.Thread(target=lambda: result.append(store.wait_response("r1", deadline)))
-    waiter.start()
-    store.add_response_frame("r1", "c1", StoredFrame(1, 2, "b"), 0)
-    waiter.join(6)
-    assert result == [[StoredFrame(0, 2, "a"), StoredFrame(1, 2, "b")]]
+    clock = SignallingClock()
+    store = MemoryStore(clock)
+    store.put_pending("r1", "c1", time.time() + 30)
+    assert store.add_response_frame("r1", "c1", StoredFrame(0, 2, "a"), time.time())
+
+    def agent() -> None:
+        if clock.waiting.wait(10):
+            store.add_response_frame("r1", "c1", StoredFrame(1, 2, "b"), time.time())
+
+    writer = threading.Thread(target=agent)
+    writer.start()
+    assert store.wait_response("r1", time.time() + 10) == [
+        StoredFrame(0, 2, "a"),
+        StoredFrame(1, 2, "b"),
+    ]
+    writer.join(10)
+    assert clock.wakeups == [True]  # woken by the frame, not by the timeout
 
 
 def test_memory_store_wakes_the_waiter_when_its_connection_goes() -> None:
-    store = MemoryStore()
-    store.put_connection(ConnectionRecord("c1", "t1", 0, 1e12))
-    store.put_pending("r1", "c1", 1e12)
-    result: list[object] = []
-    deadline = time.time() + 30  # far beyond the loop below: only a wake-up ends the wait
-    waiter = threading.Thread(target=lambda: result.append(store.wait_response("r1", deadline)))
-    waiter.start()
-    # The waiter may not be waiting yet when we first delete: repeat (bounded) until it wakes.
-    for _ in range(500):
-        store.delete_connection("c1")
-        waiter.join(0.01)
-        if not waiter.is_alive():
-            break
-    assert not waiter.is_alive() and result == [None]
+    clock = SignallingClock()
+    store = MemoryStore(clock)
+    store.put_connection(ConnectionRecord("c1", "t1", 0, time.time() + 60))
+    store.put_pending("r1", "c1", time.time() + 30)
+
+    def disconnect() -> None:
+        if clock.waiting.wait(10):
+            store.delete_connection("c1")
+
+    disconnecting = threading.Thread(target=disconnect)
+    disconnecting.start()
+    assert store.wait_response("r1", time.time() + 10) is None
+    disconnecting.join(10)
+    assert clock.wakeups == [True]  # told at once, so the caller can answer 502 now
+
+
+# ---------------------------------------------------------------------------------------------
+# DynamoStore only: polling, retries, the table
+
+
+def test_dynamo_polls_at_once_then_backs_off_to_200_ms_never_past_the_deadline(
+    moto_table: MotoTable, clock: FakeClock
+) -> None:
+    store = DynamoStore(moto_table.table, clock)
+    store.put_pending("r1", "c1", NOW + 30)
+    polled_at: list[float] = []
+    moto_table.client.meta.events.register(
+        "before-call.dynamodb.Query", lambda **_: polled_at.append(clock.now())
+    )
+    assert store.wait_response("r1", NOW + 1) is None
+
+    *backoff, last = clock.sleeps
+    assert backoff[:6] == pytest.approx([0.02, 0.03, 0.045, 0.0675, 0.10125, 0.151875])
+    assert backoff[6:] == [0.2] * len(backoff[6:])
+    assert 0 < last <= 0.2
+    assert polled_at[0] == NOW  # the first look costs no wait
+    assert polled_at[-1] == NOW + 1  # the last look is at the deadline
+    assert len(polled_at) == len(clock.sleeps) + 1  # one look after every sleep
+
+
+def test_dynamo_reads_a_large_message_in_pages(moto_table: MotoTable) -> None:
+    store = DynamoStore(moto_table.table, FakeClock(NOW))
+    store.put_pending("r1", "c1", NOW + 30)
+    for i in range(40):
+        assert store.add_response_frame("r1", "c1", StoredFrame(i, 40, "x" * 30_000), NOW)
+    moto_table.operations.clear()
+    assert len(store.wait_response("r1", NOW) or []) == 40
+    assert moto_table.operations.count("Query") > 2  # several pages, not a truncated first one
+
+
+def cancel_transactions(client: Any, reasons: list[str], times: int) -> list[str]:
+    """Make the next ``times`` TransactWriteItems calls fail as DynamoDB does when it cancels
+    a transaction for ``reasons`` (one per item); returns the transactions' outcomes so far."""
+    outcomes: list[str] = []
+
+    def respond(model: Any, **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
+        if model.name != "TransactWriteItems":
+            return None
+        if outcomes.count("cancelled") == times:
+            outcomes.append("sent")
+            return None  # on to moto
+        outcomes.append("cancelled")
+        message = f"Transaction cancelled [{', '.join(reasons)}]"
+        parsed = {
+            "Error": {"Code": "TransactionCanceledException", "Message": message},
+            "CancellationReasons": [{"Code": code} for code in reasons],
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        }
+        return AWSResponse("https://dynamodb.invalid/", 400, {}, None), parsed
+
+    # A reply from a before-call handler replaces the request: moto never sees it. Registered
+    # after serialize_requests' handler on the same event, so it runs inside that lock.
+    client.meta.events.register("before-call.dynamodb", respond)
+    return outcomes
+
+
+def test_dynamo_retries_a_frame_whose_transaction_lost_a_conflict(
+    moto_table: MotoTable, clock: FakeClock
+) -> None:
+    # Parts of one response land in parallel Lambda invocations; their transactions all check
+    # the same pending item, and DynamoDB cancels the losers with TransactionConflict.
+    store = DynamoStore(moto_table.table, clock)
+    store.put_pending("r1", "c1", NOW + 30)
+    outcomes = cancel_transactions(moto_table.client, ["None", "TransactionConflict"], times=2)
+    assert store.add_response_frame("r1", "c1", StoredFrame(0, 1, "a"), NOW) is True
+    assert outcomes == ["cancelled", "cancelled", "sent"]
+    assert clock.sleeps == [0.01, 0.02]
+    assert store.wait_response("r1", NOW) == [StoredFrame(0, 1, "a")]
+
+
+def test_dynamo_gives_up_on_endless_conflicts_loudly(
+    moto_table: MotoTable, clock: FakeClock
+) -> None:
+    store = DynamoStore(moto_table.table, clock)
+    store.put_pending("r1", "c1", NOW + 30)
+    outcomes = cancel_transactions(moto_table.client, ["TransactionConflict", "None"], times=99)
+    with pytest.raises(ClientError):  # not False: the frame was not refused, it was not stored
+        store.add_response_frame("r1", "c1", StoredFrame(0, 1, "a"), NOW)
+    assert outcomes == ["cancelled"] * dynamo_store.TRANSACTION_ATTEMPTS
+    assert clock.sleeps == [0.01, 0.02, 0.04, 0.08]
+
+
+def test_dynamo_never_scans_on_a_request_path(moto_table: MotoTable) -> None:
+    clock = FakeClock(NOW)
+    store = DynamoStore(moto_table.table, clock)
+    store.put_token(TokenRecord("ab" * 32, "t1"))
+    store.get_token("ab" * 32)
+    store.put_connection(ConnectionRecord("c1", "t1", NOW, NOW + 7200))
+    store.get_connection("c1")
+    store.claim_name(claim(), NOW)
+    store.set_connection_names("c1", ("myapp",))
+    store.get_claim("myapp")
+    store.renew_claim("myapp", "c1", NOW + 120)
+    store.put_pending("r1", "c1", NOW + 30)
+    store.add_response_frame("r1", "c1", StoredFrame(0, 1, "a"), NOW)
+    store.wait_response("r1", NOW + 1)
+    store.delete_request("r1")
+    store.release_claim("myapp", "c1")
+    store.delete_connection("c1")
+    assert "Scan" not in moto_table.operations
+    store.list_tokens()  # the operator's listing may scan: it is not on any request's path
+    assert moto_table.operations[-1] == "Scan"
+
+
+def test_dynamo_items_follow_the_single_table_layout(moto_table: MotoTable) -> None:
+    store = DynamoStore(moto_table.table, FakeClock(NOW))
+    store.put_token(TokenRecord("ab" * 32, "t1"))
+    store.put_connection(ConnectionRecord("c1", "t1", NOW, NOW + 7200))
+    store.claim_name(claim(), NOW)
+    store.put_pending("r1", "c1", NOW + 30)
+    store.add_response_frame("r1", "c1", frame(7, count=8), NOW)
+    items = {(i["pk"], i["sk"]): i for i in moto_table.table.scan()["Items"]}
+    assert set(items) == {
+        ("token#" + "ab" * 32, "token"),
+        ("conn#c1", "conn"),
+        ("name#myapp", "claim"),
+        ("req#r1", "pending"),
+        ("req#r1", "frame#0007"),
+    }
+    assert "ttl" not in items["token#" + "ab" * 32, "token"]  # tokens live until revoked
+    for key in [("conn#c1", "conn"), ("name#myapp", "claim"), ("req#r1", "pending")]:
+        assert items[key]["ttl"] > items[key]["expires_at"]  # collected only after expiry
+    assert items["req#r1", "frame#0007"]["ttl"] > NOW + 30
+
+
+def test_create_table_takes_a_client_is_idempotent_and_enables_ttl(
+    moto_table: MotoTable,
+) -> None:
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    create_table(client, "another")
+    create_table(client, "another")
+    table = client.describe_table(TableName="another")["Table"]
+    assert table["TableStatus"] == "ACTIVE"
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert {k["AttributeName"]: k["KeyType"] for k in table["KeySchema"]} == {
+        "pk": "HASH",
+        "sk": "RANGE",
+    }
+    for name in ("another", TABLE):
+        ttl = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "ttl")
+
+
+def test_create_table_refuses_a_table_that_expires_items_by_another_attribute(
+    moto_table: MotoTable,
+) -> None:
+    client = moto_table.client
+    create_table(client, "theirs")
+    client.update_time_to_live(
+        TableName="theirs", TimeToLiveSpecification={"Enabled": False, "AttributeName": "ttl"}
+    )
+    client.update_time_to_live(
+        TableName="theirs", TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiry"}
+    )
+    with pytest.raises(RuntimeError, match="'expiry'"):
+        create_table(client, "theirs")

@@ -1,4 +1,5 @@
-"""``ApiGatewayPoster``: sends messages to agents through API Gateway's ``@connections`` API."""
+"""``ApiGatewayPoster``: the ``Poster`` port over API Gateway's ``@connections`` management API
+(boto3 ``apigatewaymanagementapi``); a 410 Gone becomes ``ConnectionGone``."""
 
 from __future__ import annotations
 
@@ -15,11 +16,17 @@ from hatchway_relay.ports import ConnectionGone
 def make_client(
     endpoint_url: str, region: str | None = None, max_pool_connections: int = 64
 ) -> Any:
-    """A management API client; the pool is sized for many concurrent visitor requests."""
+    """A management API client for ``https://{api}.execute-api.{region}.amazonaws.com/{stage}``
+    (or the local gateway's URL).
+
+    The pool is sized for many visitor requests posting at once from one warm Lambda. Timeouts
+    are short because a post is a small write and every post happens inside the HTTP API's 30 s
+    budget: three slow attempts must still leave time to answer the visitor."""
     config = Config(
         max_pool_connections=max_pool_connections,
-        connect_timeout=5,
-        read_timeout=10,
+        connect_timeout=2,
+        read_timeout=5,
+        # Standard mode retries throttling and 5xx with backoff; a 410 is never retried.
         retries={"mode": "standard", "max_attempts": 3},
     )
     return boto3.client(
@@ -34,6 +41,8 @@ def make_client(
 
 
 class ApiGatewayPoster:
+    """Posts text messages to agents' WebSocket connections through a boto3 client."""
+
     def __init__(self, client: Any) -> None:
         self.client = client
 
@@ -41,8 +50,10 @@ class ApiGatewayPoster:
         try:
             self.client.post_to_connection(ConnectionId=connection_id, Data=text.encode("utf-8"))
         except ClientError as exc:
+            # ``client.exceptions.GoneException`` is a ClientError with this code; the status
+            # check also covers an endpoint (a proxy, an emulator) that answers 410 without it.
             error = exc.response.get("Error", {}).get("Code")
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if error == "GoneException" or status == 410:
-                raise ConnectionGone(connection_id) from None
+                raise ConnectionGone(connection_id) from exc
             raise

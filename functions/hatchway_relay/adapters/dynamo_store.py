@@ -9,8 +9,9 @@ Single-table layout, ``pk``/``sk`` strings:
     req#<id>      / pending   a visitor request waiting for its response (owner: conn)
     req#<id>      / frame#NNNN  one response frame, written only by the owning connection
 
-Every item has a ``ttl`` for garbage collection only; readers check expiry in code because TTL
-deletes late. Claims and frames use conditional writes. No hot path scans.
+Every item but a token (which lives until revoked) has a ``ttl`` for garbage collection only;
+readers check expiry in code because TTL deletes late. Claims and frames use conditional writes.
+Only the operator's ``list_tokens`` scans; every request path reads by key.
 """
 
 from __future__ import annotations
@@ -38,10 +39,17 @@ POLL_BACKOFF = 1.5
 MAX_POLL_SECONDS = 0.2
 """Response polling: first retry after 20 ms, growing 1.5x per poll, capped at 200 ms."""
 
+TRANSACTION_ATTEMPTS = 5
+FIRST_CONFLICT_RETRY_SECONDS = 0.01
+RETRYABLE_CANCELLATIONS = frozenset({"TransactionConflict", "ThrottlingError"})
+"""A frame's transaction cancelled by a conflict is retried after 10, 20, 40, 80 ms."""
 
-def create_table(resource: Any, name: str) -> None:
-    """Create the table (PAY_PER_REQUEST, TTL on ``ttl``) if it does not exist yet."""
-    client = resource.meta.client
+
+def create_table(client_or_resource: Any, name: str) -> None:
+    """Create the table (PAY_PER_REQUEST, TTL on ``ttl``) unless it exists, and wait until it
+    is active. Safe to call on every start, also from several processes at once."""
+    # A resource exposes its client as ``meta.client``; a client's own ``meta`` has no such field.
+    client = getattr(client_or_resource.meta, "client", client_or_resource)
     try:
         client.create_table(
             TableName=name,
@@ -56,20 +64,34 @@ def create_table(resource: Any, name: str) -> None:
             ],
         )
     except ClientError as exc:
+        # Already there, possibly still CREATING (another process won the race): wait anyway.
         if exc.response["Error"]["Code"] != "ResourceInUseException":
             raise
+    # The waiter's default first retry is 20 s; tables usually turn active in a few seconds.
+    client.get_waiter("table_exists").wait(
+        TableName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 90}
+    )
+    ttl = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+    if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
+        if ttl.get("AttributeName") != "ttl":
+            raise RuntimeError(
+                f"table {name!r} expires items by attribute {ttl.get('AttributeName')!r}, not "
+                "'ttl': use another table name or turn that TTL setting off first"
+            )
         return
-    client.get_waiter("table_exists").wait(TableName=name)
+    # DynamoDB refuses to enable TTL twice, hence the check above.
     client.update_time_to_live(
         TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
     )
 
 
 def _num(value: Any) -> float:
-    return float(value) if isinstance(value, Decimal) else value
+    # The resource API reads every number as Decimal; records hold floats.
+    return float(value)
 
 
 def _dec(value: float) -> Decimal:
+    # ``repr`` is the shortest text that reads back as the same float, so values round-trip.
     return Decimal(repr(float(value)))
 
 
@@ -77,14 +99,19 @@ def _ttl(expires_at: float) -> int:
     return int(expires_at + TTL_MARGIN_SECONDS)
 
 
-def _failed_condition(exc: ClientError) -> bool:
-    return exc.response["Error"]["Code"] in (
-        "ConditionalCheckFailedException",
-        "TransactionCanceledException",
-    )
+def _condition_failed(exc: ClientError) -> bool:
+    return bool(exc.response["Error"]["Code"] == "ConditionalCheckFailedException")
+
+
+def _cancellation_reasons(exc: ClientError) -> set[str]:
+    """Why a transaction was cancelled, one code per item (``"None"`` for the items that were
+    fine); empty if the endpoint gave no reasons."""
+    return {reason.get("Code", "") for reason in exc.response.get("CancellationReasons", [])}
 
 
 class DynamoStore:
+    """The ``Store`` port over one DynamoDB table (a boto3 ``Table`` resource)."""
+
     def __init__(self, table: Any, clock: Clock | None = None) -> None:
         self.table = table
         self.client = table.meta.client
@@ -178,7 +205,7 @@ class DynamoStore:
                 ExpressionAttributeValues={":names": list(names)},
             )
         except ClientError as exc:
-            if not _failed_condition(exc):
+            if not _condition_failed(exc):
                 raise
 
     def delete_connection(self, connection_id: str) -> None:
@@ -207,7 +234,7 @@ class DynamoStore:
                 ConditionExpression=condition,
             )
         except ClientError as exc:
-            if _failed_condition(exc):
+            if _condition_failed(exc):
                 return False
             raise
         return True
@@ -228,7 +255,7 @@ class DynamoStore:
                 ExpressionAttributeValues={":e": _dec(expires_at), ":t": _ttl(expires_at)},
             )
         except ClientError as exc:
-            if _failed_condition(exc):
+            if _condition_failed(exc):
                 return False
             raise
         return True
@@ -240,7 +267,7 @@ class DynamoStore:
                 ConditionExpression=Attr("connection_id").eq(connection_id),
             )
         except ClientError as exc:
-            if _failed_condition(exc):
+            if _condition_failed(exc):
                 return False
             raise
         return True
@@ -261,44 +288,56 @@ class DynamoStore:
     def add_response_frame(
         self, request_id: str, connection_id: str, frame: StoredFrame, now: float
     ) -> bool:
-        table = self.table.name
-        try:
-            self.client.transact_write_items(
-                TransactItems=[
-                    {
-                        "ConditionCheck": {
-                            "TableName": table,
-                            "Key": {"pk": f"req#{request_id}", "sk": "pending"},
-                            "ConditionExpression": "#conn = :conn AND expires_at > :now",
-                            "ExpressionAttributeNames": {"#conn": "conn"},
-                            "ExpressionAttributeValues": {
-                                ":conn": connection_id,
-                                ":now": _dec(now),
-                            },
-                        }
+        # One transaction, so that the owner check and the "part not stored yet" check hold
+        # together: a foreign connection, an expired request or a duplicate part cancels it.
+        # ``self.client`` comes from the resource, so plain Python values are accepted here.
+        items = [
+            {
+                "ConditionCheck": {
+                    "TableName": self.table.name,
+                    "Key": {"pk": f"req#{request_id}", "sk": "pending"},
+                    "ConditionExpression": "#conn = :conn AND expires_at > :now",
+                    "ExpressionAttributeNames": {"#conn": "conn"},
+                    "ExpressionAttributeValues": {":conn": connection_id, ":now": _dec(now)},
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self.table.name,
+                    "Item": {
+                        "pk": f"req#{request_id}",
+                        "sk": f"frame#{frame.index:04d}",
+                        "index": frame.index,
+                        "count": frame.count,
+                        "text": frame.text,
+                        "conn": connection_id,
+                        # The waiter deletes its frames; TTL only sweeps what a crash left.
+                        "ttl": _ttl(now),
                     },
-                    {
-                        "Put": {
-                            "TableName": table,
-                            "Item": {
-                                "pk": f"req#{request_id}",
-                                "sk": f"frame#{frame.index:04d}",
-                                "index": frame.index,
-                                "count": frame.count,
-                                "text": frame.text,
-                                "conn": connection_id,
-                                "ttl": _ttl(now),
-                            },
-                            "ConditionExpression": "attribute_not_exists(pk)",
-                        }
-                    },
-                ]
-            )
-        except ClientError as exc:
-            if _failed_condition(exc):
-                return False
-            raise
-        return True
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+        ]
+        attempt = 1
+        while True:
+            try:
+                self.client.transact_write_items(TransactItems=items)
+                return True
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                reasons = _cancellation_reasons(exc)
+                # A failed condition is an answer: this frame is refused. An endpoint that
+                # gives no reasons gets the same answer (the conservative reading).
+                if not reasons or "ConditionalCheckFailed" in reasons:
+                    return False
+                # Parts of one response arrive in parallel $default invocations whose
+                # transactions all touch the same pending item; DynamoDB cancels the losers
+                # with TransactionConflict. Retrying is safe: nothing was written.
+                if not reasons & RETRYABLE_CANCELLATIONS or attempt == TRANSACTION_ATTEMPTS:
+                    raise
+            self._clock.sleep(FIRST_CONFLICT_RETRY_SECONDS * 2 ** (attempt - 1))
+            attempt += 1
 
     def _frames(
         self, request_id: str, projection: str | None = None, names: dict[str, str] | None = None
@@ -322,12 +361,15 @@ class DynamoStore:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def wait_response(self, request_id: str, until: float) -> list[StoredFrame] | None:
+        """Poll (strongly consistent) at once, then after 20 ms, 30 ms, ... up to 200 ms
+        apart, with a last look at ``until``. DynamoDB cannot wake a waiter."""
         pending = self._get(f"req#{request_id}", "pending")
         if pending is None:
             return None
         delay = FIRST_POLL_SECONDS
         while True:
-            # Poll the small attributes only; fetch the texts once every part is there.
+            # Poll the small attributes only and fetch the texts once every part is there. The
+            # projection saves transfer and parsing; DynamoDB still bills the whole items read.
             index = self._frames(request_id, "sk, #i, #c", {"#i": "index", "#c": "count"})
             if index and len(index) == int(index[0]["count"]):
                 items = self._frames(request_id)
