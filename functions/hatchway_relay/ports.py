@@ -142,7 +142,8 @@ class Store(Protocol):
         self, request_id: str, connection_id: str, frame: StoredFrame, now: float
     ) -> bool:
         """Store a frame only if ``connection_id`` owns the live pending request and this part
-        was not stored before. False otherwise (the frame is dropped)."""
+        was not stored before; False otherwise (the frame is dropped). The identical frame
+        again is an idempotent retry: True, and still stored once."""
         ...
 
     def wait_response(self, request_id: str, until: float) -> list[StoredFrame] | None:

@@ -330,7 +330,7 @@ class DynamoStore:
                 # A failed condition is an answer: this frame is refused. An endpoint that
                 # gives no reasons gets the same answer (the conservative reading).
                 if not reasons or "ConditionalCheckFailed" in reasons:
-                    return False
+                    return self._already_stored(request_id, connection_id, frame)
                 # Parts of one response arrive in parallel $default invocations whose
                 # transactions all touch the same pending item; DynamoDB cancels the losers
                 # with TransactionConflict. Retrying is safe: nothing was written.
@@ -338,6 +338,12 @@ class DynamoStore:
                     raise
             self._clock.sleep(FIRST_CONFLICT_RETRY_SECONDS * 2 ** (attempt - 1))
             attempt += 1
+
+    def _already_stored(self, request_id: str, connection_id: str, frame: StoredFrame) -> bool:
+        """A refused write still succeeded if this very frame is stored by this connection: an
+        SDK retry of a write that had landed (a 5xx after commit) must not drop the frame."""
+        item = self._get(f"req#{request_id}", f"frame#{frame.index:04d}")
+        return bool(item and item.get("conn") == connection_id and item.get("text") == frame.text)
 
     def _frames(
         self, request_id: str, projection: str | None = None, names: dict[str, str] | None = None

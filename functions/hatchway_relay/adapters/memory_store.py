@@ -136,9 +136,11 @@ class MemoryStore:
                 pending is None
                 or pending.connection_id != connection_id
                 or now >= pending.expires_at
-                or frame.index in pending.frames
             ):
                 return False
+            if frame.index in pending.frames:
+                # The identical frame again is a retry and changes nothing; another is refused.
+                return pending.frames[frame.index] == frame
             pending.frames[frame.index] = frame
             if pending.complete():
                 pending.ready.notify_all()
