@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -39,6 +40,17 @@ def aws_dummy_credentials() -> Iterator[None]:
 def moto_endpoint() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    # moto's backend is not thread-safe (TransactWriteItems deep-copies tables that other
+    # request threads are changing, and answers 500). DynamoDB applies each request atomically;
+    # serving one request at a time gives the tests that, while requests still interleave.
+    app = server._server.app  # type: ignore[union-attr]
+    lock = threading.Lock()
+
+    def one_request_at_a_time(environ: dict, start_response: Callable) -> list[bytes]:
+        with lock:
+            return list(app(environ, start_response))
+
+    server._server.app = one_request_at_a_time  # type: ignore[union-attr]
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
