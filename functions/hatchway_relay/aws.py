@@ -18,6 +18,7 @@ import boto3
 from hatchway_relay.adapters.apigateway_poster import ApiGatewayPoster, make_client
 from hatchway_relay.adapters.dynamo_store import DynamoStore
 from hatchway_relay.core import Relay, RelayConfig
+from hatchway_relay.handlers import authorizer as authorizer_handlers
 from hatchway_relay.handlers import http as http_handlers
 from hatchway_relay.handlers import websocket as ws_handlers
 from hatchway_relay.ports import SystemClock
@@ -41,8 +42,12 @@ def relay() -> Relay:
 
 
 @functools.cache
-def _handlers() -> tuple[ws_handlers.Handler, http_handlers.Handler]:
-    return ws_handlers.make_handler(relay()), http_handlers.make_handler(relay())
+def _handlers() -> tuple[ws_handlers.Handler, http_handlers.Handler, ws_handlers.Handler]:
+    return (
+        ws_handlers.make_handler(relay()),
+        http_handlers.make_handler(relay()),
+        authorizer_handlers.make_handler(relay()),
+    )
 
 
 def websocket_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -51,3 +56,7 @@ def websocket_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def http_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return _handlers()[1](event, context)
+
+
+def authorizer_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return _handlers()[2](event, context)

@@ -14,9 +14,11 @@ import pytest
 from hatchway import protocol
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.core import Relay, RelayConfig
+from hatchway_relay.handlers import authorizer as authorizer_handlers
 from hatchway_relay.handlers import http as http_handlers
 from hatchway_relay.handlers import websocket as ws_handlers
 from hatchway_relay.ports import SystemClock
+from hatchway_relay.tokens import hash_token
 from support.relay_fakes import FakeAgent, FakePoster
 
 EVENTS = Path(__file__).parent / "events"
@@ -171,3 +173,39 @@ def test_plain_text_body_events_are_encoded_as_utf8(wired: tuple) -> None:
 def test_bearer_header_is_case_insensitive(key: str) -> None:
     assert ws_handlers.bearer_token({"headers": {key: "Bearer abc"}}) == "abc"
     assert ws_handlers.bearer_token({"headers": {key: "Basic abc"}}) is None
+
+
+@pytest.mark.parametrize(
+    ("where", "token"),
+    [("header", TOKEN), ("query", TOKEN), ("header", "hw_wrong"), ("none", None)],
+)
+def test_authorizer_allows_known_tokens_only(wired: tuple, where: str, token: str | None) -> None:
+    relay = wired[0]
+    authorizer = authorizer_handlers.make_handler(relay)
+    auth_event = event("ws_authorizer")
+    del auth_event["headers"]["Authorization"]
+    if where == "header":
+        auth_event["headers"]["Authorization"] = f"Bearer {token}"
+    elif where == "query":
+        auth_event["queryStringParameters"] = {"token": token}
+    if token != TOKEN:
+        with pytest.raises(authorizer_handlers.Unauthorized, match=r"^Unauthorized$"):
+            authorizer(auth_event, None)
+        return
+    policy = authorizer(auth_event, None)
+    (statement,) = policy["policyDocument"]["Statement"]
+    assert statement == {
+        "Action": "execute-api:Invoke",
+        "Effect": "Allow",
+        "Resource": auth_event["methodArn"],
+    }
+    assert policy["context"]["tokenId"] == policy["principalId"] == hash_token(TOKEN)[:12]
+    assert TOKEN not in json.dumps(policy)
+
+
+def test_connect_after_the_authorizer_trusts_its_token_id(wired: tuple) -> None:
+    relay, ws, _, _ = wired
+    connect_event = event("ws_connect_authorized")
+    connect_event["requestContext"]["authorizer"]["tokenId"] = "abcdef123456"
+    assert ws(connect_event, None) == {"statusCode": 200}
+    assert relay.store.get_connection(CONNECTION_ID).token_id == "abcdef123456"

@@ -124,3 +124,14 @@ def test_every_named_handler_exists(sam: dict[str, Any]) -> None:
     for handler in handlers:
         module, _, function = handler.rpartition(".")
         assert callable(getattr(importlib.import_module(module), function)), handler
+
+
+def test_connect_route_is_guarded_by_the_token_authorizer(sam: dict[str, Any]) -> None:
+    routes = resources(sam, "AWS::ApiGatewayV2::Route")
+    (connect,) = [r for r in routes.values() if r["Properties"]["RouteKey"] == "$connect"]
+    assert connect["Properties"]["AuthorizationType"] == "CUSTOM"
+    authorizer = sam["Resources"][connect["Properties"]["AuthorizerId"]["Ref"]]
+    assert authorizer["Properties"]["AuthorizerType"] == "REQUEST"
+    assert "AuthorizerFunction.Arn" in json.dumps(authorizer["Properties"]["AuthorizerUri"])
+    others = [r for r in routes.values() if r["Properties"]["RouteKey"] != "$connect"]
+    assert all("AuthorizerId" not in r["Properties"] for r in others)  # only $connect may have one

@@ -30,7 +30,11 @@ def make_handler(relay: Relay) -> Handler:
         connection_id = ctx["connectionId"]
         if route == "$connect":
             source_ip = (ctx.get("identity") or {}).get("sourceIp", "")
-            if not relay.connect(connection_id, bearer_token(event), source_ip):
+            token_id = (ctx.get("authorizer") or {}).get("tokenId")
+            if token_id:
+                # On AWS the authorizer already checked the token; only API Gateway can set this.
+                relay.register_connection(connection_id, token_id, source_ip)
+            elif not relay.connect(connection_id, bearer_token(event), source_ip):
                 return {"statusCode": 401, "body": "hatchway relay: token refused"}
         elif route == "$disconnect":
             relay.disconnect(connection_id)
