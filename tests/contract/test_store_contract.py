@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 import boto3
 import pytest
@@ -24,11 +24,11 @@ from moto import mock_aws
 from hatchway_relay.adapters import dynamo_store
 from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
 from hatchway_relay.adapters.memory_store import MemoryStore
+from hatchway_relay.admin import AdminStore
 from hatchway_relay.ports import (
     Claim,
     Clock,
     ConnectionRecord,
-    Store,
     StoredFrame,
     SystemClock,
     TokenRecord,
@@ -40,13 +40,6 @@ TABLE = "hatchway-contract"
 
 # ---------------------------------------------------------------------------------------------
 # The adapters under test
-
-
-class AdminStore(Store, Protocol):
-    """The port plus the operator's token commands, which both adapters offer."""
-
-    def list_tokens(self) -> list[TokenRecord]: ...
-    def delete_token(self, token_hash: str) -> None: ...
 
 
 StoreFactory = Callable[[Clock], AdminStore]

@@ -1,0 +1,81 @@
+"""hatchway-admin against a DynamoDB table (moto): a token is shown once, stored as a hash,
+listed by id only, and revoked tokens no longer connect."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
+from hatchway_relay.tokens import hash_token
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "hatchway_admin.py"
+
+
+@pytest.fixture
+def cli() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("hatchway_admin", SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoStore]:
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        resource = boto3.resource("dynamodb", region_name="us-east-1")
+        create_table(resource, "relay")
+        yield DynamoStore(resource.Table("relay"))
+
+
+def run(cli: ModuleType, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = cli.main(["--table", "relay", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_create_shows_the_token_once_and_stores_its_hash(
+    cli: ModuleType, table: DynamoStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(cli, capsys, "token", "create", "--name", "laptop", "--reserve", "myapp")
+    assert code == 0
+    token = out.split()[1]
+    record = table.get_token(hash_token(token))
+    assert record is not None and record.label == "laptop" and record.reserved == ("myapp",)
+
+    code, listing, _ = run(cli, capsys, "token", "list")
+    assert code == 0 and record.token_id in listing and "laptop" in listing
+    assert token not in listing
+
+
+def test_revoke_by_id(
+    cli: ModuleType, table: DynamoStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out, _ = run(cli, capsys, "token", "create", "--name", "old")
+    token = out.split()[1]
+    token_id = hash_token(token)[:12]
+    assert run(cli, capsys, "token", "revoke", token_id)[0] == 0
+    assert table.get_token(hash_token(token)) is None
+    code, _, err = run(cli, capsys, "token", "revoke", token_id)
+    assert code == 1 and "no token with id" in err
+
+
+def test_invalid_reserved_name_is_refused(
+    cli: ModuleType, table: DynamoStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(cli, capsys, "token", "create", "--name", "x", "--reserve", "Bad_Name")
+    assert code == 2 and "invalid tunnel name" in err
+    assert table.list_tokens() == []
