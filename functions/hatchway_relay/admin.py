@@ -1,4 +1,5 @@
-"""Operator actions on a relay's store: create, list and revoke agent tokens.
+"""Operator actions on a relay's store: create, list and revoke agent tokens, with the names
+each token reserves.
 
 A new token is shown once and stored only as its hash. Tokens are identified afterwards by
 their public id (the first 12 hex digits of the hash), which is safe to show and log.
@@ -28,18 +29,31 @@ class NewToken:
     record: TokenRecord
 
 
-def create_token(store: AdminStore, label: str, reserved: tuple[str, ...] = ()) -> NewToken:
-    token = tokens.generate_token()
+def register_token(
+    store: Store, token: str, label: str = "", reserved: tuple[str, ...] = (), now: float = 0.0
+) -> TokenRecord:
+    """Store ``token`` as its hash and reserve its names; refuses a name another token holds."""
     token_hash = tokens.hash_token(token)
     record = TokenRecord(
         token_hash=token_hash,
         token_id=tokens.token_id(token_hash),
         label=label,
-        created_at=time.time(),
+        created_at=now or time.time(),
         reserved=tuple(protocol.validate_name(name) for name in reserved),
     )
+    taken = [n for n in record.reserved if store.get_reservation(n) not in (None, record.token_id)]
+    if taken:
+        raise protocol.ProtocolError(f"tunnel name {taken[0]!r} is reserved for another token")
     store.put_token(record)
-    return NewToken(token, record)
+    for name in record.reserved:
+        if not store.reserve_name(name, record.token_id):  # lost a race for it just now
+            raise protocol.ProtocolError(f"tunnel name {name!r} is reserved for another token")
+    return record
+
+
+def create_token(store: AdminStore, label: str, reserved: tuple[str, ...] = ()) -> NewToken:
+    token = tokens.generate_token()
+    return NewToken(token, register_token(store, token, label, reserved))
 
 
 def list_tokens(store: AdminStore) -> list[TokenRecord]:
@@ -47,10 +61,12 @@ def list_tokens(store: AdminStore) -> list[TokenRecord]:
 
 
 def revoke_token(store: AdminStore, token_id: str) -> TokenRecord | None:
-    """Delete the token with this public id; None if there is none. Agents using it cannot
-    connect again; a connection already open lasts until it drops."""
+    """Delete the token with this public id and its reservations; None if there is none.
+    Agents using it cannot connect again; a connection already open lasts until it drops."""
     for record in store.list_tokens():
         if record.token_id == token_id:
             store.delete_token(record.token_hash)
+            for name in record.reserved:
+                store.release_reservation(name, token_id)
             return record
     return None

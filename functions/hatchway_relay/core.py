@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from hatchway import protocol
 from hatchway.protocol import ProtocolError
-from hatchway_relay import names, tokens
+from hatchway_relay import admin, names, tokens
 from hatchway_relay.ports import (
     Claim,
     Clock,
@@ -112,16 +112,7 @@ class Relay:
     # --- Tokens -------------------------------------------------------------------------------
 
     def add_token(self, token: str, label: str = "", reserved: tuple[str, ...] = ()) -> TokenRecord:
-        token_hash = tokens.hash_token(token)
-        record = TokenRecord(
-            token_hash=token_hash,
-            token_id=tokens.token_id(token_hash),
-            label=label,
-            created_at=self.clock.now(),
-            reserved=tuple(protocol.validate_name(n) for n in reserved),
-        )
-        self.store.put_token(record)
-        return record
+        return admin.register_token(self.store, token, label, reserved, self.clock.now())
 
     def authorize(self, token: str | None) -> TokenRecord | None:
         """The token's record if the token is known, else None."""
@@ -208,12 +199,18 @@ class Relay:
                 for done in granted:
                     self.store.release_claim(done, connection_id)
                 wanted = spec.name or "a random name"
+                reserved_by = self.store.get_reservation(spec.name) if spec.name else None
+                why = (
+                    "is reserved for another token"
+                    if reserved_by not in (None, connection.token_id)
+                    else "is held by another token"
+                )
                 self._send(
                     connection_id,
                     protocol.Error(
                         "name_taken",
-                        f"tunnel name {wanted!r} is held by another token; pick another "
-                        "--subdomain or stop the agent that holds it",
+                        f"tunnel name {wanted!r} {why}; pick another --subdomain or stop "
+                        "the agent that holds it",
                     ),
                 )
                 return
@@ -241,6 +238,9 @@ class Relay:
             candidates = [names.random_name() for _ in range(RANDOM_NAME_ATTEMPTS)]
         lease = now + self.config.claim_lease_seconds
         for name in candidates:
+            reserved_by = self.store.get_reservation(name)
+            if reserved_by is not None and reserved_by != connection.token_id:
+                continue
             claim = Claim(name, connection.connection_id, connection.token_id, lease)
             if self.store.claim_name(claim, now):
                 return name

@@ -136,6 +136,17 @@ class Store(Protocol):
         """Delete the claim only if ``connection_id`` holds it."""
         ...
 
+    # Reserved names: only the reserving token may claim them
+    def reserve_name(self, name: str, token_id: str) -> bool:
+        """Reserve ``name`` for ``token_id``; False if another token holds the reservation."""
+        ...
+
+    def get_reservation(self, name: str) -> str | None:
+        """The id of the token that reserved ``name``, or None."""
+        ...
+
+    def release_reservation(self, name: str, token_id: str) -> bool: ...
+
     # Pending requests and their response frames
     def put_pending(self, request_id: str, connection_id: str, expires_at: float) -> None: ...
     def add_response_frame(

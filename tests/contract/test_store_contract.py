@@ -587,3 +587,27 @@ def test_create_table_refuses_a_table_that_expires_items_by_another_attribute(
     )
     with pytest.raises(RuntimeError, match="'expiry'"):
         create_table(client, "theirs")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reserved names
+
+
+def test_reservations_belong_to_one_token(store: AdminStore) -> None:
+    assert store.get_reservation("myapp") is None
+    assert store.reserve_name("myapp", "t1") is True
+    assert store.reserve_name("myapp", "t1") is True  # again by the same token: no change
+    assert store.reserve_name("myapp", "t2") is False
+    assert store.get_reservation("myapp") == "t1"
+    assert store.release_reservation("myapp", "t2") is False
+    assert store.release_reservation("myapp", "t1") is True
+    assert store.get_reservation("myapp") is None
+    assert store.reserve_name("myapp", "t2") is True
+
+
+def test_a_reservation_and_a_claim_of_one_name_coexist(store: AdminStore) -> None:
+    assert store.reserve_name("myapp", "t1")
+    assert store.claim_name(claim(token="t1"), NOW)
+    assert store.get_reservation("myapp") == "t1"
+    assert store.release_claim("myapp", "c1")
+    assert store.get_reservation("myapp") == "t1"

@@ -79,3 +79,16 @@ def test_invalid_reserved_name_is_refused(
     code, _, err = run(cli, capsys, "token", "create", "--name", "x", "--reserve", "Bad_Name")
     assert code == 2 and "invalid tunnel name" in err
     assert table.list_tokens() == []
+
+
+def test_reserved_names_are_exclusive_and_released_on_revoke(
+    cli: ModuleType, table: DynamoStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out, _ = run(cli, capsys, "token", "create", "--name", "a", "--reserve", "shop")
+    first_id = hash_token(out.split()[1])[:12]
+    code, _, err = run(cli, capsys, "token", "create", "--name", "b", "--reserve", "shop")
+    assert code == 2 and "reserved for another token" in err
+    assert table.get_reservation("shop") == first_id
+    run(cli, capsys, "token", "revoke", first_id)
+    assert table.get_reservation("shop") is None
+    assert run(cli, capsys, "token", "create", "--name", "b", "--reserve", "shop")[0] == 0

@@ -293,3 +293,19 @@ def test_disconnect_releases_only_its_own_names(h: Harness) -> None:
     h.relay.disconnect("c1")
     assert h.store.get_claim("myapp") is None
     assert h.store.get_claim("other").connection_id == "c2"  # type: ignore[union-attr]
+
+
+def test_a_reserved_name_is_only_for_its_token() -> None:
+    h = Harness()
+    h.relay.add_token("hw_token-c", "owner", reserved=("mine",))
+    intruder = h.agent("c1", "mine", token=TOKEN_A)
+    assert isinstance(intruder.last(), protocol.Error)
+    assert "reserved for another token" in intruder.last().message  # type: ignore[union-attr]
+    owner = h.agent("c2", "mine", token="hw_token-c")
+    assert isinstance(owner.last(), protocol.Welcome)
+
+
+def test_a_name_reserved_by_another_token_cannot_be_reserved_again(h: Harness) -> None:
+    h.relay.add_token("hw_token-c", reserved=("mine",))
+    with pytest.raises(protocol.ProtocolError, match="reserved for another token"):
+        h.relay.add_token("hw_token-d", reserved=("mine",))

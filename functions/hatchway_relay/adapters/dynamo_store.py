@@ -6,6 +6,7 @@ Single-table layout, ``pk``/``sk`` strings:
     token#<hash>  / token     agent token (only the hash is ever stored)
     conn#<id>     / conn      live connection and the names it holds
     name#<name>   / claim     who serves a tunnel name, until expires_at
+    name#<name>   / reserved  the token that alone may claim the name
     req#<id>      / pending   a visitor request waiting for its response (owner: conn)
     req#<id>      / frame#NNNN  one response frame, written only by the owning connection
 
@@ -265,6 +266,36 @@ class DynamoStore:
             self.table.delete_item(
                 Key={"pk": f"name#{name}", "sk": "claim"},
                 ConditionExpression=Attr("connection_id").eq(connection_id),
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
+
+    # Reserved names
+
+    def reserve_name(self, name: str, token_id: str) -> bool:
+        try:
+            self.table.put_item(
+                Item={"pk": f"name#{name}", "sk": "reserved", "token_id": token_id},
+                ConditionExpression=Attr("pk").not_exists() | Attr("token_id").eq(token_id),
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def get_reservation(self, name: str) -> str | None:
+        item = self._get(f"name#{name}", "reserved")
+        return None if item is None else str(item["token_id"])
+
+    def release_reservation(self, name: str, token_id: str) -> bool:
+        try:
+            self.table.delete_item(
+                Key={"pk": f"name#{name}", "sk": "reserved"},
+                ConditionExpression=Attr("token_id").eq(token_id),
             )
         except ClientError as exc:
             if _condition_failed(exc):

@@ -41,6 +41,7 @@ class MemoryStore:
         self._tokens: dict[str, TokenRecord] = {}
         self._connections: dict[str, ConnectionRecord] = {}
         self._claims: dict[str, Claim] = {}
+        self._reservations: dict[str, str] = {}
         self._pending: dict[str, _Pending] = {}
 
     # Tokens
@@ -117,6 +118,23 @@ class MemoryStore:
             if held is None or held.connection_id != connection_id:
                 return False
             del self._claims[name]
+            return True
+
+    # Reserved names
+
+    def reserve_name(self, name: str, token_id: str) -> bool:
+        with self._lock:
+            return self._reservations.setdefault(name, token_id) == token_id
+
+    def get_reservation(self, name: str) -> str | None:
+        with self._lock:
+            return self._reservations.get(name)
+
+    def release_reservation(self, name: str, token_id: str) -> bool:
+        with self._lock:
+            if self._reservations.get(name) != token_id:
+                return False
+            del self._reservations[name]
             return True
 
     # Pending requests
