@@ -3,6 +3,8 @@
     scripts/hatchway-admin --table NAME [--region R] [--endpoint URL] token create --name laptop
     scripts/hatchway-admin --table NAME token list
     scripts/hatchway-admin --table NAME token revoke TOKEN_ID
+    scripts/hatchway-admin --table NAME reserve|release NAME --token-id TOKEN_ID
+    scripts/hatchway-admin --table NAME tunnels
 
 The table is the stack's TableName output; --endpoint points at a local DynamoDB (for
 `hatchway-local --store dynamodb`). This script only parses and wires; hatchway_relay.admin
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+import time
 from collections.abc import Sequence
 
 
@@ -32,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_parser("list", help="list tokens (ids, never the tokens)")
     revoke = token.add_parser("revoke", help="delete a token by its id")
     revoke.add_argument("token_id")
+    for action, text in (("reserve", "keep a name for one token"), ("release", "free it")):
+        sub = commands.add_parser(action, help=text)
+        sub.add_argument("name")
+        sub.add_argument("--token-id", required=True)
+    commands.add_parser("tunnels", help="live tunnels: name, token, connected since")
     return parser
 
 
@@ -45,7 +53,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     resource = boto3.resource("dynamodb", region_name=args.region, endpoint_url=args.endpoint)
     store = DynamoStore(resource.Table(args.table))
-    if args.action == "create":
+    if args.command == "reserve":
+        try:
+            admin.reserve(store, args.token_id, args.name)
+        except (LookupError, ProtocolError) as exc:
+            print(f"hatchway-admin: {exc}", file=sys.stderr)
+            return 1
+        print(f"reserved {args.name} for {args.token_id}")
+    elif args.command == "release":
+        if not admin.release(store, args.token_id, args.name):
+            print(
+                f"hatchway-admin: {args.token_id} holds no reservation of {args.name}",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"released {args.name}")
+    elif args.command == "tunnels":
+        for tunnel in admin.live_tunnels(store, time.time()):
+            since = dt.datetime.fromtimestamp(tunnel.connected_at, dt.UTC).strftime(
+                "%Y-%m-%d %H:%M"
+            )
+            print(f"{tunnel.name}  {tunnel.token_id}  {tunnel.token_label or '-'}  since {since}")
+    elif args.action == "create":
         try:
             new = admin.create_token(store, args.name, tuple(args.reserve))
         except ProtocolError as exc:

@@ -8,12 +8,12 @@ their public id (the first 12 hex digits of the hash), which is safe to show and
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from hatchway import protocol
 from hatchway_relay import tokens
-from hatchway_relay.ports import Store, TokenRecord
+from hatchway_relay.ports import Claim, ConnectionRecord, Store, TokenRecord
 
 
 class AdminStore(Store, Protocol):
@@ -21,6 +21,7 @@ class AdminStore(Store, Protocol):
 
     def list_tokens(self) -> list[TokenRecord]: ...
     def delete_token(self, token_hash: str) -> None: ...
+    def list_claims(self) -> list[Claim]: ...
 
 
 @dataclass(frozen=True)
@@ -70,3 +71,56 @@ def revoke_token(store: AdminStore, token_id: str) -> TokenRecord | None:
                 store.release_reservation(name, token_id)
             return record
     return None
+
+
+def find_token(store: AdminStore, token_id: str) -> TokenRecord | None:
+    return next((r for r in store.list_tokens() if r.token_id == token_id), None)
+
+
+def reserve(store: AdminStore, token_id: str, name: str) -> TokenRecord:
+    """Reserve ``name`` for the token with this id (also recorded on the token)."""
+    record = find_token(store, token_id)
+    if record is None:
+        raise LookupError(f"no token with id {token_id}")
+    protocol.validate_name(name)
+    if not store.reserve_name(name, token_id):
+        raise protocol.ProtocolError(f"tunnel name {name!r} is reserved for another token")
+    if name not in record.reserved:
+        record = replace(record, reserved=(*record.reserved, name))
+        store.put_token(record)
+    return record
+
+
+def release(store: AdminStore, token_id: str, name: str) -> bool:
+    """Drop the token's reservation of ``name``; False if it held none."""
+    record = find_token(store, token_id)
+    released = store.release_reservation(name, token_id)
+    if record is not None and name in record.reserved:
+        store.put_token(replace(record, reserved=tuple(n for n in record.reserved if n != name)))
+    return released
+
+
+@dataclass(frozen=True)
+class LiveTunnel:
+    name: str
+    token_id: str
+    token_label: str
+    connected_at: float
+
+
+def live_tunnels(store: AdminStore, now: float) -> list[LiveTunnel]:
+    """Tunnels whose claim is current and whose connection is alive, by name."""
+    labels = {r.token_id: r.label for r in store.list_tokens()}
+    found = []
+    for claim in store.list_claims():
+        connection: ConnectionRecord | None = store.get_connection(claim.connection_id)
+        if claim.alive(now) and connection is not None and connection.alive(now):
+            found.append(
+                LiveTunnel(
+                    claim.name,
+                    claim.token_id,
+                    labels.get(claim.token_id, ""),
+                    connection.connected_at,
+                )
+            )
+    return sorted(found, key=lambda t: t.name)

@@ -611,3 +611,13 @@ def test_a_reservation_and_a_claim_of_one_name_coexist(store: AdminStore) -> Non
     assert store.get_reservation("myapp") == "t1"
     assert store.release_claim("myapp", "c1")
     assert store.get_reservation("myapp") == "t1"
+
+
+def test_claims_can_be_listed_for_the_operator(store: AdminStore) -> None:
+    assert store.list_claims() == []
+    store.claim_name(claim("a"), NOW)
+    store.claim_name(claim("b", conn="c2", token="t2"), NOW)
+    assert sorted(store.list_claims(), key=lambda c: c.name) == [
+        claim("a"),
+        claim("b", conn="c2", token="t2"),
+    ]

@@ -4,6 +4,7 @@ listed by id only, and revoked tokens no longer connect."""
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -13,6 +14,7 @@ import pytest
 from moto import mock_aws
 
 from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
+from hatchway_relay.ports import Claim, ConnectionRecord
 from hatchway_relay.tokens import hash_token
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "hatchway_admin.py"
@@ -92,3 +94,34 @@ def test_reserved_names_are_exclusive_and_released_on_revoke(
     run(cli, capsys, "token", "revoke", first_id)
     assert table.get_reservation("shop") is None
     assert run(cli, capsys, "token", "create", "--name", "b", "--reserve", "shop")[0] == 0
+
+
+def test_reserve_and_release_by_token_id(
+    cli: ModuleType, table: DynamoStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out, _ = run(cli, capsys, "token", "create", "--name", "a")
+    token_id = hash_token(out.split()[1])[:12]
+    assert run(cli, capsys, "reserve", "shop", "--token-id", token_id)[0] == 0
+    assert table.get_reservation("shop") == token_id
+    assert table.list_tokens()[0].reserved == ("shop",)
+    code, _, err = run(cli, capsys, "reserve", "shop", "--token-id", "000000000000")
+    assert code == 1 and "no token with id" in err
+    assert run(cli, capsys, "release", "shop", "--token-id", token_id)[0] == 0
+    assert table.get_reservation("shop") is None and table.list_tokens()[0].reserved == ()
+    assert run(cli, capsys, "release", "shop", "--token-id", token_id)[0] == 1
+
+
+def test_tunnels_lists_only_live_ones(
+    cli: ModuleType, table: DynamoStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = time.time()
+    _, out, _ = run(cli, capsys, "token", "create", "--name", "laptop")
+    token_id = hash_token(out.split()[1])[:12]
+    table.put_connection(ConnectionRecord("c1", token_id, now - 60, now + 3600))
+    table.claim_name(Claim("live", "c1", token_id, now + 600), now)
+    table.claim_name(Claim("expired", "c1", token_id, now - 1), now - 700)
+    table.claim_name(Claim("orphan", "gone", token_id, now + 600), now)  # no connection
+    code, listing, _ = run(cli, capsys, "tunnels")
+    assert code == 0
+    assert len(listing.splitlines()) == 1  # not the expired claim, nor the orphan
+    assert listing.startswith(f"live  {token_id}  laptop  since ")

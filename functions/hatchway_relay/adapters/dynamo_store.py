@@ -155,13 +155,17 @@ class DynamoStore:
 
     def list_tokens(self) -> list[TokenRecord]:
         # An operator's command, never a request path: a filtered scan is acceptable here.
+        return [self._token(i) for i in self._scan(Attr("sk").eq("token"))]
+
+    def _scan(self, condition: Any) -> list[dict[str, Any]]:
+        """Every item matching ``condition`` (all pages). For operator commands only."""
         items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"FilterExpression": Attr("sk").eq("token")}
+        kwargs: dict[str, Any] = {"FilterExpression": condition}
         while True:
             page = self.table.scan(**kwargs)
             items += page.get("Items", [])
             if "LastEvaluatedKey" not in page:
-                return [self._token(i) for i in items]
+                return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def delete_token(self, token_hash: str) -> None:
@@ -239,6 +243,18 @@ class DynamoStore:
                 return False
             raise
         return True
+
+    def list_claims(self) -> list[Claim]:
+        # An operator's command (hatchway-admin tunnels), never a request path: it may scan.
+        return [
+            Claim(
+                i["pk"].removeprefix("name#"),
+                i["connection_id"],
+                i["token_id"],
+                _num(i["expires_at"]),
+            )
+            for i in self._scan(Attr("sk").eq("claim"))
+        ]
 
     def get_claim(self, name: str) -> Claim | None:
         item = self._get(f"name#{name}", "claim")

@@ -100,6 +100,10 @@ class MemoryStore:
                 return True
             return False
 
+    def list_claims(self) -> list[Claim]:
+        with self._lock:
+            return list(self._claims.values())
+
     def get_claim(self, name: str) -> Claim | None:
         with self._lock:
             return self._claims.get(name)
