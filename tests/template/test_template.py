@@ -135,3 +135,21 @@ def test_connect_route_is_guarded_by_the_token_authorizer(sam: dict[str, Any]) -
     assert "AuthorizerFunction.Arn" in json.dumps(authorizer["Properties"]["AuthorizerUri"])
     others = [r for r in routes.values() if r["Properties"]["RouteKey"] != "$connect"]
     assert all("AuthorizerId" not in r["Properties"] for r in others)  # only $connect may have one
+
+
+def test_every_parameter_is_documented(sam: dict[str, Any]) -> None:
+    for name, parameter in sam["Parameters"].items():
+        assert parameter.get("Description"), name
+        assert "Default" in parameter, name
+
+
+def test_point_in_time_recovery_follows_its_parameter(sam: dict[str, Any]) -> None:
+    (table,) = resources(sam, "AWS::DynamoDB::Table").values()
+    setting = table["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
+    assert setting == {"Fn::If": ["WithPointInTimeRecovery", True, False]}
+
+
+def test_websocket_stage_is_throttled(sam: dict[str, Any]) -> None:
+    (stage,) = resources(sam, "AWS::ApiGatewayV2::Stage").values()
+    settings = stage["Properties"]["DefaultRouteSettings"]
+    assert {"ThrottlingRateLimit", "ThrottlingBurstLimit"} <= settings.keys()
