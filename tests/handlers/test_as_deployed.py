@@ -1,0 +1,128 @@
+"""The Lambda entry points named in template.yaml, built by the AWS composition root from the
+environment, with moto behind boto3: authorizer → $connect → hello → visitor request → agent
+response frames → HTTP result, exactly the calls API Gateway makes when deployed."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
+from moto.core import DEFAULT_ACCOUNT_ID
+
+from hatchway import protocol
+from hatchway_relay import admin, aws
+from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
+
+EVENTS = Path(__file__).parent / "events"
+REGION = "eu-west-1"
+API = "w9x8y7z6v5"
+TOKEN = "hw_deployed-token-0001"
+
+
+def event(name: str) -> dict[str, Any]:
+    return copy.deepcopy(json.loads((EVENTS / f"{name}.json").read_text()))
+
+
+@pytest.fixture
+def deployed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "TABLE_NAME": "relay",
+        # moto serves @connections at the API's root; on AWS the stage follows the host.
+        "WEBSOCKET_MANAGEMENT_URL": f"https://{API}.execute-api.{REGION}.amazonaws.com",
+        "PATH_URL": f"https://a1b2c3d4e5.execute-api.{REGION}.amazonaws.com/t/{{name}}/",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        resource = boto3.resource("dynamodb", region_name=REGION)
+        create_table(resource, "relay")
+        admin.register_token(DynamoStore(resource.Table("relay")), TOKEN, "laptop")
+        aws.relay.cache_clear()
+        aws._handlers.cache_clear()
+        yield
+        aws.relay.cache_clear()
+        aws._handlers.cache_clear()
+
+
+def posted_to(connection_id: str) -> list[protocol.Frame]:
+    """What the relay posted to the agent; moto concatenates messages with no separator."""
+    backend = apigatewaymanagementapi_backends[DEFAULT_ACCOUNT_ID][REGION]
+    # moto keys connections by the id as it appears in the URL path (percent-encoded).
+    connection = backend.connections.get(urllib.parse.quote(connection_id, safe=""))
+    data = connection.data.decode() if connection else ""
+    decoder, frames, at = json.JSONDecoder(), [], 0
+    while at < len(data):
+        start = at
+        _, at = decoder.raw_decode(data, at)
+        frames.append(protocol.decode(data[start:at]))
+    return frames
+
+
+def send_as_agent(message: protocol.Message, connection_id: str) -> None:
+    for text in protocol.encode(message):
+        agent_event = event("ws_message")
+        agent_event["requestContext"]["connectionId"] = connection_id
+        agent_event["body"] = text
+        assert aws.websocket_handler(agent_event, None) == {"statusCode": 200}
+
+
+@pytest.mark.usefixtures("deployed")
+def test_a_full_round_trip_through_the_deployed_entry_points() -> None:
+    auth_event = event("ws_authorizer")
+    auth_event["headers"]["Authorization"] = f"Bearer {TOKEN}"
+    policy = aws.authorizer_handler(auth_event, None)
+    assert policy["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+
+    connect = event("ws_connect_authorized")
+    connect["requestContext"]["authorizer"] = policy["context"]
+    connection_id = connect["requestContext"]["connectionId"]
+    assert aws.websocket_handler(connect, None) == {"statusCode": 200}
+
+    send_as_agent(protocol.Hello((protocol.TunnelSpec("myapp"),)), connection_id)
+    (welcome,) = posted_to(connection_id)
+    assert isinstance(welcome, protocol.Welcome)
+    assert welcome.tunnels[0].path_url.endswith("/t/myapp/")
+
+    body = bytes(range(256)) * 300  # several frames each way
+
+    def agent() -> None:
+        reassembler = protocol.Reassembler()
+        for _ in range(2000):  # bounded: the request appears within a few polls
+            for frame in posted_to(connection_id)[1:]:
+                if isinstance(frame, protocol.Part):
+                    try:
+                        request = reassembler.feed(frame)
+                    except protocol.ProtocolError:
+                        continue  # a part seen on an earlier poll
+                    if isinstance(request, protocol.Request):
+                        reply = protocol.Response(
+                            request.id, 201, (("x-seen", request.path),), request.body[::-1]
+                        )
+                        send_as_agent(reply, connection_id)
+                        return
+            threading.Event().wait(0.01)
+
+    answering = threading.Thread(target=agent)
+    answering.start()
+    visitor = event("http_v2_post")
+    visitor["rawPath"] = "/t/myapp/upload"
+    visitor["body"] = base64.b64encode(body).decode()
+    result = aws.http_handler(visitor, None)
+    answering.join(10)
+
+    assert result["statusCode"] == 201
+    assert result["headers"]["x-seen"] == "/upload"
+    assert base64.b64decode(result["body"]) == body[::-1]
