@@ -17,6 +17,7 @@ Only the operator's ``list_tokens`` scans; every request path reads by key.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -118,6 +119,17 @@ class DynamoStore:
         self.client = table.meta.client
         self._clock = clock or SystemClock()
 
+    @staticmethod
+    def _conditionally(write: Callable[..., Any], **request: Any) -> bool:
+        """One conditional write; False when DynamoDB says its condition failed."""
+        try:
+            write(**request)
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
+
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
         """One item by key, strongly consistent (a read that matters is never stale)."""
         item: dict[str, Any] | None = self.table.get_item(
@@ -201,17 +213,15 @@ class DynamoStore:
         )
 
     def set_connection_names(self, connection_id: str, names: tuple[str, ...]) -> None:
-        try:
-            self.table.update_item(
-                Key={"pk": f"conn#{connection_id}", "sk": "conn"},
-                UpdateExpression="SET #names = :names",
-                ConditionExpression=Attr("pk").exists(),
-                ExpressionAttributeNames={"#names": "names"},
-                ExpressionAttributeValues={":names": list(names)},
-            )
-        except ClientError as exc:
-            if not _condition_failed(exc):
-                raise
+        # A connection that is already gone has nothing to name: the refusal is the answer.
+        self._conditionally(
+            self.table.update_item,
+            Key={"pk": f"conn#{connection_id}", "sk": "conn"},
+            UpdateExpression="SET #names = :names",
+            ConditionExpression=Attr("pk").exists(),
+            ExpressionAttributeNames={"#names": "names"},
+            ExpressionAttributeValues={":names": list(names)},
+        )
 
     def delete_connection(self, connection_id: str) -> None:
         self.table.delete_item(Key={"pk": f"conn#{connection_id}", "sk": "conn"})
@@ -226,23 +236,18 @@ class DynamoStore:
         )
         if takeover_from is not None:
             condition = condition | Attr("connection_id").eq(takeover_from)
-        try:
-            self.table.put_item(
-                Item={
-                    "pk": f"name#{claim.name}",
-                    "sk": "claim",
-                    "connection_id": claim.connection_id,
-                    "token_id": claim.token_id,
-                    "expires_at": _dec(claim.expires_at),
-                    "ttl": _ttl(claim.expires_at),
-                },
-                ConditionExpression=condition,
-            )
-        except ClientError as exc:
-            if _condition_failed(exc):
-                return False
-            raise
-        return True
+        return self._conditionally(
+            self.table.put_item,
+            Item={
+                "pk": f"name#{claim.name}",
+                "sk": "claim",
+                "connection_id": claim.connection_id,
+                "token_id": claim.token_id,
+                "expires_at": _dec(claim.expires_at),
+                "ttl": _ttl(claim.expires_at),
+            },
+            ConditionExpression=condition,
+        )
 
     def list_claims(self) -> list[Claim]:
         # An operator's command (hatchway-admin tunnels), never a request path: it may scan.
@@ -263,61 +268,41 @@ class DynamoStore:
         return Claim(name, item["connection_id"], item["token_id"], _num(item["expires_at"]))
 
     def renew_claim(self, name: str, connection_id: str, expires_at: float) -> bool:
-        try:
-            self.table.update_item(
-                Key={"pk": f"name#{name}", "sk": "claim"},
-                UpdateExpression="SET expires_at = :e, #ttl = :t",
-                ConditionExpression=Attr("connection_id").eq(connection_id),
-                ExpressionAttributeNames={"#ttl": "ttl"},
-                ExpressionAttributeValues={":e": _dec(expires_at), ":t": _ttl(expires_at)},
-            )
-        except ClientError as exc:
-            if _condition_failed(exc):
-                return False
-            raise
-        return True
+        return self._conditionally(
+            self.table.update_item,
+            Key={"pk": f"name#{name}", "sk": "claim"},
+            UpdateExpression="SET expires_at = :e, #ttl = :t",
+            ConditionExpression=Attr("connection_id").eq(connection_id),
+            ExpressionAttributeNames={"#ttl": "ttl"},
+            ExpressionAttributeValues={":e": _dec(expires_at), ":t": _ttl(expires_at)},
+        )
 
     def release_claim(self, name: str, connection_id: str) -> bool:
-        try:
-            self.table.delete_item(
-                Key={"pk": f"name#{name}", "sk": "claim"},
-                ConditionExpression=Attr("connection_id").eq(connection_id),
-            )
-        except ClientError as exc:
-            if _condition_failed(exc):
-                return False
-            raise
-        return True
+        return self._conditionally(
+            self.table.delete_item,
+            Key={"pk": f"name#{name}", "sk": "claim"},
+            ConditionExpression=Attr("connection_id").eq(connection_id),
+        )
 
     # Reserved names
 
     def reserve_name(self, name: str, token_id: str) -> bool:
-        try:
-            self.table.put_item(
-                Item={"pk": f"name#{name}", "sk": "reserved", "token_id": token_id},
-                ConditionExpression=Attr("pk").not_exists() | Attr("token_id").eq(token_id),
-            )
-        except ClientError as exc:
-            if _condition_failed(exc):
-                return False
-            raise
-        return True
+        return self._conditionally(
+            self.table.put_item,
+            Item={"pk": f"name#{name}", "sk": "reserved", "token_id": token_id},
+            ConditionExpression=Attr("pk").not_exists() | Attr("token_id").eq(token_id),
+        )
 
     def get_reservation(self, name: str) -> str | None:
         item = self._get(f"name#{name}", "reserved")
         return None if item is None else str(item["token_id"])
 
     def release_reservation(self, name: str, token_id: str) -> bool:
-        try:
-            self.table.delete_item(
-                Key={"pk": f"name#{name}", "sk": "reserved"},
-                ConditionExpression=Attr("token_id").eq(token_id),
-            )
-        except ClientError as exc:
-            if _condition_failed(exc):
-                return False
-            raise
-        return True
+        return self._conditionally(
+            self.table.delete_item,
+            Key={"pk": f"name#{name}", "sk": "reserved"},
+            ConditionExpression=Attr("token_id").eq(token_id),
+        )
 
     # Pending requests and response frames
 
