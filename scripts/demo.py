@@ -25,6 +25,8 @@ PREFERRED_RELAY_PORT = 8080
 
 def pick_port(preferred: int = 0) -> int:
     with socket.socket() as sock:
+        # As the gateway binds: a port left in TIME_WAIT by an earlier run is still usable.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", preferred))
         except OSError:
