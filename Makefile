@@ -8,11 +8,11 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): requirements-dev.txt agent/pyproject.toml functions/pyproject.toml infra/pyproject.toml
+$(STAMP): requirements-dev.txt agent/pyproject.toml functions/pyproject.toml functions/domain/pyproject.toml infra/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Hatchway needs Python 3.11 or newer (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt -e ./agent -e ./functions -e ./infra
+	$(PY) -m pip install --quiet -r requirements-dev.txt -e ./agent -e ./functions -e ./functions/domain -e ./infra
 	touch $(STAMP)
 
 # Lint is part of the test command: a style or type error fails CI like a failing test.

@@ -1,0 +1,1 @@
+"""Scheduled jobs that keep a custom domain right: Cloudflare DNS records and TLS certificates."""
