@@ -1,14 +1,15 @@
-"""hatchway-admin: manage agent tokens in a relay's DynamoDB table.
+"""hatchway-admin: manage a relay's agent tokens, reserved names and live tunnels.
 
-    scripts/hatchway-admin --table NAME [--region R] [--endpoint URL] token create --name laptop
-    scripts/hatchway-admin --table NAME token list
-    scripts/hatchway-admin --table NAME token revoke TOKEN_ID
-    scripts/hatchway-admin --table NAME reserve|release NAME --token-id TOKEN_ID
-    scripts/hatchway-admin --table NAME tunnels
+    scripts/hatchway-admin --stack hatchway token create --name laptop [--reserve myapp]
+    scripts/hatchway-admin --table NAME [--region R] [--endpoint URL] token list
+    scripts/hatchway-admin --local token revoke TOKEN_ID
+    scripts/hatchway-admin ... reserve|release NAME --token-id TOKEN_ID
+    scripts/hatchway-admin ... tunnels
 
-The table is the stack's TableName output; --endpoint points at a local DynamoDB (for
-`hatchway-local --store dynamodb`). This script only parses and wires; hatchway_relay.admin
-does the work.
+Where the relay keeps its state, one of: --stack (a deployed stack: its TableName output),
+--table (the DynamoDB table itself; --endpoint for a local DynamoDB, as used by
+`hatchway-local --store dynamodb`), or --local (a running `hatchway-local`, through its admin
+API on 127.0.0.1). This script only parses and wires; hatchway_relay.admin does the work.
 """
 
 from __future__ import annotations
@@ -18,11 +19,26 @@ import datetime as dt
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hatchway_relay.admin import AdminStore
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hatchway-admin", description=__doc__.splitlines()[0])
-    parser.add_argument("--table", required=True, help="the relay's DynamoDB table")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--stack", help="a deployed Hatchway stack's name")
+    where.add_argument("--table", help="the relay's DynamoDB table")
+    where.add_argument(
+        "--local",
+        nargs="?",
+        const=True,
+        metavar="ADMIN_FILE",
+        help="a running hatchway-local (default admin file: $XDG_STATE_HOME/hatchway/"
+        "local-admin.json)",
+    )
     parser.add_argument("--region", help="AWS region (default: the environment's)")
     parser.add_argument("--endpoint", help="DynamoDB endpoint URL, e.g. a local one")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -33,26 +49,67 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True, help="a label, e.g. the laptop it is for")
     create.add_argument("--reserve", action="append", default=[], help="a name only it may use")
     token.add_parser("list", help="list tokens (ids, never the tokens)")
-    revoke = token.add_parser("revoke", help="delete a token by its id")
+    revoke = token.add_parser("revoke", help="delete a token by its id; its tunnels stop")
     revoke.add_argument("token_id")
     for action, text in (("reserve", "keep a name for one token"), ("release", "free it")):
         sub = commands.add_parser(action, help=text)
         sub.add_argument("name")
         sub.add_argument("--token-id", required=True)
-    commands.add_parser("tunnels", help="live tunnels: name, token, connected since")
+    commands.add_parser("tunnels", help="live tunnels: name, token, connected since, served")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from hatchway.protocol import ProtocolError
+    from hatchway_local.admin_api import AdminError
+
+    try:
+        store = open_store(args)
+        return run(args, store)
+    except (AdminError, LookupError) as exc:
+        print(f"hatchway-admin: {exc}", file=sys.stderr)
+        return 1
+    except ProtocolError as exc:
+        print(f"hatchway-admin: {exc}", file=sys.stderr)
+        return 2
+
+
+def open_store(args: argparse.Namespace) -> AdminStore:
+    """The relay's state, wherever the flags say it is."""
+    if args.local:
+        from hatchway_local.admin_api import RemoteStore, default_admin_file
+
+        path = default_admin_file() if args.local is True else Path(args.local)
+        return RemoteStore.from_admin_file(path)
     import boto3
 
-    from hatchway.protocol import ProtocolError
-    from hatchway_relay import admin
     from hatchway_relay.adapters.dynamo_store import DynamoStore
 
+    table = args.table or stack_output(boto3, args.stack, "TableName", args.region)
     resource = boto3.resource("dynamodb", region_name=args.region, endpoint_url=args.endpoint)
-    store = DynamoStore(resource.Table(args.table))
+    return DynamoStore(resource.Table(table))
+
+
+def stack_output(boto3: Any, stack: str, key: str, region: str | None) -> str:
+    """One output of a deployed stack, e.g. its TableName."""
+    from botocore.exceptions import ClientError
+
+    cloudformation = boto3.client("cloudformation", region_name=region)
+    try:
+        outputs = cloudformation.describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", [])
+    except ClientError as exc:
+        raise LookupError(f"cannot read stack {stack!r}: {exc}") from None
+    for output in outputs:
+        if output["OutputKey"] == key:
+            return str(output["OutputValue"])
+    raise LookupError(f"stack {stack!r} has no {key} output: is it a Hatchway stack?")
+
+
+def run(args: argparse.Namespace, store: AdminStore) -> int:
+    from hatchway.protocol import ProtocolError
+    from hatchway_relay import admin
+
     if args.command == "reserve":
         try:
             admin.reserve(store, args.token_id, args.name)
@@ -73,7 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             since = dt.datetime.fromtimestamp(tunnel.connected_at, dt.UTC).strftime(
                 "%Y-%m-%d %H:%M"
             )
-            print(f"{tunnel.name}  {tunnel.token_id}  {tunnel.token_label or '-'}  since {since}")
+            print(
+                f"{tunnel.name}  {tunnel.token_id}  {tunnel.token_label or '-'}  since {since}  "
+                f"served {tunnel.served}"
+            )
     elif args.action == "create":
         try:
             new = admin.create_token(store, args.name, tuple(args.reserve))
@@ -90,10 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             reserved = ",".join(record.reserved) or "-"
             print(f"{record.token_id}  {created}  {record.label or '-'}  reserved={reserved}")
     elif args.action == "revoke":
-        if admin.revoke_token(store, args.token_id) is None:
+        revoked = admin.revoke_token(store, args.token_id)
+        if revoked is None:
             print(f"hatchway-admin: no token with id {args.token_id}", file=sys.stderr)
             return 1
-        print(f"revoked {args.token_id}")
+        print(f"revoked {args.token_id}; {len(revoked.connections)} open connection(s) cut")
     return 0
 
 

@@ -106,6 +106,10 @@ class _Connection:
                 self.session._pool.submit(self._serve, message)
         elif isinstance(frame, protocol.Error):
             log.warning("relay says %s: %s", frame.code, frame.message)
+            if frame.code == "not_connected":
+                # The relay forgot this connection (its token was revoked, or its record was
+                # lost): reconnecting either restores the tunnels or reports the refusal.
+                self.ws.abort()
 
     def _serve(self, request: Request) -> None:
         started = time.monotonic()

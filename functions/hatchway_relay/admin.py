@@ -16,12 +16,23 @@ from hatchway_relay import tokens
 from hatchway_relay.ports import Claim, ConnectionRecord, Store, TokenRecord
 
 
-class AdminStore(Store, Protocol):
-    """The port plus the operator's token commands, which both adapters offer."""
+class AdminStore(Protocol):
+    """The store calls the operator's commands make. Both adapters offer them, and
+    ``hatchway-local`` serves them to ``hatchway-admin --local`` (its store is in its process).
+    The listings may scan: they never run on a request path."""
 
+    def put_token(self, record: TokenRecord) -> None: ...
+    def get_token(self, token_hash: str) -> TokenRecord | None: ...
     def list_tokens(self) -> list[TokenRecord]: ...
     def delete_token(self, token_hash: str) -> None: ...
+    def get_connection(self, connection_id: str) -> ConnectionRecord | None: ...
+    def list_connections(self) -> list[ConnectionRecord]: ...
+    def delete_connection(self, connection_id: str) -> None: ...
     def list_claims(self) -> list[Claim]: ...
+    def release_claim(self, name: str, connection_id: str) -> bool: ...
+    def reserve_name(self, name: str, token_id: str) -> bool: ...
+    def get_reservation(self, name: str) -> str | None: ...
+    def release_reservation(self, name: str, token_id: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -31,7 +42,11 @@ class NewToken:
 
 
 def register_token(
-    store: Store, token: str, label: str = "", reserved: tuple[str, ...] = (), now: float = 0.0
+    store: Store | AdminStore,
+    token: str,
+    label: str = "",
+    reserved: tuple[str, ...] = (),
+    now: float = 0.0,
 ) -> TokenRecord:
     """Store ``token`` as its hash and reserve its names; refuses a name another token holds."""
     token_hash = tokens.hash_token(token)
@@ -61,16 +76,39 @@ def list_tokens(store: AdminStore) -> list[TokenRecord]:
     return sorted(store.list_tokens(), key=lambda r: r.created_at)
 
 
-def revoke_token(store: AdminStore, token_id: str) -> TokenRecord | None:
-    """Delete the token with this public id and its reservations; None if there is none.
-    Agents using it cannot connect again; a connection already open lasts until it drops."""
-    for record in store.list_tokens():
-        if record.token_id == token_id:
-            store.delete_token(record.token_hash)
-            for name in record.reserved:
-                store.release_reservation(name, token_id)
-            return record
-    return None
+def forget_connection(store: Store | AdminStore, connection_id: str) -> None:
+    """Forget one connection and release exactly the names it holds — nobody else's."""
+    record = store.get_connection(connection_id)
+    if record is not None:
+        for name in record.names:
+            store.release_claim(name, connection_id)
+    store.delete_connection(connection_id)
+
+
+@dataclass(frozen=True)
+class Revoked:
+    record: TokenRecord
+    connections: tuple[str, ...]
+    """Connections that were open with the token and are now forgotten."""
+
+
+def revoke_token(store: AdminStore, token_id: str) -> Revoked | None:
+    """Delete the token with this public id and its reservations, and forget every connection
+    opened with it; None if there is no such token.
+
+    Its tunnels stop answering at once (their names are released). Each agent still holding a
+    socket learns at its next heartbeat that the relay forgot it, and its reconnect is refused.
+    """
+    record = find_token(store, token_id)
+    if record is None:
+        return None
+    store.delete_token(record.token_hash)
+    for name in record.reserved:
+        store.release_reservation(name, token_id)
+    cut = tuple(c.connection_id for c in store.list_connections() if c.token_id == token_id)
+    for connection_id in cut:
+        forget_connection(store, connection_id)
+    return Revoked(record, cut)
 
 
 def find_token(store: AdminStore, token_id: str) -> TokenRecord | None:
@@ -106,6 +144,7 @@ class LiveTunnel:
     token_id: str
     token_label: str
     connected_at: float
+    served: int
 
 
 def live_tunnels(store: AdminStore, now: float) -> list[LiveTunnel]:
@@ -121,6 +160,7 @@ def live_tunnels(store: AdminStore, now: float) -> list[LiveTunnel]:
                     claim.token_id,
                     labels.get(claim.token_id, ""),
                     connection.connected_at,
+                    claim.served,
                 )
             )
     return sorted(found, key=lambda t: t.name)

@@ -159,11 +159,7 @@ class Relay:
         Every cleanup goes through here: ``$disconnect``, a 410 from the poster, a dead agent
         found by a waiting request.
         """
-        record = self.store.get_connection(connection_id)
-        if record is not None:
-            for name in record.names:
-                self.store.release_claim(name, connection_id)
-        self.store.delete_connection(connection_id)
+        admin.forget_connection(self.store, connection_id)
         log.info("connection %s dropped", connection_id)
 
     def on_message(self, connection_id: str, text: str) -> None:
@@ -258,6 +254,7 @@ class Relay:
     def _ping(self, connection_id: str, ping: protocol.Ping) -> None:
         connection = self.store.get_connection(connection_id)
         if connection is None:
+            # Revoked by the operator, or lost: the agent reconnects, and learns which.
             self._send(connection_id, protocol.Error("not_connected", "connection is not known"))
             return
         lease = self.clock.now() + self.config.claim_lease_seconds
@@ -315,6 +312,7 @@ class Relay:
         except ProtocolError as exc:
             message = f"The visitor's request was refused: {exc}."
             return error_reply(exc.status, "bad-request", message)
+        self.store.count_served(name, claim.connection_id)
         return self._exchange(claim.connection_id, request, frames)
 
     def _route(self, visit: Visit) -> tuple[str, str] | Reply:

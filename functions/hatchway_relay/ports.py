@@ -56,6 +56,8 @@ class Claim:
     connection_id: str
     token_id: str
     expires_at: float
+    served: int = 0
+    """Visitor requests handed to the holder since it claimed the name."""
 
     def alive(self, now: float) -> bool:
         return now < self.expires_at
@@ -134,6 +136,10 @@ class Store(Protocol):
 
     def release_claim(self, name: str, connection_id: str) -> bool:
         """Delete the claim only if ``connection_id`` holds it."""
+        ...
+
+    def count_served(self, name: str, connection_id: str) -> None:
+        """Add one to the claim's ``served`` count if ``connection_id`` still holds it."""
         ...
 
     # Reserved names: only the reserving token may claim them

@@ -9,9 +9,11 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 from hatchway.config import ConfigError, config_path, load_config, update_config
+from hatchway_local.admin_api import default_admin_file
 from hatchway_local.server import run_local
 from hatchway_relay.tokens import generate_token
 
@@ -31,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--table", default="hatchway", help="DynamoDB table name")
     parser.add_argument(
         "--response-timeout", type=float, default=None, help="seconds to wait for an agent"
+    )
+    parser.add_argument(
+        "--admin-file",
+        type=Path,
+        default=None,
+        help="where hatchway-admin --local finds this relay (default: "
+        "$XDG_STATE_HOME/hatchway/local-admin.json)",
     )
     return parser
 
@@ -76,12 +85,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             table_name=args.table,
             response_timeout=args.response_timeout,
         ) as server:
-            print(
-                f"hatchway-local ready  agent={server.agent_url}  public={server.public_base}",
-                flush=True,
-            )
-            while not stop.wait(1.0):
-                pass
+            admin_file = args.admin_file or default_admin_file()
+            server.admin.write_admin_file(admin_file)
+            try:
+                print(
+                    f"hatchway-local ready  agent={server.agent_url}  public={server.public_base}",
+                    flush=True,
+                )
+                while not stop.wait(1.0):
+                    pass
+            finally:
+                server.admin.remove_admin_file(admin_file)
     except OSError as exc:
         print(f"hatchway-local: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from hatchway import protocol
+from hatchway_local.admin_api import AdminServer
 from hatchway_local.gateway import Gateway, GatewayLimits
 from hatchway_local.local_poster import LocalPoster
 from hatchway_relay.core import Relay, RelayConfig
@@ -34,6 +35,8 @@ class LocalServer:
     store: Store
     gateway: Gateway
     loop: asyncio.AbstractEventLoop
+    admin: AdminServer
+    """The operator's store commands on 127.0.0.1 (``hatchway-admin --local``)."""
 
     @property
     def agent_url(self) -> str:
@@ -173,4 +176,13 @@ def run_local(
     gateway.set_handlers(ws_handlers.make_handler(relay), http_handlers.make_handler(relay))
 
     with serve_gateway(gateway, sock) as loop:
-        yield LocalServer(host, port, domain, relay, chosen_store, gateway, loop)
+
+        def close_socket(connection_id: str) -> None:
+            # A revoked token's agents lose their sockets at once, not at their next heartbeat.
+            asyncio.run_coroutine_threadsafe(gateway.close_connection(connection_id), loop)
+
+        admin = AdminServer(chosen_store, on_forget=close_socket).start()
+        try:
+            yield LocalServer(host, port, domain, relay, chosen_store, gateway, loop, admin)
+        finally:
+            admin.close()

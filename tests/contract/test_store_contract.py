@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -621,3 +621,27 @@ def test_claims_can_be_listed_for_the_operator(store: AdminStore) -> None:
         claim("a"),
         claim("b", conn="c2", token="t2"),
     ]
+
+
+def test_connections_can_be_listed_for_the_operator(store: AdminStore) -> None:
+    assert store.list_connections() == []
+    first = ConnectionRecord("c1", "t1", NOW, NOW + 7200, ("a",), "203.0.113.9")
+    second = ConnectionRecord("c2", "t2", NOW + 1, NOW + 7201)
+    store.put_connection(first)
+    store.put_connection(second)
+    assert sorted(store.list_connections(), key=lambda c: c.connection_id) == [first, second]
+
+
+def test_only_the_holder_counts_requests_served(store: AdminStore) -> None:
+    store.count_served("myapp", "c1")  # no claim: nothing to count, no error
+    assert store.get_claim("myapp") is None
+    assert store.claim_name(claim(conn="c1"), NOW)
+    for _ in range(3):
+        store.count_served("myapp", "c1")
+    store.count_served("myapp", "c2")  # not the holder
+    assert store.get_claim("myapp") == replace(claim(conn="c1"), served=3)
+    assert store.renew_claim("myapp", "c1", NOW + 999)
+    assert store.get_claim("myapp").served == 3  # type: ignore[union-attr]
+    # A new holder (the same token reconnecting) starts counting afresh.
+    assert store.claim_name(claim(conn="c2"), NOW)
+    assert store.get_claim("myapp") == claim(conn="c2")

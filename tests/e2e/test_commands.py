@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -132,3 +133,28 @@ def test_demo_prints_a_url_that_answers(
     demo.wait_for(r"Hatchway demo is up", timeout=60)
     demo.wait_for(r"http://demo\.localhost:\d+/")
     assert demo.popen.wait(30) == 0
+
+
+def test_revoking_the_token_cuts_the_tunnel_and_stops_the_agent(
+    relay: LocalServer, app: LocalApp, tunnel: AgentProcess, tmp_path: Path
+) -> None:
+    host = f"e2e.localhost:{relay.port}"
+    assert visit(relay.port, "GET", "/echo/before", host).status == 200
+    admin_file = tmp_path / "local-admin.json"
+    relay.admin.write_admin_file(admin_file)
+    (token,) = relay.store.list_tokens()  # type: ignore[attr-defined]
+
+    admin = [sys.executable, str(ROOT / "scripts" / "hatchway_admin.py"), "--local"]
+    revoke = subprocess.run(
+        [*admin, str(admin_file), "token", "revoke", token.token_id],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert revoke.returncode == 0, revoke.stderr
+    assert "1 open connection(s) cut" in revoke.stdout
+    assert visit(relay.port, "GET", "/echo/after", host).status == 404
+    assert app.requests[-1].target == "/echo/before"
+    assert tunnel.popen.wait(30) != 0  # its reconnect is refused: the agent stops, and says why
+    assert "refused the token" in "\n".join(tunnel.drain())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -13,7 +14,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from hatchway_local.server import run_local
 from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
+from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.ports import Claim, ConnectionRecord
 from hatchway_relay.tokens import hash_token
 
@@ -29,8 +32,25 @@ def cli() -> ModuleType:
     return module
 
 
-@pytest.fixture
-def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoStore]:
+@dataclass
+class Relay:
+    """Where the commands point (``args``) and a direct view of the same state (``store``)."""
+
+    args: list[str]
+    store: MemoryStore | DynamoStore
+
+
+@pytest.fixture(params=["dynamodb", "local"])
+def relay(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[Relay]:
+    if request.param == "local":
+        # A running hatchway-local with its memory store, reached through its admin API.
+        with run_local() as server:
+            admin_file = tmp_path / "local-admin.json"
+            server.admin.write_admin_file(admin_file)
+            yield Relay(["--local", str(admin_file)], server.store)  # type: ignore[arg-type]
+        return
     for key, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -40,88 +60,121 @@ def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoStore]:
     with mock_aws():
         resource = boto3.resource("dynamodb", region_name="us-east-1")
         create_table(resource, "relay")
-        yield DynamoStore(resource.Table("relay"))
+        yield Relay(["--table", "relay"], DynamoStore(resource.Table("relay")))
 
 
-def run(cli: ModuleType, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = cli.main(["--table", "relay", *args])
+def run(
+    cli: ModuleType, capsys: pytest.CaptureFixture[str], relay: Relay, *args: str
+) -> tuple[int, str, str]:
+    code = cli.main([*relay.args, *args])
     out, err = capsys.readouterr()
     return code, out, err
 
 
 def test_create_shows_the_token_once_and_stores_its_hash(
-    cli: ModuleType, table: DynamoStore, capsys: pytest.CaptureFixture[str]
+    cli: ModuleType, relay: Relay, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run(cli, capsys, "token", "create", "--name", "laptop", "--reserve", "myapp")
+    code, out, _ = run(
+        cli, capsys, relay, "token", "create", "--name", "laptop", "--reserve", "myapp"
+    )
     assert code == 0
     token = out.split()[1]
-    record = table.get_token(hash_token(token))
+    record = relay.store.get_token(hash_token(token))
     assert record is not None and record.label == "laptop" and record.reserved == ("myapp",)
 
-    code, listing, _ = run(cli, capsys, "token", "list")
+    code, listing, _ = run(cli, capsys, relay, "token", "list")
     assert code == 0 and record.token_id in listing and "laptop" in listing
     assert token not in listing
 
 
-def test_revoke_by_id(
-    cli: ModuleType, table: DynamoStore, capsys: pytest.CaptureFixture[str]
-) -> None:
-    _, out, _ = run(cli, capsys, "token", "create", "--name", "old")
+def test_revoke_by_id(cli: ModuleType, relay: Relay, capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(cli, capsys, relay, "token", "create", "--name", "old")
     token = out.split()[1]
     token_id = hash_token(token)[:12]
-    assert run(cli, capsys, "token", "revoke", token_id)[0] == 0
-    assert table.get_token(hash_token(token)) is None
-    code, _, err = run(cli, capsys, "token", "revoke", token_id)
+    assert run(cli, capsys, relay, "token", "revoke", token_id)[0] == 0
+    assert relay.store.get_token(hash_token(token)) is None
+    code, _, err = run(cli, capsys, relay, "token", "revoke", token_id)
     assert code == 1 and "no token with id" in err
 
 
 def test_invalid_reserved_name_is_refused(
-    cli: ModuleType, table: DynamoStore, capsys: pytest.CaptureFixture[str]
+    cli: ModuleType, relay: Relay, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = run(cli, capsys, "token", "create", "--name", "x", "--reserve", "Bad_Name")
+    code, _, err = run(
+        cli, capsys, relay, "token", "create", "--name", "x", "--reserve", "Bad_Name"
+    )
     assert code == 2 and "invalid tunnel name" in err
-    assert table.list_tokens() == []
+    assert relay.store.list_tokens() == []
 
 
 def test_reserved_names_are_exclusive_and_released_on_revoke(
-    cli: ModuleType, table: DynamoStore, capsys: pytest.CaptureFixture[str]
+    cli: ModuleType, relay: Relay, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, out, _ = run(cli, capsys, "token", "create", "--name", "a", "--reserve", "shop")
+    _, out, _ = run(cli, capsys, relay, "token", "create", "--name", "a", "--reserve", "shop")
     first_id = hash_token(out.split()[1])[:12]
-    code, _, err = run(cli, capsys, "token", "create", "--name", "b", "--reserve", "shop")
+    code, _, err = run(cli, capsys, relay, "token", "create", "--name", "b", "--reserve", "shop")
     assert code == 2 and "reserved for another token" in err
-    assert table.get_reservation("shop") == first_id
-    run(cli, capsys, "token", "revoke", first_id)
-    assert table.get_reservation("shop") is None
-    assert run(cli, capsys, "token", "create", "--name", "b", "--reserve", "shop")[0] == 0
+    assert relay.store.get_reservation("shop") == first_id
+    run(cli, capsys, relay, "token", "revoke", first_id)
+    assert relay.store.get_reservation("shop") is None
+    assert run(cli, capsys, relay, "token", "create", "--name", "b", "--reserve", "shop")[0] == 0
 
 
 def test_reserve_and_release_by_token_id(
-    cli: ModuleType, table: DynamoStore, capsys: pytest.CaptureFixture[str]
+    cli: ModuleType, relay: Relay, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, out, _ = run(cli, capsys, "token", "create", "--name", "a")
+    _, out, _ = run(cli, capsys, relay, "token", "create", "--name", "a")
     token_id = hash_token(out.split()[1])[:12]
-    assert run(cli, capsys, "reserve", "shop", "--token-id", token_id)[0] == 0
-    assert table.get_reservation("shop") == token_id
-    assert table.list_tokens()[0].reserved == ("shop",)
-    code, _, err = run(cli, capsys, "reserve", "shop", "--token-id", "000000000000")
+    assert run(cli, capsys, relay, "reserve", "shop", "--token-id", token_id)[0] == 0
+    assert relay.store.get_reservation("shop") == token_id
+    assert relay.store.list_tokens()[0].reserved == ("shop",)
+    code, _, err = run(cli, capsys, relay, "reserve", "shop", "--token-id", "000000000000")
     assert code == 1 and "no token with id" in err
-    assert run(cli, capsys, "release", "shop", "--token-id", token_id)[0] == 0
-    assert table.get_reservation("shop") is None and table.list_tokens()[0].reserved == ()
-    assert run(cli, capsys, "release", "shop", "--token-id", token_id)[0] == 1
+    assert run(cli, capsys, relay, "release", "shop", "--token-id", token_id)[0] == 0
+    assert relay.store.get_reservation("shop") is None
+    assert relay.store.list_tokens()[0].reserved == ()
+    assert run(cli, capsys, relay, "release", "shop", "--token-id", token_id)[0] == 1
 
 
 def test_tunnels_lists_only_live_ones(
-    cli: ModuleType, table: DynamoStore, capsys: pytest.CaptureFixture[str]
+    cli: ModuleType, relay: Relay, capsys: pytest.CaptureFixture[str]
 ) -> None:
     now = time.time()
-    _, out, _ = run(cli, capsys, "token", "create", "--name", "laptop")
+    _, out, _ = run(cli, capsys, relay, "token", "create", "--name", "laptop")
     token_id = hash_token(out.split()[1])[:12]
-    table.put_connection(ConnectionRecord("c1", token_id, now - 60, now + 3600))
-    table.claim_name(Claim("live", "c1", token_id, now + 600), now)
-    table.claim_name(Claim("expired", "c1", token_id, now - 1), now - 700)
-    table.claim_name(Claim("orphan", "gone", token_id, now + 600), now)  # no connection
-    code, listing, _ = run(cli, capsys, "tunnels")
+    relay.store.put_connection(ConnectionRecord("c1", token_id, now - 60, now + 3600))
+    relay.store.claim_name(Claim("live", "c1", token_id, now + 600), now)
+    relay.store.claim_name(Claim("expired", "c1", token_id, now - 1), now - 700)
+    relay.store.claim_name(Claim("orphan", "gone", token_id, now + 600), now)  # no connection
+    code, listing, _ = run(cli, capsys, relay, "tunnels")
     assert code == 0
     assert len(listing.splitlines()) == 1  # not the expired claim, nor the orphan
     assert listing.startswith(f"live  {token_id}  laptop  since ")
+    assert listing.rstrip().endswith("served 0")
+    relay.store.count_served("live", "c1")
+    relay.store.count_served("live", "c1")
+    assert run(cli, capsys, relay, "tunnels")[1].rstrip().endswith("served 2")
+
+
+def test_revoke_cuts_the_tokens_open_connections_and_frees_their_names(
+    cli: ModuleType, relay: Relay, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = time.time()
+    _, out, _ = run(cli, capsys, relay, "token", "create", "--name", "laptop")
+    revoked_id = hash_token(out.split()[1])[:12]
+    _, out, _ = run(cli, capsys, relay, "token", "create", "--name", "other")
+    other_id = hash_token(out.split()[1])[:12]
+    for connection, token_id, name in (("c1", revoked_id, "mine"), ("c2", other_id, "theirs")):
+        relay.store.put_connection(
+            ConnectionRecord(connection, token_id, now - 60, now + 3600, (name,))
+        )
+        relay.store.claim_name(Claim(name, connection, token_id, now + 600), now)
+    relay.store.put_connection(ConnectionRecord("c3", revoked_id, now, now + 3600))  # no hello yet
+
+    code, out, _ = run(cli, capsys, relay, "token", "revoke", revoked_id)
+
+    assert code == 0 and "2 open connection(s) cut" in out
+    assert relay.store.get_connection("c1") is None and relay.store.get_connection("c3") is None
+    assert relay.store.get_claim("mine") is None
+    assert relay.store.get_connection("c2") is not None  # another token's: untouched
+    assert relay.store.get_claim("theirs") is not None

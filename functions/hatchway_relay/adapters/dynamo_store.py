@@ -201,10 +201,12 @@ class DynamoStore:
 
     def get_connection(self, connection_id: str) -> ConnectionRecord | None:
         item = self._get(f"conn#{connection_id}", "conn")
-        if item is None:
-            return None
+        return None if item is None else self._connection(item)
+
+    @staticmethod
+    def _connection(item: dict[str, Any]) -> ConnectionRecord:
         return ConnectionRecord(
-            connection_id=connection_id,
+            connection_id=item["pk"].removeprefix("conn#"),
             token_id=item["token_id"],
             connected_at=_num(item["connected_at"]),
             expires_at=_num(item["expires_at"]),
@@ -222,6 +224,10 @@ class DynamoStore:
             ExpressionAttributeNames={"#names": "names"},
             ExpressionAttributeValues={":names": list(names)},
         )
+
+    def list_connections(self) -> list[ConnectionRecord]:
+        # An operator's command (revoking a token), never a request path: it may scan.
+        return [self._connection(i) for i in self._scan(Attr("sk").eq("conn"))]
 
     def delete_connection(self, connection_id: str) -> None:
         self.table.delete_item(Key={"pk": f"conn#{connection_id}", "sk": "conn"})
@@ -251,21 +257,21 @@ class DynamoStore:
 
     def list_claims(self) -> list[Claim]:
         # An operator's command (hatchway-admin tunnels), never a request path: it may scan.
-        return [
-            Claim(
-                i["pk"].removeprefix("name#"),
-                i["connection_id"],
-                i["token_id"],
-                _num(i["expires_at"]),
-            )
-            for i in self._scan(Attr("sk").eq("claim"))
-        ]
+        return [self._claim(i) for i in self._scan(Attr("sk").eq("claim"))]
 
     def get_claim(self, name: str) -> Claim | None:
         item = self._get(f"name#{name}", "claim")
-        if item is None:
-            return None
-        return Claim(name, item["connection_id"], item["token_id"], _num(item["expires_at"]))
+        return None if item is None else self._claim(item)
+
+    @staticmethod
+    def _claim(item: dict[str, Any]) -> Claim:
+        return Claim(
+            item["pk"].removeprefix("name#"),
+            item["connection_id"],
+            item["token_id"],
+            _num(item["expires_at"]),
+            int(item.get("served", 0)),
+        )
 
     def renew_claim(self, name: str, connection_id: str, expires_at: float) -> bool:
         return self._conditionally(
@@ -282,6 +288,16 @@ class DynamoStore:
             self.table.delete_item,
             Key={"pk": f"name#{name}", "sk": "claim"},
             ConditionExpression=Attr("connection_id").eq(connection_id),
+        )
+
+    def count_served(self, name: str, connection_id: str) -> None:
+        # One small write per visitor request; a claim that changed hands counts nothing.
+        self._conditionally(
+            self.table.update_item,
+            Key={"pk": f"name#{name}", "sk": "claim"},
+            UpdateExpression="ADD served :one",
+            ConditionExpression=Attr("connection_id").eq(connection_id),
+            ExpressionAttributeValues={":one": 1},
         )
 
     # Reserved names

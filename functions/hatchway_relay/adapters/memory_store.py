@@ -78,6 +78,10 @@ class MemoryStore:
             if record is not None:
                 self._connections[connection_id] = replace(record, names=names)
 
+    def list_connections(self) -> list[ConnectionRecord]:
+        with self._lock:
+            return list(self._connections.values())
+
     def delete_connection(self, connection_id: str) -> None:
         with self._lock:
             self._connections.pop(connection_id, None)
@@ -123,6 +127,12 @@ class MemoryStore:
                 return False
             del self._claims[name]
             return True
+
+    def count_served(self, name: str, connection_id: str) -> None:
+        with self._lock:
+            held = self._claims.get(name)
+            if held is not None and held.connection_id == connection_id:
+                self._claims[name] = replace(held, served=held.served + 1)
 
     # Reserved names
 

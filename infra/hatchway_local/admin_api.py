@@ -1,0 +1,284 @@
+"""The local relay's admin API: the operator's store commands over HTTP on loopback, so that
+``hatchway-admin --local`` manages ``hatchway-local``, whose memory store lives in its process.
+
+One request per store call: ``POST /store/<method>`` with a JSON list of arguments, answered
+with ``{"result": ...}``. Only the calls ``hatchway_relay.admin`` makes are served. The listener
+binds to 127.0.0.1 alone, and every request must carry the admin key
+(``Authorization: Bearer``), which ``hatchway-local`` writes to an admin file only its user can
+read. ``RemoteStore`` is the client: an ``AdminStore`` whose calls travel this way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hmac
+import http.client
+import json
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from hatchway_relay.ports import Claim, ConnectionRecord, Store, TokenRecord
+
+ADMIN_HOST = "127.0.0.1"
+"""The admin listener never binds elsewhere: it changes who may use the relay."""
+
+MAX_ADMIN_REQUEST_BYTES = 64 * 1024
+"""Largest admin request body accepted (a token record with its reserved names is ~1 KB)."""
+
+ADMIN_TIMEOUT_SECONDS = 10.0
+"""How long the client waits for one admin call."""
+
+ADMIN_METHODS = frozenset(
+    {
+        "put_token",
+        "get_token",
+        "list_tokens",
+        "delete_token",
+        "get_connection",
+        "list_connections",
+        "delete_connection",
+        "list_claims",
+        "release_claim",
+        "reserve_name",
+        "get_reservation",
+        "release_reservation",
+    }
+)
+"""Every store call the operator's commands make; anything else is refused."""
+
+_RECORDS: dict[str, type[Any]] = {
+    cls.__name__: cls for cls in (TokenRecord, ConnectionRecord, Claim)
+}
+
+
+def default_admin_file() -> Path:
+    """Where ``hatchway-local`` tells ``hatchway-admin --local`` how to reach it (XDG state)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "hatchway" / "local-admin.json"
+
+
+class AdminError(Exception):
+    """The admin API refused or failed a call; the message says why."""
+
+
+# --- Wire format ----------------------------------------------------------------------------
+
+
+def encode(value: Any) -> Any:
+    """JSON-ready form of a store argument or result; records carry their type's name."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"record": type(value).__name__, **{k: encode(v) for k, v in vars(value).items()}}
+    if isinstance(value, list | tuple):
+        return [encode(v) for v in value]
+    return value
+
+
+def decode(value: Any) -> Any:
+    """The inverse of ``encode``: records rebuilt, their lists back to tuples."""
+    if isinstance(value, dict) and value.get("record") in _RECORDS:
+        fields = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in value.items() if k != "record"
+        }
+        return _RECORDS[value["record"]](**fields)
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    return value
+
+
+# --- Server ---------------------------------------------------------------------------------
+
+
+class AdminServer:
+    """Serves ``store``'s admin calls on 127.0.0.1. ``on_forget`` hears every connection the
+    operator's commands forget (a revoked token's), so the gateway can close its socket too."""
+
+    def __init__(
+        self,
+        store: Store,
+        key: str | None = None,
+        on_forget: Callable[[str], object] | None = None,
+    ) -> None:
+        self.store = store
+        self.key = key or secrets.token_urlsafe(32)
+        self.on_forget = on_forget
+        # Operator commands are rare; one at a time keeps the store's view simple.
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer((ADMIN_HOST, 0), _handler_for(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="hatchway-admin-api", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> AdminServer:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def write_admin_file(self, path: Path) -> None:
+        """Tell ``hatchway-admin --local`` where we are, readable by this user only."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".tmp")
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            json.dump({"url": self.url, "key": self.key}, out)
+        os.replace(partial, path)
+
+    def remove_admin_file(self, path: Path) -> None:
+        """Delete the admin file if it still points at this server (another may have started)."""
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text()).get("url") == self.url:
+                path.unlink()
+
+    def call(self, method: str, args: list[Any]) -> Any:
+        if method not in ADMIN_METHODS:
+            raise AdminError(f"unknown admin call {method!r}")
+        with self._lock:
+            result = getattr(self.store, method)(*[decode(a) for a in args])
+        if method == "delete_connection" and self.on_forget is not None:
+            self.on_forget(args[0])
+        return encode(result)
+
+
+def _handler_for(server: AdminServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            given = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), server.key.encode()):
+                self._answer(401, {"error": "the admin key is missing or wrong"})
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_ADMIN_REQUEST_BYTES:
+                self._answer(
+                    413, {"error": f"admin requests are at most {MAX_ADMIN_REQUEST_BYTES} bytes"}
+                )
+                return
+            method = self.path.removeprefix("/store/")
+            try:
+                args = json.loads(self.rfile.read(length) or b"[]")
+                if not isinstance(args, list):
+                    raise ValueError("arguments must be a JSON list")
+                self._answer(200, {"result": server.call(method, args)})
+            except (AdminError, ValueError, TypeError) as exc:
+                self._answer(400, {"error": str(exc)})
+
+        def _answer(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # requests carry the admin key in a header; never echo them anywhere
+
+    return Handler
+
+
+# --- Client ---------------------------------------------------------------------------------
+
+
+class RemoteStore:
+    """The ``AdminStore`` calls of a ``hatchway-local`` process, over its admin API."""
+
+    def __init__(self, url: str, key: str) -> None:
+        parts = urlsplit(url)
+        if parts.hostname not in ("127.0.0.1", "localhost", "::1") or parts.port is None:
+            raise AdminError(f"the local admin API must be on loopback, not {url!r}")
+        self._host, self._port, self._key = parts.hostname, parts.port, key
+
+    @classmethod
+    def from_admin_file(cls, path: Path) -> RemoteStore:
+        try:
+            found = json.loads(path.read_text())
+            return cls(found["url"], found["key"])
+        except FileNotFoundError:
+            raise AdminError(
+                f"no running hatchway-local found ({path} is missing): start it first"
+            ) from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise AdminError(f"{path} is not a hatchway-local admin file: {exc}") from None
+
+    def _call(self, method: str, *args: Any) -> Any:
+        body = json.dumps(encode(list(args))).encode()
+        connection = http.client.HTTPConnection(
+            self._host, self._port, timeout=ADMIN_TIMEOUT_SECONDS
+        )
+        try:
+            connection.request(
+                "POST",
+                f"/store/{method}",
+                body,
+                {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"},
+            )
+            response = connection.getresponse()
+            answer = json.loads(response.read() or b"{}")
+        except OSError as exc:
+            raise AdminError(
+                f"hatchway-local's admin API at {self._host}:{self._port} did not answer ({exc}); "
+                "is hatchway-local still running?"
+            ) from None
+        finally:
+            connection.close()
+        if response.status != 200:
+            raise AdminError(
+                f"hatchway-local refused {method}: {answer.get('error', response.status)}"
+            )
+        return decode(answer["result"])
+
+    def put_token(self, record: TokenRecord) -> None:
+        self._call("put_token", record)
+
+    def get_token(self, token_hash: str) -> TokenRecord | None:
+        result: TokenRecord | None = self._call("get_token", token_hash)
+        return result
+
+    def list_tokens(self) -> list[TokenRecord]:
+        result: list[TokenRecord] = self._call("list_tokens")
+        return result
+
+    def delete_token(self, token_hash: str) -> None:
+        self._call("delete_token", token_hash)
+
+    def get_connection(self, connection_id: str) -> ConnectionRecord | None:
+        result: ConnectionRecord | None = self._call("get_connection", connection_id)
+        return result
+
+    def list_connections(self) -> list[ConnectionRecord]:
+        result: list[ConnectionRecord] = self._call("list_connections")
+        return result
+
+    def delete_connection(self, connection_id: str) -> None:
+        self._call("delete_connection", connection_id)
+
+    def list_claims(self) -> list[Claim]:
+        result: list[Claim] = self._call("list_claims")
+        return result
+
+    def release_claim(self, name: str, connection_id: str) -> bool:
+        return bool(self._call("release_claim", name, connection_id))
+
+    def reserve_name(self, name: str, token_id: str) -> bool:
+        return bool(self._call("reserve_name", name, token_id))
+
+    def get_reservation(self, name: str) -> str | None:
+        result: str | None = self._call("get_reservation", name)
+        return result
+
+    def release_reservation(self, name: str, token_id: str) -> bool:
+        return bool(self._call("release_reservation", name, token_id))
