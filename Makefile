@@ -4,7 +4,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean
+# The SAM CLI pins its own boto3 and cfn-lint: it lives in a venv of its own. The built Lambda
+# artifacts are smoke-tested under the runtime's Python (3.13) with only boto3 beside them, as
+# on Lambda.
+SAM_VENV := .venv-sam
+SAM_STAMP := $(SAM_VENV)/.installed
+SAM_CLI_VERSION := 1.170.0
+LAMBDA_VENV := .venv-lambda
+LAMBDA_STAMP := $(LAMBDA_VENV)/.installed
+BUILD_DIR := .aws-sam/build
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: install test lint build demo bench clean
 
 install: $(STAMP)
 
@@ -15,9 +26,27 @@ $(STAMP): requirements-dev.txt agent/pyproject.toml functions/pyproject.toml fun
 	$(PY) -m pip install --quiet -r requirements-dev.txt -e ./agent -e ./functions -e ./functions/domain -e ./infra
 	touch $(STAMP)
 
-# Lint is part of the test command: a style or type error fails CI like a failing test.
-test: lint
-	$(PY) -m pytest -n 2 --dist loadfile
+# Lint and the SAM build are part of the test command: a style or type error, or a template
+# that does not build, fails CI like a failing test.
+test: lint build
+	HATCHWAY_BUILD_DIR=$(BUILD_DIR) HATCHWAY_LAMBDA_PYTHON=$(LAMBDA_VENV)/bin/python \
+		$(PY) -m pytest -n 2 --dist loadfile
+
+$(SAM_STAMP):
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
+	touch $(SAM_STAMP)
+
+$(LAMBDA_STAMP): requirements-dev.txt
+	"$$(scripts/lambda-python)" -m venv $(LAMBDA_VENV)
+	$(LAMBDA_VENV)/bin/pip install --quiet "$$(grep '^boto3==' requirements-dev.txt)"
+	touch $(LAMBDA_STAMP)
+
+# `sam validate --lint` and `sam build` run offline; python3.13 goes first on PATH for the build.
+build: $(SAM_STAMP) $(LAMBDA_STAMP)
+	AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint
+	PATH="$$(dirname "$$(scripts/lambda-python)"):$$PATH" $(SAM_VENV)/bin/sam build --build-dir $(BUILD_DIR)
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -31,4 +60,5 @@ bench: install
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis test-artifacts
+	rm -rf $(VENV) $(SAM_VENV) $(LAMBDA_VENV) .aws-sam .pytest_cache .ruff_cache .mypy_cache \
+		.hypothesis test-artifacts

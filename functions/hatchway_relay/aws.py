@@ -4,24 +4,46 @@ cold start and exposes the handler entry points that ``template.yaml`` names.
 Environment: ``TABLE_NAME``, ``WEBSOCKET_MANAGEMENT_URL`` (``https://{api}.execute-api.{region}
 .amazonaws.com/{stage}``), ``PATH_URL`` (template with ``{name}``; only the WebSocket function
 needs it, for the welcome), and optionally
-``SUBDOMAIN_URL`` and ``DOMAIN_NAME`` once a custom domain is configured.
+``SUBDOMAIN_URL`` and ``DOMAIN_NAME`` once a custom domain is configured. Powertools reads
+``POWERTOOLS_SERVICE_NAME``, ``POWERTOOLS_METRICS_NAMESPACE`` and ``POWERTOOLS_LOG_LEVEL``.
+
+Logs are JSON lines carrying the Lambda request id and API Gateway's request id as the
+correlation id. Events are never logged: agents' tokens travel in their headers and query
+strings. Metrics (see ``hatchway_relay.metrics``) go out as EMF lines in the same log.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import warnings
 from typing import Any
 
 import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
 from hatchway_relay.adapters.apigateway_poster import ApiGatewayPoster, make_client
 from hatchway_relay.adapters.dynamo_store import DynamoStore
+from hatchway_relay.adapters.emf_metrics import EmfMetrics
 from hatchway_relay.core import Relay, RelayConfig
 from hatchway_relay.handlers import authorizer as authorizer_handlers
 from hatchway_relay.handlers import http as http_handlers
 from hatchway_relay.handlers import websocket as ws_handlers
 from hatchway_relay.ports import SystemClock
+
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "relay"
+logger = Logger(service=SERVICE)
+metrics = Metrics(
+    service=SERVICE, namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "Hatchway"
+)
+# The core logs through the standard ``hatchway`` loggers; they get the same JSON format.
+logging.getLogger("hatchway")
+copy_config_to_registered_loggers(source_logger=logger, include={"hatchway"})
+# Most WebSocket invocations record no metric; that is not worth a warning in every log.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 
 @functools.cache
@@ -38,6 +60,7 @@ def relay() -> Relay:
             subdomain_url=env.get("SUBDOMAIN_URL") or None,
             domain=env.get("DOMAIN_NAME") or None,
         ),
+        EmfMetrics(metrics, SERVICE),
     )
 
 
@@ -45,18 +68,23 @@ def relay() -> Relay:
 def _handlers() -> tuple[ws_handlers.Handler, http_handlers.Handler, ws_handlers.Handler]:
     return (
         ws_handlers.make_handler(relay()),
-        http_handlers.make_handler(relay()),
+        http_handlers.make_handler(relay(), EmfMetrics(metrics, SERVICE)),
         authorizer_handlers.make_handler(relay()),
     )
 
 
+@metrics.log_metrics
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 def websocket_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return _handlers()[0](event, context)
 
 
+@metrics.log_metrics
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 def http_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return _handlers()[1](event, context)
 
 
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 def authorizer_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return _handlers()[2](event, context)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from hatchway import protocol
 from hatchway.protocol import ProtocolError
 from hatchway_relay import admin, names, tokens
+from hatchway_relay.metrics import COUNT, Metrics, NoMetrics
 from hatchway_relay.ports import (
     Claim,
     Clock,
@@ -103,11 +104,19 @@ _REASONS = {
 
 
 class Relay:
-    def __init__(self, store: Store, poster: Poster, clock: Clock, config: RelayConfig) -> None:
+    def __init__(
+        self,
+        store: Store,
+        poster: Poster,
+        clock: Clock,
+        config: RelayConfig,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.store = store
         self.poster = poster
         self.clock = clock
         self.config = config
+        self.metrics = metrics or NoMetrics()
 
     # --- Tokens -------------------------------------------------------------------------------
 
@@ -260,6 +269,7 @@ class Relay:
         lease = self.clock.now() + self.config.claim_lease_seconds
         for name in connection.names:
             self.store.renew_claim(name, connection_id, lease)
+        self.metrics.add("ActiveTunnels", len(connection.names), COUNT)
         self._send(connection_id, protocol.Pong(ping.ts))
 
     def _accept_response_part(self, connection_id: str, part: protocol.Part, text: str) -> None:

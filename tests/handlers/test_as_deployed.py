@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import base64
 import copy
+import io
 import json
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,19 @@ EVENTS = Path(__file__).parent / "events"
 REGION = "eu-west-1"
 API = "w9x8y7z6v5"
 TOKEN = "hw_deployed-token-0001"
+
+
+@dataclass(frozen=True)
+class LambdaContext:
+    """The fields of Lambda's context object that Powertools reads."""
+
+    function_name: str = "hatchway-HttpFunction"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:hatchway"
+    aws_request_id: str = "6f2c0b1e-0000-4000-8000-000000000001"
+
+
+LAMBDA_CONTEXT = LambdaContext()
 
 
 def event(name: str) -> dict[str, Any]:
@@ -76,20 +91,20 @@ def send_as_agent(message: protocol.Message, connection_id: str) -> None:
         agent_event = event("ws_message")
         agent_event["requestContext"]["connectionId"] = connection_id
         agent_event["body"] = text
-        assert aws.websocket_handler(agent_event, None) == {"statusCode": 200}
+        assert aws.websocket_handler(agent_event, LAMBDA_CONTEXT) == {"statusCode": 200}
 
 
 @pytest.mark.usefixtures("deployed")
 def test_a_full_round_trip_through_the_deployed_entry_points() -> None:
     auth_event = event("ws_authorizer")
     auth_event["headers"]["Authorization"] = f"Bearer {TOKEN}"
-    policy = aws.authorizer_handler(auth_event, None)
+    policy = aws.authorizer_handler(auth_event, LAMBDA_CONTEXT)
     assert policy["policyDocument"]["Statement"][0]["Effect"] == "Allow"
 
     connect = event("ws_connect_authorized")
     connect["requestContext"]["authorizer"] = policy["context"]
     connection_id = connect["requestContext"]["connectionId"]
-    assert aws.websocket_handler(connect, None) == {"statusCode": 200}
+    assert aws.websocket_handler(connect, LAMBDA_CONTEXT) == {"statusCode": 200}
 
     send_as_agent(protocol.Hello((protocol.TunnelSpec("myapp"),)), connection_id)
     (welcome,) = posted_to(connection_id)
@@ -120,9 +135,70 @@ def test_a_full_round_trip_through_the_deployed_entry_points() -> None:
     visitor = event("http_v2_post")
     visitor["rawPath"] = "/t/myapp/upload"
     visitor["body"] = base64.b64encode(body).decode()
-    result = aws.http_handler(visitor, None)
+    result = aws.http_handler(visitor, LAMBDA_CONTEXT)
     answering.join(10)
 
     assert result["statusCode"] == 201
     assert result["headers"]["x-seen"] == "/upload"
     assert base64.b64decode(result["body"]) == body[::-1]
+
+
+def emitted(output: str) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The JSON log records and, by metric name, the EMF records that carry each metric."""
+    logs: list[dict[str, Any]] = []
+    metrics: dict[str, list[dict[str, Any]]] = {}
+    for line in output.splitlines():
+        record = json.loads(line)  # every line the functions print is JSON
+        if "_aws" not in record:
+            logs.append(record)
+            continue
+        for directive in record["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                metrics.setdefault(metric["Name"], []).append(record)
+    return logs, metrics
+
+
+@pytest.fixture
+def lambda_output(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
+    """Everything the functions print: log records (through Powertools' handler, which holds
+    the stream it found at import) and EMF metric lines (printed)."""
+    handler = aws.logger.registered_handler
+    logs = io.StringIO()
+    previous = handler.setStream(logs)  # type: ignore[attr-defined]
+    capsys.readouterr()
+    yield lambda: logs.getvalue() + capsys.readouterr().out
+    handler.setStream(previous)  # type: ignore[attr-defined]
+
+
+@pytest.mark.usefixtures("deployed")
+def test_logs_are_correlated_json_and_metrics_say_what_happened_without_secrets(
+    lambda_output: Callable[[], str],
+) -> None:
+    refused = event("ws_authorizer")
+    refused["queryStringParameters"] = {"token": "hw_a-token-that-must-not-be-logged"}
+    with pytest.raises(Exception, match="Unauthorized"):
+        aws.authorizer_handler(refused, LAMBDA_CONTEXT)
+    auth_event = event("ws_authorizer")
+    auth_event["headers"]["Authorization"] = f"Bearer {TOKEN}"
+    policy = aws.authorizer_handler(auth_event, LAMBDA_CONTEXT)
+    connect = event("ws_connect_authorized")
+    connect["requestContext"]["authorizer"] = policy["context"]
+    connection_id = connect["requestContext"]["connectionId"]
+    aws.websocket_handler(connect, LAMBDA_CONTEXT)
+    send_as_agent(protocol.Hello((protocol.TunnelSpec("myapp"),)), connection_id)
+    send_as_agent(protocol.Ping(1.0), connection_id)
+    missing = event("http_v2_post")
+    missing["rawPath"] = "/t/nobody-here/"
+    assert aws.http_handler(missing, LAMBDA_CONTEXT)["statusCode"] == 404
+
+    output = lambda_output()
+    assert TOKEN not in output and "hw_a-token-that-must-not-be-logged" not in output
+    logs, metrics = emitted(output)
+    assert logs and all(r["correlation_id"] and r["function_request_id"] for r in logs)
+    assert any("agent connected" in r["message"] for r in logs)
+    assert [r["ActiveTunnels"] for r in metrics["ActiveTunnels"]] == [[1.0]]
+    assert [r["Requests"] for r in metrics["Requests"]] == [[1.0]]
+    assert [r["Responses4xx"] for r in metrics["Responses4xx"]] == [[1.0]]
+    (error,) = metrics["Errors"]
+    assert error["Cause"] == "tunnel-not-found" and error["service"] == "relay"
+    assert "Responses5xx" not in metrics

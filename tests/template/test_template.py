@@ -153,3 +153,81 @@ def test_websocket_stage_is_throttled(sam: dict[str, Any]) -> None:
     (stage,) = resources(sam, "AWS::ApiGatewayV2::Stage").values()
     settings = stage["Properties"]["DefaultRouteSettings"]
     assert {"ThrottlingRateLimit", "ThrottlingBurstLimit"} <= settings.keys()
+
+
+def test_visitors_reach_the_http_function_on_every_path_including_the_root(
+    translated: dict[str, Any],
+) -> None:
+    routes = resources(translated, "AWS::ApiGatewayV2::Route")
+    body = json.dumps(resources(translated, "AWS::ApiGatewayV2::Api"))
+    # SAM puts the HTTP API's routes in its OpenAPI body; "$default" matches "/" as well.
+    assert "$default" in body or any(
+        r["Properties"]["RouteKey"] == "$default" for r in routes.values()
+    )
+    assert "{proxy+}" not in body
+
+
+def test_logs_expire_and_never_include_the_event(sam: dict[str, Any]) -> None:
+    functions = resources(sam, "AWS::Serverless::Function")
+    groups = resources(sam, "AWS::Logs::LogGroup")
+    named = {json.dumps(g["Properties"]["LogGroupName"]) for g in groups.values()}
+    for name in functions:
+        assert json.dumps({"Fn::Sub": f"/aws/lambda/${{{name}}}"}) in named, name
+    assert all(g["Properties"]["RetentionInDays"] for g in groups.values())
+    assert "POWERTOOLS_LOGGER_LOG_EVENT" not in json.dumps(sam)  # events carry agents' tokens
+
+
+def alarm_metrics(alarm: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (namespace if isinstance(namespace, str) else "Hatchway/<stack>", metric["MetricName"])
+        for stat in alarm["Properties"]["Metrics"]
+        if "MetricStat" in stat
+        for metric in [stat["MetricStat"]["Metric"]]
+        for namespace in [metric["Namespace"]]
+    }
+
+
+def test_alarms_watch_5xx_rate_failures_and_throttles_and_notify_the_topic(
+    sam: dict[str, Any],
+) -> None:
+    alarms = resources(sam, "AWS::CloudWatch::Alarm")
+    watched = {name: alarm_metrics(alarm) for name, alarm in alarms.items()}
+    assert watched["HttpErrorRateAlarm"] == {
+        ("Hatchway/<stack>", "Responses5xx"),
+        ("Hatchway/<stack>", "Requests"),
+    }
+    assert watched["FunctionErrorsAlarm"] == {("AWS/Lambda", "Errors")}
+    assert watched["ThrottlesAlarm"] == {("AWS/Lambda", "Throttles")}
+    for alarm in alarms.values():
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+        assert alarm["Properties"]["TreatMissingData"] == "notBreaching"
+        functions = json.dumps(alarm["Properties"]["Metrics"])
+        if "AWS/Lambda" in functions:  # every relay function is watched
+            for name in resources(sam, "AWS::Serverless::Function"):
+                assert json.dumps({"Ref": name}) in functions
+    subscription = sam["Resources"]["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "WithAlarmEmail"
+    assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+
+
+def test_metric_names_in_alarms_are_the_ones_the_relay_emits(sam: dict[str, Any]) -> None:
+    from hatchway_relay import metrics
+
+    documented = metrics.__doc__ or ""
+    for alarm in resources(sam, "AWS::CloudWatch::Alarm").values():
+        for namespace, name in alarm_metrics(alarm):
+            if namespace.startswith("Hatchway"):
+                assert f"\n    {name} " in documented, name
+    env = sam["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == {"Fn::Sub": "Hatchway/${AWS::StackName}"}
+    assert env["POWERTOOLS_SERVICE_NAME"] == "relay"
+
+
+def test_outputs_give_every_next_step(sam: dict[str, Any]) -> None:
+    outputs = sam["Outputs"]
+    assert {"WebSocketUrl", "PublicBaseUrl", "TableName", "AdminCommand", "AlarmTopic"} <= set(
+        outputs
+    )
+    assert "hatchway-admin --stack ${AWS::StackName}" in outputs["AdminCommand"]["Value"]["Fn::Sub"]
+    for output in outputs.values():
+        assert output["Description"]

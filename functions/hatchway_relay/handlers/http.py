@@ -7,10 +7,12 @@ their own list; the reply goes back the same way, with every ``Set-Cookie`` in `
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable
 from typing import Any
 
 from hatchway_relay.core import Relay, Reply, Visit
+from hatchway_relay.metrics import Metrics, NoMetrics, record_visit
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -57,8 +59,21 @@ def result_from_reply(reply: Reply) -> dict[str, Any]:
     return result
 
 
-def make_handler(relay: Relay) -> Handler:
+def make_handler(relay: Relay, metrics: Metrics | None = None) -> Handler:
+    counted = metrics or NoMetrics()
+
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return result_from_reply(relay.visit(visit_from_event(event)))
+        visit = visit_from_event(event)
+        started = time.monotonic()
+        reply = relay.visit(visit)
+        record_visit(
+            counted,
+            reply.status,
+            next((v for k, v in reply.headers if k == "x-hatchway-error"), None),
+            len(visit.body),
+            len(reply.body),
+            time.monotonic() - started,
+        )
+        return result_from_reply(reply)
 
     return handler

@@ -1,0 +1,63 @@
+"""What the relay counts, as a port: the core and the HTTP handler say what happened, an adapter
+(CloudWatch EMF on AWS, nothing locally) decides where it goes.
+
+The names are the contract with the template's alarms and the README:
+
+    Requests        every visitor request the HTTP function answered
+    Responses4xx    answered 4xx, whoever decided it (relay or local app)
+    Responses5xx    answered 5xx, whoever decided it
+    Errors          4xx/5xx by Cause: the relay's own error code (``x-hatchway-error``, e.g.
+                    ``tunnel-not-found``, ``local-app-timeout``, ``agent-gone``) or
+                    ``local-app`` when the app itself answered with the error status
+    WaitTime        milliseconds the visitor waited on the relay (routing + agent + app)
+    RequestBytes    visitor request body bytes; ResponseBytes: response body bytes
+    ActiveTunnels   sent with every agent heartbeat: the names that connection holds. Agents beat
+                    once a minute, so the 1-minute Sum is the number of live tunnels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+COUNT = "Count"
+MILLISECONDS = "Milliseconds"
+BYTES = "Bytes"
+
+APP_CAUSE = "local-app"
+"""The cause of an error status that the local app returned itself (no relay error code)."""
+
+
+class Metrics(Protocol):
+    def add(
+        self, name: str, value: float, unit: str, dimensions: Mapping[str, str] | None = None
+    ) -> None:
+        """Record one data point; ``dimensions`` split it (e.g. by cause)."""
+        ...
+
+
+class NoMetrics:
+    """Counts nothing: the default where no metrics backend is wired (the local gateway)."""
+
+    def add(
+        self, name: str, value: float, unit: str, dimensions: Mapping[str, str] | None = None
+    ) -> None:
+        pass
+
+
+def record_visit(
+    metrics: Metrics,
+    status: int,
+    error_code: str | None,
+    request_bytes: int,
+    response_bytes: int,
+    seconds: float,
+) -> None:
+    """The metrics of one visitor request, once it is answered."""
+    metrics.add("Requests", 1, COUNT)
+    metrics.add("WaitTime", seconds * 1000, MILLISECONDS)
+    metrics.add("RequestBytes", request_bytes, BYTES)
+    metrics.add("ResponseBytes", response_bytes, BYTES)
+    if status >= 400:
+        metrics.add("Responses5xx" if status >= 500 else "Responses4xx", 1, COUNT)
+        metrics.add("Errors", 1, COUNT, {"Cause": error_code or APP_CAUSE})
