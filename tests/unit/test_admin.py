@@ -4,6 +4,7 @@ listed by id only, and revoked tokens no longer connect."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -178,3 +179,37 @@ def test_revoke_cuts_the_tokens_open_connections_and_frees_their_names(
     assert relay.store.get_claim("mine") is None
     assert relay.store.get_connection("c2") is not None  # another token's: untouched
     assert relay.store.get_claim("theirs") is not None
+
+
+def test_stack_mode_reads_the_table_from_the_stacks_outputs(
+    cli: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        resource = boto3.resource("dynamodb", region_name="eu-west-1")
+        create_table(resource, "hatchway-RelayTable-1ABC")
+        cloudformation = boto3.client("cloudformation", region_name="eu-west-1")
+        cloudformation.create_stack(
+            StackName="hatchway",
+            TemplateBody=json.dumps(
+                {
+                    "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+                    "Outputs": {"TableName": {"Value": "hatchway-RelayTable-1ABC"}},
+                }
+            ),
+        )
+        code = cli.main(["--stack", "hatchway", "token", "create", "--name", "laptop"])
+        assert code == 0, capsys.readouterr().err
+        token = capsys.readouterr().out.split()[1]
+        stored = DynamoStore(resource.Table("hatchway-RelayTable-1ABC")).get_token(
+            hash_token(token)
+        )
+        assert stored is not None and stored.label == "laptop"
+
+        assert cli.main(["--stack", "nothing-here", "token", "list"]) == 1
+        assert "cannot read stack 'nothing-here'" in capsys.readouterr().err
