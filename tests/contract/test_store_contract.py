@@ -645,3 +645,30 @@ def test_only_the_holder_counts_requests_served(store: AdminStore) -> None:
     # A new holder (the same token reconnecting) starts counting afresh.
     assert store.claim_name(claim(conn="c2"), NOW)
     assert store.get_claim("myapp") == claim(conn="c2")
+
+
+def test_dynamo_builds_its_own_expressions_so_threads_share_no_placeholders(
+    moto_table: MotoTable, clock: FakeClock
+) -> None:
+    # boto3's per-client expression builder is shared by every thread using the client; the
+    # adapter must hand it finished strings only.
+    seen: list[tuple[str, str]] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        for key in ("ConditionExpression", "FilterExpression", "KeyConditionExpression"):
+            if key in params:
+                seen.append((model.name, type(params[key]).__name__))
+
+    moto_table.client.meta.events.register_first("before-parameter-build.dynamodb", record)
+    store = DynamoStore(moto_table.table, clock)
+    store.put_connection(ConnectionRecord("c1", "t1", NOW, NOW + 7200))
+    store.set_connection_names("c1", ("myapp",))
+    assert store.claim_name(claim(), NOW)
+    assert store.renew_claim("myapp", "c1", NOW + 90)
+    store.count_served("myapp", "c1")
+    assert store.reserve_name("myapp", "t1")
+    assert store.list_claims() and store.list_connections()
+    store.put_pending("r1", "c1", NOW + 30)
+    assert store.wait_response("r1", NOW) is None
+    assert {operation for operation, _ in seen} >= {"PutItem", "UpdateItem", "Scan", "Query"}
+    assert {kind for _, kind in seen} == {"str"}

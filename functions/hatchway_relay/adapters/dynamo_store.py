@@ -21,7 +21,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.conditions import Attr, Key
+from boto3.dynamodb.conditions import Attr, ConditionBase, ConditionExpressionBuilder, Key
 from botocore.exceptions import ClientError
 
 from hatchway_relay.ports import (
@@ -101,6 +101,35 @@ def _ttl(expires_at: float) -> int:
     return int(expires_at + TTL_MARGIN_SECONDS)
 
 
+def _expressions(request: dict[str, Any]) -> dict[str, Any]:
+    """``request`` with its condition objects turned into expression strings and placeholders.
+
+    boto3's resource layer would do this itself, with one expression builder per client whose
+    placeholder counters every thread resets: requests built at the same moment in two threads
+    (the local gateway's workers) can get each other's placeholders, and a condition then
+    compares the wrong attributes. A builder per request shares nothing.
+    """
+    builder = ConditionExpressionBuilder()
+    built = dict(request)
+    for key in ("ConditionExpression", "FilterExpression", "KeyConditionExpression"):
+        condition = built.get(key)
+        if isinstance(condition, ConditionBase):
+            expression = builder.build_expression(
+                condition, is_key_condition=key == "KeyConditionExpression"
+            )
+            built[key] = expression.condition_expression
+            built["ExpressionAttributeNames"] = {
+                **built.get("ExpressionAttributeNames", {}),
+                **expression.attribute_name_placeholders,
+            }
+            if expression.attribute_value_placeholders:
+                built["ExpressionAttributeValues"] = {
+                    **built.get("ExpressionAttributeValues", {}),
+                    **expression.attribute_value_placeholders,
+                }
+    return built
+
+
 def _condition_failed(exc: ClientError) -> bool:
     return bool(exc.response["Error"]["Code"] == "ConditionalCheckFailedException")
 
@@ -123,7 +152,7 @@ class DynamoStore:
     def _conditionally(write: Callable[..., Any], **request: Any) -> bool:
         """One conditional write; False when DynamoDB says its condition failed."""
         try:
-            write(**request)
+            write(**_expressions(request))
         except ClientError as exc:
             if _condition_failed(exc):
                 return False
@@ -174,7 +203,7 @@ class DynamoStore:
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"FilterExpression": condition}
         while True:
-            page = self.table.scan(**kwargs)
+            page = self.table.scan(**_expressions(kwargs))
             items += page.get("Items", [])
             if "LastEvaluatedKey" not in page:
                 return items
@@ -408,7 +437,7 @@ class DynamoStore:
             kwargs["ExpressionAttributeNames"] = names
         items: list[dict[str, Any]] = []
         while True:
-            page = self.table.query(**kwargs)
+            page = self.table.query(**_expressions(kwargs))
             items += page.get("Items", [])
             if "LastEvaluatedKey" not in page:
                 return items
