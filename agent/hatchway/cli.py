@@ -1,97 +1,281 @@
-"""``hatchway``: the command line. It only parses arguments and wires the session together."""
+"""``hatchway``: the command line. It only parses arguments and wires the pieces together
+(``service.Service``, a display from ``display``, settings from ``config``)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+from typing import TextIO
 
-from hatchway import protocol
-from hatchway.config import ConfigError, resolve_settings
+from hatchway import __version__, protocol
+from hatchway.config import (
+    CONFIG_ENV,
+    DEFAULT_INSPECT,
+    DEFAULT_SERVER,
+    INSPECT_ENV,
+    SERVER_ENV,
+    SETTABLE_KEYS,
+    TOKEN_ENV,
+    ConfigError,
+    Settings,
+    config_path,
+    dump_toml,
+    load_config,
+    mask,
+    masked,
+    named_tunnels,
+    resolve_settings,
+    set_value,
+)
+from hatchway.display import JsonLog, LineLog, Listener, ListenerLogHandler, Screen, Status
 from hatchway.errors import HatchwayError
-from hatchway.forward import Forwarder, parse_target
-from hatchway.session import Session
+from hatchway.service import Service
+from hatchway.tunnels import HOST_HEADER_MODES, OptionError, TunnelOptions, tunnel_options
+
+WEBHOOK_SECRET_ENV = "HATCHWAY_WEBHOOK_SECRET"
+"""The webhook secret when ``--verify-webhook`` is given without ``--webhook-secret`` (keeps it
+out of the process list)."""
+
+LOG_FORMATS = ("auto", "screen", "plain", "json")
+"""``auto``: the status screen on a terminal, plain lines otherwise."""
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+SETTINGS_HELP = f"""\
+settings: each comes from the first of
+  1. its flag                (--server, --token, --inspect/--no-inspect)
+  2. the environment         ({SERVER_ENV}, {TOKEN_ENV}, {INSPECT_ENV}=ADDR|off)
+  3. the config file         (server, token, inspect keys; see `hatchway config show`)
+  4. the default             (server {DEFAULT_SERVER}, inspector {DEFAULT_INSPECT})
+
+config file: ${CONFIG_ENV}, else $XDG_CONFIG_HOME/hatchway/config.toml, else
+  ~/.config/hatchway/config.toml (written mode 0600: it holds your token). Named tunnels:
+
+    [tunnels.web]
+    target = "3000"
+    subdomain = "myweb"
+    [tunnels.api]
+    target = "localhost:8000"
+    host_header = "rewrite"
+    basic_auth = "user:pass"
+    request_header_add = ["X-Env: dev"]
+
+  then `hatchway start web api` (or --all) serves both over one connection.
+"""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", help=f"relay WebSocket URL (env {SERVER_ENV})")
+    parser.add_argument("--token", help=f"agent token (env {TOKEN_ENV})")
+    inspect = parser.add_mutually_exclusive_group()
+    inspect.add_argument(
+        "--inspect",
+        metavar="ADDR",
+        help=f"inspector address on loopback (default {DEFAULT_INSPECT}; env {INSPECT_ENV})",
+    )
+    inspect.add_argument("--no-inspect", action="store_true", help="do not start the inspector")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="auto",
+        help="status screen on a terminal (auto), plain lines, or one JSON object per event",
+    )
+    parser.add_argument(
+        "--heartbeat", type=float, default=None, help="seconds between pings (default: the relay's)"
+    )
+
+
+def _tunnel_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", help="the local app: 3000, host:port or http://host:port")
+    parser.add_argument("--subdomain", help="tunnel name to ask for (default: a random one)")
+    parser.add_argument(
+        "--host-header",
+        metavar="|".join(HOST_HEADER_MODES) + "|VALUE",
+        help="Host the app sees: the visitor's (preserve, default), the target's host:port "
+        "(rewrite), or VALUE",
+    )
+    for side in ("request", "response"):
+        parser.add_argument(
+            f"--{side}-header-add",
+            action="append",
+            default=[],
+            metavar='"NAME: VALUE"',
+            help=f"add a header to every {side} (repeatable)",
+        )
+        parser.add_argument(
+            f"--{side}-header-remove",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help=f"remove a header from every {side} (repeatable)",
+        )
+    parser.add_argument(
+        "--basic-auth",
+        metavar="USER:PASS",
+        help="the relay asks visitors for this username and password (it stores only a hash)",
+    )
+    parser.add_argument(
+        "--verify-webhook",
+        choices=sorted(protocol.WEBHOOK_PROVIDERS),
+        help="the relay lets through only deliveries this provider signed with the secret",
+    )
+    parser.add_argument(
+        "--webhook-secret",
+        "--secret",
+        metavar="SECRET",
+        help=f"the webhook signing secret (env {WEBHOOK_SECRET_ENV})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hatchway", description="Give a local app a public URL.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    http = commands.add_parser("http", help="tunnel HTTP to a local app")
-    http.add_argument("target", help="the local app: 3000, host:port or http://host:port")
-    http.add_argument("--server", help="relay WebSocket URL (env HATCHWAY_SERVER)")
-    http.add_argument("--token", help="agent token (env HATCHWAY_TOKEN)")
-    http.add_argument("--subdomain", help="tunnel name to ask for (default: a random one)")
-    http.add_argument(
-        "--heartbeat", type=float, default=None, help="seconds between pings (default: the relay's)"
+    parser = argparse.ArgumentParser(
+        prog="hatchway",
+        description="Give a local app a public URL through your own Hatchway relay.",
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"hatchway {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    http = commands.add_parser(
+        "http",
+        help="tunnel HTTP to a local app",
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _tunnel_flags(http)
+    _common(http)
+
+    start = commands.add_parser(
+        "start",
+        help="start tunnels named in the config file, over one connection",
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    start.add_argument("names", nargs="*", help="[tunnels.NAME] tables of the config file")
+    start.add_argument("--all", action="store_true", help="every tunnel in the config file")
+    _common(start)
+
+    config = commands.add_parser("config", help="show or change the config file")
+    actions = config.add_subparsers(dest="action", required=True)
+    add_token = actions.add_parser("add-token", help="save the agent token")
+    add_token.add_argument("token")
+    set_ = actions.add_parser("set", help=f"save a setting ({', '.join(SETTABLE_KEYS)})")
+    set_.add_argument("key", choices=SETTABLE_KEYS)
+    set_.add_argument("value")
+    actions.add_parser("show", help="print the config file, secrets masked")
+    actions.add_parser("path", help="print where the config file is")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "config":
+        return _config(args, sys.stdout, sys.stderr)
     try:
-        target = parse_target(args.target)
-        if args.subdomain:
-            protocol.validate_name(args.subdomain)
-        settings = resolve_settings(args.server, args.token)
-    except (ValueError, ConfigError) as exc:
+        tunnels = _tunnels(args)
+        inspect = "off" if args.no_inspect else args.inspect
+        settings = resolve_settings(args.server, args.token, inspect)
+    except (OptionError, ConfigError) as exc:
         print(f"hatchway: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if not settings.token:
         print(
-            "hatchway: no token. Pass --token, set HATCHWAY_TOKEN, or run hatchway-local on this "
-            "machine once (it saves one for you).",
+            "hatchway: no token. Save one with `hatchway config add-token TOKEN` (the relay's "
+            f"operator gives it to you), pass --token or set {TOKEN_ENV}. On this machine, "
+            "running hatchway-local once saves one for you.",
             file=sys.stderr,
         )
-        return 2
+        return EXIT_USAGE
+    return _serve(settings, tunnels, args)
 
-    forwarder = Forwarder(target)
 
-    def ready(welcome: protocol.Welcome) -> None:
-        for tunnel in welcome.tunnels:
-            for url in (tunnel.url, tunnel.path_url):
-                if url:
-                    print(f"Forwarding  {url} -> {target.url}", flush=True)
-
-    def done(request: protocol.Request, response: protocol.Response, elapsed_ms: float) -> None:
-        print(
-            f"{request.method} {request.target} {response.status} {elapsed_ms:.0f} ms", flush=True
+def _tunnels(args: argparse.Namespace) -> list[TunnelOptions]:
+    if args.command == "start":
+        return named_tunnels(args.names, every=args.all)
+    secret = args.webhook_secret
+    if args.verify_webhook and secret is None:
+        secret = os.environ.get(WEBHOOK_SECRET_ENV)
+    return [
+        tunnel_options(
+            args.target,
+            subdomain=args.subdomain,
+            host_header=args.host_header,
+            request_header_add=args.request_header_add,
+            request_header_remove=args.request_header_remove,
+            response_header_add=args.response_header_add,
+            response_header_remove=args.response_header_remove,
+            basic_auth=args.basic_auth,
+            verify_webhook=args.verify_webhook,
+            webhook_secret=secret,
         )
+    ]
 
-    def reconnecting(attempt: int, delay: float, error: BaseException | None) -> None:
-        reason = f" ({error})" if error else ""
-        print(
-            f"hatchway: connection to the relay lost{reason}; retry {attempt} in {delay:.1f} s",
-            file=sys.stderr,
-            flush=True,
-        )
 
-    session = Session(
-        settings.server,
-        settings.token,
-        forwarder,
-        (args.subdomain,),
+def display_for(log_format: str, status: Status, out: TextIO, err: TextIO) -> Listener:
+    """The status screen on a terminal (or when asked), else plain lines, or JSON."""
+    if log_format == "json":
+        return JsonLog(status, out)
+    if log_format == "screen" or (log_format == "auto" and out.isatty()):
+        return Screen(status, out)
+    return LineLog(status, out, err)
+
+
+def _serve(settings: Settings, tunnels: list[TunnelOptions], args: argparse.Namespace) -> int:
+    service = Service(
+        settings,
+        tunnels,
+        inspect=settings.inspect,
+        retry_at_start=True,
         heartbeat=args.heartbeat,
-        on_ready=ready,
-        on_request_done=done,
-        on_reconnecting=reconnecting,
     )
+    display = display_for(args.log_format, service.status, sys.stdout, sys.stderr)
+    service.listeners.append(display)
+    # The agent's warnings go where the user looks, never as raw text over the status screen.
+    agent_log = logging.getLogger("hatchway")
+    agent_log.addHandler(ListenerLogHandler(display))
+    agent_log.propagate = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=session.close, daemon=True).start()
+        threading.Thread(target=service.close, daemon=True).start()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        session.run()
+        service.run()
     except HatchwayError as exc:
-        print(f"hatchway: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        forwarder.close()
+        if isinstance(display, Screen):  # the screen is gone now: say why on the terminal
+            print(f"hatchway: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def _config(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        if args.action == "add-token":
+            path = set_value("token", args.token)
+            print(f"Token {mask(args.token)} saved to {path}", file=out)
+        elif args.action == "set":
+            path = set_value(args.key, args.value)
+            shown = mask(args.value) if args.key == "token" else args.value
+            print(f"{args.key} = {shown} saved to {path}", file=out)
+        elif args.action == "path":
+            print(config_path(), file=out)
+        else:
+            path = config_path()
+            data = load_config(path)
+            print(f"# {path}" + ("" if data else " (no settings yet)"), file=out)
+            print(dump_toml(masked(data)), end="", file=out)
+    except ConfigError as exc:
+        print(f"hatchway: {exc}", file=err)
+        return EXIT_USAGE
     return 0
 
 

@@ -1,23 +1,92 @@
-"""Where the agent's settings come from: flag, else environment, else the config file, else the
-default. The config file holds the server URL and the token, so it is written mode 0600."""
+"""Where the agent's settings come from, and the config file that holds them.
+
+Every setting resolves the same way, for the CLI and the Python API alike:
+
+    command-line flag (or API argument)  >  environment variable  >  config file  >  default
+
+========  ======================  =====================  ===========================
+setting   flag / argument         environment            default
+========  ======================  =====================  ===========================
+server    ``--server``            ``HATCHWAY_SERVER``    ``ws://127.0.0.1:8080/connect``
+token     ``--token``             ``HATCHWAY_TOKEN``     none (the relay refuses)
+inspect   ``--inspect ADDR``,     ``HATCHWAY_INSPECT``   ``127.0.0.1:4040``
+          ``--no-inspect``        (``off`` disables)
+========  ======================  =====================  ===========================
+
+The file is ``$HATCHWAY_CONFIG``, else ``$XDG_CONFIG_HOME/hatchway/config.toml``, else
+``~/.config/hatchway/config.toml``. It holds the token, so it is written mode 0600 (atomically:
+a crash leaves the old file or the new one). Named tunnels live in ``[tunnels.<label>]`` tables
+whose keys are the ``hatchway http`` options with underscores::
+
+    server = "wss://connect.t.example.com"
+    token = "hw_..."
+    [tunnels.web]
+    target = "3000"
+    subdomain = "myweb"
+    [tunnels.api]
+    target = "localhost:8000"
+    host_header = "rewrite"
+    basic_auth = "user:pass"
+    request_header_add = ["X-Env: dev"]
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from hatchway.tunnels import OptionError, TunnelOptions, tunnel_options
 
 DEFAULT_SERVER = "ws://127.0.0.1:8080/connect"
 """Where ``hatchway-local`` listens by default."""
 
+DEFAULT_INSPECT = "127.0.0.1:4040"
+"""Where the inspector listens by default (it moves up to a free port if this one is taken)."""
+
 SERVER_ENV = "HATCHWAY_SERVER"
 TOKEN_ENV = "HATCHWAY_TOKEN"
+INSPECT_ENV = "HATCHWAY_INSPECT"
 CONFIG_ENV = "HATCHWAY_CONFIG"
+
+OFF_VALUES = frozenset({"off", "false", "no", "0", "none"})
+"""Values of ``inspect`` (file or environment) that turn the inspector off."""
+
+SETTABLE_KEYS = ("server", "token", "inspect")
+"""Top-level keys ``hatchway config set`` writes."""
+
+SECRET_KEYS = frozenset({"token", "webhook_secret"})
+"""Keys whose values ``hatchway config show`` masks."""
+
+MASK_VISIBLE_CHARS = 4
+"""Leading characters of a secret that ``config show`` keeps, so a user can tell tokens apart."""
+
+TUNNEL_STRING_KEYS = (
+    "target",
+    "subdomain",
+    "host_header",
+    "basic_auth",
+    "verify_webhook",
+    "webhook_secret",
+)
+TUNNEL_LIST_KEYS = (
+    "request_header_add",
+    "request_header_remove",
+    "response_header_add",
+    "response_header_remove",
+)
+"""What a ``[tunnels.<label>]`` table may hold: the ``hatchway http`` options."""
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 class ConfigError(ValueError):
-    """The config file exists but cannot be read."""
+    """The config file, or a setting, cannot be used; the message says where and why."""
 
 
 def config_path() -> Path:
@@ -29,7 +98,7 @@ def config_path() -> Path:
     return Path(base) / "hatchway" / "config.toml"
 
 
-def load_config(path: Path | None = None) -> dict[str, object]:
+def load_config(path: Path | None = None) -> dict[str, Any]:
     path = path or config_path()
     try:
         with path.open("rb") as handle:
@@ -40,42 +109,212 @@ def load_config(path: Path | None = None) -> dict[str, object]:
         raise ConfigError(f"cannot read the config file {path}: {exc}") from None
 
 
+# --- Writing ----------------------------------------------------------------------------------
+
+
 def _toml_string(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     escaped = "".join(c if c >= " " and c != "\x7f" else f"\\u{ord(c):04x}" for c in escaped)
     return f'"{escaped}"'
 
 
-def update_config(path: Path | None = None, **values: str) -> Path:
-    """Merge top-level string settings into the config file; other keys are kept."""
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else _toml_string(key)
+
+
+def _toml_value(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list) and not any(isinstance(v, dict) for v in value):
+        items = [_toml_value(v) for v in value]
+        return "[" + ", ".join(i for i in items if i is not None) + "]"
+    return None  # dates and arrays of tables: not something this file holds
+
+
+def dump_toml(data: Mapping[str, Any], prefix: str = "") -> str:
+    """TOML text for ``data``: its plain values, then each table under its dotted name."""
+    blocks: list[str] = []
+    plain = [
+        f"{_toml_key(key)} = {text}"
+        for key, value in data.items()
+        if not isinstance(value, dict) and (text := _toml_value(value)) is not None
+    ]
+    if plain or (prefix and not data):
+        blocks.append("\n".join([f"[{prefix[:-1]}]"] * bool(prefix) + plain))
+    for key, value in data.items():
+        if isinstance(value, dict):
+            blocks.append(dump_toml(value, f"{prefix}{_toml_key(key)}.").rstrip("\n"))
+    return "\n\n".join(b for b in blocks if b) + "\n" if blocks else ""
+
+
+def write_config(data: Mapping[str, Any], path: Path | None = None) -> Path:
+    """Replace the config file with ``data``, mode 0600 from the first byte, atomically."""
     path = path or config_path()
-    merged = {**load_config(path), **values}
-    lines = []
-    for key, value in merged.items():
-        if isinstance(value, str):
-            lines.append(f"{key} = {_toml_string(value)}")
-        elif isinstance(value, bool | int | float):
-            lines.append(f"{key} = {str(value).lower() if isinstance(value, bool) else value}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
+    descriptor, partial = tempfile.mkstemp(prefix=".config-", suffix=".toml", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:  # mkstemp: mode 0600
+            handle.write(dump_toml(data))
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
     os.chmod(path, 0o600)
     return path
+
+
+def update_config(path: Path | None = None, **values: str) -> Path:
+    """Merge top-level settings into the config file; every other key and table is kept."""
+    path = path or config_path()
+    return write_config({**load_config(path), **values}, path)
+
+
+def set_value(key: str, value: str, path: Path | None = None) -> Path:
+    """``hatchway config set KEY VALUE``, validated before anything is written."""
+    if key not in SETTABLE_KEYS:
+        raise ConfigError(f"unknown setting {key!r}; settable: {', '.join(SETTABLE_KEYS)}")
+    if key == "server" and not value.startswith(("ws://", "wss://")):
+        raise ConfigError(
+            f"server must be the relay's WebSocket URL (ws:// or wss://), not {value[:80]!r}"
+        )
+    if key == "token" and (not value.strip() or any(c.isspace() for c in value)):
+        raise ConfigError("token must be one word, as the relay's operator gave it")
+    return update_config(path, **{key: value})
+
+
+def mask(secret: str) -> str:
+    """Enough of a secret to recognise it, never enough to use it."""
+    if len(secret) <= MASK_VISIBLE_CHARS * 2:
+        return "****"
+    return f"{secret[:MASK_VISIBLE_CHARS]}…({len(secret)} chars)"
+
+
+def masked(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` with every secret masked (tokens, webhook secrets, basic-auth passwords)."""
+    shown: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            shown[key] = masked(value)
+        elif key in SECRET_KEYS and isinstance(value, str):
+            shown[key] = mask(value)
+        elif key == "basic_auth" and isinstance(value, str):
+            shown[key] = value.partition(":")[0] + ":****"
+        else:
+            shown[key] = value
+    return shown
+
+
+# --- Resolving --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Settings:
     server: str
     token: str | None
+    inspect: str | None = DEFAULT_INSPECT
+    """Where the inspector listens; None: not at all."""
+
+    def __repr__(self) -> str:
+        token = mask(self.token) if self.token else None
+        return f"Settings(server={self.server!r}, token={token!r}, inspect={self.inspect!r})"
 
 
-def resolve_settings(server: str | None = None, token: str | None = None) -> Settings:
-    """Flag > environment > config file > default."""
+def _file_string(file: Mapping[str, Any], key: str) -> str | None:
+    value = file.get(key)
+    if value is False:
+        return "off"
+    return value if isinstance(value, str) else None
+
+
+def resolve_settings(
+    server: str | None = None, token: str | None = None, inspect: str | None = None
+) -> Settings:
+    """Flag > environment > config file > default, for each setting on its own.
+
+    ``inspect`` is an address, or ``off`` (what ``--no-inspect`` passes)."""
     file = load_config()
-    file_server = file.get("server") if isinstance(file.get("server"), str) else None
-    file_token = file.get("token") if isinstance(file.get("token"), str) else None
-    return Settings(
-        server=server or os.environ.get(SERVER_ENV) or file_server or DEFAULT_SERVER,  # type: ignore[arg-type]
-        token=token or os.environ.get(TOKEN_ENV) or file_token,  # type: ignore[arg-type]
+    chosen_inspect = (
+        inspect or os.environ.get(INSPECT_ENV) or _file_string(file, "inspect") or DEFAULT_INSPECT
     )
+    return Settings(
+        server=server
+        or os.environ.get(SERVER_ENV)
+        or _file_string(file, "server")
+        or DEFAULT_SERVER,
+        token=token or os.environ.get(TOKEN_ENV) or _file_string(file, "token"),
+        inspect=None if chosen_inspect.strip().lower() in OFF_VALUES else chosen_inspect,
+    )
+
+
+def named_tunnels(
+    labels: Sequence[str], every: bool = False, path: Path | None = None
+) -> list[TunnelOptions]:
+    """The ``[tunnels.<label>]`` tables asked for (all of them with ``every``), validated."""
+    path = path or config_path()
+    tables = load_config(path).get("tunnels", {})
+    if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
+        raise ConfigError(f"{path}: 'tunnels' must hold tables, e.g. [tunnels.web]")
+    if not tables:
+        raise ConfigError(
+            f'{path} defines no tunnels; add e.g.\n  [tunnels.web]\n  target = "3000"'
+        )
+    wanted = list(tables) if every else list(dict.fromkeys(labels))
+    if not wanted:
+        raise ConfigError(
+            f"name the tunnels to start ({path} defines {', '.join(tables)}) or pass --all"
+        )
+    unknown = [label for label in wanted if label not in tables]
+    if unknown:
+        raise ConfigError(
+            f"{path} defines no tunnel {unknown[0]!r}; it defines: {', '.join(tables)}"
+        )
+    return [tunnel_from_table(label, tables[label], path) for label in wanted]
+
+
+def tunnel_from_table(label: str, table: Mapping[str, Any], path: Path) -> TunnelOptions:
+    where = f"{path} [tunnels.{label}]"
+    unknown = sorted(set(table) - set(TUNNEL_STRING_KEYS) - set(TUNNEL_LIST_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r}; a tunnel may set "
+            + ", ".join((*TUNNEL_STRING_KEYS, *TUNNEL_LIST_KEYS))
+        )
+    target = table.get("target")
+    if isinstance(target, int) and not isinstance(target, bool):
+        target = str(target)
+    if not isinstance(target, str):
+        raise ConfigError(f'{where}: give the local app as target = "3000" or "host:port"')
+
+    def string(key: str) -> str | None:
+        value = table.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{where}: {key} must be a string")
+        return value
+
+    def strings(key: str) -> list[str]:
+        value = table.get(key, [])
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f'{where}: {key} must be a list of strings, e.g. ["X-Env: dev"]')
+        return value
+
+    try:
+        return tunnel_options(
+            target,
+            subdomain=string("subdomain"),
+            host_header=string("host_header"),
+            request_header_add=strings("request_header_add"),
+            request_header_remove=strings("request_header_remove"),
+            response_header_add=strings("response_header_add"),
+            response_header_remove=strings("response_header_remove"),
+            basic_auth=string("basic_auth"),
+            verify_webhook=string("verify_webhook"),
+            webhook_secret=string("webhook_secret"),
+            label=label,
+        )
+    except OptionError as exc:
+        raise ConfigError(f"{where}: {exc}") from None

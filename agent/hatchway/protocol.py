@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import math
 import re
@@ -59,6 +60,12 @@ NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 RESERVED_NAMES = frozenset({"connect", "www", "api", "admin", "t"})
 """Names no agent may claim: ``connect`` is the agent endpoint on a custom domain."""
 
+MAX_GUARDS = 8
+"""Most guard names a welcome lists per tunnel (there are two kinds today)."""
+
+MAX_GUARD_LENGTH = 40
+"""Longest guard name (``basic_auth``, ``webhook:<provider>``)."""
+
 MAX_MESSAGE_TEXT = 1024
 """Longest human-readable message carried in an error or a fault."""
 
@@ -73,6 +80,31 @@ MAX_CONNECTION_SECONDS = 2 * 60 * 60
 
 CONNECTION_ROTATE_SECONDS = MAX_CONNECTION_SECONDS - 10 * 60
 """Agents open a fresh connection this long after connecting, before the platform cuts them off."""
+
+WEBHOOK_PROVIDERS = frozenset({"github", "stripe", "slack"})
+"""Webhook senders whose signatures the relay can verify for a tunnel (see relay guards)."""
+
+MAX_WEBHOOK_SECRET_LENGTH = 256
+"""Longest webhook signing secret an agent may hand the relay (providers use 32-72 chars)."""
+
+MAX_BASIC_AUTH_LENGTH = 256
+"""Longest ``user:password`` a tunnel may be protected with."""
+
+BASIC_AUTH_SCHEME = "pbkdf2-sha256"
+"""How the agent hashes a tunnel's basic-auth credentials before sending them: the relay only
+ever holds (and stores) this salted hash, never the password."""
+
+BASIC_AUTH_ITERATIONS = 10_000
+"""PBKDF2 rounds the agent uses. The relay repeats the derivation for each new credential a
+visitor presents (about 3 ms), so this balances a leaked table against per-request cost."""
+
+MIN_BASIC_AUTH_ITERATIONS = 1_000
+MAX_BASIC_AUTH_ITERATIONS = 100_000
+"""Rounds the relay accepts in a hash: enough to matter, and bounded so that one tunnel cannot
+make the relay spend more than ~30 ms of CPU on a visitor's guess."""
+
+BASIC_AUTH_SALT_BYTES = 16
+"""Random salt per tunnel per agent run."""
 
 RESPONSE_TIMEOUT_SECONDS = 28.0
 """How long the relay waits for an agent's response: under the HTTP API's 30 s ceiling, so the
@@ -100,6 +132,11 @@ _METHOD_PATTERN = re.compile(r"^[A-Z][A-Z0-9-]{0,19}$")
 _HEADER_NAME_PATTERN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
 _FORBIDDEN_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _FORBIDDEN_IN_HEADER_VALUE = re.compile(r"[\x00\r\n]")
+_B64URL = r"[A-Za-z0-9_-]+"
+_BASIC_AUTH_HASH_PATTERN = re.compile(
+    rf"^{re.escape(BASIC_AUTH_SCHEME)}\$([0-9]{{4,6}})\$({_B64URL})\$({_B64URL})$"
+)
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ProtocolError(ValueError):
@@ -117,13 +154,49 @@ Headers = tuple[tuple[str, str], ...]
 
 @dataclass(frozen=True)
 class TunnelSpec:
-    """One tunnel an agent asks for in its hello; ``name`` None means "pick one for me"."""
+    """One tunnel an agent asks for in its hello; ``name`` None means "pick one for me".
+
+    The optional guards are enforced by the relay on every visitor request, before anything is
+    forwarded: ``basic_auth`` is a ``hash_basic_auth`` string (never the password), ``webhook``
+    one of ``WEBHOOK_PROVIDERS`` with the ``webhook_secret`` its deliveries are signed with.
+    Neither secret appears in a repr or in an error message.
+    """
 
     name: str | None = None
+    basic_auth: str | None = field(default=None, repr=False)
+    webhook: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.name is not None:
             validate_name(self.name)
+        if self.basic_auth is not None:
+            parse_basic_auth_hash(self.basic_auth)
+        if (self.webhook is None) != (self.webhook_secret is None):
+            raise ProtocolError("a webhook check needs both the provider and its secret")
+        if self.webhook is not None:
+            if self.webhook not in WEBHOOK_PROVIDERS:
+                raise ProtocolError(
+                    f"unknown webhook provider {str(self.webhook)[:40]!r}; the relay verifies "
+                    + ", ".join(sorted(WEBHOOK_PROVIDERS))
+                )
+            secret = self.webhook_secret
+            if (
+                not isinstance(secret, str)
+                or not 1 <= len(secret) <= MAX_WEBHOOK_SECRET_LENGTH
+                or _CONTROL_CHARACTERS.search(secret)
+            ):
+                raise ProtocolError(
+                    f"the webhook secret must be 1 to {MAX_WEBHOOK_SECRET_LENGTH} characters "
+                    "without control characters"
+                )
+
+    @property
+    def guards(self) -> tuple[str, ...]:
+        """What the relay must confirm it enforces (``TunnelInfo.guards``) before the agent
+        serves this tunnel: a relay that ignored them would serve it unprotected."""
+        wanted = ("basic_auth",) if self.basic_auth else ()
+        return wanted + ((f"webhook:{self.webhook}",) if self.webhook else ())
 
 
 @dataclass(frozen=True)
@@ -144,11 +217,13 @@ class Hello:
 
 @dataclass(frozen=True)
 class TunnelInfo:
-    """A tunnel the relay granted, with its public URLs (``url`` is None without a domain)."""
+    """A tunnel the relay granted, with its public URLs (``url`` is None without a domain) and
+    the guards it enforces for it (``TunnelSpec.guards``)."""
 
     name: str
     url: str | None
     path_url: str
+    guards: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -277,6 +352,46 @@ def validate_name(name: str) -> str:
     return name
 
 
+def hash_basic_auth(credentials: str, salt: bytes, iterations: int = BASIC_AUTH_ITERATIONS) -> str:
+    """``user:password`` → the salted hash an agent sends in its hello."""
+    digest = derive_basic_auth(credentials.encode("utf-8"), salt, iterations)
+    return f"{BASIC_AUTH_SCHEME}${iterations}${_b64url(salt)}${_b64url(digest)}"
+
+
+def derive_basic_auth(credentials: bytes, salt: bytes, iterations: int) -> bytes:
+    """The PBKDF2 digest both sides compute: the agent once, the relay per credential seen."""
+    return hashlib.pbkdf2_hmac("sha256", credentials, salt, iterations)
+
+
+def parse_basic_auth_hash(text: str) -> tuple[int, bytes, bytes]:
+    """(iterations, salt, digest) of a ``hash_basic_auth`` string, else ``ProtocolError``
+    (whose message never repeats the text)."""
+    match = _BASIC_AUTH_HASH_PATTERN.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ProtocolError(f"basic_auth must be a {BASIC_AUTH_SCHEME} hash from the agent")
+    iterations = int(match.group(1))
+    salt, digest = _unb64url(match.group(2)), _unb64url(match.group(3))
+    if not MIN_BASIC_AUTH_ITERATIONS <= iterations <= MAX_BASIC_AUTH_ITERATIONS:
+        raise ProtocolError(
+            f"basic_auth hash rounds must be {MIN_BASIC_AUTH_ITERATIONS} to "
+            f"{MAX_BASIC_AUTH_ITERATIONS}"
+        )
+    if len(salt) < BASIC_AUTH_SALT_BYTES or len(digest) != hashlib.sha256().digest_size:
+        raise ProtocolError("basic_auth hash has a short salt or a digest of the wrong size")
+    return iterations, salt, digest
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64url(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise ProtocolError("basic_auth hash is not valid base64") from None
+
+
 def validate_id(request_id: str) -> str:
     if not isinstance(request_id, str) or not _ID_PATTERN.match(request_id):
         raise ProtocolError(f"invalid request id {str(request_id)[:80]!r}")
@@ -344,15 +459,13 @@ def _control_to_dict(message: Control) -> dict[str, Any]:
             "type": "hello",
             "version": message.version,
             "agent": message.agent,
-            "tunnels": [{"name": t.name} for t in message.tunnels],
+            "tunnels": [_spec_to_dict(t) for t in message.tunnels],
         }
     if isinstance(message, Welcome):
         return {
             "type": "welcome",
             "heartbeat": message.heartbeat_seconds,
-            "tunnels": [
-                {"name": t.name, "url": t.url, "path_url": t.path_url} for t in message.tunnels
-            ],
+            "tunnels": [_info_to_dict(t) for t in message.tunnels],
         }
     if isinstance(message, Ping):
         return {"type": "ping", "ts": message.ts}
@@ -362,6 +475,24 @@ def _control_to_dict(message: Control) -> dict[str, Any]:
         text = message.message[:MAX_MESSAGE_TEXT]
         return {"type": "error", "code": message.code, "message": text}
     raise TypeError(f"not a control message: {message!r}")
+
+
+def _spec_to_dict(spec: TunnelSpec) -> dict[str, Any]:
+    # Optional keys only when set, so a plain hello reads exactly as before guards existed.
+    out: dict[str, Any] = {"name": spec.name}
+    if spec.basic_auth is not None:
+        out["basic_auth"] = spec.basic_auth
+    if spec.webhook is not None:
+        out["webhook"] = spec.webhook
+        out["webhook_secret"] = spec.webhook_secret
+    return out
+
+
+def _info_to_dict(info: TunnelInfo) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": info.name, "url": info.url, "path_url": info.path_url}
+    if info.guards:
+        out["guards"] = list(info.guards)
+    return out
 
 
 def _head(message: Request | Response) -> tuple[str, dict[str, Any]]:
@@ -456,9 +587,22 @@ def decode(text: str | bytes) -> Frame:
         tunnels = _field(obj, "tunnels", list, "hello")
         specs = []
         for item in tunnels:
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str | None):
-                raise ProtocolError("hello: each tunnel must be an object with an optional name")
-            specs.append(TunnelSpec(item.get("name")))
+            if not isinstance(item, dict) or not all(
+                isinstance(item.get(key), str | None)
+                for key in ("name", "basic_auth", "webhook", "webhook_secret")
+            ):
+                raise ProtocolError(
+                    "hello: each tunnel must be an object with an optional name and optional "
+                    "string guards"
+                )
+            specs.append(
+                TunnelSpec(
+                    item.get("name"),
+                    basic_auth=item.get("basic_auth"),
+                    webhook=item.get("webhook"),
+                    webhook_secret=item.get("webhook_secret"),
+                )
+            )
         agent = obj.get("agent", "")
         return Hello(tuple(specs), agent=str(agent)[:200], version=version)
     if kind == "welcome":
@@ -466,11 +610,15 @@ def decode(text: str | bytes) -> Frame:
         for item in _field(obj, "tunnels", list, "welcome"):
             if not isinstance(item, dict):
                 raise ProtocolError("welcome: each tunnel must be an object")
+            guards = item.get("guards", [])
+            if not isinstance(guards, list) or not all(isinstance(g, str) for g in guards):
+                raise ProtocolError("welcome: guards must be a list of strings")
             infos.append(
                 TunnelInfo(
                     name=_field(item, "name", str, "welcome"),
                     url=item.get("url") if isinstance(item.get("url"), str) else None,
                     path_url=_field(item, "path_url", str, "welcome"),
+                    guards=tuple(g[:MAX_GUARD_LENGTH] for g in guards[:MAX_GUARDS]),
                 )
             )
         heartbeat = float(_field(obj, "heartbeat", (int, float), "welcome"))

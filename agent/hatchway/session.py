@@ -5,11 +5,16 @@ limit). Each connection has a reader thread that reassembles request parts and h
 requests to a bounded worker pool, and a heartbeat thread that pings and notices a dead socket.
 Every send on a connection goes through that connection's lock. When a connection drops, the
 session reconnects with exponential backoff and full jitter and asks for the names it was granted,
-so its URLs survive.
+so its URLs survive. One connection serves every tunnel of the hello; requests name their tunnel
+and the handler routes them.
+
+A tunnel with guards (basic auth, webhook verification) is served only if the relay's welcome
+confirms it enforces them: a relay that ignored them would expose the app unprotected.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -44,9 +49,17 @@ Handler = Callable[[Request], Response]
 class _Connection:
     """One WebSocket to the relay with its reader and heartbeat threads."""
 
-    def __init__(self, session: Session, ws: websocket.WebSocket, heartbeat: float) -> None:
+    def __init__(
+        self,
+        session: Session,
+        ws: websocket.WebSocket,
+        heartbeat: float,
+        early: Sequence[str] = (),
+    ) -> None:
         self.session = session
         self.ws = ws
+        self.early = list(early)
+        """Frames that arrived before the welcome (a visitor was quick): served first."""
         self.heartbeat = heartbeat
         self.opened_at = time.monotonic()
         self.last_received = time.monotonic()
@@ -75,6 +88,9 @@ class _Connection:
         self.ended.set()
 
     def _read(self) -> None:
+        for text in self.early:
+            self._on_text(text)
+        self.early.clear()
         try:
             while True:
                 opcode, data = self.ws.recv_data()
@@ -167,7 +183,7 @@ class Session:
         server: str,
         token: str,
         handler: Handler,
-        names: Sequence[str | None] = (None,),
+        names: Sequence[str | protocol.TunnelSpec | None] = (None,),
         *,
         workers: int = WORKERS,
         heartbeat: float | None = None,
@@ -175,6 +191,7 @@ class Session:
         backoff_cap: float = BACKOFF_CAP_SECONDS,
         rotate_after: float = protocol.CONNECTION_ROTATE_SECONDS,
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+        retry_at_start: bool = False,
         on_ready: Callable[[protocol.Welcome], None] | None = None,
         on_request_done: Callable[[Request, Response, float], None] | None = None,
         on_reconnecting: Callable[[int, float, BaseException | None], None] | None = None,
@@ -182,7 +199,10 @@ class Session:
         self.server = server
         self.token = token
         self.handler = handler
-        self.names: tuple[str | None, ...] = tuple(names)
+        self.specs: tuple[protocol.TunnelSpec, ...] = tuple(
+            n if isinstance(n, protocol.TunnelSpec) else protocol.TunnelSpec(n) for n in names
+        )
+        self.retry_at_start = retry_at_start
         self.heartbeat_override = heartbeat
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -203,10 +223,15 @@ class Session:
     # --- Public API ---------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Serve until ``close()``; raises TokenRefused, NameTaken or RelayUnreachable at start,
-        and TokenRefused or NameTaken if a reconnect is refused."""
+        """Serve until ``close()``; raises TokenRefused, NameTaken or RelayUnreachable at start
+        (with ``retry_at_start``, an unreachable relay is retried with backoff instead, each wait
+        announced through ``on_reconnecting``), and TokenRefused or NameTaken if a reconnect is
+        refused."""
         try:
-            self._set_current(self._open())
+            first = self._reconnect(None, immediate=True) if self.retry_at_start else self._open()
+            if first is None:  # closed while still trying to reach the relay
+                return
+            self._set_current(first)
             self._ready.set()
             while not self._closing.is_set():
                 current = self._current
@@ -256,6 +281,11 @@ class Session:
         self.close()
 
     @property
+    def names(self) -> tuple[str | None, ...]:
+        """The names asked for: after the first welcome, the names granted."""
+        return tuple(spec.name for spec in self.specs)
+
+    @property
     def connected(self) -> bool:
         current = self._current
         return current is not None and not current.ended.is_set()
@@ -296,39 +326,66 @@ class Session:
         except websocket.WebSocketBadStatusException as exc:
             if exc.status_code in (401, 403):
                 raise TokenRefused(
-                    f"the relay at {self.server} refused the token; get one from the relay's "
-                    "operator (hatchway-local prints one) and pass --token or set HATCHWAY_TOKEN"
+                    f"the relay at {self.server} refused the token. Get one from the relay's "
+                    "operator (hatchway-admin token create; hatchway-local prints one when it "
+                    "starts), then save it with `hatchway config add-token TOKEN`, or pass "
+                    "--token or set HATCHWAY_TOKEN"
                 ) from None
             raise RelayUnreachable(f"{self.server} answered HTTP {exc.status_code}") from None
         except (TimeoutError, websocket.WebSocketException, OSError, ValueError) as exc:
             raise RelayUnreachable(f"cannot reach the relay at {self.server}: {exc}") from None
         try:
-            hello = protocol.Hello(
-                tuple(protocol.TunnelSpec(n) for n in self.names), f"hatchway/{__version__}"
-            )
+            hello = protocol.Hello(self.specs, f"hatchway/{__version__}")
             for frame in protocol.encode(hello):
                 ws.send(frame)
-            welcome = self._await_welcome(ws)
+            welcome, early = self._await_welcome(ws)
+            self._check_guards(welcome)
             ws.settimeout(None)
         except BaseException:
             ws.abort()
             raise
         if self.welcome is None:
-            self.names = tuple(t.name for t in welcome.tunnels)
+            # Reconnects ask for the names granted now, so random names survive too.
+            self.specs = tuple(
+                dataclasses.replace(spec, name=info.name)
+                for spec, info in zip(self.specs, welcome.tunnels, strict=True)
+            )
         self.welcome = welcome
         heartbeat = self.heartbeat_override or welcome.heartbeat_seconds
-        connection = _Connection(self, ws, heartbeat)
-        connection.start()
+        connection = _Connection(self, ws, heartbeat, early)
+        # Before the connection serves anything, so that routing set up here sees every request.
         if self.on_ready:
             self.on_ready(welcome)
+        connection.start()
         return connection
 
-    def _await_welcome(self, ws: websocket.WebSocket) -> protocol.Welcome:
+    def _check_guards(self, welcome: protocol.Welcome) -> None:
+        if len(welcome.tunnels) != len(self.specs):
+            raise SessionError(
+                f"the relay granted {len(welcome.tunnels)} tunnels for {len(self.specs)} asked"
+            )
+        for spec, info in zip(self.specs, welcome.tunnels, strict=True):
+            missing = [guard for guard in spec.guards if guard not in info.guards]
+            if missing:
+                raise SessionError(
+                    f"the relay at {self.server} does not enforce {', '.join(missing)} for "
+                    f"tunnel {info.name!r}, so the agent will not serve it unprotected; upgrade "
+                    "the relay, or start the tunnel without that option"
+                )
+
+    def _await_welcome(self, ws: websocket.WebSocket) -> tuple[protocol.Welcome, list[str]]:
+        """The welcome, and any request frames that overtook it (the relay routes visitors to a
+        name as soon as it is claimed, which is just before it sends the welcome)."""
+        early: list[str] = []
         try:
             while True:
-                frame = protocol.decode(ws.recv())
+                text = ws.recv()
+                frame = protocol.decode(text)
                 if isinstance(frame, protocol.Welcome):
-                    return frame
+                    return frame, early
+                if isinstance(frame, protocol.Part) and len(early) < protocol.MAX_PARTS:
+                    # decode() parsed it as JSON, so bytes here are valid UTF-8.
+                    early.append(text if isinstance(text, str) else text.decode("utf-8"))
                 if isinstance(frame, protocol.Error):
                     if frame.code == "name_taken":
                         raise NameTaken(frame.message)
@@ -342,7 +399,15 @@ class Session:
                 f"the relay at {self.server} closed before welcoming: {exc}"
             ) from None
 
-    def _reconnect(self, error: BaseException | None) -> _Connection | None:
+    def _reconnect(
+        self, error: BaseException | None, immediate: bool = False
+    ) -> _Connection | None:
+        """A new connection, after backoff; ``immediate`` tries once before backing off."""
+        if immediate:
+            try:
+                return self._open()
+            except RelayUnreachable as exc:
+                error = exc
         attempt = 0
         while not self._closing.is_set():
             delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))

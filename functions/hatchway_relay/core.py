@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from hatchway import protocol
 from hatchway.protocol import ProtocolError
-from hatchway_relay import admin, names, tokens
+from hatchway_relay import admin, guards, names, tokens
 from hatchway_relay.metrics import COUNT, Metrics, NoMetrics
 from hatchway_relay.ports import (
     Claim,
@@ -78,7 +78,9 @@ class Reply:
     body: bytes = b""
 
 
-def error_reply(status: int, code: str, message: str) -> Reply:
+def error_reply(
+    status: int, code: str, message: str, extra_headers: protocol.Headers = ()
+) -> Reply:
     """A plain-text error page; ``x-hatchway-error`` lets scripts tell our errors from the app's."""
     reason = _REASONS.get(status, "Error")
     body = f"{status} {reason}\n\n{message}\n\n-- hatchway relay\n".encode()
@@ -88,6 +90,7 @@ def error_reply(status: int, code: str, message: str) -> Reply:
             ("content-type", "text/plain; charset=utf-8"),
             ("cache-control", "no-store"),
             ("x-hatchway-error", code),
+            *extra_headers,
         ),
         body,
     )
@@ -95,6 +98,8 @@ def error_reply(status: int, code: str, message: str) -> Reply:
 
 _REASONS = {
     400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     413: "Content Too Large",
     431: "Request Header Fields Too Large",
@@ -199,7 +204,7 @@ class Relay:
             return
         granted: list[str] = []
         for spec in hello.tunnels:
-            name = self._claim(connection, spec.name, now)
+            name = self._claim(connection, spec, now)
             if name is None:
                 for done in granted:
                     self.store.release_claim(done, connection_id)
@@ -229,14 +234,19 @@ class Relay:
                 name=n,
                 url=self.config.subdomain_url.format(name=n) if self.config.subdomain_url else None,
                 path_url=self.config.path_url.format(name=n),
+                guards=spec.guards,
             )
-            for n in granted
+            for n, spec in zip(granted, hello.tunnels, strict=True)
         )
         log.info("connection %s serves %s", connection_id, ", ".join(granted))
         self._send(connection_id, protocol.Welcome(infos, self.config.heartbeat_seconds))
 
-    def _claim(self, connection: ConnectionRecord, wanted: str | None, now: float) -> str | None:
-        """Claim ``wanted`` (or a fresh random name) for ``connection``; None if it is taken."""
+    def _claim(
+        self, connection: ConnectionRecord, spec: protocol.TunnelSpec, now: float
+    ) -> str | None:
+        """Claim ``spec.name`` (or a fresh random name) for ``connection``, with the spec's
+        guards; None if it is taken."""
+        wanted = spec.name
         if wanted:
             candidates = [wanted]
         else:
@@ -246,7 +256,15 @@ class Relay:
             reserved_by = self.store.get_reservation(name)
             if reserved_by is not None and reserved_by != connection.token_id:
                 continue
-            claim = Claim(name, connection.connection_id, connection.token_id, lease)
+            claim = Claim(
+                name,
+                connection.connection_id,
+                connection.token_id,
+                lease,
+                basic_auth=spec.basic_auth or "",
+                webhook=spec.webhook or "",
+                webhook_secret=spec.webhook_secret or "",
+            )
             if self.store.claim_name(claim, now):
                 return name
             # Held by another token. If its connection is dead (a $disconnect that never came),
@@ -308,6 +326,9 @@ class Relay:
                 f"No tunnel named {name!r} is connected to this relay. If it is yours, start it "
                 f"with: hatchway http <port> --subdomain {name}",
             )
+        refusal = guards.check(claim, visit.headers, visit.body, now)
+        if refusal is not None:  # basic auth or webhook signature: never reaches the agent
+            return error_reply(refusal.status, refusal.code, refusal.message, refusal.headers)
         try:
             request = protocol.Request(
                 id=uuid.uuid4().hex,
@@ -315,7 +336,7 @@ class Relay:
                 method=visit.method.upper(),
                 path=path,
                 query=visit.query,
-                headers=protocol.strip_hop_by_hop(visit.headers),
+                headers=guards.forwarded_headers(claim, protocol.strip_hop_by_hop(visit.headers)),
                 body=visit.body,
             )
             frames = protocol.encode(request)

@@ -50,7 +50,11 @@ class ConnectionRecord:
 
 @dataclass(frozen=True)
 class Claim:
-    """Who serves tunnel ``name`` right now; valid until ``expires_at`` unless renewed."""
+    """Who serves tunnel ``name`` right now; valid until ``expires_at`` unless renewed.
+
+    The guards the holder asked for in its hello travel with the claim, so the one read a
+    visitor request makes anyway also says what to check (see ``guards``). Empty means off.
+    """
 
     name: str
     connection_id: str
@@ -58,6 +62,12 @@ class Claim:
     expires_at: float
     served: int = 0
     """Visitor requests handed to the holder since it claimed the name."""
+    basic_auth: str = field(default="", repr=False)
+    """The salted hash of the tunnel's ``user:password`` (``protocol.hash_basic_auth``)."""
+    webhook: str = ""
+    """The provider whose signed deliveries are the only requests let through."""
+    webhook_secret: str = field(default="", repr=False)
+    """The secret those deliveries are signed with (HMAC needs it in clear)."""
 
     def alive(self, now: float) -> bool:
         return now < self.expires_at

@@ -647,6 +647,50 @@ def test_only_the_holder_counts_requests_served(store: AdminStore) -> None:
     assert store.get_claim("myapp") == claim(conn="c2")
 
 
+def guarded(base: Claim, password_hash: str = "pbkdf2-sha256$10000$c2FsdA$ZGlnZXN0") -> Claim:
+    return replace(
+        base, basic_auth=password_hash, webhook="stripe", webhook_secret="whsec_contract"
+    )
+
+
+def test_a_claims_guards_round_trip_and_survive_renewal_and_counting(store: AdminStore) -> None:
+    held = guarded(claim(conn="c1"))
+    assert store.claim_name(held, NOW)
+    assert store.get_claim("myapp") == held
+    assert store.renew_claim("myapp", "c1", NOW + 999)
+    store.count_served("myapp", "c1")
+    assert store.get_claim("myapp") == replace(held, expires_at=NOW + 999, served=1)
+    assert store.list_claims() == [replace(held, expires_at=NOW + 999, served=1)]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        pytest.param(guarded(claim(conn="c1")), claim(conn="c2"), id="guards lifted"),
+        pytest.param(claim(conn="c1"), guarded(claim(conn="c2")), id="guards added"),
+        pytest.param(
+            guarded(claim(conn="c1")), guarded(claim(conn="c2"), "other$hash"), id="guards changed"
+        ),
+    ],
+)
+def test_a_new_claim_never_inherits_the_guards_it_replaces(
+    store: AdminStore, first: Claim, second: Claim
+) -> None:
+    assert store.claim_name(first, NOW)
+    assert store.claim_name(second, NOW)  # the same token, reconnecting with other options
+    assert store.get_claim("myapp") == second
+
+
+def test_dynamo_stores_guards_as_claim_attributes_only_when_set(moto_table: MotoTable) -> None:
+    store = DynamoStore(moto_table.table, FakeClock(NOW))
+    store.claim_name(guarded(claim("guarded")), NOW)
+    store.claim_name(claim("plain"), NOW)
+    items = {item["pk"]: item for item in moto_table.table.scan()["Items"] if item["sk"] == "claim"}
+    assert items["name#guarded"]["webhook"] == "stripe"
+    assert items["name#guarded"]["webhook_secret"] == "whsec_contract"
+    assert not {"basic_auth", "webhook", "webhook_secret"} & set(items["name#plain"])
+
+
 def test_dynamo_builds_its_own_expressions_so_threads_share_no_placeholders(
     moto_table: MotoTable, clock: FakeClock
 ) -> None:

@@ -94,7 +94,7 @@ def app() -> Iterator[LocalApp]:
 @pytest.fixture
 def agent_config(tmp_path: Path) -> dict[str, str]:
     """Keeps the agent away from the developer's own config file."""
-    return {"HATCHWAY_CONFIG": str(tmp_path / "config.toml")}
+    return {"HATCHWAY_CONFIG": str(tmp_path / "config.toml"), "HATCHWAY_INSPECT": "off"}
 
 
 @pytest.fixture

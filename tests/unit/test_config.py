@@ -1,4 +1,5 @@
-"""Agent settings: flag > environment > config file > default; the file is private."""
+"""Agent settings: flag > environment > config file > default; the file is private; the
+``hatchway config`` commands never print a secret; named tunnels come from the file."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from hatchway.cli import main
 from hatchway.config import (
+    DEFAULT_INSPECT,
     DEFAULT_SERVER,
     ConfigError,
     config_path,
     load_config,
+    named_tunnels,
     resolve_settings,
     update_config,
+    write_config,
 )
 
 
@@ -76,3 +81,163 @@ def test_a_broken_file_is_reported_by_name(config: Path) -> None:
     config.write_text("token = [unterminated")
     with pytest.raises(ConfigError, match=str(config)):
         load_config()
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "file", "expected"),
+    [
+        ("127.0.0.1:5000", "127.0.0.1:6000", "127.0.0.1:7000", "127.0.0.1:5000"),
+        ("off", "127.0.0.1:6000", "127.0.0.1:7000", None),  # what --no-inspect passes
+        (None, "127.0.0.1:6000", "127.0.0.1:7000", "127.0.0.1:6000"),
+        (None, "off", "127.0.0.1:7000", None),
+        (None, None, "127.0.0.1:7000", "127.0.0.1:7000"),
+        (None, None, False, None),  # inspect = false in the file
+        (None, None, None, DEFAULT_INSPECT),
+    ],
+)
+def test_inspector_address_precedence(
+    config: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flag: str | None,
+    env: str | None,
+    file: str | bool | None,
+    expected: str | None,
+) -> None:
+    monkeypatch.delenv("HATCHWAY_INSPECT", raising=False)
+    if env:
+        monkeypatch.setenv("HATCHWAY_INSPECT", env)
+    if file is not None:
+        write_config({"inspect": file})
+    assert resolve_settings(inspect=flag).inspect == expected
+
+
+def test_each_setting_resolves_on_its_own(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    update_config(server="ws://file", token="file-token")
+    monkeypatch.setenv("HATCHWAY_TOKEN", "env-token")
+    settings = resolve_settings()
+    assert (settings.server, settings.token) == ("ws://file", "env-token")
+    assert "env-token" not in repr(settings)
+
+
+def run_cli(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_config_commands_write_a_private_file_and_never_print_the_token(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = "hw_0123456789abcdefghij"
+    assert run_cli("config", "add-token", token, capsys=capsys)[0] == 0
+    assert run_cli("config", "set", "server", "wss://connect.example.test", capsys=capsys)[0] == 0
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert load_config() == {"token": token, "server": "wss://connect.example.test"}
+    code, shown, _ = run_cli("config", "show", capsys=capsys)
+    assert code == 0 and str(config) in shown and "wss://connect.example.test" in shown
+    assert token not in shown and token[:4] in shown
+    printed = [run_cli("config", "set", "token", token, capsys=capsys)[1]]
+    printed.append(run_cli("config", "path", capsys=capsys)[1])
+    assert all(token not in text for text in printed)
+    assert printed[1].strip() == str(config)
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["config", "set", "server", "http://not-a-websocket"], "ws:// or wss://"),
+        (["config", "add-token", "two words"], "one word"),
+    ],
+)
+def test_config_commands_refuse_bad_values_and_write_nothing(
+    config: Path, capsys: pytest.CaptureFixture[str], argv: list[str], says: str
+) -> None:
+    code, _, err = run_cli(*argv, capsys=capsys)
+    assert code == 2 and says in err
+    assert not config.exists()
+
+
+def test_saving_a_setting_keeps_the_named_tunnels(config: Path) -> None:
+    tables = {"tunnels": {"web": {"target": "3000", "request_header_add": ["X-A: 1", "X-B: 2"]}}}
+    write_config({"server": "ws://old", **tables})
+    update_config(server="ws://new")
+    assert load_config() == {"server": "ws://new", **tables}
+
+
+def test_show_masks_every_secret(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_config(
+        {
+            "token": "hw_secret-token-123456",
+            "tunnels": {
+                "api": {
+                    "target": "8000",
+                    "basic_auth": "alice:pa55word",
+                    "verify_webhook": "github",
+                    "webhook_secret": "gh-webhook-secret",
+                }
+            },
+        }
+    )
+    shown = run_cli("config", "show", capsys=capsys)[1]
+    assert "alice" in shown and "github" in shown
+    for secret in ("hw_secret-token-123456", "pa55word", "gh-webhook-secret"):
+        assert secret not in shown
+
+
+NAMED = {
+    "tunnels": {
+        "web": {"target": "3000", "subdomain": "myweb"},
+        "api": {
+            "target": "localhost:8000",
+            "host_header": "rewrite",
+            "basic_auth": "user:pass",
+            "response_header_remove": ["Server"],
+        },
+        "hook": {"target": 9000, "verify_webhook": "stripe", "webhook_secret": "whsec_x"},
+    }
+}
+
+
+def test_named_tunnels_are_read_from_the_file(config: Path) -> None:
+    write_config(NAMED)
+    web, api = named_tunnels(["web", "api"])
+    assert (web.label, web.target.port, web.subdomain) == ("web", 3000, "myweb")
+    assert (api.target.host, api.host_header, api.basic_auth) == (
+        "localhost",
+        "rewrite",
+        "user:pass",
+    )
+    assert api.response_header_remove == ("Server",)
+    assert [t.label for t in named_tunnels([], every=True)] == ["web", "api", "hook"]
+
+
+@pytest.mark.parametrize(
+    ("tables", "labels", "says"),
+    [
+        ({}, ["web"], "defines no tunnels"),
+        (NAMED, ["nope"], "defines no tunnel 'nope'; it defines: web, api, hook"),
+        (NAMED, [], "name the tunnels to start"),
+        ({"tunnels": {"x": {"target": "3000", "colour": "red"}}}, ["x"], "unknown key 'colour'"),
+        ({"tunnels": {"x": {"subdomain": "a"}}}, ["x"], "target"),
+        ({"tunnels": {"x": {"target": "3000", "subdomain": 5}}}, ["x"], "subdomain must be"),
+        ({"tunnels": {"x": {"target": "3000", "host_header": "a b"}}}, ["x"], "host-header"),
+        (
+            {"tunnels": {"x": {"target": "3000", "request_header_add": [1]}}},
+            ["x"],
+            "list of strings",
+        ),
+        (
+            {"tunnels": {"x": {"target": "3000", "verify_webhook": "github"}}},
+            ["x"],
+            "go together",
+        ),
+        ({"tunnels": {"x": {"target": "3000", "basic_auth": "nopass"}}}, ["x"], "user:password"),
+    ],
+)
+def test_named_tunnel_errors_name_the_file_and_the_problem(
+    config: Path, tables: dict[str, object], labels: list[str], says: str
+) -> None:
+    write_config(tables)
+    with pytest.raises(ConfigError) as refused:
+        named_tunnels(labels)
+    assert says in str(refused.value) and str(config) in str(refused.value)

@@ -3,6 +3,9 @@ fake clock. No sockets, no threads (except where a race is the point)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import threading
 
 import pytest
@@ -309,3 +312,115 @@ def test_a_name_reserved_by_another_token_cannot_be_reserved_again(h: Harness) -
     h.relay.add_token("hw_token-c", reserved=("mine",))
     with pytest.raises(protocol.ProtocolError, match="reserved for another token"):
         h.relay.add_token("hw_token-d", reserved=("mine",))
+
+
+# --- Tunnel guards: enforced before anything reaches the agent ---------------------------------
+
+SECRET = "whsec_core-test"
+CREDENTIALS_HASH = protocol.hash_basic_auth("alice:pw", b"0" * protocol.BASIC_AUTH_SALT_BYTES)
+
+
+def guarded_agent(h: Harness, spec: protocol.TunnelSpec) -> FakeAgent:
+    assert h.relay.connect("c1", TOKEN_A)
+    agent = FakeAgent(h.relay, "c1", echo_app)
+    h.poster.agents["c1"] = agent
+    agent.send(protocol.Hello((spec,)))
+    return agent
+
+
+def basic(credentials: str) -> tuple[str, str]:
+    return ("authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
+
+
+def github_signature(body: bytes) -> tuple[str, str]:
+    digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return ("x-hub-signature-256", f"sha256={digest}")
+
+
+def test_the_welcome_confirms_the_guards_and_the_claim_holds_them(h: Harness) -> None:
+    spec = protocol.TunnelSpec(
+        "myapp", basic_auth=CREDENTIALS_HASH, webhook="github", webhook_secret=SECRET
+    )
+    agent = guarded_agent(h, spec)
+    welcome = agent.last()
+    assert isinstance(welcome, protocol.Welcome)
+    assert welcome.tunnels[0].guards == ("basic_auth", "webhook:github")
+    held = h.store.get_claim("myapp")
+    assert held is not None
+    assert (held.basic_auth, held.webhook, held.webhook_secret) == (
+        CREDENTIALS_HASH,
+        "github",
+        SECRET,
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "headers", "body", "status"),
+    [
+        pytest.param(
+            protocol.TunnelSpec("myapp", basic_auth=CREDENTIALS_HASH), (), b"", 401, id="no auth"
+        ),
+        pytest.param(
+            protocol.TunnelSpec("myapp", basic_auth=CREDENTIALS_HASH),
+            (basic("alice:nope"),),
+            b"",
+            401,
+            id="wrong password",
+        ),
+        pytest.param(
+            protocol.TunnelSpec("myapp", basic_auth=CREDENTIALS_HASH),
+            (basic("alice:pw"),),
+            b"",
+            200,
+            id="right password",
+        ),
+        pytest.param(
+            protocol.TunnelSpec("myapp", webhook="github", webhook_secret=SECRET),
+            (),
+            b"{}",
+            401,
+            id="unsigned webhook",
+        ),
+        pytest.param(
+            protocol.TunnelSpec("myapp", webhook="github", webhook_secret=SECRET),
+            (github_signature(b"{ }"),),
+            b"{}",
+            403,
+            id="badly signed webhook",
+        ),
+        pytest.param(
+            protocol.TunnelSpec("myapp", webhook="github", webhook_secret=SECRET),
+            (github_signature(b"{}"),),
+            b"{}",
+            200,
+            id="signed webhook",
+        ),
+    ],
+)
+def test_refused_visitors_never_reach_the_agent(
+    h: Harness,
+    spec: protocol.TunnelSpec,
+    headers: tuple[tuple[str, str], ...],
+    body: bytes,
+    status: int,
+) -> None:
+    agent = guarded_agent(h, spec)
+    reply = h.relay.visit(h.get("/hook", method="POST", headers=headers, body=body))
+    assert reply.status == status
+    assert len(agent.requests) == (1 if status == 200 else 0)
+    if status == 401 and spec.basic_auth:
+        assert dict(reply.headers)["www-authenticate"].startswith('Basic realm="hatchway"')
+    if status != 200:
+        assert b"-- hatchway relay" in reply.body  # the relay's own page, not the app's
+
+
+def test_the_tunnel_password_is_consumed_by_the_relay(h: Harness) -> None:
+    agent = guarded_agent(h, protocol.TunnelSpec("myapp", basic_auth=CREDENTIALS_HASH))
+    h.relay.visit(h.get("/", headers=(basic("alice:pw"), ("x-other", "1"))))
+    assert agent.requests[-1].headers == (("x-other", "1"),)
+
+
+def test_a_new_hello_without_guards_lifts_them(h: Harness) -> None:
+    guarded_agent(h, protocol.TunnelSpec("myapp", basic_auth=CREDENTIALS_HASH))
+    again = h.agent("c2", "myapp")  # the same token reconnects with a plain tunnel
+    assert h.relay.visit(h.get("/")).status == 200 and len(again.requests) == 1

@@ -318,3 +318,83 @@ def test_frames_are_ascii_json_so_length_is_bytes() -> None:
         assert text.isascii()
         json.loads(text)
         base64.b64decode(json.loads(text)["body"], validate=True)
+
+
+# --- Tunnel guards in the hello and the welcome -----------------------------------------------
+
+SALT = b"s" * p.BASIC_AUTH_SALT_BYTES
+HASHED = p.hash_basic_auth("alice:pw", SALT)
+
+
+def test_guarded_hello_and_welcome_round_trip_and_list_their_guards() -> None:
+    spec = p.TunnelSpec("shop", basic_auth=HASHED, webhook="stripe", webhook_secret="whsec_1")
+    hello = p.Hello((spec, p.TunnelSpec(None)))
+    assert p.decode(p.encode(hello)[0]) == hello
+    assert spec.guards == ("basic_auth", "webhook:stripe")
+    assert p.TunnelSpec("plain").guards == ()
+    welcome = p.Welcome((p.TunnelInfo("shop", None, "https://x/t/shop/", spec.guards),))
+    assert p.decode(p.encode(welcome)[0]) == welcome
+
+
+def test_a_plain_hello_reads_as_before_guards_existed() -> None:
+    assert json.loads(p.encode(p.Hello((p.TunnelSpec("a"),)))[0])["tunnels"] == [{"name": "a"}]
+
+
+def test_basic_auth_leaves_the_agent_only_as_a_salted_hash() -> None:
+    iterations, salt, digest = p.parse_basic_auth_hash(HASHED)
+    assert (iterations, salt) == (p.BASIC_AUTH_ITERATIONS, SALT)
+    assert digest == p.derive_basic_auth(b"alice:pw", SALT, iterations)
+    assert "alice" not in HASHED
+    assert p.hash_basic_auth("alice:pw", b"t" * p.BASIC_AUTH_SALT_BYTES) != HASHED
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"basic_auth": "alice:pw"}, id="a password instead of a hash"),
+        pytest.param({"basic_auth": HASHED.replace("10000", "999")}, id="too few rounds"),
+        pytest.param({"basic_auth": HASHED.replace("10000", "1000000")}, id="too many rounds"),
+        pytest.param(
+            {"basic_auth": p.hash_basic_auth("a:b", b"short")}, id="salt shorter than required"
+        ),
+        pytest.param({"webhook": "github"}, id="provider without secret"),
+        pytest.param({"webhook_secret": "s3cret"}, id="secret without provider"),
+        pytest.param({"webhook": "gitlab", "webhook_secret": "s3cret"}, id="unknown provider"),
+        pytest.param({"webhook": "github", "webhook_secret": ""}, id="empty secret"),
+        pytest.param(
+            {"webhook": "github", "webhook_secret": "s" * (p.MAX_WEBHOOK_SECRET_LENGTH + 1)},
+            id="secret one past the limit",
+        ),
+        pytest.param({"webhook": "github", "webhook_secret": "s3cret\n"}, id="control character"),
+    ],
+)
+def test_invalid_guards_are_refused_without_repeating_secrets(fields: dict[str, str]) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        p.TunnelSpec("shop", **fields)
+    assert "s3cret" not in str(refused.value) and "alice:pw" not in str(refused.value)
+    hello = {"type": "hello", "version": p.PROTOCOL_VERSION, "tunnels": [{"name": "a", **fields}]}
+    with pytest.raises(ProtocolError):
+        p.decode(json.dumps(hello))
+
+
+def test_the_longest_secret_fits_and_guard_fields_must_be_strings() -> None:
+    p.TunnelSpec("a", webhook="slack", webhook_secret="s" * p.MAX_WEBHOOK_SECRET_LENGTH)
+    hello = {"type": "hello", "version": 1, "tunnels": [{"name": "a", "webhook": ["github"]}]}
+    with pytest.raises(ProtocolError, match="string guards"):
+        p.decode(json.dumps(hello))
+
+
+def test_a_full_hello_of_guarded_tunnels_fits_in_one_frame() -> None:
+    spec = p.TunnelSpec(
+        "a" * 63,
+        basic_auth=HASHED,
+        webhook="github",
+        webhook_secret="s" * p.MAX_WEBHOOK_SECRET_LENGTH,
+    )
+    assert len(p.encode(p.Hello((spec,) * p.MAX_TUNNELS_PER_CONNECTION))) == 1
+
+
+def test_secrets_stay_out_of_reprs() -> None:
+    spec = p.TunnelSpec("shop", basic_auth=HASHED, webhook="github", webhook_secret="s3cret")
+    for text in (repr(spec), repr(p.Hello((spec,)))):
+        assert "s3cret" not in text and HASHED not in text

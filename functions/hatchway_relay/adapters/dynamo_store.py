@@ -5,7 +5,7 @@ Single-table layout, ``pk``/``sk`` strings:
 
     token#<hash>  / token     agent token (only the hash is ever stored)
     conn#<id>     / conn      live connection and the names it holds
-    name#<name>   / claim     who serves a tunnel name, until expires_at
+    name#<name>   / claim     who serves a tunnel name, until expires_at, and its guards
     name#<name>   / reserved  the token that alone may claim the name
     req#<id>      / pending   a visitor request waiting for its response (owner: conn)
     req#<id>      / frame#NNNN  one response frame, written only by the owning connection
@@ -45,6 +45,9 @@ TRANSACTION_ATTEMPTS = 5
 FIRST_CONFLICT_RETRY_SECONDS = 0.01
 RETRYABLE_CANCELLATIONS = frozenset({"TransactionConflict", "ThrottlingError"})
 """A frame's transaction cancelled by a conflict is retried after 10, 20, 40, 80 ms."""
+
+CLAIM_GUARDS = ("basic_auth", "webhook", "webhook_secret")
+"""``Claim`` fields stored as claim-item attributes of the same names (absent when empty)."""
 
 
 def create_table(client_or_resource: Any, name: str) -> None:
@@ -271,18 +274,20 @@ class DynamoStore:
         )
         if takeover_from is not None:
             condition = condition | Attr("connection_id").eq(takeover_from)
-        return self._conditionally(
-            self.table.put_item,
-            Item={
-                "pk": f"name#{claim.name}",
-                "sk": "claim",
-                "connection_id": claim.connection_id,
-                "token_id": claim.token_id,
-                "expires_at": _dec(claim.expires_at),
-                "ttl": _ttl(claim.expires_at),
-            },
-            ConditionExpression=condition,
-        )
+        item: dict[str, Any] = {
+            "pk": f"name#{claim.name}",
+            "sk": "claim",
+            "connection_id": claim.connection_id,
+            "token_id": claim.token_id,
+            "expires_at": _dec(claim.expires_at),
+            "ttl": _ttl(claim.expires_at),
+        }
+        # The tunnel's guards, only when set. The whole item is replaced, so a new claim never
+        # inherits the guards of the one it replaces.
+        for guard in CLAIM_GUARDS:
+            if getattr(claim, guard):
+                item[guard] = getattr(claim, guard)
+        return self._conditionally(self.table.put_item, Item=item, ConditionExpression=condition)
 
     def list_claims(self) -> list[Claim]:
         # An operator's command (hatchway-admin tunnels), never a request path: it may scan.
@@ -300,6 +305,9 @@ class DynamoStore:
             item["token_id"],
             _num(item["expires_at"]),
             int(item.get("served", 0)),
+            basic_auth=item.get("basic_auth", ""),
+            webhook=item.get("webhook", ""),
+            webhook_secret=item.get("webhook_secret", ""),
         )
 
     def renew_claim(self, name: str, connection_id: str, expires_at: float) -> bool:

@@ -1,0 +1,149 @@
+"""One agent run wired together, for the CLI and the Python API alike: a forwarder and header
+rules per tunnel behind a router, one session (one WebSocket) for all the tunnels, the live
+status, the optional inspector, and the listeners that show what happens.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+from hatchway import protocol
+from hatchway.config import Settings
+from hatchway.display import Listener, Status
+from hatchway.errors import HatchwayError
+from hatchway.forward import Forwarder
+from hatchway.inspector import Inspector, InspectorError
+from hatchway.protocol import Request, Response
+from hatchway.session import Session
+from hatchway.tunnels import Pipeline, Router, TunnelOptions
+
+log = logging.getLogger("hatchway.agent")
+
+
+class Service:
+    """Everything one ``hatchway http``/``start`` (or ``hatchway.connect``) runs.
+
+    ``run()`` blocks until ``close()`` (or a fatal error, which it raises); ``start()`` runs in
+    the background and returns once the relay welcomed the session.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        tunnels: Sequence[TunnelOptions],
+        listeners: Sequence[Listener] = (),
+        *,
+        inspect: str | None = None,
+        retry_at_start: bool = False,
+        **session_options: Any,
+    ) -> None:
+        self.settings = settings
+        self.tunnels = tuple(tunnels)
+        self.listeners = list(listeners)
+        self.inspect = inspect
+        self.forwarders = [Forwarder(t.target) for t in self.tunnels]
+        self.router = Router(
+            [Pipeline(t, f.handle) for t, f in zip(self.tunnels, self.forwarders, strict=True)]
+        )
+        self.status = Status(settings.server, self.tunnels)
+        self.inspector: Inspector | None = None
+        if inspect is not None:
+            # Replays go through the router, so they reach the captured request's own tunnel
+            # with its header rules; the inspector only ever calls ``handle`` on it.
+            self.inspector = Inspector(cast(Forwarder, self.router), status=self.status.as_dict)
+        self.session = Session(
+            settings.server,
+            settings.token or "",
+            self.status.track(self.router),
+            [t.spec() for t in self.tunnels],
+            retry_at_start=retry_at_start,
+            on_ready=self._ready,
+            on_request_done=self._done,
+            on_reconnecting=self._reconnecting,
+            **session_options,
+        )
+        self._closed = False
+        # A second close() (the main thread's, after a signal handler's) waits for the first to
+        # finish, so the process never exits with the screen half restored or a line unprinted.
+        self._close_lock = threading.Lock()
+
+    # --- Running ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until closed; raises the session's typed errors (after telling listeners)."""
+        self._start_inspector()
+        self._tell(lambda listener: listener.started())
+        try:
+            self.session.run()
+        except HatchwayError as exc:
+            error = exc
+            self._tell(lambda listener: listener.fatal(error))
+            raise
+        finally:
+            self.close()
+
+    def start(self, timeout: float) -> Service:
+        """Run in the background; return once welcomed, or close and raise why not."""
+        self._start_inspector()
+        self._tell(lambda listener: listener.started())
+        try:
+            self.session.start(timeout)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Stop everything; safe to call twice and from any thread; returns once all is done."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.session.close()
+            if self.inspector is not None:
+                self.inspector.close()
+            for forwarder in self.forwarders:
+                forwarder.close()
+            self.status.set_state("closed")
+            self._tell(lambda listener: listener.close())
+
+    # --- Session hooks ------------------------------------------------------------------------
+
+    def _start_inspector(self) -> None:
+        if self.inspector is None or self.inspect is None:
+            return
+        try:
+            url = self.inspector.start(self.inspect)
+        except InspectorError as exc:
+            # The tunnel is what the user asked for; it runs on without its inspector.
+            self.status.inspector_note = f"inspector not started: {exc}"
+            self.inspector = None
+            return
+        self.status.inspector_url = url
+        if self.inspector.moved:
+            self.status.inspector_note = f"{self.inspect} was taken"
+
+    def _ready(self, welcome: protocol.Welcome) -> None:
+        self.router.bind(welcome)  # first: the connection serves nothing until this returns
+        self.status.ready(welcome)
+        self._tell(lambda listener: listener.ready(welcome))
+
+    def _done(self, request: Request, response: Response, elapsed_ms: float) -> None:
+        if self.inspector is not None:
+            self.inspector.record(request, response, elapsed_ms)
+        self._tell(lambda listener: listener.request(request, response, elapsed_ms))
+
+    def _reconnecting(self, attempt: int, delay: float, error: BaseException | None) -> None:
+        reason = f": {error}" if error else ""
+        self.status.set_state("reconnecting", f"retry {attempt} in {delay:.1f} s{reason}")
+        self._tell(lambda listener: listener.reconnecting(attempt, delay, error))
+
+    def _tell(self, event: Callable[[Listener], None]) -> None:
+        for listener in self.listeners:
+            try:
+                event(listener)
+            except Exception:  # a display or callback bug must not stop the tunnel
+                log.exception("a listener failed")

@@ -1,0 +1,111 @@
+"""The command line's own decisions, without a relay: which display it picks, how flags become
+tunnel options, and usage errors that name the option (exit code 2, nothing started)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from hatchway import cli
+from hatchway.display import JsonLog, LineLog, Screen, Status
+from hatchway.tunnels import TunnelOptions, tunnel_options
+
+
+class Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize(
+    ("log_format", "tty", "display"),
+    [
+        ("auto", True, Screen),
+        ("auto", False, LineLog),
+        ("screen", False, Screen),
+        ("plain", True, LineLog),
+        ("json", True, JsonLog),
+        ("json", False, JsonLog),
+    ],
+)
+def test_the_display_follows_the_terminal_unless_told(
+    log_format: str, tty: bool, display: type
+) -> None:
+    status = Status("ws://r", [tunnel_options("3000")])
+    chosen = cli.display_for(log_format, status, Stream(tty), io.StringIO())
+    assert type(chosen) is display
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HATCHWAY_CONFIG", str(tmp_path / "config.toml"))
+    for name in ("HATCHWAY_SERVER", "HATCHWAY_TOKEN", "HATCHWAY_WEBHOOK_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def options(*argv: str) -> TunnelOptions:
+    return cli._tunnels(cli.build_parser().parse_args(["http", *argv]))[0]
+
+
+def test_flags_become_the_tunnels_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed = options(
+        "localhost:8000",
+        "--subdomain",
+        "shop",
+        "--host-header",
+        "rewrite",
+        "--request-header-add",
+        "X-A: 1",
+        "--request-header-add",
+        "X-B: 2",
+        "--response-header-remove",
+        "Server",
+        "--basic-auth",
+        "alice:pw",
+        "--verify-webhook",
+        "github",
+        "--secret",
+        "gh-secret",
+    )
+    assert parsed == tunnel_options(
+        "localhost:8000",
+        subdomain="shop",
+        host_header="rewrite",
+        request_header_add=["X-A: 1", "X-B: 2"],
+        response_header_remove=["Server"],
+        basic_auth="alice:pw",
+        verify_webhook="github",
+        webhook_secret="gh-secret",
+    )
+
+
+def test_the_webhook_secret_can_stay_out_of_the_process_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HATCHWAY_WEBHOOK_SECRET", "from-env")
+    assert options("3000", "--verify-webhook", "stripe").webhook_secret == "from-env"
+    assert options("3000").webhook_secret is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["http", "not a port"], "target"),
+        (["http", "3000", "--basic-auth", "alice"], "basic-auth"),
+        (["http", "3000", "--verify-webhook", "github"], "go together"),
+        (["http", "3000", "--request-header-add", "nocolon"], "request-header-add"),
+        (["http", "3000", "--subdomain", "Not_Valid"], "subdomain"),
+        (["http", "3000", "--token", ""], "no token"),
+        (["start", "web"], "defines no tunnels"),
+    ],
+)
+def test_usage_errors_exit_2_naming_the_problem(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == 2
+    assert says in capsys.readouterr().err
