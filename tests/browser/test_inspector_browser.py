@@ -1,0 +1,212 @@
+"""The inspector in a real browser, fed by a real tunnel: the local relay, an agent session with
+the inspector on its request hook, a real local app, and a visitor over loopback. What a user
+sees: requests appear live, details show headers and bodies, replays reach the app and are
+marked, edits are sent, captured markup stays text, and the page loads nothing from elsewhere."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import ConsoleMessage, Page, expect
+
+from hatchway.forward import Forwarder, Target
+from hatchway.inspector import Inspector
+from hatchway.session import Session
+from hatchway_local.server import LocalServer, run_local
+from support.local_app import LocalApp, run_local_app
+from support.visitor import Answer, visit
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "hw_browser-token-0123456789"
+TUNNEL = "insp"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "test-artifacts" / "inspector.png"
+
+
+@dataclass
+class Stack:
+    relay: LocalServer
+    app: LocalApp
+    inspector: Inspector
+    session: Session
+
+    def visit(self, method: str, target: str, **kw: Any) -> Answer:
+        """A visitor's request through the tunnel (path mode on the local relay)."""
+        port = self.relay.port
+        return visit(port, method, f"/t/{TUNNEL}{target}", f"127.0.0.1:{port}", **kw)
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    with run_local(tokens=(TOKEN,), response_timeout=10.0) as relay, run_local_app() as app:
+        forwarder = Forwarder(Target("127.0.0.1", app.port), timeout=10)
+        session: Session | None = None
+
+        def status() -> dict[str, Any]:
+            welcome = session.welcome if session else None
+            return {
+                "status": "online" if session and session.connected else "connecting",
+                "public_urls": [t.path_url for t in welcome.tunnels] if welcome else [],
+                "target": forwarder.target.url,
+                "relay": relay.agent_url,
+            }
+
+        with Inspector(forwarder, status) as inspector:
+            session = Session(
+                relay.agent_url, TOKEN, forwarder, (TUNNEL,), on_request_done=inspector.record
+            )
+            inspector.start("127.0.0.1:0")
+            with session.start():
+                yield Stack(relay, app, inspector, session)
+        forwarder.close()
+
+
+@dataclass
+class PageWatch:
+    """Everything the page asked for and every error it logged."""
+
+    requests: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def attach(self, page: Page) -> None:
+        page.on("request", lambda request: self.requests.append(request.url))
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("console", self._console)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
+
+
+def row(page: Page, text: str) -> Any:
+    return page.locator("#requests tbody tr", has_text=text)
+
+
+def test_inspect_replay_and_edit_a_tunnelled_request(stack: Stack, page: Page) -> None:
+    watch = PageWatch()
+    watch.attach(page)
+    assert stack.inspector.url is not None
+    page.goto(stack.inspector.url)
+    expect(page.locator("#live")).to_have_text("live")  # the event stream is open
+    expect(page.locator("#status")).to_contain_text("online")
+    page.evaluate("window.notReloaded = true")
+
+    # A visitor's request through the tunnel appears in the list without a reload.
+    sent = b'{"greeting": "hello", "n": [1, 2]}'
+    answer = stack.visit(
+        "POST",
+        "/echo/hello?x=1",
+        headers=[("Content-Type", "application/json"), ("X-Visitor", "browser-test")],
+        body=sent,
+    )
+    assert answer.status == 200
+    expect(row(page, "/echo/hello?x=1")).to_have_count(1)
+    first = page.locator('#requests tbody tr[data-id="1"]')
+    expect(first).to_contain_text("POST")
+    expect(first.locator(".status")).to_have_text("200")
+    assert page.evaluate("window.notReloaded") is True
+
+    # Its detail shows the request and response headers and bodies.
+    first.click()
+    expect(page.locator("#detail-title")).to_have_text("#1 POST /echo/hello?x=1 → 200")
+    request_view = page.locator("#request-view")
+    expect(request_view.locator("table.headers")).to_contain_text("x-visitor")
+    expect(request_view.locator("table.headers")).to_contain_text("browser-test")
+    expect(request_view.locator("pre.json")).to_have_text(json.dumps(json.loads(sent), indent=2))
+    response_view = page.locator("#response-view")
+    expect(response_view.locator("table.headers")).to_contain_text("application/json")
+    expect(response_view.locator("pre.json")).to_contain_text('"target": "/echo/hello?x=1"')
+
+    # Replay: the app receives the same request again, and the list marks the replay.
+    arrived = len(stack.app.requests)
+    page.locator("#replay").click()
+    expect(page.locator("#replay-result")).to_have_text("replayed as #2: 200")
+    assert len(stack.app.requests) == arrived + 1
+    original, replayed = stack.app.requests[arrived - 1], stack.app.requests[arrived]
+    assert (replayed.method, replayed.target, replayed.body) == ("POST", "/echo/hello?x=1", sent)
+    assert replayed.headers == original.headers
+    replay_row = page.locator('#requests tbody tr[data-id="2"]')
+    expect(replay_row).to_have_class("replay")
+    expect(replay_row).to_contain_text("replay of #1")
+
+    # Replay with edits: a changed path and body reach the app.
+    first.click()
+    expect(page.locator("#detail-title")).to_contain_text("#1 POST")
+    page.locator("#edit summary").click()
+    expect(page.locator("#edit-body")).to_have_value(sent.decode())
+    page.locator("#edit-path").fill("/echo/edited")
+    page.locator("#edit-body").fill('{"greeting": "edited"}')
+    page.locator("#edit-send").click()
+    expect(page.locator("#replay-result")).to_have_text("replayed with edits as #3: 200")
+    edited = stack.app.wait_for_request("/echo/edited")
+    assert (edited.method, edited.body) == ("POST", b'{"greeting": "edited"}')
+    assert ("x-visitor", "browser-test") in edited.headers
+    expect(page.locator("#detail-title")).to_have_text("#3 POST /echo/edited → 200")
+    expect(page.locator("#requests tbody tr.replay")).to_have_count(2)
+
+    # Filters narrow the list; clearing them brings every row back.
+    page.locator("#filter-path").fill("edited")
+    expect(page.locator("#requests tbody tr")).to_have_count(1)
+    page.locator("#filter-path").fill("")
+    page.locator("#filter-status").fill("2xx")
+    expect(page.locator("#requests tbody tr")).to_have_count(3)
+    page.locator("#filter-status").fill("4x")
+    expect(page.locator("#filter-error")).to_contain_text("status filter")
+    page.locator("#filter-status").fill("")
+    expect(page.locator("#filter-error")).to_have_text("")
+    expect(page.locator("#requests tbody tr")).to_have_count(3)
+    expect(page.locator("#status")).to_contain_text("3 of 3")  # counts follow the events
+
+    first.click()
+    page.locator("#edit summary").click()  # fold the form: the picture shows both messages
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=SCREENSHOT, full_page=True)
+    assert SCREENSHOT.stat().st_size > 0
+
+    assert all(url.startswith(stack.inspector.url) for url in watch.requests), watch.requests
+    # The one error the page saw is the list's answer to the bad status filter above.
+    assert watch.errors == [
+        "Failed to load resource: the server responded with a status of 400 (Bad Request)"
+    ]
+
+
+def test_captured_markup_is_shown_as_text_never_run(stack: Stack, page: Page) -> None:
+    watch = PageWatch()
+    watch.attach(page)
+    assert stack.inspector.url is not None
+    page.goto(stack.inspector.url)
+    expect(page.locator("#live")).to_have_text("live")
+    markup = '<img id="injected" src="x" onerror="window.pwned = 1">'
+    answer = stack.visit(
+        "POST",
+        "/upload?q=%3Cscript%3E",
+        headers=[("Content-Type", "text/html"), ("X-Html", markup)],
+        body=markup.encode(),
+    )
+    assert answer.status == 200
+    entry = row(page, "/upload?q=%3Cscript%3E")
+    expect(entry).to_have_count(1)
+    entry.click()
+    expect(page.locator("#request-view table.headers")).to_contain_text(markup)
+    expect(page.locator("#request-view pre.body-text")).to_have_text(markup)
+    expect(page.locator("#injected")).to_have_count(0)
+    assert page.evaluate("window.pwned") is None
+    assert watch.errors == []
+
+
+def test_a_binary_response_shows_size_and_hex(stack: Stack, page: Page) -> None:
+    assert stack.inspector.url is not None
+    page.goto(stack.inspector.url)
+    expect(page.locator("#live")).to_have_text("live")
+    assert stack.visit("GET", "/bytes?n=3000&seed=5").status == 200
+    row(page, "/bytes?n=3000").click()
+    body = page.locator("#response-view .body")
+    expect(body).to_contain_text("2.9 KiB")
+    expect(body).to_contain_text("binary: first 512 B as hex")
+    first_bytes = " ".join(f"{b:02x}" for b in LocalApp.expected_bytes(3000, 5)[:16])
+    expect(body.locator("pre.hex")).to_contain_text(f"00000000  {first_bytes}")
