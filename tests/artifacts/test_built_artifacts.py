@@ -149,11 +149,42 @@ def event(name: str) -> dict[str, Any]:
 def test_every_function_in_the_built_template_is_covered(
     built: tuple[Path, dict[str, Any], str],
 ) -> None:
-    assert set(functions(built[1])) == {"AuthorizerFunction", "WebSocketFunction", "HttpFunction"}
+    assert set(functions(built[1])) == {
+        "AuthorizerFunction",
+        "WebSocketFunction",
+        "HttpFunction",
+        "DnsReconcileFunction",
+        "CertificateRenewalFunction",
+    }
     for properties in functions(built[1]).values():
         artifact = built[0] / properties["CodeUri"]
         assert (artifact / "aws_lambda_powertools").is_dir()
         assert not (artifact / "hatchway").exists()  # the protocol is the layer's, only
+
+
+ELF_MACHINE_AARCH64 = 183
+"""``e_machine`` of an ELF file built for arm64, the functions' architecture."""
+
+
+@pytest.mark.parametrize("function", ["DnsReconcileFunction", "CertificateRenewalFunction"])
+def test_the_domain_jobs_carry_their_dependencies_built_for_arm64(
+    built: tuple[Path, dict[str, Any], str], function: str
+) -> None:
+    # Their compiled dependencies (cryptography, pydantic-core) are arm64 builds, so they cannot
+    # be imported on this machine: check what is there instead of running it.
+    build_dir, template, _ = built
+    properties = functions(template)[function]
+    artifact = build_dir / properties["CodeUri"]
+    module = properties["Handler"].rpartition(".")[0]
+    assert (artifact / (module.replace(".", "/") + ".py")).is_file()
+    for package in ("certbot", "certbot_dns_cloudflare", "cloudflare", "dns", "cryptography"):
+        assert (artifact / package / "__init__.py").is_file(), package
+    extensions = list(artifact.rglob("*.so"))
+    assert extensions
+    for extension in extensions:
+        header = extension.read_bytes()[:20]
+        assert header[:4] == b"\x7fELF", extension
+        assert int.from_bytes(header[18:20], "little") == ELF_MACHINE_AARCH64, extension
 
 
 def test_the_authorizer_allows_a_known_token_and_refuses_others(

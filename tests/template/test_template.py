@@ -190,7 +190,11 @@ def alarm_metrics(alarm: dict[str, Any]) -> set[tuple[str, str]]:
 def test_alarms_watch_5xx_rate_failures_and_throttles_and_notify_the_topic(
     sam: dict[str, Any],
 ) -> None:
-    alarms = resources(sam, "AWS::CloudWatch::Alarm")
+    alarms = {
+        name: alarm
+        for name, alarm in resources(sam, "AWS::CloudWatch::Alarm").items()
+        if "Metrics" in alarm["Properties"]
+    }
     watched = {name: alarm_metrics(alarm) for name, alarm in alarms.items()}
     assert watched["HttpErrorRateAlarm"] == {
         ("Hatchway/<stack>", "Responses5xx"),
@@ -203,8 +207,9 @@ def test_alarms_watch_5xx_rate_failures_and_throttles_and_notify_the_topic(
         assert alarm["Properties"]["TreatMissingData"] == "notBreaching"
         functions = json.dumps(alarm["Properties"]["Metrics"])
         if "AWS/Lambda" in functions:  # every relay function is watched
-            for name in resources(sam, "AWS::Serverless::Function"):
-                assert json.dumps({"Ref": name}) in functions
+            for name, function in resources(sam, "AWS::Serverless::Function").items():
+                if "Condition" not in function:
+                    assert json.dumps({"Ref": name}) in functions
     subscription = sam["Resources"]["AlarmEmailSubscription"]
     assert subscription["Condition"] == "WithAlarmEmail"
     assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
@@ -215,6 +220,8 @@ def test_metric_names_in_alarms_are_the_ones_the_relay_emits(sam: dict[str, Any]
 
     documented = metrics.__doc__ or ""
     for alarm in resources(sam, "AWS::CloudWatch::Alarm").values():
+        if "Metrics" not in alarm["Properties"]:
+            continue
         for namespace, name in alarm_metrics(alarm):
             if namespace.startswith("Hatchway"):
                 assert f"\n    {name} " in documented, name
@@ -231,3 +238,75 @@ def test_outputs_give_every_next_step(sam: dict[str, Any]) -> None:
     assert "hatchway-admin --stack ${AWS::StackName}" in outputs["AdminCommand"]["Value"]["Fn::Sub"]
     for output in outputs.values():
         assert output["Description"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Custom domain (DomainName): conditional resources
+
+
+def test_domain_resources_exist_only_with_a_domain(sam: dict[str, Any]) -> None:
+    with_domain = {
+        "WildcardCertificate": "AWS::CertificateManager::Certificate",
+        "TunnelsDomain": "AWS::ApiGatewayV2::DomainName",
+        "TunnelsMapping": "AWS::ApiGatewayV2::ApiMapping",
+        "AgentsDomain": "AWS::ApiGatewayV2::DomainName",
+        "AgentsMapping": "AWS::ApiGatewayV2::ApiMapping",
+        "DnsReconcileFunction": "AWS::Serverless::Function",
+        "DnsReconcileAtDeploy": "Custom::DnsReconcile",
+        "DomainJobsAlarm": "AWS::CloudWatch::Alarm",
+    }
+    with_letsencrypt = {
+        "CertificateStateBucket": "AWS::S3::Bucket",
+        "CertificateRenewalFunction": "AWS::Serverless::Function",
+        "CertificateAtDeploy": "Custom::Certificate",
+        "CertificateJobAlarm": "AWS::CloudWatch::Alarm",
+    }
+    for names, condition in ((with_domain, "WithDomain"), (with_letsencrypt, "WithLetsEncrypt")):
+        for name, kind in names.items():
+            assert sam["Resources"][name]["Type"] == kind
+            assert sam["Resources"][name]["Condition"] == condition, name
+
+
+def test_the_wildcard_uses_a_dns_validated_acm_certificate(sam: dict[str, Any]) -> None:
+    certificate = sam["Resources"]["WildcardCertificate"]["Properties"]
+    assert certificate["ValidationMethod"] == "DNS"
+    assert certificate["DomainName"] == {"Fn::Sub": "*.${DomainName}"}
+    tunnels = sam["Resources"]["TunnelsDomain"]["Properties"]["DomainNameConfigurations"][0]
+    assert tunnels["CertificateArn"] == {"Ref": "WildcardCertificate"}
+    assert tunnels["EndpointType"] == "REGIONAL" and tunnels["SecurityPolicy"] == "TLS_1_2"
+
+
+def test_the_dns_job_does_not_wait_for_the_certificate_it_validates(sam: dict[str, Any]) -> None:
+    # The certificate waits for the validation record the job writes: the job's function must
+    # not reference it (or anything that needs it), or the first deploy never finishes.
+    function = json.dumps(sam["Resources"]["DnsReconcileFunction"])
+    for waiting in ("WildcardCertificate", "TunnelsDomain", "AgentsDomain"):
+        assert waiting not in function
+    assert "Schedule" in function
+
+
+def test_certificate_state_bucket_is_private_encrypted_versioned_and_tls_only(
+    sam: dict[str, Any],
+) -> None:
+    bucket = sam["Resources"]["CertificateStateBucket"]["Properties"]
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    policy = sam["Resources"]["CertificateStateBucketPolicy"]["Properties"]["PolicyDocument"]
+    (statement,) = policy["Statement"]
+    assert statement["Effect"] == "Deny"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_domain_jobs_read_only_their_own_secret(sam: dict[str, Any]) -> None:
+    for name in ("DnsReconcileFunction", "CertificateRenewalFunction"):
+        statements = [
+            statement
+            for policy in sam["Resources"][name]["Properties"]["Policies"]
+            if "Statement" in policy
+            for statement in policy["Statement"]
+        ]
+        secret_reads = [s for s in statements if "secretsmanager:GetSecretValue" in json.dumps(s)]
+        assert secret_reads and all(
+            "${CloudflareApiTokenSecret}" in json.dumps(s["Resource"]) for s in secret_reads
+        )

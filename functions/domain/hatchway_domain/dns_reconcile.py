@@ -1,0 +1,531 @@
+"""The DNS reconcile job: reads what the stack wants (ACM validation records included), lists the
+Cloudflare zone, applies the planned creates/updates/deletes through the official SDK, checks the
+zone's authoritative servers serve the result, and reports it.
+
+Clients are injected (the Lambda's composition root builds them; :func:`main` builds its own for
+a run from a shell). The Cloudflare token only ever lives inside the SDK client: no setting,
+report, log line or error here holds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import boto3
+import cloudflare
+import dns.resolver
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .dns_plan import (
+    Conflict,
+    Create,
+    Delete,
+    DesiredRecord,
+    Plan,
+    PlanError,
+    StackLayout,
+    Update,
+    ValidationRecord,
+    ZoneRecord,
+    desired_records,
+    normalise_name,
+    outside_zone,
+    ownership_marker,
+    plan_changes,
+)
+from .propagation import DNS_PORT, DiscoveryFailed, PropagationCheck, discover_servers
+
+logger = logging.getLogger(__name__)
+# Where nobody configured logging (a shell), the plan goes to stdout only, not again to stderr.
+logger.addHandler(logging.NullHandler())
+
+LIST_PAGE_SIZE: Final = 500
+"""Records per page when listing the zone."""
+MAX_LIST_PAGES: Final = 100
+"""Pages listed at most (50,000 records): a zone beyond that, or a server that never stops
+paging, ends the run with an error instead of looping."""
+ZONE_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+TOKEN_ENV: Final = "CLOUDFLARE_API_TOKEN"
+"""Where :func:`main` reads the token (the Lambda reads it from Secrets Manager or SSM)."""
+
+
+class ReconcileError(Exception):
+    """The job could not finish; what was applied before stays. Never carries the token."""
+
+
+class InvalidDnsSettings(ReconcileError, ValueError):
+    """The job is configured wrongly: nothing was written."""
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part for part in re.split(r"[,\s]+", value) if part)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the stack wants in which zone, as the Lambda's environment describes it."""
+
+    domain: str
+    zone_id: str
+    stack_name: str
+    """Names the ownership marker: records carrying another stack's marker are foreign."""
+    http_target: str | None = None
+    """Regional target of ``*.<domain>``; None (no wildcard record) until that custom domain
+    exists, so a first run can already write the certificate's validation record."""
+    connect_target: str | None = None
+    certificate_arns: tuple[str, ...] = ()
+    """ACM certificates whose DNS validation records the zone must hold."""
+    custom_hostnames: tuple[tuple[str, str], ...] = ()
+    """(hostname, regional target) pairs a user brings for reserved tunnels."""
+    token_source: str | None = None
+    """Secret name/ARN or SSM parameter holding the Cloudflare token (read by the caller)."""
+    name_servers: tuple[str, ...] = ()
+    """Addresses to check propagation against; empty: the zone's NS records decide."""
+
+    def __post_init__(self) -> None:
+        for name in ("domain", "zone_id", "stack_name"):
+            if not str(getattr(self, name)).strip():
+                raise InvalidDnsSettings(f"the DNS job needs a {name.replace('_', ' ')}")
+        if not ZONE_ID_PATTERN.match(self.zone_id):
+            raise InvalidDnsSettings(f"{self.zone_id!r} is not a Cloudflare zone id")
+        object.__setattr__(self, "domain", normalise_name(self.domain))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Settings from the Lambda's environment:
+
+        ``DOMAIN_NAME``, ``CLOUDFLARE_ZONE_ID``, ``STACK_NAME`` (required); ``HTTP_API_TARGET``,
+        ``CONNECT_API_TARGET``, ``CERTIFICATE_ARNS`` (comma or space separated),
+        ``CUSTOM_HOSTNAMES`` (a JSON object, hostname -> target), ``CLOUDFLARE_API_TOKEN_SECRET``,
+        ``DNS_NAME_SERVERS`` (comma or space separated addresses). Empty values count as unset.
+        """
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        hostnames: tuple[tuple[str, str], ...] = ()
+        raw = get("CUSTOM_HOSTNAMES")
+        if raw:
+            try:
+                mapping = json.loads(raw)
+            except ValueError:
+                mapping = None
+            if not isinstance(mapping, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
+            ):
+                raise InvalidDnsSettings(
+                    "CUSTOM_HOSTNAMES must be a JSON object of hostname -> target, e.g. "
+                    '{"api.mycompany.com": "d-abc123.execute-api.eu-west-1.amazonaws.com"}'
+                )
+            hostnames = tuple(sorted(mapping.items()))
+        return cls(
+            domain=get("DOMAIN_NAME") or "",
+            zone_id=get("CLOUDFLARE_ZONE_ID") or "",
+            http_target=get("HTTP_API_TARGET"),
+            stack_name=get("STACK_NAME") or "",
+            connect_target=get("CONNECT_API_TARGET"),
+            certificate_arns=_split(get("CERTIFICATE_ARNS") or ""),
+            custom_hostnames=hostnames,
+            token_source=get("CLOUDFLARE_API_TOKEN_SECRET"),
+            name_servers=_split(get("DNS_NAME_SERVERS") or ""),
+        )
+
+    @property
+    def marker(self) -> str:
+        return ownership_marker(self.stack_name)
+
+    def layout(self, validation: Sequence[ValidationRecord] = ()) -> StackLayout:
+        return StackLayout(
+            domain=self.domain,
+            http_target=self.http_target,
+            connect_target=self.connect_target,
+            validation=tuple(validation),
+            custom_hostnames=dict(self.custom_hostnames),
+        )
+
+
+@dataclass(frozen=True)
+class Report:
+    """The outcome of one run. In a dry run the changes are the planned ones, none applied."""
+
+    zone_name: str
+    dry_run: bool = False
+    created: tuple[Create, ...] = ()
+    updated: tuple[Update, ...] = ()
+    deleted: tuple[Delete, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+    unpropagated: tuple[DesiredRecord, ...] = ()
+    propagation_error: str | None = None
+    foreign_satisfied: tuple[DesiredRecord, ...] = ()
+
+    @property
+    def drift_repaired(self) -> int:
+        """Records written to bring the zone back to what the stack wants (the metric)."""
+        if self.dry_run:
+            return 0
+        return len(self.created) + len(self.updated) + len(self.deleted)
+
+    @property
+    def failed(self) -> bool:
+        """True when the alarm should fire: a conflict, or records the zone does not serve."""
+        return bool(self.conflicts or self.unpropagated or self.propagation_error)
+
+    def lines(self) -> list[str]:
+        """The run in plain words: a summary, then one line per change and per problem."""
+        changes: list[Create | Update | Delete] = [*self.deleted, *self.updated, *self.created]
+        counts = (
+            f"{len(self.created)} to create, {len(self.updated)} to repair, "
+            f"{len(self.deleted)} to delete"
+            if self.dry_run
+            else f"{len(self.created)} created, {len(self.updated)} repaired, "
+            f"{len(self.deleted)} deleted"
+        )
+        head = f"zone {self.zone_name}: {counts}, {len(self.conflicts)} conflict(s)"
+        if self.dry_run:
+            head += " (dry run: nothing was written)"
+        else:
+            head += f", {len(self.unpropagated)} not served yet"
+        lines = [head]
+        lines += [f"would {c}" if self.dry_run else f"{c.past} {c.summary}" for c in changes]
+        lines += [str(conflict) for conflict in self.conflicts]
+        lines += [
+            f"already served by a record this stack does not own (left alone): {record}"
+            for record in self.foreign_satisfied
+        ]
+        lines += [
+            f"not served yet by every authoritative name server: {record}"
+            for record in self.unpropagated
+        ]
+        if self.propagation_error:
+            lines.append(f"propagation not checked: {self.propagation_error}")
+        if not changes and not self.conflicts and not self.failed:
+            lines.append("every wanted record is in place")
+        return lines
+
+    def raise_if_failed(self) -> None:
+        if self.failed:
+            raise ReconcileError("; ".join(self.lines()))
+
+
+def read_validation_records(acm_client: Any, arns: Sequence[str]) -> tuple[ValidationRecord, ...]:
+    """The DNS validation records ACM asks for, for each certificate in ``arns``.
+
+    Imported certificates have none. A DNS-validated certificate whose record ACM has not
+    published yet (the first seconds after the request) stops the run before any write: without
+    its record the plan would look complete and a later run would be needed anyway.
+    """
+    records: list[ValidationRecord] = []
+    for arn in arns:
+        try:
+            certificate = acm_client.describe_certificate(CertificateArn=arn)["Certificate"]
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "unknown")
+            raise ReconcileError(
+                f"cannot read certificate {arn} from ACM ({code}): check the ARN and that the "
+                "function may call acm:DescribeCertificate"
+            ) from None
+        except BotoCoreError as error:
+            raise ReconcileError(
+                f"cannot read certificate {arn} from ACM ({type(error).__name__})"
+            ) from None
+        for option in certificate.get("DomainValidationOptions") or ():
+            if option.get("ValidationMethod", "DNS") != "DNS":
+                continue
+            resource = option.get("ResourceRecord")
+            if not resource:
+                raise ReconcileError(
+                    f"ACM has not published the DNS validation record for "
+                    f"{option.get('DomainName')} of {arn} yet; the next run writes it"
+                )
+            records.append(
+                ValidationRecord(
+                    name=str(resource["Name"]),
+                    type=str(resource["Type"]),
+                    value=str(resource["Value"]),
+                    domain=str(option.get("DomainName", "")),
+                )
+            )
+    return tuple(records)
+
+
+def _cloudflare_problem(error: cloudflare.APIError) -> str:
+    """What Cloudflare said, from the response body only (request headers never appear)."""
+    if isinstance(error, cloudflare.APIStatusError):
+        body = error.body if isinstance(error.body, dict) else {}
+        errors = body.get("errors") or []
+        said = "; ".join(
+            f"{item.get('code')}: {item.get('message')}"
+            for item in errors
+            if isinstance(item, dict)
+        )
+        return f"HTTP {error.status_code}" + (f" ({said})" if said else "")
+    if isinstance(error, cloudflare.APIConnectionError):
+        return "the Cloudflare API could not be reached"
+    return type(error).__name__
+
+
+def fetch_zone_name(client: cloudflare.Cloudflare, zone_id: str) -> str:
+    try:
+        zone = client.zones.get(zone_id=zone_id)
+    except cloudflare.APIError as error:
+        raise ReconcileError(
+            f"cannot read Cloudflare zone {zone_id}: {_cloudflare_problem(error)}; check the zone "
+            "id and that the token may read it (Zone:Read)"
+        ) from None
+    if zone is None or not zone.name:
+        raise ReconcileError(f"Cloudflare returned no zone for id {zone_id}")
+    return normalise_name(zone.name)
+
+
+def _zone_record(item: Any) -> ZoneRecord:
+    return ZoneRecord(
+        id=str(item.id),
+        name=normalise_name(str(item.name)),
+        type=str(item.type),
+        content=str(getattr(item, "content", None) or ""),
+        ttl=int(item.ttl),
+        proxied=bool(getattr(item, "proxied", False)),
+        comment=getattr(item, "comment", None) or None,
+    )
+
+
+def list_zone_records(
+    client: cloudflare.Cloudflare, zone_id: str, *, page_size: int = LIST_PAGE_SIZE
+) -> list[ZoneRecord]:
+    """Every record in the zone, page by page (bounded by :data:`MAX_LIST_PAGES`)."""
+    records: list[ZoneRecord] = []
+    for number in range(1, MAX_LIST_PAGES + 1):
+        try:
+            page = client.dns.records.list(zone_id=zone_id, page=number, per_page=page_size)
+        except cloudflare.APIError as error:
+            raise ReconcileError(
+                f"cannot list the records of zone {zone_id}: {_cloudflare_problem(error)}"
+            ) from None
+        items = page.result or []
+        records += [_zone_record(item) for item in items]
+        if len(items) < page_size:
+            return records
+    raise ReconcileError(
+        f"zone {zone_id} lists more than {MAX_LIST_PAGES} pages of {page_size} records"
+    )
+
+
+def apply_plan(client: cloudflare.Cloudflare, zone_id: str, plan: Plan, marker: str) -> None:
+    """Writes the plan's changes in order; stops at the first one Cloudflare refuses."""
+    for done, change in enumerate(plan.changes):
+        try:
+            if isinstance(change, Delete):
+                client.dns.records.delete(change.current.id, zone_id=zone_id)
+            elif isinstance(change, Update):
+                wanted = change.wanted
+                client.dns.records.update(
+                    change.current.id,
+                    zone_id=zone_id,
+                    name=wanted.name,
+                    type=wanted.type,
+                    content=wanted.content,
+                    ttl=wanted.ttl,
+                    proxied=False,
+                    comment=marker,
+                )
+            else:
+                wanted = change.record
+                client.dns.records.create(
+                    zone_id=zone_id,
+                    name=wanted.name,
+                    type=wanted.type,
+                    content=wanted.content,
+                    ttl=wanted.ttl,
+                    proxied=False,
+                    comment=marker,
+                )
+        except cloudflare.APIError as error:
+            raise ReconcileError(
+                f"Cloudflare refused to {change}: {_cloudflare_problem(error)} "
+                f"({done} of {len(plan.changes)} changes were applied before it)"
+            ) from None
+        logger.info("%s %s", change.past, change.summary)
+
+
+def _check_propagation(
+    records: Sequence[DesiredRecord],
+    zone_name: str,
+    settings: Settings,
+    propagation: PropagationCheck | None,
+    resolver: dns.resolver.Resolver | None,
+) -> tuple[tuple[DesiredRecord, ...], str | None]:
+    if not records:
+        return (), None
+    if propagation is None:
+        try:
+            servers = settings.name_servers or discover_servers(
+                zone_name, resolver if resolver is not None else dns.resolver.Resolver()
+            )
+        except DiscoveryFailed as error:
+            return (), str(error)
+        propagation = PropagationCheck(servers)
+    return propagation.missing(records), None
+
+
+def run(
+    settings: Settings,
+    *,
+    cloudflare_client: cloudflare.Cloudflare,
+    acm_client: Any,
+    dry_run: bool = False,
+    propagation: PropagationCheck | None = None,
+    resolver: dns.resolver.Resolver | None = None,
+) -> Report:
+    """One reconcile: plan, apply (unless ``dry_run``), check propagation, report.
+
+    ``propagation`` fixes which servers are asked (tests point it at a local server); without
+    it, ``settings.name_servers`` or else the zone's NS records, found through ``resolver``
+    (the system's by default), decide. Configuration and API errors raise
+    :class:`ReconcileError`; conflicts and unpropagated records are in the report
+    (see :attr:`Report.failed`).
+    """
+    validation = read_validation_records(acm_client, settings.certificate_arns)
+    try:
+        desired = desired_records(settings.layout(validation))
+    except PlanError as error:
+        raise InvalidDnsSettings(str(error)) from None
+    zone_name = fetch_zone_name(cloudflare_client, settings.zone_id)
+    strays = outside_zone(desired, zone_name)
+    if strays:
+        raise InvalidDnsSettings(
+            f"zone {zone_name} cannot hold {', '.join(r.name for r in strays)}: the DNS job "
+            "writes only into the zone it is given"
+        )
+    actual = list_zone_records(cloudflare_client, settings.zone_id)
+    plan = plan_changes(desired, actual, settings.marker)
+    for line in plan.lines():
+        logger.info("plan: %s", line)
+    unpropagated: tuple[DesiredRecord, ...] = ()
+    propagation_error = None
+    if not dry_run:
+        apply_plan(cloudflare_client, settings.zone_id, plan, settings.marker)
+        conflicted = {conflict.wanted for conflict in plan.conflicts}
+        unpropagated, propagation_error = _check_propagation(
+            [r for r in desired if r not in conflicted],
+            zone_name,
+            settings,
+            propagation,
+            resolver,
+        )
+    report = Report(
+        zone_name=zone_name,
+        dry_run=dry_run,
+        created=plan.creates,
+        updated=plan.updates,
+        deleted=plan.deletes,
+        conflicts=plan.conflicts,
+        unpropagated=unpropagated,
+        propagation_error=propagation_error,
+        foreign_satisfied=plan.foreign_satisfied,
+    )
+    for line in report.lines():
+        (logger.warning if report.failed else logger.info)("%s", line)
+    return report
+
+
+def _hostname_pair(text: str) -> tuple[str, str]:
+    hostname, separator, target = text.partition("=")
+    if not separator or not hostname or not target:
+        raise argparse.ArgumentTypeError(f"expected HOSTNAME=TARGET, not {text!r}")
+    return hostname, target
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m hatchway_domain.dns_reconcile",
+        description=(
+            "Show the Cloudflare DNS changes a Hatchway stack needs, or make them with --apply. "
+            f"The API token is read from ${TOKEN_ENV}."
+        ),
+    )
+    parser.add_argument("--zone-id", required=True, help="Cloudflare zone id")
+    parser.add_argument("--domain", required=True, help="tunnel domain, e.g. t.example.com")
+    parser.add_argument("--http-target", help="regional target of the *.<domain> custom domain")
+    parser.add_argument("--connect-target", help="regional target of connect.<domain>")
+    parser.add_argument(
+        "--stack-name", required=True, help="stack whose records these are (ownership marker)"
+    )
+    parser.add_argument(
+        "--certificate-arn", action="append", default=[], help="ACM certificate to validate"
+    )
+    parser.add_argument(
+        "--custom-hostname",
+        action="append",
+        default=[],
+        type=_hostname_pair,
+        metavar="HOSTNAME=TARGET",
+        help="a user's hostname and its regional target",
+    )
+    parser.add_argument("--region", help="AWS region of the certificates")
+    parser.add_argument("--base-url", help="Cloudflare API URL (default: the SDK's)")
+    parser.add_argument(
+        "--name-server",
+        action="append",
+        default=[],
+        help="address to check propagation against (default: the zone's NS records)",
+    )
+    parser.add_argument("--dns-port", type=int, default=DNS_PORT, help=argparse.SUPPRESS)
+    parser.add_argument("--apply", action="store_true", help="write the changes (default: plan)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Plan (default) or apply from a shell; 0 when all is in place, 1 on a problem."""
+    args = _parser().parse_args(argv)
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        print(f"error: set {TOKEN_ENV} to a Cloudflare API token (Zone:DNS:Edit)", file=sys.stderr)
+        return 2
+    try:
+        settings = Settings(
+            domain=args.domain,
+            zone_id=args.zone_id,
+            http_target=args.http_target,
+            stack_name=args.stack_name,
+            connect_target=args.connect_target,
+            certificate_arns=tuple(args.certificate_arn),
+            custom_hostnames=tuple(args.custom_hostname),
+            name_servers=tuple(args.name_server),
+        )
+        acm_client = None
+        if settings.certificate_arns:
+            acm_client = boto3.client("acm", region_name=args.region)
+        client = cloudflare.Cloudflare(api_token=token, base_url=args.base_url)
+        propagation = (
+            PropagationCheck(settings.name_servers, port=args.dns_port)
+            if settings.name_servers
+            else None
+        )
+        report = run(
+            settings,
+            cloudflare_client=client,
+            acm_client=acm_client,
+            dry_run=not args.apply,
+            propagation=propagation,
+        )
+    except ReconcileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for line in report.lines():
+        print(line)
+    if report.dry_run and (report.created or report.updated or report.deleted):
+        print("run again with --apply to make these changes")
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
