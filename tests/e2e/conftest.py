@@ -126,3 +126,11 @@ def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent in this process reads settings as the CLI does: keep the developer's own out."""
+    monkeypatch.setenv("HATCHWAY_CONFIG", str(tmp_path / "config.toml"))
+    for name in ("HATCHWAY_SERVER", "HATCHWAY_TOKEN", "HATCHWAY_INSPECT"):
+        monkeypatch.delenv(name, raising=False)

@@ -20,18 +20,10 @@ from hatchway_local.server import LocalServer
 from support.local_app import LocalApp
 from support.visitor import visit
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("isolated_settings")]
 
 TOKEN = "hw_e2e-token-0123456789"  # what make_relay registers
 OTHER_TOKEN = "hw_e2e-other-token-987654"
-
-
-@pytest.fixture(autouse=True)
-def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The API reads settings as the CLI does: keep the developer's own out of the tests."""
-    monkeypatch.setenv("HATCHWAY_CONFIG", str(tmp_path / "config.toml"))
-    for name in ("HATCHWAY_SERVER", "HATCHWAY_TOKEN", "HATCHWAY_INSPECT"):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -31,17 +31,10 @@ from support.local_app import LocalApp, run_local_app
 from support.processes import BIN, Process
 from support.visitor import Answer, visit
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("isolated_settings")]
 
 TOKEN = "hw_e2e-token-0123456789"  # what make_relay registers
 SECRET = "whsec_e2e-signing-secret"
-
-
-@pytest.fixture(autouse=True)
-def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HATCHWAY_CONFIG", str(tmp_path / "config.toml"))
-    for name in ("HATCHWAY_SERVER", "HATCHWAY_TOKEN", "HATCHWAY_INSPECT"):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
