@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -15,6 +16,7 @@ from types import FrameType
 from hatchway.config import ConfigError, config_path, load_config, update_config
 from hatchway_local.admin_api import default_admin_file
 from hatchway_local.server import run_local
+from hatchway_local.tls import ManagedCertificate
 from hatchway_relay.tokens import generate_token
 
 
@@ -41,7 +43,58 @@ def build_parser() -> argparse.ArgumentParser:
         help="where hatchway-admin --local finds this relay (default: "
         "$XDG_STATE_HOME/hatchway/local-admin.json)",
     )
+    tls = parser.add_argument_group("TLS for --domain (certbot DNS-01 through Cloudflare)")
+    tls.add_argument("--tls", choices=("off", "letsencrypt"), default="off")
+    tls.add_argument(
+        "--acme-directory",
+        default="production",
+        help="ACME directory URL, or production / staging (Let's Encrypt's)",
+    )
+    tls.add_argument("--acme-email", help="contact address for expiry notices")
+    tls.add_argument(
+        "--cloudflare-token-secret",
+        help="Secrets Manager secret or SSM parameter (/name) holding the Cloudflare API token; "
+        "default: the CLOUDFLARE_API_TOKEN environment variable",
+    )
+    tls.add_argument(
+        "--tls-state-dir",
+        type=Path,
+        default=None,
+        help="where certbot's state lives (default: $XDG_STATE_HOME/hatchway/tls)",
+    )
     return parser
+
+
+def _managed_certificate(args: argparse.Namespace) -> ManagedCertificate:
+    """The gateway's certificate for ``*.<domain>`` and ``<domain>``, obtained or renewed now."""
+    from hatchway_domain.certificates import Settings
+    from hatchway_domain.secrets import ApiToken, read_cloudflare_token
+
+    if args.domain in ("localhost", ""):
+        raise ValueError("--tls letsencrypt needs --domain: a zone of yours on Cloudflare")
+    if args.cloudflare_token_secret:
+        import boto3
+
+        token = read_cloudflare_token(
+            args.cloudflare_token_secret,
+            secretsmanager=boto3.client("secretsmanager"),
+            ssm=boto3.client("ssm"),
+        )
+    elif os.environ.get("CLOUDFLARE_API_TOKEN"):
+        token = ApiToken(os.environ["CLOUDFLARE_API_TOKEN"])
+    else:
+        raise ValueError("set CLOUDFLARE_API_TOKEN or pass --cloudflare-token-secret")
+    settings = Settings(
+        domains=(f"*.{args.domain}", args.domain),
+        acme_directory=args.acme_directory,
+        email=args.acme_email,
+        cloudflare_base_url=os.environ.get("CLOUDFLARE_BASE_URL"),
+    )
+    state = args.tls_state_dir or default_admin_file().parent / "tls"
+    managed = ManagedCertificate(settings, state, token)
+    managed.refresh()
+    managed.start_renewals()
+    return managed
 
 
 def _tokens(given: list[str]) -> list[str]:
@@ -67,6 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hatchway-local: {exc}", file=sys.stderr)
         return 2
+    managed: ManagedCertificate | None = None
+    if args.tls == "letsencrypt":
+        try:
+            managed = _managed_certificate(args)
+        except Exception as exc:  # say why and stop: serving plain HTTP instead would mislead
+            print(f"hatchway-local: no certificate: {exc}", file=sys.stderr)
+            return 2
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -84,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dynamodb_endpoint=args.dynamodb_endpoint,
             table_name=args.table,
             response_timeout=args.response_timeout,
+            ssl_context=managed.context if managed else None,
         ) as server:
             admin_file = args.admin_file or default_admin_file()
             server.admin.write_admin_file(admin_file)
@@ -99,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"hatchway-local: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if managed is not None:
+            managed.close()
     return 0
 
 

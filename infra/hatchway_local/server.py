@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,13 +39,19 @@ class LocalServer:
     admin: AdminServer
     """The operator's store commands on 127.0.0.1 (``hatchway-admin --local``)."""
 
+    tls: bool = False
+
     @property
     def agent_url(self) -> str:
-        return f"ws://{self.host}:{self.port}/connect"
+        return f"{'wss' if self.tls else 'ws'}://{self.host}:{self.port}/connect"
 
     @property
     def public_base(self) -> str:
-        return f"http://{{name}}.{self.domain}:{self.port}/ and http://{self.host}:{self.port}/t/{{name}}/"
+        scheme = "https" if self.tls else "http"
+        return (
+            f"{scheme}://{{name}}.{self.domain}:{self.port}/ and "
+            f"{scheme}://{self.host}:{self.port}/t/{{name}}/"
+        )
 
     def connection_ids(self) -> list[str]:
         return list(self.gateway.connections)
@@ -89,8 +96,11 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 @contextmanager
-def serve_gateway(gateway: Gateway, sock: socket.socket) -> Iterator[asyncio.AbstractEventLoop]:
-    """Serve ``gateway`` on a bound socket from a background thread with its own event loop."""
+def serve_gateway(
+    gateway: Gateway, sock: socket.socket, ssl_context: ssl.SSLContext | None = None
+) -> Iterator[asyncio.AbstractEventLoop]:
+    """Serve ``gateway`` on a bound socket from a background thread with its own event loop
+    (over TLS when ``ssl_context`` is given)."""
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(gateway.app, access_log=None, handle_signals=False)
     started = threading.Event()
@@ -100,7 +110,7 @@ def serve_gateway(gateway: Gateway, sock: socket.socket) -> Iterator[asyncio.Abs
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.SockSite(runner, sock).start())
+            loop.run_until_complete(web.SockSite(runner, sock, ssl_context=ssl_context).start())
             gateway.loop = loop
         except BaseException as exc:
             failure.append(exc)
@@ -140,7 +150,11 @@ def run_local(
     max_connection_seconds: float = float(protocol.MAX_CONNECTION_SECONDS),
     http_workers: int = 64,
     ws_workers: int = 32,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Iterator[LocalServer]:
+    if ssl_context is not None and store != "memory":
+        # The DynamoDB mode's poster calls this gateway's @connections over plain HTTP.
+        raise ValueError("TLS is served with the memory store only")
     sock = bind(host, port)
     port = sock.getsockname()[1]
 
@@ -164,9 +178,10 @@ def run_local(
         )
     else:
         raise ValueError(f"unknown store {store!r}: use memory or dynamodb")
+    scheme = "https" if ssl_context is not None else "http"
     config = RelayConfig(
-        path_url=f"http://{host}:{port}/t/{{name}}/",
-        subdomain_url=f"http://{{name}}.{domain}:{port}/",
+        path_url=f"{scheme}://{host}:{port}/t/{{name}}/",
+        subdomain_url=f"{scheme}://{{name}}.{domain}:{port}/",
         domain=domain,
         **({"response_timeout": response_timeout} if response_timeout else {}),
     )
@@ -175,7 +190,7 @@ def run_local(
         relay.add_token(token)
     gateway.set_handlers(ws_handlers.make_handler(relay), http_handlers.make_handler(relay))
 
-    with serve_gateway(gateway, sock) as loop:
+    with serve_gateway(gateway, sock, ssl_context) as loop:
 
         def close_socket(connection_id: str) -> None:
             # A revoked token's agents lose their sockets at once, not at their next heartbeat.
@@ -183,6 +198,16 @@ def run_local(
 
         admin = AdminServer(chosen_store, on_forget=close_socket).start()
         try:
-            yield LocalServer(host, port, domain, relay, chosen_store, gateway, loop, admin)
+            yield LocalServer(
+                host,
+                port,
+                domain,
+                relay,
+                chosen_store,
+                gateway,
+                loop,
+                admin,
+                ssl_context is not None,
+            )
         finally:
             admin.close()

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import http.client
 import io
 import json
 import socket
+import ssl
 import tarfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,6 +31,8 @@ from hatchway_domain.cert_state import ARCHIVE_KEY, DirectoryStateStore
 from hatchway_domain.certbot_runner import CertbotRequest, CertbotRun, run_certbot
 from hatchway_domain.certificates import RENEW_WITHIN, Report, Settings, obtain_or_renew, run
 from hatchway_domain.secrets import ApiToken
+from hatchway_local.server import run_local
+from hatchway_local.tls import ManagedCertificate
 from support.authoritative_dns import AuthoritativeDNS
 from support.fake_cloudflare import FakeCloudflare, RecordStore
 from support.pebble import Pebble
@@ -394,3 +398,38 @@ def test_issuance_fails_when_the_dns_server_pebble_asks_does_not_serve_the_txt_r
     assert "TXT records for DNS challenge" in failure.value.detail
     assert aws.certificate_arns() == []
     assert aws.state_versions() == []
+
+
+class PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to a name the test resolves itself, to 127.0.0.1: the name is still what TLS
+    verifies and what the Host header says."""
+
+    def connect(self) -> None:
+        sock = socket.create_connection(("127.0.0.1", self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+
+
+def test_the_self_hosted_gateway_serves_verified_https_with_the_issued_certificate(
+    settings: Settings, pebble: Pebble, pebble_roots: list[x509.Certificate], tmp_path: Path
+) -> None:
+    managed = ManagedCertificate(settings, tmp_path / "tls", ApiToken(TOKEN), roots=pebble_roots)
+    assert managed.refresh().renewed
+    with run_local(domain=ZONE, ssl_context=managed.context) as server:
+        assert server.agent_url.startswith("wss://")
+        trusting = ssl.create_default_context(cadata=pebble.root_pem().decode())
+        for host in (f"nobody.{ZONE}", ZONE):
+            connection = PinnedHTTPSConnection(host, server.port, context=trusting, timeout=10)
+            connection.request("GET", "/t/nobody/")
+            answer = connection.getresponse()
+            body = answer.read()
+            connection.close()
+            assert answer.status == 404 and b"hatchway relay" in body
+            assert answer.getheader("x-hatchway-error") == "tunnel-not-found"
+
+        # A client that does not trust pebble's root refuses the connection.
+        strict = ssl.create_default_context()
+        refused = PinnedHTTPSConnection(f"nobody.{ZONE}", server.port, context=strict, timeout=10)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            refused.request("GET", "/")
+    managed.close()
+    assert not list((tmp_path / "tls").glob("*/privkey.pem"))  # the key file lived only to load it
