@@ -100,15 +100,14 @@ class Tunnel:
 
     @property
     def url(self) -> str:
-        """The public URL: the subdomain form when the relay has a domain, else the path form."""
-        info = self._info()
-        return info.url or info.path_url
+        """The public URL: a custom hostname's if the tunnel has one, else the subdomain form
+        when the relay has a domain, else the path form."""
+        return self._info().public_urls[0]
 
     @property
     def urls(self) -> tuple[str, ...]:
-        """Every public URL of the tunnel (subdomain form first, when there is one)."""
-        info = self._info()
-        return tuple(url for url in (info.url, info.path_url) if url)
+        """Every public URL of the tunnel, in the order of :attr:`url`'s preference."""
+        return self._info().public_urls
 
     @property
     def inspector_url(self) -> str | None:

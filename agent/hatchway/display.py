@@ -136,8 +136,7 @@ class Status:
         return [
             (info.name, url, options.target.url)
             for info, options in zip(welcome.tunnels, self.tunnels, strict=False)
-            for url in (info.url, info.path_url)
-            if url
+            for url in info.public_urls
         ]
 
     def as_dict(self) -> dict[str, Any]:
@@ -156,6 +155,7 @@ class Status:
                     "name": info.name if info else options.subdomain,
                     "url": info.url if info else None,
                     "path_url": info.path_url if info else None,
+                    "custom_urls": list(info.custom_urls) if info else [],
                 }
             )
         return {
@@ -284,7 +284,12 @@ class JsonLog(Listener):
         self.emit(
             "ready",
             tunnels=[
-                {"name": info.name, "url": info.url, "path_url": info.path_url}
+                {
+                    "name": info.name,
+                    "url": info.url,
+                    "path_url": info.path_url,
+                    "custom_urls": list(info.custom_urls),
+                }
                 for info in welcome.tunnels
             ],
         )

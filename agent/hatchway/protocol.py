@@ -66,6 +66,12 @@ MAX_GUARDS = 8
 MAX_GUARD_LENGTH = 40
 """Longest guard name (``basic_auth``, ``webhook:<provider>``)."""
 
+MAX_CUSTOM_URLS = 8
+"""Most custom-hostname URLs a welcome lists per tunnel (the relay lists the first ones)."""
+
+MAX_URL_LENGTH = 300
+"""Longest URL a welcome carries: a 253-character hostname with scheme, port and slash."""
+
 MAX_MESSAGE_TEXT = 1024
 """Longest human-readable message carried in an error or a fault."""
 
@@ -224,6 +230,13 @@ class TunnelInfo:
     url: str | None
     path_url: str
     guards: tuple[str, ...] = ()
+    custom_urls: tuple[str, ...] = ()
+    """URLs of the custom hostnames that serve this tunnel (``https://api.mycompany.com/``)."""
+
+    @property
+    def public_urls(self) -> tuple[str, ...]:
+        """Every URL the tunnel answers at, custom hostnames first, the path form last."""
+        return tuple(u for u in (*self.custom_urls, self.url, self.path_url) if u)
 
 
 @dataclass(frozen=True)
@@ -492,6 +505,8 @@ def _info_to_dict(info: TunnelInfo) -> dict[str, Any]:
     out: dict[str, Any] = {"name": info.name, "url": info.url, "path_url": info.path_url}
     if info.guards:
         out["guards"] = list(info.guards)
+    if info.custom_urls:
+        out["custom_urls"] = list(info.custom_urls)
     return out
 
 
@@ -613,12 +628,21 @@ def decode(text: str | bytes) -> Frame:
             guards = item.get("guards", [])
             if not isinstance(guards, list) or not all(isinstance(g, str) for g in guards):
                 raise ProtocolError("welcome: guards must be a list of strings")
+            custom_urls = item.get("custom_urls", [])
+            if not isinstance(custom_urls, list) or not all(
+                isinstance(u, str) and len(u) <= MAX_URL_LENGTH for u in custom_urls
+            ):
+                raise ProtocolError(
+                    f"welcome: custom_urls must be a list of URLs of at most {MAX_URL_LENGTH} "
+                    "characters"
+                )
             infos.append(
                 TunnelInfo(
                     name=_field(item, "name", str, "welcome"),
                     url=item.get("url") if isinstance(item.get("url"), str) else None,
                     path_url=_field(item, "path_url", str, "welcome"),
                     guards=tuple(g[:MAX_GUARD_LENGTH] for g in guards[:MAX_GUARDS]),
+                    custom_urls=tuple(custom_urls[:MAX_CUSTOM_URLS]),
                 )
             )
         heartbeat = float(_field(obj, "heartbeat", (int, float), "welcome"))

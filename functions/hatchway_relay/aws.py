@@ -4,7 +4,8 @@ cold start and exposes the handler entry points that ``template.yaml`` names.
 Environment: ``TABLE_NAME``, ``WEBSOCKET_MANAGEMENT_URL`` (``https://{api}.execute-api.{region}
 .amazonaws.com/{stage}``), ``PATH_URL`` (template with ``{name}``; only the WebSocket function
 needs it, for the welcome), and optionally
-``SUBDOMAIN_URL`` and ``DOMAIN_NAME`` once a custom domain is configured. Powertools reads
+``SUBDOMAIN_URL`` and ``DOMAIN_NAME`` once a custom domain is configured, and
+``CUSTOM_HOSTNAMES`` (``HOSTNAME=TUNNEL`` pairs, see ``hatchway_relay.hostnames``). Powertools reads
 ``POWERTOOLS_SERVICE_NAME``, ``POWERTOOLS_METRICS_NAMESPACE`` and ``POWERTOOLS_LOG_LEVEL``.
 
 Logs are JSON lines carrying the Lambda request id and API Gateway's request id as the
@@ -32,6 +33,7 @@ from hatchway_relay.core import Relay, RelayConfig
 from hatchway_relay.handlers import authorizer as authorizer_handlers
 from hatchway_relay.handlers import http as http_handlers
 from hatchway_relay.handlers import websocket as ws_handlers
+from hatchway_relay.hostnames import parse_custom_hostnames
 from hatchway_relay.ports import SystemClock
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "relay"
@@ -59,6 +61,7 @@ def relay() -> Relay:
             path_url=env.get("PATH_URL", ""),
             subdomain_url=env.get("SUBDOMAIN_URL") or None,
             domain=env.get("DOMAIN_NAME") or None,
+            custom_hostnames=parse_custom_hostnames(env.get("CUSTOM_HOSTNAMES", "")),
         ),
         EmfMetrics(metrics, SERVICE),
     )

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from hatchway import protocol
 from hatchway.protocol import ProtocolError
-from hatchway_relay import admin, guards, names, tokens
+from hatchway_relay import admin, guards, hostnames, names, tokens
 from hatchway_relay.metrics import COUNT, Metrics, NoMetrics
 from hatchway_relay.ports import (
     Claim,
@@ -50,6 +51,10 @@ class RelayConfig:
     path_url: str
     subdomain_url: str | None = None
     domain: str | None = None
+    custom_hostnames: Mapping[str, str] = field(default_factory=dict)
+    """Hostnames users bring -> the tunnel each serves (see ``hostnames``)."""
+    custom_hostname_url: str = "https://{host}/"
+    """How a custom hostname's URL is shown to its agent."""
     response_timeout: float = protocol.RESPONSE_TIMEOUT_SECONDS
     heartbeat_seconds: float = protocol.HEARTBEAT_SECONDS
     claim_lease_seconds: float = protocol.CLAIM_LEASE_SECONDS
@@ -122,6 +127,7 @@ class Relay:
         self.clock = clock
         self.config = config
         self.metrics = metrics or NoMetrics()
+        self._hostname_tunnels = frozenset(config.custom_hostnames.values())
 
     # --- Tokens -------------------------------------------------------------------------------
 
@@ -210,11 +216,16 @@ class Relay:
                     self.store.release_claim(done, connection_id)
                 wanted = spec.name or "a random name"
                 reserved_by = self.store.get_reservation(spec.name) if spec.name else None
-                why = (
-                    "is reserved for another token"
-                    if reserved_by not in (None, connection.token_id)
-                    else "is held by another token"
-                )
+                served = hostnames.hostnames_of(spec.name or "", self.config.custom_hostnames)
+                if reserved_by not in (None, connection.token_id):
+                    why = "is reserved for another token"
+                elif served and reserved_by is None:
+                    why = (
+                        f"serves {', '.join(served)}, so it must first be reserved for your "
+                        f"token: hatchway-admin reserve {spec.name} --token-id <your token id>"
+                    )
+                else:
+                    why = "is held by another token"
                 self._send(
                     connection_id,
                     protocol.Error(
@@ -235,6 +246,12 @@ class Relay:
                 url=self.config.subdomain_url.format(name=n) if self.config.subdomain_url else None,
                 path_url=self.config.path_url.format(name=n),
                 guards=spec.guards,
+                custom_urls=tuple(
+                    self.config.custom_hostname_url.format(host=host)
+                    for host in hostnames.hostnames_of(n, self.config.custom_hostnames)[
+                        : protocol.MAX_CUSTOM_URLS
+                    ]
+                ),
             )
             for n, spec in zip(granted, hello.tunnels, strict=True)
         )
@@ -255,6 +272,10 @@ class Relay:
         for name in candidates:
             reserved_by = self.store.get_reservation(name)
             if reserved_by is not None and reserved_by != connection.token_id:
+                continue
+            if reserved_by is None and name in self._hostname_tunnels:
+                # A custom hostname's traffic only ever reaches the token its tunnel is
+                # reserved for: an unreserved name would hand it to whoever claims first.
                 continue
             claim = Claim(
                 name,
@@ -347,8 +368,12 @@ class Relay:
         return self._exchange(claim.connection_id, request, frames)
 
     def _route(self, visit: Visit) -> tuple[str, str] | Reply:
-        """The tunnel name and the path to forward, from the Host (subdomain mode) or the path."""
+        """The tunnel name and the path to forward, from the Host (a custom hostname, or
+        subdomain mode) or the path."""
         host = visit.host.lower().rsplit(":", 1)[0] if "]" not in visit.host else visit.host
+        tunnel = self.config.custom_hostnames.get(host)
+        if tunnel is not None:
+            return tunnel, visit.path
         domain = (self.config.domain or "").lower()
         if domain and host.endswith("." + domain):
             label = host[: -len(domain) - 1]

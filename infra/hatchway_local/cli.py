@@ -17,6 +17,7 @@ from hatchway.config import ConfigError, config_path, load_config, update_config
 from hatchway_local.admin_api import default_admin_file
 from hatchway_local.server import run_local
 from hatchway_local.tls import ManagedCertificate
+from hatchway_relay.hostnames import InvalidHostnames, parse_custom_hostnames
 from hatchway_relay.tokens import generate_token
 
 
@@ -35,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--table", default="hatchway", help="DynamoDB table name")
     parser.add_argument(
         "--response-timeout", type=float, default=None, help="seconds to wait for an agent"
+    )
+    parser.add_argument(
+        "--custom-hostname",
+        action="append",
+        default=[],
+        metavar="HOSTNAME=TUNNEL",
+        help="serve a hostname of yours from a reserved tunnel (repeatable); point its DNS here",
     )
     parser.add_argument(
         "--admin-file",
@@ -116,8 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="hatchway-local: %(message)s")
     try:
+        custom_hostnames = parse_custom_hostnames(args.custom_hostname)
         tokens = _tokens(args.token)
-    except ConfigError as exc:
+    except (ConfigError, InvalidHostnames) as exc:
         print(f"hatchway-local: {exc}", file=sys.stderr)
         return 2
     managed: ManagedCertificate | None = None
@@ -145,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             table_name=args.table,
             response_timeout=args.response_timeout,
             ssl_context=managed.context if managed else None,
+            custom_hostnames=custom_hostnames,
         ) as server:
             admin_file = args.admin_file or default_admin_file()
             server.admin.write_admin_file(admin_file)

@@ -8,7 +8,7 @@ import os
 import socket
 import ssl
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -151,6 +151,7 @@ def run_local(
     http_workers: int = 64,
     ws_workers: int = 32,
     ssl_context: ssl.SSLContext | None = None,
+    custom_hostnames: Mapping[str, str] | None = None,
 ) -> Iterator[LocalServer]:
     if ssl_context is not None and store != "memory":
         # The DynamoDB mode's poster calls this gateway's @connections over plain HTTP.
@@ -183,6 +184,8 @@ def run_local(
         path_url=f"{scheme}://{host}:{port}/t/{{name}}/",
         subdomain_url=f"{scheme}://{{name}}.{domain}:{port}/",
         domain=domain,
+        custom_hostnames=dict(custom_hostnames or {}),
+        custom_hostname_url=f"{scheme}://{{host}}:{port}/",
         **({"response_timeout": response_timeout} if response_timeout else {}),
     )
     relay = Relay(chosen_store, poster, clock, config)

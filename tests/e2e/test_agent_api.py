@@ -17,6 +17,7 @@ import pytest
 
 import hatchway
 from hatchway_local.server import LocalServer
+from hatchway_relay import admin
 from support.local_app import LocalApp
 from support.visitor import visit
 
@@ -188,3 +189,31 @@ def test_one_tunnel_object_is_safe_to_use_from_many_threads(
         thread.join(30)
     assert errors == [] and len(tunnel.requests) == 16
     assert tunnel.status["connections"] == {"open": 0, "total": 16}
+
+
+# --- Custom hostnames -------------------------------------------------------------------------
+
+
+def test_a_custom_hostname_serves_its_reserved_tunnel(
+    make_relay: Callable[..., LocalServer], app: LocalApp
+) -> None:
+    relay = make_relay(
+        tokens=(TOKEN, OTHER_TOKEN), custom_hostnames={"hooks.mycompany.localhost": "hooks"}
+    )
+    with pytest.raises(hatchway.NameTaken, match="must first be reserved"):
+        hatchway.connect(app.port, subdomain="hooks", server=relay.agent_url, token=TOKEN)
+    owner = relay.relay.authorize(TOKEN)
+    assert owner is not None
+    admin.reserve(relay.store, owner.token_id, "hooks")
+
+    with hatchway.connect(
+        app.port, subdomain="hooks", server=relay.agent_url, token=TOKEN
+    ) as tunnel:
+        assert tunnel.url == f"http://hooks.mycompany.localhost:{relay.port}/"
+        body = b'{"event": "push"}'
+        host = f"hooks.mycompany.localhost:{relay.port}"
+        answer = visit(relay.port, "POST", "/echo/deliveries?id=7", host, body=body)
+        assert answer.status == 200
+        echoed = json.loads(answer.body)
+        assert echoed["target"] == "/echo/deliveries?id=7"
+        assert echoed["body_len"] == len(body)

@@ -22,7 +22,9 @@ TOKEN_B = "hw_token-b"
 
 
 class Harness:
-    def __init__(self, response_timeout: float = 28.0) -> None:
+    def __init__(
+        self, response_timeout: float = 28.0, custom_hostnames: dict[str, str] | None = None
+    ) -> None:
         self.clock = FakeClock()
         self.store = MemoryStore(self.clock)
         self.poster = FakePoster()
@@ -34,6 +36,7 @@ class Harness:
                 path_url="http://relay.test/t/{name}/",
                 subdomain_url="http://{name}.t.example.test/",
                 domain="t.example.test",
+                custom_hostnames=custom_hostnames or {},
                 response_timeout=response_timeout,
             ),
         )
@@ -312,6 +315,62 @@ def test_a_name_reserved_by_another_token_cannot_be_reserved_again(h: Harness) -
     h.relay.add_token("hw_token-c", reserved=("mine",))
     with pytest.raises(protocol.ProtocolError, match="reserved for another token"):
         h.relay.add_token("hw_token-d", reserved=("mine",))
+
+
+# --- Custom hostnames: a user's own name serving one reserved tunnel ---------------------------
+
+HOSTNAMES = {"api.mycompany.test": "mine", "hooks.mycompany.test": "mine", "www.other.test": "x"}
+
+
+@pytest.fixture
+def hosted() -> Harness:
+    h = Harness(custom_hostnames=HOSTNAMES)
+    h.relay.add_token("hw_token-c", "owner", reserved=("mine",))
+    return h
+
+
+def test_the_welcome_lists_the_custom_hostnames_first(hosted: Harness) -> None:
+    owner = hosted.agent("c1", "mine", token="hw_token-c")
+    info = owner.last().tunnels[0]  # type: ignore[union-attr]
+    assert info.custom_urls == ("https://api.mycompany.test/", "https://hooks.mycompany.test/")
+    assert info.public_urls[0] == "https://api.mycompany.test/"
+    assert info.public_urls[-1] == "http://relay.test/t/mine/"
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "forwarded"),
+    [
+        ("api.mycompany.test", "/v1/x", "/v1/x"),
+        ("API.MyCompany.test:443", "/", "/"),
+        ("hooks.mycompany.test", "/t/other/a", "/t/other/a"),  # the path is the app's own
+    ],
+)
+def test_a_custom_hostname_routes_to_its_tunnel_whatever_the_path(
+    hosted: Harness, host: str, path: str, forwarded: str
+) -> None:
+    owner = hosted.agent("c1", "mine", token="hw_token-c")
+    hosted.agent("c2", "other", token=TOKEN_B)
+    reply = hosted.relay.visit(hosted.get(path, host=host))
+    assert reply.status == 200
+    assert owner.requests[-1].path == forwarded
+
+
+def test_an_unreserved_tunnel_behind_a_custom_hostname_is_claimed_by_nobody(
+    hosted: Harness,
+) -> None:
+    agent = hosted.agent("c1", "x", token=TOKEN_A)
+    error = agent.last()
+    assert isinstance(error, protocol.Error) and error.code == "name_taken"
+    assert "serves www.other.test" in error.message
+    assert "hatchway-admin reserve x" in error.message
+    reply = hosted.relay.visit(hosted.get("/", host="www.other.test"))
+    assert reply.status == 404
+    assert dict(reply.headers)["x-hatchway-error"] == "tunnel-not-found"
+
+
+def test_another_token_cannot_claim_a_custom_hostnames_tunnel(hosted: Harness) -> None:
+    intruder = hosted.agent("c1", "mine", token=TOKEN_A)
+    assert "reserved for another token" in intruder.last().message  # type: ignore[union-attr]
 
 
 # --- Tunnel guards: enforced before anything reaches the agent ---------------------------------

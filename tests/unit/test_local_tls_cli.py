@@ -1,5 +1,5 @@
-"""``hatchway-local --tls letsencrypt`` refuses to start without what it needs, and says what
-that is, instead of serving plain HTTP where HTTPS was asked for."""
+"""``hatchway-local`` refuses to start without what its options need, and says what that is:
+no plain HTTP where HTTPS was asked for, no hostname it could not serve."""
 
 from __future__ import annotations
 
@@ -34,3 +34,11 @@ def test_tls_without_its_settings_is_refused(
     err = capsys.readouterr().err
     assert code == 2 and says in err
     assert "cf-x" not in err
+
+
+def test_a_custom_hostname_that_cannot_be_served_is_refused_before_listening(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = cli.main(["--custom-hostname", "*.mycompany.test=x", "--token", "hw_t", "--port", "0"])
+    assert code == 2
+    assert "'*.mycompany.test' is not a hostname" in capsys.readouterr().err

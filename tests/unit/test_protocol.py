@@ -336,6 +336,31 @@ def test_guarded_hello_and_welcome_round_trip_and_list_their_guards() -> None:
     assert p.decode(p.encode(welcome)[0]) == welcome
 
 
+def test_custom_urls_round_trip_within_their_limits() -> None:
+    urls = tuple(f"https://h{i}.mycompany.test/" for i in range(p.MAX_CUSTOM_URLS + 2))
+    welcome = p.Welcome((p.TunnelInfo("shop", None, "https://x/t/shop/", (), urls),))
+    decoded = p.decode(p.encode(welcome)[0])
+    assert isinstance(decoded, p.Welcome)
+    assert decoded.tunnels[0].custom_urls == urls[: p.MAX_CUSTOM_URLS]
+    plain = json.loads(p.encode(p.Welcome((p.TunnelInfo("a", None, "https://x/t/a/"),)))[0])
+    assert "custom_urls" not in plain["tunnels"][0]
+
+
+@pytest.mark.parametrize(
+    "custom_urls",
+    [
+        pytest.param("https://a.test/", id="not a list"),
+        pytest.param([7], id="not strings"),
+        pytest.param(["https://" + "a" * p.MAX_URL_LENGTH], id="over the length limit"),
+    ],
+)
+def test_bad_custom_urls_in_a_welcome_are_refused(custom_urls: object) -> None:
+    frame = json.loads(p.encode(p.Welcome((p.TunnelInfo("a", None, "https://x/t/a/"),)))[0])
+    frame["tunnels"][0]["custom_urls"] = custom_urls
+    with pytest.raises(p.ProtocolError, match="custom_urls"):
+        p.decode(json.dumps(frame))
+
+
 def test_a_plain_hello_reads_as_before_guards_existed() -> None:
     assert json.loads(p.encode(p.Hello((p.TunnelSpec("a"),)))[0])["tunnels"] == [{"name": "a"}]
 
