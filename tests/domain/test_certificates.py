@@ -26,10 +26,23 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from moto import mock_aws
 
-from hatchway_domain.cert_errors import IncompleteChain, IssuanceFailed, KeyMismatch
+from hatchway_domain.cert_errors import (
+    CertificateError,
+    IncompleteChain,
+    IssuanceFailed,
+    KeyMismatch,
+)
 from hatchway_domain.cert_state import ARCHIVE_KEY, DirectoryStateStore
 from hatchway_domain.certbot_runner import CertbotRequest, CertbotRun, run_certbot
-from hatchway_domain.certificates import RENEW_WITHIN, Report, Settings, obtain_or_renew, run
+from hatchway_domain.certificates import (
+    RENEW_WITHIN,
+    Report,
+    Settings,
+    obtain_or_renew,
+    run,
+    run_each,
+    with_custom_hostnames,
+)
 from hatchway_domain.secrets import ApiToken
 from hatchway_local.server import run_local
 from hatchway_local.tls import ManagedCertificate
@@ -398,6 +411,34 @@ def test_issuance_fails_when_the_dns_server_pebble_asks_does_not_serve_the_txt_r
     assert "TXT records for DNS challenge" in failure.value.detail
     assert aws.certificate_arns() == []
     assert aws.state_versions() == []
+
+
+def test_each_custom_hostname_gets_its_own_certificate_and_one_failure_spares_the_others(
+    aws: Aws, settings: Settings, pebble_roots: list[x509.Certificate], tmp_path: Path
+) -> None:
+    hostnames = [f"api.{ZONE}", f"broken.{ZONE}", ZONE]  # the apex is on the stack's own already
+    every = with_custom_hostnames(settings, hostnames)
+    assert [s.cert_name for s in every] == [ZONE, f"api.{ZONE}", f"broken.{ZONE}"]
+    assert all(s.certificate_arn_parameter is None for s in every[1:])
+
+    def refuse_broken(request: CertbotRequest, token: ApiToken, run: CertbotRun) -> None:
+        if request.cert_name == f"broken.{ZONE}":
+            raise IssuanceFailed("the ACME server refused the order", detail="refused")
+        run_certbot(request, token, run)
+
+    clients = {"s3": aws.s3, "acm": aws.acm, "secretsmanager": aws.secretsmanager, "ssm": aws.ssm}
+    with pytest.raises(CertificateError, match=f"^broken.{ZONE}: IssuanceFailed") as failure:
+        run_each(every, **clients, roots=pebble_roots, workdir=tmp_path, issue=refuse_broken)
+
+    assert "api." not in str(failure.value)
+    served = {frozenset(names_of(aws.served(arn))): arn for arn in aws.certificate_arns()}
+    assert set(served) == {frozenset(DOMAINS), frozenset({f"api.{ZONE}"})}
+    reports = run_each(every[:2], **clients, roots=pebble_roots, workdir=tmp_path)
+    assert [r.certificate_arn for r in reports] == [
+        served[frozenset(DOMAINS)],
+        served[frozenset({f"api.{ZONE}"})],
+    ]
+    assert not any(r.renewed or r.imported for r in reports)
 
 
 class PinnedHTTPSConnection(http.client.HTTPSConnection):

@@ -29,6 +29,7 @@ from hatchway_domain.dns_reconcile import (
     run,
 )
 from hatchway_domain.propagation import PropagationCheck
+from support.acm_certificates import self_signed
 from support.authoritative_dns import AuthoritativeDNS
 from support.fake_cloudflare import FakeCloudflare
 
@@ -560,36 +561,3 @@ def test_command_line_needs_the_token_in_the_environment(
     assert main(cli_args(api)) == 2
     assert "CLOUDFLARE_API_TOKEN" in capsys.readouterr().err
     assert api.calls == []
-
-
-def self_signed(name: str) -> dict[str, bytes]:
-    """A throwaway certificate and key for ``import_certificate``."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return {
-        "Certificate": certificate.public_bytes(serialization.Encoding.PEM),
-        "PrivateKey": key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    }

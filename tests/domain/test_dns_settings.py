@@ -23,9 +23,9 @@ def test_everything_the_template_passes_is_read() -> None:
             "CERTIFICATE_ARNS": (
                 "arn:aws:acm:eu-west-1:1:certificate/a, arn:aws:acm:eu-west-1:1:certificate/b"
             ),
-            "CUSTOM_HOSTNAMES": '{"api.example.test": "d-c.execute-api.eu-west-1.amazonaws.com"}',
             "CLOUDFLARE_API_TOKEN_SECRET": "hatchway/cloudflare",
             "DNS_NAME_SERVERS": "192.0.2.53 198.51.100.53",
+            "DNS_PORT": "5353",
         }
     )
 
@@ -39,9 +39,9 @@ def test_everything_the_template_passes_is_read() -> None:
             "arn:aws:acm:eu-west-1:1:certificate/a",
             "arn:aws:acm:eu-west-1:1:certificate/b",
         ),
-        custom_hostnames=(("api.example.test", "d-c.execute-api.eu-west-1.amazonaws.com"),),
         token_source="hatchway/cloudflare",
         name_servers=("192.0.2.53", "198.51.100.53"),
+        dns_port=5353,
     )
     assert settings.marker == "managed by hatchway stack hatchway"
 
@@ -67,10 +67,9 @@ def test_each_required_setting_is_required(missing: str) -> None:
 @pytest.mark.parametrize(
     ("name", "value", "complaint"),
     [
-        ("CUSTOM_HOSTNAMES", "api.example.test=d-c.test", "must be a JSON object"),
-        ("CUSTOM_HOSTNAMES", '["api.example.test"]', "must be a JSON object"),
-        ("CUSTOM_HOSTNAMES", '{"api.example.test": 7}', "must be a JSON object"),
         ("CLOUDFLARE_ZONE_ID", "zones/../accounts", "not a Cloudflare zone id"),
+        ("DNS_PORT", "53x", "must be a port number"),
+        ("DNS_PORT", "65536", "must be a port number"),
     ],
 )
 def test_malformed_settings_are_refused(name: str, value: str, complaint: str) -> None:

@@ -11,7 +11,6 @@ import json
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from hatchway import protocol
 from hatchway_relay import admin, aws
 from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
+from support.lambda_context import LambdaContext
 
 EVENTS = Path(__file__).parent / "events"
 REGION = "eu-west-1"
@@ -31,17 +31,7 @@ API = "w9x8y7z6v5"
 TOKEN = "hw_deployed-token-0001"
 
 
-@dataclass(frozen=True)
-class LambdaContext:
-    """The fields of Lambda's context object that Powertools reads."""
-
-    function_name: str = "hatchway-HttpFunction"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:hatchway"
-    aws_request_id: str = "6f2c0b1e-0000-4000-8000-000000000001"
-
-
-LAMBDA_CONTEXT = LambdaContext()
+LAMBDA_CONTEXT = LambdaContext(function_name="hatchway-HttpFunction")
 
 
 def event(name: str) -> dict[str, Any]:

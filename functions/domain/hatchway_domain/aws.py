@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +21,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
-from hatchway_domain import certificates, custom_resource, dns_reconcile
+from hatchway_domain import certificates, custom_domains, custom_resource, dns_reconcile
 from hatchway_domain.secrets import read_cloudflare_token
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "domain"
@@ -29,6 +30,8 @@ metrics = Metrics(
     service=SERVICE,
     namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "Hatchway",
 )
+# A run that fails, or a stack deletion, records no metric: not worth a warning in the log.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 
 # --- DNS reconcile ---------------------------------------------------------------------------
@@ -51,14 +54,8 @@ def regional_target(apigateway: Any, domain_name: str) -> str | None:
 def wildcard_certificates(acm: Any, domain: str) -> tuple[str, ...]:
     """ARNs of the ACM certificates for ``*.<domain>``, pending or issued. Found by name, not
     by a template reference: the certificate waits for the very record this job writes."""
-    arns: list[str] = []
-    paginator = acm.get_paginator("list_certificates")
-    statuses = ["PENDING_VALIDATION", "ISSUED"]
-    for page in paginator.paginate(CertificateStatuses=statuses):
-        for summary in page.get("CertificateSummaryList", []):
-            if summary.get("DomainName") == f"*.{domain}":
-                arns.append(summary["CertificateArn"])
-    return tuple(arns)
+    found = custom_domains.certificates_by_name(acm).get(f"*.{domain}", [])
+    return tuple(certificate.arn for certificate in found)
 
 
 def discovered(
@@ -74,10 +71,28 @@ def discovered(
     )
 
 
+def with_custom_domains(
+    settings: dns_reconcile.Settings, outcome: custom_domains.Outcome
+) -> dns_reconcile.Settings:
+    """The records the custom hostnames need: their CNAMEs once their domains exist, and the
+    validation records of their certificates until ACM has issued them."""
+    return dataclasses.replace(
+        settings,
+        certificate_arns=tuple(dict.fromkeys((*settings.certificate_arns, *outcome.validating))),
+        custom_hostnames=tuple(sorted(outcome.targets.items())),
+    )
+
+
 def _reconcile_dns() -> dns_reconcile.Report:
     acm = boto3.client("acm")
-    settings = discovered(
-        dns_reconcile.Settings.from_env(os.environ), boto3.client("apigatewayv2"), acm
+    apigateway = boto3.client("apigatewayv2")
+    hosted = custom_domains.reconcile(
+        custom_domains.Settings.from_env(os.environ), apigateway=apigateway, acm=acm
+    )
+    for line in hosted.lines():
+        logger.info(line)
+    settings = with_custom_domains(
+        discovered(dns_reconcile.Settings.from_env(os.environ), apigateway, acm), hosted
     )
     if not settings.token_source:
         raise dns_reconcile.InvalidDnsSettings("CLOUDFLARE_API_TOKEN_SECRET is not set")
@@ -95,19 +110,35 @@ def _reconcile_dns() -> dns_reconcile.Report:
     for line in report.lines():
         logger.info(line)
     report.raise_if_failed()
+    if hosted.failed:
+        raise custom_domains.CustomDomainError("; ".join(hosted.failures))
     return report
+
+
+def _remove_custom_domains() -> None:
+    """On stack deletion: the custom domains the job created go before the API they map to."""
+    apigateway = boto3.client("apigatewayv2")
+    stack_name = os.environ.get("STACK_NAME", "")
+    removed, problems = custom_domains.remove_domains(
+        apigateway, custom_domains.owned_domains(apigateway, stack_name)
+    )
+    for name in removed:
+        logger.info(f"removed the custom domain {name}")
+    if problems:
+        raise custom_domains.CustomDomainError("; ".join(problems))
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context
 def dns_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Make the zone's records owned by this stack match what the stack needs; repair drift."""
+    """Make the zone's records owned by this stack match what the stack needs; repair drift;
+    keep the custom hostnames' API Gateway domains in step with the stack."""
     if custom_resource.is_custom_resource_event(event):
 
         def at_deploy(properties: Mapping[str, Any]) -> Mapping[str, str]:
             return {"DriftRepaired": str(_reconcile_dns().drift_repaired)}
 
-        custom_resource.handle(event, at_deploy)
+        custom_resource.handle(event, at_deploy, on_delete=lambda _: _remove_custom_domains())
         return {}
     return {"drift_repaired": _reconcile_dns().drift_repaired}
 
@@ -115,9 +146,10 @@ def dns_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 # --- Certificate renewal ----------------------------------------------------------------------
 
 
-def _renew_certificate() -> certificates.Report:
-    return certificates.run(
-        certificates.Settings.from_env(os.environ),
+def _renew_certificates() -> tuple[certificates.Report, ...]:
+    hostnames = custom_domains.hostnames_in(os.environ.get("CUSTOM_HOSTNAMES", ""))
+    return certificates.run_each(
+        certificates.with_custom_hostnames(certificates.Settings.from_env(os.environ), hostnames),
         s3=boto3.client("s3"),
         acm=boto3.client("acm"),
         secretsmanager=boto3.client("secretsmanager"),
@@ -127,14 +159,15 @@ def _renew_certificate() -> certificates.Report:
 
 @logger.inject_lambda_context
 def certificate_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Obtain or renew the Let's Encrypt certificate and keep ACM serving it (same ARN)."""
+    """Obtain or renew the Let's Encrypt certificates (``connect.<domain>`` and each custom
+    hostname) and keep ACM serving each under its ARN."""
     if custom_resource.is_custom_resource_event(event):
 
         def at_deploy(properties: Mapping[str, Any]) -> Mapping[str, str]:
-            return {"CertificateArn": _renew_certificate().certificate_arn}
+            return {"CertificateArn": _renew_certificates()[0].certificate_arn}
 
-        # On stack deletion the imported certificate stays in ACM, like the retained bucket
-        # that holds its key: deleting them would take a name's TLS down before its DNS.
+        # On stack deletion the imported certificates stay in ACM, like the retained bucket
+        # that holds their keys: deleting them would take a name's TLS down before its DNS.
         custom_resource.handle(event, at_deploy)
         return {}
-    return _renew_certificate().as_dict()
+    return {"certificates": [report.as_dict() for report in _renew_certificates()]}

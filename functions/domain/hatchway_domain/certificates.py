@@ -10,6 +10,7 @@ S3, result into ACM. Nothing is published (state saved, ACM touched) before ever
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import re
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from botocore.exceptions import BotoCoreError, ClientError
 from cryptography import x509
 
 from .acm_import import (
@@ -386,3 +388,34 @@ def run(
     )
     logger.info("certificate renewal: %s", report.as_dict())
     return report
+
+
+def with_custom_hostnames(settings: Settings, hostnames: Sequence[str]) -> tuple[Settings, ...]:
+    """The stack's own certificate, then one per custom hostname: each its own certbot lineage,
+    state in S3 and ACM ARN, so one name's renewal never touches another's."""
+    return (
+        settings,
+        *(
+            dataclasses.replace(
+                settings, domains=(hostname,), cert_name=hostname, certificate_arn_parameter=None
+            )
+            for hostname in hostnames
+            if hostname not in settings.domains
+        ),
+    )
+
+
+def run_each(all_settings: Sequence[Settings], **clients: Any) -> tuple[Report, ...]:
+    """:func:`run` for every certificate. One failing does not keep the others from renewing;
+    the run fails afterwards, naming each one that failed."""
+    reports: list[Report] = []
+    failures: list[str] = []
+    for settings in all_settings:
+        try:
+            reports.append(run(settings, **clients))
+        except (CertificateError, ClientError, BotoCoreError) as error:
+            logger.warning("certificate %s failed: %s", settings.cert_name, error)
+            failures.append(f"{settings.cert_name}: {type(error).__name__}: {error}")
+    if failures:
+        raise CertificateError("; ".join(failures))
+    return tuple(reports)

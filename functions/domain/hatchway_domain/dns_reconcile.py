@@ -10,7 +10,6 @@ report, log line or error here holds it.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -65,6 +64,14 @@ class InvalidDnsSettings(ReconcileError, ValueError):
     """The job is configured wrongly: nothing was written."""
 
 
+def _port(value: str | None) -> int:
+    if value is None:
+        return DNS_PORT
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise InvalidDnsSettings(f"DNS_PORT must be a port number, not {value!r}")
+    return int(value)
+
+
 def _split(value: str) -> tuple[str, ...]:
     return tuple(part for part in re.split(r"[,\s]+", value) if part)
 
@@ -84,11 +91,14 @@ class Settings:
     certificate_arns: tuple[str, ...] = ()
     """ACM certificates whose DNS validation records the zone must hold."""
     custom_hostnames: tuple[tuple[str, str], ...] = ()
-    """(hostname, regional target) pairs a user brings for reserved tunnels."""
+    """(hostname, regional target) pairs a user brings for reserved tunnels (the composition
+    root fills them in from ``custom_domains``)."""
     token_source: str | None = None
     """Secret name/ARN or SSM parameter holding the Cloudflare token (read by the caller)."""
     name_servers: tuple[str, ...] = ()
     """Addresses to check propagation against; empty: the zone's NS records decide."""
+    dns_port: int = DNS_PORT
+    """Port those servers answer on (53 but in tests)."""
 
     def __post_init__(self) -> None:
         for name in ("domain", "zone_id", "stack_name"):
@@ -104,29 +114,15 @@ class Settings:
 
         ``DOMAIN_NAME``, ``CLOUDFLARE_ZONE_ID``, ``STACK_NAME`` (required); ``HTTP_API_TARGET``,
         ``CONNECT_API_TARGET``, ``CERTIFICATE_ARNS`` (comma or space separated),
-        ``CUSTOM_HOSTNAMES`` (a JSON object, hostname -> target), ``CLOUDFLARE_API_TOKEN_SECRET``,
-        ``DNS_NAME_SERVERS`` (comma or space separated addresses). Empty values count as unset.
+        ``CLOUDFLARE_API_TOKEN_SECRET``, ``DNS_NAME_SERVERS`` (comma or space separated
+        addresses), ``DNS_PORT``. Empty values count as unset. Custom hostnames' targets come from
+        ``custom_domains``, which keeps their API Gateway domains.
         """
 
         def get(name: str) -> str | None:
             value = env.get(name, "").strip()
             return value or None
 
-        hostnames: tuple[tuple[str, str], ...] = ()
-        raw = get("CUSTOM_HOSTNAMES")
-        if raw:
-            try:
-                mapping = json.loads(raw)
-            except ValueError:
-                mapping = None
-            if not isinstance(mapping, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
-            ):
-                raise InvalidDnsSettings(
-                    "CUSTOM_HOSTNAMES must be a JSON object of hostname -> target, e.g. "
-                    '{"api.mycompany.com": "d-abc123.execute-api.eu-west-1.amazonaws.com"}'
-                )
-            hostnames = tuple(sorted(mapping.items()))
         return cls(
             domain=get("DOMAIN_NAME") or "",
             zone_id=get("CLOUDFLARE_ZONE_ID") or "",
@@ -134,9 +130,9 @@ class Settings:
             stack_name=get("STACK_NAME") or "",
             connect_target=get("CONNECT_API_TARGET"),
             certificate_arns=_split(get("CERTIFICATE_ARNS") or ""),
-            custom_hostnames=hostnames,
             token_source=get("CLOUDFLARE_API_TOKEN_SECRET"),
             name_servers=_split(get("DNS_NAME_SERVERS") or ""),
+            dns_port=_port(get("DNS_PORT")),
         )
 
     @property
@@ -372,7 +368,7 @@ def _check_propagation(
             )
         except DiscoveryFailed as error:
             return (), str(error)
-        propagation = PropagationCheck(servers)
+        propagation = PropagationCheck(servers, port=settings.dns_port)
     return propagation.missing(records), None
 
 
@@ -500,22 +496,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             certificate_arns=tuple(args.certificate_arn),
             custom_hostnames=tuple(args.custom_hostname),
             name_servers=tuple(args.name_server),
+            dns_port=args.dns_port,
         )
         acm_client = None
         if settings.certificate_arns:
             acm_client = boto3.client("acm", region_name=args.region)
         client = cloudflare.Cloudflare(api_token=token, base_url=args.base_url)
-        propagation = (
-            PropagationCheck(settings.name_servers, port=args.dns_port)
-            if settings.name_servers
-            else None
-        )
         report = run(
-            settings,
-            cloudflare_client=client,
-            acm_client=acm_client,
-            dry_run=not args.apply,
-            propagation=propagation,
+            settings, cloudflare_client=client, acm_client=acm_client, dry_run=not args.apply
         )
     except ReconcileError as error:
         print(f"error: {error}", file=sys.stderr)
