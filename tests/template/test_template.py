@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -310,3 +311,40 @@ def test_domain_jobs_read_only_their_own_secret(sam: dict[str, Any]) -> None:
         assert secret_reads and all(
             "${CloudflareApiTokenSecret}" in json.dumps(s["Resource"]) for s in secret_reads
         )
+
+
+def test_custom_hostnames_reach_the_relay_and_the_domain_jobs(sam: dict[str, Any]) -> None:
+    parameter = sam["Parameters"]["CustomHostnames"]
+    pattern = re.compile(parameter["AllowedPattern"])
+    for good in ("", "api.mycompany.com=myapp", "a.example.com=a, b.example.com=b"):
+        assert pattern.match(good), good
+    for bad in ("api.mycompany.com", "API.example.com=a", "a.example.com=a;rm"):
+        assert not pattern.match(bad), bad
+    relay_env = sam["Globals"]["Function"]["Environment"]["Variables"]
+    assert relay_env["CUSTOM_HOSTNAMES"] == {"Ref": "CustomHostnames"}
+    dns_env = sam["Resources"]["DnsReconcileFunction"]["Properties"]["Environment"]["Variables"]
+    assert dns_env["HTTP_API_ID"] == {"Ref": "HttpApi"} and dns_env["HTTP_API_STAGE"] == "$default"
+    for at_deploy in ("DnsReconcileAtDeploy", "CertificateAtDeploy"):
+        properties = sam["Resources"][at_deploy]["Properties"]
+        assert properties["CustomHostnames"] == {"Ref": "CustomHostnames"}, at_deploy
+    (assertion,) = sam["Rules"]["CustomHostnamesNeedADomain"]["Assertions"]
+    assert "DomainName" in json.dumps(assertion["Assert"])
+
+
+def test_the_dns_job_manages_only_custom_domains_and_tags(sam: dict[str, Any]) -> None:
+    statements = [
+        statement
+        for policy in sam["Resources"]["DnsReconcileFunction"]["Properties"]["Policies"]
+        for statement in policy.get("Statement", [])
+    ]
+    apigateway = [s for s in statements if "apigateway:" in json.dumps(s["Action"])]
+    resources = [r["Fn::Sub"] for s in apigateway for r in s["Resource"]]
+    prefix = "arn:aws:apigateway:${AWS::Region}::/"
+    assert resources and all(r.startswith(prefix) for r in resources)
+    assert {r.removeprefix(prefix).split("/")[0] for r in resources} == {"domainnames", "tags"}
+    unscoped = [s for s in statements if s["Resource"] == "*"]
+    assert {a for s in unscoped for a in s["Action"]} == {
+        "acm:ListCertificates",
+        "acm:DescribeCertificate",
+        "acm:RequestCertificate",
+    }
