@@ -27,6 +27,11 @@ from hatchway_relay.ports import Poster, Store, SystemClock
 STARTUP_TIMEOUT_SECONDS = 30.0
 
 
+def _path_mode_base(scheme: str, host: str, domain: str, port: int) -> str:
+    """Path-mode URLs: on the domain itself with TLS (its certificate covers no address)."""
+    return f"{scheme}://{domain if scheme == 'https' else host}:{port}/t/{{name}}/"
+
+
 @dataclass
 class LocalServer:
     host: str
@@ -43,14 +48,17 @@ class LocalServer:
 
     @property
     def agent_url(self) -> str:
-        return f"{'wss' if self.tls else 'ws'}://{self.host}:{self.port}/connect"
+        """With TLS, the name the certificate covers (``connect.<domain>``, as on AWS)."""
+        if self.tls:
+            return f"wss://connect.{self.domain}:{self.port}/connect"
+        return f"ws://{self.host}:{self.port}/connect"
 
     @property
     def public_base(self) -> str:
         scheme = "https" if self.tls else "http"
         return (
             f"{scheme}://{{name}}.{self.domain}:{self.port}/ and "
-            f"{scheme}://{self.host}:{self.port}/t/{{name}}/"
+            f"{_path_mode_base(scheme, self.host, self.domain, self.port)}"
         )
 
     def connection_ids(self) -> list[str]:
@@ -160,7 +168,8 @@ def run_local(
     port = sock.getsockname()[1]
 
     gateway = Gateway(
-        {host, "localhost", "127.0.0.1", "[::1]"},
+        # Agents and @connections calls arrive on these names; every other Host is a visitor's.
+        {host, "localhost", "127.0.0.1", "[::1]", domain, f"connect.{domain}"},
         GatewayLimits(integration_timeout, idle_timeout, max_connection_seconds),
         http_workers,
         ws_workers,
@@ -181,7 +190,7 @@ def run_local(
         raise ValueError(f"unknown store {store!r}: use memory or dynamodb")
     scheme = "https" if ssl_context is not None else "http"
     config = RelayConfig(
-        path_url=f"{scheme}://{host}:{port}/t/{{name}}/",
+        path_url=_path_mode_base(scheme, host, domain, port),
         subdomain_url=f"{scheme}://{{name}}.{domain}:{port}/",
         domain=domain,
         custom_hostnames=dict(custom_hostnames or {}),

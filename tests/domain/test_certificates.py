@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from moto import mock_aws
 
+import hatchway
 from hatchway_domain.cert_errors import (
     CertificateError,
     IncompleteChain,
@@ -48,6 +49,7 @@ from hatchway_local.server import run_local
 from hatchway_local.tls import ManagedCertificate
 from support.authoritative_dns import AuthoritativeDNS
 from support.fake_cloudflare import FakeCloudflare, RecordStore
+from support.local_app import run_local_app
 from support.pebble import Pebble
 
 ZONE = "t.example.test"
@@ -451,19 +453,23 @@ class PinnedHTTPSConnection(http.client.HTTPSConnection):
 
 
 def test_the_self_hosted_gateway_serves_verified_https_with_the_issued_certificate(
-    settings: Settings, pebble: Pebble, pebble_roots: list[x509.Certificate], tmp_path: Path
+    settings: Settings,
+    pebble: Pebble,
+    pebble_roots: list[x509.Certificate],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     managed = ManagedCertificate(settings, tmp_path / "tls", ApiToken(TOKEN), roots=pebble_roots)
     assert managed.refresh().renewed
-    with run_local(domain=ZONE, ssl_context=managed.context) as server:
+    agent_token = "hw_tls-agent-token-7d1e"
+    with (
+        run_local(domain=ZONE, ssl_context=managed.context, tokens=(agent_token,)) as server,
+        run_local_app() as app,
+    ):
         assert server.agent_url.startswith("wss://")
         trusting = ssl.create_default_context(cadata=pebble.root_pem().decode())
         for host in (f"nobody.{ZONE}", ZONE):
-            connection = PinnedHTTPSConnection(host, server.port, context=trusting, timeout=10)
-            connection.request("GET", "/t/nobody/")
-            answer = connection.getresponse()
-            body = answer.read()
-            connection.close()
+            answer, body = https_get(host, server.port, "/t/nobody/", trusting)
             assert answer.status == 404 and b"hatchway relay" in body
             assert answer.getheader("x-hatchway-error") == "tunnel-not-found"
 
@@ -472,5 +478,45 @@ def test_the_self_hosted_gateway_serves_verified_https_with_the_issued_certifica
         refused = PinnedHTTPSConnection(f"nobody.{ZONE}", server.port, context=strict, timeout=10)
         with pytest.raises(ssl.SSLCertVerificationError):
             refused.request("GET", "/")
+
+        # An agent that trusts the root (SSL_CERT_FILE, as for any private CA) connects over
+        # wss:// to the certificate's name, and visitors reach its app over verified HTTPS.
+        root_file = tmp_path / "pebble-root.pem"
+        root_file.write_bytes(pebble.root_pem())
+        monkeypatch.setenv("SSL_CERT_FILE", str(root_file))
+        monkeypatch.setenv("HATCHWAY_CONFIG", str(tmp_path / "agent.toml"))
+        assert server.agent_url == f"wss://connect.{ZONE}:{server.port}/connect"
+        resolve_to_loopback(monkeypatch, f"connect.{ZONE}")
+        with hatchway.connect(
+            app.port, subdomain="web", server=server.agent_url, token=agent_token
+        ) as t:
+            assert t.urls == (
+                f"https://web.{ZONE}:{server.port}/",
+                f"https://{ZONE}:{server.port}/t/web/",
+            )
+            answer, body = https_get(f"web.{ZONE}", server.port, "/echo/over-tls", trusting)
+        assert answer.status == 200 and json.loads(body)["target"] == "/echo/over-tls"
     managed.close()
     assert not list((tmp_path / "tls").glob("*/privkey.pem"))  # the key file lived only to load it
+
+
+def https_get(
+    host: str, port: int, target: str, context: ssl.SSLContext
+) -> tuple[http.client.HTTPResponse, bytes]:
+    connection = PinnedHTTPSConnection(host, port, context=context, timeout=10)
+    try:
+        connection.request("GET", target)
+        answer = connection.getresponse()
+        return answer, answer.read()
+    finally:
+        connection.close()
+
+
+def resolve_to_loopback(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The test's own name resolution: ``name`` is 127.0.0.1, every other lookup as before."""
+    original = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return original("127.0.0.1" if host == name else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
