@@ -418,7 +418,7 @@ class PendingAcm:
             make_settings(custom_hostnames=(("api.other.test", CUSTOM_TARGET),)),
             None,
             InvalidDnsSettings,
-            r"cannot hold api\.other\.test",
+            r"no Cloudflare zone the token can read holds api\.other\.test",
             id="hostname outside the zone",
         ),
         pytest.param(
@@ -443,6 +443,28 @@ def test_a_run_that_cannot_be_planned_writes_nothing(
         reconcile(settings, client, acm_client, dns_server)
 
     assert writes(api) == []
+
+
+def test_a_custom_hostname_in_another_zone_of_the_token_is_kept_there(acm: Any) -> None:
+    other_zone, other_id = "mycompany.test", "9d1c5b0a3e2f4d6c8b7a695847362514"
+    hostname = f"api.{other_zone}"
+    settings = make_settings(custom_hostnames=((hostname, CUSTOM_TARGET),))
+    with (
+        FakeCloudflare({ZONE: ZONE_ID, other_zone: other_id}, token=TOKEN) as api,
+        AuthoritativeDNS(api.store, [ZONE, other_zone]) as server,
+    ):
+        client = cloudflare.Cloudflare(api_token=TOKEN, base_url=api.base_url, max_retries=0)
+        api.store.add(other_id, "A", other_zone, "192.0.2.7")
+
+        first = reconcile(settings, client, acm, server)
+        mine = {(r["name"], r["content"], r["comment"]) for r in api.store.records(other_id)}
+        gone = reconcile(make_settings(custom_hostnames=()), client, acm, server)
+
+        assert first.zone_name == f"{ZONE}, {other_zone}" and not first.failed
+        assert (hostname, CUSTOM_TARGET, MARKER) in mine
+        assert [d.current.name for d in gone.deleted] == [hostname]
+        left = [(r["type"], r["name"], r["comment"]) for r in api.store.records(other_id)]
+        assert left == [("A", other_zone, None)]
 
 
 def test_an_unknown_certificate_is_a_clear_error(

@@ -1,6 +1,7 @@
 """The DNS reconcile job: reads what the stack wants (ACM validation records included), lists the
-Cloudflare zone, applies the planned creates/updates/deletes through the official SDK, checks the
-zone's authoritative servers serve the result, and reports it.
+Cloudflare zones (the stack's, and any other the token can read, where custom hostnames may
+live), applies the planned creates/updates/deletes through the official SDK, checks the zones'
+authoritative servers serve the result, and reports it.
 
 Clients are injected (the Lambda's composition root builds them; :func:`main` builds its own for
 a run from a shell). The Cloudflare token only ever lives inside the SDK client: no setting,
@@ -48,6 +49,8 @@ logger.addHandler(logging.NullHandler())
 
 LIST_PAGE_SIZE: Final = 500
 """Records per page when listing the zone."""
+ZONE_PAGE_SIZE: Final = 50
+"""Zones per page when listing the zones the token can read (Cloudflare's maximum)."""
 MAX_LIST_PAGES: Final = 100
 """Pages listed at most (50,000 records): a zone beyond that, or a server that never stops
 paging, ends the run with an error instead of looping."""
@@ -282,6 +285,35 @@ def fetch_zone_name(client: cloudflare.Cloudflare, zone_id: str) -> str:
     return normalise_name(zone.name)
 
 
+@dataclass(frozen=True)
+class Zone:
+    id: str
+    name: str
+
+
+def list_zones(client: cloudflare.Cloudflare, *, page_size: int = ZONE_PAGE_SIZE) -> list[Zone]:
+    """Every zone the token can read, page by page (bounded by :data:`MAX_LIST_PAGES`)."""
+    zones: list[Zone] = []
+    for number in range(1, MAX_LIST_PAGES + 1):
+        try:
+            page = client.zones.list(page=number, per_page=page_size)
+        except cloudflare.APIError as error:
+            raise ReconcileError(
+                f"cannot list the zones the token can read: {_cloudflare_problem(error)}"
+            ) from None
+        items = page.result or []
+        zones += [Zone(str(item.id), normalise_name(str(item.name))) for item in items]
+        if len(items) < page_size:
+            return zones
+    raise ReconcileError(f"the token reads more than {MAX_LIST_PAGES} pages of zones")
+
+
+def zone_holding(name: str, zones: Sequence[Zone]) -> Zone | None:
+    """The most specific zone ``name`` belongs to, if the token can read one."""
+    holding = [z for z in zones if name == z.name or name.endswith("." + z.name)]
+    return max(holding, key=lambda z: len(z.name), default=None)
+
+
 def _zone_record(item: Any) -> ZoneRecord:
     return ZoneRecord(
         id=str(item.id),
@@ -394,43 +426,73 @@ def run(
         desired = desired_records(settings.layout(validation))
     except PlanError as error:
         raise InvalidDnsSettings(str(error)) from None
-    zone_name = fetch_zone_name(cloudflare_client, settings.zone_id)
-    strays = outside_zone(desired, zone_name)
-    if strays:
-        raise InvalidDnsSettings(
-            f"zone {zone_name} cannot hold {', '.join(r.name for r in strays)}: the DNS job "
-            "writes only into the zone it is given"
-        )
-    actual = list_zone_records(cloudflare_client, settings.zone_id)
-    plan = plan_changes(desired, actual, settings.marker)
-    for line in plan.lines():
-        logger.info("plan: %s", line)
-    unpropagated: tuple[DesiredRecord, ...] = ()
-    propagation_error = None
+    by_zone = _records_by_zone(cloudflare_client, settings.zone_id, desired)
+    plans = {
+        zone: plan_changes(wanted, list_zone_records(cloudflare_client, zone.id), settings.marker)
+        for zone, wanted in by_zone.items()
+    }
+    for zone, plan in plans.items():
+        for line in plan.lines():
+            logger.info("plan for %s: %s", zone.name, line)
+    unpropagated: list[DesiredRecord] = []
+    propagation_errors: list[str] = []
     if not dry_run:
-        apply_plan(cloudflare_client, settings.zone_id, plan, settings.marker)
-        conflicted = {conflict.wanted for conflict in plan.conflicts}
-        unpropagated, propagation_error = _check_propagation(
-            [r for r in desired if r not in conflicted],
-            zone_name,
-            settings,
-            propagation,
-            resolver,
-        )
+        for zone, plan in plans.items():
+            apply_plan(cloudflare_client, zone.id, plan, settings.marker)
+        for zone, plan in plans.items():
+            conflicted = {conflict.wanted for conflict in plan.conflicts}
+            missing, unchecked = _check_propagation(
+                [r for r in by_zone[zone] if r not in conflicted],
+                zone.name,
+                settings,
+                propagation,
+                resolver,
+            )
+            unpropagated += missing
+            propagation_errors += [unchecked] if unchecked else []
+    every = list(plans.values())
+    touched = [z.name for z, wanted in by_zone.items() if wanted or plans[z].changes]
     report = Report(
-        zone_name=zone_name,
+        zone_name=", ".join(touched or [next(iter(by_zone)).name]),
         dry_run=dry_run,
-        created=plan.creates,
-        updated=plan.updates,
-        deleted=plan.deletes,
-        conflicts=plan.conflicts,
-        unpropagated=unpropagated,
-        propagation_error=propagation_error,
-        foreign_satisfied=plan.foreign_satisfied,
+        created=tuple(c for plan in every for c in plan.creates),
+        updated=tuple(c for plan in every for c in plan.updates),
+        deleted=tuple(c for plan in every for c in plan.deletes),
+        conflicts=tuple(c for plan in every for c in plan.conflicts),
+        unpropagated=tuple(unpropagated),
+        propagation_error="; ".join(propagation_errors) or None,
+        foreign_satisfied=tuple(r for plan in every for r in plan.foreign_satisfied),
     )
     for line in report.lines():
         (logger.warning if report.failed else logger.info)("%s", line)
     return report
+
+
+def _records_by_zone(
+    client: cloudflare.Cloudflare, zone_id: str, desired: Sequence[DesiredRecord]
+) -> dict[Zone, list[DesiredRecord]]:
+    """The wanted records grouped by the zone that holds them: the stack's zone first, then
+    every other zone the token can read (custom hostnames may live in their own zones), each
+    also with no wanted record, so that records this stack left there are removed."""
+    stack_zone = Zone(zone_id, fetch_zone_name(client, zone_id))
+    outside = outside_zone(desired, stack_zone.name)
+    others = [zone for zone in list_zones(client) if zone.id != zone_id]
+    by_zone: dict[Zone, list[DesiredRecord]] = {stack_zone: []}
+    by_zone.update((zone, []) for zone in others)
+    unheld: list[str] = []
+    for record in desired:
+        holder = zone_holding(record.name, others) if record in outside else stack_zone
+        if holder is None:
+            unheld.append(record.name)
+        else:
+            by_zone[holder].append(record)
+    if unheld:
+        raise InvalidDnsSettings(
+            f"no Cloudflare zone the token can read holds {', '.join(unheld)}: add the zone to "
+            "the token's permissions (Zone:DNS:Edit, Zone:Read), or use a hostname in a zone it "
+            "can read"
+        )
+    return by_zone
 
 
 def _hostname_pair(text: str) -> tuple[str, str]:
