@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -291,21 +291,34 @@ class Zone:
     name: str
 
 
-def list_zones(client: cloudflare.Cloudflare, *, page_size: int = ZONE_PAGE_SIZE) -> list[Zone]:
-    """Every zone the token can read, page by page (bounded by :data:`MAX_LIST_PAGES`)."""
-    zones: list[Zone] = []
+def _every_page(
+    fetch: Callable[[int, int], Any], page_size: int, listing: str, unit: str
+) -> list[Any]:
+    """The items of every page ``fetch(page, per_page)`` returns, until a short page; bounded
+    by :data:`MAX_LIST_PAGES`, so a server that never stops paging ends the run with an error.
+    ``listing`` names what is listed, ``unit`` what one item is, for the errors."""
+    items: list[Any] = []
     for number in range(1, MAX_LIST_PAGES + 1):
         try:
-            page = client.zones.list(page=number, per_page=page_size)
+            page = fetch(number, page_size)
         except cloudflare.APIError as error:
-            raise ReconcileError(
-                f"cannot list the zones the token can read: {_cloudflare_problem(error)}"
-            ) from None
-        items = page.result or []
-        zones += [Zone(str(item.id), normalise_name(str(item.name))) for item in items]
-        if len(items) < page_size:
-            return zones
-    raise ReconcileError(f"the token reads more than {MAX_LIST_PAGES} pages of zones")
+            raise ReconcileError(f"cannot list {listing}: {_cloudflare_problem(error)}") from None
+        found = page.result or []
+        items += found
+        if len(found) < page_size:
+            return items
+    raise ReconcileError(f"{listing} run to more than {MAX_LIST_PAGES} pages of {page_size} {unit}")
+
+
+def list_zones(client: cloudflare.Cloudflare, *, page_size: int = ZONE_PAGE_SIZE) -> list[Zone]:
+    """Every zone the token can read."""
+    items = _every_page(
+        lambda page, per_page: client.zones.list(page=page, per_page=per_page),
+        page_size,
+        "the zones the token can read",
+        "zones",
+    )
+    return [Zone(str(item.id), normalise_name(str(item.name))) for item in items]
 
 
 def zone_holding(name: str, zones: Sequence[Zone]) -> Zone | None:
@@ -329,22 +342,16 @@ def _zone_record(item: Any) -> ZoneRecord:
 def list_zone_records(
     client: cloudflare.Cloudflare, zone_id: str, *, page_size: int = LIST_PAGE_SIZE
 ) -> list[ZoneRecord]:
-    """Every record in the zone, page by page (bounded by :data:`MAX_LIST_PAGES`)."""
-    records: list[ZoneRecord] = []
-    for number in range(1, MAX_LIST_PAGES + 1):
-        try:
-            page = client.dns.records.list(zone_id=zone_id, page=number, per_page=page_size)
-        except cloudflare.APIError as error:
-            raise ReconcileError(
-                f"cannot list the records of zone {zone_id}: {_cloudflare_problem(error)}"
-            ) from None
-        items = page.result or []
-        records += [_zone_record(item) for item in items]
-        if len(items) < page_size:
-            return records
-    raise ReconcileError(
-        f"zone {zone_id} lists more than {MAX_LIST_PAGES} pages of {page_size} records"
+    """Every record in the zone."""
+    items = _every_page(
+        lambda page, per_page: client.dns.records.list(
+            zone_id=zone_id, page=page, per_page=per_page
+        ),
+        page_size,
+        f"the records of zone {zone_id}",
+        "records",
     )
+    return [_zone_record(item) for item in items]
 
 
 def apply_plan(client: cloudflare.Cloudflare, zone_id: str, plan: Plan, marker: str) -> None:
