@@ -21,6 +21,7 @@ from hatchway_domain.certificates import (
     Settings,
 )
 from hatchway_domain.secrets import ApiToken, read_cloudflare_token
+from support.aws_credentials import use_fake_credentials
 
 TOKEN = "cf-unit-token-5b1f0d8e2a"
 REGION = "eu-west-1"
@@ -28,8 +29,7 @@ REGION = "eu-west-1"
 
 @pytest.fixture
 def clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    use_fake_credentials(monkeypatch)
     with mock_aws():
         secretsmanager = boto3.client("secretsmanager", region_name=REGION)
         ssm = boto3.client("ssm", region_name=REGION)

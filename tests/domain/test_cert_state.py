@@ -25,6 +25,7 @@ from hatchway_domain.cert_state import (
     pack_config,
     unpack_config,
 )
+from support.aws_credentials import use_fake_credentials
 
 LINEAGE = "t.example.test"
 
@@ -142,8 +143,7 @@ def test_the_directory_store_keeps_private_files_and_knows_what_is_missing(
 
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    use_fake_credentials(monkeypatch)
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1")
         client.create_bucket(Bucket="state")

@@ -48,6 +48,7 @@ from hatchway_domain.secrets import ApiToken
 from hatchway_local.server import run_local
 from hatchway_local.tls import ManagedCertificate
 from support.authoritative_dns import AuthoritativeDNS
+from support.aws_credentials import use_fake_credentials
 from support.fake_cloudflare import FakeCloudflare, RecordStore
 from support.local_app import run_local_app
 from support.pebble import Pebble
@@ -164,9 +165,7 @@ class Aws:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    use_fake_credentials(monkeypatch, REGION)
     with mock_aws():
         clients = Aws(*(boto3.client(n) for n in ("s3", "acm", "secretsmanager", "ssm")))
         clients.s3.create_bucket(

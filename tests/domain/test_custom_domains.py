@@ -30,6 +30,7 @@ from hatchway_domain.custom_domains import (
     reconcile,
 )
 from support.acm_certificates import self_signed
+from support.aws_credentials import use_fake_credentials
 
 REGION = "eu-west-1"
 STACK = "hatchway-test"
@@ -40,12 +41,7 @@ OTHER_HOST = "hooks.mycompany.test"
 @pytest.fixture
 def clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any, str]]:
     """(apigatewayv2, acm, id of the stack's HTTP API)."""
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(key, value)
+    use_fake_credentials(monkeypatch, REGION)
     with mock_aws():
         apigateway = boto3.client("apigatewayv2", region_name=REGION)
         api_id = apigateway.create_api(Name="visitors", ProtocolType="HTTP")["ApiId"]

@@ -13,6 +13,8 @@ from hatchway_domain.propagation import DiscoveryFailed, PropagationCheck, disco
 from support.authoritative_dns import AuthoritativeDNS
 from support.fake_cloudflare import RecordStore
 
+pytestmark = pytest.mark.usefixtures("no_system_resolver")
+
 ZONE = "example.test"
 ZONE_ID = "zone-1"
 WILDCARD = DesiredRecord("*.t.example.test", "CNAME", "d-abc.execute-api.eu-west-1.amazonaws.com")
@@ -21,16 +23,6 @@ CONNECT = DesiredRecord(
 )
 ADDRESS = DesiredRecord("ip.example.test", "AAAA", "2001:db8::7")
 TXT = DesiredRecord("note.example.test", "TXT", "hello")
-
-
-@pytest.fixture(autouse=True)
-def no_system_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Nothing here may read /etc/resolv.conf or ask a resolver beyond loopback."""
-
-    def refuse(self: dns.resolver.Resolver, source: object) -> None:
-        raise AssertionError("the system resolver configuration was consulted")
-
-    monkeypatch.setattr(dns.resolver.Resolver, "read_resolv_conf", refuse)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from typing import Any
 
 import boto3
 import cloudflare
-import dns.resolver
 import pytest
 from moto import mock_aws
 
@@ -33,6 +32,8 @@ from support.acm_certificates import self_signed
 from support.authoritative_dns import AuthoritativeDNS
 from support.fake_cloudflare import FakeCloudflare
 
+pytestmark = pytest.mark.usefixtures("no_system_resolver")
+
 ZONE = "example.test"
 ZONE_ID = "023e105f4ecef8ad9ca31a8372d0c353"
 DOMAIN = "t.example.test"
@@ -45,16 +46,6 @@ MARKER = ownership_marker(STACK)
 TOKEN = "cf-secret-token-3c9a71e0"
 REGION = "eu-west-1"
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
-
-
-@pytest.fixture(autouse=True)
-def no_system_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Nothing here may read /etc/resolv.conf or ask a resolver beyond loopback."""
-
-    def refuse(self: dns.resolver.Resolver, source: object) -> None:
-        raise AssertionError("the system resolver configuration was consulted")
-
-    monkeypatch.setattr(dns.resolver.Resolver, "read_resolv_conf", refuse)
 
 
 @pytest.fixture

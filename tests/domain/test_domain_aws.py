@@ -12,18 +12,14 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from hatchway_domain import aws, dns_reconcile
+from support.aws_credentials import use_fake_credentials
 
 REGION = "eu-west-1"
 
 
 @pytest.fixture
 def clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(key, value)
+    use_fake_credentials(monkeypatch, REGION)
     with mock_aws():
         yield (
             boto3.client("apigatewayv2", region_name=REGION),

@@ -19,9 +19,12 @@ from hatchway_domain import aws
 from hatchway_domain.custom_domains import OWNER_TAG
 from hatchway_domain.dns_plan import ownership_marker
 from support.authoritative_dns import AuthoritativeDNS
+from support.aws_credentials import use_fake_credentials
 from support.cloudformation import ResponseBucket, cfn_event
 from support.fake_cloudflare import FakeCloudflare
 from support.lambda_context import LambdaContext
+
+pytestmark = pytest.mark.usefixtures("no_system_resolver")
 
 ZONE = "example.test"
 ZONE_ID = "023e105f4ecef8ad9ca31a8372d0c353"
@@ -54,10 +57,8 @@ def deployed(
         boto3.client("secretsmanager", region_name=REGION).create_secret(
             Name=SECRET, SecretString=json.dumps({"api_token": TOKEN})
         )
+        use_fake_credentials(monkeypatch, REGION)
         for key, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": REGION,
             "DOMAIN_NAME": DOMAIN,
             "CLOUDFLARE_ZONE_ID": ZONE_ID,
             "CLOUDFLARE_API_TOKEN_SECRET": SECRET,

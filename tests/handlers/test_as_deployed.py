@@ -23,6 +23,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from hatchway import protocol
 from hatchway_relay import admin, aws
 from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
+from support.aws_credentials import use_fake_credentials
 from support.lambda_context import LambdaContext
 
 EVENTS = Path(__file__).parent / "events"
@@ -40,10 +41,8 @@ def event(name: str) -> dict[str, Any]:
 
 @pytest.fixture
 def deployed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    use_fake_credentials(monkeypatch, REGION)
     env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
         "TABLE_NAME": "relay",
         # moto serves @connections at the API's root; on AWS the stage follows the host.
         "WEBSOCKET_MANAGEMENT_URL": f"https://{API}.execute-api.{REGION}.amazonaws.com",

@@ -20,6 +20,7 @@ from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.ports import Claim, ConnectionRecord
 from hatchway_relay.tokens import hash_token
+from support.aws_credentials import use_fake_credentials
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "hatchway_admin.py"
 
@@ -52,12 +53,7 @@ def relay(
             server.admin.write_admin_file(admin_file)
             yield Relay(["--local", str(admin_file)], server.store)  # type: ignore[arg-type]
         return
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
+    use_fake_credentials(monkeypatch, "us-east-1")
     with mock_aws():
         resource = boto3.resource("dynamodb", region_name="us-east-1")
         create_table(resource, "relay")
@@ -184,12 +180,7 @@ def test_revoke_cuts_the_tokens_open_connections_and_frees_their_names(
 def test_stack_mode_reads_the_table_from_the_stacks_outputs(
     cli: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-    }.items():
-        monkeypatch.setenv(key, value)
+    use_fake_credentials(monkeypatch, "eu-west-1")
     with mock_aws():
         resource = boto3.resource("dynamodb", region_name="eu-west-1")
         create_table(resource, "hatchway-RelayTable-1ABC")

@@ -26,6 +26,7 @@ from hatchway_local.local_poster import LocalPoster
 from hatchway_local.server import bind, serve_gateway
 from hatchway_relay.adapters.apigateway_poster import ApiGatewayPoster, make_client
 from hatchway_relay.ports import ConnectionGone
+from support.aws_credentials import use_fake_credentials
 from support.visitor import visit
 
 Event = dict[str, Any]
@@ -197,8 +198,7 @@ def test_idle_connections_are_closed() -> None:
 def test_management_api_posts_and_answers_410_for_gone_ids(
     via: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    use_fake_credentials(monkeypatch)
     with gateway() as (gw, stubs, port):
         ws = open_ws(port)
         assert stubs.connected.wait(5)
