@@ -16,8 +16,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from hatchway_local.server import LocalServer, run_local
-from support.local_app import LocalApp, run_local_app
-from support.processes import AgentProcess
+from support.local_app import LocalApp
+from support.processes import AgentProcess, Process
 
 TOKEN = "hw_e2e-token-0123456789"
 
@@ -86,12 +86,6 @@ def relay(make_relay: RelayFactory) -> LocalServer:
 
 
 @pytest.fixture
-def app() -> Iterator[LocalApp]:
-    with run_local_app() as local_app:
-        yield local_app
-
-
-@pytest.fixture
 def agent_config(tmp_path: Path) -> dict[str, str]:
     """Keeps the agent away from the developer's own config file."""
     return {"HATCHWAY_CONFIG": str(tmp_path / "config.toml"), "HATCHWAY_INSPECT": "off"}
@@ -134,3 +128,11 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HATCHWAY_CONFIG", str(tmp_path / "config.toml"))
     for name in ("HATCHWAY_SERVER", "HATCHWAY_TOKEN", "HATCHWAY_INSPECT"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def started() -> Iterator[list[Process]]:
+    processes: list[Process] = []
+    yield processes
+    for process in processes:
+        process.kill()

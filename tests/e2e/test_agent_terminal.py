@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -48,14 +48,6 @@ def hatchway_env(tmp_path: Path) -> dict[str, str]:
         "HATCHWAY_SERVER": "",
         "HATCHWAY_INSPECT": "",
     }
-
-
-@pytest.fixture
-def started() -> Iterator[list[Process]]:
-    processes: list[Process] = []
-    yield processes
-    for process in processes:
-        process.kill()
 
 
 def hatchway(started: list[Process], env: dict[str, str], *argv: str) -> Process:

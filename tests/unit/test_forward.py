@@ -6,26 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
-from collections.abc import Iterator
 
 import pytest
 
 from hatchway import protocol
 from hatchway.forward import Forwarder, Target, parse_target
-from support.local_app import LocalApp, run_local_app
-
-
-@pytest.fixture
-def app() -> Iterator[LocalApp]:
-    with run_local_app() as local_app:
-        yield local_app
-
-
-@pytest.fixture
-def forwarder(app: LocalApp) -> Iterator[Forwarder]:
-    forwarder = Forwarder(Target("127.0.0.1", app.port), timeout=5)
-    yield forwarder
-    forwarder.close()
+from support.local_app import LocalApp
 
 
 def request(

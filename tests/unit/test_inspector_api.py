@@ -18,23 +18,10 @@ from hatchway.forward import Forwarder, Target
 from hatchway.inspector import Inspector, InspectorError, NoFreePort
 from hatchway.inspector import server as inspector_server
 from hatchway.inspector.server import MAX_EVENT_CLIENTS, parse_address
-from support.local_app import LocalApp, run_local_app
+from support.local_app import LocalApp
 
 SESSION_STATUS = {"status": "online", "public_urls": ["http://demo.localhost:8000/"]}
 READ_TIMEOUT_SECONDS = 10.0
-
-
-@pytest.fixture
-def app() -> Iterator[LocalApp]:
-    with run_local_app() as local_app:
-        yield local_app
-
-
-@pytest.fixture
-def forwarder(app: LocalApp) -> Iterator[Forwarder]:
-    forwarder = Forwarder(Target("127.0.0.1", app.port), timeout=5)
-    yield forwarder
-    forwarder.close()
 
 
 @pytest.fixture
