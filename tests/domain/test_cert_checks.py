@@ -10,9 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from hatchway_domain.cert_checks import parse_leaf, verify_bundle
 from hatchway_domain.cert_errors import (
@@ -23,50 +21,10 @@ from hatchway_domain.cert_errors import (
     UnsupportedKey,
 )
 from hatchway_domain.certificates import RENEW_WITHIN, renewal_decision
+from support.certificates import issue, key_pem, pem
 
 NOW = datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.UTC)
 NAMES = ("*.t.example.test", "t.example.test")
-PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-
-
-def pem(certificate: x509.Certificate) -> bytes:
-    return certificate.public_bytes(serialization.Encoding.PEM)
-
-
-def key_pem(key: PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def issue(
-    subject: str,
-    key: PrivateKey,
-    issuer: tuple[x509.Certificate, PrivateKey] | None = None,
-    *,
-    names: tuple[str, ...] = (),
-    ca: bool = False,
-    days: int = 90,
-) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    issuer_name, signing_key = (issuer[0].subject, issuer[1]) if issuer else (name, key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - datetime.timedelta(days=1))
-        .not_valid_after(NOW + datetime.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if names:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
-        )
-    return builder.sign(signing_key, hashes.SHA256())
 
 
 @dataclass
@@ -83,11 +41,13 @@ class Pki:
 
 def make_pki(names: tuple[str, ...] = NAMES, days: int = 90) -> Pki:
     root_key = ec.generate_private_key(ec.SECP384R1())
-    root = issue("Test Root", root_key, ca=True, days=3650)
+    root = issue("Test Root", root_key, ca=True, days=3650, now=NOW)
     intermediate_key = ec.generate_private_key(ec.SECP256R1())
-    intermediate = issue("Test Intermediate", intermediate_key, (root, root_key), ca=True)
+    intermediate = issue("Test Intermediate", intermediate_key, (root, root_key), ca=True, now=NOW)
     leaf_key = ec.generate_private_key(ec.SECP256R1())
-    leaf = issue(names[0], leaf_key, (intermediate, intermediate_key), names=names, days=days)
+    leaf = issue(
+        names[0], leaf_key, (intermediate, intermediate_key), names=names, days=days, now=NOW
+    )
     return Pki(root, intermediate, leaf, leaf_key)
 
 
@@ -131,7 +91,7 @@ def new_key(curve: ec.EllipticCurve | None = None) -> bytes:
 
 OTHER = make_pki()
 """A second, unrelated PKI."""
-IMPOSTOR_ROOT = issue("Test Root", ec.generate_private_key(ec.SECP384R1()), ca=True)
+IMPOSTOR_ROOT = issue("Test Root", ec.generate_private_key(ec.SECP384R1()), ca=True, now=NOW)
 
 REFUSALS: list[tuple[str, Callable[[Pki], Case], type[Exception]]] = [
     ("another-key", lambda p: (p.fullchain, new_key(), NAMES, [p.root]), KeyMismatch),

@@ -29,8 +29,8 @@ from hatchway_domain.custom_domains import (
     owned_domains,
     reconcile,
 )
-from support.acm_certificates import self_signed
 from support.aws_credentials import use_fake_credentials
+from support.certificates import self_signed
 
 REGION = "eu-west-1"
 STACK = "hatchway-test"

@@ -28,8 +28,8 @@ from hatchway_domain.dns_reconcile import (
     run,
 )
 from hatchway_domain.propagation import PropagationCheck
-from support.acm_certificates import self_signed
 from support.authoritative_dns import AuthoritativeDNS
+from support.certificates import self_signed
 from support.fake_cloudflare import FakeCloudflare
 
 pytestmark = pytest.mark.usefixtures("no_system_resolver")
