@@ -51,23 +51,31 @@ def regional_target(apigateway: Any, domain_name: str) -> str | None:
     return str(target) if target else None
 
 
-def wildcard_certificates(acm: Any, domain: str) -> tuple[str, ...]:
+def wildcard_certificates(
+    certificates: Mapping[str, list[custom_domains.Certificate]], domain: str
+) -> tuple[str, ...]:
     """ARNs of the ACM certificates for ``*.<domain>``, pending or issued. Found by name, not
     by a template reference: the certificate waits for the very record this job writes."""
-    found = custom_domains.certificates_by_name(acm).get(f"*.{domain}", [])
-    return tuple(certificate.arn for certificate in found)
+    return tuple(certificate.arn for certificate in certificates.get(f"*.{domain}", []))
 
 
 def discovered(
-    settings: dns_reconcile.Settings, apigateway: Any, acm: Any
+    settings: dns_reconcile.Settings,
+    apigateway: Any,
+    acm: Any,
+    certificates: Mapping[str, list[custom_domains.Certificate]] | None = None,
 ) -> dns_reconcile.Settings:
-    """The stack's current targets and certificates, wherever the environment left them out."""
+    """The stack's current targets and certificates, wherever the environment left them out.
+    ``certificates``: ACM's listing by name, when the caller already has it."""
+    if not settings.certificate_arns and certificates is None:
+        certificates = custom_domains.certificates_by_name(acm)
     return dataclasses.replace(
         settings,
         http_target=settings.http_target or regional_target(apigateway, f"*.{settings.domain}"),
         connect_target=settings.connect_target
         or regional_target(apigateway, f"connect.{settings.domain}"),
-        certificate_arns=settings.certificate_arns or wildcard_certificates(acm, settings.domain),
+        certificate_arns=settings.certificate_arns
+        or wildcard_certificates(certificates or {}, settings.domain),
     )
 
 
@@ -86,13 +94,18 @@ def with_custom_domains(
 def _reconcile_dns() -> dns_reconcile.Report:
     acm = boto3.client("acm")
     apigateway = boto3.client("apigatewayv2")
+    certificates = custom_domains.certificates_by_name(acm)  # listed once, for both steps
     hosted = custom_domains.reconcile(
-        custom_domains.Settings.from_env(os.environ), apigateway=apigateway, acm=acm
+        custom_domains.Settings.from_env(os.environ),
+        apigateway=apigateway,
+        acm=acm,
+        certificates=certificates,
     )
     for line in hosted.lines():
         logger.info(line)
     settings = with_custom_domains(
-        discovered(dns_reconcile.Settings.from_env(os.environ), apigateway, acm), hosted
+        discovered(dns_reconcile.Settings.from_env(os.environ), apigateway, acm, certificates),
+        hosted,
     )
     if not settings.token_source:
         raise dns_reconcile.InvalidDnsSettings("CLOUDFLARE_API_TOKEN_SECRET is not set")

@@ -340,13 +340,21 @@ def remove_domains(apigateway: Any, names: Iterable[str]) -> tuple[list[str], li
     return removed, problems
 
 
-def reconcile(settings: Settings, *, apigateway: Any, acm: Any) -> Outcome:
+def reconcile(
+    settings: Settings,
+    *,
+    apigateway: Any,
+    acm: Any,
+    certificates: Mapping[str, list[Certificate]] | None = None,
+) -> Outcome:
     """Bring the stack's custom domains in step with ``settings.hostnames``.
 
+    ``certificates`` is :func:`certificates_by_name`'s listing when the caller already has it.
     A step API Gateway or ACM refuses is reported for its hostname; the other hostnames go on.
     """
     try:
-        certificates = certificates_by_name(acm) if settings.hostnames else {}
+        if certificates is None:
+            certificates = certificates_by_name(acm) if settings.hostnames else {}
         owned = owned_domains(apigateway, settings.stack_name)
     except (ClientError, BotoCoreError) as error:
         raise CustomDomainError(
