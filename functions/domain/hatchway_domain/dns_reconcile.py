@@ -360,29 +360,20 @@ def apply_plan(client: cloudflare.Cloudflare, zone_id: str, plan: Plan, marker: 
         try:
             if isinstance(change, Delete):
                 client.dns.records.delete(change.current.id, zone_id=zone_id)
-            elif isinstance(change, Update):
-                wanted = change.wanted
-                client.dns.records.update(
-                    change.current.id,
-                    zone_id=zone_id,
-                    name=wanted.name,
-                    type=wanted.type,
-                    content=wanted.content,
-                    ttl=wanted.ttl,
-                    proxied=False,
-                    comment=marker,
-                )
             else:
-                wanted = change.record
-                client.dns.records.create(
-                    zone_id=zone_id,
-                    name=wanted.name,
-                    type=wanted.type,
-                    content=wanted.content,
-                    ttl=wanted.ttl,
-                    proxied=False,
-                    comment=marker,
-                )
+                wanted = change.wanted if isinstance(change, Update) else change.record
+                record: dict[str, Any] = {
+                    "name": wanted.name,
+                    "type": wanted.type,
+                    "content": wanted.content,
+                    "ttl": wanted.ttl,
+                    "proxied": False,  # DNS-only: API Gateway terminates TLS itself
+                    "comment": marker,
+                }
+                if isinstance(change, Update):
+                    client.dns.records.update(change.current.id, zone_id=zone_id, **record)
+                else:
+                    client.dns.records.create(zone_id=zone_id, **record)
         except cloudflare.APIError as error:
             raise ReconcileError(
                 f"Cloudflare refused to {change}: {_cloudflare_problem(error)} "
