@@ -1,18 +1,22 @@
-"""The Hatchway wire protocol: messages, limits, framing and reassembly, with no I/O.
+"""The Hatchway wire protocol: its messages, their validation and every limit, with no I/O
+(``hatchway.codec`` turns the messages into WebSocket text and back).
 
-Rules this module keeps (both the agent and the relay functions import it; nothing else defines
-anything that crosses the WebSocket):
+Rules these two modules keep (both the agent and the relay functions import them; nothing else
+defines anything that crosses the WebSocket):
 
-* Every WebSocket message is one JSON object in a text frame of at most ``MAX_FRAME_BYTES``
-  bytes (API Gateway's WebSocket frame limit). JSON is written with ``ensure_ascii`` so that a
-  frame's length in characters is its length in bytes.
-* Control messages (hello, welcome, ping, pong, error) always fit in one frame.
-* Requests and responses are split into *parts*: part 0 carries the head (method, path, headers
-  or status, headers) and the first slice of the body; later parts carry only body slices. Bodies
-  travel as base64. Parts may arrive in any order (API Gateway invokes one Lambda per message);
-  a ``Reassembler`` or ``assemble`` joins them with the same code on both sides.
+* Every WebSocket message is one JSON object of at most ``MAX_MESSAGE_BYTES`` (API Gateway's
+  message limit), sent as text frames of at most ``MAX_FRAME_BYTES`` each (its frame limit,
+  which also applies to ``@connections`` posts): ``split_frames`` cuts a message into them.
+  JSON is written with ``ensure_ascii`` so that a message's length in characters is its length
+  in bytes, and any cut between characters is a valid UTF-8 boundary.
+* A visitor request and its response are one message each. A body travels inline (base64,
+  zlib-compressed when that makes it smaller) when it fits; a larger one goes through the
+  relay's blob store: the request names a URL to GET its body from (``body_url``), and offers a
+  URL to PUT a large response body to (``upload_url``); the response then says ``uploaded``.
+  One message per response is what lets the relay store it with one write.
 * Every limit is a named constant here. Violations raise ``ProtocolError`` with the HTTP status the
-  relay should answer with and a message that says which side sent the bad input.
+  relay should answer with and a message that says which side sent the bad input. Malformed
+  input of any shape raises ``ProtocolError`` and nothing else.
 """
 
 from __future__ import annotations
@@ -20,33 +24,45 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
-import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 """Bumped on any incompatible change; the relay refuses a hello with another version."""
 
 # --- Limits -----------------------------------------------------------------------------------
 
 MAX_FRAME_BYTES = 32 * 1024
-"""Largest WebSocket message either side sends (API Gateway's WebSocket frame size limit)."""
+"""Largest WebSocket frame either side sends (API Gateway's WebSocket frame size limit)."""
+
+MAX_MESSAGE_BYTES = 128 * 1024
+"""Largest WebSocket message (API Gateway's message limit; beyond it the socket closes 1009)."""
 
 MAX_BODY_BYTES = 4 * 1024 * 1024 + 256 * 1024
-"""Largest request or response body (4.25 MiB). Base64 makes it 5.67 MiB, which leaves room for
-headers inside Lambda's 6 MB synchronous payload limit that both directions pass through."""
+"""Largest request or response body that passes through a Lambda function (4.25 MiB). Base64
+makes it 5.67 MiB, which leaves room for headers inside Lambda's 6 MB synchronous payload limit
+that both directions pass through."""
+
+MAX_BLOB_BYTES = 64 * 1024 * 1024
+"""Largest response body a tunnel that opted in (``large_responses="redirect"``) may hand the
+relay's blob store; visitors fetch it straight from there, not through Lambda."""
 
 MAX_HEAD_BYTES = 16 * 1024
 """Largest encoded head (method, path, query, headers; or status and headers) of one message."""
 
+MAX_BLOB_URL_LENGTH = 4096
+"""Longest presigned blob URL a request carries (S3's carry a session token: ~1.5 KB)."""
+
+MAX_INLINE_BODY_BYTES = 80 * 1024
+"""Largest encoded (possibly compressed) body carried inside a message: with the largest head
+and blob URL it still fits ``MAX_MESSAGE_BYTES`` after base64."""
+
+MIN_COMPRESS_BYTES = 512
+"""Bodies shorter than this are never compressed: zlib's gain cannot pay for its header."""
+
 MAX_HEADERS = 200
 """Most header lines in one request or response head."""
-
-MAX_PARTS = 256
-"""Most parts one request or response may be split into (a 4.25 MiB body needs about 185)."""
 
 MAX_ID_LENGTH = 64
 """Longest request id."""
@@ -78,6 +94,10 @@ MAX_MESSAGE_TEXT = 1024
 HEARTBEAT_SECONDS = 60.0
 """How often an agent pings by default; well inside API Gateway's 10 minute idle timeout."""
 
+MIN_HEARTBEAT_SECONDS = 1.0
+MAX_HEARTBEAT_SECONDS = 540.0
+"""Heartbeats a welcome may ask for: not a busy loop, and inside the 10 minute idle timeout."""
+
 CLAIM_LEASE_SECONDS = 600.0
 """How long a tunnel claim lasts without a ping from its connection (the idle timeout)."""
 
@@ -89,6 +109,10 @@ CONNECTION_ROTATE_SECONDS = MAX_CONNECTION_SECONDS - 10 * 60
 
 WEBHOOK_PROVIDERS = frozenset({"github", "stripe", "slack"})
 """Webhook senders whose signatures the relay can verify for a tunnel (see relay guards)."""
+
+LARGE_RESPONSE_MODES = frozenset({"refuse", "redirect"})
+"""What the relay does with a response body above ``MAX_BODY_BYTES``: answer 413 naming the
+limit (the default), or redirect the visitor (302) to a short-lived URL of the blob."""
 
 MAX_WEBHOOK_SECRET_LENGTH = 256
 """Longest webhook signing secret an agent may hand the relay (providers use 32-72 chars)."""
@@ -115,6 +139,10 @@ BASIC_AUTH_SALT_BYTES = 16
 RESPONSE_TIMEOUT_SECONDS = 28.0
 """How long the relay waits for an agent's response: under the HTTP API's 30 s ceiling, so the
 visitor gets the relay's own 504 page instead of the gateway's bare one."""
+
+MAX_JSON_DEPTH = 8
+"""Deepest nesting a message may have (ours has 4); deeper input is refused before parsing, so
+no crafted message can exhaust the parser's recursion."""
 
 # HTTP/1.1 hop-by-hop headers (RFC 9110 section 7.6.1): meaningful for one connection only, so
 # neither the relay nor the agent forwards them. Content-Length is recomputed from the body.
@@ -165,19 +193,25 @@ class TunnelSpec:
     The optional guards are enforced by the relay on every visitor request, before anything is
     forwarded: ``basic_auth`` is a ``hash_basic_auth`` string (never the password), ``webhook``
     one of ``WEBHOOK_PROVIDERS`` with the ``webhook_secret`` its deliveries are signed with.
-    Neither secret appears in a repr or in an error message.
+    Neither secret appears in a repr or in an error message. ``large_responses`` is one of
+    ``LARGE_RESPONSE_MODES``.
     """
 
     name: str | None = None
     basic_auth: str | None = field(default=None, repr=False)
     webhook: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)
+    large_responses: str = "refuse"
 
     def __post_init__(self) -> None:
         if self.name is not None:
             validate_name(self.name)
         if self.basic_auth is not None:
             parse_basic_auth_hash(self.basic_auth)
+        if self.large_responses not in LARGE_RESPONSE_MODES:
+            raise ProtocolError(
+                f"large_responses must be one of {', '.join(sorted(LARGE_RESPONSE_MODES))}"
+            )
         if (self.webhook is None) != (self.webhook_secret is None):
             raise ProtocolError("a webhook check needs both the provider and its secret")
         if self.webhook is not None:
@@ -246,12 +280,23 @@ class Welcome:
     tunnels: tuple[TunnelInfo, ...]
     heartbeat_seconds: float = HEARTBEAT_SECONDS
 
+    def __post_init__(self) -> None:
+        if not MIN_HEARTBEAT_SECONDS <= self.heartbeat_seconds <= MAX_HEARTBEAT_SECONDS:
+            raise ProtocolError(
+                f"welcome: heartbeat must be {MIN_HEARTBEAT_SECONDS:g} to "
+                f"{MAX_HEARTBEAT_SECONDS:g} s"
+            )
+
 
 @dataclass(frozen=True)
 class Ping:
-    """Agent → relay keep-alive; renews the agent's claims. ``ts`` is echoed in the pong."""
+    """Agent → relay keep-alive; renews the agent's claims. ``ts`` is echoed in the pong.
+
+    ``served`` counts, per tunnel, the requests this connection answered since it opened: the
+    relay keeps the counts with the claim it renews anyway, instead of a write per request."""
 
     ts: float = 0.0
+    served: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -279,7 +324,13 @@ class Fault:
 
 @dataclass(frozen=True)
 class Request:
-    """Relay → agent: one visitor request for ``tunnel``. ``path`` and ``query`` are raw."""
+    """Relay → agent: one visitor request for ``tunnel``. ``path`` and ``query`` are raw.
+
+    A body too large to travel inline is not in ``body`` but at ``body_url`` (``body_size``
+    bytes): the agent fetches it before forwarding. ``upload_url``, when set, takes a response
+    body larger than ``inline_max`` encoded bytes. ``deadline`` (seconds since the epoch) is
+    when the relay stops waiting; work started after it is wasted, or worse, a repeat.
+    """
 
     id: str
     tunnel: str
@@ -287,7 +338,12 @@ class Request:
     path: str
     query: str = ""
     headers: Headers = ()
-    body: bytes = b""
+    body: bytes = field(default=b"", repr=False)
+    deadline: float = 0.0
+    body_url: str | None = field(default=None, repr=False)
+    body_size: int = 0
+    upload_url: str | None = field(default=None, repr=False)
+    inline_max: int = MAX_INLINE_BODY_BYTES
 
     def __post_init__(self) -> None:
         validate_id(self.id)
@@ -295,12 +351,18 @@ class Request:
         if not _METHOD_PATTERN.match(self.method):
             raise ProtocolError(f"visitor sent an invalid method {self.method[:20]!r}")
         validate_headers(self.headers, "visitor")
-        if len(self.body) > MAX_BODY_BYTES:
+        size = self.body_size if self.body_url else len(self.body)
+        if size > MAX_BODY_BYTES:
             raise ProtocolError(
-                f"visitor's request body is {len(self.body)} bytes; "
-                f"the relay accepts at most {MAX_BODY_BYTES}",
+                f"visitor's request body is {size} bytes; the relay accepts at most "
+                f"{MAX_BODY_BYTES}",
                 status=413,
             )
+        for url in (self.body_url, self.upload_url):
+            if url is not None and not _valid_blob_url(url):
+                raise ProtocolError("request: a blob URL must be an http(s) URL")
+        if not 0 <= self.inline_max <= MAX_INLINE_BODY_BYTES:
+            raise ProtocolError(f"request: inline_max must be 0 to {MAX_INLINE_BODY_BYTES}")
 
     @property
     def target(self) -> str:
@@ -310,44 +372,43 @@ class Request:
 
 @dataclass(frozen=True)
 class Response:
-    """Agent → relay: the local app's response to request ``id``, or a fault."""
+    """Agent → relay: the local app's response to request ``id``, or a fault.
+
+    ``uploaded`` is the body's size when the agent PUT it to the request's ``upload_url``
+    instead of carrying it (``body`` is then empty)."""
 
     id: str
     status: int
     headers: Headers = ()
-    body: bytes = b""
+    body: bytes = field(default=b"", repr=False)
     fault: Fault | None = None
+    uploaded: int | None = None
 
     def __post_init__(self) -> None:
         validate_id(self.id)
         if not 100 <= self.status <= 599:
             raise ProtocolError(f"agent sent an invalid status {self.status}", status=502)
         validate_headers(self.headers, "local app", status=502)
-        if len(self.body) > MAX_BODY_BYTES:
+        if self.uploaded is not None:
+            if self.body or not 0 <= self.uploaded <= MAX_BLOB_BYTES:
+                raise ProtocolError(
+                    f"agent sent an uploaded size outside 0..{MAX_BLOB_BYTES} (or a body too)",
+                    status=502,
+                )
+        elif len(self.body) > MAX_BODY_BYTES:
             raise ProtocolError(
                 f"local app's response body is {len(self.body)} bytes; "
                 f"the relay carries at most {MAX_BODY_BYTES}",
-                status=502,
+                status=413,
             )
+
+    @property
+    def size(self) -> int:
+        """The body's length, wherever the body is."""
+        return len(self.body) if self.uploaded is None else self.uploaded
 
 
 Message = Hello | Welcome | Ping | Pong | Error | Request | Response
-Control = Hello | Welcome | Ping | Pong | Error
-
-
-@dataclass(frozen=True)
-class Part:
-    """One frame of a request or response: ``index`` of ``count``; ``head`` only on part 0."""
-
-    kind: str  # "request" or "response"
-    id: str
-    index: int
-    count: int
-    body: bytes
-    head: dict[str, Any] | None = field(default=None, compare=False)
-
-
-Frame = Control | Part
 
 
 # --- Validation helpers -----------------------------------------------------------------------
@@ -459,326 +520,10 @@ def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> Headers:
     return tuple((n, v) for n, v in pairs if not is_hop_by_hop(n, listed))
 
 
-# --- Encoding ---------------------------------------------------------------------------------
-
-
-def _dumps(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, ensure_ascii=True, separators=(",", ":"))
-
-
-def _control_to_dict(message: Control) -> dict[str, Any]:
-    if isinstance(message, Hello):
-        return {
-            "type": "hello",
-            "version": message.version,
-            "agent": message.agent,
-            "tunnels": [_spec_to_dict(t) for t in message.tunnels],
-        }
-    if isinstance(message, Welcome):
-        return {
-            "type": "welcome",
-            "heartbeat": message.heartbeat_seconds,
-            "tunnels": [_info_to_dict(t) for t in message.tunnels],
-        }
-    if isinstance(message, Ping):
-        return {"type": "ping", "ts": message.ts}
-    if isinstance(message, Pong):
-        return {"type": "pong", "ts": message.ts}
-    if isinstance(message, Error):
-        text = message.message[:MAX_MESSAGE_TEXT]
-        return {"type": "error", "code": message.code, "message": text}
-    raise TypeError(f"not a control message: {message!r}")
-
-
-def _spec_to_dict(spec: TunnelSpec) -> dict[str, Any]:
-    # Optional keys only when set, so a plain hello reads exactly as before guards existed.
-    out: dict[str, Any] = {"name": spec.name}
-    if spec.basic_auth is not None:
-        out["basic_auth"] = spec.basic_auth
-    if spec.webhook is not None:
-        out["webhook"] = spec.webhook
-        out["webhook_secret"] = spec.webhook_secret
-    return out
-
-
-def _info_to_dict(info: TunnelInfo) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": info.name, "url": info.url, "path_url": info.path_url}
-    if info.guards:
-        out["guards"] = list(info.guards)
-    if info.custom_urls:
-        out["custom_urls"] = list(info.custom_urls)
-    return out
-
-
-def _head(message: Request | Response) -> tuple[str, dict[str, Any]]:
-    headers = [list(pair) for pair in message.headers]
-    if isinstance(message, Request):
-        return "request", {
-            "tunnel": message.tunnel,
-            "method": message.method,
-            "path": message.path,
-            "query": message.query,
-            "headers": headers,
-        }
-    head: dict[str, Any] = {"status": message.status, "headers": headers}
-    if message.fault is not None:
-        text = message.fault.message[:MAX_MESSAGE_TEXT]
-        head["fault"] = {"side": message.fault.side, "message": text}
-    return "response", head
-
-
-def encode(message: Message) -> list[str]:
-    """Encode ``message`` as WebSocket text frames, each at most ``MAX_FRAME_BYTES`` bytes."""
-    if not isinstance(message, Request | Response):
-        text = _dumps(_control_to_dict(message))
-        if len(text) > MAX_FRAME_BYTES:
-            raise ProtocolError(f"{type(message).__name__} does not fit in one frame")
-        return [text]
-
-    kind, head = _head(message)
-    head_text = _dumps(head)
-    if len(head_text) > MAX_HEAD_BYTES:
-        side = "visitor" if kind == "request" else "local app"
-        raise ProtocolError(
-            f"{side}'s headers take {len(head_text)} bytes; at most {MAX_HEAD_BYTES} are carried",
-            status=431 if kind == "request" else 502,
-        )
-    body = message.body
-    # Frame overhead is computed from the widest index/count this message can have, so every
-    # slice fits whatever its number. Base64 carries 3 bytes in 4 characters, never escaped.
-    widest = {"type": kind, "id": message.id, "part": MAX_PARTS, "parts": MAX_PARTS, "body": ""}
-    rest_room = MAX_FRAME_BYTES - len(_dumps(widest))
-    first_room = rest_room - len(',"head":') - len(head_text)
-    first_slice = max(first_room // 4 * 3, 0)
-    rest_slice = rest_room // 4 * 3
-    remaining = max(len(body) - first_slice, 0)
-    count = 1 + math.ceil(remaining / rest_slice)
-    if count > MAX_PARTS:
-        raise ProtocolError(f"message needs {count} parts; at most {MAX_PARTS}", status=413)
-
-    frames = []
-    # Slice i ends where slice i+1 starts; the last end is at or past the end of the body.
-    ends = [first_slice + i * rest_slice for i in range(count)]
-    for index in range(count):
-        chunk = body[ends[index - 1] if index else 0 : ends[index]]
-        frame: dict[str, Any] = {"type": kind, "id": message.id, "part": index, "parts": count}
-        if index == 0:
-            frame["head"] = head
-        frame["body"] = base64.b64encode(chunk).decode("ascii")
-        frames.append(_dumps(frame))
-    return frames
-
-
-# --- Decoding ---------------------------------------------------------------------------------
-
-
-def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    value = obj.get(key)
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ProtocolError(f"{where}: field {key!r} is missing or has the wrong type")
-    return value
-
-
-def decode(text: str | bytes) -> Frame:
-    """Parse one WebSocket message into a control message or a ``Part``."""
-    if len(text) > MAX_FRAME_BYTES:
-        raise ProtocolError(f"frame of {len(text)} bytes exceeds {MAX_FRAME_BYTES}", status=413)
-    try:
-        obj = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"frame is not valid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise ProtocolError("frame is not a JSON object")
-    kind = obj.get("type")
-    if kind in ("request", "response"):
-        return _decode_part(kind, obj)
-    if kind == "hello":
-        version = _field(obj, "version", int, "hello")
-        if version != PROTOCOL_VERSION:
-            raise ProtocolError(
-                f"agent speaks protocol {version}; this relay speaks {PROTOCOL_VERSION}: "
-                "upgrade the agent or the relay"
-            )
-        tunnels = _field(obj, "tunnels", list, "hello")
-        specs = []
-        for item in tunnels:
-            if not isinstance(item, dict) or not all(
-                isinstance(item.get(key), str | None)
-                for key in ("name", "basic_auth", "webhook", "webhook_secret")
-            ):
-                raise ProtocolError(
-                    "hello: each tunnel must be an object with an optional name and optional "
-                    "string guards"
-                )
-            specs.append(
-                TunnelSpec(
-                    item.get("name"),
-                    basic_auth=item.get("basic_auth"),
-                    webhook=item.get("webhook"),
-                    webhook_secret=item.get("webhook_secret"),
-                )
-            )
-        agent = obj.get("agent", "")
-        return Hello(tuple(specs), agent=str(agent)[:200], version=version)
-    if kind == "welcome":
-        infos = []
-        for item in _field(obj, "tunnels", list, "welcome"):
-            if not isinstance(item, dict):
-                raise ProtocolError("welcome: each tunnel must be an object")
-            guards = item.get("guards", [])
-            if not isinstance(guards, list) or not all(isinstance(g, str) for g in guards):
-                raise ProtocolError("welcome: guards must be a list of strings")
-            custom_urls = item.get("custom_urls", [])
-            if not isinstance(custom_urls, list) or not all(
-                isinstance(u, str) and len(u) <= MAX_URL_LENGTH for u in custom_urls
-            ):
-                raise ProtocolError(
-                    f"welcome: custom_urls must be a list of URLs of at most {MAX_URL_LENGTH} "
-                    "characters"
-                )
-            infos.append(
-                TunnelInfo(
-                    name=_field(item, "name", str, "welcome"),
-                    url=item.get("url") if isinstance(item.get("url"), str) else None,
-                    path_url=_field(item, "path_url", str, "welcome"),
-                    guards=tuple(g[:MAX_GUARD_LENGTH] for g in guards[:MAX_GUARDS]),
-                    custom_urls=tuple(custom_urls[:MAX_CUSTOM_URLS]),
-                )
-            )
-        heartbeat = float(_field(obj, "heartbeat", (int, float), "welcome"))
-        return Welcome(tuple(infos), heartbeat_seconds=heartbeat)
-    if kind == "ping":
-        return Ping(float(_field(obj, "ts", (int, float), "ping")))
-    if kind == "pong":
-        return Pong(float(_field(obj, "ts", (int, float), "pong")))
-    if kind == "error":
-        return Error(
-            _field(obj, "code", str, "error")[:100],
-            _field(obj, "message", str, "error")[:MAX_MESSAGE_TEXT],
-        )
-    raise ProtocolError(f"unknown message type {str(kind)[:40]!r}")
-
-
-def _decode_part(kind: str, obj: dict[str, Any]) -> Part:
-    request_id = validate_id(_field(obj, "id", str, kind))
-    index = _field(obj, "part", int, kind)
-    count = _field(obj, "parts", int, kind)
-    if not 1 <= count <= MAX_PARTS:
-        raise ProtocolError(f"{kind} {request_id}: parts must be 1 to {MAX_PARTS}, got {count}")
-    if not 0 <= index < count:
-        raise ProtocolError(f"{kind} {request_id}: part {index} is outside 0..{count - 1}")
-    try:
-        body = base64.b64decode(_field(obj, "body", str, kind), validate=True)
-    except binascii.Error:
-        raise ProtocolError(f"{kind} {request_id}: body is not valid base64") from None
-    head = obj.get("head")
-    if index == 0 and not isinstance(head, dict):
-        raise ProtocolError(f"{kind} {request_id}: part 0 must carry the head")
-    if index != 0 and head is not None:
-        raise ProtocolError(f"{kind} {request_id}: only part 0 may carry the head")
-    return Part(kind=kind, id=request_id, index=index, count=count, body=body, head=head)
-
-
-def _headers_from(head: dict[str, Any], where: str) -> Headers:
-    raw = _field(head, "headers", list, where)
-    pairs = []
-    for item in raw:
-        if (
-            not isinstance(item, list)
-            or len(item) != 2
-            or not all(isinstance(x, str) for x in item)
-        ):
-            raise ProtocolError(f"{where}: each header must be a [name, value] pair of strings")
-        pairs.append((item[0], item[1]))
-    return tuple(pairs)
-
-
-def _message_from(first: Part, body: bytes) -> Request | Response:
-    head = first.head or {}
-    where = f"{first.kind} {first.id}"
-    if first.kind == "request":
-        return Request(
-            id=first.id,
-            tunnel=_field(head, "tunnel", str, where),
-            method=_field(head, "method", str, where),
-            path=_field(head, "path", str, where),
-            query=_field(head, "query", str, where),
-            headers=_headers_from(head, where),
-            body=body,
-        )
-    fault = head.get("fault")
-    if fault is not None:
-        if not isinstance(fault, dict):
-            raise ProtocolError(f"{where}: fault must be an object", status=502)
-        fault = Fault(
-            side=_field(fault, "side", str, where)[:40],
-            message=_field(fault, "message", str, where)[:MAX_MESSAGE_TEXT],
-        )
-    return Response(
-        id=first.id,
-        status=_field(head, "status", int, where),
-        headers=_headers_from(head, where),
-        body=body,
-        fault=fault,
+def _valid_blob_url(url: str) -> bool:
+    return (
+        isinstance(url, str)
+        and len(url) <= MAX_BLOB_URL_LENGTH
+        and url.startswith(("http://", "https://"))
+        and not _FORBIDDEN_IN_TARGET.search(url)
     )
-
-
-class Reassembler:
-    """Joins parts into requests or responses; parts of many messages may interleave.
-
-    ``max_pending`` bounds how many incomplete messages are held at once, so a peer that starts
-    messages and never finishes them cannot grow memory without limit.
-    """
-
-    def __init__(self, max_pending: int = 256) -> None:
-        self._pending: dict[str, dict[int, Part]] = {}
-        self._max_pending = max_pending
-
-    def __len__(self) -> int:
-        return len(self._pending)
-
-    def feed(self, part: Part) -> Request | Response | None:
-        """Add one part; return the whole message once its last part arrived."""
-        parts = self._pending.get(part.id)
-        if parts is None:
-            if len(self._pending) >= self._max_pending:
-                raise ProtocolError(
-                    f"more than {self._max_pending} unfinished messages on one connection"
-                )
-            parts = self._pending[part.id] = {}
-        else:
-            first = next(iter(parts.values()))
-            if first.count != part.count or first.kind != part.kind:
-                del self._pending[part.id]
-                raise ProtocolError(f"{part.kind} {part.id}: parts disagree on their count")
-        if part.index in parts:
-            del self._pending[part.id]
-            raise ProtocolError(f"{part.kind} {part.id}: part {part.index} arrived twice")
-        parts[part.index] = part
-        size = sum(len(p.body) for p in parts.values())
-        if size > MAX_BODY_BYTES:
-            del self._pending[part.id]
-            raise ProtocolError(f"{part.kind} {part.id}: body exceeds {MAX_BODY_BYTES}", status=413)
-        if len(parts) < part.count:
-            return None
-        del self._pending[part.id]
-        return assemble(parts.values())
-
-    def discard(self, request_id: str) -> None:
-        self._pending.pop(request_id, None)
-
-
-def assemble(parts: Iterable[Part]) -> Request | Response:
-    """Join a complete set of parts (any order) into one message."""
-    ordered = sorted(parts, key=lambda p: p.index)
-    if not ordered:
-        raise ProtocolError("no parts to assemble")
-    first = ordered[0]
-    if [p.index for p in ordered] != list(range(first.count)) or any(
-        p.count != first.count or p.id != first.id or p.kind != first.kind for p in ordered
-    ):
-        raise ProtocolError(f"{first.kind} {first.id}: parts are missing, repeated or mixed")
-    body = b"".join(p.body for p in ordered)
-    if len(body) > MAX_BODY_BYTES:
-        raise ProtocolError(f"{first.kind} {first.id}: body exceeds {MAX_BODY_BYTES}", status=413)
-    return _message_from(first, body)

@@ -1,0 +1,472 @@
+"""The Hatchway wire codec: messages to and from JSON text, bodies packed inline, and WebSocket
+frames, with no I/O. ``hatchway.protocol`` defines what the messages are and their limits.
+
+* ``encode`` writes one message of at most ``MAX_MESSAGE_BYTES``, ASCII only; ``split_frames``
+  cuts it into frames of at most ``MAX_FRAME_BYTES`` (API Gateway's rule for both directions).
+* ``decode`` parses one message; any malformed input, of any shape, raises ``ProtocolError``.
+* A body travels as base64, zlib-compressed when that makes it smaller (``pack_body``); an
+  inflated body is bounded, so a small message never becomes a large body.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import zlib
+from typing import Any
+
+from hatchway.protocol import (
+    MAX_BLOB_BYTES,
+    MAX_BODY_BYTES,
+    MAX_CUSTOM_URLS,
+    MAX_FRAME_BYTES,
+    MAX_GUARD_LENGTH,
+    MAX_GUARDS,
+    MAX_HEAD_BYTES,
+    MAX_HEADERS,
+    MAX_INLINE_BODY_BYTES,
+    MAX_JSON_DEPTH,
+    MAX_MESSAGE_BYTES,
+    MAX_MESSAGE_TEXT,
+    MAX_TUNNELS_PER_CONNECTION,
+    MAX_URL_LENGTH,
+    MIN_COMPRESS_BYTES,
+    PROTOCOL_VERSION,
+    Error,
+    Fault,
+    Headers,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+    ProtocolError,
+    Request,
+    Response,
+    TunnelInfo,
+    TunnelSpec,
+    Welcome,
+    validate_id,
+    validate_name,
+)
+
+# --- Bodies -----------------------------------------------------------------------------------
+
+
+def pack_body(body: bytes, compress: bool = True) -> tuple[str, str | None]:
+    """``body`` as the text a message carries and its encoding (``"zlib"`` or None): compressed
+    when that makes it at least an eighth smaller, so incompressible bytes pay nothing."""
+    if compress and len(body) >= MIN_COMPRESS_BYTES:
+        packed = zlib.compress(body, 6)
+        if len(packed) <= len(body) - len(body) // 8:
+            return base64.b64encode(packed).decode("ascii"), "zlib"
+    return base64.b64encode(body).decode("ascii"), None
+
+
+def packed_size(text: str) -> int:
+    """Bytes a packed body's text stands for (its base64 decoded length)."""
+    return len(text) // 4 * 3 - text[-2:].count("=") if text else 0
+
+
+def unpack_body(text: str, encoding: str | None, limit: int, where: str) -> bytes:
+    """The body a message carries; refuses bad base64, unknown encodings, and anything that
+    inflates beyond ``limit`` bytes (a small message must not become a large body)."""
+    try:
+        raw = binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError(f"{where}: body is not valid base64") from None
+    if encoding is None:
+        return raw
+    if encoding != "zlib":
+        raise ProtocolError(f"{where}: unknown body encoding {str(encoding)[:20]!r}")
+    inflater = zlib.decompressobj()
+    try:
+        body = inflater.decompress(raw, limit + 1)
+    except zlib.error:
+        raise ProtocolError(f"{where}: compressed body is corrupt") from None
+    if len(body) > limit or not inflater.eof:
+        raise ProtocolError(f"{where}: compressed body is corrupt or exceeds {limit} bytes")
+    return body
+
+
+def split_frames(text: str) -> list[str]:
+    """Cut one encoded message into WebSocket frames of at most ``MAX_FRAME_BYTES`` (sent as a
+    text frame and continuation frames). Encoded messages are ASCII: any cut is safe."""
+    return [text[i : i + MAX_FRAME_BYTES] for i in range(0, len(text), MAX_FRAME_BYTES)] or [""]
+
+
+# --- Encoding ---------------------------------------------------------------------------------
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+
+def _spec_to_dict(spec: TunnelSpec) -> dict[str, Any]:
+    # Optional keys only when set, so a plain hello stays short.
+    out: dict[str, Any] = {"name": spec.name}
+    if spec.basic_auth is not None:
+        out["basic_auth"] = spec.basic_auth
+    if spec.webhook is not None:
+        out["webhook"] = spec.webhook
+        out["webhook_secret"] = spec.webhook_secret
+    if spec.large_responses != "refuse":
+        out["large_responses"] = spec.large_responses
+    return out
+
+
+def _info_to_dict(info: TunnelInfo) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": info.name, "url": info.url, "path_url": info.path_url}
+    if info.guards:
+        out["guards"] = list(info.guards)
+    if info.custom_urls:
+        out["custom_urls"] = list(info.custom_urls)
+    return out
+
+
+def _to_dict(message: Message, compress: bool) -> dict[str, Any]:
+    if isinstance(message, Request):
+        out: dict[str, Any] = {
+            "type": "request",
+            "id": message.id,
+            "tunnel": message.tunnel,
+            "method": message.method,
+            "path": message.path,
+            "query": message.query,
+            "headers": [list(pair) for pair in message.headers],
+            "deadline": message.deadline,
+            "inline_max": message.inline_max,
+        }
+        if message.body_url is not None:
+            out["body_url"] = message.body_url
+            out["body_size"] = message.body_size
+        if message.upload_url is not None:
+            out["upload_url"] = message.upload_url
+        return out | _body_fields(message.body, compress, "visitor's request")
+    if isinstance(message, Response):
+        out = {
+            "type": "response",
+            "id": message.id,
+            "status": message.status,
+            "headers": [list(pair) for pair in message.headers],
+        }
+        if message.fault is not None:
+            text = message.fault.message[:MAX_MESSAGE_TEXT]
+            out["fault"] = {"side": message.fault.side, "message": text}
+        if message.uploaded is not None:
+            out["uploaded"] = message.uploaded
+            return out
+        return out | _body_fields(message.body, compress, "local app's response")
+    if isinstance(message, Hello):
+        return {
+            "type": "hello",
+            "version": message.version,
+            "agent": message.agent,
+            "tunnels": [_spec_to_dict(t) for t in message.tunnels],
+        }
+    if isinstance(message, Welcome):
+        return {
+            "type": "welcome",
+            "heartbeat": message.heartbeat_seconds,
+            "tunnels": [_info_to_dict(t) for t in message.tunnels],
+        }
+    if isinstance(message, Ping):
+        out = {"type": "ping", "ts": message.ts}
+        if message.served:
+            out["served"] = {name: count for name, count in message.served}
+        return out
+    if isinstance(message, Pong):
+        return {"type": "pong", "ts": message.ts}
+    if isinstance(message, Error):
+        text = message.message[:MAX_MESSAGE_TEXT]
+        return {"type": "error", "code": message.code, "message": text}
+    raise TypeError(f"not a message: {message!r}")
+
+
+def _body_fields(body: bytes, compress: bool, side: str) -> dict[str, Any]:
+    if not body:
+        return {}
+    text, encoding = pack_body(body, compress)
+    if packed_size(text) > MAX_INLINE_BODY_BYTES:
+        raise ProtocolError(
+            f"{side} body of {len(body)} bytes does not fit in a message; it travels through "
+            "the blob store",
+            status=413,
+        )
+    return {"body": text, "enc": encoding} if encoding else {"body": text}
+
+
+def encode(message: Message, compress: bool = True) -> str:
+    """Encode ``message`` as one WebSocket message of at most ``MAX_MESSAGE_BYTES`` (send it
+    in ``split_frames``). ``compress`` lets bodies travel zlib-compressed when that helps."""
+    if isinstance(message, Request | Response):
+        head = len(_dumps({"h": [list(pair) for pair in message.headers]}))
+        if head > MAX_HEAD_BYTES:
+            request = isinstance(message, Request)
+            side = "visitor" if request else "local app"
+            raise ProtocolError(
+                f"{side}'s headers take {head} bytes; at most {MAX_HEAD_BYTES} are carried",
+                status=431 if request else 502,
+            )
+    text = _dumps(_to_dict(message, compress))
+    if len(text) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(
+            f"{type(message).__name__} of {len(text)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte "
+            "message limit",
+            status=413,
+        )
+    return text
+
+
+# --- Decoding ---------------------------------------------------------------------------------
+
+
+def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = obj.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ProtocolError(f"{where}: field {key!r} is missing or has the wrong type")
+    return value
+
+
+def _number(obj: dict[str, Any], key: str, where: str, default: float | None = None) -> float:
+    """A finite number (JSON allows 1e999, which Python reads as infinity)."""
+    if default is not None and key not in obj:
+        return default
+    value = float(_field(obj, key, (int, float), where))
+    if not math.isfinite(value):
+        raise ProtocolError(f"{where}: field {key!r} is not a finite number")
+    return value
+
+
+def _count(obj: dict[str, Any], key: str, where: str, upper: int) -> int:
+    value = _field(obj, key, int, where)
+    if not 0 <= value <= upper:
+        raise ProtocolError(f"{where}: field {key!r} must be 0 to {upper}")
+    return int(value)
+
+
+def _too_deep(text: str) -> bool:
+    """Nesting deeper than ``MAX_JSON_DEPTH`` outside strings: checked before parsing."""
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def decode(text: str | bytes) -> Message:
+    """Parse one WebSocket message; any malformed input raises ``ProtocolError``."""
+    if len(text) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message of {len(text)} bytes exceeds {MAX_MESSAGE_BYTES}", status=413)
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("message is not valid UTF-8") from None
+    # Brackets are rare in our messages: the depth scan only runs when they could nest deeply.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _too_deep(text):
+        raise ProtocolError(f"message nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"message is not valid JSON: {str(exc)[:200]}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("message is not a JSON object")
+    try:
+        return _decode_object(obj)
+    except ProtocolError:
+        raise
+    except (ValueError, TypeError, OverflowError, UnicodeError) as exc:
+        # The dataclasses validate themselves; anything they trip over is still bad input.
+        raise ProtocolError(f"malformed {str(obj.get('type'))[:20]} message: {exc}") from None
+
+
+def _decode_object(obj: dict[str, Any]) -> Message:
+    kind = obj.get("type")
+    if kind == "request":
+        return _decode_request(obj)
+    if kind == "response":
+        return _decode_response(obj)
+    if kind == "hello":
+        return _decode_hello(obj)
+    if kind == "welcome":
+        return _decode_welcome(obj)
+    if kind == "ping":
+        served = obj.get("served", {})
+        if not isinstance(served, dict) or len(served) > MAX_TUNNELS_PER_CONNECTION:
+            raise ProtocolError("ping: served must map at most one count per tunnel")
+        counts = tuple(
+            (validate_name(name), _count(served, name, "ping", 2**53)) for name in served
+        )
+        return Ping(_number(obj, "ts", "ping"), counts)
+    if kind == "pong":
+        return Pong(_number(obj, "ts", "pong"))
+    if kind == "error":
+        return Error(
+            _text(_field(obj, "code", str, "error")[:100]),
+            _text(_field(obj, "message", str, "error")[:MAX_MESSAGE_TEXT]),
+        )
+    raise ProtocolError(f"unknown message type {str(kind)[:40]!r}")
+
+
+def _text(value: str) -> str:
+    """Human-readable text as it can be shown and logged: a lone surrogate (valid in JSON,
+    not encodable as UTF-8) becomes U+FFFD."""
+    return value.encode("utf-8", "replace").decode("utf-8") if not value.isascii() else value
+
+
+def _decode_hello(obj: dict[str, Any]) -> Hello:
+    version = _field(obj, "version", int, "hello")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"agent speaks protocol {version}; this relay speaks {PROTOCOL_VERSION}: "
+            "upgrade the agent or the relay"
+        )
+    tunnels = _field(obj, "tunnels", list, "hello")
+    if not 1 <= len(tunnels) <= MAX_TUNNELS_PER_CONNECTION:
+        raise ProtocolError(
+            f"agent asked for {len(tunnels)} tunnels; one connection serves "
+            f"1 to {MAX_TUNNELS_PER_CONNECTION}"
+        )
+    specs = []
+    for item in tunnels:
+        keys = ("name", "basic_auth", "webhook", "webhook_secret", "large_responses")
+        if not isinstance(item, dict) or not all(
+            isinstance(item.get(key), str | None) for key in keys
+        ):
+            raise ProtocolError(
+                "hello: each tunnel must be an object with an optional name and optional "
+                "string options"
+            )
+        specs.append(
+            TunnelSpec(
+                item.get("name"),
+                basic_auth=item.get("basic_auth"),
+                webhook=item.get("webhook"),
+                webhook_secret=item.get("webhook_secret"),
+                large_responses=item.get("large_responses") or "refuse",
+            )
+        )
+    agent = obj.get("agent", "")
+    return Hello(tuple(specs), agent=_text(str(agent)[:200]), version=version)
+
+
+def _decode_welcome(obj: dict[str, Any]) -> Welcome:
+    infos = []
+    for item in _field(obj, "tunnels", list, "welcome")[:MAX_TUNNELS_PER_CONNECTION]:
+        if not isinstance(item, dict):
+            raise ProtocolError("welcome: each tunnel must be an object")
+        guards = item.get("guards", [])
+        if not isinstance(guards, list) or not all(isinstance(g, str) for g in guards):
+            raise ProtocolError("welcome: guards must be a list of strings")
+        custom_urls = item.get("custom_urls", [])
+        if not isinstance(custom_urls, list) or not all(
+            isinstance(u, str) and len(u) <= MAX_URL_LENGTH for u in custom_urls
+        ):
+            raise ProtocolError(
+                f"welcome: custom_urls must be a list of URLs of at most {MAX_URL_LENGTH} "
+                "characters"
+            )
+        infos.append(
+            TunnelInfo(
+                name=_field(item, "name", str, "welcome"),
+                url=item.get("url") if isinstance(item.get("url"), str) else None,
+                path_url=_field(item, "path_url", str, "welcome"),
+                guards=tuple(g[:MAX_GUARD_LENGTH] for g in guards[:MAX_GUARDS]),
+                custom_urls=tuple(custom_urls[:MAX_CUSTOM_URLS]),
+            )
+        )
+    return Welcome(tuple(infos), heartbeat_seconds=_number(obj, "heartbeat", "welcome"))
+
+
+def _headers_from(obj: dict[str, Any], where: str) -> Headers:
+    raw = _field(obj, "headers", list, where)
+    if len(raw) > MAX_HEADERS:
+        raise ProtocolError(f"{where}: more than {MAX_HEADERS} headers", status=431)
+    pairs = []
+    for item in raw:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not all(isinstance(x, str) for x in item)
+        ):
+            raise ProtocolError(f"{where}: each header must be a [name, value] pair of strings")
+        pairs.append((item[0], item[1]))
+    return tuple(pairs)
+
+
+def _optional_str(obj: dict[str, Any], key: str, where: str) -> str | None:
+    value = obj.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ProtocolError(f"{where}: field {key!r} must be a string")
+    return value
+
+
+def _decode_request(obj: dict[str, Any]) -> Request:
+    request_id = validate_id(_field(obj, "id", str, "request"))
+    where = f"request {request_id}"
+    body_url = _optional_str(obj, "body_url", where)
+    return Request(
+        id=request_id,
+        tunnel=_field(obj, "tunnel", str, where),
+        method=_field(obj, "method", str, where),
+        path=_field(obj, "path", str, where),
+        query=_field(obj, "query", str, where),
+        headers=_headers_from(obj, where),
+        body=_inline_body(obj, where, MAX_BODY_BYTES),
+        deadline=_number(obj, "deadline", where, default=0.0),
+        body_url=body_url,
+        body_size=_count(obj, "body_size", where, MAX_BODY_BYTES) if body_url else 0,
+        upload_url=_optional_str(obj, "upload_url", where),
+        inline_max=(
+            _count(obj, "inline_max", where, MAX_INLINE_BODY_BYTES)
+            if "inline_max" in obj
+            else MAX_INLINE_BODY_BYTES
+        ),
+    )
+
+
+def _decode_response(obj: dict[str, Any]) -> Response:
+    response_id = validate_id(_field(obj, "id", str, "response"))
+    where = f"response {response_id}"
+    fault = obj.get("fault")
+    if fault is not None:
+        if not isinstance(fault, dict):
+            raise ProtocolError(f"{where}: fault must be an object", status=502)
+        fault = Fault(
+            side=_text(_field(fault, "side", str, where)[:40]),
+            message=_text(_field(fault, "message", str, where)[:MAX_MESSAGE_TEXT]),
+        )
+    uploaded = obj.get("uploaded")
+    return Response(
+        id=response_id,
+        status=_field(obj, "status", int, where),
+        headers=_headers_from(obj, where),
+        body=_inline_body(obj, where, MAX_BODY_BYTES),
+        fault=fault,
+        uploaded=None if uploaded is None else _count(obj, "uploaded", where, MAX_BLOB_BYTES),
+    )
+
+
+def _inline_body(obj: dict[str, Any], where: str, limit: int) -> bytes:
+    text = obj.get("body")
+    if text is None:
+        return b""
+    if not isinstance(text, str):
+        raise ProtocolError(f"{where}: body must be a base64 string")
+    return unpack_body(text, _optional_str(obj, "enc", where), limit, where)
