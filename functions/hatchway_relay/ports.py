@@ -1,7 +1,9 @@
-"""The ports the relay core talks through (store, poster, clock) and the records they carry.
+"""The ports the relay core talks through (store, blob store, poster, clock) and the records
+they carry.
 
-Adapters implement these: ``MemoryStore``/``DynamoStore`` for ``Store``, ``LocalPoster``/
-``ApiGatewayPoster`` for ``Poster``, ``SystemClock`` (or a test's fake) for ``Clock``. Every
+Adapters implement these: ``MemoryStore``/``DynamoStore`` for ``Store``, ``MemoryBlobStore``/
+``S3BlobStore`` for ``BlobStore``, ``LocalPoster``/``ApiGatewayPoster`` for ``Poster``,
+``SystemClock`` (or a test's fake) for ``Clock``. Every
 record carries its own expiry; readers check it in code because TTL deletes late and
 ``$disconnect`` is best effort.
 """
@@ -20,6 +22,25 @@ class ConnectionGone(Exception):
     def __init__(self, connection_id: str) -> None:
         super().__init__(f"connection {connection_id} is gone")
         self.connection_id = connection_id
+
+
+class PostFailed(Exception):
+    """A message could not be handed to a live connection (throttled, timed out, a 5xx after
+    the SDK's retries). Whether it landed is unknown: receivers ignore repeats."""
+
+    def __init__(self, connection_id: str, why: str) -> None:
+        super().__init__(f"post to connection {connection_id} failed: {why}")
+        self.connection_id = connection_id
+        self.why = why
+
+
+class BlobTooLarge(Exception):
+    """A stored blob is larger than the reader accepts."""
+
+    def __init__(self, key: str, size: int, limit: int) -> None:
+        super().__init__(f"blob {key} is {size} bytes; at most {limit} are read")
+        self.size = size
+        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -68,18 +89,11 @@ class Claim:
     """The provider whose signed deliveries are the only requests let through."""
     webhook_secret: str = field(default="", repr=False)
     """The secret those deliveries are signed with (HMAC needs it in clear)."""
+    large_responses: str = "refuse"
+    """``protocol.LARGE_RESPONSE_MODES``: what a response above Lambda's ceiling becomes."""
 
     def alive(self, now: float) -> bool:
         return now < self.expires_at
-
-
-@dataclass(frozen=True)
-class StoredFrame:
-    """One response frame as the agent sent it (JSON text), with its place in the message."""
-
-    index: int
-    count: int
-    text: str = field(repr=False)
 
 
 class Clock(Protocol):
@@ -111,7 +125,26 @@ class SystemClock:
 
 class Poster(Protocol):
     def post(self, connection_id: str, text: str) -> None:
-        """Send one text message to a connection; raise ``ConnectionGone`` if it is gone."""
+        """Send one text message to a connection; raise ``ConnectionGone`` if it is gone and
+        ``PostFailed`` if it could not be sent for another reason."""
+        ...
+
+
+class BlobStore(Protocol):
+    """Bodies too large for a message (S3 on AWS, memory behind the local gateway). Objects
+    expire by themselves within a day; nothing on the request path deletes them."""
+
+    def put(self, key: str, data: bytes) -> None: ...
+    def get(self, key: str, max_bytes: int) -> bytes | None:
+        """The object, or None if there is none; ``BlobTooLarge`` above ``max_bytes``."""
+        ...
+
+    def download_url(self, key: str, expires_in: float) -> str:
+        """A URL anyone may GET the object from until it expires (signed, never listed)."""
+        ...
+
+    def upload_url(self, key: str, expires_in: float) -> str:
+        """A URL anyone holding it may PUT the object to until it expires."""
         ...
 
 
@@ -140,16 +173,21 @@ class Store(Protocol):
         ...
 
     def get_claim(self, name: str) -> Claim | None: ...
-    def renew_claim(self, name: str, connection_id: str, expires_at: float) -> bool:
-        """Extend the claim if ``connection_id`` still holds it."""
+    def renew_claim(
+        self, name: str, connection_id: str, expires_at: float, served: int | None = None
+    ) -> bool:
+        """Extend the claim (and set its ``served`` count, when given) if ``connection_id``
+        still holds it; False if it does not."""
         ...
 
     def release_claim(self, name: str, connection_id: str) -> bool:
         """Delete the claim only if ``connection_id`` holds it."""
         ...
 
-    def count_served(self, name: str, connection_id: str) -> None:
-        """Add one to the claim's ``served`` count if ``connection_id`` still holds it."""
+    # The relay's own key
+    def relay_key(self) -> bytes:
+        """A random secret every relay function shares, created on first use (request ids are
+        bound to their connection with it, so that checking ownership needs no read)."""
         ...
 
     # Reserved names: only the reserving token may claim them
@@ -163,19 +201,25 @@ class Store(Protocol):
 
     def release_reservation(self, name: str, token_id: str) -> bool: ...
 
-    # Pending requests and their response frames
-    def put_pending(self, request_id: str, connection_id: str, expires_at: float) -> None: ...
-    def add_response_frame(
-        self, request_id: str, connection_id: str, frame: StoredFrame, now: float
-    ) -> bool:
-        """Store a frame only if ``connection_id`` owns the live pending request and this part
-        was not stored before; False otherwise (the frame is dropped). The identical frame
-        again is an idempotent retry: True, and still stored once."""
+    # Responses: one message per visitor request, stored once
+    def expect_response(self, request_id: str, connection_id: str, expires_at: float) -> None:
+        """A visitor request is about to wait for ``request_id``'s answer from
+        ``connection_id``. Free on DynamoDB (nothing is written); ``MemoryStore`` uses it to
+        wake the waiter when the answer lands or the connection goes away."""
         ...
 
-    def wait_response(self, request_id: str, until: float) -> list[StoredFrame] | None:
-        """All frames once the message is complete; None if it is not complete by ``until`` or
-        something happened that the waiter should look at (e.g. a connection went away)."""
+    def put_response(self, request_id: str, text: str, expires_at: float) -> bool:
+        """Store the one response message for ``request_id`` (the caller checked that the
+        sender owns the request); the identical text again is an idempotent retry (True),
+        another text is refused (False). One conditional single-item write."""
         ...
 
-    def delete_request(self, request_id: str) -> None: ...
+    def wait_response(self, request_id: str, until: float) -> str | None:
+        """The stored response once there is one; None if there is none by ``until`` or
+        something happened that the waiter should look at (e.g. its connection went away)."""
+        ...
+
+    def forget_response(self, request_id: str) -> None:
+        """The waiter is done. ``MemoryStore`` frees the slot; DynamoDB leaves the item to TTL,
+        which deletes for free."""
+        ...
