@@ -1,7 +1,8 @@
 """Composition root on AWS Lambda: builds the relay from the function's environment once per
 cold start and exposes the handler entry points that ``template.yaml`` names.
 
-Environment: ``TABLE_NAME``, ``WEBSOCKET_MANAGEMENT_URL`` (``https://{api}.execute-api.{region}
+Environment: ``TABLE_NAME``, ``BLOB_BUCKET`` (the HTTP function's bodies too large for a
+message), ``WEBSOCKET_MANAGEMENT_URL`` (``https://{api}.execute-api.{region}
 .amazonaws.com/{stage}``), ``PATH_URL`` (template with ``{name}``; only the WebSocket function
 needs it, for the welcome), and optionally
 ``SUBDOMAIN_URL`` and ``DOMAIN_NAME`` once a custom domain is configured, and
@@ -29,12 +30,24 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from hatchway_relay.adapters.apigateway_poster import ApiGatewayPoster, make_client
 from hatchway_relay.adapters.dynamo_store import DynamoStore
 from hatchway_relay.adapters.emf_metrics import EmfMetrics
+from hatchway_relay.adapters.s3_blobs import S3BlobStore
 from hatchway_relay.core import Relay, RelayConfig
 from hatchway_relay.handlers import authorizer as authorizer_handlers
 from hatchway_relay.handlers import http as http_handlers
 from hatchway_relay.handlers import websocket as ws_handlers
 from hatchway_relay.hostnames import parse_custom_hostnames
-from hatchway_relay.ports import SystemClock
+from hatchway_relay.ports import BlobStore, SystemClock
+from hatchway_relay.prices import stored_response_limit
+
+HEAD_ALLOWANCE_BYTES = 1024
+"""Room a stored response keeps for its status, headers and id beside the body."""
+
+
+def inline_response_bytes() -> int:
+    """Largest packed response body an agent sends inline when responses are stored in
+    DynamoDB: base64 grows it by a third inside the item."""
+    return (stored_response_limit() - HEAD_ALLOWANCE_BYTES) * 3 // 4
+
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "relay"
 logger = Logger(service=SERVICE)
@@ -53,6 +66,9 @@ def relay() -> Relay:
     env = os.environ
     clock = SystemClock()
     table = boto3.resource("dynamodb").Table(env["TABLE_NAME"])
+    blobs: BlobStore | None = None
+    if env.get("BLOB_BUCKET"):
+        blobs = S3BlobStore(boto3.client("s3"), env["BLOB_BUCKET"])
     return Relay(
         DynamoStore(table, clock),
         ApiGatewayPoster(make_client(env["WEBSOCKET_MANAGEMENT_URL"])),
@@ -62,8 +78,10 @@ def relay() -> Relay:
             subdomain_url=env.get("SUBDOMAIN_URL") or None,
             domain=env.get("DOMAIN_NAME") or None,
             custom_hostnames=parse_custom_hostnames(env.get("CUSTOM_HOSTNAMES", "")),
+            inline_response_bytes=inline_response_bytes(),
         ),
         EmfMetrics(metrics, SERVICE),
+        blobs,
     )
 
 

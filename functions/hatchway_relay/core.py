@@ -1,30 +1,37 @@
 """The relay's behaviour, free of any transport: agents connect and claim names, visitors'
-requests are routed to the agent holding the name, and its response frames are handed back.
+requests are routed to the agent holding the name, and its response is handed back.
 
-Everything goes through three ports (``Store``, ``Poster``, ``Clock``); the Lambda handlers and
-the local gateway only translate events into calls on ``Relay``. Errors a visitor sees say which
-side failed: the visitor, the relay, the agent, or the local app behind it.
+Everything goes through ports (``Store``, ``BlobStore``, ``Poster``, ``Clock``); the Lambda
+handlers and the local gateway only translate events into calls on ``Relay``. Errors a visitor
+sees say which side failed: the visitor, the relay, the agent, or the local app behind it.
+
+One visitor request costs, on AWS: one ``@connections`` post (the request message), one
+WebSocket message back (the response), one conditional write of that response (its id proves
+which connection may answer, so no read precedes the write) and the waiter's polls of that one
+item. Nothing on the path deletes (TTL does, for free) and nothing counts per request (pings
+carry the counts). Bodies too large for a message go through the blob store.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from hatchway import protocol
+from hatchway import codec, protocol
 from hatchway.protocol import ProtocolError
-from hatchway_relay import admin, guards, hostnames, names, tokens
+from hatchway_relay import admin, guards, hostnames, names, request_ids, tokens
 from hatchway_relay.metrics import COUNT, Metrics, NoMetrics
 from hatchway_relay.ports import (
+    BlobStore,
+    BlobTooLarge,
     Claim,
     Clock,
     ConnectionGone,
     ConnectionRecord,
     Poster,
+    PostFailed,
     Store,
-    StoredFrame,
     TokenRecord,
 )
 
@@ -36,9 +43,33 @@ PATH_MODE_PREFIX = "/t/"
 LIVENESS_CHECK_SECONDS = 0.5
 """How often a waiting visitor request checks that its agent is still connected."""
 
-PENDING_GRACE_SECONDS = 5.0
-"""Pending requests outlive the response deadline by this much, for late frames to be refused
-cleanly rather than racing the cleanup."""
+ANSWER_GRACE_SECONDS = 5.0
+"""A request id accepts answers this long past the visitor's deadline, so that a late answer is
+refused cleanly (and told to the agent) rather than racing the waiter's end."""
+
+CLEANUP_MARGIN_SECONDS = 1.0
+"""Time the HTTP function keeps for itself after waiting: building the reply and its log lines
+must finish inside the function's timeout."""
+
+BLOB_URL_SECONDS = 60.0
+"""Lifetime of the presigned URLs a request hands the agent (it uses them within the request's
+deadline) and of a redirect to a large response (the visitor follows it at once)."""
+
+FIRST_POLL_FRACTION = 0.8
+"""A waiter first looks for the answer at this share of the tunnel's recent response time:
+polls before it would all miss (each miss is a billed read on DynamoDB)."""
+
+MAX_POLL_HINT_SECONDS = 1.0
+"""The first look is never later than this, so a dead agent is still noticed quickly."""
+
+LATENCY_MEMORY = 0.2
+"""Weight of the newest response time in a tunnel's running average."""
+
+MAX_REMEMBERED_TUNNELS = 4096
+"""Tunnels whose response times one warm relay keeps (a bounded cache)."""
+
+FAULT_STATUSES = frozenset({413, 502, 504})
+"""Statuses an agent's fault may ask the relay to answer with; any other becomes 502."""
 
 RANDOM_NAME_ATTEMPTS = 8
 """Tries at a fresh random name before giving up (collisions are rare: ~26 bits each)."""
@@ -59,6 +90,9 @@ class RelayConfig:
     heartbeat_seconds: float = protocol.HEARTBEAT_SECONDS
     claim_lease_seconds: float = protocol.CLAIM_LEASE_SECONDS
     liveness_check_seconds: float = LIVENESS_CHECK_SECONDS
+    inline_response_bytes: int = protocol.MAX_INLINE_BODY_BYTES
+    """Largest packed response body an agent sends inline; larger ones go to the blob store.
+    On DynamoDB this is where one stored item stops being cheaper than S3 (``prices``)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +106,11 @@ class Visit:
     headers: protocol.Headers = ()
     body: bytes = b""
     source_ip: str = ""
+    received_at: float | None = None
+    """When the gateway received the request (``requestContext.timeEpoch``): its 30 s
+    integration timeout counts from then, cold start included."""
+    time_left: float | None = None
+    """Seconds the function has left (Lambda's ``get_remaining_time_in_millis``)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +145,7 @@ _REASONS = {
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
+    409: "Conflict",
     413: "Content Too Large",
     431: "Request Header Fields Too Large",
     502: "Bad Gateway",
@@ -121,13 +161,24 @@ class Relay:
         clock: Clock,
         config: RelayConfig,
         metrics: Metrics | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.store = store
         self.poster = poster
         self.clock = clock
         self.config = config
         self.metrics = metrics or NoMetrics()
+        self.blobs = blobs
         self._hostname_tunnels = frozenset(config.custom_hostnames.values())
+        self._key: bytes | None = None
+        self._latency: dict[str, float] = {}
+
+    @property
+    def key(self) -> bytes:
+        """The relay's key (one read per cold start; see ``request_ids``)."""
+        if self._key is None:
+            self._key = self.store.relay_key()
+        return self._key
 
     # --- Tokens -------------------------------------------------------------------------------
 
@@ -149,7 +200,7 @@ class Relay:
         """``$connect``: accept the connection only with a known token."""
         record = self.authorize(token)
         if record is None:
-            log.info("connection %s refused: unknown token", connection_id)
+            log.info("connection %s refused: unknown token", request_ids.log_id(connection_id))
             return False
         self.register_connection(connection_id, record.token_id, source_ip)
         return True
@@ -167,7 +218,9 @@ class Relay:
                 source_ip=source_ip,
             )
         )
-        log.info("agent connected: connection %s, token %s", connection_id, token_id)
+        log.info(
+            "agent connected: connection %s, token %s", request_ids.log_id(connection_id), token_id
+        )
 
     def disconnect(self, connection_id: str) -> None:
         """``$disconnect`` (best effort: 410s and expiry checks clean up when it never comes)."""
@@ -180,26 +233,32 @@ class Relay:
         found by a waiting request.
         """
         admin.forget_connection(self.store, connection_id)
-        log.info("connection %s dropped", connection_id)
+        log.info("connection %s dropped", request_ids.log_id(connection_id))
 
     def on_message(self, connection_id: str, text: str) -> None:
         """``$default``: one WebSocket message from an agent."""
         try:
-            frame = protocol.decode(text)
+            message = codec.decode(text)
         except ProtocolError as exc:
-            log.warning("bad frame from connection %s: %s", connection_id, exc)
-            self._send(connection_id, protocol.Error("bad_frame", f"relay refused a frame: {exc}"))
+            log.warning(
+                "bad message from connection %s: %s", request_ids.log_id(connection_id), exc
+            )
+            self._send(
+                connection_id, protocol.Error("bad_frame", f"relay refused a message: {exc}")
+            )
             return
-        if isinstance(frame, protocol.Part):
-            self._accept_response_part(connection_id, frame, text)
-        elif isinstance(frame, protocol.Hello):
-            self._hello(connection_id, frame)
-        elif isinstance(frame, protocol.Ping):
-            self._ping(connection_id, frame)
+        if isinstance(message, protocol.Response):
+            self._accept_response(connection_id, message, text)
+        elif isinstance(message, protocol.Hello):
+            self._hello(connection_id, message)
+        elif isinstance(message, protocol.Ping):
+            self._ping(connection_id, message)
         else:
             self._send(
                 connection_id,
-                protocol.Error("unexpected", f"agents do not send {type(frame).__name__} messages"),
+                protocol.Error(
+                    "unexpected", f"agents do not send {type(message).__name__} messages"
+                ),
             )
 
     def _hello(self, connection_id: str, hello: protocol.Hello) -> None:
@@ -255,7 +314,7 @@ class Relay:
             )
             for n, spec in zip(granted, hello.tunnels, strict=True)
         )
-        log.info("connection %s serves %s", connection_id, ", ".join(granted))
+        log.info("connection %s serves %s", request_ids.log_id(connection_id), ", ".join(granted))
         self._send(connection_id, protocol.Welcome(infos, self.config.heartbeat_seconds))
 
     def _claim(
@@ -285,6 +344,7 @@ class Relay:
                 basic_auth=spec.basic_auth or "",
                 webhook=spec.webhook or "",
                 webhook_secret=spec.webhook_secret or "",
+                large_responses=spec.large_responses,
             )
             if self.store.claim_name(claim, now):
                 return name
@@ -306,29 +366,44 @@ class Relay:
             self._send(connection_id, protocol.Error("not_connected", "connection is not known"))
             return
         lease = self.clock.now() + self.config.claim_lease_seconds
+        served = dict(ping.served)
         for name in connection.names:
-            self.store.renew_claim(name, connection_id, lease)
+            self.store.renew_claim(name, connection_id, lease, served.get(name))
         self.metrics.add("ActiveTunnels", len(connection.names), COUNT)
         self._send(connection_id, protocol.Pong(ping.ts))
 
-    def _accept_response_part(self, connection_id: str, part: protocol.Part, text: str) -> None:
-        if part.kind != "response":
-            self._send(connection_id, protocol.Error("unexpected", "agents do not send requests"))
+    def _accept_response(self, connection_id: str, response: protocol.Response, text: str) -> None:
+        """Store an agent's answer with one conditional write; its id proves the sender owns
+        the request (no read first). A refusal is told to the agent, which logs it."""
+        now = self.clock.now()
+        if not request_ids.may_answer(self.key, response.id, connection_id, now):
+            why = "it is not this connection's request, or the relay stopped waiting for it"
+        elif self.store.put_response(response.id, text, request_ids.expires_at(response.id)):
             return
-        stored = self.store.add_response_frame(
-            part.id, connection_id, StoredFrame(part.index, part.count, text), self.clock.now()
+        else:
+            why = "another answer to it is already stored"
+        log.warning(
+            "refused a response from connection %s: %s",
+            request_ids.log_id(connection_id),
+            why,
         )
-        if not stored:
-            # Not this connection's request, already answered, timed out, or a repeated part.
-            log.warning("dropped response part %s/%s from %s", part.id, part.index, connection_id)
+        self._send(
+            connection_id,
+            protocol.Error(
+                "response_refused", f"relay refused the response to {response.id}: {why}"
+            ),
+        )
 
     def _send(self, connection_id: str, message: protocol.Message) -> None:
         """Best-effort message to an agent; a gone connection is cleaned up."""
         try:
-            for frame in protocol.encode(message):
-                self.poster.post(connection_id, frame)
+            self.poster.post(connection_id, codec.encode(message))
         except ConnectionGone:
             self.drop_connection(connection_id)
+        except PostFailed as exc:
+            log.warning(
+                "could not tell connection %s: %s", request_ids.log_id(connection_id), exc.why
+            )
 
     # --- Visitors -----------------------------------------------------------------------------
 
@@ -350,22 +425,64 @@ class Relay:
         refusal = guards.check(claim, visit.headers, visit.body, now)
         if refusal is not None:  # basic auth or webhook signature: never reaches the agent
             return error_reply(refusal.status, refusal.code, refusal.message, refusal.headers)
+        deadline = self._deadline(visit, now)
+        request_id = request_ids.new_request_id(
+            self.key, claim.connection_id, deadline + ANSWER_GRACE_SECONDS
+        )
         try:
-            request = protocol.Request(
-                id=uuid.uuid4().hex,
-                tunnel=name,
-                method=visit.method.upper(),
-                path=path,
-                query=visit.query,
-                headers=guards.forwarded_headers(claim, protocol.strip_hop_by_hop(visit.headers)),
-                body=visit.body,
-            )
-            frames = protocol.encode(request)
+            request = self._request(request_id, name, path, visit, claim, deadline)
+            text = codec.encode(request)
         except ProtocolError as exc:
             message = f"The visitor's request was refused: {exc}."
             return error_reply(exc.status, "bad-request", message)
-        self.store.count_served(name, claim.connection_id)
-        return self._exchange(claim.connection_id, request, frames)
+        return self._exchange(claim, request, text, deadline)
+
+    def _deadline(self, visit: Visit, now: float) -> float:
+        """When to stop waiting: the response timeout counted from when the gateway got the
+        request (a cold start spends part of it), and never later than the function can run."""
+        deadline = (visit.received_at or now) + self.config.response_timeout
+        if visit.time_left is not None:
+            deadline = min(deadline, now + visit.time_left - CLEANUP_MARGIN_SECONDS)
+        return deadline
+
+    def _request(
+        self,
+        request_id: str,
+        name: str,
+        path: str,
+        visit: Visit,
+        claim: Claim,
+        deadline: float,
+    ) -> protocol.Request:
+        """The request message; a body too large for it goes to the blob store first."""
+        body, body_url = visit.body, None
+        if len(body) > protocol.MAX_INLINE_BODY_BYTES:
+            if len(body) > protocol.MAX_BODY_BYTES or self.blobs is None:
+                raise ProtocolError(
+                    f"its body is {len(body)} bytes; this relay accepts at most "
+                    f"{protocol.MAX_BODY_BYTES if self.blobs else protocol.MAX_INLINE_BODY_BYTES}",
+                    status=413,
+                )
+            key = f"req/{request_id}"
+            self.blobs.put(key, body)
+            body, body_url = b"", self.blobs.download_url(key, BLOB_URL_SECONDS)
+        upload_url = None
+        if self.blobs is not None:
+            upload_url = self.blobs.upload_url(f"resp/{request_id}", BLOB_URL_SECONDS)
+        return protocol.Request(
+            id=request_id,
+            tunnel=name,
+            method=visit.method.upper(),
+            path=path,
+            query=visit.query,
+            headers=guards.forwarded_headers(claim, protocol.strip_hop_by_hop(visit.headers)),
+            body=body,
+            deadline=deadline,
+            body_url=body_url,
+            body_size=len(visit.body) if body_url else 0,
+            upload_url=upload_url,
+            inline_max=self.config.inline_response_bytes,
+        )
 
     def _route(self, visit: Visit) -> tuple[str, str] | Reply:
         """The tunnel name and the path to forward, from the Host (a custom hostname, or
@@ -395,33 +512,50 @@ class Relay:
             + f"{PATH_MODE_PREFIX}<name>/ on this relay.",
         )
 
-    def _exchange(self, connection_id: str, request: protocol.Request, frames: list[str]) -> Reply:
+    def _exchange(
+        self, claim: Claim, request: protocol.Request, text: str, deadline: float
+    ) -> Reply:
+        connection_id = claim.connection_id
         started = self.clock.now()
-        deadline = started + self.config.response_timeout
-        self.store.put_pending(request.id, connection_id, deadline + PENDING_GRACE_SECONDS)
+        self.store.expect_response(request.id, connection_id, request_ids.expires_at(request.id))
         try:
             try:
-                for frame in frames:
-                    self.poster.post(connection_id, frame)
+                self.poster.post(connection_id, text)
             except ConnectionGone:
                 self.drop_connection(connection_id)
                 return self._agent_gone(request.tunnel, "was already gone")
-            stored = self._wait(request, connection_id, deadline)
-            if isinstance(stored, Reply):
-                return stored
-            return self._reply_from(request, stored)
+            except PostFailed as exc:
+                return error_reply(
+                    502,
+                    "relay-post-failed",
+                    f"The relay could not hand the request to the agent serving tunnel "
+                    f"{request.tunnel!r} ({exc.why}). The API may be throttling the relay's "
+                    "messages; try again shortly.",
+                )
+            answer = self._wait(request, connection_id, deadline)
+            if isinstance(answer, Reply):
+                return answer
+            self._remember_latency(request.tunnel, self.clock.now() - started)
+            return self._reply_from(request, claim, answer)
         finally:
-            self.store.delete_request(request.id)
+            self.store.forget_response(request.id)
 
-    def _wait(
-        self, request: protocol.Request, connection_id: str, deadline: float
-    ) -> list[StoredFrame] | Reply:
+    def _remember_latency(self, tunnel: str, seconds: float) -> None:
+        if tunnel not in self._latency and len(self._latency) >= MAX_REMEMBERED_TUNNELS:
+            self._latency.pop(next(iter(self._latency)))
+        previous = self._latency.get(tunnel, seconds)
+        self._latency[tunnel] = previous + LATENCY_MEMORY * (seconds - previous)
+
+    def _wait(self, request: protocol.Request, connection_id: str, deadline: float) -> str | Reply:
+        typical = self._latency.get(request.tunnel, 0.0)
+        hint = min(FIRST_POLL_FRACTION * typical, MAX_POLL_HINT_SECONDS)
         while True:
             now = self.clock.now()
-            until = min(deadline, now + self.config.liveness_check_seconds)
-            stored = self.store.wait_response(request.id, until)
-            if stored is not None:
-                return stored
+            until = min(deadline, now + max(self.config.liveness_check_seconds, hint))
+            answer = self.store.wait_response(request.id, until, hint)
+            hint = 0.0
+            if answer is not None:
+                return answer
             now = self.clock.now()
             if now >= deadline:
                 return error_reply(
@@ -443,25 +577,66 @@ class Relay:
             "still running; otherwise restart `hatchway http`.",
         )
 
-    def _reply_from(self, request: protocol.Request, stored: list[StoredFrame]) -> Reply:
+    def _reply_from(self, request: protocol.Request, claim: Claim, text: str) -> Reply:
         try:
-            message = protocol.assemble(
-                part
-                for part in map(protocol.decode, (f.text for f in stored))
-                if isinstance(part, protocol.Part)
-            )
+            message = codec.decode(text)
         except ProtocolError as exc:
             return error_reply(
                 502, "agent-bad-response", f"The agent sent a malformed response: {exc}."
             )
-        if not isinstance(message, protocol.Response):
-            return error_reply(502, "agent-bad-response", "The agent answered with a request.")
+        if not isinstance(message, protocol.Response) or message.id != request.id:
+            return error_reply(502, "agent-bad-response", "The agent answered something else.")
         if message.fault is not None:
+            status = message.status if message.status in FAULT_STATUSES else 502
             code = "local-app-error" if message.fault.side == "local app" else "agent-error"
+            if status == 413:
+                code = "response-too-large"
             return error_reply(
-                502,
+                status,
                 code,
                 f"The {message.fault.side} failed for tunnel {request.tunnel!r}: "
                 f"{message.fault.message}",
             )
-        return Reply(message.status, protocol.strip_hop_by_hop(message.headers), message.body)
+        headers = protocol.strip_hop_by_hop(message.headers)
+        if message.uploaded is None:
+            return Reply(message.status, headers, message.body)
+        return self._uploaded_reply(request, claim, message, headers)
+
+    def _uploaded_reply(
+        self,
+        request: protocol.Request,
+        claim: Claim,
+        message: protocol.Response,
+        headers: protocol.Headers,
+    ) -> Reply:
+        """A response whose body the agent put in the blob store."""
+        key = f"resp/{request.id}"
+        if self.blobs is None:
+            return error_reply(502, "agent-bad-response", "The agent uploaded to no blob store.")
+        if message.uploaded is not None and message.uploaded > protocol.MAX_BODY_BYTES:
+            if claim.large_responses == "redirect":
+                location = self.blobs.download_url(key, BLOB_URL_SECONDS)
+                return Reply(302, (("location", location), ("cache-control", "no-store")))
+            return self._too_large(request.tunnel, message.uploaded)
+        try:
+            body = self.blobs.get(key, protocol.MAX_BODY_BYTES)
+        except BlobTooLarge as exc:
+            return self._too_large(request.tunnel, exc.size)
+        if body is None or len(body) != message.uploaded:
+            return error_reply(
+                502,
+                "agent-bad-response",
+                f"The agent serving tunnel {request.tunnel!r} said it uploaded the response "
+                "body, but the relay's blob store does not hold it.",
+            )
+        return Reply(message.status, headers, body)
+
+    def _too_large(self, tunnel: str, size: int) -> Reply:
+        return error_reply(
+            413,
+            "response-too-large",
+            f"The local app behind tunnel {tunnel!r} answered with {size} bytes; the relay "
+            f"returns at most {protocol.MAX_BODY_BYTES} bytes through its functions (Lambda's "
+            "6 MB limit). Start the tunnel with --large-responses redirect to send larger "
+            "responses as a redirect to a short-lived download link.",
+        )

@@ -214,9 +214,11 @@ class Store(Protocol):
         another text is refused (False). One conditional single-item write."""
         ...
 
-    def wait_response(self, request_id: str, until: float) -> str | None:
+    def wait_response(self, request_id: str, until: float, hint: float = 0.0) -> str | None:
         """The stored response once there is one; None if there is none by ``until`` or
-        something happened that the waiter should look at (e.g. its connection went away)."""
+        something happened that the waiter should look at (e.g. its connection went away).
+        ``hint``: seconds from now before which the answer is unlikely (a store that polls
+        need not look earlier)."""
         ...
 
     def forget_response(self, request_id: str) -> None:

@@ -17,11 +17,8 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.awsrequest import AWSResponse
-from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from hatchway_relay.adapters import dynamo_store
 from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.admin import AdminStore
@@ -29,7 +26,6 @@ from hatchway_relay.ports import (
     Claim,
     Clock,
     ConnectionRecord,
-    StoredFrame,
     SystemClock,
     TokenRecord,
 )
@@ -127,10 +123,6 @@ def claim(
     name: str = "myapp", conn: str = "c1", token: str = "t1", expires: float = NOW + 60
 ) -> Claim:
     return Claim(name, conn, token, expires)
-
-
-def frame(index: int, count: int = 3) -> StoredFrame:
-    return StoredFrame(index, count, f'{{"part":{index}}}')
 
 
 def race(*attempts: Callable[[], bool]) -> list[bool]:
@@ -276,145 +268,118 @@ def test_two_tokens_racing_for_a_name_exactly_one_wins(store: AdminStore) -> Non
 
 
 # ---------------------------------------------------------------------------------------------
-# Pending requests and response frames
+# Responses: one message per visitor request, stored once
 
 
 @pytest.mark.parametrize(
-    ("connection", "now", "stored_before", "accepted"),
+    ("stored_before", "accepted"),
     [
-        pytest.param("c1", NOW, None, True, id="the owner"),
-        pytest.param("c1", NOW + 29.5, None, True, id="the owner, just in time"),
-        pytest.param("c2", NOW, None, False, id="a foreign connection"),
-        pytest.param("c1", NOW + 30, None, False, id="the request expires right now"),
-        pytest.param("c1", NOW + 31, None, False, id="after the request expired"),
-        pytest.param("c1", NOW, frame(0), True, id="the identical part again: a retry"),
-        pytest.param("c1", NOW, StoredFrame(0, 3, "other"), False, id="another text, same part"),
-        pytest.param("c2", NOW, frame(0), False, id="a foreign copy of a stored part"),
+        pytest.param(None, True, id="the first answer"),
+        pytest.param('{"answer":1}', True, id="the identical answer again: a retry"),
+        pytest.param('{"answer":2}', False, id="another answer to the same request"),
     ],
 )
-def test_response_frames_only_from_the_owner_once(
-    store: AdminStore,
-    connection: str,
-    now: float,
-    stored_before: StoredFrame | None,
-    accepted: bool,
+def test_a_response_is_stored_once(
+    store: AdminStore, stored_before: str | None, accepted: bool
 ) -> None:
-    store.put_pending("r1", "c1", NOW + 30)
-    if stored_before:
-        assert store.add_response_frame("r1", "c1", stored_before, NOW)
-    assert store.add_response_frame("r1", connection, frame(0), now) is accepted
-    assert store.add_response_frame("r1", "c1", frame(1), NOW) is True  # the request lives on
+    store.expect_response("r1", "c1", NOW + 30)
+    if stored_before is not None:
+        assert store.put_response("r1", stored_before, NOW + 30)
+    assert store.put_response("r1", '{"answer":1}', NOW + 30) is accepted
+    assert store.wait_response("r1", NOW) == (stored_before or '{"answer":1}')
 
 
-def test_frames_for_an_unknown_request_are_refused(store: AdminStore) -> None:
-    assert store.add_response_frame("nope", "c1", frame(0), NOW) is False
-
-
-@pytest.mark.usefixtures("frequent_thread_switches")
-def test_one_part_sent_twice_at_once_is_stored_once(store: AdminStore) -> None:
-    for round_ in range(20):
+def test_many_copies_of_one_answer_written_at_once_all_succeed_and_store_one(
+    store: AdminStore, frequent_thread_switches: None
+) -> None:
+    # API Gateway may deliver a message twice and the SDK retries writes that landed: copies
+    # race from several invocations. Single-item conditional writes never conflict.
+    for round_ in range(10):
         request = f"r{round_}"
-        store.put_pending(request, "c1", NOW + 30)
-        part = StoredFrame(0, 1, f"copy-{round_}")
-        send = partial(store.add_response_frame, request, "c1", part, NOW)
-        results = race(send, send)
-        assert results == [True, True]  # one stores it, the other is an idempotent retry
-        assert store.wait_response(request, NOW) == [part]
+        store.expect_response(request, "c1", NOW + 30)
+        same = partial(store.put_response, request, f'{{"copy":{round_}}}', NOW + 30)
+        assert race(*[same] * 8) == [True] * 8
+        assert store.wait_response(request, NOW) == f'{{"copy":{round_}}}'
 
 
-def test_wait_returns_every_frame_in_order_once_complete(store: AdminStore) -> None:
-    store.put_pending("r1", "c1", NOW + 30)
-    for index in (2, 0):
-        assert store.add_response_frame("r1", "c1", frame(index), NOW)
-    assert store.wait_response("r1", NOW) is None  # incomplete, deadline already here
-    assert store.add_response_frame("r1", "c1", frame(1), NOW)
-    assert store.wait_response("r1", NOW) == [frame(0), frame(1), frame(2)]
+def test_of_different_answers_racing_exactly_one_is_stored(
+    store: AdminStore, frequent_thread_switches: None
+) -> None:
+    for round_ in range(10):
+        request = f"r{round_}"
+        store.expect_response(request, "c1", NOW + 30)
+        answers = [partial(store.put_response, request, f'{{"n":{n}}}', NOW + 30) for n in range(6)]
+        results = race(*answers)
+        assert results.count(True) == 1
+        assert store.wait_response(request, NOW) == f'{{"n":{results.index(True)}}}'
+
+
+def test_a_large_response_comes_back_whole(store: AdminStore) -> None:
+    text = '{"body":"' + "x" * (128 * 1024 - 20) + '"}'
+    store.expect_response("r1", "c1", NOW + 30)
+    assert store.put_response("r1", text, NOW + 30)
+    assert store.wait_response("r1", NOW) == text
 
 
 def test_wait_gives_up_exactly_at_the_deadline(store: AdminStore, clock: FakeClock) -> None:
-    store.put_pending("r1", "c1", NOW + 30)
-    assert store.add_response_frame("r1", "c1", frame(0), NOW)
+    store.expect_response("r1", "c1", NOW + 30)
     assert store.wait_response("r1", NOW + 5) is None
-    assert clock.now() == NOW + 5  # waited the whole time, not a moment longer
+    assert clock.now() == NOW + 5
 
 
-def test_wait_for_an_unknown_request_returns_at_once(store: AdminStore, clock: FakeClock) -> None:
-    assert store.wait_response("missing", NOW + 5) is None
-    assert clock.now() == NOW
-
-
-def test_wait_returns_once_another_thread_completes_the_message(make_store: StoreFactory) -> None:
-    clock = SignallingClock()  # real time: a waiter and an agent, each in its own thread
-    store = make_store(clock)
+def test_wait_returns_once_another_thread_stores_the_answer(make_store: StoreFactory) -> None:
+    store = make_store(SystemClock())
     started = time.time()
-    store.put_pending("r1", "c1", started + 30)
-    assert store.add_response_frame("r1", "c1", frame(2), started)
-    accepted: list[bool] = []
+    store.expect_response("r1", "c1", started + 30)
 
-    def agent() -> None:  # the rest, out of order, once the waiter has found it incomplete
-        if clock.waiting.wait(10):
-            for index in (0, 1):
-                accepted.append(store.add_response_frame("r1", "c1", frame(index), time.time()))
+    def agent() -> None:
+        time.sleep(0.05)  # the waiter is already waiting (or polling) by then
+        store.put_response("r1", "answer", started + 30)
 
     writer = threading.Thread(target=agent)
     writer.start()
-    # A waiter that misses the last frame returns None at this (generous) deadline.
-    assert store.wait_response("r1", started + 10) == [frame(0), frame(1), frame(2)]
+    assert store.wait_response("r1", started + 10) == "answer"
     writer.join(10)
-    assert accepted == [True, True]
+    assert time.time() - started < 5
 
 
-def test_a_message_of_many_large_frames_comes_back_whole(store: AdminStore) -> None:
-    # ~1.2 MB: more than one DynamoDB query page (1 MB).
-    big = [StoredFrame(i, 40, f"{i:04d}" + "x" * 30_000) for i in range(40)]
-    store.put_pending("r1", "c1", NOW + 30)
-    for part in reversed(big):
-        assert store.add_response_frame("r1", "c1", part, NOW)
-    assert store.wait_response("r1", NOW) == big
+def test_forget_response_is_safe_twice(store: AdminStore) -> None:
+    store.expect_response("r1", "c1", NOW + 30)
+    store.forget_response("r1")
+    store.forget_response("r1")
 
 
-def test_delete_request_removes_the_request_and_its_frames(store: AdminStore) -> None:
-    store.put_pending("r1", "c1", NOW + 30)
-    store.put_pending("r2", "c1", NOW + 30)
-    for index in range(3):
-        assert store.add_response_frame("r1", "c1", frame(index), NOW)
-        assert store.add_response_frame("r2", "c1", frame(index), NOW)
-    store.delete_request("r1")
-    assert store.wait_response("r1", NOW) is None
-    assert store.add_response_frame("r1", "c1", frame(0), NOW) is False
-    assert store.wait_response("r2", NOW) == [frame(0), frame(1), frame(2)]  # others untouched
-    store.delete_request("r1")  # twice: no error
+def test_the_relay_key_is_random_long_and_stable(make_store: StoreFactory) -> None:
+    store = make_store(FakeClock(NOW))
+    key = store.relay_key()
+    assert len(key) >= 32 and store.relay_key() == key
 
 
 # ---------------------------------------------------------------------------------------------
-# MemoryStore only: a waiter is woken, never polls
+# MemoryStore only: a waiter is woken, never polls; nothing is kept that nobody waits for
 
 
-def test_memory_store_wakes_the_waiter_the_moment_the_last_frame_lands() -> None:
+def test_memory_store_wakes_the_waiter_the_moment_the_answer_lands() -> None:
     clock = SignallingClock()
     store = MemoryStore(clock)
-    store.put_pending("r1", "c1", time.time() + 30)
-    assert store.add_response_frame("r1", "c1", StoredFrame(0, 2, "a"), time.time())
+    store.expect_response("r1", "c1", time.time() + 30)
 
     def agent() -> None:
         if clock.waiting.wait(10):
-            store.add_response_frame("r1", "c1", StoredFrame(1, 2, "b"), time.time())
+            store.put_response("r1", "answer", time.time() + 30)
 
     writer = threading.Thread(target=agent)
     writer.start()
-    assert store.wait_response("r1", time.time() + 10) == [
-        StoredFrame(0, 2, "a"),
-        StoredFrame(1, 2, "b"),
-    ]
+    assert store.wait_response("r1", time.time() + 10) == "answer"
     writer.join(10)
-    assert clock.wakeups == [True]  # woken by the frame, not by the timeout
+    assert clock.wakeups == [True]  # woken by the answer, not by the timeout
 
 
 def test_memory_store_wakes_the_waiter_when_its_connection_goes() -> None:
     clock = SignallingClock()
     store = MemoryStore(clock)
     store.put_connection(ConnectionRecord("c1", "t1", 0, time.time() + 60))
-    store.put_pending("r1", "c1", time.time() + 30)
+    store.expect_response("r1", "c1", time.time() + 30)
 
     def disconnect() -> None:
         if clock.waiting.wait(10):
@@ -427,95 +392,74 @@ def test_memory_store_wakes_the_waiter_when_its_connection_goes() -> None:
     assert clock.wakeups == [True]  # told at once, so the caller can answer 502 now
 
 
+@pytest.mark.parametrize(
+    ("expected", "now", "accepted"),
+    [
+        pytest.param(False, NOW, False, id="nobody waits for it"),
+        pytest.param(True, NOW + 31, False, id="the waiter's time is up"),
+        pytest.param(True, NOW + 29, True, id="in time"),
+    ],
+)
+def test_memory_store_keeps_only_answers_someone_waits_for(
+    expected: bool, now: float, accepted: bool
+) -> None:
+    clock = FakeClock(now)
+    store = MemoryStore(clock)
+    if expected:
+        store.expect_response("r1", "c1", NOW + 30)
+    assert store.put_response("r1", "answer", NOW + 30) is accepted
+    store.forget_response("r1")
+    assert store.put_response("r1", "answer", NOW + 30) is False  # forgotten: nothing kept
+
+
 # ---------------------------------------------------------------------------------------------
-# DynamoStore only: polling, retries, the table
+# DynamoStore only: polling, the table
 
 
-def test_dynamo_polls_at_once_then_backs_off_to_200_ms_never_past_the_deadline(
+def test_dynamo_polls_one_item_after_the_hint_then_backs_off_never_past_the_deadline(
     moto_table: MotoTable, clock: FakeClock
 ) -> None:
     store = DynamoStore(moto_table.table, clock)
-    store.put_pending("r1", "c1", NOW + 30)
     polled_at: list[float] = []
     moto_table.client.meta.events.register(
-        "before-call.dynamodb.Query", lambda **_: polled_at.append(clock.now())
+        "before-call.dynamodb.GetItem", lambda **_: polled_at.append(clock.now())
     )
-    assert store.wait_response("r1", NOW + 1) is None
-
-    *backoff, last = clock.sleeps
-    assert backoff[:6] == pytest.approx([0.02, 0.03, 0.045, 0.0675, 0.10125, 0.151875])
-    assert backoff[6:] == [0.2] * len(backoff[6:])
-    assert 0 < last <= 0.2
-    assert polled_at[0] == NOW  # the first look costs no wait
-    assert polled_at[-1] == NOW + 1  # the last look is at the deadline
-    assert len(polled_at) == len(clock.sleeps) + 1  # one look after every sleep
-
-
-def test_dynamo_reads_a_large_message_in_pages(moto_table: MotoTable) -> None:
-    store = DynamoStore(moto_table.table, FakeClock(NOW))
-    store.put_pending("r1", "c1", NOW + 30)
-    for i in range(40):
-        assert store.add_response_frame("r1", "c1", StoredFrame(i, 40, "x" * 30_000), NOW)
     moto_table.operations.clear()
-    assert len(store.wait_response("r1", NOW) or []) == 40
-    assert moto_table.operations.count("Query") > 2  # several pages, not a truncated first one
+    assert store.wait_response("r1", NOW + 1, hint=0.05) is None
+    assert set(moto_table.operations) == {"GetItem"}  # one small item, never a query
+    *backoff, last = clock.sleeps
+    assert backoff[:5] == pytest.approx([0.05, 0.075, 0.1125, 0.16875, 0.2])
+    assert backoff[5:] == [0.2] * len(backoff[5:])
+    assert 0 <= last <= 0.2
+    assert polled_at[0] == NOW + 0.05  # no look before the hint: each miss is billed
+    assert polled_at[-1] == NOW + 1  # the last look is at the deadline
+    assert len(polled_at) == len(clock.sleeps)  # one look after every sleep
 
 
-def cancel_transactions(client: Any, reasons: list[str], times: int) -> list[str]:
-    """Make the next ``times`` TransactWriteItems calls fail as DynamoDB does when it cancels
-    a transaction for ``reasons`` (one per item); returns the transactions' outcomes so far."""
-    outcomes: list[str] = []
-
-    def respond(model: Any, **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
-        if model.name != "TransactWriteItems":
-            return None
-        if outcomes.count("cancelled") == times:
-            outcomes.append("sent")
-            return None  # on to moto
-        outcomes.append("cancelled")
-        message = f"Transaction cancelled [{', '.join(reasons)}]"
-        parsed = {
-            "Error": {"Code": "TransactionCanceledException", "Message": message},
-            "CancellationReasons": [{"Code": code} for code in reasons],
-            "ResponseMetadata": {"HTTPStatusCode": 400},
-        }
-        return AWSResponse("https://dynamodb.invalid/", 400, {}, None), parsed
-
-    # A reply from a before-call handler replaces the request: moto never sees it. Registered
-    # after serialize_requests' handler on the same event, so it runs inside that lock.
-    client.meta.events.register("before-call.dynamodb", respond)
-    return outcomes
-
-
-def test_dynamo_retries_a_frame_whose_transaction_lost_a_conflict(
-    moto_table: MotoTable, clock: FakeClock
-) -> None:
-    # Parts of one response land in parallel Lambda invocations; their transactions all check
-    # the same pending item, and DynamoDB cancels the losers with TransactionConflict.
-    store = DynamoStore(moto_table.table, clock)
-    store.put_pending("r1", "c1", NOW + 30)
-    outcomes = cancel_transactions(moto_table.client, ["None", "TransactionConflict"], times=2)
-    assert store.add_response_frame("r1", "c1", StoredFrame(0, 1, "a"), NOW) is True
-    assert outcomes == ["cancelled", "cancelled", "sent"]
-    assert clock.sleeps == [0.01, 0.02]
-    assert store.wait_response("r1", NOW) == [StoredFrame(0, 1, "a")]
-
-
-def test_dynamo_gives_up_on_endless_conflicts_loudly(
+def test_dynamo_first_looks_after_10_ms_without_a_hint(
     moto_table: MotoTable, clock: FakeClock
 ) -> None:
     store = DynamoStore(moto_table.table, clock)
-    store.put_pending("r1", "c1", NOW + 30)
-    outcomes = cancel_transactions(moto_table.client, ["TransactionConflict", "None"], times=99)
-    with pytest.raises(ClientError):  # not False: the frame was not refused, it was not stored
-        store.add_response_frame("r1", "c1", StoredFrame(0, 1, "a"), NOW)
-    assert outcomes == ["cancelled"] * dynamo_store.TRANSACTION_ATTEMPTS
-    assert clock.sleeps == [0.01, 0.02, 0.04, 0.08]
+    assert store.wait_response("r1", NOW + 0.05) is None
+    assert clock.sleeps[:2] == pytest.approx([0.01, 0.015])
 
 
-def test_dynamo_never_scans_on_a_request_path(moto_table: MotoTable) -> None:
+def test_dynamo_stores_an_answer_with_one_conditional_put_and_no_read(
+    moto_table: MotoTable,
+) -> None:
+    store = DynamoStore(moto_table.table, FakeClock(NOW))
+    store.expect_response("r1", "c1", NOW + 30)
+    moto_table.operations.clear()
+    assert store.put_response("r1", "answer", NOW + 30)
+    assert moto_table.operations == ["PutItem"]
+    store.forget_response("r1")
+    assert moto_table.operations == ["PutItem"]  # no delete: TTL removes it for free
+
+
+def test_dynamo_never_scans_or_transacts_on_a_request_path(moto_table: MotoTable) -> None:
     clock = FakeClock(NOW)
     store = DynamoStore(moto_table.table, clock)
+    store.relay_key()
     store.put_token(TokenRecord("ab" * 32, "t1"))
     store.get_token("ab" * 32)
     store.put_connection(ConnectionRecord("c1", "t1", NOW, NOW + 7200))
@@ -523,14 +467,17 @@ def test_dynamo_never_scans_on_a_request_path(moto_table: MotoTable) -> None:
     store.claim_name(claim(), NOW)
     store.set_connection_names("c1", ("myapp",))
     store.get_claim("myapp")
-    store.renew_claim("myapp", "c1", NOW + 120)
-    store.put_pending("r1", "c1", NOW + 30)
-    store.add_response_frame("r1", "c1", StoredFrame(0, 1, "a"), NOW)
+    store.renew_claim("myapp", "c1", NOW + 120, served=4)
+    store.expect_response("r1", "c1", NOW + 30)
+    store.put_response("r1", "answer", NOW + 30)
+    store.put_response("r1", "answer", NOW + 30)
     store.wait_response("r1", NOW + 1)
-    store.delete_request("r1")
+    store.forget_response("r1")
     store.release_claim("myapp", "c1")
     store.delete_connection("c1")
-    assert "Scan" not in moto_table.operations
+    assert not {"Scan", "Query", "TransactWriteItems", "BatchWriteItem"} & set(
+        moto_table.operations
+    )
     store.list_tokens()  # the operator's listing may scan: it is not on any request's path
     assert moto_table.operations[-1] == "Scan"
 
@@ -540,20 +487,21 @@ def test_dynamo_items_follow_the_single_table_layout(moto_table: MotoTable) -> N
     store.put_token(TokenRecord("ab" * 32, "t1"))
     store.put_connection(ConnectionRecord("c1", "t1", NOW, NOW + 7200))
     store.claim_name(claim(), NOW)
-    store.put_pending("r1", "c1", NOW + 30)
-    store.add_response_frame("r1", "c1", frame(7, count=8), NOW)
+    store.put_response("r1", "answer", NOW + 30)
+    store.relay_key()
     items = {(i["pk"], i["sk"]): i for i in moto_table.table.scan()["Items"]}
     assert set(items) == {
         ("token#" + "ab" * 32, "token"),
         ("conn#c1", "conn"),
         ("name#myapp", "claim"),
-        ("req#r1", "pending"),
-        ("req#r1", "frame#0007"),
+        ("req#r1", "resp"),
+        ("relay", "key"),
     }
     assert "ttl" not in items["token#" + "ab" * 32, "token"]  # tokens live until revoked
-    for key in [("conn#c1", "conn"), ("name#myapp", "claim"), ("req#r1", "pending")]:
+    assert "ttl" not in items["relay", "key"]
+    for key in [("conn#c1", "conn"), ("name#myapp", "claim")]:
         assert items[key]["ttl"] > items[key]["expires_at"]  # collected only after expiry
-    assert items["req#r1", "frame#0007"]["ttl"] > NOW + 30
+    assert items["req#r1", "resp"]["ttl"] > NOW + 30
 
 
 def test_create_table_takes_a_client_is_idempotent_and_enables_ttl(
@@ -632,15 +580,14 @@ def test_connections_can_be_listed_for_the_operator(store: AdminStore) -> None:
     assert sorted(store.list_connections(), key=lambda c: c.connection_id) == [first, second]
 
 
-def test_only_the_holder_counts_requests_served(store: AdminStore) -> None:
-    store.count_served("myapp", "c1")  # no claim: nothing to count, no error
+def test_only_the_holder_sets_the_served_count_when_it_renews(store: AdminStore) -> None:
+    assert not store.renew_claim("myapp", "c1", NOW + 99, served=1)  # no claim, no error
     assert store.get_claim("myapp") is None
     assert store.claim_name(claim(conn="c1"), NOW)
-    for _ in range(3):
-        store.count_served("myapp", "c1")
-    store.count_served("myapp", "c2")  # not the holder
-    assert store.get_claim("myapp") == replace(claim(conn="c1"), served=3)
-    assert store.renew_claim("myapp", "c1", NOW + 999)
+    assert store.renew_claim("myapp", "c1", NOW + 99, served=3)
+    assert not store.renew_claim("myapp", "c2", NOW + 99, served=7)  # not the holder
+    assert store.get_claim("myapp") == replace(claim(conn="c1"), expires_at=NOW + 99, served=3)
+    assert store.renew_claim("myapp", "c1", NOW + 999)  # a renewal without a count keeps it
     assert store.get_claim("myapp").served == 3  # type: ignore[union-attr]
     # A new holder (the same token reconnecting) starts counting afresh.
     assert store.claim_name(claim(conn="c2"), NOW)
@@ -657,8 +604,7 @@ def test_a_claims_guards_round_trip_and_survive_renewal_and_counting(store: Admi
     held = guarded(claim(conn="c1"))
     assert store.claim_name(held, NOW)
     assert store.get_claim("myapp") == held
-    assert store.renew_claim("myapp", "c1", NOW + 999)
-    store.count_served("myapp", "c1")
+    assert store.renew_claim("myapp", "c1", NOW + 999, served=1)
     assert store.get_claim("myapp") == replace(held, expires_at=NOW + 999, served=1)
     assert store.list_claims() == [replace(held, expires_at=NOW + 999, served=1)]
 
@@ -708,11 +654,9 @@ def test_dynamo_builds_its_own_expressions_so_threads_share_no_placeholders(
     store.put_connection(ConnectionRecord("c1", "t1", NOW, NOW + 7200))
     store.set_connection_names("c1", ("myapp",))
     assert store.claim_name(claim(), NOW)
-    assert store.renew_claim("myapp", "c1", NOW + 90)
-    store.count_served("myapp", "c1")
+    assert store.renew_claim("myapp", "c1", NOW + 90, served=2)
     assert store.reserve_name("myapp", "t1")
     assert store.list_claims() and store.list_connections()
-    store.put_pending("r1", "c1", NOW + 30)
-    assert store.wait_response("r1", NOW) is None
-    assert {operation for operation, _ in seen} >= {"PutItem", "UpdateItem", "Scan", "Query"}
+    assert store.put_response("r1", "answer", NOW + 30)
+    assert {operation for operation, _ in seen} >= {"PutItem", "UpdateItem", "Scan"}
     assert {kind for _, kind in seen} == {"str"}

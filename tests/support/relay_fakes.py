@@ -1,52 +1,100 @@
-"""In-memory stand-ins for the relay's edges: a poster that delivers frames to a fake agent
-(the "tunnel pair": core and agent logic wired together with no sockets and no threads)."""
+"""In-memory stand-ins for the relay's edges: a poster that delivers messages to a fake agent
+(the "tunnel pair": core and agent logic wired together with no sockets and no threads), and a
+blob store whose URLs the fake agent resolves without HTTP."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hatchway import protocol
+from hatchway import codec, protocol
 from hatchway_relay.core import Relay
-from hatchway_relay.ports import ConnectionGone
+from hatchway_relay.ports import BlobTooLarge, ConnectionGone
 
 App = Callable[[protocol.Request], protocol.Response | None]
+
+BLOB_BASE = "http://blobs.test/"
+
+
+class FakeBlobs:
+    """The ``BlobStore`` port in a dict; its URLs name the key (``http://blobs.test/<key>``)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.puts = 0
+
+    def put(self, key: str, data: bytes) -> None:
+        self.puts += 1
+        self.objects[key] = data
+
+    def get(self, key: str, max_bytes: int) -> bytes | None:
+        data = self.objects.get(key)
+        if data is not None and len(data) > max_bytes:
+            raise BlobTooLarge(key, len(data), max_bytes)
+        return data
+
+    def download_url(self, key: str, expires_in: float) -> str:
+        return BLOB_BASE + key
+
+    def upload_url(self, key: str, expires_in: float) -> str:
+        return BLOB_BASE + key
+
+    def at(self, url: str) -> str:
+        assert url.startswith(BLOB_BASE), url
+        return url[len(BLOB_BASE) :]
 
 
 @dataclass
 class FakeAgent:
-    """The agent side of one connection: reassembles requests, answers with ``app``
-    (None means "never answer"), and records every control message it was sent."""
+    """The agent side of one connection: answers requests with ``app`` (None means "never
+    answer"), moving large bodies through ``blobs`` as the real agent does over HTTP, and
+    records every control message it was sent."""
 
     relay: Relay
     connection_id: str
     app: App
-    received: list[protocol.Frame] = field(default_factory=list)
+    blobs: FakeBlobs | None = None
+    received: list[protocol.Message] = field(default_factory=list)
     requests: list[protocol.Request] = field(default_factory=list)
-    reassembler: protocol.Reassembler = field(default_factory=protocol.Reassembler)
 
     def deliver(self, text: str) -> None:
-        frame = protocol.decode(text)
-        if not isinstance(frame, protocol.Part):
-            self.received.append(frame)
+        message = codec.decode(text)
+        if not isinstance(message, protocol.Request):
+            self.received.append(message)
             return
-        message = self.reassembler.feed(frame)
-        if isinstance(message, protocol.Request):
-            self.requests.append(message)
-            response = self.app(message)
-            if response is not None:
-                self.send(response)
+        if message.body_url is not None:
+            assert self.blobs is not None
+            body = self.blobs.objects[self.blobs.at(message.body_url)]
+            message = protocol.Request(
+                **{**message.__dict__, "body": body, "body_url": None, "body_size": 0}
+            )
+        self.requests.append(message)
+        response = self.app(message)
+        if response is not None:
+            self.send(self._fit(message, response))
+
+    def _fit(self, request: protocol.Request, response: protocol.Response) -> protocol.Response:
+        """Upload a body that is too large to carry inline, as the real agent does."""
+        if response.uploaded is not None or not response.body:
+            return response
+        packed, _ = codec.pack_body(response.body)
+        if codec.packed_size(packed) <= request.inline_max or request.upload_url is None:
+            return response
+        assert self.blobs is not None
+        self.blobs.objects[self.blobs.at(request.upload_url)] = response.body
+        return protocol.Response(
+            response.id, response.status, response.headers, uploaded=len(response.body)
+        )
 
     def send(self, message: protocol.Message) -> None:
-        for text in protocol.encode(message):
-            self.relay.on_message(self.connection_id, text)
+        self.relay.on_message(self.connection_id, codec.encode(message))
 
-    def last(self) -> protocol.Frame:
+    def last(self) -> protocol.Message:
         return self.received[-1]
 
 
 class FakePoster:
-    """Delivers posted frames synchronously to registered fake agents; unknown ids are gone."""
+    """Delivers posted messages synchronously to registered fake agents; unknown ids are gone."""
 
     def __init__(self) -> None:
         self.agents: dict[str, FakeAgent] = {}
@@ -56,6 +104,7 @@ class FakePoster:
         agent = self.agents.get(connection_id)
         if agent is None:
             raise ConnectionGone(connection_id)
+        assert len(text) <= protocol.MAX_MESSAGE_BYTES
         self.posted.append((connection_id, text))
         agent.deliver(text)
 

@@ -6,16 +6,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import random
 import threading
 
 import pytest
 
-from hatchway import protocol
+from hatchway import codec, protocol
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.core import Relay, RelayConfig, Visit
+from hatchway_relay.ports import PostFailed
 from hatchway_relay.tokens import hash_token
 from support.fake_clock import FakeClock
-from support.relay_fakes import App, FakeAgent, FakePoster, echo_app
+from support.relay_fakes import App, FakeAgent, FakeBlobs, FakePoster, echo_app
 
 TOKEN_A = "hw_token-a"
 TOKEN_B = "hw_token-b"
@@ -28,6 +30,7 @@ class Harness:
         self.clock = FakeClock()
         self.store = MemoryStore(self.clock)
         self.poster = FakePoster()
+        self.blobs = FakeBlobs()
         self.relay = Relay(
             self.store,
             self.poster,
@@ -39,6 +42,7 @@ class Harness:
                 custom_hostnames=custom_hostnames or {},
                 response_timeout=response_timeout,
             ),
+            blobs=self.blobs,
         )
         self.relay.add_token(TOKEN_A, "laptop")
         self.relay.add_token(TOKEN_B, "someone else")
@@ -51,7 +55,7 @@ class Harness:
         app: App = echo_app,
     ) -> FakeAgent:
         assert self.relay.connect(connection_id, token)
-        agent = FakeAgent(self.relay, connection_id, app)
+        agent = FakeAgent(self.relay, connection_id, app, self.blobs)
         self.poster.agents[connection_id] = agent
         agent.send(protocol.Hello((protocol.TunnelSpec(name),)))
         return agent
@@ -483,3 +487,197 @@ def test_a_new_hello_without_guards_lifts_them(h: Harness) -> None:
     guarded_agent(h, protocol.TunnelSpec("myapp", basic_auth=CREDENTIALS_HASH))
     again = h.agent("c2", "myapp")  # the same token reconnects with a plain tunnel
     assert h.relay.visit(h.get("/")).status == 200 and len(again.requests) == 1
+
+
+# --- One message each way, large bodies through the blob store --------------------------------
+
+
+def test_a_request_and_its_response_are_one_message_each(h: Harness) -> None:
+    h.agent("c1")
+    posted_before = len(h.poster.posted)
+    body = b'{"k": "v"}' * 5000  # 50 KB of JSON: compressed inline
+    assert h.relay.visit(h.get("/", method="POST", body=body)).body == body
+    assert len(h.poster.posted) - posted_before == 1 and h.blobs.puts == 0
+
+
+@pytest.mark.parametrize(
+    ("size", "through_blobs"),
+    [
+        (protocol.MAX_INLINE_BODY_BYTES, False),
+        (protocol.MAX_INLINE_BODY_BYTES + 1, True),
+        (4 * 1024 * 1024, True),
+    ],
+)
+def test_request_bodies_above_a_message_go_through_the_blob_store(
+    h: Harness, size: int, through_blobs: bool
+) -> None:
+    agent = h.agent("c1")
+    body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    reply = h.relay.visit(h.get("/", method="POST", body=body))
+    assert reply.status == 200 and reply.body == body
+    assert agent.requests[-1].body == body
+    assert (h.blobs.puts == 1) is through_blobs
+    assert all(len(text) <= protocol.MAX_MESSAGE_BYTES for _, text in h.poster.posted)
+
+
+def test_a_large_response_is_uploaded_and_returned_whole(h: Harness) -> None:
+    body = random.Random(1).randbytes(1024 * 1024)  # incompressible
+    h.agent("c1", app=lambda r: protocol.Response(r.id, 200, body=body))
+    reply = h.relay.visit(h.get("/big"))
+    assert reply.status == 200 and reply.body == body
+    assert any(key.startswith("resp/") for key in h.blobs.objects)
+
+
+def _uploading(size: int, blobs: FakeBlobs) -> App:
+    def app(request: protocol.Request) -> protocol.Response:
+        assert request.upload_url is not None
+        blobs.objects[blobs.at(request.upload_url)] = b"z" * size
+        return protocol.Response(request.id, 200, uploaded=size)
+
+    return app
+
+
+def test_a_response_above_the_lambda_ceiling_is_413_naming_the_limit(h: Harness) -> None:
+    h.agent("c1", app=_uploading(protocol.MAX_BODY_BYTES + 1, h.blobs))
+    reply = h.relay.visit(h.get("/huge"))
+    assert reply.status == 413
+    assert dict(reply.headers)["x-hatchway-error"] == "response-too-large"
+    assert str(protocol.MAX_BODY_BYTES).encode() in reply.body and b"redirect" in reply.body
+
+
+def test_with_redirect_a_response_above_the_ceiling_is_a_302_to_the_blob(h: Harness) -> None:
+    assert h.relay.connect("c1", TOKEN_A)
+    agent = FakeAgent(h.relay, "c1", _uploading(20 * 1024 * 1024, h.blobs), h.blobs)
+    h.poster.agents["c1"] = agent
+    agent.send(protocol.Hello((protocol.TunnelSpec("myapp", large_responses="redirect"),)))
+    reply = h.relay.visit(h.get("/huge"))
+    assert reply.status == 302
+    location = dict(reply.headers)["location"]
+    assert len(h.blobs.objects[h.blobs.at(location)]) == 20 * 1024 * 1024
+
+
+def test_an_upload_the_blob_store_does_not_hold_is_a_coded_502(h: Harness) -> None:
+    h.agent("c1", app=lambda r: protocol.Response(r.id, 200, uploaded=10))
+    reply = h.relay.visit(h.get("/"))
+    assert reply.status == 502 and dict(reply.headers)["x-hatchway-error"] == "agent-bad-response"
+
+
+def test_without_a_blob_store_bodies_above_a_message_are_413() -> None:
+    h = Harness()
+    h.relay.blobs = None
+    h.agent("c1")
+    reply = h.relay.visit(h.get("/", method="POST", body=b"x" * (protocol.MAX_BODY_BYTES // 2)))
+    assert reply.status == 413 and b"visitor" in reply.body
+
+
+# --- Who may answer, and how often --------------------------------------------------------------
+
+
+def test_a_forged_answer_is_refused_and_the_sender_is_told(h: Harness) -> None:
+    intruder = h.agent("c2", "other", token=TOKEN_B)
+    h.agent("c1", app=lambda r: None)
+    h.relay.on_message("c2", codec.encode(protocol.Response("x" * 40, 200, body=b"forged")))
+    refusal = intruder.last()
+    assert isinstance(refusal, protocol.Error) and refusal.code == "response_refused"
+
+
+def test_a_repeated_answer_is_idempotent_and_a_different_one_refused(h: Harness) -> None:
+    answers: list[str] = []
+
+    def answer_three_times(request: protocol.Request) -> protocol.Response:
+        genuine = codec.encode(protocol.Response(request.id, 200, body=b"one"))
+        answers.append(genuine)
+        h.relay.on_message("c1", genuine)  # the same message delivered twice
+        h.relay.on_message("c1", codec.encode(protocol.Response(request.id, 500, body=b"two")))
+        return protocol.Response(request.id, 200, body=b"one")
+
+    agent = h.agent("c1", app=answer_three_times)
+    reply = h.relay.visit(h.get("/"))
+    assert (reply.status, reply.body) == (200, b"one")
+    refusals = [m for m in agent.received if isinstance(m, protocol.Error)]
+    assert [m.code for m in refusals] == ["response_refused"]  # only the different one
+
+
+def test_an_answer_after_the_deadline_is_refused(h: Harness) -> None:
+    held: list[protocol.Request] = []
+    agent = h.agent("c1", app=lambda r: held.append(r) or None)  # type: ignore[func-returns-value]
+    h.relay.config = RelayConfig(
+        path_url="http://relay.test/t/{name}/", domain="t.example.test", response_timeout=2.0
+    )
+    assert h.relay.visit(h.get("/")).status == 504
+    h.clock.advance(10.0)
+    agent.send(protocol.Response(held[0].id, 200, body=b"late"))
+    assert isinstance(agent.last(), protocol.Error)
+
+
+class FailingPoster(FakePoster):
+    def post(self, connection_id: str, text: str) -> None:
+        if codec.decode(text).__class__ is protocol.Request:
+            raise PostFailed(connection_id, "LimitExceededException")
+        super().post(connection_id, text)
+
+
+def test_a_post_that_fails_for_another_reason_than_gone_is_a_coded_502() -> None:
+    h = Harness()
+    failing = FailingPoster()
+    h.poster = h.relay.poster = failing  # type: ignore[assignment]
+    h.agent("c1")
+    reply = h.relay.visit(h.get("/"))
+    assert reply.status == 502
+    assert dict(reply.headers)["x-hatchway-error"] == "relay-post-failed"
+    assert h.store.get_connection("c1") is not None  # not gone: kept
+
+
+# --- Deadlines ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("received_ago", "time_left", "waited"),
+    [
+        (0.0, None, 28.0),
+        (6.0, None, 22.0),  # a cold start spent 6 s of the gateway's budget
+        (0.0, 10.0, 9.0),  # the function has 10 s left; it keeps one for itself
+    ],
+)
+def test_the_wait_ends_before_the_gateway_and_the_function_give_up(
+    received_ago: float, time_left: float | None, waited: float
+) -> None:
+    h = Harness()
+    h.agent("c1", app=lambda r: None)
+    started = h.clock.now()
+    visit = h.get("/")
+    visit = Visit(
+        **{**visit.__dict__, "received_at": started - received_ago, "time_left": time_left}
+    )
+    assert h.relay.visit(visit).status == 504
+    assert h.clock.now() - started == pytest.approx(waited, abs=0.6)
+
+
+def test_the_request_carries_its_deadline_to_the_agent(h: Harness) -> None:
+    agent = h.agent("c1")
+    now = h.clock.now()
+    h.relay.visit(h.get("/"))
+    assert agent.requests[-1].deadline == pytest.approx(now + 28.0)
+
+
+# --- Counts come from pings, not from a write per request ---------------------------------------
+
+
+def test_pings_carry_the_served_counts(h: Harness) -> None:
+    agent = h.agent("c1")
+    for _ in range(3):
+        h.relay.visit(h.get("/"))
+    claim = h.store.get_claim("myapp")
+    assert claim is not None and claim.served == 0  # nothing written per request
+    agent.send(protocol.Ping(1.0, (("myapp", 3),)))
+    claim = h.store.get_claim("myapp")
+    assert claim is not None and claim.served == 3
+
+
+def test_an_agent_fault_may_ask_for_413(h: Harness) -> None:
+    def too_large(request: protocol.Request) -> protocol.Response:
+        return protocol.Response(request.id, 413, fault=protocol.Fault("local app", "too big"))
+
+    h.agent("c1", app=too_large)
+    reply = h.relay.visit(h.get("/"))
+    assert reply.status == 413 and dict(reply.headers)["x-hatchway-error"] == "response-too-large"

@@ -1,5 +1,6 @@
 """``ApiGatewayPoster``: the ``Poster`` port over API Gateway's ``@connections`` management API
-(boto3 ``apigatewaymanagementapi``); a 410 Gone becomes ``ConnectionGone``."""
+(boto3 ``apigatewaymanagementapi``); a 410 Gone becomes ``ConnectionGone``, any other failure
+(throttled, timed out, a 5xx after the SDK's retries) ``PostFailed``."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from hatchway_relay.ports import ConnectionGone
+from hatchway_relay.ports import ConnectionGone, PostFailed
 
 
 def make_client(
@@ -56,4 +57,6 @@ class ApiGatewayPoster:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if error == "GoneException" or status == 410:
                 raise ConnectionGone(connection_id) from exc
-            raise
+            raise PostFailed(connection_id, f"{error or status}") from exc
+        except BotoCoreError as exc:  # timeouts and connection errors, after the retries
+            raise PostFailed(connection_id, type(exc).__name__) from exc

@@ -7,28 +7,30 @@ Single-table layout, ``pk``/``sk`` strings:
     conn#<id>     / conn      live connection and the names it holds
     name#<name>   / claim     who serves a tunnel name, until expires_at, and its guards
     name#<name>   / reserved  the token that alone may claim the name
-    req#<id>      / pending   a visitor request waiting for its response (owner: conn)
-    req#<id>      / frame#NNNN  one response frame, written only by the owning connection
+    req#<id>      / resp      the one response message to visitor request <id>
+    relay         / key       the relay's random key (binds request ids to connections)
 
-Every item but a token (which lives until revoked) has a ``ttl`` for garbage collection only;
-readers check expiry in code because TTL deletes late. Claims and frames use conditional writes.
-Only the operator's ``list_tokens`` scans; every request path reads by key.
+Every item but a token (which lives until revoked) and the key has a ``ttl`` for garbage
+collection only; readers check expiry in code because TTL deletes late. Claims and responses
+use conditional single-item writes, never transactions: DynamoDB cancels concurrent
+transactions on one item. Nothing on the request path deletes (TTL deletes for free). Only the
+operator's listings scan; every request path reads by key.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.conditions import Attr, ConditionBase, ConditionExpressionBuilder, Key
+from boto3.dynamodb.conditions import Attr, ConditionBase, ConditionExpressionBuilder
 from botocore.exceptions import ClientError
 
 from hatchway_relay.ports import (
     Claim,
     Clock,
     ConnectionRecord,
-    StoredFrame,
     SystemClock,
     TokenRecord,
 )
@@ -36,15 +38,13 @@ from hatchway_relay.ports import (
 TTL_MARGIN_SECONDS = 3600
 """Items are garbage-collected this long after they stop mattering."""
 
-FIRST_POLL_SECONDS = 0.02
+FIRST_POLL_SECONDS = 0.01
 POLL_BACKOFF = 1.5
 MAX_POLL_SECONDS = 0.2
-"""Response polling: first retry after 20 ms, growing 1.5x per poll, capped at 200 ms."""
+"""Response polling: first look after 10 ms (or the caller's hint), then 1.5x further apart,
+capped at 200 ms. Each look is one strongly consistent GetItem of one small item (1 RRU)."""
 
-TRANSACTION_ATTEMPTS = 5
-FIRST_CONFLICT_RETRY_SECONDS = 0.01
-RETRYABLE_CANCELLATIONS = frozenset({"TransactionConflict", "ThrottlingError"})
-"""A frame's transaction cancelled by a conflict is retried after 10, 20, 40, 80 ms."""
+RELAY_KEY_BYTES = 32
 
 CLAIM_GUARDS = ("basic_auth", "webhook", "webhook_secret")
 """``Claim`` fields stored as claim-item attributes of the same names (absent when empty)."""
@@ -135,12 +135,6 @@ def _expressions(request: dict[str, Any]) -> dict[str, Any]:
 
 def _condition_failed(exc: ClientError) -> bool:
     return bool(exc.response["Error"]["Code"] == "ConditionalCheckFailedException")
-
-
-def _cancellation_reasons(exc: ClientError) -> set[str]:
-    """Why a transaction was cancelled, one code per item (``"None"`` for the items that were
-    fine); empty if the endpoint gave no reasons."""
-    return {reason.get("Code", "") for reason in exc.response.get("CancellationReasons", [])}
 
 
 class DynamoStore:
@@ -310,14 +304,22 @@ class DynamoStore:
             webhook_secret=item.get("webhook_secret", ""),
         )
 
-    def renew_claim(self, name: str, connection_id: str, expires_at: float) -> bool:
+    def renew_claim(
+        self, name: str, connection_id: str, expires_at: float, served: int | None = None
+    ) -> bool:
+        # The agent's served count rides on the write a ping makes anyway.
+        values: dict[str, Any] = {":e": _dec(expires_at), ":t": _ttl(expires_at)}
+        update = "SET expires_at = :e, #ttl = :t"
+        if served is not None:
+            update += ", served = :s"
+            values[":s"] = served
         return self._conditionally(
             self.table.update_item,
             Key={"pk": f"name#{name}", "sk": "claim"},
-            UpdateExpression="SET expires_at = :e, #ttl = :t",
+            UpdateExpression=update,
             ConditionExpression=Attr("connection_id").eq(connection_id),
             ExpressionAttributeNames={"#ttl": "ttl"},
-            ExpressionAttributeValues={":e": _dec(expires_at), ":t": _ttl(expires_at)},
+            ExpressionAttributeValues=values,
         )
 
     def release_claim(self, name: str, connection_id: str) -> bool:
@@ -327,15 +329,20 @@ class DynamoStore:
             ConditionExpression=Attr("connection_id").eq(connection_id),
         )
 
-    def count_served(self, name: str, connection_id: str) -> None:
-        # One small write per visitor request; a claim that changed hands counts nothing.
-        self._conditionally(
-            self.table.update_item,
-            Key={"pk": f"name#{name}", "sk": "claim"},
-            UpdateExpression="ADD served :one",
-            ConditionExpression=Attr("connection_id").eq(connection_id),
-            ExpressionAttributeValues={":one": 1},
-        )
+    # The relay's own key
+
+    def relay_key(self) -> bytes:
+        item = self._get("relay", "key")
+        if item is None:
+            # Every function may race to create it: the first write wins, all read that one.
+            self._conditionally(
+                self.table.put_item,
+                Item={"pk": "relay", "sk": "key", "key": secrets.token_bytes(RELAY_KEY_BYTES)},
+                ConditionExpression=Attr("pk").not_exists(),
+            )
+            item = self._get("relay", "key")
+        assert item is not None, "the relay key was just written"
+        return bytes(item["key"].value if hasattr(item["key"], "value") else item["key"])
 
     # Reserved names
 
@@ -357,126 +364,38 @@ class DynamoStore:
             ConditionExpression=Attr("token_id").eq(token_id),
         )
 
-    # Pending requests and response frames
+    # Responses
 
-    def put_pending(self, request_id: str, connection_id: str, expires_at: float) -> None:
-        self.table.put_item(
-            Item={
-                "pk": f"req#{request_id}",
-                "sk": "pending",
-                "conn": connection_id,
-                "expires_at": _dec(expires_at),
-                "ttl": _ttl(expires_at),
-            }
+    def expect_response(self, request_id: str, connection_id: str, expires_at: float) -> None:
+        """Nothing to write: the request id itself says which connection may answer."""
+
+    def put_response(self, request_id: str, text: str, expires_at: float) -> bool:
+        stored = self._conditionally(
+            self.table.put_item,
+            Item={"pk": f"req#{request_id}", "sk": "resp", "text": text, "ttl": _ttl(expires_at)},
+            ConditionExpression=Attr("pk").not_exists(),
         )
+        if stored:
+            return True
+        # Refused: a retry of a write that had landed (an SDK retry after a 5xx, or API Gateway
+        # delivering a message twice) is still a success; another answer is not.
+        item = self._get(f"req#{request_id}", "resp")
+        return bool(item and item.get("text") == text)
 
-    def add_response_frame(
-        self, request_id: str, connection_id: str, frame: StoredFrame, now: float
-    ) -> bool:
-        # One transaction, so that the owner check and the "part not stored yet" check hold
-        # together: a foreign connection, an expired request or a duplicate part cancels it.
-        # ``self.client`` comes from the resource, so plain Python values are accepted here.
-        items = [
-            {
-                "ConditionCheck": {
-                    "TableName": self.table.name,
-                    "Key": {"pk": f"req#{request_id}", "sk": "pending"},
-                    "ConditionExpression": "#conn = :conn AND expires_at > :now",
-                    "ExpressionAttributeNames": {"#conn": "conn"},
-                    "ExpressionAttributeValues": {":conn": connection_id, ":now": _dec(now)},
-                }
-            },
-            {
-                "Put": {
-                    "TableName": self.table.name,
-                    "Item": {
-                        "pk": f"req#{request_id}",
-                        "sk": f"frame#{frame.index:04d}",
-                        "index": frame.index,
-                        "count": frame.count,
-                        "text": frame.text,
-                        "conn": connection_id,
-                        # The waiter deletes its frames; TTL only sweeps what a crash left.
-                        "ttl": _ttl(now),
-                    },
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            },
-        ]
-        attempt = 1
+    def wait_response(self, request_id: str, until: float, hint: float = 0.0) -> str | None:
+        """Poll one item (strongly consistent): first after ``hint`` or 10 ms, then 1.5x
+        further apart up to 200 ms, with a last look at ``until``. DynamoDB cannot wake a
+        waiter; every look that misses is billed, so none is made before the hint."""
+        delay = max(hint, FIRST_POLL_SECONDS)
         while True:
-            try:
-                self.client.transact_write_items(TransactItems=items)
-                return True
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "TransactionCanceledException":
-                    raise
-                reasons = _cancellation_reasons(exc)
-                # A failed condition is an answer: this frame is refused. An endpoint that
-                # gives no reasons gets the same answer (the conservative reading).
-                if not reasons or "ConditionalCheckFailed" in reasons:
-                    return self._already_stored(request_id, connection_id, frame)
-                # Parts of one response arrive in parallel $default invocations whose
-                # transactions all touch the same pending item; DynamoDB cancels the losers
-                # with TransactionConflict. Retrying is safe: nothing was written.
-                if not reasons & RETRYABLE_CANCELLATIONS or attempt == TRANSACTION_ATTEMPTS:
-                    raise
-            self._clock.sleep(FIRST_CONFLICT_RETRY_SECONDS * 2 ** (attempt - 1))
-            attempt += 1
-
-    def _already_stored(self, request_id: str, connection_id: str, frame: StoredFrame) -> bool:
-        """A refused write still succeeded if this very frame is stored by this connection: an
-        SDK retry of a write that had landed (a 5xx after commit) must not drop the frame."""
-        item = self._get(f"req#{request_id}", f"frame#{frame.index:04d}")
-        return bool(item and item.get("conn") == connection_id and item.get("text") == frame.text)
-
-    def _frames(
-        self, request_id: str, projection: str | None = None, names: dict[str, str] | None = None
-    ) -> list[dict[str, Any]]:
-        """All frame items of a request (every page), strongly consistent."""
-        kwargs: dict[str, Any] = {
-            "KeyConditionExpression": Key("pk").eq(f"req#{request_id}")
-            & Key("sk").begins_with("frame#"),
-            "ConsistentRead": True,
-        }
-        if projection:
-            kwargs["ProjectionExpression"] = projection
-        if names:
-            kwargs["ExpressionAttributeNames"] = names
-        items: list[dict[str, Any]] = []
-        while True:
-            page = self.table.query(**_expressions(kwargs))
-            items += page.get("Items", [])
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-    def wait_response(self, request_id: str, until: float) -> list[StoredFrame] | None:
-        """Poll (strongly consistent) at once, then after 20 ms, 30 ms, ... up to 200 ms
-        apart, with a last look at ``until``. DynamoDB cannot wake a waiter."""
-        pending = self._get(f"req#{request_id}", "pending")
-        if pending is None:
-            return None
-        delay = FIRST_POLL_SECONDS
-        while True:
-            # Poll the small attributes only and fetch the texts once every part is there. The
-            # projection saves transfer and parsing; DynamoDB still bills the whole items read.
-            index = self._frames(request_id, "sk, #i, #c", {"#i": "index", "#c": "count"})
-            if index and len(index) == int(index[0]["count"]):
-                items = self._frames(request_id)
-                return sorted(
-                    (StoredFrame(int(i["index"]), int(i["count"]), i["text"]) for i in items),
-                    key=lambda f: f.index,
-                )
             remaining = until - self._clock.now()
-            if remaining <= 0:
+            self._clock.sleep(min(delay, max(remaining, 0.0)))
+            item = self._get(f"req#{request_id}", "resp")
+            if item is not None:
+                return str(item["text"])
+            if self._clock.now() >= until:
                 return None
-            self._clock.sleep(min(delay, remaining))
-            delay = min(delay * POLL_BACKOFF, MAX_POLL_SECONDS)
+            delay = min(max(delay, FIRST_POLL_SECONDS) * POLL_BACKOFF, MAX_POLL_SECONDS)
 
-    def delete_request(self, request_id: str) -> None:
-        keys = [{"pk": f"req#{request_id}", "sk": "pending"}]
-        keys += [{"pk": i["pk"], "sk": i["sk"]} for i in self._frames(request_id, "pk, sk")]
-        with self.table.batch_writer() as batch:
-            for key in keys:
-                batch.delete_item(Key=key)
+    def forget_response(self, request_id: str) -> None:
+        """TTL removes the item for free; an explicit delete would be billed by its size."""

@@ -1,37 +1,33 @@
 """``MemoryStore``: the relay's state in one process, for the local gateway and tests.
 
-One lock guards everything; each pending request has a condition variable on that lock that wakes
-its waiter the moment the last frame lands (or its agent's connection goes away), so the local
+One lock guards everything; each awaited response has a condition variable on that lock that
+wakes its waiter the moment the answer lands (or its agent's connection goes away), so the local
 gateway pays no poll latency.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from hatchway_relay.ports import (
     Claim,
     Clock,
     ConnectionRecord,
-    StoredFrame,
     SystemClock,
     TokenRecord,
 )
 
 
 @dataclass
-class _Pending:
+class _Awaited:
+    """A visitor request waiting for its answer."""
+
     connection_id: str
     expires_at: float
     ready: threading.Condition
-    frames: dict[int, StoredFrame] = field(default_factory=dict)
-
-    def complete(self) -> bool:
-        if not self.frames:
-            return False
-        count = next(iter(self.frames.values())).count
-        return len(self.frames) == count
+    text: str | None = None
 
 
 class MemoryStore:
@@ -42,7 +38,8 @@ class MemoryStore:
         self._connections: dict[str, ConnectionRecord] = {}
         self._claims: dict[str, Claim] = {}
         self._reservations: dict[str, str] = {}
-        self._pending: dict[str, _Pending] = {}
+        self._awaited: dict[str, _Awaited] = {}
+        self._key = secrets.token_bytes(32)
 
     # Tokens
 
@@ -85,9 +82,9 @@ class MemoryStore:
     def delete_connection(self, connection_id: str) -> None:
         with self._lock:
             self._connections.pop(connection_id, None)
-            for pending in self._pending.values():
-                if pending.connection_id == connection_id:
-                    pending.ready.notify_all()
+            for awaited in self._awaited.values():
+                if awaited.connection_id == connection_id:
+                    awaited.ready.notify_all()
 
     # Claims
 
@@ -112,12 +109,15 @@ class MemoryStore:
         with self._lock:
             return self._claims.get(name)
 
-    def renew_claim(self, name: str, connection_id: str, expires_at: float) -> bool:
+    def renew_claim(
+        self, name: str, connection_id: str, expires_at: float, served: int | None = None
+    ) -> bool:
         with self._lock:
             held = self._claims.get(name)
             if held is None or held.connection_id != connection_id:
                 return False
-            self._claims[name] = replace(held, expires_at=expires_at)
+            count = held.served if served is None else served
+            self._claims[name] = replace(held, expires_at=expires_at, served=count)
             return True
 
     def release_claim(self, name: str, connection_id: str) -> bool:
@@ -128,11 +128,10 @@ class MemoryStore:
             del self._claims[name]
             return True
 
-    def count_served(self, name: str, connection_id: str) -> None:
-        with self._lock:
-            held = self._claims.get(name)
-            if held is not None and held.connection_id == connection_id:
-                self._claims[name] = replace(held, served=held.served + 1)
+    # The relay's own key
+
+    def relay_key(self) -> bytes:
+        return self._key
 
     # Reserved names
 
@@ -151,45 +150,37 @@ class MemoryStore:
             del self._reservations[name]
             return True
 
-    # Pending requests
+    # Responses
 
-    def put_pending(self, request_id: str, connection_id: str, expires_at: float) -> None:
+    def expect_response(self, request_id: str, connection_id: str, expires_at: float) -> None:
         with self._lock:
-            self._pending[request_id] = _Pending(
+            self._awaited[request_id] = _Awaited(
                 connection_id, expires_at, threading.Condition(self._lock)
             )
 
-    def add_response_frame(
-        self, request_id: str, connection_id: str, frame: StoredFrame, now: float
-    ) -> bool:
+    def put_response(self, request_id: str, text: str, expires_at: float) -> bool:
         with self._lock:
-            pending = self._pending.get(request_id)
-            if (
-                pending is None
-                or pending.connection_id != connection_id
-                or now >= pending.expires_at
-            ):
+            awaited = self._awaited.get(request_id)
+            if awaited is None or self._clock.now() >= awaited.expires_at:
+                # Nobody waits for it (any more): holding it would only grow memory.
                 return False
-            if frame.index in pending.frames:
-                # The identical frame again is a retry and changes nothing; another is refused.
-                return pending.frames[frame.index] == frame
-            pending.frames[frame.index] = frame
-            if pending.complete():
-                pending.ready.notify_all()
+            if awaited.text is not None:
+                # The identical answer again is a retry and changes nothing; another is refused.
+                return awaited.text == text
+            awaited.text = text
+            awaited.ready.notify_all()
             return True
 
-    def wait_response(self, request_id: str, until: float) -> list[StoredFrame] | None:
+    def wait_response(self, request_id: str, until: float, hint: float = 0.0) -> str | None:
         with self._lock:
-            pending = self._pending.get(request_id)
-            if pending is None:
+            awaited = self._awaited.get(request_id)
+            if awaited is None:
                 return None
-            if not pending.complete():
+            if awaited.text is None:
                 # One wake-up is enough: the caller re-checks liveness and calls again.
-                self._clock.wait(pending.ready, until - self._clock.now())
-            if pending.complete():
-                return sorted(pending.frames.values(), key=lambda f: f.index)
-            return None
+                self._clock.wait(awaited.ready, until - self._clock.now())
+            return awaited.text
 
-    def delete_request(self, request_id: str) -> None:
+    def forget_response(self, request_id: str) -> None:
         with self._lock:
-            self._pending.pop(request_id, None)
+            self._awaited.pop(request_id, None)

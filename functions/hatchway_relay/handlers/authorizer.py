@@ -1,6 +1,10 @@
 """The WebSocket API's ``$connect`` authorizer (REQUEST type): the agent's token from the
 ``Authorization: Bearer`` header or the ``token`` query parameter, checked against the stored
-hashes. Allowed connections carry the token's public id to ``$connect`` in the context."""
+hashes. Allowed connections carry the token's public id to ``$connect`` in the context.
+
+A refused token gets a Deny policy (API Gateway answers 403), not an exception: a refusal is
+the authorizer doing its job, and must not count as a Lambda error that pages the operator
+every time a scanner knocks."""
 
 from __future__ import annotations
 
@@ -10,31 +14,23 @@ from hatchway_relay.core import Relay
 from hatchway_relay.handlers.websocket import Handler, bearer_token
 
 
-class Unauthorized(Exception):
-    """API Gateway answers 401 when an authorizer fails with exactly this message."""
-
-    def __init__(self) -> None:
-        super().__init__("Unauthorized")
+def policy(principal: str, effect: str, resource: str) -> dict[str, Any]:
+    return {
+        "principalId": principal,
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [{"Action": "execute-api:Invoke", "Effect": effect, "Resource": resource}],
+        },
+    }
 
 
 def make_handler(relay: Relay) -> Handler:
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         record = relay.authorize(bearer_token(event))
         if record is None:
-            raise Unauthorized()
-        return {
-            "principalId": record.token_id,
-            "policyDocument": {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Action": "execute-api:Invoke",
-                        "Effect": "Allow",
-                        "Resource": event["methodArn"],
-                    }
-                ],
-            },
-            "context": {"tokenId": record.token_id},
+            return policy("refused", "Deny", event["methodArn"])
+        return policy(record.token_id, "Allow", event["methodArn"]) | {
+            "context": {"tokenId": record.token_id}
         }
 
     return handler

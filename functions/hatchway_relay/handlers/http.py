@@ -2,6 +2,12 @@
 
 Payload 2.0 lowercases header names, joins repeated headers with commas and moves cookies into
 their own list; the reply goes back the same way, with every ``Set-Cookie`` in ``cookies``.
+
+The HTTP API hands Lambda ``rawPath`` percent-decoded (and cut at a decoded ``?``). The path is
+re-encoded here so the app sees what the visitor sent wherever that can be known: every
+character that cannot stand raw in a path (space, ``%``, ``#``, ``?``, controls, non-ASCII as
+UTF-8) is escaped; what a visitor may send raw stays raw. An encoded ``/`` (``%2F``) or ``?``
+(``%3F``) cannot be told from the real thing once decoded: the README says so.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import base64
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from hatchway_relay.core import Relay, Reply, Visit
 from hatchway_relay.metrics import Metrics, NoMetrics, record_visit
@@ -17,7 +24,16 @@ from hatchway_relay.metrics import Metrics, NoMetrics, record_visit
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
-def visit_from_event(event: dict[str, Any]) -> Visit:
+_RAW_IN_PATH = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '%#?"<>\\^`{|}')
+"""Characters a path may carry unescaped (RFC 3986 pchar plus the brackets clients send raw)."""
+
+
+def reencode_path(decoded: str) -> str:
+    """The path as it was on the wire, from the HTTP API's decoded ``rawPath`` (see above)."""
+    return quote(decoded, safe=_RAW_IN_PATH + "[]")
+
+
+def visit_from_event(event: dict[str, Any], context: Any = None) -> Visit:
     ctx = event.get("requestContext") or {}
     http = ctx.get("http") or {}
     headers = [(k.lower(), v) for k, v in (event.get("headers") or {}).items()]
@@ -29,12 +45,19 @@ def visit_from_event(event: dict[str, Any]) -> Visit:
     return Visit(
         method=http.get("method", "GET"),
         host=host,
-        path=event.get("rawPath") or "/",
+        path=reencode_path(event.get("rawPath") or "/"),
         query=event.get("rawQueryString") or "",
         headers=tuple(headers),
         body=raw,
         source_ip=http.get("sourceIp", ""),
+        received_at=ctx["timeEpoch"] / 1000 if isinstance(ctx.get("timeEpoch"), int) else None,
+        time_left=_time_left(context),
     )
+
+
+def _time_left(context: Any) -> float | None:
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return remaining() / 1000 if callable(remaining) else None
 
 
 def result_from_reply(reply: Reply) -> dict[str, Any]:
@@ -63,7 +86,7 @@ def make_handler(relay: Relay, metrics: Metrics | None = None) -> Handler:
     counted = metrics or NoMetrics()
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        visit = visit_from_event(event)
+        visit = visit_from_event(event, context)
         started = time.monotonic()
         reply = relay.visit(visit)
         record_visit(

@@ -1,0 +1,57 @@
+"""Request ids that prove who may answer them: a random nonce, the time the relay stops
+accepting an answer, and an HMAC binding both to the agent connection the request was sent to.
+
+A WebSocket invocation checks ownership and expiry from the id alone, with the relay's key, so
+storing an answer is one conditional write with no read before it (DESIGN: no transactions and
+no pending item on the request path). Ids are 40 characters of ``[A-Za-z0-9_-]``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+NONCE_CHARS = 12
+EXPIRY_CHARS = 8
+MAC_CHARS = 20
+ID_LENGTH = NONCE_CHARS + EXPIRY_CHARS + MAC_CHARS
+
+
+def _mac(key: bytes, nonce: str, expiry: str, connection_id: str) -> str:
+    digest = hmac.new(key, f"{nonce}.{expiry}.{connection_id}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:15]).decode("ascii")
+
+
+def new_request_id(key: bytes, connection_id: str, expires_at: float) -> str:
+    """A fresh id only ``connection_id`` can answer, until ``expires_at``."""
+    nonce = secrets.token_urlsafe(9)
+    expiry = format(int(expires_at) & 0xFFFFFFFF, "08x")
+    return nonce + expiry + _mac(key, nonce, expiry, connection_id)
+
+
+def expires_at(request_id: str) -> float:
+    """When answers to this id stop being accepted (0 for an id not made here)."""
+    if len(request_id) != ID_LENGTH:
+        return 0.0
+    try:
+        return float(int(request_id[NONCE_CHARS : NONCE_CHARS + EXPIRY_CHARS], 16))
+    except ValueError:
+        return 0.0
+
+
+def may_answer(key: bytes, request_id: str, connection_id: str, now: float) -> bool:
+    """True if ``request_id`` was made for ``connection_id`` and has not expired."""
+    if len(request_id) != ID_LENGTH or expires_at(request_id) <= now:
+        return False
+    nonce = request_id[:NONCE_CHARS]
+    expiry = request_id[NONCE_CHARS : NONCE_CHARS + EXPIRY_CHARS]
+    expected = _mac(key, nonce, expiry, connection_id)
+    return hmac.compare_digest(expected, request_id[NONCE_CHARS + EXPIRY_CHARS :])
+
+
+def log_id(value: str) -> str:
+    """A short stable stand-in for an id or connection id in logs (never the value itself:
+    a connection id is enough to post to or close a connection)."""
+    return hashlib.sha256(value.encode()).hexdigest()[:10]
