@@ -8,7 +8,9 @@ import base64
 import copy
 import io
 import json
+import random
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from moto import mock_aws
 from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 
-from hatchway import protocol
+from hatchway import codec, protocol
 from hatchway_relay import admin, aws
 from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
 from support.aws_credentials import use_fake_credentials
@@ -36,7 +38,12 @@ LAMBDA_CONTEXT = LambdaContext(function_name="hatchway-HttpFunction")
 
 
 def event(name: str) -> dict[str, Any]:
-    return copy.deepcopy(json.loads((EVENTS / f"{name}.json").read_text()))
+    """A captured event, received by the gateway just now (the relay's deadline counts from
+    ``timeEpoch``)."""
+    loaded = copy.deepcopy(json.loads((EVENTS / f"{name}.json").read_text()))
+    if "timeEpoch" in loaded.get("requestContext", {}):
+        loaded["requestContext"]["timeEpoch"] = int(time.time() * 1000)
+    return loaded
 
 
 @pytest.fixture
@@ -47,12 +54,16 @@ def deployed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         # moto serves @connections at the API's root; on AWS the stage follows the host.
         "WEBSOCKET_MANAGEMENT_URL": f"https://{API}.execute-api.{REGION}.amazonaws.com",
         "PATH_URL": f"https://a1b2c3d4e5.execute-api.{REGION}.amazonaws.com/t/{{name}}/",
+        "BLOB_BUCKET": "relay-blobs",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     with mock_aws():
         resource = boto3.resource("dynamodb", region_name=REGION)
         create_table(resource, "relay")
+        boto3.client("s3", region_name=REGION).create_bucket(
+            Bucket="relay-blobs", CreateBucketConfiguration={"LocationConstraint": REGION}
+        )
         admin.register_token(DynamoStore(resource.Table("relay")), TOKEN, "laptop")
         aws.relay.cache_clear()
         aws._handlers.cache_clear()
@@ -61,7 +72,7 @@ def deployed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         aws._handlers.cache_clear()
 
 
-def posted_to(connection_id: str) -> list[protocol.Frame]:
+def posted_to(connection_id: str) -> list[protocol.Message]:
     """What the relay posted to the agent; moto concatenates messages with no separator."""
     backend = apigatewaymanagementapi_backends[DEFAULT_ACCOUNT_ID][REGION]
     # moto keys connections by the id as it appears in the URL path (percent-encoded).
@@ -71,16 +82,33 @@ def posted_to(connection_id: str) -> list[protocol.Frame]:
     while at < len(data):
         start = at
         _, at = decoder.raw_decode(data, at)
-        frames.append(protocol.decode(data[start:at]))
+        frames.append(codec.decode(data[start:at]))
     return frames
 
 
 def send_as_agent(message: protocol.Message, connection_id: str) -> None:
-    for text in protocol.encode(message):
-        agent_event = event("ws_message")
-        agent_event["requestContext"]["connectionId"] = connection_id
-        agent_event["body"] = text
-        assert aws.websocket_handler(agent_event, LAMBDA_CONTEXT) == {"statusCode": 200}
+    agent_event = event("ws_message")
+    agent_event["requestContext"]["connectionId"] = connection_id
+    agent_event["body"] = codec.encode(message)
+    assert aws.websocket_handler(agent_event, LAMBDA_CONTEXT) == {"statusCode": 200}
+
+
+def blob_key(url: str) -> str:
+    """The S3 key a presigned URL names (path-style or virtual-hosted)."""
+    path = urllib.parse.urlsplit(url).path.lstrip("/")
+    return path.removeprefix("relay-blobs/")
+
+
+def answer_once(
+    connection_id: str, respond: Callable[[protocol.Request], protocol.Response]
+) -> None:
+    """Be the agent: wait (bounded) for the request the relay posts, answer it once."""
+    for _ in range(2000):  # bounded: the request appears within a few polls
+        for message in posted_to(connection_id):
+            if isinstance(message, protocol.Request):
+                send_as_agent(respond(message), connection_id)
+                return
+        threading.Event().wait(0.01)
 
 
 @pytest.mark.usefixtures("deployed")
@@ -100,36 +128,61 @@ def test_a_full_round_trip_through_the_deployed_entry_points() -> None:
     assert isinstance(welcome, protocol.Welcome)
     assert welcome.tunnels[0].path_url.endswith("/t/myapp/")
 
-    body = bytes(range(256)) * 300  # several frames each way
+    body = bytes(range(256)) * 30  # compressible: inline, compressed, both ways
+    s3 = boto3.client("s3", region_name=REGION)
 
-    def agent() -> None:
-        reassembler = protocol.Reassembler()
-        for _ in range(2000):  # bounded: the request appears within a few polls
-            for frame in posted_to(connection_id)[1:]:
-                if isinstance(frame, protocol.Part):
-                    try:
-                        request = reassembler.feed(frame)
-                    except protocol.ProtocolError:
-                        continue  # a part seen on an earlier poll
-                    if isinstance(request, protocol.Request):
-                        reply = protocol.Response(
-                            request.id, 201, (("x-seen", request.path),), request.body[::-1]
-                        )
-                        send_as_agent(reply, connection_id)
-                        return
-            threading.Event().wait(0.01)
+    def reverse(request: protocol.Request) -> protocol.Response:
+        seen = request.body
+        if request.body_url:  # the real agent GETs the presigned URL; moto serves it in-process
+            seen = s3.get_object(Bucket="relay-blobs", Key=blob_key(request.body_url))[
+                "Body"
+            ].read()
+        return protocol.Response(request.id, 201, (("x-seen", request.path),), seen[::-1])
 
-    answering = threading.Thread(target=agent)
+    answering = threading.Thread(target=answer_once, args=(connection_id, reverse))
     answering.start()
     visitor = event("http_v2_post")
-    visitor["rawPath"] = "/t/myapp/upload"
+    visitor["rawPath"] = "/t/myapp/up load"  # as the HTTP API delivers it: decoded
     visitor["body"] = base64.b64encode(body).decode()
     result = aws.http_handler(visitor, LAMBDA_CONTEXT)
     answering.join(10)
 
     assert result["statusCode"] == 201
-    assert result["headers"]["x-seen"] == "/upload"
+    assert result["headers"]["x-seen"] == "/up%20load"
     assert base64.b64decode(result["body"]) == body[::-1]
+
+
+@pytest.mark.usefixtures("deployed")
+def test_a_large_request_body_travels_through_the_stacks_bucket() -> None:
+    auth_event = event("ws_authorizer")
+    auth_event["headers"]["Authorization"] = f"Bearer {TOKEN}"
+    connect = event("ws_connect_authorized")
+    connect["requestContext"]["authorizer"] = aws.authorizer_handler(auth_event, LAMBDA_CONTEXT)[
+        "context"
+    ]
+    connection_id = connect["requestContext"]["connectionId"]
+    aws.websocket_handler(connect, LAMBDA_CONTEXT)
+    send_as_agent(protocol.Hello((protocol.TunnelSpec("myapp"),)), connection_id)
+    body = random.Random(7).randbytes(300_000)
+    s3 = boto3.client("s3", region_name=REGION)
+    seen: list[protocol.Request] = []
+
+    def fetch_and_echo(request: protocol.Request) -> protocol.Response:
+        seen.append(request)
+        assert request.body_url and request.upload_url
+        data = s3.get_object(Bucket="relay-blobs", Key=blob_key(request.body_url))["Body"].read()
+        s3.put_object(Bucket="relay-blobs", Key=blob_key(request.upload_url), Body=data)
+        return protocol.Response(request.id, 200, uploaded=len(data))
+
+    answering = threading.Thread(target=answer_once, args=(connection_id, fetch_and_echo))
+    answering.start()
+    visitor = event("http_v2_post")
+    visitor["rawPath"] = "/t/myapp/echo"
+    visitor["body"] = base64.b64encode(body).decode()
+    result = aws.http_handler(visitor, LAMBDA_CONTEXT)
+    answering.join(10)
+    assert result["statusCode"] == 200 and base64.b64decode(result["body"]) == body
+    assert seen[0].body == b"" and seen[0].body_size == len(body)
 
 
 def emitted(output: str) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
@@ -165,8 +218,8 @@ def test_logs_are_correlated_json_and_metrics_say_what_happened_without_secrets(
 ) -> None:
     refused = event("ws_authorizer")
     refused["queryStringParameters"] = {"token": "hw_a-token-that-must-not-be-logged"}
-    with pytest.raises(Exception, match="Unauthorized"):
-        aws.authorizer_handler(refused, LAMBDA_CONTEXT)
+    denied = aws.authorizer_handler(refused, LAMBDA_CONTEXT)  # a Deny, not a Lambda error
+    assert denied["policyDocument"]["Statement"][0]["Effect"] == "Deny"
     auth_event = event("ws_authorizer")
     auth_event["headers"]["Authorization"] = f"Bearer {TOKEN}"
     policy = aws.authorizer_handler(auth_event, LAMBDA_CONTEXT)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hatchway import protocol
+from hatchway import codec, protocol
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.core import Relay, RelayConfig
 from hatchway_relay.handlers import authorizer as authorizer_handlers
@@ -27,7 +28,12 @@ CONNECTION_ID = "L0SM9cOFvHcCIhw="
 
 
 def event(name: str) -> dict[str, Any]:
-    return copy.deepcopy(json.loads((EVENTS / f"{name}.json").read_text()))
+    """A captured event, received by the gateway just now (the relay's deadline counts from
+    ``timeEpoch``)."""
+    loaded = copy.deepcopy(json.loads((EVENTS / f"{name}.json").read_text()))
+    if "timeEpoch" in loaded.get("requestContext", {}):
+        loaded["requestContext"]["timeEpoch"] = int(time.time() * 1000)
+    return loaded
 
 
 class HandlerAgent(FakeAgent):
@@ -36,10 +42,9 @@ class HandlerAgent(FakeAgent):
     ws_handler: ws_handlers.Handler
 
     def send(self, message: protocol.Message) -> None:
-        for text in protocol.encode(message):
-            message_event = event("ws_message")
-            message_event["body"] = text
-            assert self.ws_handler(message_event, None) == {"statusCode": 200}
+        message_event = event("ws_message")
+        message_event["body"] = codec.encode(message)
+        assert self.ws_handler(message_event, None) == {"statusCode": 200}
 
 
 @pytest.fixture
@@ -188,19 +193,52 @@ def test_authorizer_allows_known_tokens_only(wired: tuple, where: str, token: st
         auth_event["headers"]["Authorization"] = f"Bearer {token}"
     elif where == "query":
         auth_event["queryStringParameters"] = {"token": token}
-    if token != TOKEN:
-        with pytest.raises(authorizer_handlers.Unauthorized, match=r"^Unauthorized$"):
-            authorizer(auth_event, None)
-        return
-    policy = authorizer(auth_event, None)
+    policy = authorizer(auth_event, None)  # never raises: a refusal is not a Lambda error
     (statement,) = policy["policyDocument"]["Statement"]
     assert statement == {
         "Action": "execute-api:Invoke",
-        "Effect": "Allow",
+        "Effect": "Allow" if token == TOKEN else "Deny",
         "Resource": auth_event["methodArn"],
     }
-    assert policy["context"]["tokenId"] == policy["principalId"] == hash_token(TOKEN)[:12]
-    assert TOKEN not in json.dumps(policy)
+    if token == TOKEN:
+        assert policy["context"]["tokenId"] == policy["principalId"] == hash_token(TOKEN)[:12]
+    else:
+        assert "context" not in policy
+    assert TOKEN not in json.dumps(policy) or token != TOKEN
+
+
+@pytest.mark.parametrize(
+    ("decoded", "forwarded"),
+    [
+        pytest.param("/a b", "/a%20b", id="space"),
+        pytest.param("/100%", "/100%25", id="percent"),
+        pytest.param("/café/ü", "/caf%C3%A9/%C3%BC", id="UTF-8"),
+        pytest.param("/a#b", "/a%23b", id="hash"),
+        pytest.param("/x;y=1/@z:!$&'()*+,=~._-", "/x;y=1/@z:!$&'()*+,=~._-", id="raw pchars"),
+        pytest.param("/[v6]", "/[v6]", id="brackets stay raw"),
+        pytest.param('/"<>\\^`{|}', "/%22%3C%3E%5C%5E%60%7B%7C%7D", id="never raw"),
+    ],
+)
+def test_the_decoded_raw_path_is_re_encoded_for_the_app(
+    wired: tuple, decoded: str, forwarded: str
+) -> None:
+    agent = serve(wired, lambda r: protocol.Response(r.id, 200))
+    _, _, http, _ = wired
+    path_event = event("http_v2_post")
+    path_event["rawPath"] = "/t/myapp" + decoded  # what the HTTP API hands Lambda
+    assert http(path_event, None)["statusCode"] == 200
+    assert agent.requests[-1].path == forwarded
+
+
+def test_the_wait_counts_from_when_the_gateway_received_the_request(wired: tuple) -> None:
+    _, _, http, _ = wired
+    serve(wired, lambda r: None)  # never answers
+    late = event("http_v2_subdomain_get")
+    late["requestContext"]["timeEpoch"] = int((time.time() - 4.8) * 1000)  # 5 s timeout
+    started = time.monotonic()
+    result = http(late, None)
+    assert result["statusCode"] == 504
+    assert time.monotonic() - started < 2.0
 
 
 def test_connect_after_the_authorizer_trusts_its_token_id(wired: tuple) -> None:

@@ -1,6 +1,6 @@
 """ApiGatewayPoster: posts through boto3's management API client; a 410 Gone becomes
-ConnectionGone. moto delivers messages but never answers Gone, so the error paths use botocore's
-Stubber."""
+ConnectionGone, every other failure PostFailed. moto delivers messages but never answers Gone,
+so the error paths use botocore's Stubber."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ReadTimeoutError
 from botocore.stub import Stubber
 from moto import mock_aws
 from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 
 from hatchway_relay.adapters.apigateway_poster import ApiGatewayPoster, make_client
-from hatchway_relay.ports import ConnectionGone
+from hatchway_relay.ports import ConnectionGone, PostFailed
 
 ENDPOINT = "https://abc123.execute-api.eu-west-1.amazonaws.com/prod"
 
@@ -60,14 +60,22 @@ def test_only_a_gone_connection_becomes_connection_gone(
             http_status_code=status,
             expected_params={"ConnectionId": "c1", "Data": b"x"},
         )
-        with pytest.raises(ConnectionGone if gone else ClientError) as raised:
+        with pytest.raises(ConnectionGone if gone else PostFailed) as raised:
             ApiGatewayPoster(client).post("c1", "x")
         stub.assert_no_pending_responses()
-    if gone:
-        assert isinstance(raised.value, ConnectionGone)
-        assert raised.value.connection_id == "c1"  # the stale connection, not the sender's
-    else:
-        assert raised.value.response["Error"]["Code"] == code  # type: ignore[attr-defined]
+    assert raised.value.connection_id == "c1"  # the stale connection, not the sender's
+    if not gone:
+        assert isinstance(raised.value, PostFailed) and raised.value.why == code
+
+
+def test_a_post_that_times_out_after_the_retries_is_post_failed(client: Any) -> None:
+    def time_out(**_: Any) -> None:
+        raise ReadTimeoutError(endpoint_url=ENDPOINT)
+
+    client.meta.events.register("before-send.apigatewaymanagementapi", time_out)
+    with pytest.raises(PostFailed) as raised:
+        ApiGatewayPoster(client).post("c1", "x")
+    assert raised.value.why == "ReadTimeoutError"
 
 
 def test_make_client_targets_the_stage_with_a_pool_for_concurrent_posts(client: Any) -> None:
