@@ -41,7 +41,7 @@ def post(server: AdminServer, path: str, body: bytes, key: str | None) -> tuple[
         ("/store/list_tokens", b"[]", None, 401, "admin key"),
         ("/store/list_tokens", b"[]", "a-wrong-key", 401, "admin key"),
         ("/store/claim_name", b"[]", "the-admin-key", 400, "unknown admin call"),
-        ("/store/put_pending", b'["r", "c", 1]', "the-admin-key", 400, "unknown admin call"),
+        ("/store/put_response", b'["r", "answer", 1]', "the-admin-key", 400, "unknown admin call"),
         ("/store/get_token", b'{"not": "a list"}', "the-admin-key", 400, "JSON list"),
         ("/store/get_token", b"[not json", "the-admin-key", 400, "Expecting value"),
         ("/store/list_tokens", b"[]", "the-admin-key", 200, ""),
