@@ -188,6 +188,26 @@ def alarm_metrics(alarm: dict[str, Any]) -> set[tuple[str, str]]:
     }
 
 
+def lambda_metrics(alarm: dict[str, Any]) -> set[tuple[str, str]]:
+    """(function, metric name) of every AWS/Lambda metric an alarm reads."""
+    return {
+        (dimension["Value"]["Ref"], metric["MetricName"])
+        for stat in alarm["Properties"].get("Metrics", [])
+        if "MetricStat" in stat
+        for metric in [stat["MetricStat"]["Metric"]]
+        if metric["Namespace"] == "AWS/Lambda"
+        for dimension in metric["Dimensions"]
+        if dimension["Name"] == "FunctionName"
+    } | (
+        {
+            (dimension["Value"]["Ref"], alarm["Properties"]["MetricName"])
+            for dimension in alarm["Properties"]["Dimensions"]
+        }
+        if alarm["Properties"].get("Namespace") == "AWS/Lambda"
+        else set()
+    )
+
+
 def test_alarms_watch_5xx_rate_failures_and_throttles_and_notify_the_topic(
     sam: dict[str, Any],
 ) -> None:
@@ -202,15 +222,26 @@ def test_alarms_watch_5xx_rate_failures_and_throttles_and_notify_the_topic(
         ("Hatchway/<stack>", "Requests"),
     }
     assert watched["FunctionErrorsAlarm"] == {("AWS/Lambda", "Errors")}
+    assert watched["AuthorizerErrorsAlarm"] == {
+        ("AWS/Lambda", "Errors"),
+        ("AWS/Lambda", "Invocations"),
+    }
     assert watched["ThrottlesAlarm"] == {("AWS/Lambda", "Throttles")}
     for alarm in alarms.values():
         assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
         assert alarm["Properties"]["TreatMissingData"] == "notBreaching"
-        functions = json.dumps(alarm["Properties"]["Metrics"])
-        if "AWS/Lambda" in functions:  # every relay function is watched
-            for name, function in resources(sam, "AWS::Serverless::Function").items():
-                if "Condition" not in function:
-                    assert json.dumps({"Ref": name}) in functions
+    # Every relay function's failures and throttles are watched by some alarm.
+    relay_functions = [
+        name
+        for name, function in resources(sam, "AWS::Serverless::Function").items()
+        if "Condition" not in function
+    ]
+    for metric in ("Errors", "Throttles"):
+        for name in relay_functions:
+            assert any((name, metric) in lambda_metrics(alarm) for alarm in alarms.values()), (
+                name,
+                metric,
+            )
     subscription = sam["Resources"]["AlarmEmailSubscription"]
     assert subscription["Condition"] == "WithAlarmEmail"
     assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
@@ -348,3 +379,253 @@ def test_the_dns_job_manages_only_custom_domains_and_tags(sam: dict[str, Any]) -
         "acm:DescribeCertificate",
         "acm:RequestCertificate",
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The data path at platform rules: blob bucket, concurrency, throttles, deploy order, logs
+
+RELAY_FUNCTIONS = ("HttpFunction", "WebSocketFunction", "AuthorizerFunction")
+
+
+def sam_statements(function: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        statement
+        for policy in function["Properties"].get("Policies", [])
+        if isinstance(policy, dict)
+        for statement in policy.get("Statement", [])
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (
+            ("PublicAccessBlockConfiguration",),
+            {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+        ),
+        (
+            ("BucketEncryption", "ServerSideEncryptionConfiguration"),
+            [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}],
+        ),
+        (("OwnershipControls", "Rules"), [{"ObjectOwnership": "BucketOwnerEnforced"}]),
+        (
+            ("LifecycleConfiguration", "Rules"),
+            [
+                {
+                    "Id": "expire-bodies",
+                    "Status": "Enabled",
+                    "ExpirationInDays": 1,
+                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+                }
+            ],
+        ),
+        (("VersioningConfiguration",), None),  # an expired body must be gone, not kept
+    ],
+)
+def test_blob_bucket_is_private_encrypted_and_expiring(
+    sam: dict[str, Any], path: tuple[str, ...], expected: Any
+) -> None:
+    value: Any = sam["Resources"]["BlobBucket"]["Properties"]
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    assert value == expected
+
+
+def test_blob_bucket_refuses_plain_http(sam: dict[str, Any]) -> None:
+    policy = sam["Resources"]["BlobBucketPolicy"]["Properties"]
+    assert policy["Bucket"] == {"Ref": "BlobBucket"}
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny" and statement["Principal"] == "*"
+    assert statement["Action"] == "s3:*"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert statement["Resource"] == [
+        {"Fn::GetAtt": ["BlobBucket", "Arn"]},
+        {"Fn::Sub": "${BlobBucket.Arn}/*"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("function", "env", "actions"),
+    [
+        ("HttpFunction", {"Ref": "BlobBucket"}, {"s3:PutObject", "s3:GetObject"}),
+        ("WebSocketFunction", None, set()),
+        ("AuthorizerFunction", None, set()),
+        ("DnsReconcileFunction", None, set()),
+        ("CertificateRenewalFunction", None, set()),
+    ],
+)
+def test_only_the_http_function_may_touch_the_blob_bucket(
+    sam: dict[str, Any], function: str, env: Any, actions: set[str]
+) -> None:
+    properties = sam["Resources"][function]["Properties"]
+    assert properties.get("Environment", {}).get("Variables", {}).get("BLOB_BUCKET") == env
+    on_bucket = [s for s in sam_statements(sam["Resources"][function]) if "BlobBucket" in str(s)]
+    assert {a for s in on_bucket for a in s["Action"]} == actions
+    for statement in on_bucket:  # objects only: no listing, no bucket settings
+        assert statement["Effect"] == "Allow"
+        assert statement["Resource"] == {"Fn::Sub": "${BlobBucket.Arn}/*"}
+    if not actions:
+        assert "BlobBucket" not in json.dumps(sam["Resources"][function])
+    assert "BlobBucket" not in json.dumps(sam["Globals"])
+
+
+def test_only_the_http_functions_role_names_the_blob_bucket(translated: dict[str, Any]) -> None:
+    roles = resources(translated, "AWS::IAM::Role")
+    naming = {name for name, role in roles.items() if "BlobBucket" in json.dumps(role)}
+    assert naming == {"HttpFunctionRole"}
+
+
+def test_the_blob_bucket_name_is_an_output(sam: dict[str, Any]) -> None:
+    assert sam["Outputs"]["BlobBucket"]["Value"] == {"Ref": "BlobBucket"}
+
+
+@pytest.mark.parametrize(
+    ("parameter", "condition", "function"),
+    [
+        ("WebSocketReservedConcurrency", "WithWebSocketReservation", "WebSocketFunction"),
+        ("HttpMaxConcurrency", "WithHttpCap", "HttpFunction"),
+    ],
+)
+def test_reserved_concurrency_is_optional_and_off_by_default(
+    sam: dict[str, Any], translated: dict[str, Any], parameter: str, condition: str, function: str
+) -> None:
+    declared = sam["Parameters"][parameter]
+    assert declared["Type"] == "Number"
+    assert declared["Default"] == 0 and declared["MinValue"] == 0
+    assert sam["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, "0"]}]}
+    expected = {"Fn::If": [condition, {"Ref": parameter}, {"Ref": "AWS::NoValue"}]}
+    assert sam["Resources"][function]["Properties"]["ReservedConcurrentExecutions"] == expected
+    deployed = translated["Resources"][function]["Properties"]
+    assert deployed["ReservedConcurrentExecutions"] == expected
+    # The quota rule, in the words an operator will meet it.
+    description = " ".join(declared["Description"].split())
+    for phrase in ("one pool per account", "minimum unreserved", "10 or 50", "Service Quotas"):
+        assert phrase in description, (parameter, phrase)
+
+
+def test_no_other_function_reserves_concurrency(sam: dict[str, Any]) -> None:
+    reserving = {
+        name
+        for name, function in resources(sam, "AWS::Serverless::Function").items()
+        if "ReservedConcurrentExecutions" in function["Properties"]
+    }
+    assert reserving == {"WebSocketFunction", "HttpFunction"}
+    assert "ReservedConcurrentExecutions" not in sam["Globals"]["Function"]
+
+
+@pytest.mark.parametrize(
+    ("resource", "rate", "burst"),
+    [
+        ("HttpApi", "VisitorRequestsPerSecond", "VisitorBurst"),
+        ("WebSocketStage", "AgentMessagesPerSecond", "AgentMessagesBurst"),
+    ],
+)
+def test_both_apis_are_throttled_by_parameters(
+    sam: dict[str, Any], resource: str, rate: str, burst: str
+) -> None:
+    settings = sam["Resources"][resource]["Properties"]["DefaultRouteSettings"]
+    assert settings == {
+        "ThrottlingRateLimit": {"Ref": rate},
+        "ThrottlingBurstLimit": {"Ref": burst},
+    }
+    for name in (rate, burst):
+        assert sam["Parameters"][name]["Type"] == "Number"
+        assert sam["Parameters"][name]["MinValue"] >= 1
+    assert sam["Parameters"][burst]["Default"] >= sam["Parameters"][rate]["Default"]
+
+
+def test_the_http_apis_stage_carries_the_visitor_throttle(translated: dict[str, Any]) -> None:
+    stages = [
+        stage
+        for stage in resources(translated, "AWS::ApiGatewayV2::Stage").values()
+        if stage["Properties"]["ApiId"] == {"Ref": "HttpApi"}
+    ]
+    (stage,) = stages
+    assert stage["Properties"]["DefaultRouteSettings"] == {
+        "ThrottlingRateLimit": {"Ref": "VisitorRequestsPerSecond"},
+        "ThrottlingBurstLimit": {"Ref": "VisitorBurst"},
+    }
+
+
+def test_the_stage_throttle_is_sized_from_message_counts(sam: dict[str, Any]) -> None:
+    # One response message per visitor request (large bodies go through S3), plus pings: the
+    # messages agents send must not be throttled below the visitor rate.
+    parameters = sam["Parameters"]
+    visitors = parameters["VisitorRequestsPerSecond"]["Default"]
+    messages = parameters["AgentMessagesPerSecond"]["Default"]
+    assert messages >= visitors
+    assert parameters["AgentMessagesBurst"]["Default"] >= 2 * messages
+    described = " ".join(parameters["AgentMessagesPerSecond"]["Description"].split())
+    assert "VisitorRequestsPerSecond" in described and "silently" in described
+    assert "128 KB" in described
+
+
+@pytest.mark.parametrize(
+    ("invoker", "function", "log_group"),
+    [
+        ("DnsReconcileAtDeploy", "DnsReconcileFunction", "DnsReconcileLogs"),
+        ("CertificateAtDeploy", "CertificateRenewalFunction", "CertificateRenewalLogs"),
+    ],
+)
+def test_deploy_time_invocations_wait_for_their_log_groups(
+    sam: dict[str, Any], invoker: str, function: str, log_group: str
+) -> None:
+    custom = sam["Resources"][invoker]
+    assert custom["Properties"]["ServiceToken"] == {"Fn::GetAtt": [function, "Arn"]}
+    depends = custom.get("DependsOn", [])
+    assert log_group in ([depends] if isinstance(depends, str) else depends)
+    group = sam["Resources"][log_group]
+    assert group["Properties"]["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{function}}}"}
+    conditions = {custom["Condition"], group["Condition"], sam["Resources"][function]["Condition"]}
+    assert len(conditions) == 1, conditions
+
+
+def test_every_custom_resource_is_covered_above(sam: dict[str, Any]) -> None:
+    custom = {name for name, r in sam["Resources"].items() if r["Type"].startswith("Custom::")}
+    assert custom == {"DnsReconcileAtDeploy", "CertificateAtDeploy"}
+
+
+def test_no_zero_threshold_alarm_counts_authorizer_errors(sam: dict[str, Any]) -> None:
+    # Scanners reach the authorizer; a refused token is a Deny answer, and whatever errors
+    # remain page only as a share of connection attempts.
+    alarms = resources(sam, "AWS::CloudWatch::Alarm")
+    for name, alarm in alarms.items():
+        if alarm["Properties"]["Threshold"] == 0:
+            assert ("AuthorizerFunction", "Errors") not in lambda_metrics(alarm), name
+    rate = alarms["AuthorizerErrorsAlarm"]["Properties"]
+    assert rate["Threshold"] == {"Ref": "ErrorRatePercent"}
+    (expression,) = [m["Expression"] for m in rate["Metrics"] if "Expression" in m]
+    assert expression == "IF(attempts >= 10, 100 * FILL(errors, 0) / attempts, 0)"
+    assert lambda_metrics(alarms["AuthorizerErrorsAlarm"]) == {
+        ("AuthorizerFunction", "Errors"),
+        ("AuthorizerFunction", "Invocations"),
+    }
+
+
+@pytest.mark.parametrize("function", RELAY_FUNCTIONS)
+def test_relay_functions_log_json_without_platform_lines(
+    sam: dict[str, Any], translated: dict[str, Any], function: str
+) -> None:
+    expected = {
+        "LogFormat": "JSON",
+        # Embedded metrics lines carry no level and count as INFO: never filter above it.
+        "ApplicationLogLevel": {"Fn::If": ["WithDebugLogs", "DEBUG", "INFO"]},
+        # START/END/REPORT are INFO; WARN keeps failures and timeouts only.
+        "SystemLogLevel": "WARN",
+    }
+    assert sam["Resources"][function]["Properties"]["LoggingConfig"] == expected
+    assert translated["Resources"][function]["Properties"]["LoggingConfig"] == expected
+    assert sam["Conditions"]["WithDebugLogs"] == {"Fn::Equals": [{"Ref": "LogLevel"}, "DEBUG"]}
+    env = sam["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
+
+
+def test_log_level_choices_map_onto_lambdas_levels(sam: dict[str, Any]) -> None:
+    # Python's names; Lambda's application level is only ever DEBUG or INFO (see above).
+    assert sam["Parameters"]["LogLevel"]["AllowedValues"] == ["DEBUG", "INFO", "WARNING", "ERROR"]
+    assert sam["Parameters"]["LogLevel"]["Default"] == "INFO"
