@@ -1,0 +1,150 @@
+"""The arithmetic of ``make cost``: DynamoDB item sizes, billing units, and dollars from the one
+price table in ``hatchway_relay.prices``."""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hatchway_relay import prices
+
+PER_MILLION = 1_000_000
+SUMMARY_KEYS = ("1kb", "10kb", "100kb", "1mb", "4mb-request")
+
+# --- DynamoDB item sizes (the developer guide's "Item sizes and formats") ---------------------
+
+
+def _utf8(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def number_size(text: str) -> int:
+    """1 byte per two significant digits plus 1; leading and trailing zeros do not count.
+
+    The guide calls this approximate; a negative sign costs one more byte in every
+    reverse-engineered account of it, so it is counted here too."""
+    mantissa = text.strip().lower().split("e", 1)[0]
+    # Decimal would round beyond its 28-digit context; DynamoDB keeps 38 significant digits.
+    significant = len(mantissa.lstrip("+-").replace(".", "").strip("0"))
+    negative = mantissa.startswith("-") and significant > 0
+    return math.ceil(significant / 2) + 1 + (1 if negative else 0)
+
+
+def value_size(value: Mapping[str, Any]) -> int:
+    """The size of one typed attribute value (``{"S": ...}``, ``{"M": {...}}``...) without its
+    name, as it travels in DynamoDB's JSON wire format."""
+    ((kind, inner),) = value.items()
+    if kind == "S":
+        return _utf8(inner)
+    if kind == "N":
+        return number_size(inner)
+    if kind == "B":
+        return len(base64.b64decode(inner))
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "SS":
+        return sum(_utf8(s) for s in inner)
+    if kind == "NS":
+        return sum(number_size(n) for n in inner)
+    if kind == "BS":
+        return sum(len(base64.b64decode(b)) for b in inner)
+    if kind == "L":
+        # 3 bytes for the list, 1 more per element.
+        return 3 + sum(value_size(element) + 1 for element in inner)
+    if kind == "M":
+        return 3 + sum(_utf8(name) + value_size(element) + 1 for name, element in inner.items())
+    raise ValueError(f"unknown DynamoDB type {kind!r}")
+
+
+def item_size(item: Mapping[str, Mapping[str, Any]] | None) -> int:
+    """Attribute names plus values; 0 for no item."""
+    if not item:
+        return 0
+    return sum(_utf8(name) + value_size(value) for name, value in item.items())
+
+
+def write_units(before_bytes: int, after_bytes: int, transactional: bool = False) -> int:
+    """A write bills the larger of the item before and after it (a delete: the old item; a
+    refused conditional write: the item as it stands, at least 1); transactions bill double."""
+    units = prices.dynamodb_write_units(max(before_bytes, after_bytes))
+    return units * 2 if transactional else units
+
+
+def read_units(item_bytes: int, consistent: bool = True) -> float:
+    """A strongly consistent read of up to 4 KB is 1 RRU (a miss too); eventually consistent
+    reads cost half."""
+    units = prices.dynamodb_read_units(item_bytes)
+    return float(units) if consistent else units / 2
+
+
+# --- API Gateway and Lambda metering ----------------------------------------------------------
+
+
+def websocket_units(message_bytes: int) -> int:
+    """WebSocket messages are metered per started 32 KB."""
+    return max(1, math.ceil(message_bytes / prices.WEBSOCKET_METERING_BYTES))
+
+
+def http_api_units(request_and_response_bytes: int) -> int:
+    """HTTP API requests are metered per started 512 KB of request plus response."""
+    return max(1, math.ceil(request_and_response_bytes / prices.HTTP_API_METERING_BYTES))
+
+
+def lambda_billed_ms(seconds: float) -> int:
+    """Lambda bills duration per started millisecond."""
+    return max(1, math.ceil(seconds * 1000 - 1e-9))
+
+
+def lambda_gb_seconds(billed_ms: int, memory_mb: int) -> float:
+    return billed_ms / 1000 * memory_mb / 1024
+
+
+# --- Lines of a bill --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Line:
+    """One priced operation of a case: how often it happened per visitor request, how many
+    billing units that was, and what a unit costs."""
+
+    operation: str
+    count: float
+    units: float
+    unit: str
+    price: float
+
+    @property
+    def per_million(self) -> float:
+        return self.units * self.price * PER_MILLION
+
+
+def total_per_million(lines: Iterable[Line]) -> float:
+    return sum(line.per_million for line in lines)
+
+
+def floor_lines(app_seconds: float, memory_mb: int) -> list[Line]:
+    """What the platform itself charges for one proxied request: one HTTP API request, one
+    WebSocket message each way, two Lambda invocations, and the waiting function billed for
+    the app's own latency."""
+    billed = lambda_billed_ms(app_seconds)
+    return [
+        Line("HTTP API request", 1, 1, "request", prices.HTTP_API_REQUEST),
+        Line("WebSocket messages", 2, 2, "message", prices.WEBSOCKET_MESSAGE),
+        Line("Lambda invocations", 2, 2, "invocation", prices.LAMBDA_REQUEST),
+        Line(
+            f"Lambda duration ({billed} ms at {memory_mb} MB)",
+            1,
+            lambda_gb_seconds(billed, memory_mb),
+            "GB-s",
+            prices.LAMBDA_ARM_GB_SECOND,
+        ),
+    ]
+
+
+def summary_line(per_million: Mapping[str, float], floor: float) -> str:
+    """The one line scripts read: dollars per million visitor requests, as computed."""
+    parts = [f"{key}={per_million[key]:.2f}" for key in SUMMARY_KEYS]
+    return " ".join(["cost-per-million", *parts, f"floor={floor:.2f}"])
