@@ -15,7 +15,7 @@ LAMBDA_STAMP := $(LAMBDA_VENV)/.installed
 BUILD_DIR := .aws-sam/build
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: install test lint build demo bench clean
+.PHONY: install test lint build demo bench cost clean
 
 install: $(STAMP)
 
@@ -58,6 +58,11 @@ demo: install
 
 bench: install
 	$(PY) bench/run.py
+
+# Counts every AWS operation per visitor request (DynamoDB mode, moto, a real agent) and prices
+# it from functions/hatchway_relay/prices.py; the last line is the summary scripts read.
+cost: install
+	$(PY) bench/cost.py
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(LAMBDA_VENV) .aws-sam .pytest_cache .ruff_cache .mypy_cache \

@@ -1,0 +1,657 @@
+"""Counting every billed operation of the relay as it happens: boto3 calls in this process, S3
+requests at moto's server, Lambda invocations at the local gateway, and log bytes."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import logging
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import botocore.client
+import cost_pricing as pricing
+from botocore.exceptions import ClientError
+
+from hatchway_relay import prices
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+HEARTBEAT = "(heartbeat) "
+CONNECTION = "(connection) "
+OVERHEADS = (HEARTBEAT, CONNECTION)
+
+
+@dataclass
+class Tally:
+    count: int = 0
+    units: float = 0.0
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Key:
+    """An operation as the bill names it, with its unit and the price of one unit."""
+
+    operation: str
+    unit: str
+    price: float
+
+
+@dataclass
+class Meter:
+    """Thread-safe tallies per operation, reset before each case and read after it."""
+
+    tallies: dict[Key, Tally] = field(default_factory=dict)
+    in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, key: Key, units: float, nbytes: int = 0, count: int = 1) -> None:
+        prefix = getattr(_local, "overhead", "")
+        if prefix:
+            # Heartbeats, connects and disconnects: billed per connection, not per request.
+            key = Key(prefix + key.operation, key.unit, key.price)
+        with self.lock:
+            tally = self.tallies.setdefault(key, Tally())
+            tally.count += count
+            tally.units += units
+            tally.bytes += nbytes
+
+    def reset(self) -> None:
+        """Forget the per-request tallies; per-connection ones add up over the whole run."""
+        with self.lock:
+            self.tallies = {
+                k: v for k, v in self.tallies.items() if k.operation.startswith(OVERHEADS)
+            }
+
+    def snapshot(self) -> dict[Key, Tally]:
+        with self.lock:
+            return {k: Tally(v.count, v.units, v.bytes) for k, v in self.tallies.items()}
+
+    def lines(self, requests: int, prefix: str = "") -> list[pricing.Line]:
+        """Per visitor request, or with ``prefix`` (``HEARTBEAT``...) per such event."""
+        chosen = [
+            (k, t)
+            for k, t in self.snapshot().items()
+            if (k.operation.startswith(prefix) if prefix else not k.operation.startswith(OVERHEADS))
+        ]
+        return [
+            pricing.Line(
+                k.operation.removeprefix(prefix),
+                t.count / requests,
+                t.units / requests,
+                k.unit,
+                k.price,
+            )
+            for k, t in sorted(chosen, key=lambda kv: kv[0].operation)
+        ]
+
+    @contextlib.contextmanager
+    def invocation(self) -> Iterator[None]:
+        with self.lock:
+            self.in_flight += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def wait_idle(self, quiet: float = 0.3, timeout: float = 10.0) -> None:
+        """Wait until no handler has run for ``quiet`` seconds: messages that arrive after the
+        visitor's answer (acks, late frames) belong to the case too."""
+        deadline = time.monotonic() + timeout
+        last_busy = time.monotonic()
+        before = self.snapshot()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = self.snapshot()
+            if self.in_flight or now != before:
+                last_busy = time.monotonic()
+                before = now
+            elif time.monotonic() - last_busy >= quiet:
+                return
+
+
+# --- Per-thread bookkeeping: the call in progress and time spent measuring ---------------------
+
+_local = threading.local()
+
+
+def measuring_seconds() -> float:
+    """Seconds this thread spent on the meter's own probes; subtracted from billed durations."""
+    return float(getattr(_local, "measuring", 0.0))
+
+
+@contextlib.contextmanager
+def _measuring() -> Iterator[None]:
+    started = time.perf_counter()
+    _local.probing = True
+    try:
+        yield
+    finally:
+        _local.probing = False
+        _local.measuring = measuring_seconds() + time.perf_counter() - started
+
+
+# --- DynamoDB: capacity units from the items on the wire --------------------------------------
+
+READS = {"GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems"}
+WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
+
+
+class DynamoProbe:
+    """Reads an item's current size with an unmetered client, so that a write can be billed
+    on the larger of the item before and after it, as DynamoDB bills it."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.schemas: dict[str, list[str]] = {}
+
+    def key_names(self, table: str) -> list[str]:
+        if table not in self.schemas:
+            with _measuring():
+                described = self.client.describe_table(TableName=table)
+            self.schemas[table] = [k["AttributeName"] for k in described["Table"]["KeySchema"]]
+        return self.schemas[table]
+
+    def size(self, table: str, key: dict[str, Any]) -> int:
+        with _measuring():
+            found = self.client.get_item(TableName=table, Key=key, ConsistentRead=True)
+        return pricing.item_size(found.get("Item"))
+
+    def key_of(self, table: str, action: str, spec: dict[str, Any]) -> dict[str, Any]:
+        if "Key" in spec:
+            return dict(spec["Key"])
+        item = spec.get("Item") or {}
+        return {name: item[name] for name in self.key_names(table) if name in item}
+
+
+@dataclass
+class _Write:
+    table: str
+    key: dict[str, Any]
+    transactional: bool
+    label: str
+    before: int = 0
+
+
+def _dynamo_writes(probe: DynamoProbe, op: str, body: dict[str, Any]) -> list[_Write]:
+    if op in ("PutItem", "UpdateItem", "DeleteItem"):
+        table = body["TableName"]
+        return [_Write(table, probe.key_of(table, op, body), False, op)]
+    writes = []
+    if op == "BatchWriteItem":
+        for table, requests in body.get("RequestItems", {}).items():
+            for request in requests:
+                ((action, spec),) = request.items()
+                writes.append(_Write(table, probe.key_of(table, action, spec), False, op))
+    if op == "TransactWriteItems":
+        for entry in body.get("TransactItems", []):
+            ((action, spec),) = entry.items()
+            table = spec["TableName"]
+            label = f"TransactWriteItems {action}"
+            writes.append(_Write(table, probe.key_of(table, action, spec), True, label))
+    return writes
+
+
+def _dynamo_reads(op: str, request: dict[str, Any], response: dict[str, Any]) -> float:
+    consistent = bool(request.get("ConsistentRead"))
+    if op == "GetItem":
+        return pricing.read_units(pricing.item_size(response.get("Item")), consistent)
+    if op in ("Query", "Scan"):
+        total = sum(pricing.item_size(item) for item in response.get("Items", []))
+        return pricing.read_units(total, consistent)
+    if op == "BatchGetItem":
+        units = 0.0
+        for table, items in response.get("Responses", {}).items():
+            strong = bool(request.get("RequestItems", {}).get(table, {}).get("ConsistentRead"))
+            units += sum(pricing.read_units(pricing.item_size(i), strong) for i in items)
+        return units
+    if op == "TransactGetItems":
+        sizes = [pricing.item_size(r.get("Item")) for r in response.get("Responses", [])]
+        return sum(2 * pricing.read_units(size) for size in sizes)
+    return 0.0
+
+
+def _json_body(raw: bytes | str | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+class BotoMeter:
+    """Patches ``BaseClient._make_api_call`` in this process so that every boto3 client, however
+    it was built, reports its DynamoDB calls (with capacity units from the raw JSON items) and
+    its ``@connections`` posts (with their bytes)."""
+
+    def __init__(self, meter: Meter, probe: DynamoProbe) -> None:
+        self.meter = meter
+        self.probe = probe
+        self.original: Any = None
+
+    def install(self) -> None:
+        self.original = botocore.client.BaseClient._make_api_call
+        meter_self = self
+
+        def counted(client: Any, operation: str, params: dict[str, Any]) -> Any:
+            return meter_self._call(client, operation, params)
+
+        botocore.client.BaseClient._make_api_call = counted  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        if self.original is not None:
+            botocore.client.BaseClient._make_api_call = self.original  # type: ignore[method-assign]
+
+    def _hook(self, client: Any) -> None:
+        # The raw request and response bodies: resource clients turn items into Python values
+        # before ``_make_api_call`` returns, and sizes are defined on the wire format.
+        if getattr(client, "_cost_hooked", False):
+            return
+
+        def before(params: dict[str, Any], **_: Any) -> None:
+            call = getattr(_local, "call", None)
+            if call is not None:
+                call["request"] = params.get("body")
+
+        def after(http_response: Any, **_: Any) -> None:
+            call = getattr(_local, "call", None)
+            if call is not None:
+                call["response"] = http_response.content
+
+        client.meta.events.register("before-call.dynamodb", before)
+        client.meta.events.register("after-call.dynamodb", after)
+        client._cost_hooked = True
+
+    def _call(self, client: Any, operation: str, params: dict[str, Any]) -> Any:
+        service = client.meta.service_model.service_name
+        if getattr(_local, "probing", False):
+            return self.original(client, operation, params)
+        if service == "apigatewaymanagementapi":
+            return self._post(client, operation, params)
+        if service != "dynamodb":
+            # S3 is counted at the server, where the agent's presigned requests arrive too.
+            return self.original(client, operation, params)
+        self._hook(client)
+        _local.call = {}
+        writes: list[_Write] = []
+        try:
+            if operation in WRITES:
+                # Serialising with the same converter boto3 uses gives the wire-format keys.
+                request = _wire_params(client, operation, params)
+                writes = _dynamo_writes(self.probe, operation, request)
+                for write in writes:
+                    write.before = self.probe.size(write.table, write.key)
+            return self.original(client, operation, params)
+        finally:
+            call = _local.call
+            _local.call = None
+            self._account(operation, call, writes)
+
+    def _account(self, operation: str, call: dict[str, Any], writes: list[_Write]) -> None:
+        request = _json_body(call.get("request"))
+        response = _json_body(call.get("response"))
+        if operation in READS:
+            units = _dynamo_reads(operation, request, response)
+            self.meter.add(Key(f"DynamoDB {operation}", "RRU", prices.DYNAMODB_RRU), units)
+        elif writes:
+            for write in writes:
+                after = self.probe.size(write.table, write.key)
+                units = pricing.write_units(write.before, after, write.transactional)
+                refused = response.get("__type", "").endswith("ConditionalCheckFailedException")
+                label = f"DynamoDB {write.label}" + (" (refused)" if refused else "")
+                self.meter.add(
+                    Key(label, "WRU", prices.DYNAMODB_WRU), units, max(write.before, after)
+                )
+        else:
+            # Control-plane calls (DescribeTable...) are not billed per request.
+            self.meter.add(Key(f"DynamoDB {operation}", "call", 0.0), 0)
+
+    def _post(self, client: Any, operation: str, params: dict[str, Any]) -> Any:
+        if operation != "PostToConnection":
+            # GetConnection and DeleteConnection are not metered as messages.
+            self.meter.add(Key(f"@connections {operation}", "call", 0.0), 0)
+            return self.original(client, operation, params)
+        data = params.get("Data") or b""
+        size = len(data.encode("utf-8") if isinstance(data, str) else data)
+        try:
+            return self.original(client, operation, params)
+        except ClientError:
+            self.meter.add(Key("@connections post (failed)", "message", 0.0), 0, size)
+            raise
+        finally:
+            units = pricing.websocket_units(size)
+            key = Key("WebSocket messages, relay to agent", "32 KB msg", prices.WEBSOCKET_MESSAGE)
+            self.meter.add(key, units, size)
+
+
+def _wire_params(client: Any, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The request as DynamoDB JSON, whether ``params`` came from a resource (Python values)
+    or a low-level client (typed values already)."""
+    from boto3.dynamodb.types import TypeSerializer
+
+    serializer = TypeSerializer()
+
+    def typed(value: Any) -> Any:
+        if isinstance(value, dict) and len(value) == 1:
+            (kind,) = value
+            if kind in {"S", "N", "B", "SS", "NS", "BS", "M", "L", "NULL", "BOOL"}:
+                return _b64_binary(value)
+        return _b64_binary(serializer.serialize(value))
+
+    def item(attributes: dict[str, Any]) -> dict[str, Any]:
+        return {name: typed(value) for name, value in attributes.items()}
+
+    def spec(body: dict[str, Any]) -> dict[str, Any]:
+        out = dict(body)
+        for field_name in ("Key", "Item"):
+            if field_name in out:
+                out[field_name] = item(out[field_name])
+        return out
+
+    if operation == "BatchWriteItem":
+        return {
+            "RequestItems": {
+                table: [{a: spec(s) for a, s in r.items()} for r in requests]
+                for table, requests in params.get("RequestItems", {}).items()
+            }
+        }
+    if operation == "TransactWriteItems":
+        return {
+            "TransactItems": [
+                {a: spec(s) for a, s in entry.items()} for entry in params.get("TransactItems", [])
+            ]
+        }
+    return spec(params)
+
+
+def _b64_binary(value: dict[str, Any]) -> dict[str, Any]:
+    """Binary values as the wire carries them (base64 text), so sizing sees one form."""
+    ((kind, inner),) = value.items()
+    if kind == "B" and not isinstance(inner, str):
+        return {"B": base64.b64encode(bytes(inner)).decode()}
+    if kind == "BS":
+        return {
+            "BS": [b if isinstance(b, str) else base64.b64encode(bytes(b)).decode() for b in inner]
+        }
+    if kind == "M":
+        return {"M": {k: _b64_binary(v) for k, v in inner.items()}}
+    if kind == "L":
+        return {"L": [_b64_binary(v) for v in inner]}
+    return value
+
+
+# --- S3: every request that reaches moto's server, the agent's presigned ones included -------
+
+
+class S3Meter:
+    """WSGI middleware around moto's server. It also serves one request at a time: moto's
+    backends are not thread-safe, while DynamoDB and S3 apply each request atomically."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], meter: Meter) -> None:
+        self.app = app
+        self.meter = meter
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        with self.lock:
+            if _is_s3(environ):
+                self._count(environ)
+            return list(self.app(environ, start_response))
+
+    def _count(self, environ: dict[str, Any]) -> None:
+        method = environ.get("REQUEST_METHOD", "GET")
+        presigned = "X-Amz-Signature=" in environ.get("QUERY_STRING", "")
+        who = "agent, presigned" if presigned else "relay"
+        size = int(environ.get("CONTENT_LENGTH") or 0)
+        if method in ("PUT", "POST"):
+            self.meter.add(Key(f"S3 PUT ({who})", "request", prices.S3_PUT), 1, size)
+        elif method in ("GET", "HEAD"):
+            self.meter.add(Key(f"S3 {method} ({who})", "request", prices.S3_GET), 1)
+        else:
+            self.meter.add(Key(f"S3 {method} ({who})", "request", 0.0), 0)
+
+
+def _is_s3(environ: dict[str, Any]) -> bool:
+    if environ.get("HTTP_X_AMZ_TARGET"):
+        return False  # DynamoDB's JSON protocol
+    scope = environ.get("HTTP_AUTHORIZATION", "") + urllib.parse.unquote(
+        environ.get("QUERY_STRING", "")
+    )
+    return "/s3/aws4_request" in scope
+
+
+def install_s3_meter(server: Any, meter: Meter) -> S3Meter:
+    """Wrap a started ``ThreadedMotoServer``'s WSGI app."""
+    middleware = S3Meter(server._server.app, meter)
+    server._server.app = middleware
+    return middleware
+
+
+# --- Lambda: invocations and billed duration at the gateway ----------------------------------
+
+
+@dataclass(frozen=True)
+class LambdaSettings:
+    """What the template says about the relay functions' billing and logging."""
+
+    memory_mb: int
+    log_level: str
+    platform_log_bytes: int
+    """Bytes of START/END/REPORT lines per invocation (0 when SystemLogLevel is WARN)."""
+    blob_expiry_days: int
+
+
+PLATFORM_LOG_BYTES = 300
+"""Lambda's START, END and REPORT lines of one invocation, together, in text format."""
+
+
+def template_settings(template: Path) -> LambdaSettings:
+    """Read from ``template.yaml`` as text: its short-form tags (``!Ref``) need no YAML loader,
+    and only a few scalars are wanted."""
+    text = template.read_text()
+    globals_block = text.split("\nGlobals:", 1)[-1].split("\nResources:", 1)[0]
+    memory = re.search(r"^\s+MemorySize:\s*(\d+)", globals_block, re.M)
+    level = re.search(r"^  LogLevel:\n(?:    .*\n)*?    Default:\s*(\w+)", text, re.M)
+    quiet = re.search(r"SystemLogLevel:\s*WARN", text)
+    expiry = re.search(r"ExpirationInDays:\s*(\d+)", text)
+    return LambdaSettings(
+        int(memory.group(1)) if memory else 128,
+        level.group(1) if level else "INFO",
+        0 if quiet else PLATFORM_LOG_BYTES,
+        int(expiry.group(1)) if expiry else 1,
+    )
+
+
+def _body_bytes(message: dict[str, Any]) -> int:
+    body = message.get("body") or ""
+    return len(base64.b64decode(body)) if message.get("isBase64Encoded") else len(body.encode())
+
+
+def _http_bytes(event: dict[str, Any], result: dict[str, Any] | None) -> tuple[int, int]:
+    """Request and response sizes as the HTTP API meters them: line, headers and body."""
+    raw = _body_bytes(event)
+    headers = sum(len(k) + len(v) + 4 for k, v in (event.get("headers") or {}).items())
+    request = len(event.get("rawPath") or "") + len(event.get("rawQueryString") or "") + 16
+    request += headers + raw
+    if not result:
+        return request, 0
+    size = _body_bytes(result)
+    size += sum(len(k) + len(str(v)) + 4 for k, v in (result.get("headers") or {}).items())
+    size += sum(len(c) + 14 for c in result.get("cookies") or [])
+    return request, size
+
+
+def _overhead(event: dict[str, Any]) -> str:
+    """Connects, disconnects and heartbeats happen per connection, whatever the traffic."""
+    context = event.get("requestContext") or {}
+    if context.get("eventType") in ("CONNECT", "DISCONNECT"):
+        return CONNECTION
+    if "routeKey" in context and _message_type(event.get("body") or "") in ("ping", "pong"):
+        return HEARTBEAT
+    return ""
+
+
+def _message_type(body: str) -> str:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return "frame"
+    return str(parsed.get("type", "frame")) if isinstance(parsed, dict) else "frame"
+
+
+class LambdaMeter:
+    """Wraps the gateway's two handlers: each call is one Lambda invocation billed per started
+    millisecond at the template's memory size, and its event says what API Gateway metered."""
+
+    def __init__(
+        self,
+        meter: Meter,
+        settings: LambdaSettings,
+        emf_bytes: Callable[[dict[str, Any], dict[str, Any] | None, float], int] | None = None,
+    ) -> None:
+        self.meter = meter
+        self.settings = settings
+        self.emf_bytes = emf_bytes
+
+    def wrap(self, handler: Handler, function: str) -> Handler:
+        def timed(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            _local.overhead = _overhead(event)
+            with self.meter.invocation():
+                started, measured = time.perf_counter(), measuring_seconds()
+                result: dict[str, Any] | None = None
+                try:
+                    result = handler(event, context)
+                    return result
+                finally:
+                    seconds = time.perf_counter() - started - (measuring_seconds() - measured)
+                    self._account(function, event, result, seconds)
+                    _local.overhead = ""
+
+        return timed
+
+    def _account(
+        self, function: str, event: dict[str, Any], result: dict[str, Any] | None, seconds: float
+    ) -> None:
+        if function == "WebSocket":
+            context = event.get("requestContext") or {}
+            if context.get("routeKey") == "$default":
+                size = len((event.get("body") or "").encode("utf-8"))
+                key = Key(
+                    "WebSocket messages, agent to relay", "32 KB msg", prices.WEBSOCKET_MESSAGE
+                )
+                self.meter.add(key, pricing.websocket_units(size), size)
+        else:
+            request, response = _http_bytes(event, result)
+            units = pricing.http_api_units(request + response)
+            key = Key("HTTP API requests", "512 KB req", prices.HTTP_API_REQUEST)
+            self.meter.add(key, units, request + response)
+            if self.emf_bytes is not None:
+                emf = self.emf_bytes(event, result, seconds)
+                logs = Key("CloudWatch Logs, EMF metric lines", "GB", prices.LOGS_INGESTED_GB)
+                self.meter.add(logs, emf / 1e9, emf)
+        billed = pricing.lambda_billed_ms(seconds)
+        invocations = Key(f"Lambda invocations, {function}", "invocation", prices.LAMBDA_REQUEST)
+        self.meter.add(invocations, 1)
+        duration = Key(
+            f"Lambda duration, {function} ({self.settings.memory_mb} MB)",
+            "GB-s",
+            prices.LAMBDA_ARM_GB_SECOND,
+        )
+        self.meter.add(duration, pricing.lambda_gb_seconds(billed, self.settings.memory_mb), billed)
+        if self.settings.platform_log_bytes:
+            nbytes = self.settings.platform_log_bytes
+            platform = Key("CloudWatch Logs, Lambda platform lines", "GB", prices.LOGS_INGESTED_GB)
+            self.meter.add(platform, nbytes / 1e9, nbytes)
+
+
+# --- Logs: what the relay's loggers write at the template's level -----------------------------
+
+
+class LogBytes(logging.Handler):
+    """Formats each record as the functions' JSON logger would and counts its bytes."""
+
+    def __init__(self, meter: Meter, formatter: logging.Formatter) -> None:
+        super().__init__()
+        self.meter = meter
+        self.setFormatter(formatter)
+        self.key = Key("CloudWatch Logs, relay log lines", "GB", prices.LOGS_INGESTED_GB)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith("hatchway.local"):
+            return  # the emulator's own lines; there is no such thing on AWS
+        size = len(self.format(record).encode("utf-8")) + 1
+        self.meter.add(self.key, size / 1e9, size)
+
+
+def lambda_log_formatter() -> logging.Formatter:
+    """Powertools' JSON formatter with the keys ``inject_lambda_context`` adds on AWS, filled
+    with values of realistic length."""
+    from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
+    formatter = LambdaPowertoolsFormatter(service="relay")
+    formatter.append_keys(
+        cold_start=False,
+        function_name="hatchway-HttpFunction-A1b2C3d4E5f6",
+        function_memory_size="512",
+        function_arn="arn:aws:lambda:us-east-1:123456789012:function:hatchway-HttpFunction-A1b2C3d4E5f6",
+        function_request_id="6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b",
+        correlation_id="a1b2c3d4e5f6a7b8",
+        xray_trace_id="1-6734a1b2-0123456789abcdef01234567",
+    )
+    return formatter
+
+
+def install_log_meter(meter: Meter, level: str) -> LogBytes:
+    handler = LogBytes(meter, lambda_log_formatter())
+    handler.setLevel(level)
+    relay_logger = logging.getLogger("hatchway")
+    relay_logger.setLevel(level)
+    relay_logger.addHandler(handler)
+    return handler
+
+
+def emf_line_bytes(
+    namespace: str = "Hatchway/hatchway", service: str = "relay"
+) -> Callable[..., int]:
+    """The EMF line the HTTP function flushes per invocation on AWS (``record_visit`` through
+    ``EmfMetrics``), serialised the way Powertools prints it."""
+    from aws_lambda_powertools import Metrics
+
+    from hatchway_relay.adapters.emf_metrics import EmfMetrics
+    from hatchway_relay.metrics import record_visit
+
+    metrics = Metrics(namespace=namespace, service=service)
+    emf = EmfMetrics(metrics, service)
+    lock = threading.Lock()
+
+    def measure(event: dict[str, Any], result: dict[str, Any] | None, seconds: float) -> int:
+        status = int((result or {}).get("statusCode", 502))
+        error = ((result or {}).get("headers") or {}).get("x-hatchway-error")
+        # The handler records body sizes; their digits are all that changes the line's length.
+        request, response = _body_bytes(event), _body_bytes(result or {})
+        with lock, _quiet_stdout():
+            record_visit(emf, status, error, request, response, seconds)
+            line = json.dumps(metrics.serialize_metric_set(), separators=(",", ":"))
+            metrics.clear_metrics()
+        return len(line) + 1
+
+    return measure
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """A point with its own dimensions is printed at once by Powertools; keep it off the
+    report (error answers only; the cases here are all 200s)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
