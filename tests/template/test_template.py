@@ -452,7 +452,7 @@ def test_blob_bucket_refuses_plain_http(sam: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("function", "env", "actions"),
     [
-        ("HttpFunction", {"Ref": "BlobBucket"}, {"s3:PutObject", "s3:GetObject"}),
+        ("HttpFunction", {"Ref": "BlobBucket"}, {"s3:PutObject", "s3:GetObject", "s3:ListBucket"}),
         ("WebSocketFunction", None, set()),
         ("AuthorizerFunction", None, set()),
         ("DnsReconcileFunction", None, set()),
@@ -465,10 +465,19 @@ def test_only_the_http_function_may_touch_the_blob_bucket(
     properties = sam["Resources"][function]["Properties"]
     assert properties.get("Environment", {}).get("Variables", {}).get("BLOB_BUCKET") == env
     on_bucket = [s for s in sam_statements(sam["Resources"][function]) if "BlobBucket" in str(s)]
-    assert {a for s in on_bucket for a in s["Action"]} == actions
-    for statement in on_bucket:  # objects only: no listing, no bucket settings
-        assert statement["Effect"] == "Allow"
-        assert statement["Resource"] == {"Fn::Sub": "${BlobBucket.Arn}/*"}
+    granted = {
+        (action, json.dumps(s["Resource"]))
+        for s in on_bucket
+        for action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    assert {action for action, _ in granted} == actions
+    objects, bucket = (
+        json.dumps({"Fn::Sub": "${BlobBucket.Arn}/*"}),
+        json.dumps({"Fn::GetAtt": ["BlobBucket", "Arn"]}),
+    )
+    for action, resource in granted:  # object reads and writes; listing only to tell 404s
+        assert resource == (bucket if action == "s3:ListBucket" else objects)
+    assert all(s["Effect"] == "Allow" for s in on_bucket)
     if not actions:
         assert "BlobBucket" not in json.dumps(sam["Resources"][function])
     assert "BlobBucket" not in json.dumps(sam["Globals"])
