@@ -251,6 +251,8 @@ def run_case(stack: Stack, case: Case, requests: int) -> Result:
         stack.meter.wait_idle()
     finally:
         visitor.close()
+    if stack.meter.errors:
+        raise SystemExit(f"{case.key}: operations the meter could not count: {stack.meter.errors}")
     return Result(case, requests, stack.meter.lines(requests), statistics.mean(took))
 
 
@@ -263,13 +265,18 @@ def _money(value: float) -> str:
 
 def print_lines(title: str, lines: list[pricing.Line]) -> None:
     print(title)
-    print(f"  {'operation':52} {'count/req':>10} {'units/req':>12} {'unit':>11} {'$/M req':>10}")
+    print(
+        f"  {'operation':48} {'count/req':>9} {'bytes/req':>10} {'units/req':>10} {'unit':>10} "
+        f"{'$/M req':>9}"
+    )
     for line in lines:
+        nbytes = f"{line.nbytes:,.0f}" if line.nbytes else ""
         print(
-            f"  {line.operation:52} {line.count:10.2f} {line.units:12.6g} {line.unit:>11} "
-            f"{_money(line.per_million):>10}"
+            f"  {line.operation:48} {line.count:9.2f} {nbytes:>10} {line.units:10.4g} "
+            f"{line.unit:>10} {_money(line.per_million):>9}"
         )
-    print(f"  {'total':52} {'':10} {'':12} {'':>11} {_money(pricing.total_per_million(lines)):>10}")
+    total = _money(pricing.total_per_million(lines))
+    print(f"  {'total':48} {'':9} {'':10} {'':10} {'':>10} {total:>9}")
     print()
 
 

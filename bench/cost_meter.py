@@ -50,6 +50,8 @@ class Meter:
     """Thread-safe tallies per operation, reset before each case and read after it."""
 
     tallies: dict[Key, Tally] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    """Operations the meter failed to count: a report with any of them would undercount."""
     in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -89,6 +91,7 @@ class Meter:
                 t.units / requests,
                 k.unit,
                 k.price,
+                t.bytes / requests,
             )
             for k, t in sorted(chosen, key=lambda kv: kv[0].operation)
         ]
@@ -220,6 +223,16 @@ def _dynamo_reads(op: str, request: dict[str, Any], response: dict[str, Any]) ->
     return 0.0
 
 
+def _function() -> str:
+    """The function whose invocation made the call (set by ``LambdaMeter``)."""
+    return str(getattr(_local, "function", "") or "outside a function")
+
+
+def _read_bytes(response: dict[str, Any]) -> int:
+    items = [response.get("Item")] if "Item" in response else response.get("Items", [])
+    return sum(pricing.item_size(item) for item in items)
+
+
 def _json_body(raw: bytes | str | None) -> dict[str, Any]:
     if not raw:
         return {}
@@ -296,20 +309,24 @@ class BotoMeter:
         finally:
             call = _local.call
             _local.call = None
-            self._account(operation, call, writes)
+            try:
+                self._account(operation, call, writes)
+            except Exception as exc:  # never break the relay; fail the report instead
+                self.meter.errors.append(f"DynamoDB {operation}: {exc!r}")
 
     def _account(self, operation: str, call: dict[str, Any], writes: list[_Write]) -> None:
         request = _json_body(call.get("request"))
         response = _json_body(call.get("response"))
         if operation in READS:
             units = _dynamo_reads(operation, request, response)
-            self.meter.add(Key(f"DynamoDB {operation}", "RRU", prices.DYNAMODB_RRU), units)
+            label = f"DynamoDB {operation}, {_function()}"
+            self.meter.add(Key(label, "RRU", prices.DYNAMODB_RRU), units, _read_bytes(response))
         elif writes:
             for write in writes:
                 after = self.probe.size(write.table, write.key)
                 units = pricing.write_units(write.before, after, write.transactional)
                 refused = response.get("__type", "").endswith("ConditionalCheckFailedException")
-                label = f"DynamoDB {write.label}" + (" (refused)" if refused else "")
+                label = f"DynamoDB {write.label}, {_function()}" + (" (refused)" if refused else "")
                 self.meter.add(
                     Key(label, "WRU", prices.DYNAMODB_WRU), units, max(write.before, after)
                 )
@@ -527,6 +544,7 @@ class LambdaMeter:
     def wrap(self, handler: Handler, function: str) -> Handler:
         def timed(event: dict[str, Any], context: Any) -> dict[str, Any]:
             _local.overhead = _overhead(event)
+            _local.function = function
             with self.meter.invocation():
                 started, measured = time.perf_counter(), measuring_seconds()
                 result: dict[str, Any] | None = None
@@ -537,6 +555,7 @@ class LambdaMeter:
                     seconds = time.perf_counter() - started - (measuring_seconds() - measured)
                     self._account(function, event, result, seconds)
                     _local.overhead = ""
+                    _local.function = ""
 
         return timed
 

@@ -33,6 +33,11 @@ def number_size(text: str) -> int:
     return math.ceil(significant / 2) + 1 + (1 if negative else 0)
 
 
+def _binary_size(value: str | bytes) -> int:
+    """Raw bytes count: base64 text on the wire, bytes once botocore has parsed it."""
+    return len(value) if isinstance(value, bytes | bytearray) else len(base64.b64decode(value))
+
+
 def value_size(value: Mapping[str, Any]) -> int:
     """The size of one typed attribute value (``{"S": ...}``, ``{"M": {...}}``...) without its
     name, as it travels in DynamoDB's JSON wire format."""
@@ -42,7 +47,7 @@ def value_size(value: Mapping[str, Any]) -> int:
     if kind == "N":
         return number_size(inner)
     if kind == "B":
-        return len(base64.b64decode(inner))
+        return _binary_size(inner)
     if kind in ("BOOL", "NULL"):
         return 1
     if kind == "SS":
@@ -50,7 +55,7 @@ def value_size(value: Mapping[str, Any]) -> int:
     if kind == "NS":
         return sum(number_size(n) for n in inner)
     if kind == "BS":
-        return sum(len(base64.b64decode(b)) for b in inner)
+        return sum(_binary_size(b) for b in inner)
     if kind == "L":
         # 3 bytes for the list, 1 more per element.
         return 3 + sum(value_size(element) + 1 for element in inner)
@@ -115,6 +120,8 @@ class Line:
     units: float
     unit: str
     price: float
+    nbytes: float = 0.0
+    """Bytes behind the units (item, message or request size), per visitor request."""
 
     @property
     def per_million(self) -> float:

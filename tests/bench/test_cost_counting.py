@@ -189,3 +189,9 @@ def test_meter_keeps_per_connection_tallies_across_cases() -> None:
     assert (line.operation, line.count, line.units) == ("DynamoDB GetItem", 0.5, 0.5)
     (beat,) = meter.lines(1, cost_meter.HEARTBEAT)
     assert beat.operation == "DynamoDB UpdateItem"
+
+
+def test_binary_sizes_whether_base64_text_or_parsed_bytes() -> None:
+    assert pricing.item_size({"b": {"B": b"\x01" * 10}}) == 11
+    assert pricing.item_size({"b": {"B": _b64(b"\x01" * 10)}}) == 11
+    assert pricing.item_size({"bs": {"BS": [b"ab", _b64(b"c")]}}) == 2 + 3
