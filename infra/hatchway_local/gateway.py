@@ -2,15 +2,18 @@
 ``@connections`` management API on one port, invoking the relay's real Lambda handlers.
 
 It builds the event shapes API Gateway sends, enforces the platform's limits, and runs every
-handler invocation in a worker thread. HTTP and WebSocket invocations have separate pools: an HTTP
-invocation blocks until the agent's response arrives through WebSocket invocations, so sharing one
-bounded pool would deadlock as soon as visitors filled it.
+handler invocation in a worker thread. HTTP and WebSocket invocations have separate threads: an
+HTTP invocation blocks until the agent's response arrives through WebSocket invocations, so
+sharing one bounded pool would deadlock as soon as visitors filled it. Whether an invocation may
+run at all follows Lambda's rules instead (``concurrency``): one account pool, reservations,
+throttling. On its bare hosts it also answers a ``MemoryBlobStore``'s signed URLs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -18,13 +21,23 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import WSMsgType, web
 
 from hatchway import protocol
+from hatchway_local.concurrency import (
+    HTTP_FUNCTION,
+    WEBSOCKET_FUNCTION,
+    ConcurrencyPool,
+    LambdaConcurrency,
+    Throttled,
+)
+from hatchway_local.frame_guard import FrameGuard
+from hatchway_relay.adapters.memory_blobs import BLOB_PATH, MemoryBlobStore
 
 log = logging.getLogger("hatchway.local")
 
@@ -36,8 +49,12 @@ HTTP_MAX_BODY_BYTES = 10 * 1024 * 1024
 LAMBDA_MAX_EVENT_BYTES = 6 * 1024 * 1024
 """Lambda's synchronous invocation payload limit (6 MB), for the event and for the result."""
 
-WEBSOCKET_MAX_MESSAGE_BYTES = 128 * 1024
-"""WebSocket API message limit; ``@connections`` POSTs above it are refused."""
+WEBSOCKET_MAX_MESSAGE_BYTES = protocol.MAX_MESSAGE_BYTES
+"""WebSocket API message limit (128 KB): a client's larger message closes its socket with 1009,
+and ``@connections`` POSTs above it are refused."""
+
+WEBSOCKET_MAX_FRAME_BYTES = protocol.MAX_FRAME_BYTES
+"""WebSocket API frame limit (32 KB): a client's larger frame closes its socket with 1009."""
 
 HTTP_INTEGRATION_TIMEOUT_SECONDS = 30.0
 """HTTP API integration timeout (not raisable on AWS)."""
@@ -52,6 +69,16 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED_DATA = 1003  # API Gateway refuses binary frames from clients
 CLOSE_MESSAGE_TOO_BIG = 1009
 
+BLOB_READ_CHUNK_BYTES = 256 * 1024
+"""An upload to a blob URL is read in pieces of this size, so its limit holds mid-stream."""
+
+HTTP_INTEGRATION_ERROR = "Internal Server Error"
+"""HTTP API's body for a failed or throttled Lambda integration (status 500)."""
+
+WEBSOCKET_INTEGRATION_ERROR = "Internal server error"
+"""What WebSocket API sends the client when a message's Lambda invocation fails or is
+throttled, with the connection and request ids."""
+
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
@@ -60,7 +87,8 @@ class GatewayLimits:
     integration_timeout: float = HTTP_INTEGRATION_TIMEOUT_SECONDS
     idle_timeout: float = WEBSOCKET_IDLE_SECONDS
     max_connection_seconds: float = float(protocol.MAX_CONNECTION_SECONDS)
-    frame_bytes: int = protocol.MAX_FRAME_BYTES
+    frame_bytes: int = WEBSOCKET_MAX_FRAME_BYTES
+    message_bytes: int = WEBSOCKET_MAX_MESSAGE_BYTES
 
 
 @dataclass
@@ -85,6 +113,25 @@ def _json(status: int, message: str) -> web.Response:
     return web.json_response({"message": message}, status=status)
 
 
+def lambda_path(raw_path: str) -> str:
+    """The path as HTTP API hands it to Lambda: percent-decoded (UTF-8), and cut at a ``?``
+    that decoding produced. Byte-exact paths cannot always be recovered from it; the relay
+    re-encodes what it can."""
+    return unquote(raw_path).partition("?")[0]
+
+
+async def _read_at_most(request: web.Request, limit: int) -> bytes | None:
+    """The request body, or None once it passes ``limit`` bytes (nothing more is read)."""
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.content.iter_chunked(BLOB_READ_CHUNK_BYTES):
+        total += len(chunk)
+        if total > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class Gateway:
     """The emulator. Handlers are attached after construction (they need the poster, which
     needs the gateway)."""
@@ -93,17 +140,25 @@ class Gateway:
         self,
         bare_hosts: set[str],
         limits: GatewayLimits | None = None,
-        http_workers: int = 64,
-        ws_workers: int = 32,
+        concurrency: LambdaConcurrency | None = None,
         api_id: str = "local",
+        blobs: MemoryBlobStore | None = None,
     ) -> None:
         self.bare_hosts = {h.lower() for h in bare_hosts}
         self.limits = limits or GatewayLimits()
         self.api_id = api_id
+        self.blobs = blobs
         self.ws_handler: Handler | None = None
         self.http_handler: Handler | None = None
-        self.http_pool = ThreadPoolExecutor(http_workers, thread_name_prefix="gw-http")
-        self.ws_pool = ThreadPoolExecutor(ws_workers, thread_name_prefix="gw-ws")
+        self.concurrency = ConcurrencyPool(concurrency or LambdaConcurrency())
+        # As many threads as executions may run, so an admitted invocation never queues.
+        capacity = self.concurrency.config.capacity
+        self.http_pool = ThreadPoolExecutor(
+            max(1, capacity(HTTP_FUNCTION)), thread_name_prefix="gw-http"
+        )
+        self.ws_pool = ThreadPoolExecutor(
+            max(1, capacity(WEBSOCKET_FUNCTION)), thread_name_prefix="gw-ws"
+        )
         self.connections: dict[str, _Connection] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.app = web.Application(client_max_size=HTTP_MAX_BODY_BYTES)
@@ -125,6 +180,8 @@ class Gateway:
                 return await self.websocket(request)
             if path.startswith("/@connections/"):
                 return await self.management(request, path[len("/@connections/") :])
+            if path.startswith(BLOB_PATH) and self.blobs is not None:
+                return await self.blob(request, self.blobs, path[len(BLOB_PATH) :])
         return await self.http(request)
 
     # --- WebSocket API ------------------------------------------------------------------------
@@ -162,25 +219,68 @@ class Gateway:
                 }
         return event
 
-    async def _invoke(
-        self, pool: ThreadPoolExecutor, handler: Handler | None, event: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        """Run a handler like Lambda would; an exception is logged and yields None."""
+    async def _invoke(self, function: str, event: dict[str, Any]) -> dict[str, Any] | None:
+        """Run a handler like Lambda would: ``Throttled`` at once if the function has no free
+        execution, None if the handler raised (logged)."""
+        handler = self.ws_handler if function == WEBSOCKET_FUNCTION else self.http_handler
         assert handler is not None, "handlers not attached"
-        loop = asyncio.get_running_loop()
+        pool = self.ws_pool if function == WEBSOCKET_FUNCTION else self.http_pool
+        self.concurrency.acquire(function)
+
+        def execute() -> dict[str, Any]:
+            try:
+                return handler(event, None)
+            finally:
+                self.concurrency.release(function)
+
+        def never_started(future: Future[dict[str, Any]]) -> None:
+            # An execution cancelled before it began (shutdown) still gives its slot back.
+            if future.cancelled():
+                self.concurrency.release(function)
+
+        done: Future[dict[str, Any]] = pool.submit(execute)
+        done.add_done_callback(never_started)
         try:
-            return await loop.run_in_executor(pool, handler, event, None)
+            # Shielded: a visitor's timeout does not stop the execution, as on Lambda, and its
+            # slot stays taken until the handler returns.
+            return await asyncio.shield(asyncio.wrap_future(done))
+        except asyncio.CancelledError:
+            raise
         except Exception:
             log.exception("handler failed for %s", event.get("requestContext", {}).get("routeKey"))
             return None
 
+    async def _invoke_ws(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """A WebSocket invocation; a throttled one is logged and yields None."""
+        try:
+            return await self._invoke(WEBSOCKET_FUNCTION, event)
+        except Throttled:
+            log.warning("throttled: %s", event["requestContext"]["routeKey"])
+            return None
+
+    async def _message(self, ws: web.WebSocketResponse, event: dict[str, Any]) -> None:
+        """One ``$default`` invocation. If it fails or is throttled, API Gateway tells the
+        client so in a message of its own."""
+        try:
+            result = await self._invoke(WEBSOCKET_FUNCTION, event)
+        except Throttled:
+            result = None
+        if result is None and not ws.closed:
+            context = event["requestContext"]
+            error = {
+                "message": WEBSOCKET_INTEGRATION_ERROR,
+                "connectionId": context["connectionId"],
+                "requestId": context["requestId"],
+            }
+            # The socket may have closed meanwhile; then nobody is left to tell.
+            with contextlib.suppress(ConnectionResetError, RuntimeError):
+                await ws.send_str(json.dumps(error))
+
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         connection_id = _connection_id()
         connected_at = time.time()
-        result = await self._invoke(
-            self.ws_pool,
-            self.ws_handler,
-            self._ws_event(request, "$connect", connection_id, connected_at),
+        result = await self._invoke_ws(
+            self._ws_event(request, "$connect", connection_id, connected_at)
         )
         status = int(result.get("statusCode", 200)) if isinstance(result, dict) else 500
         if not 200 <= status < 300:
@@ -191,9 +291,15 @@ class Gateway:
 
         ws = web.WebSocketResponse(
             autoping=True,
-            max_msg_size=WEBSOCKET_MAX_MESSAGE_BYTES * 2,
+            # aiohttp refuses a message that reaches max_msg_size; API Gateway accepts one
+            # of exactly its limit. It closes with 1009 either way.
+            max_msg_size=self.limits.message_bytes + 1,
+            compress=False,  # API Gateway negotiates no permessage-deflate
             timeout=CLOSE_HANDSHAKE_SECONDS,
         )
+        if request.transport is not None:
+            # Before the 101 goes out: a client sends no frame before it.
+            FrameGuard.install(request.transport, self.limits.frame_bytes)
         await ws.prepare(request)
         connection = _Connection(
             ws, connected_at, request.remote or "", request.headers.get("User-Agent", "")
@@ -219,13 +325,10 @@ class Gateway:
                     continue  # the loop head decides whether a limit was reached
                 if msg.type == WSMsgType.TEXT:
                     connection.last_active = time.time()
-                    if len(msg.data.encode("utf-8")) > self.limits.frame_bytes:
-                        await ws.close(code=CLOSE_MESSAGE_TOO_BIG, message=b"Message too big")
-                        break
                     event = self._ws_event(request, "$default", connection_id, connected_at)
                     event["body"] = msg.data
                     event["requestContext"]["messageId"] = uuid.uuid4().hex[:16]
-                    task = asyncio.ensure_future(self._invoke(self.ws_pool, self.ws_handler, event))
+                    task = asyncio.ensure_future(self._message(ws, event))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
                 elif msg.type == WSMsgType.BINARY:
@@ -233,7 +336,7 @@ class Gateway:
                         code=CLOSE_UNSUPPORTED_DATA, message=b"Binary frames are not supported"
                     )
                     break
-                else:  # CLOSE, CLOSING, CLOSED, ERROR
+                else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp closed it, 1009 for size)
                     break
         finally:
             self.connections.pop(connection_id, None)
@@ -243,7 +346,7 @@ class Gateway:
             event["requestContext"].update(
                 disconnectStatusCode=ws.close_code or 1006, disconnectReason=""
             )
-            await self._invoke(self.ws_pool, self.ws_handler, event)
+            await self._invoke_ws(event)
         return ws
 
     async def send(self, connection_id: str, data: str) -> None:
@@ -278,6 +381,8 @@ class Gateway:
         if connection is None or connection.ws.closed:
             return _json(410, f"connection {connection_id} is gone")
         if request.method == "POST":
+            if (request.content_length or 0) > WEBSOCKET_MAX_MESSAGE_BYTES:
+                return _json(413, "Message too long")
             data = await request.read()
             if len(data) > WEBSOCKET_MAX_MESSAGE_BYTES:
                 return _json(413, "Message too long")
@@ -303,6 +408,24 @@ class Gateway:
             return web.Response(status=204)
         return _json(405, "Method Not Allowed")
 
+    # --- Blob URLs (a MemoryBlobStore's presigned GET and PUT) ------------------------------
+
+    async def blob(
+        self, request: web.Request, store: MemoryBlobStore, raw_key: str
+    ) -> web.Response:
+        key = unquote(raw_key)
+        query = {name: request.query[name] for name in request.query}
+        answer = store.refusal(request.method, key, query, request.content_length)
+        body: bytes | None = None
+        if answer is None and request.method == "PUT":
+            body = await _read_at_most(request, store.max_bytes)
+            if body is None:
+                answer = store.refusal(request.method, key, query, store.max_bytes + 1)
+        if answer is None:
+            answer = store.serve(request.method, key, query, body)
+        status, data, content_type = answer
+        return web.Response(status=status, body=data, content_type=content_type)
+
     # --- HTTP API -----------------------------------------------------------------------------
 
     def _http_event(self, request: web.Request, body: bytes) -> dict[str, Any]:
@@ -327,7 +450,7 @@ class Gateway:
         event: dict[str, Any] = {
             "version": "2.0",
             "routeKey": "$default",
-            "rawPath": raw_path,
+            "rawPath": lambda_path(raw_path),
             "rawQueryString": raw_query,
             "headers": headers,
             "requestContext": {
@@ -337,7 +460,7 @@ class Gateway:
                 "domainPrefix": domain.split(".", 1)[0],
                 "http": {
                     "method": request.method,
-                    "path": request.path,
+                    "path": lambda_path(raw_path),
                     "protocol": f"HTTP/{request.version.major}.{request.version.minor}",
                     "sourceIp": request.remote or "",
                     "userAgent": request.headers.get("User-Agent", ""),
@@ -368,13 +491,15 @@ class Gateway:
             return _json(413, "Request Entity Too Large")
         try:
             result = await asyncio.wait_for(
-                self._invoke(self.http_pool, self.http_handler, event),
-                self.limits.integration_timeout,
+                self._invoke(HTTP_FUNCTION, event), self.limits.integration_timeout
             )
         except TimeoutError:
             return _json(503, "Service Unavailable")
+        except Throttled:
+            # Lambda's 429 never reaches the visitor: HTTP API answers a plain 500.
+            return _json(500, HTTP_INTEGRATION_ERROR)
         if not isinstance(result, dict) or "statusCode" not in result:
-            return _json(500, "Internal Server Error")
+            return _json(500, HTTP_INTEGRATION_ERROR)
         return self._response(request, result)
 
     def _response(self, request: web.Request, result: dict[str, Any]) -> web.Response:

@@ -1,11 +1,14 @@
 """The local gateway as an API Gateway emulator, with stub handlers (no relay core): event
-shapes, limits, the management API (also through a real boto3 client), and no deadlock when
-visitors outnumber HTTP workers."""
+shapes and AWS's path decoding, WebSocket frame and message limits, the management API (also
+through a real boto3 client), the local poster's failures, and Lambda's concurrency rules
+(throttling, reservations) without the gateway ever deadlocking itself."""
 
 from __future__ import annotations
 
 import base64
+import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -15,6 +18,13 @@ import pytest
 import websocket
 
 from hatchway import protocol
+from hatchway_local.concurrency import (
+    HTTP_FUNCTION,
+    WEBSOCKET_FUNCTION,
+    ConcurrencyPool,
+    LambdaConcurrency,
+    Throttled,
+)
 from hatchway_local.gateway import (
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_UNSUPPORTED_DATA,
@@ -25,11 +35,25 @@ from hatchway_local.gateway import (
 from hatchway_local.local_poster import LocalPoster
 from hatchway_local.server import bind, serve_gateway
 from hatchway_relay.adapters.apigateway_poster import ApiGatewayPoster, make_client
-from hatchway_relay.ports import ConnectionGone
+from hatchway_relay.ports import ConnectionGone, PostFailed
 from support.aws_credentials import use_fake_credentials
 from support.visitor import visit
 
 Event = dict[str, Any]
+
+WAIT_SECONDS = 10.0
+"""Bound on every wait for something the gateway does in another thread."""
+
+FRAME = protocol.MAX_FRAME_BYTES
+MESSAGE = protocol.MAX_MESSAGE_BYTES
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    """Poll a condition another thread makes true; fail after ``WAIT_SECONDS``."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.01)
 
 
 class Stubs:
@@ -41,6 +65,7 @@ class Stubs:
         self.connected = threading.Event()
         self.disconnected = threading.Event()
         self.message = threading.Event()
+        self.bodies: list[str] = []
         self.http_result: Callable[[Event], Event] = lambda e: {"statusCode": 200, "body": "ok"}
 
     def ws(self, event: Event, context: object) -> Event:
@@ -53,6 +78,7 @@ class Stubs:
         elif route == "$disconnect":
             self.disconnected.set()
         else:
+            self.bodies.append(event["body"])
             self.message.set()
         return {"statusCode": 200}
 
@@ -62,10 +88,11 @@ class Stubs:
 
 
 @contextmanager
-def gateway(**limits: Any) -> Iterator[tuple[Gateway, Stubs, int]]:
+def gateway(
+    concurrency: LambdaConcurrency | None = None, **limits: Any
+) -> Iterator[tuple[Gateway, Stubs, int]]:
     stubs = Stubs()
-    workers = {k: limits.pop(k) for k in ("http_workers", "ws_workers") if k in limits}
-    gw = Gateway({"127.0.0.1", "localhost"}, GatewayLimits(**limits), **workers)
+    gw = Gateway({"127.0.0.1", "localhost"}, GatewayLimits(**limits), concurrency)
     gw.set_handlers(stubs.ws, stubs.http)
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
@@ -91,7 +118,7 @@ def test_http_event_has_the_payload_2_shape() -> None:
         )
     event = stubs.http_events[-1]
     assert event["version"] == "2.0" and event["routeKey"] == "$default"
-    assert event["rawPath"] == "/t/app/caf%C3%A9"
+    assert event["rawPath"] == "/t/app/café"
     assert event["rawQueryString"] == "a=1&a=2&b=%20"
     assert event["queryStringParameters"] == {"a": "1,2", "b": " "}
     assert event["cookies"] == ["a=1", "b=2", "c=3"]
@@ -237,37 +264,280 @@ def test_management_post_over_the_message_limit_is_413() -> None:
     assert answer.status == 413
 
 
-def test_more_visitors_than_http_workers_do_not_deadlock() -> None:
-    """Each HTTP invocation blocks until a WebSocket invocation releases it, as the relay's
-    HTTP handler waits for the agent's response frames."""
+class Waiters:
+    """HTTP invocations that block until a ``$default`` message names them, as the relay's
+    HTTP handler waits for the agent's response; unanswered, they give up with a 504."""
+
+    def __init__(self, stubs: Stubs, patience: float = WAIT_SECONDS) -> None:
+        self.stubs = stubs
+        self.patience = patience
+        self.gates: dict[str, threading.Event] = {}
+        self.lock = threading.Lock()
+        self.answered = 0
+
+    def gate(self, key: str) -> threading.Event:
+        with self.lock:
+            return self.gates.setdefault(key, threading.Event())
+
+    def http(self, event: Event) -> Event:
+        key = event["rawQueryString"]
+        if not self.gate(key).wait(self.patience):
+            return {"statusCode": 504, "body": "no answer"}
+        return {"statusCode": 200, "body": key}
+
+    def ws(self, event: Event, context: object) -> Event:
+        if event["requestContext"]["routeKey"] == "$default":
+            self.gate(event["body"]).set()
+            with self.lock:
+                self.answered += 1
+        return self.stubs.ws(event, context)
+
+    def attach(self, gw: Gateway) -> None:
+        self.stubs.http_result = self.http
+        gw.set_handlers(self.ws, self.stubs.http)
+
+
+def test_waiting_visitors_do_not_block_the_answers() -> None:
+    """Many HTTP invocations blocked at once: the answers still run on their own threads."""
     visitors = 16
-    with gateway(http_workers=4, ws_workers=4) as (gw, stubs, port):
-        waiting: dict[str, threading.Event] = {}
-        lock = threading.Lock()
-
-        def blocking_http(event: Event) -> Event:
-            key = event["rawQueryString"]
-            with lock:
-                gate = waiting.setdefault(key, threading.Event())
-            assert gate.wait(10), "the WebSocket side never released this request"
-            return {"statusCode": 200, "body": key}
-
-        def release(event: Event, context: object) -> Event:
-            if event["requestContext"]["routeKey"] == "$default":
-                with lock:
-                    waiting.setdefault(event["body"], threading.Event()).set()
-            return stubs.ws(event, context)
-
-        stubs.http_result = blocking_http
-        gw.set_handlers(release, stubs.http)
-        gw_ws = open_ws(port)
+    with gateway() as (gw, stubs, port):
+        waiters = Waiters(stubs)
+        waiters.attach(gw)
+        agent = open_ws(port)
         with ThreadPoolExecutor(visitors) as pool:
             futures = [
                 pool.submit(visit, port, "GET", f"/?i={i}", "app.localhost")
                 for i in range(visitors)
             ]
+            wait_until(lambda: gw.concurrency.running(HTTP_FUNCTION) == visitors)
             for i in range(visitors):
-                gw_ws.send(f"i={i}")  # the "agent" answers every request over the WebSocket
-            answers = [f.result(20) for f in futures]
+                agent.send(f"i={i}")  # the "agent" answers every request over the WebSocket
+            answers = [f.result(WAIT_SECONDS) for f in futures]
         assert [a.status for a in answers] == [200] * visitors
         assert sorted(a.text for a in answers) == sorted(f"i={i}" for i in range(visitors))
+
+
+# --- Lambda concurrency: one account pool, reservations, throttles ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "capacities"),
+    [
+        (LambdaConcurrency(10), {WEBSOCKET_FUNCTION: 10, HTTP_FUNCTION: 10}),
+        (LambdaConcurrency(200, 50), {WEBSOCKET_FUNCTION: 50, HTTP_FUNCTION: 150}),
+        (LambdaConcurrency(300, 50, 100), {WEBSOCKET_FUNCTION: 50, HTTP_FUNCTION: 100}),
+    ],
+)
+def test_capacity_follows_reservations(
+    config: LambdaConcurrency, capacities: dict[str, int]
+) -> None:
+    assert {f: config.capacity(f) for f in capacities} == capacities
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        LambdaConcurrency(1000, 950),  # leaves 50 unreserved, below 100
+        LambdaConcurrency(10, 1),  # a small account cannot reserve at all
+        LambdaConcurrency(1000, 500, 450),
+        LambdaConcurrency(0),
+    ],
+)
+def test_reservations_lambda_refuses_are_refused(config: LambdaConcurrency) -> None:
+    with pytest.raises(ValueError):
+        ConcurrencyPool(config)
+
+
+def test_an_invocation_over_the_limit_is_throttled_not_queued() -> None:
+    pool = ConcurrencyPool(LambdaConcurrency(3, websocket_reserved=1, min_unreserved=1))
+    for _ in range(2):
+        pool.acquire(HTTP_FUNCTION)
+    pool.acquire(WEBSOCKET_FUNCTION)
+    for function in (HTTP_FUNCTION, WEBSOCKET_FUNCTION):
+        with pytest.raises(Throttled):
+            pool.acquire(function)
+    pool.release(HTTP_FUNCTION)
+    pool.acquire(HTTP_FUNCTION)
+    assert pool.throttles == {WEBSOCKET_FUNCTION: 1, HTTP_FUNCTION: 1}
+
+
+def test_without_a_reservation_waiting_visitors_starve_the_answers() -> None:
+    """The trap on AWS: visitors' HTTP invocations hold the whole account pool while they
+    wait, so the WebSocket invocation carrying an answer is throttled; API Gateway tells the
+    agent, and the visitor is never answered."""
+    limit = 4
+    with gateway(LambdaConcurrency(limit)) as (gw, stubs, port):
+        waiters = Waiters(stubs, patience=1.0)
+        waiters.attach(gw)
+        agent = open_ws(port)
+        with ThreadPoolExecutor(limit) as pool:
+            futures = [
+                pool.submit(visit, port, "GET", f"/?i={i}", "app.localhost") for i in range(limit)
+            ]
+            wait_until(lambda: gw.concurrency.running(HTTP_FUNCTION) == limit)
+            agent.send("i=0")
+            error = json.loads(agent.recv())
+            answers = [f.result(WAIT_SECONDS) for f in futures]
+    assert error["message"] == "Internal server error"
+    assert set(error) == {"message", "connectionId", "requestId"}
+    assert waiters.answered == 0 and gw.concurrency.throttles[WEBSOCKET_FUNCTION] == 1
+    assert [a.status for a in answers] == [504] * limit
+
+
+def test_with_a_reservation_answers_flow_and_extra_visitors_get_500() -> None:
+    unreserved = 4
+    config = LambdaConcurrency(unreserved + 2, websocket_reserved=2, min_unreserved=1)
+    with gateway(config) as (gw, stubs, port):
+        waiters = Waiters(stubs)
+        waiters.attach(gw)
+        agent = open_ws(port)
+        with ThreadPoolExecutor(unreserved) as pool:
+            futures = [
+                pool.submit(visit, port, "GET", f"/?i={i}", "app.localhost")
+                for i in range(unreserved)
+            ]
+            wait_until(lambda: gw.concurrency.running(HTTP_FUNCTION) == unreserved)
+            # One visitor more than the unreserved pool holds: Lambda's 429 becomes a 500.
+            extra = visit(port, "GET", "/?i=extra", "app.localhost")
+            for i in range(unreserved):
+                agent.send(f"i={i}")
+                wait_until(lambda i=i: waiters.answered == i + 1)  # type: ignore[misc]
+            answers = [f.result(WAIT_SECONDS) for f in futures]
+    assert (extra.status, json.loads(extra.body)) == (500, {"message": "Internal Server Error"})
+    assert [a.status for a in answers] == [200] * unreserved
+    assert gw.concurrency.throttles == {WEBSOCKET_FUNCTION: 0, HTTP_FUNCTION: 1}
+
+
+# --- Paths as HTTP API hands them to Lambda -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "query"),
+    [
+        ("/a%20b", "/a b", ""),
+        ("/a%2Fb", "/a/b", ""),
+        ("/a%3Fb?x=1", "/a", "x=1"),  # a decoded ? ends the path
+        ("/a%25b", "/a%b", ""),
+        ("/a%2520b", "/a%20b", ""),  # decoded once only
+        ("/caf%C3%A9/%E2%9C%93", "/café/✓", ""),
+        ("/a+b?q=a+b&r=%20", "/a+b", "q=a+b&r=%20"),  # the query stays encoded
+        ("/plain/path", "/plain/path", ""),
+    ],
+)
+def test_raw_path_is_percent_decoded_and_cut_at_a_decoded_question_mark(
+    target: str, path: str, query: str
+) -> None:
+    with gateway() as (_, stubs, port):
+        assert visit(port, "GET", target, "app.localhost").status == 200
+    event = stubs.http_events[-1]
+    assert event["rawPath"] == path
+    assert event["requestContext"]["http"]["path"] == path
+    assert event["rawQueryString"] == query
+
+
+# --- WebSocket frame and message limits ---------------------------------------------------------
+
+TEXT, CONT = websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_CONT
+
+
+def send_fragments(ws: websocket.WebSocket, sizes: list[int]) -> str:
+    """One text message in frames of ``sizes`` bytes; returns the message."""
+    parts = [chr(ord("a") + i % 26) * size for i, size in enumerate(sizes)]
+    for i, part in enumerate(parts):
+        frame = websocket.ABNF.create_frame(
+            part, TEXT if i == 0 else CONT, fin=int(i == len(parts) - 1)
+        )
+        ws.send_frame(frame)
+    return "".join(parts)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "accepted"),
+    [
+        ([FRAME], True),
+        ([FRAME + 1], False),
+        ([FRAME] * 4, True),  # 128 KB in four 32 KB frames: the largest message
+        ([FRAME, FRAME, FRAME, FRAME - 1, 1], True),
+        ([FRAME] * 4 + [1], False),  # one byte over the message limit
+        ([FRAME, FRAME + 1], False),  # a continuation frame over the frame limit
+        ([10, 100, MESSAGE // 2], False),
+    ],
+    ids=["frame", "frame+1", "message", "message-5-frames", "message+1", "cont+1", "big-cont"],
+)
+def test_frames_and_messages_are_limited_like_api_gateway(sizes: list[int], accepted: bool) -> None:
+    assert sum(sizes) <= MESSAGE or not accepted
+    with gateway() as (_, stubs, port):
+        ws = open_ws(port)
+        message = send_fragments(ws, sizes)
+        if accepted:
+            assert stubs.message.wait(WAIT_SECONDS)
+            assert stubs.bodies == [message]
+            ws.send("still open")
+            wait_until(lambda: len(stubs.bodies) == 2)
+            return
+        # The frame itself, not recv_data_frame: the server may drop the socket before the
+        # client's close reply (it stops reading once a frame is refused).
+        frame = ws.recv_frame()
+        assert frame.opcode == websocket.ABNF.OPCODE_CLOSE
+        assert int.from_bytes(frame.data[:2], "big") == CLOSE_MESSAGE_TOO_BIG
+        assert stubs.disconnected.wait(WAIT_SECONDS)
+        assert stubs.bodies == []
+
+
+# --- The local poster ---------------------------------------------------------------------------
+
+
+@contextmanager
+def connected_agent() -> Iterator[tuple[Gateway, websocket.WebSocket, str]]:
+    with gateway() as (gw, stubs, port):
+        ws = open_ws(port)
+        assert stubs.connected.wait(WAIT_SECONDS)
+        yield gw, ws, stubs.ws_events[0]["requestContext"]["connectionId"]
+
+
+def test_a_post_over_the_message_limit_fails_with_a_reason() -> None:
+    with connected_agent() as (gw, _, connection_id):
+        LocalPoster(gw).post(connection_id, "x" * WEBSOCKET_MAX_MESSAGE_BYTES)
+        with pytest.raises(PostFailed) as exc:
+            LocalPoster(gw).post(connection_id, "x" * (WEBSOCKET_MAX_MESSAGE_BYTES + 1))
+    assert str(WEBSOCKET_MAX_MESSAGE_BYTES) in exc.value.why
+
+
+def test_a_post_that_times_out_fails() -> None:
+    with connected_agent() as (gw, _, connection_id):
+        assert gw.loop is not None
+        blocked, release = threading.Event(), threading.Event()
+
+        def block_the_loop() -> None:
+            blocked.set()
+            release.wait(WAIT_SECONDS)
+
+        gw.loop.call_soon_threadsafe(block_the_loop)
+        assert blocked.wait(WAIT_SECONDS)
+        try:
+            with pytest.raises(PostFailed) as exc:
+                LocalPoster(gw, timeout=0.2).post(connection_id, "late")
+        finally:
+            release.set()
+    assert "timed out" in exc.value.why
+
+
+@pytest.mark.parametrize(
+    ("failure", "raised"),
+    [
+        (KeyError("gone"), ConnectionGone),
+        (OSError("broken pipe"), PostFailed),
+        (ValueError("odd"), PostFailed),
+    ],
+)
+def test_post_failures_other_than_an_unknown_connection_are_post_failed(
+    failure: Exception, raised: type[Exception]
+) -> None:
+    with connected_agent() as (gw, _, connection_id):
+
+        async def failing_send(connection_id: str, data: str) -> None:
+            raise failure
+
+        gw.send = failing_send  # type: ignore[method-assign]
+        with pytest.raises(raised):
+            LocalPoster(gw).post(connection_id, "hello")
