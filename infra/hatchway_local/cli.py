@@ -15,7 +15,8 @@ from types import FrameType
 
 from hatchway.config import ConfigError, config_path, load_config, update_config
 from hatchway_local.admin_api import default_admin_file
-from hatchway_local.server import run_local
+from hatchway_local.concurrency import LAMBDA_ACCOUNT_CONCURRENCY
+from hatchway_local.server import DEFAULT_BUCKET, run_local
 from hatchway_local.tls import ManagedCertificate
 from hatchway_relay.hostnames import InvalidHostnames, parse_custom_hostnames
 from hatchway_relay.tokens import generate_token
@@ -23,7 +24,8 @@ from hatchway_relay.tokens import generate_token
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="hatchway-local", description="Run the Hatchway relay on this machine."
+        prog="hatchway-local",
+        description="Run the Hatchway relay on this machine.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8080, help="port for agents and visitors")
@@ -36,6 +38,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--table", default="hatchway", help="DynamoDB table name")
     parser.add_argument(
         "--response-timeout", type=float, default=None, help="seconds to wait for an agent"
+    )
+    blobs = parser.add_argument_group("large bodies")
+    blobs.add_argument(
+        "--blob-store",
+        choices=("memory", "s3"),
+        default=None,
+        help="where bodies too large for a message go: served by this relay (memory) or an "
+        "S3 bucket; default: s3 when --s3-endpoint is given, else memory",
+    )
+    blobs.add_argument("--s3-endpoint", help="S3 endpoint URL (e.g. a local one)")
+    blobs.add_argument(
+        "--bucket",
+        default=DEFAULT_BUCKET,
+        help="S3 bucket, created if missing (default: %(default)s)",
+    )
+    lam = parser.add_argument_group(
+        "Lambda concurrency (as AWS counts it: one pool per account; over it, throttled)"
+    )
+    lam.add_argument(
+        "--account-concurrency",
+        type=int,
+        default=LAMBDA_ACCOUNT_CONCURRENCY,
+        help="the account's concurrent-executions quota (default: %(default)s, AWS's default)",
+    )
+    lam.add_argument(
+        "--websocket-reserved-concurrency",
+        type=int,
+        default=None,
+        help="reserved for the WebSocket function (template: WebSocketReservedConcurrency; "
+        "default: none, it shares the account pool)",
+    )
+    lam.add_argument(
+        "--http-max-concurrency",
+        type=int,
+        default=None,
+        help="cap of the HTTP function, set as its reserved concurrency (template: "
+        "HttpMaxConcurrency; default: none, it shares the account pool)",
     )
     parser.add_argument(
         "--custom-hostname",
@@ -155,6 +194,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             response_timeout=args.response_timeout,
             ssl_context=managed.context if managed else None,
             custom_hostnames=custom_hostnames,
+            account_concurrency=args.account_concurrency,
+            websocket_reserved_concurrency=args.websocket_reserved_concurrency,
+            http_max_concurrency=args.http_max_concurrency,
+            blob_store=args.blob_store,
+            s3_endpoint=args.s3_endpoint,
+            bucket=args.bucket,
         ) as server:
             admin_file = args.admin_file or default_admin_file()
             server.admin.write_admin_file(admin_file)
@@ -167,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     pass
             finally:
                 server.admin.remove_admin_file(admin_file)
+    except ValueError as exc:  # a setting Lambda would refuse too
+        print(f"hatchway-local: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"hatchway-local: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

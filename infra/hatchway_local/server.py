@@ -1,5 +1,6 @@
-"""``run_local``: the whole relay on one machine — gateway, store, poster, relay core and
-handlers wired together and served from a background thread, for the CLI and for tests."""
+"""``run_local``: the whole relay on one machine — gateway, store, blob store, poster, relay
+core and handlers wired together and served from a background thread, for the CLI and for
+tests."""
 
 from __future__ import annotations
 
@@ -17,14 +18,39 @@ from aiohttp import web
 
 from hatchway import protocol
 from hatchway_local.admin_api import AdminServer
+from hatchway_local.concurrency import LAMBDA_ACCOUNT_CONCURRENCY, LambdaConcurrency
 from hatchway_local.gateway import Gateway, GatewayLimits
 from hatchway_local.local_poster import LocalPoster
+from hatchway_relay.adapters.memory_blobs import MemoryBlobStore
 from hatchway_relay.core import Relay, RelayConfig
 from hatchway_relay.handlers import http as http_handlers
 from hatchway_relay.handlers import websocket as ws_handlers
-from hatchway_relay.ports import Poster, Store, SystemClock
+from hatchway_relay.ports import BlobStore, Poster, Store, SystemClock
+from hatchway_relay.prices import stored_response_limit
 
 STARTUP_TIMEOUT_SECONDS = 30.0
+
+STORED_RESPONSE_OVERHEAD_BYTES = 1024
+"""What a stored response item holds besides the packed body (ids, headers, attribute names)."""
+
+BASE64_NUMERATOR, BASE64_DENOMINATOR = 3, 4
+"""A packed body travels base64-encoded: 3 bytes of body per 4 stored."""
+
+DEFAULT_BUCKET = "hatchway-blobs"
+
+
+def dynamodb_inline_response_bytes() -> int:
+    """The largest packed response body worth storing in DynamoDB rather than S3 (``prices``)."""
+    stored = stored_response_limit() - STORED_RESPONSE_OVERHEAD_BYTES
+    return stored * BASE64_NUMERATOR // BASE64_DENOMINATOR
+
+
+def _gateway_base(tls: bool, host: str, domain: str, port: int) -> str:
+    """The gateway as agents reach it: with TLS, the name the certificate covers
+    (``connect.<domain>``, as on AWS)."""
+    if tls:
+        return f"https://connect.{domain}:{port}"
+    return f"http://{host}:{port}"
 
 
 def _path_mode_base(scheme: str, host: str, domain: str, port: int) -> str:
@@ -45,13 +71,12 @@ class LocalServer:
     """The operator's store commands on 127.0.0.1 (``hatchway-admin --local``)."""
 
     tls: bool = False
+    blobs: BlobStore | None = None
 
     @property
     def agent_url(self) -> str:
-        """With TLS, the name the certificate covers (``connect.<domain>``, as on AWS)."""
-        if self.tls:
-            return f"wss://connect.{self.domain}:{self.port}/connect"
-        return f"ws://{self.host}:{self.port}/connect"
+        base = _gateway_base(self.tls, self.host, self.domain, self.port)
+        return "ws" + base.removeprefix("http") + "/connect"
 
     @property
     def public_base(self) -> str:
@@ -87,6 +112,32 @@ def _dynamo_store(endpoint: str | None, table_name: str) -> Store:
     resource = boto3.resource("dynamodb", **options)
     create_table(resource, table_name)
     return DynamoStore(resource.Table(table_name))
+
+
+def _s3_blobs(endpoint: str | None, bucket: str) -> BlobStore:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    from hatchway_relay.adapters.s3_blobs import S3BlobStore
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    options: dict[str, Any] = {"region_name": region}
+    if endpoint:
+        options["endpoint_url"] = endpoint
+        # Local S3 endpoints serve one host: bucket names go in the path, not the hostname.
+        options["config"] = Config(signature_version="s3v4", s3={"addressing_style": "path"})
+        if not os.environ.get("AWS_ACCESS_KEY_ID"):
+            options.update(aws_access_key_id="local", aws_secret_access_key="local")
+    client = boto3.client("s3", **options)
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError:
+        location = {} if region == "us-east-1" else {"LocationConstraint": region}
+        client.create_bucket(
+            Bucket=bucket, **({"CreateBucketConfiguration": location} if location else {})
+        )
+    return S3BlobStore(client, bucket)
 
 
 def _api_gateway_poster(url: str) -> Poster:
@@ -156,48 +207,74 @@ def run_local(
     integration_timeout: float = 30.0,
     idle_timeout: float = 600.0,
     max_connection_seconds: float = float(protocol.MAX_CONNECTION_SECONDS),
-    http_workers: int = 64,
-    ws_workers: int = 32,
     ssl_context: ssl.SSLContext | None = None,
     custom_hostnames: Mapping[str, str] | None = None,
+    account_concurrency: int = LAMBDA_ACCOUNT_CONCURRENCY,
+    websocket_reserved_concurrency: int | None = None,
+    http_max_concurrency: int | None = None,
+    blob_store: str | None = None,
+    s3_endpoint: str | None = None,
+    bucket: str = DEFAULT_BUCKET,
 ) -> Iterator[LocalServer]:
+    """Serve the relay. ``blob_store`` is ``memory`` (served by this gateway) or ``s3`` (the
+    bucket at ``s3_endpoint``, or AWS's S3 without one); by default S3 when an endpoint is
+    given. The concurrency knobs mirror the template's (``WebSocketReservedConcurrency``,
+    ``HttpMaxConcurrency``) within an account quota of ``account_concurrency``."""
     if ssl_context is not None and store != "memory":
         # The DynamoDB mode's poster calls this gateway's @connections over plain HTTP.
         raise ValueError("TLS is served with the memory store only")
+    blob_store = blob_store or ("s3" if s3_endpoint else "memory")
+    if blob_store not in ("memory", "s3"):
+        raise ValueError(f"unknown blob store {blob_store!r}: use memory or s3")
+    concurrency = LambdaConcurrency(
+        account_concurrency, websocket_reserved_concurrency, http_max_concurrency
+    )
+    concurrency.validate()  # before binding: a refused setting should not hold the port
     sock = bind(host, port)
     port = sock.getsockname()[1]
+    tls = ssl_context is not None
+    reachable = "127.0.0.1" if host in ("0.0.0.0", "") else host
 
+    clock = SystemClock()
+    blobs: BlobStore
+    if blob_store == "memory":
+        memory_blobs = MemoryBlobStore(_gateway_base(tls, host, domain, port), clock)
+        blobs = memory_blobs
+    else:
+        memory_blobs = None
+        blobs = _s3_blobs(s3_endpoint, bucket)
     gateway = Gateway(
-        # Agents and @connections calls arrive on these names; every other Host is a visitor's.
+        # Agents, @connections calls and blob URLs arrive on these names; every other Host is
+        # a visitor's.
         {host, "localhost", "127.0.0.1", "[::1]", domain, f"connect.{domain}"},
         GatewayLimits(integration_timeout, idle_timeout, max_connection_seconds),
-        http_workers,
-        ws_workers,
+        concurrency,
+        blobs=memory_blobs,
     )
-    clock = SystemClock()
     if store == "memory":
         from hatchway_relay.adapters.memory_store import MemoryStore
 
         chosen_store: Store = MemoryStore(clock)
         poster: Poster = LocalPoster(gateway)
+        inline_response_bytes = protocol.MAX_INLINE_BODY_BYTES
     elif store == "dynamodb":
         chosen_store = _dynamo_store(dynamodb_endpoint, table_name)
         # The production poster, talking HTTP to this gateway's own @connections endpoint.
-        poster = _api_gateway_poster(
-            f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
-        )
+        poster = _api_gateway_poster(f"http://{reachable}:{port}")
+        inline_response_bytes = dynamodb_inline_response_bytes()
     else:
         raise ValueError(f"unknown store {store!r}: use memory or dynamodb")
-    scheme = "https" if ssl_context is not None else "http"
+    scheme = "https" if tls else "http"
     config = RelayConfig(
         path_url=_path_mode_base(scheme, host, domain, port),
         subdomain_url=f"{scheme}://{{name}}.{domain}:{port}/",
         domain=domain,
         custom_hostnames=dict(custom_hostnames or {}),
         custom_hostname_url=f"{scheme}://{{host}}:{port}/",
+        inline_response_bytes=inline_response_bytes,
         **({"response_timeout": response_timeout} if response_timeout else {}),
     )
-    relay = Relay(chosen_store, poster, clock, config)
+    relay = Relay(chosen_store, poster, clock, config, blobs=blobs)
     for token in tokens:
         relay.add_token(token)
     gateway.set_handlers(ws_handlers.make_handler(relay), http_handlers.make_handler(relay))
@@ -219,7 +296,8 @@ def run_local(
                 gateway,
                 loop,
                 admin,
-                ssl_context is not None,
+                tls,
+                blobs,
             )
         finally:
             admin.close()
