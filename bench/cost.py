@@ -141,7 +141,7 @@ def stack() -> Iterator[Stack]:
     meter = cost_meter.Meter()
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         endpoint, moto = stack.enter_context(moto_server())
-        cost_meter.install_s3_meter(moto, meter)
+        cost_meter.install_s3_meter(moto, meter, settings.blob_expiry_days)
         probe = cost_meter.DynamoProbe(
             boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
         )

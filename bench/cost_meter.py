@@ -415,9 +415,12 @@ class S3Meter:
     """WSGI middleware around moto's server. It also serves one request at a time: moto's
     backends are not thread-safe, while DynamoDB and S3 apply each request atomically."""
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], meter: Meter) -> None:
+    def __init__(
+        self, app: Callable[..., Iterable[bytes]], meter: Meter, stored_days: float
+    ) -> None:
         self.app = app
         self.meter = meter
+        self.stored_days = stored_days
         self.lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
@@ -433,6 +436,8 @@ class S3Meter:
         size = int(environ.get("CONTENT_LENGTH") or 0)
         if method in ("PUT", "POST"):
             self.meter.add(Key(f"S3 PUT ({who})", "request", prices.S3_PUT), 1, size)
+            storage = Key(f"S3 storage, {self.stored_days:g} days", "GB-month", prices.S3_GB_MONTH)
+            self.meter.add(storage, pricing.s3_gb_months(size, self.stored_days), size)
         elif method in ("GET", "HEAD"):
             self.meter.add(Key(f"S3 {method} ({who})", "request", prices.S3_GET), 1)
         else:
@@ -448,9 +453,10 @@ def _is_s3(environ: dict[str, Any]) -> bool:
     return "/s3/aws4_request" in scope
 
 
-def install_s3_meter(server: Any, meter: Meter) -> S3Meter:
-    """Wrap a started ``ThreadedMotoServer``'s WSGI app."""
-    middleware = S3Meter(server._server.app, meter)
+def install_s3_meter(server: Any, meter: Meter, expiration_days: int) -> S3Meter:
+    """Wrap a started ``ThreadedMotoServer``'s WSGI app. An object lives until the lifecycle
+    rule expires it: S3 rounds the expiry up to the next midnight UTC, half a day on average."""
+    middleware = S3Meter(server._server.app, meter, expiration_days + 0.5)
     server._server.app = middleware
     return middleware
 
@@ -578,7 +584,7 @@ class LambdaMeter:
             if self.emf_bytes is not None:
                 emf = self.emf_bytes(event, result, seconds)
                 logs = Key("CloudWatch Logs, EMF metric lines", "GB", prices.LOGS_INGESTED_GB)
-                self.meter.add(logs, emf / 1e9, emf)
+                self.meter.add(logs, emf / pricing.GB, emf)
         billed = pricing.lambda_billed_ms(seconds)
         invocations = Key(f"Lambda invocations, {function}", "invocation", prices.LAMBDA_REQUEST)
         self.meter.add(invocations, 1)
@@ -591,7 +597,7 @@ class LambdaMeter:
         if self.settings.platform_log_bytes:
             nbytes = self.settings.platform_log_bytes
             platform = Key("CloudWatch Logs, Lambda platform lines", "GB", prices.LOGS_INGESTED_GB)
-            self.meter.add(platform, nbytes / 1e9, nbytes)
+            self.meter.add(platform, nbytes / pricing.GB, nbytes)
 
 
 # --- Logs: what the relay's loggers write at the template's level -----------------------------
@@ -610,7 +616,7 @@ class LogBytes(logging.Handler):
         if record.name.startswith("hatchway.local"):
             return  # the emulator's own lines; there is no such thing on AWS
         size = len(self.format(record).encode("utf-8")) + 1
-        self.meter.add(self.key, size / 1e9, size)
+        self.meter.add(self.key, size / pricing.GB, size)
 
 
 def lambda_log_formatter() -> logging.Formatter:

@@ -12,6 +12,9 @@ from typing import Any
 from hatchway_relay import prices
 
 PER_MILLION = 1_000_000
+GB = 1024**3
+"""AWS bills storage and log ingestion per GB of 2^30 bytes."""
+DAYS_PER_MONTH = 30
 SUMMARY_KEYS = ("1kb", "10kb", "100kb", "1mb", "4mb-request")
 
 # --- DynamoDB item sizes (the developer guide's "Item sizes and formats") ---------------------
@@ -101,6 +104,11 @@ def http_api_units(request_and_response_bytes: int) -> int:
 def lambda_billed_ms(seconds: float) -> int:
     """Lambda bills duration per started millisecond."""
     return max(1, math.ceil(seconds * 1000 - 1e-9))
+
+
+def s3_gb_months(nbytes: int, days: float) -> float:
+    """Storage of ``nbytes`` for ``days`` (S3 bills byte-hours, summed over the month)."""
+    return nbytes / GB * days / DAYS_PER_MONTH
 
 
 def lambda_gb_seconds(billed_ms: int, memory_mb: int) -> float:

@@ -195,3 +195,8 @@ def test_binary_sizes_whether_base64_text_or_parsed_bytes() -> None:
     assert pricing.item_size({"b": {"B": b"\x01" * 10}}) == 11
     assert pricing.item_size({"b": {"B": _b64(b"\x01" * 10)}}) == 11
     assert pricing.item_size({"bs": {"BS": [b"ab", _b64(b"c")]}}) == 2 + 3
+
+
+def test_s3_storage_in_gb_months() -> None:
+    assert pricing.s3_gb_months(pricing.GB, 30) == 1.0
+    assert pricing.s3_gb_months(1024 * 1024, 1.5) == pytest.approx(1.5 / 30 / 1024)
