@@ -1,150 +1,59 @@
-"""The wire protocol: round trips, every limit at and one past its edge, hostile input."""
+"""The protocol's messages and limits: what each message accepts, every limit at and one past its
+edge with the HTTP status it answers, guards, targets, hop-by-hop headers, secrets kept out of
+reprs. (How messages travel as text is ``test_codec``.)"""
 
 from __future__ import annotations
 
-import base64
-import json
-import random
+import math
+from collections.abc import Callable
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from hatchway import protocol as p
 from hatchway.protocol import ProtocolError
 
-
-def reassemble(frames: list[str], shuffle: bool = False) -> p.Message:
-    if shuffle:
-        frames = random.Random(7).sample(frames, len(frames))
-    reassembler = p.Reassembler()
-    message = None
-    for text in frames:
-        frame = p.decode(text)
-        if not isinstance(frame, p.Part):
-            return frame
-        message = reassembler.feed(frame) or message
-    assert message is not None and len(reassembler) == 0
-    return message
+SALT = b"s" * p.BASIC_AUTH_SALT_BYTES
+HASHED = p.hash_basic_auth("alice:pw", SALT)
+BLOB_URL = "https://blobs.example.test/b/r1?X-Amz-Signature=abc"
 
 
-CONTROL_MESSAGES = [
-    p.Hello((p.TunnelSpec("myapp"), p.TunnelSpec(None)), agent="hatchway/0.1"),
-    p.Welcome((p.TunnelInfo("myapp", "https://myapp.t.example.com/", "https://x/t/myapp/"),), 30.0),
-    p.Welcome((p.TunnelInfo("myapp", None, "https://x/t/myapp/"),)),
-    p.Ping(12.5),
-    p.Pong(12.5),
-    p.Error("name_taken", "tunnel name 'myapp' is held by another token"),
-]
+def refused(build: Callable[..., object], *args: object, **kwargs: object) -> ProtocolError:
+    """The ProtocolError that ``build(*args, **kwargs)`` raises."""
+    with pytest.raises(ProtocolError) as caught:
+        build(*args, **kwargs)
+    return caught.value
 
 
-@pytest.mark.parametrize("message", CONTROL_MESSAGES, ids=lambda m: type(m).__name__)
-def test_control_messages_round_trip_in_one_frame(message: p.Message) -> None:
-    frames = p.encode(message)
-    assert len(frames) == 1
-    assert p.decode(frames[0]) == message
+def test_a_protocol_error_is_a_value_error_that_answers_400_by_default() -> None:
+    assert isinstance(ProtocolError("x"), ValueError)
+    assert ProtocolError("x").status == 400
+    assert ProtocolError("x", status=413).status == 413
 
 
-@pytest.mark.parametrize(
-    "message",
-    [
-        p.Request("r1", "myapp", "GET", "/"),
-        p.Request(
-            "r2",
-            "myapp",
-            "POST",
-            "/caf%C3%A9/x",
-            "a=1&a=2",
-            (("x-a", "1"), ("x-a", "2")),
-            b"\x00\xff" * 50_000,
-        ),
-        p.Response("r3", 204),
-        p.Response("r4", 200, (("set-cookie", "a=1"), ("set-cookie", "b=2")), b"hello"),
-        p.Response(
-            "r5", 502, fault=p.Fault("local app", "connection refused by http://127.0.0.1:3000")
-        ),
-    ],
-    ids=["get", "post-multipart", "204", "cookies", "fault"],
-)
-@pytest.mark.parametrize("shuffle", [False, True], ids=["in-order", "shuffled"])
-def test_requests_and_responses_round_trip(message: p.Message, shuffle: bool) -> None:
-    assert reassemble(p.encode(message), shuffle) == message
+# --- Limits -----------------------------------------------------------------------------------
 
 
-def test_header_values_with_unicode_survive() -> None:
-    message = p.Response("r1", 200, (("x-name", "Zoë ✓"),))
-    assert reassemble(p.encode(message)) == message
+def test_the_limits_add_up() -> None:
+    # A message is sent in whole frames, and the largest inline body (as base64) fits in one
+    # message next to the largest head and one blob URL.
+    assert p.MAX_MESSAGE_BYTES % p.MAX_FRAME_BYTES == 0
+    inline_as_base64 = math.ceil(p.MAX_INLINE_BODY_BYTES / 3) * 4
+    assert inline_as_base64 + p.MAX_HEAD_BYTES + p.MAX_BLOB_URL_LENGTH < p.MAX_MESSAGE_BYTES
+    assert p.MAX_INLINE_BODY_BYTES < p.MAX_BODY_BYTES < p.MAX_BLOB_BYTES
+    assert p.MIN_HEARTBEAT_SECONDS <= p.HEARTBEAT_SECONDS <= p.MAX_HEARTBEAT_SECONDS
+    assert p.MAX_HEARTBEAT_SECONDS < p.CLAIM_LEASE_SECONDS
+    assert p.RESPONSE_TIMEOUT_SECONDS < 30
+    assert p.CONNECTION_ROTATE_SECONDS < p.MAX_CONNECTION_SECONDS
 
 
-@pytest.mark.parametrize("size", [0, 1, 24_000, 24_600, 1024 * 1024, p.MAX_BODY_BYTES])
-def test_every_frame_fits_the_websocket_limit(size: int) -> None:
-    frames = p.encode(p.Response("r1", 200, (("x", "y" * 1000),), b"\xab" * size))
-    assert all(len(f.encode()) <= p.MAX_FRAME_BYTES for f in frames)
-    assert len(frames) <= p.MAX_PARTS
-
-
-def test_body_at_the_ceiling_passes_and_one_byte_more_is_413() -> None:
-    p.Request("r1", "myapp", "POST", "/", body=b"x" * p.MAX_BODY_BYTES)
-    with pytest.raises(ProtocolError) as visitor:
-        p.Request("r1", "myapp", "POST", "/", body=b"x" * (p.MAX_BODY_BYTES + 1))
-    assert visitor.value.status == 413 and "visitor" in str(visitor.value)
-    with pytest.raises(ProtocolError) as app:
-        p.Response("r1", 200, body=b"x" * (p.MAX_BODY_BYTES + 1))
-    assert app.value.status == 502 and "local app" in str(app.value)
-
-
-def test_frame_at_the_limit_decodes_and_one_byte_more_is_refused() -> None:
-    skeleton = '{"type":"ping","ts":1}'
-    at_limit = skeleton[:-1] + " " * (p.MAX_FRAME_BYTES - len(skeleton)) + "}"
-    assert len(at_limit) == p.MAX_FRAME_BYTES
-    assert p.decode(at_limit) == p.Ping(1.0)
-    with pytest.raises(ProtocolError) as exc:
-        p.decode(at_limit[:-1] + " }")
-    assert exc.value.status == 413
-
-
-def test_head_at_the_limit_passes_and_beyond_is_431() -> None:
-    def request_with_header_of(length: int) -> p.Request:
-        return p.Request("r1", "myapp", "GET", "/", headers=(("x-big", "v" * length),))
-
-    empty_head = len(
-        json.dumps(
-            {
-                "tunnel": "myapp",
-                "method": "GET",
-                "path": "/",
-                "query": "",
-                "headers": [["x-big", ""]],
-            },
-            separators=(",", ":"),
-        )
-    )
-    fits = request_with_header_of(p.MAX_HEAD_BYTES - empty_head)
-    assert reassemble(p.encode(fits)) == fits
-    with pytest.raises(ProtocolError) as exc:
-        p.encode(request_with_header_of(p.MAX_HEAD_BYTES - empty_head + 1))
-    assert exc.value.status == 431
-
-
-def test_header_count_at_the_limit_passes_and_beyond_is_431() -> None:
-    p.Request("r1", "myapp", "GET", "/", headers=(("x", "1"),) * p.MAX_HEADERS)
-    with pytest.raises(ProtocolError) as exc:
-        p.Request("r1", "myapp", "GET", "/", headers=(("x", "1"),) * (p.MAX_HEADERS + 1))
-    assert exc.value.status == 431
-
-
-def test_hello_tunnel_count_limit() -> None:
-    p.Hello((p.TunnelSpec(None),) * p.MAX_TUNNELS_PER_CONNECTION)
-    with pytest.raises(ProtocolError):
-        p.Hello((p.TunnelSpec(None),) * (p.MAX_TUNNELS_PER_CONNECTION + 1))
-    with pytest.raises(ProtocolError):
-        p.Hello(())
+# --- Tunnel names -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("name", "valid"),
     [
         ("a", True),
+        ("0", True),
         ("my-app-2", True),
         ("a" * 63, True),
         ("a" * 64, False),
@@ -153,105 +62,241 @@ def test_hello_tunnel_count_limit() -> None:
         ("My-App", False),
         ("my_app", False),
         ("my.app", False),
+        ("my app", False),
+        ("café", False),
         ("", False),
-        ("connect", False),
+        *((name, False) for name in sorted(p.RESERVED_NAMES)),
     ],
 )
-def test_tunnel_names(name: str, valid: bool) -> None:
+def test_a_tunnel_name_is_one_lowercase_dns_label_and_not_reserved(name: str, valid: bool) -> None:
     if valid:
         assert p.validate_name(name) == name
     else:
-        with pytest.raises(ProtocolError):
-            p.validate_name(name)
+        refused(p.validate_name, name)
 
 
-def part(kind: str = "response", **fields: object) -> str:
-    frame: dict[str, object] = {"type": kind, "id": "r1", "part": 0, "parts": 1, "body": ""}
-    frame["head"] = {"status": 200, "headers": []}
-    frame.update(fields)
-    return json.dumps({k: v for k, v in frame.items() if v is not None})
+@pytest.mark.parametrize("name", [None, 7, b"app", ["app"]])
+def test_a_tunnel_name_that_is_not_a_string_is_refused(name: object) -> None:
+    refused(p.validate_name, name)
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "{not json",
-        "[1, 2]",
-        '"hello"',
-        '{"type": "teleport"}',
-        '{"no": "type"}',
-        '{"type": "hello", "version": 999, "tunnels": [{}]}',
-        '{"type": "hello", "version": 1, "tunnels": [{"name": "Bad Name"}]}',
-        '{"type": "hello", "version": 1, "tunnels": "myapp"}',
-        '{"type": "ping", "ts": "soon"}',
-        '{"type": "ping", "ts": true}',
-        '{"type": "error", "code": 5, "message": "x"}',
-        part(id="../../etc"),
-        part(id="x" * (p.MAX_ID_LENGTH + 1)),
-        part(parts=0),
-        part(parts=p.MAX_PARTS + 1),
-        part(part=1, parts=1),
-        part(part=-1),
-        part(body="not base64!"),
-        part(head=None),
-        part(part=1, parts=2, head={"status": 200, "headers": []}),
-        "x" * (p.MAX_FRAME_BYTES + 1),
-    ],
-)
-def test_malformed_frames_raise_protocol_error(text: str) -> None:
-    with pytest.raises(ProtocolError):
-        p.decode(text)
+# --- Hello and its tunnel specs ---------------------------------------------------------------
+
+
+def test_one_connection_asks_for_1_to_16_tunnels() -> None:
+    p.Hello((p.TunnelSpec(None),) * p.MAX_TUNNELS_PER_CONNECTION)
+    refused(p.Hello, (p.TunnelSpec(None),) * (p.MAX_TUNNELS_PER_CONNECTION + 1))
+    refused(p.Hello, ())
+
+
+def test_a_hello_speaks_the_current_protocol_version_by_default() -> None:
+    assert p.Hello((p.TunnelSpec("a"),)).version == p.PROTOCOL_VERSION == 2
+
+
+def test_a_spec_lists_the_guards_the_relay_must_confirm() -> None:
+    spec = p.TunnelSpec("shop", basic_auth=HASHED, webhook="stripe", webhook_secret="whsec_1")
+    assert spec.guards == ("basic_auth", "webhook:stripe")
+    assert p.TunnelSpec("plain").guards == ()
+    assert p.TunnelSpec("b", basic_auth=HASHED).guards == ("basic_auth",)
 
 
 @pytest.mark.parametrize(
-    "head",
+    ("mode", "valid"),
+    [("refuse", True), ("redirect", True), ("", False), ("Redirect", False), ("stream", False)],
+)
+def test_large_responses_is_refuse_or_redirect(mode: str, valid: bool) -> None:
+    assert p.TunnelSpec("a").large_responses == "refuse"
+    if valid:
+        assert p.TunnelSpec("a", large_responses=mode).large_responses == mode
+    else:
+        refused(p.TunnelSpec, "a", large_responses=mode)
+
+
+def test_basic_auth_leaves_the_agent_only_as_a_salted_hash() -> None:
+    iterations, salt, digest = p.parse_basic_auth_hash(HASHED)
+    assert (iterations, salt) == (p.BASIC_AUTH_ITERATIONS, SALT)
+    assert digest == p.derive_basic_auth(b"alice:pw", SALT, iterations)
+    assert HASHED.startswith(p.BASIC_AUTH_SCHEME + "$")
+    assert "alice" not in HASHED
+    assert p.hash_basic_auth("alice:pw", b"t" * p.BASIC_AUTH_SALT_BYTES) != HASHED
+
+
+@pytest.mark.parametrize(
+    ("iterations", "valid"),
     [
-        {"status": 99, "headers": []},
-        {"status": "200", "headers": []},
-        {"status": 200, "headers": [["x"]]},
-        {"status": 200, "headers": [["bad name", "v"]]},
-        {"status": 200, "headers": [["x", "a\r\nInjected: yes"]]},
-        {"status": 200, "headers": {"x": "y"}},
-        {"status": 200, "headers": [], "fault": "nope"},
+        (p.MIN_BASIC_AUTH_ITERATIONS - 1, False),
+        (p.MIN_BASIC_AUTH_ITERATIONS, True),
+        (p.MAX_BASIC_AUTH_ITERATIONS, True),
+        (p.MAX_BASIC_AUTH_ITERATIONS + 1, False),
     ],
 )
-def test_malformed_heads_raise_protocol_error_on_assembly(head: dict[str, object]) -> None:
-    frame = p.decode(part(head=head))
-    assert isinstance(frame, p.Part)
-    with pytest.raises(ProtocolError):
-        p.Reassembler().feed(frame)
+def test_basic_auth_rounds_are_bounded(iterations: int, valid: bool) -> None:
+    hashed = p.hash_basic_auth("a:b", SALT, iterations)
+    if valid:
+        assert p.parse_basic_auth_hash(hashed)[0] == iterations
+    else:
+        refused(p.parse_basic_auth_hash, hashed)
 
 
-def test_duplicate_part_is_refused() -> None:
-    frames = p.encode(p.Response("r1", 200, body=b"z" * 100_000))
-    reassembler = p.Reassembler()
-    first = p.decode(frames[1])
-    assert isinstance(first, p.Part)
-    reassembler.feed(first)
-    with pytest.raises(ProtocolError, match="twice"):
-        reassembler.feed(first)
+GUARD_REFUSALS = [
+    pytest.param({"basic_auth": "alice:pw"}, id="a password instead of a hash"),
+    pytest.param({"basic_auth": ""}, id="empty hash"),
+    pytest.param({"basic_auth": HASHED.replace("10000", "999")}, id="too few rounds"),
+    pytest.param({"basic_auth": HASHED.replace("10000", "1000000")}, id="too many rounds"),
+    pytest.param({"basic_auth": p.hash_basic_auth("a:b", b"short")}, id="short salt"),
+    pytest.param({"basic_auth": HASHED[:-4]}, id="short digest"),
+    pytest.param({"basic_auth": HASHED[:-1] + "é"}, id="not base64"),
+    pytest.param({"basic_auth": "md5$10000$abc$def"}, id="another scheme"),
+    pytest.param({"webhook": "github"}, id="provider without secret"),
+    pytest.param({"webhook_secret": "s3cret"}, id="secret without provider"),
+    pytest.param({"webhook": "gitlab", "webhook_secret": "s3cret"}, id="unknown provider"),
+    pytest.param({"webhook": "github", "webhook_secret": ""}, id="empty secret"),
+    pytest.param(
+        {"webhook": "github", "webhook_secret": "s" * (p.MAX_WEBHOOK_SECRET_LENGTH + 1)},
+        id="secret one past the limit",
+    ),
+    pytest.param({"webhook": "github", "webhook_secret": "s3cret\n"}, id="control character"),
+    pytest.param({"webhook": "github", "webhook_secret": "s3cret\x7f"}, id="DEL character"),
+]
 
 
-def test_parts_disagreeing_on_their_count_are_refused() -> None:
-    reassembler = p.Reassembler()
-    reassembler.feed(p.Part("response", "r1", 0, 3, b"", {"status": 200, "headers": []}))
-    with pytest.raises(ProtocolError, match="disagree"):
-        reassembler.feed(p.Part("response", "r1", 1, 2, b""))
+@pytest.mark.parametrize("fields", GUARD_REFUSALS)
+def test_invalid_guards_are_refused_without_repeating_secrets(fields: dict[str, str]) -> None:
+    error = refused(p.TunnelSpec, "shop", **fields)
+    assert "s3cret" not in str(error) and "alice:pw" not in str(error)
+    assert error.status == 400
 
 
-def test_reassembler_bounds_unfinished_messages() -> None:
-    reassembler = p.Reassembler(max_pending=2)
-    for i in range(2):
-        reassembler.feed(p.Part("response", f"r{i}", 1, 2, b""))
-    with pytest.raises(ProtocolError, match="unfinished"):
-        reassembler.feed(p.Part("response", "r9", 1, 2, b""))
+@pytest.mark.parametrize("provider", sorted(p.WEBHOOK_PROVIDERS))
+def test_the_longest_webhook_secret_fits_for_every_provider(provider: str) -> None:
+    secret = "s" * p.MAX_WEBHOOK_SECRET_LENGTH
+    assert p.TunnelSpec("a", webhook=provider, webhook_secret=secret).webhook == provider
 
 
-def test_assemble_refuses_missing_parts() -> None:
-    frames = [p.decode(f) for f in p.encode(p.Response("r1", 200, body=b"z" * 100_000))]
-    with pytest.raises(ProtocolError, match="missing"):
-        p.assemble([f for f in frames if isinstance(f, p.Part)][:-1])
+@pytest.mark.xfail(
+    strict=True,
+    reason="TunnelSpec accepts a webhook secret with a lone surrogate; the relay's "
+    "secret.encode('utf-8') then raises UnicodeEncodeError on every delivery",
+)
+def test_a_webhook_secret_that_is_not_utf8_is_refused() -> None:
+    refused(p.TunnelSpec, "a", webhook="github", webhook_secret="s3cret\ud800")
+
+
+# --- Welcome ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "valid"),
+    [
+        (p.MIN_HEARTBEAT_SECONDS, True),
+        (p.HEARTBEAT_SECONDS, True),
+        (p.MAX_HEARTBEAT_SECONDS, True),
+        (0.999, False),
+        (0.0, False),
+        (-1.0, False),
+        (540.001, False),
+        (1e308, False),
+        (math.inf, False),
+        (-math.inf, False),
+        (math.nan, False),
+    ],
+)
+def test_a_welcome_asks_for_a_heartbeat_of_1_to_540_seconds(seconds: float, valid: bool) -> None:
+    if valid:
+        assert p.Welcome((), seconds).heartbeat_seconds == seconds
+    else:
+        refused(p.Welcome, (), seconds)
+
+
+def test_a_tunnel_answers_at_its_custom_urls_first_and_its_path_url_last() -> None:
+    info = p.TunnelInfo("a", "https://a.t.example/", "https://x/t/a/", (), ("https://c.test/",))
+    assert info.public_urls == ("https://c.test/", "https://a.t.example/", "https://x/t/a/")
+    assert p.TunnelInfo("a", None, "https://x/t/a/").public_urls == ("https://x/t/a/",)
+
+
+# --- Requests ---------------------------------------------------------------------------------
+
+
+def request(**fields: object) -> p.Request:
+    defaults: dict[str, object] = {"id": "r1", "tunnel": "myapp", "method": "GET", "path": "/"}
+    return p.Request(**(defaults | fields))  # type: ignore[arg-type]
+
+
+def headers_of(count: int) -> p.Headers:
+    return (("x", "1"),) * count
+
+
+# (fields, status): None means the request is valid; otherwise the status it is refused with.
+REQUEST_EDGES = [
+    pytest.param({"body": b"x" * p.MAX_BODY_BYTES}, None, id="body at the ceiling"),
+    pytest.param({"body": b"x" * (p.MAX_BODY_BYTES + 1)}, 413, id="body one byte over"),
+    pytest.param(
+        {"body_url": BLOB_URL, "body_size": p.MAX_BODY_BYTES}, None, id="blob body at the ceiling"
+    ),
+    pytest.param(
+        {"body_url": BLOB_URL, "body_size": p.MAX_BODY_BYTES + 1}, 413, id="blob body one over"
+    ),
+    pytest.param({"headers": headers_of(p.MAX_HEADERS)}, None, id="most headers"),
+    pytest.param({"headers": headers_of(p.MAX_HEADERS + 1)}, 431, id="one header too many"),
+    pytest.param({"inline_max": 0}, None, id="inline_max 0"),
+    pytest.param({"inline_max": p.MAX_INLINE_BODY_BYTES}, None, id="inline_max at the limit"),
+    pytest.param({"inline_max": p.MAX_INLINE_BODY_BYTES + 1}, 400, id="inline_max over"),
+    pytest.param({"inline_max": -1}, 400, id="inline_max negative"),
+    pytest.param(
+        {"upload_url": "https://" + "u" * (p.MAX_BLOB_URL_LENGTH - 8)}, None, id="longest URL"
+    ),
+    pytest.param(
+        {"upload_url": "https://" + "u" * (p.MAX_BLOB_URL_LENGTH - 7)}, 400, id="URL one too long"
+    ),
+    pytest.param({"upload_url": "http://127.0.0.1:9000/b"}, None, id="http URL"),
+    pytest.param({"upload_url": "ftp://blobs/b"}, 400, id="ftp URL"),
+    pytest.param({"upload_url": "/b/r1"}, 400, id="relative URL"),
+    pytest.param({"upload_url": "https://blobs/a b"}, 400, id="URL with a space"),
+    pytest.param({"body_url": "file:///etc/passwd", "body_size": 1}, 400, id="file URL"),
+    pytest.param({"body_url": "https://b/\r\nx", "body_size": 1}, 400, id="URL with CRLF"),
+    pytest.param({"id": "a" * p.MAX_ID_LENGTH}, None, id="longest id"),
+    pytest.param({"id": "a" * (p.MAX_ID_LENGTH + 1)}, 400, id="id one too long"),
+    pytest.param({"id": ""}, 400, id="empty id"),
+    pytest.param({"id": "../etc"}, 400, id="id with a path"),
+    pytest.param({"id": "r 1"}, 400, id="id with a space"),
+    pytest.param({"id": "ré"}, 400, id="id not ASCII"),
+    pytest.param({"tunnel": "Bad"}, 400, id="invalid tunnel"),
+    pytest.param({"tunnel": "connect"}, 400, id="reserved tunnel"),
+    pytest.param({"method": "PROPFIND"}, None, id="extension method"),
+    pytest.param({"method": "M-SEARCH"}, None, id="method with a hyphen"),
+    pytest.param({"method": "A" * 20}, None, id="longest method"),
+    pytest.param({"method": "A" * 21}, 400, id="method one too long"),
+    pytest.param({"method": "get"}, 400, id="lowercase method"),
+    pytest.param({"method": ""}, 400, id="empty method"),
+    pytest.param({"method": "GET /x"}, 400, id="method with a space"),
+    pytest.param({"method": "GET\r\n"}, 400, id="method with CRLF"),
+    pytest.param({"headers": (("bad name", "v"),)}, 400, id="header name with a space"),
+    pytest.param({"headers": (("", "v"),)}, 400, id="empty header name"),
+    pytest.param({"headers": (("x", "a\r\nInjected: yes"),)}, 400, id="header value CRLF"),
+    pytest.param({"headers": (("x", "a\x00"),)}, 400, id="header value NUL"),
+    pytest.param({"headers": (("x",),)}, 400, id="header without a value"),
+    pytest.param({"headers": (("x", "Zoë ✓\t"),)}, None, id="header value unicode and tab"),
+]
+
+
+@pytest.mark.parametrize(("fields", "status"), REQUEST_EDGES)
+def test_request_limits_at_and_beyond_each_edge(
+    fields: dict[str, object], status: int | None
+) -> None:
+    if status is None:
+        request(**fields)
+    else:
+        assert refused(request, **fields).status == status
+
+
+def test_an_oversized_request_body_is_413_naming_the_visitor() -> None:
+    error = refused(request, body=b"x" * (p.MAX_BODY_BYTES + 1))
+    assert "visitor" in str(error) and str(p.MAX_BODY_BYTES) in str(error)
+
+
+def test_a_request_target_is_the_path_plus_the_raw_query() -> None:
+    assert request(path="/a", query="x=1&x=2").target == "/a?x=1&x=2"
+    assert request(path="/a").target == "/a"
 
 
 @pytest.mark.parametrize(
@@ -260,13 +305,17 @@ def test_assemble_refuses_missing_parts() -> None:
         ("/", "", True),
         ("/a/b%2F%2Fc", "x=1&x=2", True),
         ("/caf%C3%A9", "", True),
+        ("/a/?b", "", True),
         ("http://evil.example/", "", False),
         ("//evil.example/x", "", False),
         ("evil.example:80", "", False),
+        ("*", "", False),
         ("/a\r\nHost: evil", "", False),
         ("/a b", "", False),
+        ("/a\tb", "", False),
         ("/a", "x=1 HTTP/1.1\r\nHost: evil", False),
         ("/a\x00", "", False),
+        ("/a\x7f", "", False),
         ("", "", False),
     ],
 )
@@ -274,8 +323,69 @@ def test_request_targets_must_be_plain_paths(path: str, query: str, ok: bool) ->
     if ok:
         p.check_target(path, query)
     else:
-        with pytest.raises(ProtocolError):
-            p.check_target(path, query)
+        refused(p.check_target, path, query)
+
+
+# --- Responses --------------------------------------------------------------------------------
+
+
+def response(**fields: object) -> p.Response:
+    defaults: dict[str, object] = {"id": "r1", "status": 200}
+    return p.Response(**(defaults | fields))  # type: ignore[arg-type]
+
+
+RESPONSE_EDGES = [
+    pytest.param({"status": 100}, None, id="status 100"),
+    pytest.param({"status": 599}, None, id="status 599"),
+    pytest.param({"status": 99}, 502, id="status 99"),
+    pytest.param({"status": 600}, 502, id="status 600"),
+    pytest.param({"status": -200}, 502, id="negative status"),
+    pytest.param({"body": b"x" * p.MAX_BODY_BYTES}, None, id="body at the ceiling"),
+    pytest.param({"body": b"x" * (p.MAX_BODY_BYTES + 1)}, 413, id="body one byte over"),
+    pytest.param({"uploaded": 0}, None, id="empty upload"),
+    pytest.param({"uploaded": p.MAX_BLOB_BYTES}, None, id="upload at the ceiling"),
+    pytest.param({"uploaded": p.MAX_BLOB_BYTES + 1}, 502, id="upload one byte over"),
+    pytest.param({"uploaded": -1}, 502, id="negative upload"),
+    pytest.param({"uploaded": 5, "body": b"hello"}, 502, id="upload and a body"),
+    pytest.param({"headers": headers_of(p.MAX_HEADERS)}, None, id="most headers"),
+    pytest.param({"headers": (("bad name", "v"),)}, 502, id="header name with a space"),
+    pytest.param({"headers": (("x", "a\r\nInjected: yes"),)}, 502, id="header value CRLF"),
+    pytest.param({"headers": (("x",),)}, 502, id="header without a value"),
+    pytest.param({"id": "../etc"}, 400, id="invalid id"),
+]
+
+
+@pytest.mark.parametrize(("fields", "status"), RESPONSE_EDGES)
+def test_response_limits_at_and_beyond_each_edge(
+    fields: dict[str, object], status: int | None
+) -> None:
+    if status is None:
+        response(**fields)
+    else:
+        assert refused(response, **fields).status == status
+
+
+def test_an_oversized_response_body_is_413_naming_the_local_app() -> None:
+    error = refused(response, body=b"x" * (p.MAX_BODY_BYTES + 1))
+    assert "local app" in str(error) and str(p.MAX_BODY_BYTES) in str(error)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="validate_headers answers too many headers with 431 whatever the side; the local "
+    "app's response is a bad gateway (502), as for its other header errors",
+)
+def test_a_response_with_too_many_headers_is_the_local_apps_fault_502() -> None:
+    assert refused(response, headers=headers_of(p.MAX_HEADERS + 1)).status == 502
+
+
+def test_a_response_size_is_its_body_wherever_the_body_is() -> None:
+    assert response(body=b"hello").size == 5
+    assert response(uploaded=7_000_000).size == 7_000_000
+    assert response().size == 0
+
+
+# --- Hop-by-hop headers -----------------------------------------------------------------------
 
 
 def test_hop_by_hop_headers_and_those_named_by_connection_are_dropped() -> None:
@@ -285,141 +395,41 @@ def test_hop_by_hop_headers_and_those_named_by_connection_are_dropped() -> None:
         ("X-Secret-Hop", "1"),
         ("Transfer-Encoding", "chunked"),
         ("Content-Length", "5"),
+        ("Upgrade", "websocket"),
         ("X-Kept", "a"),
         ("x-kept", "b"),
     )
     assert p.strip_hop_by_hop(headers) == (("X-Kept", "a"), ("x-kept", "b"))
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    body=st.one_of(
-        st.binary(max_size=200_000),
-        st.integers(0, p.MAX_BODY_BYTES).map(lambda n: random.Random(n).randbytes(n)),
-    ),
-    headers=st.lists(
-        st.tuples(
-            st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True),
-            st.text(st.characters(blacklist_characters="\r\n\x00"), max_size=50),
-        ),
-        max_size=20,
-    ),
-)
-def test_any_body_up_to_the_ceiling_survives_byte_exact(body: bytes, headers: list) -> None:
-    request = p.Request("r1", "myapp", "POST", "/upload", "a=1", tuple(headers), body)
-    frames = p.encode(request)
-    assert all(len(f) <= p.MAX_FRAME_BYTES for f in frames)
-    assert reassemble(frames, shuffle=True) == request
-
-
-def test_frames_are_ascii_json_so_length_is_bytes() -> None:
-    frames = p.encode(p.Response("r1", 200, (("x", "日本語" * 500),), b"\x00" * 50_000))
-    for text in frames:
-        assert text.isascii()
-        json.loads(text)
-        base64.b64decode(json.loads(text)["body"], validate=True)
-
-
-# --- Tunnel guards in the hello and the welcome -----------------------------------------------
-
-SALT = b"s" * p.BASIC_AUTH_SALT_BYTES
-HASHED = p.hash_basic_auth("alice:pw", SALT)
-
-
-def test_guarded_hello_and_welcome_round_trip_and_list_their_guards() -> None:
-    spec = p.TunnelSpec("shop", basic_auth=HASHED, webhook="stripe", webhook_secret="whsec_1")
-    hello = p.Hello((spec, p.TunnelSpec(None)))
-    assert p.decode(p.encode(hello)[0]) == hello
-    assert spec.guards == ("basic_auth", "webhook:stripe")
-    assert p.TunnelSpec("plain").guards == ()
-    welcome = p.Welcome((p.TunnelInfo("shop", None, "https://x/t/shop/", spec.guards),))
-    assert p.decode(p.encode(welcome)[0]) == welcome
-
-
-def test_custom_urls_round_trip_within_their_limits() -> None:
-    urls = tuple(f"https://h{i}.mycompany.test/" for i in range(p.MAX_CUSTOM_URLS + 2))
-    welcome = p.Welcome((p.TunnelInfo("shop", None, "https://x/t/shop/", (), urls),))
-    decoded = p.decode(p.encode(welcome)[0])
-    assert isinstance(decoded, p.Welcome)
-    assert decoded.tunnels[0].custom_urls == urls[: p.MAX_CUSTOM_URLS]
-    plain = json.loads(p.encode(p.Welcome((p.TunnelInfo("a", None, "https://x/t/a/"),)))[0])
-    assert "custom_urls" not in plain["tunnels"][0]
+    assert p.strip_hop_by_hop(iter(headers)) == (("X-Kept", "a"), ("x-kept", "b"))
 
 
 @pytest.mark.parametrize(
-    "custom_urls",
+    ("name", "listed", "hop"),
     [
-        pytest.param("https://a.test/", id="not a list"),
-        pytest.param([7], id="not strings"),
-        pytest.param(["https://" + "a" * p.MAX_URL_LENGTH], id="over the length limit"),
+        *((name, frozenset(), True) for name in sorted(p.HOP_BY_HOP_HEADERS)),
+        ("TE", frozenset(), True),
+        ("Proxy-Authorization", frozenset(), True),
+        ("X-Custom", frozenset({"x-custom"}), True),
+        ("Content-Type", frozenset(), False),
+        ("Set-Cookie", frozenset(), False),
+        ("Authorization", frozenset(), False),
     ],
 )
-def test_bad_custom_urls_in_a_welcome_are_refused(custom_urls: object) -> None:
-    frame = json.loads(p.encode(p.Welcome((p.TunnelInfo("a", None, "https://x/t/a/"),)))[0])
-    frame["tunnels"][0]["custom_urls"] = custom_urls
-    with pytest.raises(p.ProtocolError, match="custom_urls"):
-        p.decode(json.dumps(frame))
+def test_which_headers_are_hop_by_hop(name: str, listed: frozenset[str], hop: bool) -> None:
+    assert p.is_hop_by_hop(name, listed) is hop
 
 
-def test_a_plain_hello_reads_as_before_guards_existed() -> None:
-    assert json.loads(p.encode(p.Hello((p.TunnelSpec("a"),)))[0])["tunnels"] == [{"name": "a"}]
+# --- Secrets stay out of reprs ----------------------------------------------------------------
 
 
-def test_basic_auth_leaves_the_agent_only_as_a_salted_hash() -> None:
-    iterations, salt, digest = p.parse_basic_auth_hash(HASHED)
-    assert (iterations, salt) == (p.BASIC_AUTH_ITERATIONS, SALT)
-    assert digest == p.derive_basic_auth(b"alice:pw", SALT, iterations)
-    assert "alice" not in HASHED
-    assert p.hash_basic_auth("alice:pw", b"t" * p.BASIC_AUTH_SALT_BYTES) != HASHED
-
-
-@pytest.mark.parametrize(
-    "fields",
-    [
-        pytest.param({"basic_auth": "alice:pw"}, id="a password instead of a hash"),
-        pytest.param({"basic_auth": HASHED.replace("10000", "999")}, id="too few rounds"),
-        pytest.param({"basic_auth": HASHED.replace("10000", "1000000")}, id="too many rounds"),
-        pytest.param(
-            {"basic_auth": p.hash_basic_auth("a:b", b"short")}, id="salt shorter than required"
-        ),
-        pytest.param({"webhook": "github"}, id="provider without secret"),
-        pytest.param({"webhook_secret": "s3cret"}, id="secret without provider"),
-        pytest.param({"webhook": "gitlab", "webhook_secret": "s3cret"}, id="unknown provider"),
-        pytest.param({"webhook": "github", "webhook_secret": ""}, id="empty secret"),
-        pytest.param(
-            {"webhook": "github", "webhook_secret": "s" * (p.MAX_WEBHOOK_SECRET_LENGTH + 1)},
-            id="secret one past the limit",
-        ),
-        pytest.param({"webhook": "github", "webhook_secret": "s3cret\n"}, id="control character"),
-    ],
-)
-def test_invalid_guards_are_refused_without_repeating_secrets(fields: dict[str, str]) -> None:
-    with pytest.raises(ProtocolError) as refused:
-        p.TunnelSpec("shop", **fields)
-    assert "s3cret" not in str(refused.value) and "alice:pw" not in str(refused.value)
-    hello = {"type": "hello", "version": p.PROTOCOL_VERSION, "tunnels": [{"name": "a", **fields}]}
-    with pytest.raises(ProtocolError):
-        p.decode(json.dumps(hello))
-
-
-def test_the_longest_secret_fits_and_guard_fields_must_be_strings() -> None:
-    p.TunnelSpec("a", webhook="slack", webhook_secret="s" * p.MAX_WEBHOOK_SECRET_LENGTH)
-    hello = {"type": "hello", "version": 1, "tunnels": [{"name": "a", "webhook": ["github"]}]}
-    with pytest.raises(ProtocolError, match="string guards"):
-        p.decode(json.dumps(hello))
-
-
-def test_a_full_hello_of_guarded_tunnels_fits_in_one_frame() -> None:
-    spec = p.TunnelSpec(
-        "a" * 63,
-        basic_auth=HASHED,
-        webhook="github",
-        webhook_secret="s" * p.MAX_WEBHOOK_SECRET_LENGTH,
-    )
-    assert len(p.encode(p.Hello((spec,) * p.MAX_TUNNELS_PER_CONNECTION))) == 1
-
-
-def test_secrets_stay_out_of_reprs() -> None:
+def test_secrets_and_bodies_stay_out_of_reprs() -> None:
     spec = p.TunnelSpec("shop", basic_auth=HASHED, webhook="github", webhook_secret="s3cret")
-    for text in (repr(spec), repr(p.Hello((spec,)))):
-        assert "s3cret" not in text and HASHED not in text
+    signed = request(
+        body=b"card=4242",
+        upload_url="https://blobs/up?X-Amz-Signature=sig1",
+    )
+    fetched = request(body_url="https://blobs/down?X-Amz-Signature=sig2", body_size=9)
+    for message in (spec, p.Hello((spec,)), signed, fetched, response(body=b"card=4242")):
+        text = repr(message)
+        for secret in ("s3cret", HASHED, "4242", "sig1", "sig2"):
+            assert secret not in text, f"{secret!r} in {text}"
