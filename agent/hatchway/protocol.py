@@ -140,6 +140,20 @@ RESPONSE_TIMEOUT_SECONDS = 28.0
 """How long the relay waits for an agent's response: under the HTTP API's 30 s ceiling, so the
 visitor gets the relay's own 504 page instead of the gateway's bare one."""
 
+WORKING_MARK_SECONDS = 3.0
+"""An agent tells the relay about a request it has held this long without answering (``Working``),
+so the relay can tell a slow app behind a live agent from an agent that stopped reacting."""
+
+AGENT_SILENCE_SECONDS = 8.0
+"""A request that has neither an answer nor a ``Working`` mark this long after it was posted
+gets 502 agent-unresponsive: the agent is connected but not reacting (stopped, or stuck)."""
+
+MAX_WORKING_IDS = 256
+"""Most request ids one ``Working`` message carries."""
+
+MAX_INSTANCE_LENGTH = 64
+"""Longest agent instance id (random per agent process)."""
+
 MAX_JSON_DEPTH = 8
 """Deepest nesting a message may have (ours has 4); deeper input is refused before parsing, so
 no crafted message can exhaust the parser's recursion."""
@@ -162,6 +176,7 @@ HOP_BY_HOP_HEADERS = frozenset(
 )
 
 _ID_PATTERN = re.compile(rf"^[A-Za-z0-9_-]{{1,{MAX_ID_LENGTH}}}$")
+_INSTANCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]*$")
 _METHOD_PATTERN = re.compile(r"^[A-Z][A-Z0-9-]{0,19}$")
 _HEADER_NAME_PATTERN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
 _FORBIDDEN_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
@@ -241,13 +256,22 @@ class TunnelSpec:
 
 @dataclass(frozen=True)
 class Hello:
-    """Agent → relay, first message on a connection: the tunnels it wants to serve."""
+    """Agent → relay, first message on a connection: the tunnels it wants to serve.
+
+    ``instance`` is random per agent process: a connection of the same instance takes its
+    names over (a reconnect, a rotation), another instance of the same token does not while the
+    holder is alive."""
 
     tunnels: tuple[TunnelSpec, ...]
     agent: str = ""
     version: int = PROTOCOL_VERSION
+    instance: str = ""
 
     def __post_init__(self) -> None:
+        if len(self.instance) > MAX_INSTANCE_LENGTH or not _INSTANCE_PATTERN.match(self.instance):
+            raise ProtocolError(
+                f"hello: instance must be up to {MAX_INSTANCE_LENGTH} letters, digits, _ or -"
+            )
         if not 1 <= len(self.tunnels) <= MAX_TUNNELS_PER_CONNECTION:
             raise ProtocolError(
                 f"agent asked for {len(self.tunnels)} tunnels; one connection serves "
@@ -307,11 +331,24 @@ class Pong:
 
 
 @dataclass(frozen=True)
+class Working:
+    """Agent → relay: it holds these requests and is still on them (sent once per request,
+    after ``WORKING_MARK_SECONDS``; quick answers never cost one)."""
+
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Error:
-    """Relay → agent: the session cannot go on (``code`` is machine-readable, e.g. name_taken)."""
+    """Relay → agent: something the agent should know, ``code`` machine-readable: ``name_taken``
+    (a hello was refused), ``name_lost`` (a ping found a name held by another connection now),
+    ``not_connected`` (the relay forgot this connection), ``response_refused`` (an answer was
+    not accepted; the message says why), ``bad_frame``, ``unexpected``."""
 
     code: str
     message: str
+    id: str = ""
+    """The request an error is about (``response_refused``), else empty."""
 
 
 @dataclass(frozen=True)
@@ -408,7 +445,7 @@ class Response:
         return len(self.body) if self.uploaded is None else self.uploaded
 
 
-Message = Hello | Welcome | Ping | Pong | Error | Request | Response
+Message = Hello | Welcome | Ping | Pong | Working | Error | Request | Response
 
 
 # --- Validation helpers -----------------------------------------------------------------------

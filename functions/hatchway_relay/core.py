@@ -90,6 +90,7 @@ class RelayConfig:
     heartbeat_seconds: float = protocol.HEARTBEAT_SECONDS
     claim_lease_seconds: float = protocol.CLAIM_LEASE_SECONDS
     liveness_check_seconds: float = LIVENESS_CHECK_SECONDS
+    agent_silence_seconds: float = protocol.AGENT_SILENCE_SECONDS
     inline_response_bytes: int = protocol.MAX_INLINE_BODY_BYTES
     """Largest packed response body an agent sends inline; larger ones go to the blob store.
     On DynamoDB this is where one stored item stops being cheaper than S3 (``prices``)."""
@@ -253,6 +254,8 @@ class Relay:
             self._hello(connection_id, message)
         elif isinstance(message, protocol.Ping):
             self._ping(connection_id, message)
+        elif isinstance(message, protocol.Working):
+            self._working(connection_id, message)
         else:
             self._send(
                 connection_id,
@@ -269,7 +272,7 @@ class Relay:
             return
         granted: list[str] = []
         for spec in hello.tunnels:
-            name = self._claim(connection, spec, now)
+            name = self._claim(connection, spec, now, hello.instance)
             if name is None:
                 for done in granted:
                     self.store.release_claim(done, connection_id)
@@ -282,6 +285,11 @@ class Relay:
                     why = (
                         f"serves {', '.join(served)}, so it must first be reserved for your "
                         f"token: hatchway-admin reserve {spec.name} --token-id <your token id>"
+                    )
+                elif self._held_by_own_token(spec.name, connection.token_id):
+                    why = (
+                        "is served by another agent using your token; stop that agent first "
+                        "(a restarted agent takes its names back once the old one is gone)"
                     )
                 else:
                     why = "is held by another token"
@@ -318,7 +326,7 @@ class Relay:
         self._send(connection_id, protocol.Welcome(infos, self.config.heartbeat_seconds))
 
     def _claim(
-        self, connection: ConnectionRecord, spec: protocol.TunnelSpec, now: float
+        self, connection: ConnectionRecord, spec: protocol.TunnelSpec, now: float, instance: str
     ) -> str | None:
         """Claim ``spec.name`` (or a fresh random name) for ``connection``, with the spec's
         guards; None if it is taken."""
@@ -345,6 +353,7 @@ class Relay:
                 webhook=spec.webhook or "",
                 webhook_secret=spec.webhook_secret or "",
                 large_responses=spec.large_responses,
+                instance=instance,
             )
             if self.store.claim_name(claim, now):
                 return name
@@ -359,6 +368,10 @@ class Relay:
                     return name
         return None
 
+    def _held_by_own_token(self, name: str | None, token_id: str) -> bool:
+        held = self.store.get_claim(name) if name else None
+        return held is not None and held.token_id == token_id
+
     def _ping(self, connection_id: str, ping: protocol.Ping) -> None:
         connection = self.store.get_connection(connection_id)
         if connection is None:
@@ -367,10 +380,30 @@ class Relay:
             return
         lease = self.clock.now() + self.config.claim_lease_seconds
         served = dict(ping.served)
-        for name in connection.names:
-            self.store.renew_claim(name, connection_id, lease, served.get(name))
-        self.metrics.add("ActiveTunnels", len(connection.names), COUNT)
+        lost = [
+            name
+            for name in connection.names
+            if not self.store.renew_claim(name, connection_id, lease, served.get(name))
+        ]
+        self.metrics.add("ActiveTunnels", len(connection.names) - len(lost), COUNT)
         self._send(connection_id, protocol.Pong(ping.ts))
+        if lost:
+            # Taken over (its lease ran out, or another connection claimed it): the agent says
+            # hello again, which takes the names back or says why it cannot.
+            self._send(
+                connection_id,
+                protocol.Error(
+                    "name_lost",
+                    f"this connection no longer holds {', '.join(map(repr, lost))}",
+                ),
+            )
+
+    def _working(self, connection_id: str, working: protocol.Working) -> None:
+        """The agent is still on these slow requests: the waiters will not call it silent."""
+        now = self.clock.now()
+        for request_id in working.ids:
+            if request_ids.may_answer(self.key, request_id, connection_id, now):
+                self.store.mark_working(request_id, request_ids.expires_at(request_id))
 
     def _accept_response(self, connection_id: str, response: protocol.Response, text: str) -> None:
         """Store an agent's answer with one conditional write; its id proves the sender owns
@@ -378,9 +411,28 @@ class Relay:
         now = self.clock.now()
         if not request_ids.may_answer(self.key, response.id, connection_id, now):
             why = "it is not this connection's request, or the relay stopped waiting for it"
-        elif self.store.put_response(response.id, text, request_ids.expires_at(response.id)):
-            return
         else:
+            try:
+                stored = self.store.put_response(
+                    response.id, codec.stored_response(text), request_ids.expires_at(response.id)
+                )
+            except Exception:
+                # The write failed (throttled, a 5xx after the SDK's retries): the agent is told
+                # at once and may send the answer again; a repeat is harmless.
+                log.exception(
+                    "could not store an answer from %s", request_ids.log_id(connection_id)
+                )
+                self._send(
+                    connection_id,
+                    protocol.Error(
+                        "response_not_stored",
+                        "the relay could not store the answer; send it again",
+                        response.id,
+                    ),
+                )
+                return
+            if stored:
+                return
             why = "another answer to it is already stored"
         log.warning(
             "refused a response from connection %s: %s",
@@ -546,12 +598,17 @@ class Relay:
         previous = self._latency.get(tunnel, seconds)
         self._latency[tunnel] = previous + LATENCY_MEMORY * (seconds - previous)
 
-    def _wait(self, request: protocol.Request, connection_id: str, deadline: float) -> str | Reply:
+    def _wait(
+        self, request: protocol.Request, connection_id: str, deadline: float
+    ) -> bytes | Reply:
         typical = self._latency.get(request.tunnel, 0.0)
         hint = min(FIRST_POLL_FRACTION * typical, MAX_POLL_HINT_SECONDS)
+        silence_check = self.clock.now() + self.config.agent_silence_seconds
         while True:
             now = self.clock.now()
             until = min(deadline, now + max(self.config.liveness_check_seconds, hint))
+            if silence_check is not None:
+                until = min(until, max(silence_check, now))
             answer = self.store.wait_response(request.id, until, hint)
             hint = 0.0
             if answer is not None:
@@ -562,12 +619,28 @@ class Relay:
                     504,
                     "local-app-timeout",
                     f"The local app behind tunnel {request.tunnel!r} did not answer within "
-                    f"{self.config.response_timeout:g} s. The agent is connected; the app may be "
-                    "stuck or slow (the relay cannot wait longer than its gateway allows).",
+                    f"{self.config.response_timeout:g} s. The agent is connected and working on "
+                    "it; the app may be stuck or slow (the relay cannot wait longer than its "
+                    "gateway allows).",
                 )
             connection = self.store.get_connection(connection_id)
             if connection is None or not connection.alive(now):
+                # The answer may have landed just before the connection went: one last look.
+                answer = self.store.wait_response(request.id, now)
+                if answer is not None:
+                    return answer
                 return self._agent_gone(request.tunnel, "disconnected before answering")
+            if silence_check is not None and now >= silence_check:
+                if not self.store.is_working(request.id):
+                    return error_reply(
+                        502,
+                        "agent-unresponsive",
+                        f"The agent serving tunnel {request.tunnel!r} is connected but did not "
+                        f"react within {self.config.agent_silence_seconds:g} s (stopped, "
+                        "suspended or overloaded). Check the machine it runs on; restart "
+                        "`hatchway http` if it is stuck.",
+                    )
+                silence_check = None
 
     def _agent_gone(self, tunnel: str, what: str) -> Reply:
         return error_reply(
@@ -577,9 +650,9 @@ class Relay:
             "still running; otherwise restart `hatchway http`.",
         )
 
-    def _reply_from(self, request: protocol.Request, claim: Claim, text: str) -> Reply:
+    def _reply_from(self, request: protocol.Request, claim: Claim, answer: bytes) -> Reply:
         try:
-            message = codec.decode(text)
+            message = codec.response_from_stored(answer)
         except ProtocolError as exc:
             return error_reply(
                 502, "agent-bad-response", f"The agent sent a malformed response: {exc}."

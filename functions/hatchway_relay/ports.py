@@ -91,6 +91,9 @@ class Claim:
     """The secret those deliveries are signed with (HMAC needs it in clear)."""
     large_responses: str = "refuse"
     """``protocol.LARGE_RESPONSE_MODES``: what a response above Lambda's ceiling becomes."""
+    instance: str = ""
+    """The agent process holding it (``Hello.instance``): another process with the same token
+    does not take a live claim over."""
 
     def alive(self, now: float) -> bool:
         return now < self.expires_at
@@ -168,8 +171,9 @@ class Store(Protocol):
 
     # Tunnel claims
     def claim_name(self, claim: Claim, now: float, takeover_from: str | None = None) -> bool:
-        """Write ``claim`` if the name is free, expired, held by the same token, or held by
-        connection ``takeover_from`` (a connection the caller found dead). False otherwise."""
+        """Write ``claim`` if the name is free, expired, held by the same token and agent
+        instance, or held by connection ``takeover_from`` (a connection the caller found dead).
+        False otherwise."""
         ...
 
     def get_claim(self, name: str) -> Claim | None: ...
@@ -208,13 +212,21 @@ class Store(Protocol):
         wake the waiter when the answer lands or the connection goes away."""
         ...
 
-    def put_response(self, request_id: str, text: str, expires_at: float) -> bool:
-        """Store the one response message for ``request_id`` (the caller checked that the
-        sender owns the request); the identical text again is an idempotent retry (True),
-        another text is refused (False). One conditional single-item write."""
+    def put_response(self, request_id: str, answer: bytes, expires_at: float) -> bool:
+        """Store the one answer to ``request_id`` (the caller checked that the sender owns the
+        request); the identical answer again is an idempotent retry (True), another is refused
+        (False). One conditional single-item write."""
         ...
 
-    def wait_response(self, request_id: str, until: float, hint: float = 0.0) -> str | None:
+    def mark_working(self, request_id: str, expires_at: float) -> None:
+        """The agent said it is still on ``request_id`` (only slow requests get a mark)."""
+        ...
+
+    def is_working(self, request_id: str) -> bool:
+        """Whether ``mark_working`` was called for ``request_id``."""
+        ...
+
+    def wait_response(self, request_id: str, until: float, hint: float = 0.0) -> bytes | None:
         """The stored response once there is one; None if there is none by ``until`` or
         something happened that the waiter should look at (e.g. its connection went away).
         ``hint``: seconds from now before which the answer is unlikely (a store that polls

@@ -216,6 +216,27 @@ def test_connections_round_trip_hold_names_and_are_deleted(store: AdminStore) ->
         pytest.param(None, claim(), None, True, id="free name"),
         pytest.param(claim(conn="c1"), claim(conn="c2"), None, True, id="same token reconnects"),
         pytest.param(
+            replace(claim(conn="c1"), instance="a1"),
+            replace(claim(conn="c2"), instance="a1"),
+            None,
+            True,
+            id="same agent process reconnects",
+        ),
+        pytest.param(
+            replace(claim(conn="c1"), instance="a1"),
+            replace(claim(conn="c2"), instance="a2"),
+            None,
+            False,
+            id="another process of the same token, holder alive",
+        ),
+        pytest.param(
+            replace(claim(conn="c1"), instance="a1"),
+            replace(claim(conn="c2"), instance="a2"),
+            "c1",
+            True,
+            id="another process of the same token, holder found dead",
+        ),
+        pytest.param(
             claim(conn="c1"), claim(conn="c2", token="t2"), None, False, id="other token, alive"
         ),
         pytest.param(
@@ -275,8 +296,8 @@ def test_two_tokens_racing_for_a_name_exactly_one_wins(store: AdminStore) -> Non
     ("stored_before", "accepted"),
     [
         pytest.param(None, True, id="the first answer"),
-        pytest.param('{"answer":1}', True, id="the identical answer again: a retry"),
-        pytest.param('{"answer":2}', False, id="another answer to the same request"),
+        pytest.param(b'{"answer":1}', True, id="the identical answer again: a retry"),
+        pytest.param(b'{"answer":2}', False, id="another answer to the same request"),
     ],
 )
 def test_a_response_is_stored_once(
@@ -285,8 +306,8 @@ def test_a_response_is_stored_once(
     store.expect_response("r1", "c1", NOW + 30)
     if stored_before is not None:
         assert store.put_response("r1", stored_before, NOW + 30)
-    assert store.put_response("r1", '{"answer":1}', NOW + 30) is accepted
-    assert store.wait_response("r1", NOW) == (stored_before or '{"answer":1}')
+    assert store.put_response("r1", b'{"answer":1}', NOW + 30) is accepted
+    assert store.wait_response("r1", NOW) == (stored_before or b'{"answer":1}')
 
 
 def test_many_copies_of_one_answer_written_at_once_all_succeed_and_store_one(
@@ -297,9 +318,9 @@ def test_many_copies_of_one_answer_written_at_once_all_succeed_and_store_one(
     for round_ in range(10):
         request = f"r{round_}"
         store.expect_response(request, "c1", NOW + 30)
-        same = partial(store.put_response, request, f'{{"copy":{round_}}}', NOW + 30)
+        same = partial(store.put_response, request, f'{{"copy":{round_}}}'.encode(), NOW + 30)
         assert race(*[same] * 8) == [True] * 8
-        assert store.wait_response(request, NOW) == f'{{"copy":{round_}}}'
+        assert store.wait_response(request, NOW) == f'{{"copy":{round_}}}'.encode()
 
 
 def test_of_different_answers_racing_exactly_one_is_stored(
@@ -308,14 +329,17 @@ def test_of_different_answers_racing_exactly_one_is_stored(
     for round_ in range(10):
         request = f"r{round_}"
         store.expect_response(request, "c1", NOW + 30)
-        answers = [partial(store.put_response, request, f'{{"n":{n}}}', NOW + 30) for n in range(6)]
+        answers = [
+            partial(store.put_response, request, f'{{"n":{n}}}'.encode(), NOW + 30)
+            for n in range(6)
+        ]
         results = race(*answers)
         assert results.count(True) == 1
-        assert store.wait_response(request, NOW) == f'{{"n":{results.index(True)}}}'
+        assert store.wait_response(request, NOW) == f'{{"n":{results.index(True)}}}'.encode()
 
 
 def test_a_large_response_comes_back_whole(store: AdminStore) -> None:
-    text = '{"body":"' + "x" * (128 * 1024 - 20) + '"}'
+    text = b'{"body":"' + b"x" * (128 * 1024 - 20) + b'"}'
     store.expect_response("r1", "c1", NOW + 30)
     assert store.put_response("r1", text, NOW + 30)
     assert store.wait_response("r1", NOW) == text
@@ -334,13 +358,22 @@ def test_wait_returns_once_another_thread_stores_the_answer(make_store: StoreFac
 
     def agent() -> None:
         time.sleep(0.05)  # the waiter is already waiting (or polling) by then
-        store.put_response("r1", "answer", started + 30)
+        store.put_response("r1", b"answer", started + 30)
 
     writer = threading.Thread(target=agent)
     writer.start()
-    assert store.wait_response("r1", started + 10) == "answer"
+    assert store.wait_response("r1", started + 10) == b"answer"
     writer.join(10)
     assert time.time() - started < 5
+
+
+def test_working_marks_are_kept_per_request(store: AdminStore) -> None:
+    store.expect_response("r1", "c1", NOW + 30)
+    store.expect_response("r2", "c1", NOW + 30)
+    assert not store.is_working("r1")
+    store.mark_working("r1", NOW + 30)
+    store.mark_working("r1", NOW + 30)  # twice: harmless
+    assert store.is_working("r1") and not store.is_working("r2")
 
 
 def test_forget_response_is_safe_twice(store: AdminStore) -> None:
@@ -366,11 +399,11 @@ def test_memory_store_wakes_the_waiter_the_moment_the_answer_lands() -> None:
 
     def agent() -> None:
         if clock.waiting.wait(10):
-            store.put_response("r1", "answer", time.time() + 30)
+            store.put_response("r1", b"answer", time.time() + 30)
 
     writer = threading.Thread(target=agent)
     writer.start()
-    assert store.wait_response("r1", time.time() + 10) == "answer"
+    assert store.wait_response("r1", time.time() + 10) == b"answer"
     writer.join(10)
     assert clock.wakeups == [True]  # woken by the answer, not by the timeout
 
@@ -407,9 +440,9 @@ def test_memory_store_keeps_only_answers_someone_waits_for(
     store = MemoryStore(clock)
     if expected:
         store.expect_response("r1", "c1", NOW + 30)
-    assert store.put_response("r1", "answer", NOW + 30) is accepted
+    assert store.put_response("r1", b"answer", NOW + 30) is accepted
     store.forget_response("r1")
-    assert store.put_response("r1", "answer", NOW + 30) is False  # forgotten: nothing kept
+    assert store.put_response("r1", b"answer", NOW + 30) is False  # forgotten: nothing kept
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,8 +461,9 @@ def test_dynamo_polls_one_item_after_the_hint_then_backs_off_never_past_the_dead
     assert store.wait_response("r1", NOW + 1, hint=0.05) is None
     assert set(moto_table.operations) == {"GetItem"}  # one small item, never a query
     *backoff, last = clock.sleeps
-    assert backoff[:5] == pytest.approx([0.05, 0.075, 0.1125, 0.16875, 0.2])
-    assert backoff[5:] == [0.2] * len(backoff[5:])
+    # After a miss at the hint the answer is close: the backoff starts over from 10 ms.
+    assert backoff[:6] == pytest.approx([0.05, 0.01, 0.015, 0.0225, 0.03375, 0.050625])
+    assert backoff[9:] == [0.2] * len(backoff[9:])
     assert 0 <= last <= 0.2
     assert polled_at[0] == NOW + 0.05  # no look before the hint: each miss is billed
     assert polled_at[-1] == NOW + 1  # the last look is at the deadline
@@ -450,7 +484,7 @@ def test_dynamo_stores_an_answer_with_one_conditional_put_and_no_read(
     store = DynamoStore(moto_table.table, FakeClock(NOW))
     store.expect_response("r1", "c1", NOW + 30)
     moto_table.operations.clear()
-    assert store.put_response("r1", "answer", NOW + 30)
+    assert store.put_response("r1", b"answer", NOW + 30)
     assert moto_table.operations == ["PutItem"]
     store.forget_response("r1")
     assert moto_table.operations == ["PutItem"]  # no delete: TTL removes it for free
@@ -469,8 +503,8 @@ def test_dynamo_never_scans_or_transacts_on_a_request_path(moto_table: MotoTable
     store.get_claim("myapp")
     store.renew_claim("myapp", "c1", NOW + 120, served=4)
     store.expect_response("r1", "c1", NOW + 30)
-    store.put_response("r1", "answer", NOW + 30)
-    store.put_response("r1", "answer", NOW + 30)
+    store.put_response("r1", b"answer", NOW + 30)
+    store.put_response("r1", b"answer", NOW + 30)
     store.wait_response("r1", NOW + 1)
     store.forget_response("r1")
     store.release_claim("myapp", "c1")
@@ -487,7 +521,7 @@ def test_dynamo_items_follow_the_single_table_layout(moto_table: MotoTable) -> N
     store.put_token(TokenRecord("ab" * 32, "t1"))
     store.put_connection(ConnectionRecord("c1", "t1", NOW, NOW + 7200))
     store.claim_name(claim(), NOW)
-    store.put_response("r1", "answer", NOW + 30)
+    store.put_response("r1", b"answer", NOW + 30)
     store.relay_key()
     items = {(i["pk"], i["sk"]): i for i in moto_table.table.scan()["Items"]}
     assert set(items) == {
@@ -657,6 +691,6 @@ def test_dynamo_builds_its_own_expressions_so_threads_share_no_placeholders(
     assert store.renew_claim("myapp", "c1", NOW + 90, served=2)
     assert store.reserve_name("myapp", "t1")
     assert store.list_claims() and store.list_connections()
-    assert store.put_response("r1", "answer", NOW + 30)
+    assert store.put_response("r1", b"answer", NOW + 30)
     assert {operation for operation, _ in seen} >= {"PutItem", "UpdateItem", "Scan"}
     assert {kind for _, kind in seen} == {"str"}

@@ -48,12 +48,15 @@ class FakeBlobs:
 class FakeAgent:
     """The agent side of one connection: answers requests with ``app`` (None means "never
     answer"), moving large bodies through ``blobs`` as the real agent does over HTTP, and
-    records every control message it was sent."""
+    records every control message it was sent. A ``live`` agent whose app does not answer says
+    it is still working on the request, as the real one does after a few seconds; a frozen one
+    (``live=False``) says nothing."""
 
     relay: Relay
     connection_id: str
     app: App
     blobs: FakeBlobs | None = None
+    live: bool = True
     received: list[protocol.Message] = field(default_factory=list)
     requests: list[protocol.Request] = field(default_factory=list)
 
@@ -72,6 +75,8 @@ class FakeAgent:
         response = self.app(message)
         if response is not None:
             self.send(self._fit(message, response))
+        elif self.live:
+            self.send(protocol.Working((message.id,)))
 
     def _fit(self, request: protocol.Request, response: protocol.Response) -> protocol.Response:
         """Upload a body that is too large to carry inline, as the real agent does."""

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import random
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -53,11 +54,13 @@ class Harness:
         name: str | None = "myapp",
         token: str = TOKEN_A,
         app: App = echo_app,
+        instance: str = "",
+        live: bool = True,
     ) -> FakeAgent:
         assert self.relay.connect(connection_id, token)
-        agent = FakeAgent(self.relay, connection_id, app, self.blobs)
+        agent = FakeAgent(self.relay, connection_id, app, self.blobs, live=live)
         self.poster.agents[connection_id] = agent
-        agent.send(protocol.Hello((protocol.TunnelSpec(name),)))
+        agent.send(protocol.Hello((protocol.TunnelSpec(name),), instance=instance))
         return agent
 
     def get(self, url_path: str = "/", host: str = "myapp.t.example.test", **kw: object) -> Visit:
@@ -681,3 +684,95 @@ def test_an_agent_fault_may_ask_for_413(h: Harness) -> None:
     h.agent("c1", app=too_large)
     reply = h.relay.visit(h.get("/"))
     assert reply.status == 413 and dict(reply.headers)["x-hatchway-error"] == "response-too-large"
+
+
+# --- A silent agent, a lost name, a lost write --------------------------------------------------
+
+
+def test_an_agent_that_neither_answers_nor_marks_is_unresponsive_within_10_s() -> None:
+    h = Harness()
+    h.agent("c1", app=lambda r: None, live=False)  # stopped: no answer, no mark
+    started = h.clock.now()
+    reply = h.relay.visit(h.get("/"))
+    assert reply.status == 502
+    assert dict(reply.headers)["x-hatchway-error"] == "agent-unresponsive"
+    assert h.clock.now() - started == pytest.approx(protocol.AGENT_SILENCE_SECONDS, abs=0.6)
+    assert h.clock.now() - started < 10
+
+
+def test_a_slow_app_behind_a_live_agent_gets_the_full_deadline() -> None:
+    h = Harness()
+    h.agent("c1", app=lambda r: None, live=True)  # marks the request as being worked on
+    started = h.clock.now()
+    reply = h.relay.visit(h.get("/"))
+    assert reply.status == 504 and h.clock.now() - started == pytest.approx(28.0)
+
+
+def test_a_quick_answer_costs_no_mark(h: Harness) -> None:
+    h.agent("c1")
+    h.relay.visit(h.get("/"))
+    assert not any('"working"' in text for _, text in h.poster.posted)
+
+
+def test_a_mark_for_another_connections_request_is_ignored() -> None:
+    h = Harness()
+    intruder = h.agent("c2", "other", token=TOKEN_B)
+
+    def frozen_but_vouched_for(request: protocol.Request) -> None:
+        intruder.send(protocol.Working((request.id,)))  # cannot vouch for another's request
+
+    h.agent("c1", app=frozen_but_vouched_for, live=False)
+    assert h.relay.visit(h.get("/")).status == 502
+
+
+def test_another_process_of_the_same_token_is_refused_while_the_holder_lives(
+    h: Harness,
+) -> None:
+    h.agent("c1", instance="first")
+    second = h.agent("c2", instance="second")
+    refusal = second.last()
+    assert isinstance(refusal, protocol.Error) and refusal.code == "name_taken"
+    assert "another agent using your token" in refusal.message
+    claim = h.store.get_claim("myapp")
+    assert claim is not None and claim.connection_id == "c1"
+
+
+def test_the_same_process_reconnecting_takes_its_name_back(h: Harness) -> None:
+    h.agent("c1", instance="first")
+    again = h.agent("c2", instance="first")  # a reconnect or a rotation
+    assert isinstance(again.last(), protocol.Welcome)
+    claim = h.store.get_claim("myapp")
+    assert claim is not None and claim.connection_id == "c2"
+
+
+def test_a_restarted_process_takes_the_name_of_a_dead_one(h: Harness) -> None:
+    h.agent("c1", instance="first")
+    h.store.put_connection(
+        replace(h.store.get_connection("c1"), expires_at=h.clock.now() - 1)  # type: ignore[arg-type]
+    )
+    assert isinstance(h.agent("c2", instance="second").last(), protocol.Welcome)
+
+
+def test_a_ping_that_finds_its_name_gone_tells_the_agent(h: Harness) -> None:
+    agent = h.agent("c1")
+    assert h.store.release_claim("myapp", "c1")  # lost: e.g. its lease ran out meanwhile
+    agent.send(protocol.Ping(1.0))
+    lost = agent.last()
+    assert isinstance(lost, protocol.Error) and lost.code == "name_lost"
+    assert "myapp" in lost.message
+
+
+class FailingStore(MemoryStore):
+    def put_response(self, request_id: str, answer: bytes, expires_at: float) -> bool:
+        raise RuntimeError("ProvisionedThroughputExceededException")
+
+
+def test_an_answer_the_store_could_not_keep_is_reported_to_the_agent() -> None:
+    h = Harness()
+    h.store = h.relay.store = FailingStore(h.clock)  # type: ignore[misc]
+    h.relay.add_token(TOKEN_A)
+    agent = h.agent("c1", live=False)
+    reply = h.relay.visit(h.get("/"))
+    assert reply.status == 502  # nothing stored and nothing marked: unresponsive, not 28 s
+    told = [m for m in agent.received if isinstance(m, protocol.Error)]
+    assert [m.code for m in told] == ["response_not_stored"] and told[0].id

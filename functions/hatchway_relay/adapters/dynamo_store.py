@@ -7,7 +7,8 @@ Single-table layout, ``pk``/``sk`` strings:
     conn#<id>     / conn      live connection and the names it holds
     name#<name>   / claim     who serves a tunnel name, until expires_at, and its guards
     name#<name>   / reserved  the token that alone may claim the name
-    req#<id>      / resp      the one response message to visitor request <id>
+    req#<id>      / resp      the one answer to visitor request <id> (head JSON + packed body)
+    req#<id>      / work      the agent's mark that it is still on a slow request
     relay         / key       the relay's random key (binds request ids to connections)
 
 Every item but a token (which lives until revoked) and the key has a ``ttl`` for garbage
@@ -20,7 +21,7 @@ operator's listings scan; every request path reads by key.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -46,7 +47,7 @@ capped at 200 ms. Each look is one strongly consistent GetItem of one small item
 
 RELAY_KEY_BYTES = 32
 
-CLAIM_GUARDS = ("basic_auth", "webhook", "webhook_secret")
+CLAIM_GUARDS = ("basic_auth", "webhook", "webhook_secret", "large_responses", "instance")
 """``Claim`` fields stored as claim-item attributes of the same names (absent when empty)."""
 
 
@@ -100,6 +101,11 @@ def _dec(value: float) -> Decimal:
     return Decimal(repr(float(value)))
 
 
+def _bytes(value: Any) -> bytes:
+    # The resource API reads binary attributes as ``Binary`` wrappers.
+    return bytes(value.value if hasattr(value, "value") else value)
+
+
 def _ttl(expires_at: float) -> int:
     return int(expires_at + TTL_MARGIN_SECONDS)
 
@@ -135,6 +141,17 @@ def _expressions(request: dict[str, Any]) -> dict[str, Any]:
 
 def _condition_failed(exc: ClientError) -> bool:
     return bool(exc.response["Error"]["Code"] == "ConditionalCheckFailedException")
+
+
+def _poll_delays(hint: float) -> Iterator[float]:
+    """Sleeps between looks: the hint when there is one, then 10 ms growing 1.5x to 200 ms.
+    Each miss costs what about 19 ms of the waiting function costs at 512 MB."""
+    if hint > FIRST_POLL_SECONDS:
+        yield hint
+    delay = FIRST_POLL_SECONDS
+    while True:
+        yield delay
+        delay = min(delay * POLL_BACKOFF, MAX_POLL_SECONDS)
 
 
 class DynamoStore:
@@ -261,11 +278,10 @@ class DynamoStore:
     # Claims
 
     def claim_name(self, claim: Claim, now: float, takeover_from: str | None = None) -> bool:
-        condition = (
-            Attr("pk").not_exists()
-            | Attr("expires_at").lte(_dec(now))
-            | Attr("token_id").eq(claim.token_id)
+        same_agent = Attr("token_id").eq(claim.token_id) & (
+            Attr("instance").eq(claim.instance) if claim.instance else Attr("instance").not_exists()
         )
+        condition = Attr("pk").not_exists() | Attr("expires_at").lte(_dec(now)) | same_agent
         if takeover_from is not None:
             condition = condition | Attr("connection_id").eq(takeover_from)
         item: dict[str, Any] = {
@@ -279,7 +295,7 @@ class DynamoStore:
         # The tunnel's guards, only when set. The whole item is replaced, so a new claim never
         # inherits the guards of the one it replaces.
         for guard in CLAIM_GUARDS:
-            if getattr(claim, guard):
+            if getattr(claim, guard) and getattr(claim, guard) != "refuse":
                 item[guard] = getattr(claim, guard)
         return self._conditionally(self.table.put_item, Item=item, ConditionExpression=condition)
 
@@ -302,6 +318,8 @@ class DynamoStore:
             basic_auth=item.get("basic_auth", ""),
             webhook=item.get("webhook", ""),
             webhook_secret=item.get("webhook_secret", ""),
+            large_responses=item.get("large_responses", "refuse"),
+            instance=item.get("instance", ""),
         )
 
     def renew_claim(
@@ -342,7 +360,7 @@ class DynamoStore:
             )
             item = self._get("relay", "key")
         assert item is not None, "the relay key was just written"
-        return bytes(item["key"].value if hasattr(item["key"], "value") else item["key"])
+        return _bytes(item["key"])
 
     # Reserved names
 
@@ -369,10 +387,10 @@ class DynamoStore:
     def expect_response(self, request_id: str, connection_id: str, expires_at: float) -> None:
         """Nothing to write: the request id itself says which connection may answer."""
 
-    def put_response(self, request_id: str, text: str, expires_at: float) -> bool:
+    def put_response(self, request_id: str, answer: bytes, expires_at: float) -> bool:
         stored = self._conditionally(
             self.table.put_item,
-            Item={"pk": f"req#{request_id}", "sk": "resp", "text": text, "ttl": _ttl(expires_at)},
+            Item={"pk": f"req#{request_id}", "sk": "resp", "a": answer, "ttl": _ttl(expires_at)},
             ConditionExpression=Attr("pk").not_exists(),
         )
         if stored:
@@ -380,22 +398,28 @@ class DynamoStore:
         # Refused: a retry of a write that had landed (an SDK retry after a 5xx, or API Gateway
         # delivering a message twice) is still a success; another answer is not.
         item = self._get(f"req#{request_id}", "resp")
-        return bool(item and item.get("text") == text)
+        return bool(item and _bytes(item.get("a")) == answer)
 
-    def wait_response(self, request_id: str, until: float, hint: float = 0.0) -> str | None:
-        """Poll one item (strongly consistent): first after ``hint`` or 10 ms, then 1.5x
-        further apart up to 200 ms, with a last look at ``until``. DynamoDB cannot wake a
-        waiter; every look that misses is billed, so none is made before the hint."""
-        delay = max(hint, FIRST_POLL_SECONDS)
+    def mark_working(self, request_id: str, expires_at: float) -> None:
+        self.table.put_item(Item={"pk": f"req#{request_id}", "sk": "work", "ttl": _ttl(expires_at)})
+
+    def is_working(self, request_id: str) -> bool:
+        return self._get(f"req#{request_id}", "work") is not None
+
+    def wait_response(self, request_id: str, until: float, hint: float = 0.0) -> bytes | None:
+        """Poll one item (strongly consistent): first after ``hint`` (or 10 ms), then from 10 ms
+        again, 1.5x further apart up to 200 ms, with a last look at ``until``. DynamoDB cannot
+        wake a waiter; every look that misses is billed, so none is made before the hint, and
+        after a miss at the hint the answer is close, so the backoff starts over."""
+        delays = _poll_delays(hint)
         while True:
             remaining = until - self._clock.now()
-            self._clock.sleep(min(delay, max(remaining, 0.0)))
+            self._clock.sleep(min(next(delays), max(remaining, 0.0)))
             item = self._get(f"req#{request_id}", "resp")
             if item is not None:
-                return str(item["text"])
+                return _bytes(item["a"])
             if self._clock.now() >= until:
                 return None
-            delay = min(max(delay, FIRST_POLL_SECONDS) * POLL_BACKOFF, MAX_POLL_SECONDS)
 
     def forget_response(self, request_id: str) -> None:
         """TTL removes the item for free; an explicit delete would be billed by its size."""

@@ -27,7 +27,8 @@ class _Awaited:
     connection_id: str
     expires_at: float
     ready: threading.Condition
-    text: str | None = None
+    answer: bytes | None = None
+    working: bool = False
 
 
 class MemoryStore:
@@ -94,7 +95,7 @@ class MemoryStore:
             if (
                 held is None
                 or not held.alive(now)
-                or held.token_id == claim.token_id
+                or (held.token_id == claim.token_id and held.instance == claim.instance)
                 or (takeover_from is not None and held.connection_id == takeover_from)
             ):
                 self._claims[claim.name] = claim
@@ -158,28 +159,39 @@ class MemoryStore:
                 connection_id, expires_at, threading.Condition(self._lock)
             )
 
-    def put_response(self, request_id: str, text: str, expires_at: float) -> bool:
+    def put_response(self, request_id: str, answer: bytes, expires_at: float) -> bool:
         with self._lock:
             awaited = self._awaited.get(request_id)
             if awaited is None or self._clock.now() >= awaited.expires_at:
                 # Nobody waits for it (any more): holding it would only grow memory.
                 return False
-            if awaited.text is not None:
+            if awaited.answer is not None:
                 # The identical answer again is a retry and changes nothing; another is refused.
-                return awaited.text == text
-            awaited.text = text
+                return awaited.answer == answer
+            awaited.answer = answer
             awaited.ready.notify_all()
             return True
 
-    def wait_response(self, request_id: str, until: float, hint: float = 0.0) -> str | None:
+    def mark_working(self, request_id: str, expires_at: float) -> None:
+        with self._lock:
+            awaited = self._awaited.get(request_id)
+            if awaited is not None:
+                awaited.working = True
+
+    def is_working(self, request_id: str) -> bool:
+        with self._lock:
+            awaited = self._awaited.get(request_id)
+            return awaited is not None and awaited.working
+
+    def wait_response(self, request_id: str, until: float, hint: float = 0.0) -> bytes | None:
         with self._lock:
             awaited = self._awaited.get(request_id)
             if awaited is None:
                 return None
-            if awaited.text is None:
+            if awaited.answer is None:
                 # One wake-up is enough: the caller re-checks liveness and calls again.
                 self._clock.wait(awaited.ready, until - self._clock.now())
-            return awaited.text
+            return awaited.answer
 
     def forget_response(self, request_id: str) -> None:
         with self._lock:
