@@ -17,6 +17,7 @@ import base64
 import binascii
 import json
 import math
+import re
 import zlib
 from typing import Any
 
@@ -90,7 +91,7 @@ def unpack_body(text: str, encoding: str | None, limit: int, where: str) -> byte
         body = inflater.decompress(raw, limit + 1)
     except zlib.error:
         raise ProtocolError(f"{where}: compressed body is corrupt") from None
-    if len(body) > limit or not inflater.eof:
+    if len(body) > limit or not inflater.eof or inflater.unused_data:
         raise ProtocolError(f"{where}: compressed body is corrupt or exceeds {limit} bytes")
     return body
 
@@ -210,11 +211,25 @@ def _body_fields(body: bytes, compress: bool, side: str) -> dict[str, Any]:
     return {"body": text, "enc": encoding} if encoding else {"body": text}
 
 
+def head_size(message: Request | Response) -> int:
+    """What ``MAX_HEAD_BYTES`` bounds: the request line and headers, or the status, headers and
+    fault text (every part of a message that is not its body or a blob URL), as encoded."""
+    return len(_dumps(_head_of(message)))
+
+
+def _head_of(message: Request | Response) -> dict[str, Any]:
+    headers = [list(pair) for pair in message.headers]
+    if isinstance(message, Request):
+        return {"m": message.method, "p": message.path, "q": message.query, "h": headers}
+    fault = message.fault.message[:MAX_MESSAGE_TEXT] if message.fault else ""
+    return {"s": message.status, "h": headers, "f": fault}
+
+
 def encode(message: Message, compress: bool = True) -> str:
     """Encode ``message`` as one WebSocket message of at most ``MAX_MESSAGE_BYTES`` (send it
     in ``split_frames``). ``compress`` lets bodies travel zlib-compressed when that helps."""
     if isinstance(message, Request | Response):
-        head = len(_dumps({"h": [list(pair) for pair in message.headers]}))
+        head = head_size(message)
         if head > MAX_HEAD_BYTES:
             request = isinstance(message, Request)
             side = "visitor" if request else "local app"
@@ -222,7 +237,11 @@ def encode(message: Message, compress: bool = True) -> str:
                 f"{side}'s headers take {head} bytes; at most {MAX_HEAD_BYTES} are carried",
                 status=431 if request else 502,
             )
-    text = _dumps(_to_dict(message, compress))
+    body = _to_dict(message, compress)
+    try:
+        text = _dumps(body)
+    except ValueError as exc:  # NaN or infinity in a number: JSON has no way to say it
+        raise ProtocolError(f"{type(message).__name__} cannot be encoded: {exc}") from None
     if len(text) > MAX_MESSAGE_BYTES:
         raise ProtocolError(
             f"{type(message).__name__} of {len(text)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte "
@@ -344,10 +363,13 @@ def _decode_object(obj: dict[str, Any]) -> Message:
     raise ProtocolError(f"unknown message type {str(kind)[:40]!r}")
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _text(value: str) -> str:
     """Human-readable text as it can be shown and logged: a lone surrogate (valid in JSON,
     not encodable as UTF-8) becomes U+FFFD."""
-    return value.encode("utf-8", "replace").decode("utf-8") if not value.isascii() else value
+    return value if value.isascii() else _LONE_SURROGATE.sub("\ufffd", value)
 
 
 def _decode_hello(obj: dict[str, Any]) -> Hello:
@@ -382,7 +404,7 @@ def _decode_hello(obj: dict[str, Any]) -> Hello:
                 large_responses=item.get("large_responses") or "refuse",
             )
         )
-    agent = obj.get("agent", "")
+    agent = _optional_str(obj, "agent", "hello") or ""
     instance = _optional_str(obj, "instance", "hello") or ""
     return Hello(tuple(specs), agent=_text(str(agent)[:200]), version=version, instance=instance)
 
@@ -406,7 +428,7 @@ def _decode_welcome(obj: dict[str, Any]) -> Welcome:
         infos.append(
             TunnelInfo(
                 name=_field(item, "name", str, "welcome"),
-                url=item.get("url") if isinstance(item.get("url"), str) else None,
+                url=_optional_str(item, "url", "welcome"),
                 path_url=_field(item, "path_url", str, "welcome"),
                 guards=tuple(g[:MAX_GUARD_LENGTH] for g in guards[:MAX_GUARDS]),
                 custom_urls=tuple(custom_urls[:MAX_CUSTOM_URLS]),
@@ -415,10 +437,10 @@ def _decode_welcome(obj: dict[str, Any]) -> Welcome:
     return Welcome(tuple(infos), heartbeat_seconds=_number(obj, "heartbeat", "welcome"))
 
 
-def _headers_from(obj: dict[str, Any], where: str) -> Headers:
+def _headers_from(obj: dict[str, Any], where: str, status: int = 431) -> Headers:
     raw = _field(obj, "headers", list, where)
     if len(raw) > MAX_HEADERS:
-        raise ProtocolError(f"{where}: more than {MAX_HEADERS} headers", status=431)
+        raise ProtocolError(f"{where}: more than {MAX_HEADERS} headers", status=status)
     pairs = []
     for item in raw:
         if (
@@ -477,7 +499,7 @@ def _decode_response(obj: dict[str, Any]) -> Response:
     return Response(
         id=response_id,
         status=_field(obj, "status", int, where),
-        headers=_headers_from(obj, where),
+        headers=_headers_from(obj, where, status=502),
         body=_inline_body(obj, where, MAX_BODY_BYTES),
         fault=fault,
         uploaded=None if uploaded is None else _count(obj, "uploaded", where, MAX_BLOB_BYTES),

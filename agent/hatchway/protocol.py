@@ -185,7 +185,7 @@ _B64URL = r"[A-Za-z0-9_-]+"
 _BASIC_AUTH_HASH_PATTERN = re.compile(
     rf"^{re.escape(BASIC_AUTH_SCHEME)}\$([0-9]{{4,6}})\$({_B64URL})\$({_B64URL})$"
 )
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 class ProtocolError(ValueError):
@@ -243,7 +243,7 @@ class TunnelSpec:
             ):
                 raise ProtocolError(
                     f"the webhook secret must be 1 to {MAX_WEBHOOK_SECRET_LENGTH} characters "
-                    "without control characters"
+                    "without control characters or lone surrogates"
                 )
 
     @property
@@ -512,7 +512,8 @@ def validate_id(request_id: str) -> str:
 def validate_headers(headers: Headers, side: str, status: int = 400) -> None:
     if len(headers) > MAX_HEADERS:
         raise ProtocolError(
-            f"{side} sent {len(headers)} headers; at most {MAX_HEADERS} are carried", status=431
+            f"{side} sent {len(headers)} headers; at most {MAX_HEADERS} are carried",
+            status=431 if side == "visitor" else status,
         )
     for pair in headers:
         if len(pair) != 2:

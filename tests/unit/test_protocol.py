@@ -173,11 +173,6 @@ def test_the_longest_webhook_secret_fits_for_every_provider(provider: str) -> No
     assert p.TunnelSpec("a", webhook=provider, webhook_secret=secret).webhook == provider
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TunnelSpec accepts a webhook secret with a lone surrogate; the relay's "
-    "secret.encode('utf-8') then raises UnicodeEncodeError on every delivery",
-)
 def test_a_webhook_secret_that_is_not_utf8_is_refused() -> None:
     refused(p.TunnelSpec, "a", webhook="github", webhook_secret="s3cret\ud800")
 
@@ -370,11 +365,6 @@ def test_an_oversized_response_body_is_413_naming_the_local_app() -> None:
     assert "local app" in str(error) and str(p.MAX_BODY_BYTES) in str(error)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="validate_headers answers too many headers with 431 whatever the side; the local "
-    "app's response is a bad gateway (502), as for its other header errors",
-)
 def test_a_response_with_too_many_headers_is_the_local_apps_fault_502() -> None:
     assert refused(response, headers=headers_of(p.MAX_HEADERS + 1)).status == 502
 
