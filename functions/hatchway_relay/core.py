@@ -68,6 +68,12 @@ LATENCY_MEMORY = 0.2
 MAX_REMEMBERED_TUNNELS = 4096
 """Tunnels whose response times one warm relay keeps (a bounded cache)."""
 
+CLAIM_CACHE_SECONDS = 1.0
+"""A warm relay routes by a claim it read this recently without reading it again (one read
+saved per request on a busy tunnel). A claim that moved meanwhile is caught by the post: a
+gone connection makes the relay read the claim afresh and try once more. Guards changed by a
+new hello, or a revoked token, take effect within this long."""
+
 FAULT_STATUSES = frozenset({413, 502, 504})
 """Statuses an agent's fault may ask the relay to answer with; any other becomes 502."""
 
@@ -173,6 +179,7 @@ class Relay:
         self._hostname_tunnels = frozenset(config.custom_hostnames.values())
         self._key: bytes | None = None
         self._latency: dict[str, float] = {}
+        self._claims: dict[str, tuple[float, Claim]] = {}
 
     @property
     def key(self) -> bytes:
@@ -465,8 +472,32 @@ class Relay:
         if isinstance(routed, Reply):
             return routed
         name, path = routed
-        now = self.clock.now()
+        reply = self._visit(visit, name, path, fresh=False)
+        # None: a remembered claim led to a gone connection. The name may have moved on (a
+        # reconnect): read it afresh and try once more.
+        return (
+            reply
+            or self._visit(visit, name, path, fresh=True)
+            or self._agent_gone(name, "was already gone")
+        )
+
+    def _claim_of(self, name: str, now: float, fresh: bool) -> tuple[Claim | None, bool]:
+        """The claim of ``name``, and whether it came from this relay's short memory."""
+        remembered = None if fresh else self._claims.get(name)
+        if remembered is not None and now - remembered[0] < CLAIM_CACHE_SECONDS:
+            return remembered[1], True
         claim = self.store.get_claim(name)
+        if name not in self._claims and len(self._claims) >= MAX_REMEMBERED_TUNNELS:
+            self._claims.pop(next(iter(self._claims)))
+        if claim is None:
+            self._claims.pop(name, None)
+        else:
+            self._claims[name] = (now, claim)
+        return claim, False
+
+    def _visit(self, visit: Visit, name: str, path: str, fresh: bool) -> Reply | None:
+        now = self.clock.now()
+        claim, remembered = self._claim_of(name, now, fresh)
         if claim is None or not claim.alive(now):
             return error_reply(
                 404,
@@ -487,7 +518,7 @@ class Relay:
         except ProtocolError as exc:
             message = f"The visitor's request was refused: {exc}."
             return error_reply(exc.status, "bad-request", message)
-        return self._exchange(claim, request, text, deadline)
+        return self._exchange(claim, request, text, deadline, remembered)
 
     def _deadline(self, visit: Visit, now: float) -> float:
         """When to stop waiting: the response timeout counted from when the gateway got the
@@ -565,8 +596,10 @@ class Relay:
         )
 
     def _exchange(
-        self, claim: Claim, request: protocol.Request, text: str, deadline: float
-    ) -> Reply:
+        self, claim: Claim, request: protocol.Request, text: str, deadline: float, retry: bool
+    ) -> Reply | None:
+        """Post the request and wait for its answer; None when ``retry`` and the connection
+        was gone (the caller reads the claim afresh)."""
         connection_id = claim.connection_id
         started = self.clock.now()
         self.store.expect_response(request.id, connection_id, request_ids.expires_at(request.id))
@@ -575,7 +608,8 @@ class Relay:
                 self.poster.post(connection_id, text)
             except ConnectionGone:
                 self.drop_connection(connection_id)
-                return self._agent_gone(request.tunnel, "was already gone")
+                self._claims.pop(request.tunnel, None)
+                return None if retry else self._agent_gone(request.tunnel, "was already gone")
             except PostFailed as exc:
                 return error_reply(
                     502,
@@ -603,7 +637,7 @@ class Relay:
     ) -> bytes | Reply:
         typical = self._latency.get(request.tunnel, 0.0)
         hint = min(FIRST_POLL_FRACTION * typical, MAX_POLL_HINT_SECONDS)
-        silence_check = self.clock.now() + self.config.agent_silence_seconds
+        silence_check: float | None = self.clock.now() + self.config.agent_silence_seconds
         while True:
             now = self.clock.now()
             until = min(deadline, now + max(self.config.liveness_check_seconds, hint))

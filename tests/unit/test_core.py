@@ -15,7 +15,7 @@ import pytest
 from hatchway import codec, protocol
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.core import Relay, RelayConfig, Visit
-from hatchway_relay.ports import PostFailed
+from hatchway_relay.ports import Claim, PostFailed
 from hatchway_relay.tokens import hash_token
 from support.fake_clock import FakeClock
 from support.relay_fakes import App, FakeAgent, FakeBlobs, FakePoster, echo_app
@@ -776,3 +776,49 @@ def test_an_answer_the_store_could_not_keep_is_reported_to_the_agent() -> None:
     assert reply.status == 502  # nothing stored and nothing marked: unresponsive, not 28 s
     told = [m for m in agent.received if isinstance(m, protocol.Error)]
     assert [m.code for m in told] == ["response_not_stored"] and told[0].id
+
+
+# --- A warm relay remembers a claim for a moment -----------------------------------------------
+
+
+class CountingStore(MemoryStore):
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.claim_reads = 0
+
+    def get_claim(self, name: str) -> Claim | None:
+        self.claim_reads += 1
+        return super().get_claim(name)
+
+
+def counting_harness() -> tuple[Harness, CountingStore]:
+    h = Harness()
+    store = CountingStore(h.clock)
+    h.store = h.relay.store = store  # type: ignore[misc]
+    h.relay.add_token(TOKEN_A)
+    h.relay.add_token(TOKEN_B)
+    return h, store
+
+
+def test_a_busy_tunnel_reads_its_claim_once_a_second() -> None:
+    h, store = counting_harness()
+    h.agent("c1")
+    reads = store.claim_reads
+    for _ in range(5):
+        assert h.relay.visit(h.get("/")).status == 200
+        h.clock.advance(0.1)
+    assert store.claim_reads - reads == 1
+    h.clock.advance(1.0)
+    assert h.relay.visit(h.get("/")).status == 200
+    assert store.claim_reads - reads == 2
+
+
+def test_a_remembered_claim_whose_connection_is_gone_is_read_afresh() -> None:
+    h, _ = counting_harness()
+    h.agent("c1", instance="laptop")
+    assert h.relay.visit(h.get("/")).status == 200  # remembers c1
+    del h.poster.agents["c1"]  # c1's socket died without a $disconnect...
+    h.agent("c2", instance="laptop")  # ...and the agent is back on a new connection
+    reply = h.relay.visit(h.get("/"))
+    assert reply.status == 200  # not agent-gone: the relay followed the name to c2
+    assert h.store.get_connection("c1") is None
