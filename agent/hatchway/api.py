@@ -184,6 +184,7 @@ def connect(
     basic_auth: str | None = None,
     verify_webhook: str | None = None,
     webhook_secret: str | None = None,
+    large_responses: str | None = None,
     inspect: str | bool = False,
     timeout: float = CONNECT_TIMEOUT_SECONDS,
     max_requests: int = MAX_RECENT_REQUESTS,
@@ -208,6 +209,7 @@ def connect(
         basic_auth=basic_auth,
         verify_webhook=verify_webhook,
         webhook_secret=webhook_secret,
+        large_responses=large_responses,
     )
     settings = resolve_settings(server, token, inspect if isinstance(inspect, str) else None)
     if not settings.token:

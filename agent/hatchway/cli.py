@@ -66,6 +66,7 @@ config file: ${CONFIG_ENV}, else $XDG_CONFIG_HOME/hatchway/config.toml, else
     host_header = "rewrite"
     basic_auth = "user:pass"
     request_header_add = ["X-Env: dev"]
+    large_responses = "redirect"
 
   then `hatchway start web api` (or --all) serves both over one connection.
 """
@@ -131,6 +132,14 @@ def _tunnel_flags(parser: argparse.ArgumentParser) -> None:
         "--secret",
         metavar="SECRET",
         help=f"the webhook signing secret (env {WEBHOOK_SECRET_ENV})",
+    )
+    parser.add_argument(
+        "--large-responses",
+        choices=sorted(protocol.LARGE_RESPONSE_MODES),
+        default="refuse",
+        help=f"a response above {protocol.MAX_BODY_BYTES // 1024} KiB: refused with 413 "
+        f"(default), or redirected to the relay's blob store (up to "
+        f"{protocol.MAX_BLOB_BYTES // (1024 * 1024)} MiB)",
     )
 
 
@@ -215,6 +224,7 @@ def _tunnels(args: argparse.Namespace) -> list[TunnelOptions]:
             basic_auth=args.basic_auth,
             verify_webhook=args.verify_webhook,
             webhook_secret=secret,
+            large_responses=args.large_responses,
         )
     ]
 

@@ -28,6 +28,7 @@ whose keys are the ``hatchway http`` options with underscores::
     host_header = "rewrite"
     basic_auth = "user:pass"
     request_header_add = ["X-Env: dev"]
+    large_responses = "redirect"
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ TUNNEL_STRING_KEYS = (
     "basic_auth",
     "verify_webhook",
     "webhook_secret",
+    "large_responses",
 )
 TUNNEL_LIST_KEYS = (
     "request_header_add",
@@ -314,6 +316,7 @@ def tunnel_from_table(label: str, table: Mapping[str, Any], path: Path) -> Tunne
             basic_auth=string("basic_auth"),
             verify_webhook=string("verify_webhook"),
             webhook_secret=string("webhook_secret"),
+            large_responses=string("large_responses"),
             label=label,
         )
     except OptionError as exc:

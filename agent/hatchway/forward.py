@@ -2,7 +2,9 @@
 
 Uses the stdlib ``http.client`` at the level of ``putrequest``/``putheader`` so that nothing is
 added (no User-Agent, no Accept-Encoding), nothing is re-quoted, and headers keep their order and
-repeats. Idle connections to the local app are pooled and reused.
+repeats. Idle connections to the local app are pooled and reused. A response body is read up to
+the tunnel's limit: ``MAX_BODY_BYTES`` (what passes through Lambda), or ``MAX_BLOB_BYTES`` for a
+tunnel whose large responses the relay redirects to its blob store.
 """
 
 from __future__ import annotations
@@ -23,6 +25,30 @@ METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 """Methods that always carry a Content-Length, even for an empty body."""
 
 _STALE_ERRORS = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
+@dataclass(frozen=True)
+class LargeResponse(Response):
+    """A response whose body exceeds ``MAX_BODY_BYTES`` (up to ``MAX_BLOB_BYTES``): it cannot
+    travel in a message, so the session uploads it to the relay's blob store."""
+
+    def __post_init__(self) -> None:
+        # Every check of a Response but the body's size, which the blob store bounds instead.
+        Response(self.id, self.status, self.headers, fault=self.fault)
+        if len(self.body) > protocol.MAX_BLOB_BYTES:
+            raise ProtocolError(
+                f"local app's response body is {len(self.body)} bytes; the relay's blob store "
+                f"takes at most {protocol.MAX_BLOB_BYTES}",
+                status=413,
+            )
+
+
+def response_with_body(
+    request_id: str, status: int, headers: protocol.Headers, body: bytes
+) -> Response:
+    """A Response, or a LargeResponse when the body is above what a Lambda carries."""
+    kind = LargeResponse if len(body) > protocol.MAX_BODY_BYTES else Response
+    return kind(request_id, status, headers, body)
 
 
 @dataclass(frozen=True)
@@ -80,11 +106,22 @@ class _NoDelayConnection(http.client.HTTPConnection):
 
 
 class Forwarder:
-    """``handle(request) -> response`` against one local app. Thread-safe."""
+    """``handle(request) -> response`` against one local app. Thread-safe.
 
-    def __init__(self, target: Target, timeout: float = protocol.RESPONSE_TIMEOUT_SECONDS) -> None:
+    ``max_response_bytes`` is the largest response body read from the app; a larger one is a
+    fault that names the limit."""
+
+    def __init__(
+        self,
+        target: Target,
+        timeout: float = protocol.RESPONSE_TIMEOUT_SECONDS,
+        max_response_bytes: int = protocol.MAX_BODY_BYTES,
+    ) -> None:
+        if not 0 < max_response_bytes <= protocol.MAX_BLOB_BYTES:
+            raise ValueError(f"max_response_bytes must be 1 to {protocol.MAX_BLOB_BYTES}")
         self.target = target
         self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
 
@@ -128,15 +165,21 @@ class Forwarder:
                 conn.close()
                 conn, reused = self._connect(), False
                 response = self._send(conn, request, target, headers)
-            body = response.read(protocol.MAX_BODY_BYTES + 1)
-            if len(body) > protocol.MAX_BODY_BYTES:
+            limit = self.max_response_bytes
+            body = response.read(limit + 1)  # one byte more tells "too large" from "at the limit"
+            if len(body) > limit:
                 conn.close()
                 return self._fault(
                     request,
-                    f"the response is larger than {protocol.MAX_BODY_BYTES} bytes, "
-                    "the most the relay carries",
+                    f"the response is larger than {limit} bytes, the most the relay carries"
+                    + (
+                        " (a tunnel started with --large-responses redirect takes up to "
+                        f"{protocol.MAX_BLOB_BYTES})"
+                        if limit < protocol.MAX_BLOB_BYTES
+                        else ""
+                    ),
                 )
-            result = Response(
+            result = response_with_body(
                 request.id,
                 response.status,
                 protocol.strip_hop_by_hop(response.getheaders()),

@@ -44,7 +44,9 @@ class Service:
         self.tunnels = tuple(tunnels)
         self.listeners = list(listeners)
         self.inspect = inspect
-        self.forwarders = [Forwarder(t.target) for t in self.tunnels]
+        self.forwarders = [
+            Forwarder(t.target, max_response_bytes=t.max_response_bytes) for t in self.tunnels
+        ]
         self.router = Router(
             [Pipeline(t, f.handle) for t, f in zip(self.tunnels, self.forwarders, strict=True)]
         )

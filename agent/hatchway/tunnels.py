@@ -45,7 +45,16 @@ class TunnelOptions:
     basic_auth: str | None = field(default=None, repr=False)
     verify_webhook: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)
+    large_responses: str = "refuse"
     label: str | None = None
+
+    @property
+    def max_response_bytes(self) -> int:
+        """The largest response body this tunnel reads from its app: what a Lambda carries, or
+        what the blob store takes when the relay redirects visitors to large responses."""
+        if self.large_responses == "redirect":
+            return protocol.MAX_BLOB_BYTES
+        return protocol.MAX_BODY_BYTES
 
     def spec(self, salt: bytes | None = None) -> protocol.TunnelSpec:
         """What the hello asks for: the name, and the guards the relay is to enforce. The
@@ -59,6 +68,7 @@ class TunnelOptions:
             basic_auth=hashed,
             webhook=self.verify_webhook,
             webhook_secret=self.webhook_secret,
+            large_responses=self.large_responses,
         )
 
 
@@ -74,6 +84,7 @@ def tunnel_options(
     basic_auth: str | None = None,
     verify_webhook: str | None = None,
     webhook_secret: str | None = None,
+    large_responses: str | None = None,
     label: str | None = None,
 ) -> TunnelOptions:
     """Validated options from the strings a user types (flags, config values, API arguments).
@@ -98,6 +109,12 @@ def tunnel_options(
             "verify-webhook and webhook-secret go together: give the provider (github, stripe "
             "or slack) and the secret its deliveries are signed with"
         )
+    large_responses = large_responses or "refuse"
+    if large_responses not in protocol.LARGE_RESPONSE_MODES:
+        raise OptionError(
+            f"large-responses: give {' or '.join(sorted(protocol.LARGE_RESPONSE_MODES))}, "
+            f"not {large_responses[:40]!r}"
+        )
     options = TunnelOptions(
         target=parsed_target,
         subdomain=subdomain,
@@ -115,6 +132,7 @@ def tunnel_options(
         basic_auth=_basic_auth(basic_auth) if basic_auth is not None else None,
         verify_webhook=verify_webhook,
         webhook_secret=webhook_secret,
+        large_responses=large_responses,
         label=label,
     )
     try:  # the relay's own checks of the secret, here so that the user hears of it first
@@ -267,4 +285,6 @@ def describe(options: TunnelOptions) -> dict[str, Any]:
         shown["basic_auth"] = options.basic_auth.partition(":")[0] + ":***"
     if options.verify_webhook:
         shown["verify_webhook"] = options.verify_webhook
+    if options.large_responses != "refuse":
+        shown["large_responses"] = options.large_responses
     return shown
