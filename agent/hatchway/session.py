@@ -1,12 +1,21 @@
 """The agent's session with the relay: connect, hello, welcome, then serve requests until closed.
 
 One connection at a time serves requests (two briefly, while rotating before the platform's 2 h
-limit). Each connection has a reader thread that reassembles request parts and hands whole
-requests to a bounded worker pool, and a heartbeat thread that pings and notices a dead socket.
-Every send on a connection goes through that connection's lock. When a connection drops, the
-session reconnects with exponential backoff and full jitter and asks for the names it was granted,
-so its URLs survive. One connection serves every tunnel of the hello; requests name their tunnel
-and the handler routes them.
+limit). Each connection has a reader thread that decodes each message (websocket-client joins a
+message's frames) and hands requests to a bounded worker pool, and a heartbeat thread that pings,
+reporting the requests answered per tunnel, and notices a dead socket. Every message goes out as
+frames of at most ``MAX_FRAME_BYTES``, all of them under the connection's send lock. When a
+connection drops, the session reconnects with exponential backoff and full jitter and asks for
+the names it was granted, so its URLs survive. One connection serves every tunnel of the hello;
+requests name their tunnel and the handler routes them.
+
+A request is served at most once: API Gateway may deliver a message twice (a management post it
+retried after it landed), so the session remembers the ids it accepted until their deadline.
+A request whose deadline has passed when a worker picks it up is dropped unexecuted: the relay
+has answered the visitor already, and a webhook sender may be retrying it.
+
+Bodies too large for a message go through the relay's blob store: the worker fetches a request
+body from its ``body_url``, and PUTs a large response body to the request's ``upload_url``.
 
 A tunnel with guards (basic auth, webhook verification) is served only if the relay's welcome
 confirms it enforces them: a relay that ignored them would expose the app unprotected.
@@ -15,18 +24,20 @@ confirms it enforces them: a relay that ignored them would expose the app unprot
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import websocket
 
-from hatchway import __version__, protocol
+from hatchway import __version__, blobs, codec, protocol
 from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
-from hatchway.protocol import ProtocolError, Request, Response
+from hatchway.protocol import Fault, ProtocolError, Request, Response
 
 log = logging.getLogger("hatchway.agent")
 
@@ -43,7 +54,64 @@ BACKOFF_CAP_SECONDS = 30.0
 SILENCE_FACTOR = 3
 """A connection that received nothing for this many heartbeats is treated as dead."""
 
+MAX_EARLY_REQUESTS = 64
+"""Requests kept that overtake the welcome (a visitor was quick); beyond them the relay is
+misbehaving, and the visitors get the relay's timeout."""
+
+MAX_REMEMBERED_REQUESTS = 10_000
+"""Request ids remembered against a repeated delivery; the oldest are forgotten first."""
+
+UNDATED_MEMORY_SECONDS = 2 * protocol.RESPONSE_TIMEOUT_SECONDS
+"""How long the id of a request without a deadline is remembered."""
+
+MIN_BLOB_TIMEOUT_SECONDS = 1.0
+"""Least time a blob transfer is given, even with the deadline nearly reached."""
+
 Handler = Callable[[Request], Response]
+Clock = Callable[[], float]
+
+
+def send_message(
+    ws: websocket.WebSocket, message: protocol.Message, lock: threading.Lock, compress: bool = True
+) -> None:
+    """Encode ``message`` and send it as one WebSocket message in frames of at most
+    ``MAX_FRAME_BYTES`` (API Gateway's frame limit): a text frame, then continuation frames.
+    The lock keeps another message's frames from slipping in between."""
+    frames = codec.split_frames(codec.encode(message, compress=compress))
+    last = len(frames) - 1
+    with lock:
+        for index, chunk in enumerate(frames):
+            opcode = websocket.ABNF.OPCODE_TEXT if index == 0 else websocket.ABNF.OPCODE_CONT
+            # Encoded messages are ASCII; create_frame only encodes str for text frames itself.
+            data = chunk.encode("ascii")
+            ws.send_frame(websocket.ABNF.create_frame(data, opcode, fin=int(index == last)))
+
+
+class SeenRequests:
+    """The ids of requests already accepted, each until its deadline, at most ``limit``."""
+
+    def __init__(self, limit: int = MAX_REMEMBERED_REQUESTS) -> None:
+        self.limit = limit
+        self._until: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def first_time(self, request: Request, now: float) -> bool:
+        """Record ``request``; False if its id was already accepted and not yet forgotten."""
+        until = request.deadline or now + UNDATED_MEMORY_SECONDS
+        with self._lock:
+            # Deadlines arrive nearly in order, so expired ids gather at the front.
+            while self._until and next(iter(self._until.values())) < now:
+                self._until.popitem(last=False)
+            if request.id in self._until:
+                return False
+            self._until[request.id] = until
+            while len(self._until) > self.limit:
+                self._until.popitem(last=False)
+            return True
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._until)
 
 
 class _Connection:
@@ -54,12 +122,12 @@ class _Connection:
         session: Session,
         ws: websocket.WebSocket,
         heartbeat: float,
-        early: Sequence[str] = (),
+        early: Sequence[Request] = (),
     ) -> None:
         self.session = session
         self.ws = ws
         self.early = list(early)
-        """Frames that arrived before the welcome (a visitor was quick): served first."""
+        """Requests that arrived before the welcome (a visitor was quick): served first."""
         self.heartbeat = heartbeat
         self.opened_at = time.monotonic()
         self.last_received = time.monotonic()
@@ -67,7 +135,8 @@ class _Connection:
         self.ended = threading.Event()
         self.in_flight = 0
         self.in_flight_lock = threading.Condition()
-        self.reassembler = protocol.Reassembler()
+        self.served: dict[str, int] = {}
+        """Requests answered on this connection, per tunnel: reported in each ping."""
         self.error: BaseException | None = None
 
     def start(self) -> None:
@@ -75,10 +144,7 @@ class _Connection:
         threading.Thread(target=self._beat, name="hatchway-heartbeat", daemon=True).start()
 
     def send(self, message: protocol.Message) -> None:
-        frames = protocol.encode(message)
-        with self.send_lock:
-            for frame in frames:
-                self.ws.send(frame)
+        send_message(self.ws, message, self.send_lock, self.session.compress)
 
     def close(self) -> None:
         try:
@@ -88,8 +154,8 @@ class _Connection:
         self.ended.set()
 
     def _read(self) -> None:
-        for text in self.early:
-            self._on_text(text)
+        for request in self.early:
+            self._accept(request)
         self.early.clear()
         try:
             while True:
@@ -98,57 +164,97 @@ class _Connection:
                     break
                 self.last_received = time.monotonic()
                 if opcode == websocket.ABNF.OPCODE_TEXT:
-                    self._on_text(data.decode("utf-8"))
-        except (websocket.WebSocketException, OSError, UnicodeDecodeError) as exc:
+                    self._on_text(data)
+        except (websocket.WebSocketException, OSError) as exc:
             self.error = exc
         finally:
             self.ended.set()
 
-    def _on_text(self, text: str) -> None:
+    def _on_text(self, text: bytes) -> None:
         try:
-            frame = protocol.decode(text)
+            message = codec.decode(text)
         except ProtocolError as exc:
-            log.warning("relay sent a bad frame: %s", exc)
+            log.warning("relay sent a bad message: %s", exc)
+            request_id = _request_id_of(text)
+            if request_id is not None:  # a visitor is waiting: tell them now, not at the timeout
+                self._answer(_agent_fault(request_id, exc.status, f"bad request message: {exc}"))
             return
-        if isinstance(frame, protocol.Part):
-            try:
-                message = self.reassembler.feed(frame)
-            except ProtocolError as exc:
-                self._answer(Response(frame.id, exc.status, body=str(exc).encode()))
-                return
-            if isinstance(message, Request):
-                with self.in_flight_lock:
-                    self.in_flight += 1
-                self.session._pool.submit(self._serve, message)
-        elif isinstance(frame, protocol.Error):
-            log.warning("relay says %s: %s", frame.code, frame.message)
-            if frame.code == "not_connected":
+        if isinstance(message, Request):
+            self._accept(message)
+        elif isinstance(message, protocol.Error):
+            log.warning("relay says %s: %s", message.code, message.message)
+            if message.code == "not_connected":
                 # The relay forgot this connection (its token was revoked, or its record was
                 # lost): reconnecting either restores the tunnels or reports the refusal.
                 self.ws.abort()
 
+    def _accept(self, request: Request) -> None:
+        if not self.session.seen.first_time(request, self.session.clock()):
+            log.debug("ignored a repeated delivery of request %s", request.id)
+            return
+        with self.in_flight_lock:
+            self.in_flight += 1
+        self.session._pool.submit(self._serve, request)
+
     def _serve(self, request: Request) -> None:
-        started = time.monotonic()
         try:
-            response = self.session.handler(request)
-        except Exception as exc:  # a handler bug must not leave the visitor hanging
-            log.exception("handler failed for %s %s", request.method, request.path)
-            response = Response(request.id, 502, fault=protocol.Fault("agent", str(exc)))
-        try:
-            self._answer(response)
+            late = self.session.clock() - request.deadline
+            if request.deadline and late > 0:
+                log.warning(
+                    "dropped request %s (%s %s on %s): the relay stopped waiting %.1f s ago",
+                    request.id,
+                    request.method,
+                    request.path,
+                    request.tunnel,
+                    late,
+                )
+                return
+            self._serve_in_time(request)
         finally:
             with self.in_flight_lock:
                 self.in_flight -= 1
                 self.in_flight_lock.notify_all()
-        elapsed_ms = (time.monotonic() - started) * 1000
-        if self.session.on_request_done:
-            self.session.on_request_done(request, response, elapsed_ms)
 
-    def _answer(self, response: Response) -> None:
+    def _serve_in_time(self, request: Request) -> None:
+        started = time.monotonic()
+        session = self.session
+        if request.body_url is not None:
+            try:
+                body = blobs.fetch(
+                    request.body_url, protocol.MAX_BODY_BYTES, session._blob_timeout(request)
+                )
+            except blobs.BlobError as exc:
+                message = f"the request body could not be fetched from the relay: {exc}"
+                log.warning("request %s: %s", request.id, message)
+                self._answer(_agent_fault(request.id, 502, message), request.tunnel)
+                return
+            request = dataclasses.replace(request, body=body, body_url=None, body_size=0)
+        try:
+            response = session.handler(request)
+        except Exception as exc:  # a handler bug must not leave the visitor hanging
+            log.exception("handler failed for %s %s", request.method, request.path)
+            response = Response(request.id, 502, fault=Fault("agent", str(exc)))
+        self._answer(session._outgoing(request, response), request.tunnel)
+        elapsed_ms = (time.monotonic() - started) * 1000
+        if session.on_request_done:
+            session.on_request_done(request, response, elapsed_ms)
+
+    def _answer(self, response: Response, tunnel: str | None = None) -> None:
         try:
             self.send(response)
+        except ProtocolError as exc:  # e.g. the app's headers exceed what a message carries
+            log.warning("could not encode the response to %s: %s", response.id, exc)
+            fault = _agent_fault(response.id, exc.status, f"the response cannot be sent: {exc}")
+            try:
+                self.send(fault)
+            except (websocket.WebSocketException, OSError, ProtocolError):
+                return
         except (websocket.WebSocketException, OSError) as exc:
             log.warning("could not send the response to %s: %s", response.id, exc)
+            return
+        if tunnel is not None:
+            with self.in_flight_lock:
+                self.served[tunnel] = self.served.get(tunnel, 0) + 1
 
     def _beat(self) -> None:
         while not self.ended.wait(self.heartbeat):
@@ -161,8 +267,10 @@ class _Connection:
             if time.monotonic() - self.opened_at > self.session.rotate_after:
                 self.session._rotate(self)
                 return
+            with self.in_flight_lock:
+                served = tuple(sorted(self.served.items()))
             try:
-                self.send(protocol.Ping(time.time()))
+                self.send(protocol.Ping(time.time(), served))
             except (websocket.WebSocketException, OSError):
                 self.ws.abort()
                 return
@@ -192,6 +300,8 @@ class Session:
         rotate_after: float = protocol.CONNECTION_ROTATE_SECONDS,
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
         retry_at_start: bool = False,
+        compress: bool = True,
+        clock: Clock = time.time,
         on_ready: Callable[[protocol.Welcome], None] | None = None,
         on_request_done: Callable[[Request, Response, float], None] | None = None,
         on_reconnecting: Callable[[int, float, BaseException | None], None] | None = None,
@@ -211,6 +321,10 @@ class Session:
         self.on_ready = on_ready
         self.on_request_done = on_request_done
         self.on_reconnecting = on_reconnecting
+        self.compress = compress
+        self.clock = clock
+        """Wall-clock time, compared with the deadlines the relay sets (injectable for tests)."""
+        self.seen = SeenRequests()
         self.welcome: protocol.Welcome | None = None
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="hatchway-worker")
         self._closing = threading.Event()
@@ -336,8 +450,7 @@ class Session:
             raise RelayUnreachable(f"cannot reach the relay at {self.server}: {exc}") from None
         try:
             hello = protocol.Hello(self.specs, f"hatchway/{__version__}")
-            for frame in protocol.encode(hello):
-                ws.send(frame)
+            send_message(ws, hello, threading.Lock(), self.compress)
             welcome, early = self._await_welcome(ws)
             self._check_guards(welcome)
             ws.settimeout(None)
@@ -373,23 +486,21 @@ class Session:
                     "the relay, or start the tunnel without that option"
                 )
 
-    def _await_welcome(self, ws: websocket.WebSocket) -> tuple[protocol.Welcome, list[str]]:
-        """The welcome, and any request frames that overtook it (the relay routes visitors to a
-        name as soon as it is claimed, which is just before it sends the welcome)."""
-        early: list[str] = []
+    def _await_welcome(self, ws: websocket.WebSocket) -> tuple[protocol.Welcome, list[Request]]:
+        """The welcome, and any requests that overtook it (the relay routes visitors to a name
+        as soon as it is claimed, which is just before it sends the welcome)."""
+        early: list[Request] = []
         try:
             while True:
-                text = ws.recv()
-                frame = protocol.decode(text)
-                if isinstance(frame, protocol.Welcome):
-                    return frame, early
-                if isinstance(frame, protocol.Part) and len(early) < protocol.MAX_PARTS:
-                    # decode() parsed it as JSON, so bytes here are valid UTF-8.
-                    early.append(text if isinstance(text, str) else text.decode("utf-8"))
-                if isinstance(frame, protocol.Error):
-                    if frame.code == "name_taken":
-                        raise NameTaken(frame.message)
-                    raise SessionError(f"the relay ended the session: {frame.message}")
+                message = codec.decode(ws.recv())
+                if isinstance(message, protocol.Welcome):
+                    return message, early
+                if isinstance(message, Request) and len(early) < MAX_EARLY_REQUESTS:
+                    early.append(message)
+                if isinstance(message, protocol.Error):
+                    if message.code == "name_taken":
+                        raise NameTaken(message.message)
+                    raise SessionError(f"the relay ended the session: {message.message}")
         except ProtocolError as exc:
             raise SessionError(
                 f"the relay sent something this agent does not understand: {exc}"
@@ -435,3 +546,70 @@ class Session:
         self._set_current(new)
         old.drain(protocol.RESPONSE_TIMEOUT_SECONDS)
         old.close()
+
+    def _blob_timeout(self, request: Request) -> float:
+        """Time a blob transfer may take: until the relay stops waiting, within bounds."""
+        if not request.deadline:
+            return blobs.BLOB_TIMEOUT_SECONDS
+        remaining = request.deadline - self.clock()
+        return min(blobs.BLOB_TIMEOUT_SECONDS, max(MIN_BLOB_TIMEOUT_SECONDS, remaining))
+
+    def _tunnel_spec(self, name: str) -> protocol.TunnelSpec | None:
+        return next((spec for spec in self.specs if spec.name == name), None)
+
+    def _outgoing(self, request: Request, response: Response) -> Response:
+        """What goes back to the relay for ``response``: itself when its body fits the message
+        the relay asked for (``inline_max``), else the body PUT to ``upload_url`` and a response
+        that says so, else an agent fault saying the response is too large for the relay."""
+        if response.fault is not None or not response.body:
+            return response
+        size = len(response.body)
+        spec = self._tunnel_spec(request.tunnel)
+        if size > protocol.MAX_BODY_BYTES and (spec is None or spec.large_responses != "redirect"):
+            # The forwarder enforces this per tunnel; a custom handler may not have.
+            return _agent_fault(
+                request.id,
+                502,
+                f"the response body of {size} bytes is larger than {protocol.MAX_BODY_BYTES} "
+                "bytes, the most the relay carries",
+            )
+        if size <= request.inline_max or self._packs_within(response.body, request.inline_max):
+            return response
+        if request.upload_url is None:
+            return _agent_fault(
+                request.id,
+                502,
+                f"the response body of {size} bytes is too large for the relay: it takes at "
+                f"most {request.inline_max} bytes in a message and offered no upload URL",
+            )
+        try:
+            blobs.upload(request.upload_url, response.body, self._blob_timeout(request))
+        except blobs.BlobError as exc:
+            message = f"the response body could not be uploaded to the relay: {exc}"
+            log.warning("request %s: %s", request.id, message)
+            return _agent_fault(request.id, 502, message)
+        return Response(request.id, response.status, response.headers, b"", uploaded=size)
+
+    def _packs_within(self, body: bytes, limit: int) -> bool:
+        """Whether the body, as a message would carry it (compressed if that helps), fits."""
+        if not self.compress:
+            return False
+        text, _ = codec.pack_body(body, compress=True)
+        return codec.packed_size(text) <= limit
+
+
+def _agent_fault(request_id: str, status: int, message: str) -> Response:
+    """The agent's own answer when it cannot produce the app's: ``side`` names the agent."""
+    status = status if 400 <= status <= 599 else 502
+    return Response(request_id, status, fault=Fault("agent", message))
+
+
+def _request_id_of(text: bytes) -> str | None:
+    """The id of a request message that failed to decode, if it has a valid one."""
+    try:
+        obj = json.loads(text)
+        if isinstance(obj, dict) and obj.get("type") == "request":
+            return protocol.validate_id(obj.get("id"))
+    except (ValueError, RecursionError, ProtocolError):
+        pass
+    return None

@@ -1,148 +1,556 @@
-"""The agent's session in process against the real local gateway: typed refusals, heartbeats
-that renew claims, reconnect and rotation that keep the name, handler failures answered, several
-tunnels on one connection, guards the relay must confirm, and retrying an absent relay."""
+"""The agent's session against a scripted relay on loopback that speaks just enough WebSocket to
+see every frame: typed refusals, messages cut into 32 KB frames both ways, pings with served
+counts, reconnect and rotation that keep the name, repeated and late requests, bodies through
+the blob store, guards the relay must confirm, and retrying an absent relay."""
 
 from __future__ import annotations
 
-import dataclasses
+import base64
+import contextlib
+import hashlib
+import logging
+import os
+import queue
 import socket
+import struct
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import websocket
 
-from hatchway import protocol
+from hatchway import codec, protocol
 from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
-from hatchway.session import Session
-from hatchway_local.server import LocalServer, run_local
-from support.visitor import visit
+from hatchway.forward import LargeResponse
+from hatchway.protocol import Request, Response
+from hatchway.session import SeenRequests, Session
 
 TOKEN = "hw_session-token-123"
-OTHER = "hw_other-token-456"
+WAIT = 10.0
+"""Longest any step of a test waits for the agent (they normally take milliseconds)."""
+
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-def hello_app(request: protocol.Request) -> protocol.Response:
-    return protocol.Response(
-        request.id, 200, (("content-type", "text/plain"),), b"hello " + request.path.encode()
+@dataclass(frozen=True)
+class Frame:
+    opcode: int
+    fin: bool
+    payload: bytes
+
+
+class RelayEnd:
+    """The relay's end of one agent connection: a reader thread queues each message with its
+    frames (pings apart), and answers a close the way a real server does."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.hello = protocol.Hello((protocol.TunnelSpec(),))
+        self.frames: list[Frame] = []
+        self.pings: queue.Queue[protocol.Ping] = queue.Queue()
+        self.messages: queue.Queue[tuple[protocol.Message, list[Frame]] | None] = queue.Queue()
+        self.closed = threading.Event()
+        self.write_lock = threading.Lock()
+
+    def start(self) -> None:
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def send(self, message: protocol.Message) -> None:
+        """Send ``message`` cut into frames of at most 32 KB, as the relay does."""
+        frames = codec.split_frames(codec.encode(message))
+        for index, piece in enumerate(frames):
+            self.write_frame(0x1 if index == 0 else 0x0, piece.encode(), index == len(frames) - 1)
+
+    def receive(self) -> tuple[protocol.Message, list[Frame]]:
+        """The next message other than a ping, and its frames."""
+        item = self.messages.get(timeout=WAIT)
+        if item is None:
+            raise EOFError("the agent closed the connection")
+        return item
+
+    def ping(self) -> protocol.Ping:
+        return self.pings.get(timeout=WAIT)
+
+    def response(self) -> Response:
+        message, _ = self.receive()
+        assert isinstance(message, Response), message
+        return message
+
+    def close(self) -> None:
+        """Drop the connection (shutdown first: it wakes the reader and sends the FIN)."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+    def next_message(self) -> tuple[protocol.Message, list[Frame]] | None:
+        frames: list[Frame] = []
+        while not frames or not frames[-1].fin:
+            frame = self._read_frame()
+            if frame.opcode == 0x8:
+                self.write_frame(0x8, frame.payload[:2], True)
+                return None
+            if frame.opcode not in (0x9, 0xA):  # WebSocket-level pings are not messages
+                frames.append(frame)
+        return codec.decode(b"".join(f.payload for f in frames)), frames
+
+    def _read(self) -> None:
+        try:
+            while (item := self.next_message()) is not None:
+                if isinstance(item[0], protocol.Ping):
+                    self.pings.put(item[0])
+                    self.send(protocol.Pong(item[0].ts))
+                else:
+                    self.messages.put(item)
+        except (EOFError, OSError):
+            pass
+        finally:
+            self.closed.set()
+            self.messages.put(None)
+
+    def _read_exact(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise EOFError("the agent's socket closed")
+            data += chunk
+        return data
+
+    def _read_frame(self) -> Frame:
+        first, second = self._read_exact(2)
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", self._read_exact(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", self._read_exact(8))
+        mask = self._read_exact(4) if second & 0x80 else b"\0\0\0\0"
+        masked = self._read_exact(length)
+        stream = (mask * (length // 4 + 1))[:length]
+        payload = (int.from_bytes(masked, "big") ^ int.from_bytes(stream, "big")).to_bytes(
+            length, "big"
+        )
+        frame = Frame(first & 0x0F, bool(first & 0x80), payload)
+        self.frames.append(frame)
+        return frame
+
+    def write_frame(self, opcode: int, payload: bytes, fin: bool) -> None:
+        head = bytes([(0x80 if fin else 0) | opcode])
+        if len(payload) < 126:
+            head += bytes([len(payload)])
+        elif len(payload) < 1 << 16:
+            head += bytes([126]) + struct.pack("!H", len(payload))
+        else:
+            head += bytes([127]) + struct.pack("!Q", len(payload))
+        with self.write_lock:
+            self.sock.sendall(head + payload)
+
+
+Welcomer = Callable[[protocol.Hello, int], protocol.Message]
+
+
+def grant(hello: protocol.Hello, count: int) -> protocol.Message:
+    """The usual welcome: every name asked for (``rand-N`` for none), with the guards asked."""
+    infos = tuple(
+        protocol.TunnelInfo(
+            spec.name or f"rand-{i}", None, f"http://relay/t/{spec.name}/", spec.guards
+        )
+        for i, spec in enumerate(hello.tunnels)
     )
+    return protocol.Welcome(infos)
+
+
+@dataclass
+class FakeRelay:
+    """A relay on 127.0.0.1: accepts agents with ``TOKEN``, welcomes them with ``welcome``
+    (after sending ``before_welcome``), and queues their connections for the test."""
+
+    listener: socket.socket
+    welcome: Welcomer = grant
+    before_welcome: list[protocol.Message] = field(default_factory=list)
+    connections: queue.Queue[RelayEnd] = field(default_factory=queue.Queue)
+    ends: list[RelayEnd] = field(default_factory=list)
+    hellos: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.listener.getsockname()[1]}/connect"
+
+    def next(self) -> RelayEnd:
+        return self.connections.get(timeout=WAIT)
+
+    def serve(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handshake, args=(sock,), daemon=True).start()
+
+    def _handshake(self, sock: socket.socket) -> None:
+        sock.settimeout(WAIT)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)}
+        if headers.get("authorization") != f"Bearer {TOKEN}":
+            sock.sendall(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+            sock.close()
+            return
+        accept = base64.b64encode(
+            hashlib.sha1(headers["sec-websocket-key"].encode() + _WS_GUID).digest()
+        )
+        sock.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        end = RelayEnd(sock)
+        first = end.next_message()
+        assert first is not None and isinstance(first[0], protocol.Hello)
+        end.hello = first[0]
+        sock.settimeout(None)
+        self.hellos += 1
+        for message in self.before_welcome:
+            end.send(message)
+        end.send(self.welcome(end.hello, self.hellos))
+        self.ends.append(end)
+        end.start()
+        self.connections.put(end)
+
+
+@contextmanager
+def fake_relay(port: int = 0, **options: object) -> Iterator[FakeRelay]:
+    listener = socket.create_server(("127.0.0.1", port))
+    relay = FakeRelay(listener, **options)  # type: ignore[arg-type]
+    threading.Thread(target=relay.serve, daemon=True).start()
+    try:
+        yield relay
+    finally:
+        listener.close()
+        for end in relay.ends:
+            end.close()
 
 
 @pytest.fixture
-def relay() -> Iterator[LocalServer]:
-    with run_local(tokens=(TOKEN, OTHER), response_timeout=5.0) as server:
-        yield server
+def relay() -> Iterator[FakeRelay]:
+    with fake_relay() as relay:
+        yield relay
+
+
+class App:
+    """A handler that records what it was asked and answers ``body`` (default: the path)."""
+
+    def __init__(self, body: bytes | None = None, large: bool = False) -> None:
+        self.seen: list[Request] = []
+        self.body = body
+        self.large = large
+
+    def __call__(self, request: Request) -> Response:
+        self.seen.append(request)
+        body = self.body if self.body is not None else b"hello " + request.path.encode()
+        kind = LargeResponse if self.large else Response
+        return kind(request.id, 200, (("content-type", "text/plain"),), body)
 
 
 def session(
-    relay: LocalServer, token: str = TOKEN, name: str | None = "sess", **kw: object
+    relay: FakeRelay, handler: Callable[[Request], Response] | None = None, **kw: object
 ) -> Session:
-    handler = kw.pop("handler", hello_app)
+    names = kw.pop("names", ("sess",))
     options: dict[str, object] = {"backoff_base": 0.01, "backoff_cap": 0.05, **kw}
-    return Session(relay.agent_url, token, handler, (name,), **options)  # type: ignore[arg-type]
+    return Session(relay.url, TOKEN, handler or App(), names, **options)  # type: ignore[arg-type]
 
 
-def get(relay: LocalServer, name: str, path: str = "/") -> tuple[int, bytes]:
-    answer = visit(relay.port, "GET", f"/t/{name}{path}", f"127.0.0.1:{relay.port}", timeout=10)
-    return answer.status, answer.body
+def visit(end: RelayEnd, request_id: str = "r1", path: str = "/", **kw: object) -> Response:
+    end.send(Request(request_id, kw.pop("tunnel", "sess"), "GET", path, **kw))  # type: ignore[arg-type]
+    return end.response()
 
 
-def test_start_returns_once_welcomed_and_requests_flow(relay: LocalServer) -> None:
+# --- Connecting -------------------------------------------------------------------------------
+
+
+def test_start_returns_once_welcomed_and_requests_flow(relay: FakeRelay) -> None:
     with session(relay).start() as agent:
-        assert agent.welcome is not None
-        assert agent.welcome.tunnels[0].path_url == f"http://127.0.0.1:{relay.port}/t/sess/"
-        assert get(relay, "sess", "/x") == (200, b"hello /x")
+        assert agent.welcome is not None and agent.welcome.tunnels[0].name == "sess"
+        end = relay.next()
+        assert end.hello.tunnels == (protocol.TunnelSpec("sess"),)
+        answer = visit(end, path="/x")
+        assert (answer.status, answer.body) == (200, b"hello /x")
 
 
-def test_refusals_are_typed(relay: LocalServer) -> None:
-    with pytest.raises(TokenRefused, match="refused the token"):
-        session(relay, token="hw_unknown").start()
-    with session(relay).start(), pytest.raises(NameTaken, match="held by another token"):
-        session(relay, token=OTHER).start()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+def test_refusals_are_typed(unused_port: int) -> None:
+    def taken(hello: protocol.Hello, count: int) -> protocol.Message:
+        return protocol.Error("name_taken", "sess is held by another token")
+
+    with fake_relay(welcome=taken) as relay, pytest.raises(NameTaken, match="another token"):
+        session(relay).start()
+    with fake_relay() as relay, pytest.raises(TokenRefused, match="refused the token"):
+        Session(relay.url, "hw_unknown", App()).start()
     with pytest.raises(RelayUnreachable, match="cannot reach"):
-        Session(f"ws://127.0.0.1:{port}/connect", TOKEN, hello_app).start()
+        Session(f"ws://127.0.0.1:{unused_port}/connect", TOKEN, App()).start()
 
 
-def test_heartbeats_renew_the_claim(relay: LocalServer) -> None:
-    with session(relay, heartbeat=0.05).start():
-        first = relay.store.get_claim("sess").expires_at  # type: ignore[union-attr]
-        deadline = time.monotonic() + 5
-        while relay.store.get_claim("sess").expires_at == first and time.monotonic() < deadline:  # type: ignore[union-attr]
-            time.sleep(0.02)
-        assert relay.store.get_claim("sess").expires_at > first  # type: ignore[union-attr]
+def test_a_relay_that_does_not_confirm_the_guards_is_not_served() -> None:
+    def like_an_old_relay(hello: protocol.Hello, count: int) -> protocol.Message:
+        return protocol.Welcome((protocol.TunnelInfo("guarded", None, "http://relay/t/g/"),))
 
-
-def test_reconnect_takes_a_random_name_back(relay: LocalServer) -> None:
-    reconnects = threading.Event()
-    agent = session(relay, name=None, on_reconnecting=lambda *a: reconnects.set()).start()
-    with agent:
-        assert agent.welcome is not None
-        name = agent.welcome.tunnels[0].name
-        (first,) = relay.connection_ids()
-        relay.close_connection(first)
-        assert reconnects.wait(5)
-        deadline = time.monotonic() + 5
-        while get(relay, name)[0] != 200 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert get(relay, name) == (200, b"hello /")
-        assert relay.connection_ids() != [first]
-
-
-def test_rotation_opens_the_new_connection_before_closing_the_old(relay: LocalServer) -> None:
-    ready: list[protocol.Welcome] = []
-    with session(relay, heartbeat=0.05, rotate_after=0.2, on_ready=ready.append).start():
-        (first,) = relay.connection_ids()
-        deadline = time.monotonic() + 5
-        while first in relay.connection_ids() and time.monotonic() < deadline:
-            assert get(relay, "sess")[0] == 200  # served throughout the rotation
-        assert first not in relay.connection_ids()
-        assert len(ready) >= 2 and all(w.tunnels[0].name == "sess" for w in ready)
-        assert get(relay, "sess") == (200, b"hello /")
-
-
-def test_a_failing_handler_is_answered_as_an_agent_fault(relay: LocalServer) -> None:
-    def broken(request: protocol.Request) -> protocol.Response:
-        raise RuntimeError("bug in the handler")
-
-    with session(relay, handler=broken).start():
-        status, body = get(relay, "sess")
-    assert status == 502 and b"agent failed" in body and b"bug in the handler" in body
-
-
-def test_one_connection_serves_several_tunnels_each_by_its_handler(relay: LocalServer) -> None:
-    def named(request: protocol.Request) -> protocol.Response:
-        return protocol.Response(request.id, 200, body=f"{request.tunnel} {request.path}".encode())
-
-    with Session(relay.agent_url, TOKEN, named, ("one", None, "three")).start() as agent:
-        assert agent.welcome is not None
-        granted = [t.name for t in agent.welcome.tunnels]
-        assert granted[0] == "one" and granted[2] == "three"
-        assert len(relay.connection_ids()) == 1
-        for name in granted:
-            assert get(relay, name, "/p") == (200, f"{name} /p".encode())
-        assert agent.names == tuple(granted)  # a reconnect asks for the same names
-
-
-def test_a_relay_that_does_not_confirm_the_guards_is_not_served(
-    relay: LocalServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    send = relay.relay._send
-
-    def like_an_old_relay(connection_id: str, message: protocol.Message) -> None:
-        if isinstance(message, protocol.Welcome):
-            tunnels = tuple(dataclasses.replace(t, guards=()) for t in message.tunnels)
-            message = dataclasses.replace(message, tunnels=tunnels)
-        send(connection_id, message)
-
-    monkeypatch.setattr(relay.relay, "_send", like_an_old_relay)
     salt = b"0" * protocol.BASIC_AUTH_SALT_BYTES
     spec = protocol.TunnelSpec("guarded", basic_auth=protocol.hash_basic_auth("a:b", salt))
-    with pytest.raises(SessionError, match="does not enforce basic_auth"):
-        session(relay, name=spec).start()  # type: ignore[arg-type]
+    with (
+        fake_relay(welcome=like_an_old_relay) as relay,
+        pytest.raises(SessionError, match="does not enforce basic_auth"),
+    ):
+        session(relay, names=(spec,)).start()
+
+
+def test_a_request_that_overtakes_the_welcome_is_still_served() -> None:
+    # The relay routes visitors to a name as soon as it is claimed, just before it sends the
+    # welcome: on a busy name the first request can arrive first.
+    early = Request("early1", "busy", "GET", "/first")
+    with fake_relay(before_welcome=[early]) as relay, session(relay, names=("busy",)).start():
+        answer = relay.next().response()
+    assert (answer.id, answer.body) == ("early1", b"hello /first")
+
+
+# --- Frames -----------------------------------------------------------------------------------
+
+
+def test_a_100_kb_message_travels_in_32_kb_frames_both_ways(relay: FakeRelay) -> None:
+    incompressible = os.urandom(75_000)  # ~100 KB of base64 in one message
+    app = App(body=incompressible)
+    with session(relay, app).start():
+        end = relay.next()
+        end.send(Request("big", "sess", "POST", "/up", body=incompressible))
+        message, frames = end.receive()
+    assert isinstance(message, Response) and message.body == incompressible
+    assert app.seen[0].body == incompressible  # the relay's 4 frames arrived as one message
+    text, cont = 0x1, 0x0
+    assert [(f.opcode, f.fin) for f in frames] == [(text, 0), (cont, 0), (cont, 0), (cont, 1)]
+    assert all(len(f.payload) <= protocol.MAX_FRAME_BYTES for f in frames)
+    assert sum(len(f.payload) for f in frames) > 3 * protocol.MAX_FRAME_BYTES
+
+
+def test_a_bad_request_message_is_answered_at_once(relay: FakeRelay) -> None:
+    with session(relay).start():
+        end = relay.next()
+        text = codec.encode(Request("bad1", "sess", "GET", "/")).replace('"GET"', '"g e t"')
+        end.write_frame(0x1, text.encode(), True)
+        answer = end.response()
+    assert answer.id == "bad1" and answer.status == 400
+    assert answer.fault is not None and answer.fault.side == "agent"
+
+
+# --- Serving ----------------------------------------------------------------------------------
+
+
+def test_a_failing_handler_is_answered_as_an_agent_fault(relay: FakeRelay) -> None:
+    def broken(request: Request) -> Response:
+        raise RuntimeError("bug in the handler")
+
+    with session(relay, broken).start():
+        answer = visit(relay.next())
+    assert answer.status == 502 and answer.fault == protocol.Fault("agent", "bug in the handler")
+
+
+def test_a_repeated_delivery_is_served_once(
+    relay: FakeRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App()
+    caplog.set_level(logging.DEBUG, "hatchway.agent")
+    with session(relay, app, workers=1).start():
+        end = relay.next()
+        twice = Request("r1", "sess", "GET", "/once", deadline=4e9)
+        end.send(twice)
+        end.send(twice)  # API Gateway retried a post that had landed
+        end.send(Request("r2", "sess", "GET", "/next", deadline=4e9))
+        answers = [end.response().id, end.response().id]
+    # One worker serves in arrival order: had the repeat been accepted, it came before r2.
+    assert answers == ["r1", "r2"]
+    assert [r.path for r in app.seen] == ["/once", "/next"]
+    assert "repeated delivery of request r1" in caplog.text
+
+
+def test_seen_requests_are_forgotten_after_their_deadline_and_bounded() -> None:
+    def request(request_id: str, deadline: float) -> Request:
+        return Request(request_id, "app", "GET", "/", deadline=deadline)
+
+    seen = SeenRequests(limit=3)
+    assert seen.first_time(request("a", 100.0), now=50.0)
+    assert not seen.first_time(request("a", 100.0), now=99.0)
+    assert seen.first_time(request("a", 200.0), now=101.0)  # forgotten after its deadline
+    for name in "bcde":
+        assert seen.first_time(request(name, 300.0), now=102.0)
+    assert len(seen) == 3  # the oldest forgotten first
+    assert seen.first_time(request("a", 300.0), now=103.0)
+
+
+def test_a_request_past_its_deadline_is_dropped_unexecuted(
+    relay: FakeRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App()
+    now = 1_000_000.0
+    with session(relay, app, workers=1, clock=lambda: now).start():
+        end = relay.next()
+        end.send(Request("late", "sess", "POST", "/webhook", deadline=now - 12.5))
+        answer = visit(end, "fresh", "/fresh", deadline=now + 20)
+    assert answer.id == "fresh"  # the only answer: nothing was sent for the late one
+    assert [r.path for r in app.seen] == ["/fresh"]
+    (record,) = [r for r in caplog.records if "dropped request late" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert "the relay stopped waiting 12.5 s ago" in record.getMessage()
+
+
+def test_pings_carry_the_requests_served_per_tunnel(relay: FakeRelay) -> None:
+    with session(relay, names=("one", "two"), heartbeat=0.05).start():
+        end = relay.next()
+        for i, tunnel in enumerate(["one", "one", "two"]):
+            assert visit(end, f"r{i}", tunnel=tunnel).status == 200
+        # Bounded: pings come every 50 ms, and the counts are right from the next one on.
+        for _ in range(int(WAIT / 0.05)):
+            if (served := end.ping().served) == (("one", 2), ("two", 1)):
+                break
+    assert served == (("one", 2), ("two", 1))
+
+
+# --- Bodies through the blob store ------------------------------------------------------------
+
+
+class BlobStore:
+    """Presigned-URL stand-in on loopback: GET answers stored objects, PUT stores and records."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.puts: list[tuple[str, dict[str, str], bytes]] = []
+        store = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = store.objects.get(self.path)
+                self.send_response(200 if body is not None else 403)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def do_PUT(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                store.puts.append((self.path, dict(self.headers.items()), body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+@pytest.fixture
+def blobs() -> Iterator[BlobStore]:
+    store = BlobStore()
+    thread = threading.Thread(target=store.server.serve_forever, daemon=True)
+    thread.start()
+    yield store
+    store.server.shutdown()
+    store.server.server_close()
+
+
+def test_a_request_body_is_fetched_from_its_body_url(relay: FakeRelay, blobs: BlobStore) -> None:
+    body = os.urandom(300_000)
+    blobs.objects["/req/r1?X-Amz-Signature=abc"] = body
+    app = App()
+    with session(relay, app).start():
+        end = relay.next()
+        url = blobs.url + "/req/r1?X-Amz-Signature=abc"
+        end.send(Request("r1", "sess", "PUT", "/up", body_url=url, body_size=len(body)))
+        assert end.response().status == 200
+        end.send(Request("r2", "sess", "PUT", "/up", body_url=blobs.url + "/gone", body_size=9))
+        failed = end.response()
+    assert app.seen[0].body == body and app.seen[0].body_url is None
+    assert len(app.seen) == 1  # the request whose body is missing never reached the app
+    assert failed.status == 502 and failed.fault is not None and failed.fault.side == "agent"
+    assert "request body could not be fetched from the relay" in failed.fault.message
+    assert "blob store" in failed.fault.message
+
+
+def test_a_large_response_is_uploaded_to_the_upload_url(relay: FakeRelay, blobs: BlobStore) -> None:
+    body = os.urandom(200_000)
+    with session(relay, App(body=body)).start():
+        end = relay.next()
+        answer = visit(end, upload_url=blobs.url + "/resp/r1?sig=x%2By", inline_max=50_000)
+    assert (answer.status, answer.body, answer.uploaded) == (200, b"", len(body))
+    assert answer.headers == (("content-type", "text/plain"),)
+    ((path, headers, stored),) = blobs.puts
+    assert path == "/resp/r1?sig=x%2By" and stored == body
+    assert sorted(headers) == ["Content-Length", "Host"]  # nothing the signature leaves out
+
+
+def test_a_compressible_response_stays_inline(relay: FakeRelay, blobs: BlobStore) -> None:
+    body = b"0123456789" * 20_000  # 200 KB that zlib makes tiny
+    with session(relay, App(body=body)).start():
+        answer = visit(relay.next(), upload_url=blobs.url + "/resp/r1")
+    assert answer.body == body and answer.uploaded is None and blobs.puts == []
+
+
+def test_a_large_response_without_an_upload_url_is_an_agent_fault(relay: FakeRelay) -> None:
+    with session(relay, App(body=os.urandom(100_000))).start():
+        answer = visit(relay.next())
+    assert answer.status == 502 and answer.fault is not None and answer.fault.side == "agent"
+    assert "too large for the relay" in answer.fault.message
+
+
+@pytest.mark.parametrize(("mode", "uploaded"), [("refuse", False), ("redirect", True)])
+def test_a_body_above_the_lambda_limit_leaves_only_for_a_redirecting_tunnel(
+    relay: FakeRelay, blobs: BlobStore, mode: str, uploaded: bool
+) -> None:
+    body = os.urandom(protocol.MAX_BODY_BYTES + 1)
+    spec = protocol.TunnelSpec("sess", large_responses=mode)
+    with session(relay, App(body=body, large=True), names=(spec,)).start():
+        end = relay.next()
+        assert end.hello.tunnels[0].large_responses == mode
+        answer = visit(end, upload_url=blobs.url + "/resp/r1")
+    if uploaded:
+        assert answer.uploaded == len(body) and blobs.puts[0][2] == body
+    else:
+        assert answer.status == 502 and answer.fault is not None
+        assert str(protocol.MAX_BODY_BYTES) in answer.fault.message and blobs.puts == []
+
+
+# --- Reconnecting -----------------------------------------------------------------------------
+
+
+def test_reconnect_takes_a_random_name_back(relay: FakeRelay) -> None:
+    reconnects = threading.Event()
+    with session(relay, names=(None,), on_reconnecting=lambda *a: reconnects.set()).start():
+        first = relay.next()
+        assert first.hello.tunnels[0].name is None
+        first.close()  # the relay dropped the connection
+        assert reconnects.wait(WAIT)
+        second = relay.next()
+        assert second.hello.tunnels[0].name == "rand-0"
+        assert visit(second, tunnel="rand-0").status == 200
+
+
+def test_rotation_opens_the_new_connection_before_closing_the_old(relay: FakeRelay) -> None:
+    release = threading.Event()
+
+    def slow(request: Request) -> Response:
+        release.wait(WAIT)
+        return Response(request.id, 200, body=b"finished")
+
+    with session(relay, slow, heartbeat=0.05, rotate_after=0.2).start():
+        old = relay.next()
+        old.send(Request("inflight", "sess", "GET", "/slow"))
+        new = relay.next()  # opened while the old one still holds a request
+        assert new.hello.tunnels[0].name == "sess"
+        release.set()
+        assert old.response().body == b"finished"  # answered on the old connection, then closed
+        assert old.closed.wait(WAIT)
+        assert visit(new, "r2").status == 200
 
 
 def test_an_unreachable_relay_is_retried_at_start_until_it_comes(unused_port: int) -> None:
@@ -156,7 +564,7 @@ def test_an_unreachable_relay_is_retried_at_start_until_it_comes(unused_port: in
     agent = Session(
         f"ws://127.0.0.1:{unused_port}/connect",
         TOKEN,
-        hello_app,
+        App(),
         ("late",),
         backoff_base=0.01,
         backoff_cap=0.05,
@@ -167,14 +575,14 @@ def test_an_unreachable_relay_is_retried_at_start_until_it_comes(unused_port: in
     runner = threading.Thread(target=agent.run)
     runner.start()
     try:
-        assert retrying.wait(5)
-        with run_local(port=unused_port, tokens=(TOKEN,)) as late:
-            assert welcomed.wait(10)
-            assert get(late, "late") == (200, b"hello /")
+        assert retrying.wait(WAIT)
+        with fake_relay(port=unused_port) as late:
+            assert welcomed.wait(WAIT)
+            assert visit(late.next(), tunnel="late").body == b"hello /"
             agent.close()
     finally:
         agent.close()
-        runner.join(10)
+        runner.join(WAIT)
     assert not runner.is_alive()
     attempt, delay, error = attempts[0]
     assert attempt == 1 and 0 <= delay <= 0.05
@@ -186,65 +594,16 @@ def test_closing_while_the_relay_is_unreachable_ends_the_run_quietly(unused_port
     agent = Session(
         f"ws://127.0.0.1:{unused_port}/connect",
         TOKEN,
-        hello_app,
+        App(),
         retry_at_start=True,
         on_reconnecting=lambda *a: retrying.set(),
     )
     runner = threading.Thread(target=agent.run)
     runner.start()
-    assert retrying.wait(5)
+    assert retrying.wait(WAIT)
     agent.close()
-    runner.join(10)
+    runner.join(WAIT)
     assert not runner.is_alive()
-
-
-class ScriptedSocket:
-    """A WebSocket whose relay sends ``texts`` first, then stays silent until closed."""
-
-    def __init__(self, texts: list[str]) -> None:
-        self.texts = texts
-        self.sent: list[str] = []
-        self.closed = threading.Event()
-        self.answered = threading.Event()
-
-    def send(self, text: str) -> None:
-        self.sent.append(text)
-        if '"type":"response"' in text:
-            self.answered.set()
-
-    def recv(self) -> str:
-        return self.texts.pop(0)
-
-    def recv_data(self) -> tuple[int, bytes]:
-        self.closed.wait(10)
-        return websocket.ABNF.OPCODE_CLOSE, b""
-
-    def settimeout(self, timeout: float | None) -> None:
-        pass
-
-    def close(self, timeout: float = 0) -> None:
-        self.closed.set()
-
-    def abort(self) -> None:
-        self.closed.set()
-
-
-def test_a_request_that_overtakes_the_welcome_is_still_served(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # The relay routes visitors to a name as soon as it is claimed, just before it sends the
-    # welcome: on a busy name the first request can arrive first.
-    early = protocol.encode(protocol.Request("early1", "busy", "GET", "/first"))
-    welcome = protocol.encode(
-        protocol.Welcome((protocol.TunnelInfo("busy", None, "http://r/t/busy/"),))
-    )
-    sock = ScriptedSocket([*early, *welcome])
-    monkeypatch.setattr(websocket, "create_connection", lambda *a, **kw: sock)
-    with Session("ws://relay.test/connect", TOKEN, hello_app, ("busy",)).start():
-        assert sock.answered.wait(5)
-    (answer,) = [protocol.decode(t) for t in sock.sent if '"type":"response"' in t]
-    assert isinstance(answer, protocol.Part) and answer.id == "early1"
-    assert answer.body == b"hello /first"
 
 
 @pytest.fixture
