@@ -71,6 +71,8 @@ def test_flags_become_the_tunnels_options(monkeypatch: pytest.MonkeyPatch) -> No
         "github",
         "--secret",
         "gh-secret",
+        "--large-responses",
+        "redirect",
     )
     assert parsed == tunnel_options(
         "localhost:8000",
@@ -81,7 +83,9 @@ def test_flags_become_the_tunnels_options(monkeypatch: pytest.MonkeyPatch) -> No
         basic_auth="alice:pw",
         verify_webhook="github",
         webhook_secret="gh-secret",
+        large_responses="redirect",
     )
+    assert options("3000").large_responses == "refuse"
 
 
 def test_the_webhook_secret_can_stay_out_of_the_process_list(
@@ -90,6 +94,14 @@ def test_the_webhook_secret_can_stay_out_of_the_process_list(
     monkeypatch.setenv("HATCHWAY_WEBHOOK_SECRET", "from-env")
     assert options("3000", "--verify-webhook", "stripe").webhook_secret == "from-env"
     assert options("3000").webhook_secret is None
+
+
+def test_an_unknown_large_responses_mode_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.build_parser().parse_args(["http", "3000", "--large-responses", "stream"])
+    assert exited.value.code == 2 and "redirect" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

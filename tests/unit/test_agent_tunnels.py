@@ -167,6 +167,7 @@ def test_the_router_hands_each_request_to_its_own_tunnel() -> None:
             {"verify_webhook": "slack", "webhook_secret": "x" * 300},
             "webhook-secret",
         ),
+        ("3000", {"large_responses": "Redirect"}, "large-responses"),
     ],
 )
 def test_unusable_options_are_refused_naming_the_option(
@@ -193,3 +194,18 @@ def test_options_build_the_hello_spec_with_a_hashed_password() -> None:
     for text in (repr(options), str(describe(options))):
         assert "alice:pw" not in text and "gh-secret" not in text
     assert options.target == Target("127.0.0.1", 3000)
+
+
+@pytest.mark.parametrize(
+    ("mode", "limit"),
+    [
+        (None, protocol.MAX_BODY_BYTES),
+        ("refuse", protocol.MAX_BODY_BYTES),
+        ("redirect", protocol.MAX_BLOB_BYTES),
+    ],
+)
+def test_large_responses_set_the_hello_and_the_response_limit(mode: str | None, limit: int) -> None:
+    options = tunnel_options("3000", large_responses=mode)
+    assert options.spec().large_responses == (mode or "refuse")
+    assert options.max_response_bytes == limit
+    assert ("large_responses" in describe(options)) == (mode == "redirect")

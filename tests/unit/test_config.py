@@ -192,6 +192,7 @@ NAMED = {
             "host_header": "rewrite",
             "basic_auth": "user:pass",
             "response_header_remove": ["Server"],
+            "large_responses": "redirect",
         },
         "hook": {"target": 9000, "verify_webhook": "stripe", "webhook_secret": "whsec_x"},
     }
@@ -208,6 +209,8 @@ def test_named_tunnels_are_read_from_the_file(config: Path) -> None:
         "user:pass",
     )
     assert api.response_header_remove == ("Server",)
+    assert (web.large_responses, api.large_responses) == ("refuse", "redirect")
+    assert api.spec().large_responses == "redirect"
     assert [t.label for t in named_tunnels([], every=True)] == ["web", "api", "hook"]
 
 
@@ -232,6 +235,11 @@ def test_named_tunnels_are_read_from_the_file(config: Path) -> None:
             "go together",
         ),
         ({"tunnels": {"x": {"target": "3000", "basic_auth": "nopass"}}}, ["x"], "user:password"),
+        (
+            {"tunnels": {"x": {"target": "3000", "large_responses": "stream"}}},
+            ["x"],
+            "large-responses: give redirect or refuse",
+        ),
     ],
 )
 def test_named_tunnel_errors_name_the_file_and_the_problem(

@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from hatchway import protocol
-from hatchway.forward import Forwarder, Target, parse_target
+from hatchway.forward import Forwarder, LargeResponse, Target, parse_target
 from support.local_app import LocalApp
 
 
@@ -160,7 +160,29 @@ def test_oversized_local_response_is_a_fault(forwarder: Forwarder) -> None:
     at_limit = forwarder.handle(request(path="/bytes", query=f"n={protocol.MAX_BODY_BYTES}"))
     assert at_limit.status == 200 and len(at_limit.body) == protocol.MAX_BODY_BYTES
     over = forwarder.handle(request(path="/bytes", query=f"n={protocol.MAX_BODY_BYTES + 1}"))
-    assert over.status == 502 and over.fault is not None and "larger than" in over.fault.message
+    assert over.status == 502 and over.fault is not None
+    assert f"larger than {protocol.MAX_BODY_BYTES} bytes" in over.fault.message
+    assert "--large-responses redirect" in over.fault.message
+
+
+def test_a_redirecting_tunnel_reads_up_to_its_own_limit(app: LocalApp) -> None:
+    limit = protocol.MAX_BODY_BYTES + 10
+    forwarder = Forwarder(Target("127.0.0.1", app.port), timeout=5, max_response_bytes=limit)
+    try:
+        large = forwarder.handle(request(path="/bytes", query=f"n={limit}&seed=2"))
+        assert isinstance(large, LargeResponse) and large.body == LocalApp.expected_bytes(limit, 2)
+        over = forwarder.handle(request(path="/bytes", query=f"n={limit + 1}"))
+        assert over.fault is not None and f"larger than {limit} bytes" in over.fault.message
+    finally:
+        forwarder.close()
+
+
+def test_a_large_response_is_bounded_by_the_blob_store() -> None:
+    LargeResponse("r1", 200, body=b"x" * (protocol.MAX_BODY_BYTES + 1))
+    with pytest.raises(protocol.ProtocolError, match="blob store"):
+        LargeResponse("r1", 200, body=b"x" * (protocol.MAX_BLOB_BYTES + 1))
+    with pytest.raises(protocol.ProtocolError, match="invalid status"):
+        LargeResponse("r1", 99)
 
 
 @pytest.mark.parametrize(
