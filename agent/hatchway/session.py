@@ -609,7 +609,7 @@ def _request_id_of(text: bytes) -> str | None:
     try:
         obj = json.loads(text)
         if isinstance(obj, dict) and obj.get("type") == "request":
-            return protocol.validate_id(obj.get("id"))
+            return protocol.validate_id(str(obj.get("id")))
     except (ValueError, RecursionError, ProtocolError):
         pass
     return None
