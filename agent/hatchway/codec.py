@@ -180,6 +180,7 @@ def _to_dict(message: Message, compress: bool) -> dict[str, Any]:
         return {
             "type": "welcome",
             "heartbeat": message.heartbeat_seconds,
+            "now": message.now,
             "tunnels": [_info_to_dict(t) for t in message.tunnels],
         }
     if isinstance(message, Ping):
@@ -434,7 +435,11 @@ def _decode_welcome(obj: dict[str, Any]) -> Welcome:
                 custom_urls=tuple(custom_urls[:MAX_CUSTOM_URLS]),
             )
         )
-    return Welcome(tuple(infos), heartbeat_seconds=_number(obj, "heartbeat", "welcome"))
+    return Welcome(
+        tuple(infos),
+        heartbeat_seconds=_number(obj, "heartbeat", "welcome"),
+        now=_number(obj, "now", "welcome", default=0.0),
+    )
 
 
 def _headers_from(obj: dict[str, Any], where: str, status: int = 431) -> Headers:

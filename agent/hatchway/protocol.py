@@ -299,10 +299,13 @@ class TunnelInfo:
 
 @dataclass(frozen=True)
 class Welcome:
-    """Relay → agent: the tunnels granted, and how often to ping."""
+    """Relay → agent: the tunnels granted, how often to ping, and the relay's clock (``now``,
+    seconds since the epoch; 0 when unknown): request deadlines are on that clock, so an agent
+    whose clock is off corrects for the difference."""
 
     tunnels: tuple[TunnelInfo, ...]
     heartbeat_seconds: float = HEARTBEAT_SECONDS
+    now: float = 0.0
 
     def __post_init__(self) -> None:
         if not MIN_HEARTBEAT_SECONDS <= self.heartbeat_seconds <= MAX_HEARTBEAT_SECONDS:

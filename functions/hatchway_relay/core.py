@@ -74,8 +74,9 @@ saved per request on a busy tunnel). A claim that moved meanwhile is caught by t
 gone connection makes the relay read the claim afresh and try once more. Guards changed by a
 new hello, or a revoked token, take effect within this long."""
 
-FAULT_STATUSES = frozenset({413, 502, 504})
-"""Statuses an agent's fault may ask the relay to answer with; any other becomes 502."""
+FAULT_CODES = {413: "response-too-large", 503: "tunnel-busy", 504: "local-app-timeout"}
+"""Statuses an agent's fault may ask the relay to answer with, and the error code each gets;
+any other status in a fault becomes 502 (``local-app-error`` or ``agent-error``)."""
 
 RANDOM_NAME_ATTEMPTS = 8
 """Tries at a fresh random name before giving up (collisions are rare: ~26 bits each)."""
@@ -156,6 +157,7 @@ _REASONS = {
     413: "Content Too Large",
     431: "Request Header Fields Too Large",
     502: "Bad Gateway",
+    503: "Service Unavailable",
     504: "Gateway Timeout",
 }
 
@@ -330,7 +332,10 @@ class Relay:
             for n, spec in zip(granted, hello.tunnels, strict=True)
         )
         log.info("connection %s serves %s", request_ids.log_id(connection_id), ", ".join(granted))
-        self._send(connection_id, protocol.Welcome(infos, self.config.heartbeat_seconds))
+        self._send(
+            connection_id,
+            protocol.Welcome(infos, self.config.heartbeat_seconds, now=self.clock.now()),
+        )
 
     def _claim(
         self, connection: ConnectionRecord, spec: protocol.TunnelSpec, now: float, instance: str
@@ -694,10 +699,10 @@ class Relay:
         if not isinstance(message, protocol.Response) or message.id != request.id:
             return error_reply(502, "agent-bad-response", "The agent answered something else.")
         if message.fault is not None:
-            status = message.status if message.status in FAULT_STATUSES else 502
-            code = "local-app-error" if message.fault.side == "local app" else "agent-error"
-            if status == 413:
-                code = "response-too-large"
+            status = message.status if message.status in FAULT_CODES else 502
+            code = FAULT_CODES.get(status) or (
+                "local-app-error" if message.fault.side == "local app" else "agent-error"
+            )
             return error_reply(
                 status,
                 code,

@@ -89,6 +89,7 @@ def test_hello_is_welcomed_with_both_urls(h: Harness) -> None:
             ),
         ),
         heartbeat_seconds=protocol.HEARTBEAT_SECONDS,
+        now=h.clock.now(),  # the relay's clock, which request deadlines are on
     )
 
 
@@ -822,3 +823,27 @@ def test_a_remembered_claim_whose_connection_is_gone_is_read_afresh() -> None:
     reply = h.relay.visit(h.get("/"))
     assert reply.status == 200  # not agent-gone: the relay followed the name to c2
     assert h.store.get_connection("c1") is None
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (413, "response-too-large"),
+        (503, "tunnel-busy"),
+        (504, "local-app-timeout"),
+        (500, "local-app-error"),
+        (302, "local-app-error"),
+    ],
+)
+def test_a_fault_keeps_only_the_statuses_that_say_what_happened(
+    h: Harness, status: int, code: str
+) -> None:
+    def faulty(request: protocol.Request) -> protocol.Response:
+        return protocol.Response(request.id, status, fault=protocol.Fault("local app", "no"))
+
+    h.agent("c1", app=faulty)
+    reply = h.relay.visit(h.get("/"))
+    assert (reply.status, dict(reply.headers)["x-hatchway-error"]) == (
+        status if status in (413, 503, 504) else 502,
+        code,
+    )
