@@ -710,6 +710,9 @@ class Relay:
                 f"{message.fault.message}",
             )
         headers = protocol.strip_hop_by_hop(message.headers)
+        if request.method == "HEAD":
+            # No body follows, so the app's Content-Length is the only place its size shows.
+            headers += tuple((n, v) for n, v in message.headers if n.lower() == "content-length")
         if message.uploaded is None:
             return Reply(message.status, headers, message.body)
         return self._uploaded_reply(request, claim, message, headers)

@@ -847,3 +847,12 @@ def test_a_fault_keeps_only_the_statuses_that_say_what_happened(
         status if status in (413, 503, 504) else 502,
         code,
     )
+
+
+def test_a_head_response_keeps_the_apps_content_length(h: Harness) -> None:
+    def head(request: protocol.Request) -> protocol.Response:
+        return protocol.Response(request.id, 200, (("Content-Length", "1234"),))
+
+    h.agent("c1", app=head)
+    assert ("Content-Length", "1234") in h.relay.visit(h.get("/", method="HEAD")).headers
+    assert "Content-Length" not in dict(h.relay.visit(h.get("/", method="GET")).headers)
