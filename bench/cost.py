@@ -287,7 +287,8 @@ def print_report(
     print()
     print(f"Prices: {prices.PRICES_SOURCE}, checked {prices.PRICES_CHECKED}")
     print(
-        f"Template: MemorySize {settings.memory_mb} MB, LogLevel {settings.log_level}, "
+        f"Template: MemorySize {settings.memory_mb} MB (HTTP), "
+        f"{settings.websocket_memory_mb} MB (WebSocket), LogLevel {settings.log_level}, "
         f"Lambda platform log lines {settings.platform_log_bytes} bytes per invocation "
         f"({'SystemLogLevel WARN' if not settings.platform_log_bytes else 'not suppressed'})"
     )

@@ -469,10 +469,18 @@ class LambdaSettings:
     """What the template says about the relay functions' billing and logging."""
 
     memory_mb: int
+    """The HTTP (waiting) function's memory: the template's Globals unless it sets its own."""
     log_level: str
     platform_log_bytes: int
     """Bytes of START/END/REPORT lines per invocation (0 when SystemLogLevel is WARN)."""
     blob_expiry_days: int
+    websocket_memory_mb: int = 0
+    """The WebSocket function's memory (0: the same as ``memory_mb``)."""
+
+    def memory_of(self, function: str) -> int:
+        if function == "WebSocket" and self.websocket_memory_mb:
+            return self.websocket_memory_mb
+        return self.memory_mb
 
 
 PLATFORM_LOG_BYTES = 300
@@ -488,12 +496,21 @@ def template_settings(template: Path) -> LambdaSettings:
     level = re.search(r"^  LogLevel:\n(?:    .*\n)*?    Default:\s*(\w+)", text, re.M)
     quiet = re.search(r"SystemLogLevel:\s*WARN", text)
     expiry = re.search(r"ExpirationInDays:\s*(\d+)", text)
+    default = int(memory.group(1)) if memory else 128
     return LambdaSettings(
-        int(memory.group(1)) if memory else 128,
+        _function_memory(text, "HttpFunction") or default,
         level.group(1) if level else "INFO",
         0 if quiet else PLATFORM_LOG_BYTES,
         int(expiry.group(1)) if expiry else 1,
+        _function_memory(text, "WebSocketFunction") or default,
     )
+
+
+def _function_memory(text: str, function: str) -> int | None:
+    """A function's own ``MemorySize``, if its resource block sets one."""
+    block = re.search(rf"^  {function}:\n((?:    .*\n|\s*\n)*)", text, re.M)
+    memory = re.search(r"^      MemorySize:\s*(\d+)", block.group(1), re.M) if block else None
+    return int(memory.group(1)) if memory else None
 
 
 def _body_bytes(message: dict[str, Any]) -> int:
@@ -589,11 +606,12 @@ class LambdaMeter:
         invocations = Key(f"Lambda invocations, {function}", "invocation", prices.LAMBDA_REQUEST)
         self.meter.add(invocations, 1)
         duration = Key(
-            f"Lambda duration, {function} ({self.settings.memory_mb} MB)",
+            f"Lambda duration, {function} ({self.settings.memory_of(function)} MB)",
             "GB-s",
             prices.LAMBDA_ARM_GB_SECOND,
         )
-        self.meter.add(duration, pricing.lambda_gb_seconds(billed, self.settings.memory_mb), billed)
+        memory = self.settings.memory_of(function)
+        self.meter.add(duration, pricing.lambda_gb_seconds(billed, memory), billed)
         if self.settings.platform_log_bytes:
             nbytes = self.settings.platform_log_bytes
             platform = Key("CloudWatch Logs, Lambda platform lines", "GB", prices.LOGS_INGESTED_GB)
@@ -663,10 +681,8 @@ def emf_line_bytes(
     def measure(event: dict[str, Any], result: dict[str, Any] | None, seconds: float) -> int:
         status = int((result or {}).get("statusCode", 502))
         error = ((result or {}).get("headers") or {}).get("x-hatchway-error")
-        # The handler records body sizes; their digits are all that changes the line's length.
-        request, response = _body_bytes(event), _body_bytes(result or {})
         with lock, _quiet_stdout():
-            record_visit(emf, status, error, request, response, seconds)
+            record_visit(emf, status, error, seconds)
             line = json.dumps(metrics.serialize_metric_set(), separators=(",", ":"))
             metrics.clear_metrics()
         return len(line) + 1

@@ -10,7 +10,6 @@ The names are the contract with the template's alarms and the README:
                     ``tunnel-not-found``, ``local-app-timeout``, ``agent-gone``) or
                     ``local-app`` when the app itself answered with the error status
     WaitTime        milliseconds the visitor waited on the relay (routing + agent + app)
-    RequestBytes    visitor request body bytes; ResponseBytes: response body bytes
     ActiveTunnels   sent with every agent heartbeat: the names that connection holds. Agents beat
                     once a minute, so the 1-minute Sum is the number of live tunnels.
 """
@@ -22,7 +21,6 @@ from typing import Protocol
 
 COUNT = "Count"
 MILLISECONDS = "Milliseconds"
-BYTES = "Bytes"
 
 APP_CAUSE = "local-app"
 """The cause of an error status that the local app returned itself (no relay error code)."""
@@ -45,19 +43,12 @@ class NoMetrics:
         pass
 
 
-def record_visit(
-    metrics: Metrics,
-    status: int,
-    error_code: str | None,
-    request_bytes: int,
-    response_bytes: int,
-    seconds: float,
-) -> None:
-    """The metrics of one visitor request, once it is answered."""
+def record_visit(metrics: Metrics, status: int, error_code: str | None, seconds: float) -> None:
+    """The metrics of one visitor request, once it is answered. Each one is bytes in the log
+    of every request (CloudWatch Logs bills them): bytes moved are left to API Gateway's own
+    ``DataProcessed`` metric, which costs nothing."""
     metrics.add("Requests", 1, COUNT)
     metrics.add("WaitTime", seconds * 1000, MILLISECONDS)
-    metrics.add("RequestBytes", request_bytes, BYTES)
-    metrics.add("ResponseBytes", response_bytes, BYTES)
     if status >= 400:
         metrics.add("Responses5xx" if status >= 500 else "Responses4xx", 1, COUNT)
         metrics.add("Errors", 1, COUNT, {"Cause": error_code or APP_CAUSE})

@@ -46,14 +46,12 @@ def test_each_visit_is_counted_with_its_cause(
     status: int, code: str | None, errors: list[tuple[str, dict[str, str]]]
 ) -> None:
     recorded = Recorded()
-    record_visit(recorded, status, code, 10, 2000, 0.25)
-    assert recorded.points[:4] == [
+    record_visit(recorded, status, code, 0.25)
+    assert recorded.points[:2] == [
         ("Requests", 1, "Count", {}),
         ("WaitTime", 250.0, "Milliseconds", {}),
-        ("RequestBytes", 10, "Bytes", {}),
-        ("ResponseBytes", 2000, "Bytes", {}),
     ]
-    assert [(name, dims) for name, _, _, dims in recorded.points[4:]] == errors
+    assert [(name, dims) for name, _, _, dims in recorded.points[2:]] == errors
 
 
 def test_emf_keeps_dimensioned_points_apart_from_the_batch(

@@ -93,8 +93,6 @@ def make_handler(relay: Relay, metrics: Metrics | None = None) -> Handler:
             counted,
             reply.status,
             next((v for k, v in reply.headers if k == "x-hatchway-error"), None),
-            len(visit.body),
-            len(reply.body),
             time.monotonic() - started,
         )
         return result_from_reply(reply)
