@@ -2,14 +2,19 @@
 
 Uses the stdlib ``http.client`` at the level of ``putrequest``/``putheader`` so that nothing is
 added (no User-Agent, no Accept-Encoding), nothing is re-quoted, and headers keep their order and
-repeats. Idle connections to the local app are pooled and reused. A response body is read up to
-the tunnel's limit: ``MAX_BODY_BYTES`` (what passes through Lambda), or ``MAX_BLOB_BYTES`` for a
-tunnel whose large responses the relay redirects to its blob store.
+repeats. Header values travel as UTF-8 both ways (bytes that are not UTF-8 as they were, through
+``surrogateescape``), not as ``http.client``'s Latin-1. Idle connections to the local app are
+pooled and reused; a pooled one the app closed is replaced before anything is written to it, and
+a request is sent again on a fresh connection only when its method is safe to repeat. A response
+body is read up to the tunnel's limit: ``MAX_BODY_BYTES`` (what passes through Lambda), or
+``MAX_BLOB_BYTES`` for a tunnel whose large responses the relay redirects to its blob store; a
+body shorter than the app announced is the app's fault, never a 200.
 """
 
 from __future__ import annotations
 
 import http.client
+import select
 import socket
 import threading
 import urllib.parse
@@ -24,7 +29,13 @@ POOL_SIZE = 32
 METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 """Methods that always carry a Content-Length, even for an empty body."""
 
+RETRY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+"""Methods sent again on a fresh connection when a reused one fails after the request was
+written: the safe methods of RFC 9110 section 9.2.1. PUT and DELETE are idempotent too, but an
+app may not implement them so; anything else may have been acted on, and runs at most once."""
+
 _STALE_ERRORS = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+_HEADER_ENCODING = "utf-8"
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,48 @@ def _ascii_target(target: str) -> str:
     return urllib.parse.quote(target, safe="".join(chr(c) for c in range(33, 127)))
 
 
+def _header_bytes(value: str) -> bytes:
+    """A header value as the visitor sent it: UTF-8, with undecodable bytes restored."""
+    return value.encode(_HEADER_ENCODING, "surrogateescape")
+
+
+def _header_text(value: str) -> str:
+    """A header value from ``http.client`` (bytes decoded as Latin-1) as the protocol carries
+    it: UTF-8 decoded, bytes that are not UTF-8 kept through ``surrogateescape``."""
+    try:
+        raw = value.encode("latin-1")
+    except UnicodeEncodeError:  # not from the wire: leave it alone
+        return value
+    return raw.decode(_HEADER_ENCODING, "surrogateescape")
+
+
+def _response_headers(method: str, headers: list[tuple[str, str]]) -> protocol.Headers:
+    """The app's headers without hop-by-hop ones; a HEAD keeps its Content-Length, the only
+    place the size of the body it did not send shows."""
+    decoded = [(name, _header_text(value)) for name, value in headers]
+    kept = protocol.strip_hop_by_hop(decoded)
+    if method == "HEAD":
+        kept += tuple((n, v) for n, v in decoded if n.lower() == "content-length")
+    return kept
+
+
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """Whether a pooled connection can no longer carry a request: the app closed it (or sent
+    something unasked). Checked before writing, so a request never goes to a dead socket."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable)  # EOF, a reset or stray bytes: none leaves it usable
+    except (OSError, ValueError):
+        return True
+
+
+class _Truncated(Exception):
+    """The app ended the connection before the body it announced was complete."""
+
+
 class _NoDelayConnection(http.client.HTTPConnection):
     """http.client writes headers and a large body separately; with Nagle on, the body's last
     segment waits for the app's delayed ACK (40 ms on Linux) on every request."""
@@ -140,6 +193,11 @@ class Forwarder:
             return self._exchange(request, _ascii_target(request.target), headers)
         except ValueError as exc:  # http.client refuses CR/LF/control characters
             return _plain(request.id, 400, f"Refused by the hatchway agent: {exc}.")
+        except (_Truncated, http.client.IncompleteRead) as exc:
+            detail = str(exc) if isinstance(exc, _Truncated) else "a chunked body was cut short"
+            return self._fault(
+                request, f"{self.target.url} closed the connection mid-response ({detail})"
+            )
         except TimeoutError:
             return self._fault(
                 request, f"{self.target.url} did not answer within {self.timeout:g} s"
@@ -147,6 +205,14 @@ class Forwarder:
         except ConnectionRefusedError:
             return self._fault(
                 request, f"connection refused by {self.target.url}; is the app running?"
+            )
+        except _STALE_ERRORS as exc:
+            retried = request.method in RETRY_METHODS
+            return self._fault(
+                request,
+                f"{self.target.url} closed the connection before answering "
+                f"({exc.__class__.__name__})"
+                + ("" if retried else f"; a {request.method} is not sent twice"),
             )
         except (OSError, http.client.HTTPException) as exc:
             return self._fault(
@@ -159,30 +225,33 @@ class Forwarder:
             try:
                 response = self._send(conn, request, target, headers)
             except _STALE_ERRORS:
-                if not reused:
+                # The app closed a pooled connection while the request was on its way: it may
+                # have acted on it, so only a method that is safe to repeat goes again.
+                if not reused or request.method not in RETRY_METHODS:
                     raise
-                # A pooled keep-alive connection the app had closed: one retry on a fresh one.
                 conn.close()
                 conn, reused = self._connect(), False
                 response = self._send(conn, request, target, headers)
             limit = self.max_response_bytes
-            body = response.read(limit + 1)  # one byte more tells "too large" from "at the limit"
+            body = self._read_body(response, limit)
             if len(body) > limit:
                 conn.close()
                 return self._fault(
                     request,
-                    f"the response is larger than {limit} bytes, the most the relay carries"
+                    f"the local app's response is larger than {limit} bytes, the most the "
+                    "relay carries"
                     + (
                         " (a tunnel started with --large-responses redirect takes up to "
                         f"{protocol.MAX_BLOB_BYTES})"
                         if limit < protocol.MAX_BLOB_BYTES
                         else ""
                     ),
+                    status=413,
                 )
             result = response_with_body(
                 request.id,
                 response.status,
-                protocol.strip_hop_by_hop(response.getheaders()),
+                _response_headers(request.method, response.getheaders()),
                 body,
             )
             if response.will_close:
@@ -194,6 +263,23 @@ class Forwarder:
             conn.close()
             raise
 
+    @staticmethod
+    def _read_body(response: http.client.HTTPResponse, limit: int) -> bytes:
+        """Up to ``limit + 1`` bytes (one more tells "too large" from "at the limit"); raises
+        ``_Truncated`` when the connection ends before the announced Content-Length.
+        ``http.client`` itself returns a short body then, without an error."""
+        parts: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = response.read(limit + 1 - size)
+            if not chunk:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+        if size <= limit and response.length:  # bytes still owed when the app hung up
+            raise _Truncated(f"it announced {size + response.length} bytes and sent {size}")
+        return b"".join(parts)
+
     def _send(
         self,
         conn: http.client.HTTPConnection,
@@ -203,7 +289,7 @@ class Forwarder:
     ) -> http.client.HTTPResponse:
         conn.putrequest(request.method, target, skip_host=True, skip_accept_encoding=True)
         for name, value in headers:
-            conn.putheader(name, value)
+            conn.putheader(name, _header_bytes(value))
         conn.endheaders(request.body or None)
         return conn.getresponse()
 
@@ -211,10 +297,14 @@ class Forwarder:
         return _NoDelayConnection(self.target.host, self.target.port, timeout=self.timeout)
 
     def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop(), True
-        return self._connect(), False
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return self._connect(), False
+            if not _dropped(conn):
+                return conn, True
+            conn.close()
 
     def _checkin(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -229,11 +319,13 @@ class Forwarder:
         for conn in idle:
             conn.close()
 
-    def _fault(self, request: Request, message: str) -> Response:
-        body = f"502 Bad Gateway\n\nThe local app failed: {message}.\n\n-- hatchway agent\n"
+    def _fault(self, request: Request, message: str, status: int = 502) -> Response:
+        """The local app's fault; 413 asks the relay for response-too-large, not 502."""
+        reason = http.client.responses.get(status, "Error")
+        body = f"{status} {reason}\n\nThe local app failed: {message}.\n\n-- hatchway agent\n"
         return Response(
             request.id,
-            502,
+            status,
             (("content-type", "text/plain; charset=utf-8"),),
             body.encode(),
             fault=Fault("local app", message),

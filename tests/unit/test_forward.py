@@ -1,10 +1,13 @@
 """The agent's forwarder against a real local app over real sockets: byte-exact requests and
-responses, connection reuse, faults that name the local app, and hostile targets refused."""
+responses, connection reuse, faults that name the local app, and hostile targets refused; and
+against a raw socket app for what a real app rarely does (bodies cut short, resets after a
+request) and for the exact bytes of header values."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import select
 import socket
 
 import pytest
@@ -12,6 +15,7 @@ import pytest
 from hatchway import protocol
 from hatchway.forward import Forwarder, LargeResponse, Target, parse_target
 from support.local_app import LocalApp
+from support.raw_app import RawAnswer, RawApp, RawRequest, ok, run_raw_app
 
 
 def request(
@@ -160,7 +164,7 @@ def test_oversized_local_response_is_a_fault(forwarder: Forwarder) -> None:
     at_limit = forwarder.handle(request(path="/bytes", query=f"n={protocol.MAX_BODY_BYTES}"))
     assert at_limit.status == 200 and len(at_limit.body) == protocol.MAX_BODY_BYTES
     over = forwarder.handle(request(path="/bytes", query=f"n={protocol.MAX_BODY_BYTES + 1}"))
-    assert over.status == 502 and over.fault is not None
+    assert over.status == 413 and over.fault is not None and over.fault.side == "local app"
     assert f"larger than {protocol.MAX_BODY_BYTES} bytes" in over.fault.message
     assert "--large-responses redirect" in over.fault.message
 
@@ -215,3 +219,117 @@ def test_echo_shows_no_added_headers(app: LocalApp, forwarder: Forwarder) -> Non
     response = forwarder.handle(request(headers=[("host", "h")]))
     names = [k.lower() for k, _ in json.loads(response.body)["headers"]]
     assert names == ["host"]  # no User-Agent, Accept-Encoding or Connection added
+
+
+# --- Broken apps, retries and header bytes (a raw socket app that records bytes) ---------------
+
+
+def raw_forwarder(app: RawApp) -> Forwarder:
+    return Forwarder(Target("127.0.0.1", app.port), timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (
+            RawAnswer(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 2500, "close"),
+            "it announced 5000 bytes and sent 2500",
+        ),
+        (
+            RawAnswer(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"a\r\n0123456789\r\n10\r\n01234",
+                "close",
+            ),
+            "chunked body was cut short",
+        ),
+        (
+            RawAnswer(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n",
+                "close",
+            ),
+            "chunked body was cut short",
+        ),
+    ],
+)
+def test_a_body_cut_short_is_a_fault_never_a_200(answer: RawAnswer, says: str) -> None:
+    with run_raw_app(lambda request: answer) as app:
+        response = raw_forwarder(app).handle(request())
+    assert response.status == 502 and response.fault is not None
+    assert response.fault.side == "local app"
+    assert "closed the connection mid-response" in response.fault.message
+    assert says in response.fault.message
+
+
+def reset_after_the_second_request(request: RawRequest) -> RawAnswer:
+    """Answers the first request of a connection and resets it after reading the next."""
+    return ok(b"first") if request.index == 0 else RawAnswer(then="reset")
+
+
+def test_a_post_the_app_may_have_acted_on_is_never_sent_twice() -> None:
+    with run_raw_app(reset_after_the_second_request) as app:
+        forwarder = raw_forwarder(app)
+        assert forwarder.handle(request("GET", "/warm")).body == b"first"
+        response = forwarder.handle(request("POST", "/charge", body=b"card=1"))
+        posts = [r for r in app.requests if r.method == "POST"]
+    assert len(posts) == 1  # executed once
+    assert response.status == 502 and response.fault is not None
+    assert "a POST is not sent twice" in response.fault.message
+
+
+def test_a_get_on_a_connection_the_app_reset_is_sent_again() -> None:
+    with run_raw_app(reset_after_the_second_request) as app:
+        forwarder = raw_forwarder(app)
+        assert forwarder.handle(request("GET", "/warm")).body == b"first"
+        response = forwarder.handle(request("GET", "/again"))
+    assert (response.status, response.body) == (200, b"first")  # on a fresh connection
+    assert [(r.connection, r.index) for r in app.requests] == [(0, 0), (0, 1), (1, 0)]
+
+
+def test_a_pooled_connection_the_app_closed_is_replaced_before_writing() -> None:
+    closes = {0: "close"}
+    with run_raw_app(
+        lambda r: RawAnswer(ok(b"done").data, closes.get(r.connection, "keep"))
+    ) as app:
+        forwarder = raw_forwarder(app)
+        forwarder.handle(request("GET", "/warm"))
+        # The app closed its end after answering; wait until the FIN reached the pooled socket.
+        (pooled,) = forwarder._idle
+        readable, _, _ = select.select([pooled.sock], [], [], 5)
+        assert readable
+        response = forwarder.handle(request("POST", "/once", body=b"x"))
+    assert (response.status, response.body) == (200, b"done")
+    assert [(r.method, r.connection) for r in app.requests] == [("GET", 0), ("POST", 1)]
+
+
+@pytest.mark.parametrize(
+    ("value", "wire"),
+    [
+        ("caf\u00e9", "café".encode()),
+        ("\u2603 snow", "☃ snow".encode()),
+        ("bad \udcff byte", b"bad \xff byte"),  # invalid UTF-8 from the visitor, as it came
+    ],
+)
+def test_header_values_reach_the_app_as_utf8_bytes(value: str, wire: bytes) -> None:
+    with run_raw_app(lambda r: ok()) as app:
+        response = raw_forwarder(app).handle(request(headers=[("x-name", value)]))
+        (seen,) = app.requests
+    assert response.status == 200
+    assert seen.header(b"x-name") == wire
+
+
+def test_response_header_values_come_back_as_the_app_sent_them() -> None:
+    answer = ok(b"ok", "X-Name: café".encode(), "X-Snow: ☃".encode(), b"X-Raw: \xff")
+    with run_raw_app(lambda r: answer) as app:
+        response = raw_forwarder(app).handle(request())
+    headers = dict(response.headers)
+    assert headers["X-Name"] == "café" and headers["X-Snow"] == "☃"
+    assert headers["X-Raw"].encode("utf-8", "surrogateescape") == b"\xff"
+
+
+def test_a_head_response_keeps_the_apps_content_length(forwarder: Forwarder) -> None:
+    response = forwarder.handle(request("HEAD", "/bytes", query="n=1234"))
+    assert response.status == 200 and response.body == b""
+    assert [v for k, v in response.headers if k.lower() == "content-length"] == ["1234"]
+    get = forwarder.handle(request("GET", "/bytes", query="n=1234"))
+    assert all(k.lower() != "content-length" for k, _ in get.headers)
