@@ -1,18 +1,30 @@
 """The agent's session with the relay: connect, hello, welcome, then serve requests until closed.
 
-One connection at a time serves requests (two briefly, while rotating before the platform's 2 h
-limit). Each connection has a reader thread that decodes each message (websocket-client joins a
-message's frames) and hands requests to a bounded worker pool, and a heartbeat thread that pings,
-reporting the requests answered per tunnel, and notices a dead socket. Every message goes out as
-frames of at most ``MAX_FRAME_BYTES``, all of them under the connection's send lock. When a
-connection drops, the session reconnects with exponential backoff and full jitter and asks for
-the names it was granted, so its URLs survive. One connection serves every tunnel of the hello;
-requests name their tunnel and the handler routes them.
+One connection at a time serves requests. Each connection has a reader thread that decodes each
+message (websocket-client joins a message's frames) and hands requests to a bounded worker pool,
+and a ticker thread that pings (reporting the requests answered per tunnel), notices a dead
+socket, and sends ``Working`` marks for requests held longer than ``WORKING_MARK_SECONDS``, so
+the relay can tell a slow app from a stopped agent. Every message goes out as frames of at most
+``MAX_FRAME_BYTES``, all of them under the connection's send lock. When a connection drops, the
+session reconnects with exponential backoff and full jitter and asks for the names it was
+granted, so its URLs survive. One connection serves every tunnel of the hello; requests name
+their tunnel and the handler routes them; each tunnel holds a bounded number of requests, and
+beyond it the agent answers 503 at once.
+
+Every hello carries this run's random ``instance``: the relay lets a connection of the same run
+take the names over (a reconnect, a rotation) and no other agent. Rotation (before the
+platform's 2 h limit, or as often as ``rotate_after`` says) opens the new connection first, and
+keeps the old one reading and answering until it has been quiet for longer than the relay's
+claim cache, so no request routed to it is lost. A ping that finds a name lost makes the
+session say hello again on the same connection; if another agent holds the name now, the
+session ends with ``NameTaken`` rather than stay connected serving nothing.
 
 A request is served at most once: API Gateway may deliver a message twice (a management post it
 retried after it landed), so the session remembers the ids it accepted until their deadline.
 A request whose deadline has passed when a worker picks it up is dropped unexecuted: the relay
-has answered the visitor already, and a webhook sender may be retrying it.
+has answered the visitor already, and a webhook sender may be retrying it. Deadlines are on the
+relay's clock (``Welcome.now``). Answers sent are kept briefly, so that one the relay failed to
+store is sent again (once).
 
 Bodies too large for a message go through the relay's blob store: the worker fetches a request
 body from its ``body_url``, and PUTs a large response body to the request's ``upload_url``.
@@ -27,6 +39,7 @@ import dataclasses
 import json
 import logging
 import random
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -36,13 +49,21 @@ from concurrent.futures import ThreadPoolExecutor
 import websocket
 
 from hatchway import __version__, blobs, codec, protocol
-from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
+from hatchway.answers import RecentAnswers
+from hatchway.errors import HatchwayError, NameTaken, RelayUnreachable, SessionError, TokenRefused
+from hatchway.inflight import WORKING_SCAN_SECONDS, HeldRequests, TunnelGate
 from hatchway.protocol import Fault, ProtocolError, Request, Response
 
 log = logging.getLogger("hatchway.agent")
 
-WORKERS = 16
-"""Requests served at once; more wait in the pool's queue."""
+WORKERS = 64
+"""Requests served at once; more wait in the pool's queue. Workers mostly wait on local apps,
+so they are cheap; ``inflight.MAX_TUNNEL_REQUESTS`` keeps one tunnel from taking them all."""
+
+ROTATION_QUIET_SECONDS = 2.0
+"""How long a rotated-out connection must go without a new request before it closes (once it
+answered what it holds): longer than the relay's claim cache (``CLAIM_CACHE_SECONDS``, 1 s),
+during which a relay function may still route to it, plus the time a post takes to land."""
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 """How long opening the WebSocket and waiting for the welcome may take."""
@@ -115,7 +136,12 @@ class SeenRequests:
 
 
 class _Connection:
-    """One WebSocket to the relay with its reader and heartbeat threads."""
+    """One WebSocket to the relay with its reader and ticker threads.
+
+    A connection is *serving* (the session's current one), then, once a rotation replaced it,
+    *retiring*: it still reads and answers what the relay sends it (a relay function may route
+    by a claim it read up to ``CLAIM_CACHE_SECONDS`` ago) but no longer pings; it closes once it
+    has been quiet and answered everything it accepted."""
 
     def __init__(
         self,
@@ -131,17 +157,25 @@ class _Connection:
         self.heartbeat = heartbeat
         self.opened_at = time.monotonic()
         self.last_received = time.monotonic()
+        self.last_request = time.monotonic()
         self.send_lock = threading.Lock()
         self.ended = threading.Event()
-        self.in_flight = 0
-        self.in_flight_lock = threading.Condition()
+        self.held = HeldRequests()
+        """Requests accepted and not answered yet: drained before closing, marked when slow."""
         self.served: dict[str, int] = {}
         """Requests answered on this connection, per tunnel: reported in each ping."""
+        self.served_lock = threading.Lock()
         self.error: BaseException | None = None
+        self.fatal: HatchwayError | None = None
+        """Why the session must stop rather than reconnect (the names went to another agent)."""
+        self.retiring = False
+        self.rotating = False
+        self.saying_hello = False
+        """A hello went out again on this connection (a name was lost); its answer is due."""
 
     def start(self) -> None:
         threading.Thread(target=self._read, name="hatchway-reader", daemon=True).start()
-        threading.Thread(target=self._beat, name="hatchway-heartbeat", daemon=True).start()
+        threading.Thread(target=self._tick, name="hatchway-ticker", daemon=True).start()
 
     def send(self, message: protocol.Message) -> None:
         send_message(self.ws, message, self.send_lock, self.session.compress)
@@ -180,25 +214,85 @@ class _Connection:
                 self._answer(_agent_fault(request_id, exc.status, f"bad request message: {exc}"))
             return
         if isinstance(message, Request):
+            self.last_request = time.monotonic()
             self._accept(message)
         elif isinstance(message, protocol.Error):
-            log.warning("relay says %s: %s", message.code, message.message)
-            if message.code == "not_connected":
+            self._on_error(message)
+        elif isinstance(message, protocol.Welcome) and self.saying_hello:
+            self.saying_hello = False
+            self.session.welcome = message
+            log.warning("took the tunnel names back: %s", ", ".join(self.session.granted))
+
+    def _on_error(self, error: protocol.Error) -> None:
+        session = self.session
+        if error.code == "response_not_stored":
+            again = session.answers.take(error.id)
+            if again is None:
+                log.warning("the relay could not store the answer to %s, no longer kept", error.id)
+                return
+            log.warning("the relay could not store the answer to %s; sending it again", error.id)
+            self._answer(again, keep=False)  # once: a second failure is the visitor's 5xx
+        elif error.code == "response_refused":
+            log.warning(
+                "the relay refused the answer to %s: %s", error.id or "a request", error.message
+            )
+        elif error.code == "name_lost":
+            if self.retiring:  # its names went to the connection that replaced it, as meant
+                return
+            log.warning("%s; asking for the names again", error.message)
+            self.saying_hello = True
+            try:
+                self.send(session.hello())
+            except (websocket.WebSocketException, OSError):
+                self.ws.abort()
+        elif error.code == "name_taken" and self.saying_hello:
+            # Another agent of this token serves the names now: pinging on while serving
+            # nothing would leave the user believing the tunnel is up.
+            log.error("lost the tunnel names for good: %s", error.message)
+            self.fatal = NameTaken(error.message)
+            self.ws.abort()
+        else:
+            log.warning("relay says %s: %s", error.code, error.message)
+            if error.code == "not_connected":
                 # The relay forgot this connection (its token was revoked, or its record was
                 # lost): reconnecting either restores the tunnels or reports the refusal.
                 self.ws.abort()
 
     def _accept(self, request: Request) -> None:
-        if not self.session.seen.first_time(request, self.session.clock()):
+        session = self.session
+        if not session.seen.first_time(request, session.relay_now()):
             log.debug("ignored a repeated delivery of request %s", request.id)
             return
-        with self.in_flight_lock:
-            self.in_flight += 1
-        self.session._pool.submit(self._serve, request)
+        if not session.gate.enter(request.tunnel):
+            log.warning(
+                "refused request %s on %s: %d requests already wait on its local app",
+                request.id,
+                request.tunnel,
+                session.gate.limit,
+            )
+            self._answer(
+                _agent_fault(
+                    request.id,
+                    503,
+                    f"tunnel {request.tunnel!r} already has {session.gate.limit} requests "
+                    "waiting on its local app; try again when it has caught up",
+                    side="local app",
+                )
+            )
+            return
+        self.held.add(request.id)
+        try:
+            session._pool.submit(self._serve, request)
+        except RuntimeError:  # the session is shutting down
+            self._release(request)
+
+    def _release(self, request: Request) -> None:
+        self.session.gate.leave(request.tunnel)
+        self.held.done(request.id)
 
     def _serve(self, request: Request) -> None:
         try:
-            late = self.session.clock() - request.deadline
+            late = self.session.relay_now() - request.deadline
             if request.deadline and late > 0:
                 log.warning(
                     "dropped request %s (%s %s on %s): the relay stopped waiting %.1f s ago",
@@ -211,9 +305,7 @@ class _Connection:
                 return
             self._serve_in_time(request)
         finally:
-            with self.in_flight_lock:
-                self.in_flight -= 1
-                self.in_flight_lock.notify_all()
+            self._release(request)
 
     def _serve_in_time(self, request: Request) -> None:
         started = time.monotonic()
@@ -239,7 +331,8 @@ class _Connection:
         if session.on_request_done:
             session.on_request_done(request, response, elapsed_ms)
 
-    def _answer(self, response: Response, tunnel: str | None = None) -> None:
+    def _answer(self, response: Response, tunnel: str | None = None, keep: bool = True) -> None:
+        """Send ``response``; ``keep`` it a while, in case the relay fails to store it."""
         try:
             self.send(response)
         except ProtocolError as exc:  # e.g. the app's headers exceed what a message carries
@@ -249,38 +342,68 @@ class _Connection:
                 self.send(fault)
             except (websocket.WebSocketException, OSError, ProtocolError):
                 return
+            response = fault
         except (websocket.WebSocketException, OSError) as exc:
             log.warning("could not send the response to %s: %s", response.id, exc)
             return
+        if keep:
+            self.session.answers.put(response)
         if tunnel is not None:
-            with self.in_flight_lock:
+            with self.served_lock:
                 self.served[tunnel] = self.served.get(tunnel, 0) + 1
 
-    def _beat(self) -> None:
-        while not self.ended.wait(self.heartbeat):
-            if time.monotonic() - self.last_received > SILENCE_FACTOR * self.heartbeat:
-                log.warning(
-                    "relay silent for %.0f s; reconnecting", SILENCE_FACTOR * self.heartbeat
-                )
-                self.ws.abort()
-                return
-            if time.monotonic() - self.opened_at > self.session.rotate_after:
-                self.session._rotate(self)
-                return
-            with self.in_flight_lock:
-                served = tuple(sorted(self.served.items()))
+    def _tick(self) -> None:
+        """Marks slow requests, pings, notices a silent relay, and starts the rotation."""
+        tick = min(WORKING_SCAN_SECONDS, self.heartbeat)
+        next_ping = time.monotonic() + self.heartbeat
+        while not self.ended.wait(tick):
             try:
-                self.send(protocol.Ping(time.time(), served))
+                if due := self.held.due():
+                    self.send(protocol.Working(due))
+                if self.retiring:
+                    continue
+                now = time.monotonic()
+                if now - self.last_received > SILENCE_FACTOR * self.heartbeat:
+                    log.warning(
+                        "relay silent for %.0f s; reconnecting", SILENCE_FACTOR * self.heartbeat
+                    )
+                    self.ws.abort()
+                    return
+                if not self.rotating and now - self.opened_at > self.session.rotate_after:
+                    self.rotating = True
+                    threading.Thread(
+                        target=self.session._rotate, args=(self,), name="hatchway-rotate"
+                    ).start()
+                if now >= next_ping:
+                    next_ping = now + self.heartbeat
+                    with self.served_lock:
+                        served = tuple(sorted(self.served.items()))
+                    self.send(protocol.Ping(time.time(), served))
             except (websocket.WebSocketException, OSError):
                 self.ws.abort()
                 return
 
+    def retire(self, quiet: float, limit: float) -> None:
+        """Stop pinging; return once no request arrived for ``quiet`` seconds and every one
+        accepted is answered, or after ``limit`` seconds, or when the socket ended."""
+        self.retiring = True
+        self.last_request = time.monotonic()
+        deadline = self.last_request + limit
+        while not self.ended.is_set() and (now := time.monotonic()) < deadline:
+            still_quiet_for = self.last_request + quiet - now
+            if still_quiet_for > 0:
+                self.ended.wait(min(still_quiet_for, deadline - now))
+            elif (
+                self.held.wait_empty(min(quiet, deadline - now))
+                and time.monotonic() - self.last_request >= quiet
+            ):
+                return
+        if len(self.held):
+            log.warning("closed a rotated connection with %d requests unanswered", len(self.held))
+
     def drain(self, timeout: float) -> None:
         """Wait (bounded) until every request this connection accepted has been answered."""
-        deadline = time.monotonic() + timeout
-        with self.in_flight_lock:
-            while self.in_flight and (remaining := deadline - time.monotonic()) > 0:
-                self.in_flight_lock.wait(remaining)
+        self.held.wait_empty(timeout)
 
 
 class Session:
@@ -298,6 +421,8 @@ class Session:
         backoff_base: float = BACKOFF_BASE_SECONDS,
         backoff_cap: float = BACKOFF_CAP_SECONDS,
         rotate_after: float = protocol.CONNECTION_ROTATE_SECONDS,
+        rotation_quiet: float = ROTATION_QUIET_SECONDS,
+        instance: str | None = None,
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
         retry_at_start: bool = False,
         compress: bool = True,
@@ -317,6 +442,10 @@ class Session:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.rotate_after = rotate_after
+        self.rotation_quiet = rotation_quiet
+        self.instance = instance or secrets.token_urlsafe(12)
+        """Random per agent run, the same on every connection: the relay lets a connection of
+        the same instance take the names over (reconnect, rotation), and no other agent."""
         self.connect_timeout = connect_timeout
         self.on_ready = on_ready
         self.on_request_done = on_request_done
@@ -325,6 +454,10 @@ class Session:
         self.clock = clock
         """Wall-clock time, compared with the deadlines the relay sets (injectable for tests)."""
         self.seen = SeenRequests()
+        self.gate = TunnelGate()
+        self.answers = RecentAnswers()
+        self.clock_offset = 0.0
+        """The relay's clock minus ours (from ``Welcome.now``): deadlines are on the relay's."""
         self.welcome: protocol.Welcome | None = None
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="hatchway-worker")
         self._closing = threading.Event()
@@ -353,6 +486,8 @@ class Session:
                 current.ended.wait()
                 if self._closing.is_set():
                     break
+                if current.fatal is not None:
+                    raise current.fatal
                 if self._current is not current:  # rotated: the new one is already serving
                     continue
                 replacement = self._reconnect(current.error)
@@ -398,6 +533,18 @@ class Session:
     def names(self) -> tuple[str | None, ...]:
         """The names asked for: after the first welcome, the names granted."""
         return tuple(spec.name for spec in self.specs)
+
+    @property
+    def granted(self) -> tuple[str, ...]:
+        """The names the relay granted in its last welcome."""
+        return tuple(info.name for info in self.welcome.tunnels) if self.welcome else ()
+
+    def relay_now(self) -> float:
+        """The relay's time now, as far as this agent can tell: request deadlines are on it."""
+        return self.clock() + self.clock_offset
+
+    def hello(self) -> protocol.Hello:
+        return protocol.Hello(self.specs, f"hatchway/{__version__}", instance=self.instance)
 
     @property
     def connected(self) -> bool:
@@ -449,9 +596,10 @@ class Session:
         except (TimeoutError, websocket.WebSocketException, OSError, ValueError) as exc:
             raise RelayUnreachable(f"cannot reach the relay at {self.server}: {exc}") from None
         try:
-            hello = protocol.Hello(self.specs, f"hatchway/{__version__}")
-            send_message(ws, hello, threading.Lock(), self.compress)
+            send_message(ws, self.hello(), threading.Lock(), self.compress)
             welcome, early = self._await_welcome(ws)
+            if welcome.now > 0:
+                self.clock_offset = welcome.now - self.clock()
             self._check_guards(welcome)
             ws.settimeout(None)
         except BaseException:
@@ -534,24 +682,25 @@ class Session:
         return None
 
     def _rotate(self, old: _Connection) -> None:
-        """Before the platform's 2 h cut-off: open the new connection first, then let the old
-        one finish what it accepted. The same token takes the names over."""
+        """Before the platform's 2 h cut-off: open the new connection first (the same instance
+        takes the names over), then let the old one answer what the relay still sends it, and
+        close it once it has been quiet."""
         try:
             new = self._open()
         except (RelayUnreachable, SessionError, TokenRefused, NameTaken) as exc:
             log.warning("could not rotate the connection (%s); keeping the current one", exc)
             old.opened_at = time.monotonic()
-            threading.Thread(target=old._beat, daemon=True).start()
+            old.rotating = False
             return
         self._set_current(new)
-        old.drain(protocol.RESPONSE_TIMEOUT_SECONDS)
+        old.retire(self.rotation_quiet, protocol.RESPONSE_TIMEOUT_SECONDS + self.rotation_quiet)
         old.close()
 
     def _blob_timeout(self, request: Request) -> float:
         """Time a blob transfer may take: until the relay stops waiting, within bounds."""
         if not request.deadline:
             return blobs.BLOB_TIMEOUT_SECONDS
-        remaining = request.deadline - self.clock()
+        remaining = request.deadline - self.relay_now()
         return min(blobs.BLOB_TIMEOUT_SECONDS, max(MIN_BLOB_TIMEOUT_SECONDS, remaining))
 
     def _tunnel_spec(self, name: str) -> protocol.TunnelSpec | None:
@@ -569,9 +718,10 @@ class Session:
             # The forwarder enforces this per tunnel; a custom handler may not have.
             return _agent_fault(
                 request.id,
-                502,
-                f"the response body of {size} bytes is larger than {protocol.MAX_BODY_BYTES} "
-                "bytes, the most the relay carries",
+                413,
+                f"the local app's response body of {size} bytes is larger than "
+                f"{protocol.MAX_BODY_BYTES} bytes, the most the relay carries",
+                side="local app",
             )
         if size <= request.inline_max or self._packs_within(response.body, request.inline_max):
             return response
@@ -598,10 +748,10 @@ class Session:
         return codec.packed_size(text) <= limit
 
 
-def _agent_fault(request_id: str, status: int, message: str) -> Response:
-    """The agent's own answer when it cannot produce the app's: ``side`` names the agent."""
+def _agent_fault(request_id: str, status: int, message: str, side: str = "agent") -> Response:
+    """The agent's own answer when it cannot produce the app's; ``side`` names who failed."""
     status = status if 400 <= status <= 599 else 502
-    return Response(request_id, status, fault=Fault("agent", message))
+    return Response(request_id, status, fault=Fault(side, message))
 
 
 def _request_id_of(text: bytes) -> str | None:

@@ -1,12 +1,15 @@
 """The agent's session against a scripted relay on loopback that speaks just enough WebSocket to
 see every frame: typed refusals, messages cut into 32 KB frames both ways, pings with served
 counts, reconnect and rotation that keep the name, repeated and late requests, bodies through
-the blob store, guards the relay must confirm, and retrying an absent relay."""
+the blob store, guards the relay must confirm, and retrying an absent relay; Working marks,
+the per-tunnel cap, answers sent again, names lost and taken back (or not), and rotation that
+keeps the old connection answering until it is quiet."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -516,7 +519,8 @@ def test_a_body_above_the_lambda_limit_leaves_only_for_a_redirecting_tunnel(
     if uploaded:
         assert answer.uploaded == len(body) and blobs.puts[0][2] == body
     else:
-        assert answer.status == 502 and answer.fault is not None
+        assert answer.status == 413 and answer.fault is not None
+        assert answer.fault.side == "local app"
         assert str(protocol.MAX_BODY_BYTES) in answer.fault.message and blobs.puts == []
 
 
@@ -611,3 +615,156 @@ def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# --- Faults, overload, names and rotation ------------------------------------------------------
+
+
+def answers(end: RelayEnd, count: int) -> list[Response]:
+    """The next ``count`` responses, skipping the ``Working`` marks in between."""
+    found: list[Response] = []
+    while len(found) < count:
+        message, _ = end.receive()
+        if isinstance(message, Response):
+            found.append(message)
+    return found
+
+
+class Gate:
+    """A handler whose ``/hang`` requests wait until released; anything else answers at once."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def __call__(self, request: Request) -> Response:
+        if request.path == "/hang":
+            self.release.wait(WAIT)
+        return Response(request.id, 200, body=request.path.encode())
+
+
+def test_deadlines_are_read_on_the_relays_clock() -> None:
+    local = 1_000_000.0
+    skew = {"now": 0.0}
+
+    def welcome(hello: protocol.Hello, count: int) -> protocol.Message:
+        granted = grant(hello, count)
+        assert isinstance(granted, protocol.Welcome)
+        return dataclasses.replace(granted, now=local + skew["now"])
+
+    app = App()
+    with fake_relay(welcome=welcome) as relay:
+        skew["now"] = 100.0  # the relay's clock is 100 s ahead of ours
+        with session(relay, app, workers=1, clock=lambda: local).start():
+            end = relay.next()
+            end.send(Request("gone", "sess", "POST", "/late", deadline=local + 50))
+            assert visit(end, "kept", "/kept", deadline=local + 120).id == "kept"
+        skew["now"] = -100.0  # and now 100 s behind
+        with session(relay, app, workers=1, clock=lambda: local).start():
+            assert visit(relay.next(), "fine", "/fine", deadline=local - 50).id == "fine"
+    assert [r.path for r in app.seen] == ["/kept", "/fine"]
+
+
+def test_requests_held_longer_than_the_mark_are_reported_working_once(relay: FakeRelay) -> None:
+    handler = Gate()
+    with session(relay, handler, workers=1).start():
+        end = relay.next()
+        assert visit(end, "quick", "/quick").status == 200
+        end.send(Request("running", "sess", "GET", "/hang"))
+        end.send(Request("queued", "sess", "GET", "/queued"))  # behind it: held, not running
+        marked: list[str] = []
+        while len(marked) < 2:
+            message, _ = end.receive()
+            assert isinstance(message, protocol.Working), message
+            marked += message.ids
+        handler.release.set()
+        assert sorted(r.id for r in answers(end, 2)) == ["queued", "running"]
+        assert visit(end, "after", "/after").status == 200  # nothing else came in between
+    assert sorted(marked) == ["queued", "running"]  # each once, the quick one never
+
+
+def test_a_tunnel_holds_a_bounded_number_of_requests_and_refuses_more_at_once(
+    relay: FakeRelay,
+) -> None:
+    handler = Gate()
+    with session(relay, handler).start():
+        end = relay.next()
+        for i in range(32):
+            end.send(Request(f"hung{i}", "sess", "GET", "/hang"))
+        for i in range(10):
+            end.send(Request(f"fast{i}", "sess", "GET", "/fast"))
+        fast = answers(end, 10)  # while 32 hang, the quick ones of the same tunnel flow
+        assert sorted(r.id for r in fast) == sorted(f"fast{i}" for i in range(10))
+        assert {r.status for r in fast} == {200}
+        for i in range(32, 52):
+            end.send(Request(f"hung{i}", "sess", "GET", "/hang"))
+        refused = answers(end, 4)  # answered before any hung request was released
+        handler.release.set()
+        rest = answers(end, 48)
+    limit = 48
+    assert [r.id for r in refused] == [f"hung{i}" for i in range(limit, 52)]
+    for response in refused:
+        assert response.status == 503 and response.fault is not None
+        assert response.fault.side == "local app"
+        assert f"already has {limit} requests waiting" in response.fault.message
+    assert {r.status for r in rest} == {200} and len({r.id for r in rest}) == limit
+
+
+def test_an_answer_the_relay_could_not_store_is_sent_again_once(
+    relay: FakeRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    with session(relay).start():
+        end = relay.next()
+        first = visit(end, "r1", "/pay")
+        end.send(protocol.Error("response_not_stored", "send it again", "r1"))
+        again = end.response()
+        end.send(protocol.Error("response_not_stored", "send it again", "r1"))
+        end.send(protocol.Error("response_refused", "relay refused the response to r2: late"))
+        assert visit(end, "r3", "/next").id == "r3"  # no third copy of r1 came first
+    assert again == first
+    refused = [r for r in caplog.records if "refused the answer" in r.getMessage()]
+    assert refused and "r2" in refused[0].getMessage()
+    assert TOKEN not in caplog.text
+
+
+def test_a_lost_name_is_asked_for_again_on_the_same_connection(relay: FakeRelay) -> None:
+    with session(relay).start() as agent:
+        end = relay.next()
+        end.send(protocol.Error("name_lost", "this connection no longer holds 'sess'"))
+        hello, _ = end.receive()
+        assert isinstance(hello, protocol.Hello)
+        assert hello.instance == end.hello.instance != ""
+        end.send(grant(hello, 2))
+        assert visit(end, "r1").status == 200
+        assert agent.connected
+
+
+def test_a_lost_name_held_by_another_agent_stops_the_session(relay: FakeRelay) -> None:
+    why = "tunnel name 'sess' is served by another agent using your token; stop that agent first"
+    agent = session(relay).start()
+    try:
+        end = relay.next()
+        end.send(protocol.Error("name_lost", "this connection no longer holds 'sess'"))
+        hello, _ = end.receive()
+        assert isinstance(hello, protocol.Hello)
+        end.send(protocol.Error("name_taken", why))
+        assert agent._thread is not None
+        agent._thread.join(WAIT)
+        assert not agent._thread.is_alive()  # not pinging on while serving nothing
+        assert isinstance(agent._fatal, NameTaken) and str(agent._fatal) == why
+        assert end.closed.wait(WAIT)
+    finally:
+        agent.close()
+
+
+def test_a_rotated_connection_answers_what_reaches_it_after_the_new_one_is_welcomed(
+    relay: FakeRelay,
+) -> None:
+    with session(relay, heartbeat=0.05, rotate_after=0.2).start():
+        old = relay.next()
+        new = relay.next()
+        assert new.hello.instance == old.hello.instance != ""
+        # A relay function that read the claim just before the rotation still routes here.
+        answer = visit(old, "cached", "/cached")
+        assert (answer.id, answer.status) == ("cached", 200)
+        assert old.closed.wait(WAIT)  # once quiet
+        assert visit(new, "r2").status == 200
