@@ -19,6 +19,7 @@ from hatchway.config import (
     DEFAULT_INSPECT,
     DEFAULT_SERVER,
     INSPECT_ENV,
+    ROTATE_ENV,
     SERVER_ENV,
     SETTABLE_KEYS,
     TOKEN_ENV,
@@ -30,6 +31,7 @@ from hatchway.config import (
     mask,
     masked,
     named_tunnels,
+    resolve_rotate_after,
     resolve_settings,
     set_value,
 )
@@ -90,6 +92,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--heartbeat", type=float, default=None, help="seconds between pings (default: the relay's)"
+    )
+    parser.add_argument(
+        "--rotate-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="open a fresh connection this often, without dropping a request (default: "
+        f"{protocol.CONNECTION_ROTATE_SECONDS} s, inside the platform's 2 h limit; env "
+        f"{ROTATE_ENV})",
     )
 
 
@@ -192,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tunnels = _tunnels(args)
         inspect = "off" if args.no_inspect else args.inspect
         settings = resolve_settings(args.server, args.token, inspect)
+        rotate_after = resolve_rotate_after(args.rotate_after)
     except (OptionError, ConfigError) as exc:
         print(f"hatchway: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -203,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    return _serve(settings, tunnels, args)
+    return _serve(settings, tunnels, args, rotate_after)
 
 
 def _tunnels(args: argparse.Namespace) -> list[TunnelOptions]:
@@ -238,14 +250,27 @@ def display_for(log_format: str, status: Status, out: TextIO, err: TextIO) -> Li
     return LineLog(status, out, err)
 
 
-def _serve(settings: Settings, tunnels: list[TunnelOptions], args: argparse.Namespace) -> int:
-    service = Service(
+def service_for(
+    settings: Settings,
+    tunnels: list[TunnelOptions],
+    args: argparse.Namespace,
+    rotate_after: float = protocol.CONNECTION_ROTATE_SECONDS,
+) -> Service:
+    """The service the flags ask for (not started)."""
+    return Service(
         settings,
         tunnels,
         inspect=settings.inspect,
         retry_at_start=True,
         heartbeat=args.heartbeat,
+        rotate_after=rotate_after,
     )
+
+
+def _serve(
+    settings: Settings, tunnels: list[TunnelOptions], args: argparse.Namespace, rotate_after: float
+) -> int:
+    service = service_for(settings, tunnels, args, rotate_after)
     display = display_for(args.log_format, service.status, sys.stdout, sys.stderr)
     service.listeners.append(display)
     # The agent's warnings go where the user looks, never as raw text over the status screen.

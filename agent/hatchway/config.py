@@ -11,6 +11,8 @@ server    ``--server``            ``HATCHWAY_SERVER``    ``ws://127.0.0.1:8080/c
 token     ``--token``             ``HATCHWAY_TOKEN``     none (the relay refuses)
 inspect   ``--inspect ADDR``,     ``HATCHWAY_INSPECT``   ``127.0.0.1:4040``
           ``--no-inspect``        (``off`` disables)
+rotate    ``--rotate-after S``    ``HATCHWAY_ROTATE_     ``CONNECTION_ROTATE_SECONDS``
+                                  SECONDS``              (1 h 50 min; not in the file)
 ========  ======================  =====================  ===========================
 
 The file is ``$HATCHWAY_CONFIG``, else ``$XDG_CONFIG_HOME/hatchway/config.toml``, else
@@ -42,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hatchway import protocol
 from hatchway.tunnels import OptionError, TunnelOptions, tunnel_options
 
 DEFAULT_SERVER = "ws://127.0.0.1:8080/connect"
@@ -54,6 +57,11 @@ SERVER_ENV = "HATCHWAY_SERVER"
 TOKEN_ENV = "HATCHWAY_TOKEN"
 INSPECT_ENV = "HATCHWAY_INSPECT"
 CONFIG_ENV = "HATCHWAY_CONFIG"
+ROTATE_ENV = "HATCHWAY_ROTATE_SECONDS"
+
+MIN_ROTATE_SECONDS = 1.0
+"""Shortest connection rotation interval accepted (tests and soak runs use a few seconds): a
+new connection costs a hello and a welcome, so anything shorter is a busy loop."""
 
 OFF_VALUES = frozenset({"off", "false", "no", "0", "none"})
 """Values of ``inspect`` (file or environment) that turn the inspector off."""
@@ -321,3 +329,26 @@ def tunnel_from_table(label: str, table: Mapping[str, Any], path: Path) -> Tunne
         )
     except OptionError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def resolve_rotate_after(flag: float | None) -> float:
+    """Seconds between connection rotations: the flag, else ``$HATCHWAY_ROTATE_SECONDS``, else
+    the protocol's default, which stays inside the platform's 2 h connection limit."""
+    text = os.environ.get(ROTATE_ENV)
+    where = "--rotate-after" if flag is not None else ROTATE_ENV
+    value: float | None = flag
+    if value is None and text:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(
+                f"{ROTATE_ENV}: give a number of seconds, not {text[:40]!r}"
+            ) from None
+    if value is None:
+        return float(protocol.CONNECTION_ROTATE_SECONDS)
+    if not MIN_ROTATE_SECONDS <= value <= protocol.CONNECTION_ROTATE_SECONDS:
+        raise ConfigError(
+            f"{where}: give {MIN_ROTATE_SECONDS:g} to {protocol.CONNECTION_ROTATE_SECONDS} "
+            "seconds (the platform closes connections after 2 hours)"
+        )
+    return value

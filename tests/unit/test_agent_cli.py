@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hatchway import cli
+from hatchway import cli, protocol
+from hatchway.config import resolve_rotate_after, resolve_settings
 from hatchway.display import JsonLog, LineLog, Screen, Status
 from hatchway.tunnels import TunnelOptions, tunnel_options
 
@@ -44,7 +45,12 @@ def test_the_display_follows_the_terminal_unless_told(
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HATCHWAY_CONFIG", str(tmp_path / "config.toml"))
-    for name in ("HATCHWAY_SERVER", "HATCHWAY_TOKEN", "HATCHWAY_WEBHOOK_SECRET"):
+    for name in (
+        "HATCHWAY_SERVER",
+        "HATCHWAY_TOKEN",
+        "HATCHWAY_WEBHOOK_SECRET",
+        "HATCHWAY_ROTATE_SECONDS",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -120,4 +126,43 @@ def test_usage_errors_exit_2_naming_the_problem(
     argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli.main(argv) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_the_rotation_interval_comes_from_the_flag_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def rotate_after(*argv: str) -> float:
+        args = cli.build_parser().parse_args(["http", "3000", *argv])
+        settings = resolve_settings("ws://127.0.0.1:1/connect", "hw_x", "off")
+        service = cli.service_for(
+            settings, cli._tunnels(args), args, resolve_rotate_after(args.rotate_after)
+        )
+        return service.session.rotate_after
+
+    assert rotate_after() == protocol.CONNECTION_ROTATE_SECONDS
+    assert rotate_after("--rotate-after", "1.5") == 1.5
+    monkeypatch.setenv("HATCHWAY_ROTATE_SECONDS", "2")
+    assert rotate_after() == 2.0
+    assert rotate_after("--rotate-after", "3") == 3.0  # the flag first
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "says"),
+    [
+        (["--rotate-after", "0.1"], None, "--rotate-after: give 1 to"),
+        (["--rotate-after", "9000"], None, "2 hours"),
+        ([], "soon", "HATCHWAY_ROTATE_SECONDS: give a number"),
+    ],
+)
+def test_a_rotation_interval_out_of_bounds_is_a_usage_error(
+    argv: list[str],
+    env: str | None,
+    says: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if env is not None:
+        monkeypatch.setenv("HATCHWAY_ROTATE_SECONDS", env)
+    assert cli.main(["http", "3000", "--token", "hw_x", *argv]) == 2
     assert says in capsys.readouterr().err
