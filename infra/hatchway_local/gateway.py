@@ -1,12 +1,14 @@
-"""An API Gateway emulator on aiohttp: the WebSocket API, the HTTP API (payload 2.0) and the
-``@connections`` management API on one port, invoking the relay's real Lambda handlers.
+"""An API Gateway emulator on aiohttp: the WebSocket API and the HTTP API (payload 2.0) on one
+port, invoking the relay's real Lambda handlers; the ``@connections`` management API is served on
+a loopback listener of its own (``management``), never to visitors.
 
 It builds the event shapes API Gateway sends, enforces the platform's limits, and runs every
-handler invocation in a worker thread. HTTP and WebSocket invocations have separate threads: an
-HTTP invocation blocks until the agent's response arrives through WebSocket invocations, so
-sharing one bounded pool would deadlock as soon as visitors filled it. Whether an invocation may
-run at all follows Lambda's rules instead (``concurrency``): one account pool, reservations,
-throttling. On its bare hosts it also answers a ``MemoryBlobStore``'s signed URLs.
+handler invocation in a worker thread with a Lambda-like context (``lambda_context``). HTTP and
+WebSocket invocations have separate threads: an HTTP invocation blocks until the agent's
+response arrives through WebSocket invocations, so sharing one bounded pool would deadlock as
+soon as visitors filled it. Whether an invocation may run at all follows Lambda's rules instead
+(``concurrency``): one account pool, reservations, throttling. On its bare hosts it also answers
+a ``MemoryBlobStore``'s signed URLs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import datetime as dt
 import json
 import logging
 import secrets
@@ -37,6 +38,8 @@ from hatchway_local.concurrency import (
     Throttled,
 )
 from hatchway_local.frame_guard import FrameGuard
+from hatchway_local.lambda_context import InvocationContext
+from hatchway_local.management import management_app, new_key
 from hatchway_relay.adapters.memory_blobs import BLOB_PATH, MemoryBlobStore
 
 log = logging.getLogger("hatchway.local")
@@ -56,8 +59,41 @@ and ``@connections`` POSTs above it are refused."""
 WEBSOCKET_MAX_FRAME_BYTES = protocol.MAX_FRAME_BYTES
 """WebSocket API frame limit (32 KB): a client's larger frame closes its socket with 1009."""
 
+MAX_REQUEST_BODY_BYTES = LAMBDA_MAX_EVENT_BYTES // 4 * 3
+"""The largest visitor body whose base64 fits in a Lambda event: a larger one is refused with
+413 from its ``Content-Length`` before a byte of it is read (a chunked one, once it passes
+this). The rest of the event counts too; the whole event is checked again before invoking."""
+
 HTTP_INTEGRATION_TIMEOUT_SECONDS = 30.0
-"""HTTP API integration timeout (not raisable on AWS)."""
+"""HTTP API integration timeout (not raisable on AWS). Its 503 is the last resort: the relay
+answers its own coded 504 before it, from the deadline the event and the context give it."""
+
+HTTP_FUNCTION_TIMEOUT_SECONDS = 30.0
+"""The HTTP function's ``Timeout`` in the template: what its context counts down from."""
+
+WEBSOCKET_FUNCTION_TIMEOUT_SECONDS = 29.0
+"""The WebSocket function's ``Timeout`` in the template."""
+
+REQUEST_HEADERS_SECONDS = 10.0
+"""A visitor's connection must deliver a request's headers this soon after it opens (or after
+the previous response); otherwise it is closed, as API Gateway drops idle client connections.
+Idle kept-alive connections close after as long."""
+
+REQUEST_BODY_IDLE_SECONDS = 10.0
+"""A body that sends nothing for this long is abandoned: 408, and the connection closes."""
+
+REQUEST_BODY_SECONDS = 60.0
+"""A whole body must arrive within this long (4.5 MB at ~75 KB/s), however steadily it trickles."""
+
+LINGERING_CLOSE_SECONDS = 2.0
+"""After refusing a request whose body was not read, the rest is read and discarded this long
+before the connection closes, so that the client sees the answer rather than a reset."""
+
+MAX_PENDING_MESSAGES = 16
+"""``$default`` invocations one WebSocket connection may have running or waiting at once.
+Beyond it the gateway stops reading that socket: its TCP window fills and the client's sends
+block, the way a per-connection rate limit holds one agent back on AWS, so one flooding
+client can neither grow this process nor take the account's executions from others."""
 
 WEBSOCKET_IDLE_SECONDS = 600.0
 """WebSocket API idle connection timeout."""
@@ -89,6 +125,12 @@ class GatewayLimits:
     max_connection_seconds: float = float(protocol.MAX_CONNECTION_SECONDS)
     frame_bytes: int = WEBSOCKET_MAX_FRAME_BYTES
     message_bytes: int = WEBSOCKET_MAX_MESSAGE_BYTES
+    http_function_timeout: float = HTTP_FUNCTION_TIMEOUT_SECONDS
+    websocket_function_timeout: float = WEBSOCKET_FUNCTION_TIMEOUT_SECONDS
+    headers_timeout: float = REQUEST_HEADERS_SECONDS
+    body_idle_timeout: float = REQUEST_BODY_IDLE_SECONDS
+    body_timeout: float = REQUEST_BODY_SECONDS
+    pending_messages: int = MAX_PENDING_MESSAGES
 
 
 @dataclass
@@ -105,12 +147,23 @@ def _connection_id() -> str:
     return base64.b64encode(secrets.token_bytes(10)).decode()
 
 
-def _iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="milliseconds")
+def _json(status: int, message: str, close: bool = False) -> web.Response:
+    response = web.json_response({"message": message}, status=status)
+    if close:
+        response.force_close()  # the request's body was not read: its bytes cannot be trusted
+    return response
 
 
-def _json(status: int, message: str) -> web.Response:
-    return web.json_response({"message": message}, status=status)
+class _BodyTooLarge(Exception):
+    """A visitor's body passed ``MAX_REQUEST_BODY_BYTES`` while it was being read."""
+
+
+def wire_header(value: str) -> str:
+    """A response header value as aiohttp can write it. aiohttp writes header text as UTF-8
+    and cannot write bytes that are not UTF-8 (its C writer drops lone surrogates, its Python
+    writer raises), so a value carrying such bytes (``surrogateescape``) gets U+FFFD for each
+    instead; a Lambda result, being JSON text, cannot carry them to API Gateway either."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def lambda_path(raw_path: str) -> str:
@@ -160,10 +213,27 @@ class Gateway:
             max(1, capacity(WEBSOCKET_FUNCTION)), thread_name_prefix="gw-ws"
         )
         self.connections: dict[str, _Connection] = {}
+        self.peak_pending_messages = 0
+        """The most ``$default`` invocations any one connection ever had pending at once."""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.app = web.Application(client_max_size=HTTP_MAX_BODY_BYTES)
         self.app.router.add_route("*", "/{tail:.*}", self.dispatch)
         self.app.on_shutdown.append(self._close_all)
+        self.management_key = new_key()
+        """The secret first path segment of the management API (``management``)."""
+        self.management_url: str | None = None
+        """Where the management API listens, key included, once served (``serve_gateway``)."""
+        self.management_app = management_app(self, self.management_key, WEBSOCKET_MAX_MESSAGE_BYTES)
+
+    def server_options(self) -> dict[str, Any]:
+        """``web.AppRunner`` settings for the public listener. aiohttp closes a connection
+        whose request has not arrived when its keep-alive timer fires (armed when the
+        connection opens and after each response, not reset by partial data), which makes that
+        timer the headers timeout."""
+        return {
+            "keepalive_timeout": self.limits.headers_timeout,
+            "lingering_time": LINGERING_CLOSE_SECONDS,
+        }
 
     def set_handlers(self, ws_handler: Handler, http_handler: Handler) -> None:
         self.ws_handler = ws_handler
@@ -178,8 +248,6 @@ class Gateway:
             path = request.raw_path.split("?", 1)[0]
             if path == "/connect" and request.headers.get("Upgrade", "").lower() == "websocket":
                 return await self.websocket(request)
-            if path.startswith("/@connections/"):
-                return await self.management(request, path[len("/@connections/") :])
             if path.startswith(BLOB_PATH) and self.blobs is not None:
                 return await self.blob(request, self.blobs, path[len(BLOB_PATH) :])
         return await self.http(request)
@@ -225,11 +293,18 @@ class Gateway:
         handler = self.ws_handler if function == WEBSOCKET_FUNCTION else self.http_handler
         assert handler is not None, "handlers not attached"
         pool = self.ws_pool if function == WEBSOCKET_FUNCTION else self.http_pool
+        timeout = (
+            self.limits.websocket_function_timeout
+            if function == WEBSOCKET_FUNCTION
+            else self.limits.http_function_timeout
+        )
         self.concurrency.acquire(function)
 
         def execute() -> dict[str, Any]:
             try:
-                return handler(event, None)
+                # Counted from when the execution starts, as Lambda's is: whatever the request
+                # spent before (reading, waiting) is the event's timeEpoch's business.
+                return handler(event, InvocationContext(f"hatchway-{function}", timeout))
             finally:
                 self.concurrency.release(function)
 
@@ -319,6 +394,13 @@ class Gateway:
                 if remaining <= 0:
                     await ws.close(code=CLOSE_GOING_AWAY, message=b"Going away")
                     break
+                if len(pending) >= self.limits.pending_messages:
+                    # Back-pressure: read nothing more until one invocation ends. aiohttp
+                    # stops reading the socket once its small buffer is full.
+                    await asyncio.wait(
+                        pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    continue
                 try:
                     msg = await ws.receive(timeout=remaining)
                 except TimeoutError:
@@ -331,6 +413,7 @@ class Gateway:
                     task = asyncio.ensure_future(self._message(ws, event))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
+                    self.peak_pending_messages = max(self.peak_pending_messages, len(pending))
                 elif msg.type == WSMsgType.BINARY:
                     await ws.close(
                         code=CLOSE_UNSUPPORTED_DATA, message=b"Binary frames are not supported"
@@ -371,43 +454,6 @@ class Gateway:
         for connection in list(self.connections.values()):
             await connection.ws.close(code=CLOSE_GOING_AWAY, message=b"Server shutting down")
 
-    # --- Management API -----------------------------------------------------------------------
-
-    async def management(self, request: web.Request, raw_id: str) -> web.Response:
-        from urllib.parse import unquote
-
-        connection_id = unquote(raw_id)
-        connection = self.connections.get(connection_id)
-        if connection is None or connection.ws.closed:
-            return _json(410, f"connection {connection_id} is gone")
-        if request.method == "POST":
-            if (request.content_length or 0) > WEBSOCKET_MAX_MESSAGE_BYTES:
-                return _json(413, "Message too long")
-            data = await request.read()
-            if len(data) > WEBSOCKET_MAX_MESSAGE_BYTES:
-                return _json(413, "Message too long")
-            try:
-                await self.send(connection_id, data.decode("utf-8", "replace"))
-            except KeyError:
-                return _json(410, f"connection {connection_id} is gone")
-            return web.Response(status=200)
-        if request.method == "GET":
-            return web.json_response(
-                {
-                    # Wire names; boto3 presents them as ConnectedAt, Identity, LastActiveAt.
-                    "connectedAt": _iso(connection.connected_at),
-                    "identity": {
-                        "sourceIp": connection.source_ip,
-                        "userAgent": connection.user_agent,
-                    },
-                    "lastActiveAt": _iso(connection.last_active),
-                }
-            )
-        if request.method == "DELETE":
-            await self.close_connection(connection_id)
-            return web.Response(status=204)
-        return _json(405, "Method Not Allowed")
-
     # --- Blob URLs (a MemoryBlobStore's presigned GET and PUT) ------------------------------
 
     async def blob(
@@ -428,7 +474,12 @@ class Gateway:
 
     # --- HTTP API -----------------------------------------------------------------------------
 
-    def _http_event(self, request: web.Request, body: bytes) -> dict[str, Any]:
+    def _http_event(self, request: web.Request, body: bytes, received: float) -> dict[str, Any]:
+        """The payload 2.0 event; ``received`` is when the request arrived, before its body was
+        read or anything waited (``timeEpoch``: the relay's deadline counts from it).
+
+        Header values are aiohttp's: bytes that are not UTF-8 decoded with ``surrogateescape``,
+        so that encoding them the same way gives back exactly the bytes the visitor sent."""
         raw_path, _, raw_query = request.raw_path.partition("?")
         headers: dict[str, str] = {}
         cookies: list[str] = []
@@ -443,7 +494,7 @@ class Gateway:
         headers.setdefault("x-forwarded-for", request.remote or "")
         headers.setdefault("x-forwarded-proto", request.scheme)
         domain = request.headers.get("Host", "").rsplit(":", 1)[0]
-        now = time.time()
+        now = received
         query: dict[str, str] = {}
         for key, value in request.query.items():
             query[key] = f"{query[key]},{value}" if key in query else value
@@ -481,12 +532,32 @@ class Gateway:
             event["body"] = base64.b64encode(body).decode("ascii")
         return event
 
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The body, within ``MAX_REQUEST_BODY_BYTES`` (else ``_BodyTooLarge``) and the body
+        timeouts (else ``TimeoutError``)."""
+        chunks: list[bytes] = []
+        total = 0
+        async with asyncio.timeout(self.limits.body_timeout):
+            while chunk := await asyncio.wait_for(
+                request.content.readany(), self.limits.body_idle_timeout
+            ):
+                total += len(chunk)
+                if total > MAX_REQUEST_BODY_BYTES:
+                    raise _BodyTooLarge
+                chunks.append(chunk)
+        return b"".join(chunks)
+
     async def http(self, request: web.Request) -> web.StreamResponse:
+        received = time.time()
+        if (request.content_length or 0) > MAX_REQUEST_BODY_BYTES:
+            return _json(413, "Request Entity Too Large", close=True)
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _json(413, "Request Entity Too Large")
-        event = self._http_event(request, body)
+            body = await self._read_body(request)
+        except _BodyTooLarge:
+            return _json(413, "Request Entity Too Large", close=True)
+        except TimeoutError:
+            return _json(408, "Request Timeout", close=True)
+        event = self._http_event(request, body, received)
         if len(json.dumps(event)) > LAMBDA_MAX_EVENT_BYTES:
             return _json(413, "Request Entity Too Large")
         try:
@@ -507,10 +578,14 @@ class Gateway:
         body = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode("utf-8")
         response = web.Response(status=int(result["statusCode"]))
         for name, value in (result.get("headers") or {}).items():
-            if name.lower() not in ("content-length", "transfer-encoding", "connection"):
-                response.headers.add(name, str(value))
+            key = name.lower()
+            if key == "content-length" and request.method == "HEAD" and str(value).isdigit():
+                # The length a GET would have: aiohttp sends no body for HEAD and keeps it.
+                response.headers[name] = str(value)
+            elif key not in ("content-length", "transfer-encoding", "connection"):
+                response.headers.add(name, wire_header(str(value)))
         for cookie in result.get("cookies") or []:
-            response.headers.add("Set-Cookie", cookie)
+            response.headers.add("Set-Cookie", wire_header(cookie))
         response.headers.setdefault("Server", "hatchway-local")
         if response.status not in (204, 304):
             response.body = body  # aiohttp sends no body for HEAD itself

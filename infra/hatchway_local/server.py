@@ -19,8 +19,14 @@ from aiohttp import web
 from hatchway import protocol
 from hatchway_local.admin_api import AdminServer
 from hatchway_local.concurrency import LAMBDA_ACCOUNT_CONCURRENCY, LambdaConcurrency
-from hatchway_local.gateway import Gateway, GatewayLimits
+from hatchway_local.gateway import (
+    HTTP_FUNCTION_TIMEOUT_SECONDS,
+    HTTP_INTEGRATION_TIMEOUT_SECONDS,
+    Gateway,
+    GatewayLimits,
+)
 from hatchway_local.local_poster import LocalPoster
+from hatchway_local.management import MANAGEMENT_HOST, management_url
 from hatchway_relay.adapters.memory_blobs import MemoryBlobStore
 from hatchway_relay.core import Relay, RelayConfig
 from hatchway_relay.handlers import http as http_handlers
@@ -156,12 +162,22 @@ def bind(host: str, port: int) -> socket.socket:
 
 @contextmanager
 def serve_gateway(
-    gateway: Gateway, sock: socket.socket, ssl_context: ssl.SSLContext | None = None
+    gateway: Gateway,
+    sock: socket.socket,
+    ssl_context: ssl.SSLContext | None = None,
+    management_sock: socket.socket | None = None,
 ) -> Iterator[asyncio.AbstractEventLoop]:
     """Serve ``gateway`` on a bound socket from a background thread with its own event loop
-    (over TLS when ``ssl_context`` is given)."""
+    (over TLS when ``ssl_context`` is given), and its management API on ``management_sock``
+    (plain HTTP on loopback; by default a new ephemeral port: ``gateway.management_url``)."""
+    if management_sock is None:
+        management_sock = bind(MANAGEMENT_HOST, 0)
+    gateway.management_url = management_url(management_sock, gateway.management_key)
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(gateway.app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        gateway.app, access_log=None, handle_signals=False, **gateway.server_options()
+    )
+    management = web.AppRunner(gateway.management_app, access_log=None, handle_signals=False)
     started = threading.Event()
     failure: list[BaseException] = []
 
@@ -169,7 +185,9 @@ def serve_gateway(
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(runner.setup())
+            loop.run_until_complete(management.setup())
             loop.run_until_complete(web.SockSite(runner, sock, ssl_context=ssl_context).start())
+            loop.run_until_complete(web.SockSite(management, management_sock).start())
             gateway.loop = loop
         except BaseException as exc:
             failure.append(exc)
@@ -186,11 +204,13 @@ def serve_gateway(
         yield loop
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        asyncio.run_coroutine_threadsafe(management.cleanup(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         gateway.http_pool.shutdown(wait=False, cancel_futures=True)
         gateway.ws_pool.shutdown(wait=False, cancel_futures=True)
         sock.close()
+        management_sock.close()
 
 
 @contextmanager
@@ -204,7 +224,8 @@ def run_local(
     dynamodb_endpoint: str | None = None,
     table_name: str = "hatchway",
     response_timeout: float | None = None,
-    integration_timeout: float = 30.0,
+    integration_timeout: float = HTTP_INTEGRATION_TIMEOUT_SECONDS,
+    http_function_timeout: float = HTTP_FUNCTION_TIMEOUT_SECONDS,
     idle_timeout: float = 600.0,
     max_connection_seconds: float = float(protocol.MAX_CONNECTION_SECONDS),
     ssl_context: ssl.SSLContext | None = None,
@@ -220,9 +241,6 @@ def run_local(
     bucket at ``s3_endpoint``, or AWS's S3 without one); by default S3 when an endpoint is
     given. The concurrency knobs mirror the template's (``WebSocketReservedConcurrency``,
     ``HttpMaxConcurrency``) within an account quota of ``account_concurrency``."""
-    if ssl_context is not None and store != "memory":
-        # The DynamoDB mode's poster calls this gateway's @connections over plain HTTP.
-        raise ValueError("TLS is served with the memory store only")
     blob_store = blob_store or ("s3" if s3_endpoint else "memory")
     if blob_store not in ("memory", "s3"):
         raise ValueError(f"unknown blob store {blob_store!r}: use memory or s3")
@@ -232,8 +250,10 @@ def run_local(
     concurrency.validate()  # before binding: a refused setting should not hold the port
     sock = bind(host, port)
     port = sock.getsockname()[1]
+    # The management API listens on loopback alone, whatever ``host`` is, and in plain HTTP
+    # even when visitors get TLS: only this process's poster calls it.
+    management_sock = bind(MANAGEMENT_HOST, 0)
     tls = ssl_context is not None
-    reachable = "127.0.0.1" if host in ("0.0.0.0", "") else host
 
     clock = SystemClock()
     blobs: BlobStore
@@ -247,7 +267,12 @@ def run_local(
         # Agents, @connections calls and blob URLs arrive on these names; every other Host is
         # a visitor's.
         {host, "localhost", "127.0.0.1", "[::1]", domain, f"connect.{domain}"},
-        GatewayLimits(integration_timeout, idle_timeout, max_connection_seconds),
+        GatewayLimits(
+            integration_timeout,
+            idle_timeout,
+            max_connection_seconds,
+            http_function_timeout=http_function_timeout,
+        ),
         concurrency,
         blobs=memory_blobs,
     )
@@ -260,7 +285,7 @@ def run_local(
     elif store == "dynamodb":
         chosen_store = _dynamo_store(dynamodb_endpoint, table_name)
         # The production poster, talking HTTP to this gateway's own @connections endpoint.
-        poster = _api_gateway_poster(f"http://{reachable}:{port}")
+        poster = _api_gateway_poster(management_url(management_sock, gateway.management_key))
         inline_response_bytes = dynamodb_inline_response_bytes()
     else:
         raise ValueError(f"unknown store {store!r}: use memory or dynamodb")
@@ -279,7 +304,7 @@ def run_local(
         relay.add_token(token)
     gateway.set_handlers(ws_handlers.make_handler(relay), http_handlers.make_handler(relay))
 
-    with serve_gateway(gateway, sock, ssl_context) as loop:
+    with serve_gateway(gateway, sock, ssl_context, management_sock) as loop:
 
         def close_socket(connection_id: str) -> None:
             # A revoked token's agents lose their sockets at once, not at their next heartbeat.

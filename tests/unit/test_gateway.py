@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import pytest
 import websocket
@@ -37,7 +38,8 @@ from hatchway_local.server import bind, serve_gateway
 from hatchway_relay.adapters.apigateway_poster import ApiGatewayPoster, make_client
 from hatchway_relay.ports import ConnectionGone, PostFailed
 from support.aws_credentials import use_fake_credentials
-from support.visitor import visit
+from support.raw_http import RawClient
+from support.visitor import Answer, visit
 
 Event = dict[str, Any]
 
@@ -230,10 +232,9 @@ def test_management_api_posts_and_answers_410_for_gone_ids(
         ws = open_ws(port)
         assert stubs.connected.wait(5)
         connection_id = stubs.ws_events[0]["requestContext"]["connectionId"]
+        assert gw.management_url is not None
         poster = (
-            LocalPoster(gw)
-            if via == "local"
-            else ApiGatewayPoster(make_client(f"http://127.0.0.1:{port}"))
+            LocalPoster(gw) if via == "local" else ApiGatewayPoster(make_client(gw.management_url))
         )
         poster.post(connection_id, "hello agent")
         assert ws.recv() == "hello agent"
@@ -249,18 +250,21 @@ def test_management_api_posts_and_answers_410_for_gone_ids(
                 poster.post(connection_id, "after delete")
 
 
+def manage(gw: Gateway, method: str, connection_id: str, body: bytes | None = None) -> Answer:
+    """One call to the gateway's management API, key and all."""
+    assert gw.management_url is not None
+    parts = urlsplit(gw.management_url)
+    assert parts.port is not None
+    target = f"{parts.path}/@connections/{quote(connection_id, safe='')}"
+    return visit(parts.port, method, target, parts.netloc, body=body)
+
+
 def test_management_post_over_the_message_limit_is_413() -> None:
-    with gateway() as (_, stubs, port):
+    with gateway() as (gw, stubs, port):
         open_ws(port)
         assert stubs.connected.wait(5)
         connection_id = stubs.ws_events[0]["requestContext"]["connectionId"]
-        answer = visit(
-            port,
-            "POST",
-            f"/@connections/{connection_id}",
-            f"127.0.0.1:{port}",
-            body=b"x" * (WEBSOCKET_MAX_MESSAGE_BYTES + 1),
-        )
+        answer = manage(gw, "POST", connection_id, b"x" * (WEBSOCKET_MAX_MESSAGE_BYTES + 1))
     assert answer.status == 413
 
 
@@ -541,3 +545,235 @@ def test_post_failures_other_than_an_unknown_connection_are_post_failed(
         gw.send = failing_send  # type: ignore[method-assign]
         with pytest.raises(raised):
             LocalPoster(gw).post(connection_id, "hello")
+
+
+# --- The management API is not the visitors' ---------------------------------------------------
+
+
+def test_a_visitor_path_under_connections_is_a_visitor_request() -> None:
+    """On the public port, ``/@connections/<id>`` is a path like any other: routed to the HTTP
+    function, never posted to an agent, read from or used to close its connection."""
+    with gateway() as (_, stubs, port):
+        agent = open_ws(port)
+        assert stubs.connected.wait(WAIT_SECONDS)
+        connection_id = stubs.ws_events[0]["requestContext"]["connectionId"]
+        target = f"/@connections/{quote(connection_id, safe='')}"
+        for method in ("POST", "GET", "DELETE"):
+            answer = visit(port, method, target, f"127.0.0.1:{port}", body=b"forged frame")
+            assert (answer.status, answer.text) == (200, "ok")
+        agent.settimeout(0.3)
+        with pytest.raises(websocket.WebSocketTimeoutException):
+            agent.recv()  # nothing reached the agent
+        agent.send("still connected")
+        assert stubs.message.wait(WAIT_SECONDS)
+    methods = [e["requestContext"]["http"]["method"] for e in stubs.http_events]
+    assert methods == ["POST", "GET", "DELETE"]
+
+
+def test_the_management_api_is_on_loopback_and_wants_its_key() -> None:
+    with gateway() as (gw, stubs, port):
+        open_ws(port)
+        assert stubs.connected.wait(WAIT_SECONDS)
+        connection_id = stubs.ws_events[0]["requestContext"]["connectionId"]
+        assert gw.management_url is not None
+        parts = urlsplit(gw.management_url)
+        assert parts.hostname == "127.0.0.1" and parts.port != port
+        assert parts.path == f"/{gw.management_key}"
+        wrong = visit(parts.port or 0, "GET", f"/nope/@connections/{connection_id}", parts.netloc)
+        assert wrong.status == 403
+        assert manage(gw, "GET", connection_id).status == 200
+
+
+# --- Lambda's context and the request's clock ---------------------------------------------------
+
+
+def test_handlers_get_a_context_counting_down_their_function_timeout() -> None:
+    remaining: dict[str, int] = {}
+
+    def record(name: str, handler: Callable[[Event, Any], Event]) -> Callable[[Event, Any], Event]:
+        def wrapped(event: Event, context: Any) -> Event:
+            remaining[name] = context.get_remaining_time_in_millis()
+            assert context.aws_request_id and context.function_name
+            return handler(event, context)
+
+        return wrapped
+
+    with gateway(http_function_timeout=7.0, websocket_function_timeout=5.0) as (gw, stubs, port):
+        gw.set_handlers(record("ws", stubs.ws), record("http", stubs.http))
+        assert visit(port, "GET", "/", "app.localhost").status == 200
+        open_ws(port)
+        assert stubs.connected.wait(WAIT_SECONDS)
+    assert 6000 < remaining["http"] <= 7000
+    assert 4000 < remaining["ws"] <= 5000
+
+
+def test_time_epoch_is_when_the_request_arrived_not_when_its_body_did() -> None:
+    """The relay's deadline counts from ``timeEpoch``: time spent reading a slow body (or any
+    other wait before the invocation) must be inside it."""
+    delay = 0.6
+    invoked: list[float] = []
+
+    def answer(event: Event) -> Event:
+        invoked.append(time.time())
+        return {"statusCode": 200}
+
+    with gateway() as (_, stubs, port), RawClient(port) as client:
+        stubs.http_result = answer
+        client.send(b"POST / HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 4\r\n\r\n")
+        time.sleep(delay)  # the visitor's body is late, on purpose
+        client.send(b"body")
+        assert client.answer().status == 200
+    epoch = stubs.http_events[0]["requestContext"]["timeEpoch"] / 1000
+    assert invoked[0] - epoch >= delay - 0.05
+
+
+# --- Visitors' bodies and slow clients ----------------------------------------------------------
+
+SEVEN_MB = 7 * 1024 * 1024
+
+
+def test_a_body_over_the_lambda_limit_is_refused_from_its_content_length() -> None:
+    """9.5 MB declared, nothing sent: 413 at once, and not a byte of it is awaited."""
+    with gateway() as (_, stubs, port), RawClient(port, timeout=WAIT_SECONDS) as client:
+        client.send(
+            b"POST /upload HTTP/1.1\r\nHost: app.localhost\r\n"
+            + f"Content-Length: {int(9.5 * 1024 * 1024)}\r\n\r\n".encode()
+        )
+        started = time.monotonic()
+        answer = client.answer()
+        took = time.monotonic() - started
+    assert answer.status == 413 and json.loads(answer.body) == {
+        "message": "Request Entity Too Large"
+    }
+    assert took < 2.0 and stubs.http_events == []
+
+
+def test_a_chunked_body_is_read_no_further_than_the_limit() -> None:
+    from hatchway_local.gateway import MAX_REQUEST_BODY_BYTES
+
+    piece = b"x" * (1024 * 1024)
+    with gateway() as (_, stubs, port), RawClient(port, timeout=WAIT_SECONDS) as client:
+        client.send(b"POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n\r\n")
+        sent = 0
+        with pytest.raises(OSError):  # the gateway stops reading, then closes
+            while sent < 4 * SEVEN_MB:
+                client.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                sent += len(piece)
+                if sent > MAX_REQUEST_BODY_BYTES + 4 * len(piece):
+                    break
+            raise OSError("everything was sent")
+        answer = client.answer()
+    assert answer.status == 413 and stubs.http_events == []
+
+
+def test_headers_that_never_end_are_cut_off() -> None:
+    with gateway(headers_timeout=0.5) as (_, _, port), RawClient(port, WAIT_SECONDS) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost: app.localhost\r\nX-Slow: a")
+        assert client.seconds_until_closed() < 3.0
+
+
+def test_a_body_that_stops_halfway_is_abandoned() -> None:
+    with (
+        gateway(body_idle_timeout=0.5) as (_, stubs, port),
+        RawClient(port, WAIT_SECONDS) as client,
+    ):
+        client.send(b"POST / HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 100\r\n\r\nhalf")
+        started = time.monotonic()
+        answer = client.answer()
+        closed = client.seconds_until_closed()
+    assert answer.status == 408 and answer.header("connection") == b"close"
+    assert time.monotonic() - started - closed < 3.0 and stubs.http_events == []
+
+
+def test_a_trickling_body_is_abandoned_at_the_total_body_time() -> None:
+    with (
+        gateway(body_idle_timeout=0.4, body_timeout=1.0) as (_, stubs, port),
+        RawClient(port, WAIT_SECONDS) as client,
+    ):
+        client.send(b"POST / HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 100\r\n\r\n")
+        started = time.monotonic()
+        status = None
+        for _ in range(40):  # a byte every 0.1 s: never idle, never done in time
+            try:
+                client.send(b"x")
+            except OSError:
+                break
+            client.sock.settimeout(0.1)
+            try:
+                status = client.answer().status
+                break
+            except TimeoutError:
+                continue
+        took = time.monotonic() - started
+    assert status == 408 and took < 3.0 and stubs.http_events == []
+
+
+# --- Header bytes and HEAD -----------------------------------------------------------------------
+
+
+def test_header_bytes_reach_the_handler_so_that_they_can_be_rebuilt_exactly() -> None:
+    values = {b"x-utf8": b"caf\xc3\xa9", b"x-snowman": b"\xe2\x98\x83", b"x-invalid": b"a\xffb"}
+    with gateway() as (_, stubs, port), RawClient(port, WAIT_SECONDS) as client:
+        lines = b"".join(name + b": " + value + b"\r\n" for name, value in values.items())
+        client.send(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n" + lines + b"\r\n")
+        assert client.answer().status == 200
+    headers = stubs.http_events[0]["headers"]
+    assert headers["x-utf8"] == "café" and headers["x-snowman"] == "☃"
+    for name, value in values.items():
+        assert headers[name.decode()].encode("utf-8", "surrogateescape") == value
+
+
+def test_response_header_text_is_sent_as_utf8_and_bytes_it_cannot_carry_are_marked() -> None:
+    with gateway() as (_, stubs, port), RawClient(port, WAIT_SECONDS) as client:
+        stubs.http_result = lambda e: {
+            "statusCode": 200,
+            "headers": {"x-utf8": "café ☃", "x-invalid": "a\udcffb"},
+            "cookies": ["n=caf\udce9"],
+        }
+        client.send(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
+        answer = client.answer()
+    assert answer.header("x-utf8") == "café ☃".encode()
+    # Not silently dropped: U+FFFD in place of the byte no UTF-8 text can hold.
+    assert answer.header("x-invalid") == "a\ufffdb".encode()
+    assert answer.header("set-cookie") == "n=caf\ufffd".encode()
+
+
+def test_head_keeps_the_content_length_of_the_result() -> None:
+    with gateway() as (_, stubs, port), RawClient(port, WAIT_SECONDS) as client:
+        stubs.http_result = lambda e: {
+            "statusCode": 200,
+            "headers": {"content-length": "1234", "content-type": "text/plain"},
+            "body": "",
+        }
+        client.send(b"HEAD /file HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
+        head = client.answer(to_head=True)
+        client.send(b"GET /file HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
+        get = client.answer()
+    assert head.header("content-length") == b"1234" and head.body == b""
+    assert get.header("content-length") == b"0"  # a GET's length is its body's, not a header
+
+
+# --- Back-pressure on a flooding WebSocket client ------------------------------------------------
+
+
+def test_one_connection_has_at_most_its_cap_of_messages_in_flight() -> None:
+    cap, sent = 4, 200
+    release = threading.Event()
+    with gateway(pending_messages=cap) as (gw, stubs, port):
+
+        def slow_ws(event: Event, context: Any) -> Event:
+            if event["requestContext"]["routeKey"] == "$default":
+                release.wait(WAIT_SECONDS)
+            return stubs.ws(event, context)
+
+        gw.set_handlers(slow_ws, stubs.http)
+        client = open_ws(port)
+        for i in range(sent):
+            client.send(f"m{i}")
+        wait_until(lambda: gw.concurrency.running(WEBSOCKET_FUNCTION) == cap)
+        time.sleep(0.2)  # room for a gateway without the cap to start more
+        assert gw.concurrency.running(WEBSOCKET_FUNCTION) == cap
+        release.set()
+        wait_until(lambda: len(stubs.bodies) == sent)
+    assert gw.peak_pending_messages == cap
+    assert sorted(stubs.bodies) == sorted(f"m{i}" for i in range(sent))

@@ -1,0 +1,34 @@
+"""``InvocationContext``: the Lambda context object the local gateway hands each handler, whose
+``get_remaining_time_in_millis()`` counts down the function's timeout from the invocation's
+start, as Lambda's does."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+
+MEMORY_LIMIT_MB = 512
+"""What the context reports as the function's memory (the template's ``MemorySize``)."""
+
+ARN_PREFIX = "arn:aws:lambda:local:000000000000:function:"
+
+
+@dataclass(frozen=True)
+class InvocationContext:
+    """The fields handlers and Powertools read from Lambda's context."""
+
+    function_name: str
+    timeout: float
+    """The function's configured timeout in seconds (the template's ``Timeout``)."""
+    started: float = field(default_factory=time.monotonic)
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    memory_limit_in_mb: int = MEMORY_LIMIT_MB
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return ARN_PREFIX + self.function_name
+
+    def get_remaining_time_in_millis(self) -> int:
+        left = self.started + self.timeout - time.monotonic()
+        return max(0, int(left * 1000))
