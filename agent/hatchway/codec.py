@@ -24,6 +24,7 @@ from typing import Any
 from hatchway.protocol import (
     MAX_BLOB_BYTES,
     MAX_BODY_BYTES,
+    MAX_BURST,
     MAX_CUSTOM_URLS,
     MAX_FRAME_BYTES,
     MAX_GUARD_LENGTH,
@@ -39,6 +40,7 @@ from hatchway.protocol import (
     MAX_WORKING_IDS,
     MIN_COMPRESS_BYTES,
     PROTOCOL_VERSION,
+    AccessRules,
     Error,
     Fault,
     Headers,
@@ -119,7 +121,34 @@ def _spec_to_dict(spec: TunnelSpec) -> dict[str, Any]:
         out["webhook_secret"] = spec.webhook_secret
     if spec.large_responses != "refuse":
         out["large_responses"] = spec.large_responses
+    if spec.access:
+        out["access"] = access_to_dict(spec.access)
     return out
+
+
+def access_to_dict(rules: AccessRules) -> dict[str, Any]:
+    return {
+        "allow": list(rules.allow),
+        "deny": list(rules.deny),
+        "rate": rules.rate,
+        "burst": rules.burst,
+    }
+
+
+def access_from_dict(obj: object, where: str) -> AccessRules:
+    if obj is None:
+        return AccessRules()
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"{where}: access must be an object")
+    allow, deny = obj.get("allow", []), obj.get("deny", [])
+    if not isinstance(allow, list) or not isinstance(deny, list):
+        raise ProtocolError(f"{where}: access ranges must be lists")
+    return AccessRules(
+        tuple(allow),
+        tuple(deny),
+        _number(obj, "rate", where, default=0.0),
+        _count(obj, "burst", where, MAX_BURST) if "burst" in obj else 0,
+    )
 
 
 def _info_to_dict(info: TunnelInfo) -> dict[str, Any]:
@@ -403,6 +432,7 @@ def _decode_hello(obj: dict[str, Any]) -> Hello:
                 webhook=item.get("webhook"),
                 webhook_secret=item.get("webhook_secret"),
                 large_responses=item.get("large_responses") or "refuse",
+                access=access_from_dict(item.get("access"), "hello"),
             )
         )
     agent = _optional_str(obj, "agent", "hello") or ""

@@ -24,6 +24,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -114,6 +116,16 @@ LARGE_RESPONSE_MODES = frozenset({"refuse", "redirect"})
 """What the relay does with a response body above ``MAX_BODY_BYTES``: answer 413 naming the
 limit (the default), or redirect the visitor (302) to a short-lived URL of the blob."""
 
+MAX_CIDRS = 32
+"""Most address ranges one tunnel's allow-list (and, separately, its deny-list) may hold."""
+
+MAX_RATE_PER_SECOND = 10_000.0
+"""Highest per-tunnel request rate a tunnel may ask the relay to enforce (above it the
+platform's own throttles apply first)."""
+
+MAX_BURST = 100_000
+"""Largest burst a per-tunnel rate limit may allow."""
+
 MAX_WEBHOOK_SECRET_LENGTH = 256
 """Longest webhook signing secret an agent may hand the relay (providers use 32-72 chars)."""
 
@@ -202,6 +214,49 @@ Headers = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
+class AccessRules:
+    """Who may reach a tunnel, enforced by the relay before anything is forwarded: visitors
+    whose address (as the relay's gateway saw it, never ``X-Forwarded-For``) is in ``deny``, or
+    not in a non-empty ``allow``, are refused; more than ``rate`` requests a second (bursts of
+    ``burst``) get 429. Ranges are normalised CIDRs, IPv4 or IPv6."""
+
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    rate: float = 0.0
+    burst: int = 0
+
+    def __post_init__(self) -> None:
+        for kind in ("allow", "deny"):
+            ranges = getattr(self, kind)
+            if not isinstance(ranges, tuple) or len(ranges) > MAX_CIDRS:
+                raise ProtocolError(f"{kind}: at most {MAX_CIDRS} address ranges")
+            object.__setattr__(self, kind, tuple(_cidr(r) for r in ranges))
+        if not (isinstance(self.rate, int | float) and 0 <= self.rate <= MAX_RATE_PER_SECOND):
+            raise ProtocolError(f"rate limit must be 0 to {MAX_RATE_PER_SECOND:g} requests/s")
+        if not (isinstance(self.burst, int) and 0 <= self.burst <= MAX_BURST):
+            raise ProtocolError(f"burst must be 0 to {MAX_BURST}")
+        if self.rate and not self.burst:
+            object.__setattr__(self, "burst", max(1, math.ceil(self.rate)))
+
+    def __bool__(self) -> bool:
+        return bool(self.allow or self.deny or self.rate)
+
+
+def _cidr(text: object) -> str:
+    """``text`` as a normalised network (``10.0.0.0/8``, ``2001:db8::/32``; a bare address is
+    its own /32 or /128), else ``ProtocolError``."""
+    if not isinstance(text, str) or len(text) > 50:
+        raise ProtocolError("an address range must be a CIDR such as 203.0.113.0/24")
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        raise ProtocolError(
+            f"{text[:50]!r} is not an address range; use a CIDR such as 203.0.113.0/24 or "
+            "2001:db8::/32"
+        ) from None
+
+
+@dataclass(frozen=True)
 class TunnelSpec:
     """One tunnel an agent asks for in its hello; ``name`` None means "pick one for me".
 
@@ -209,7 +264,7 @@ class TunnelSpec:
     forwarded: ``basic_auth`` is a ``hash_basic_auth`` string (never the password), ``webhook``
     one of ``WEBHOOK_PROVIDERS`` with the ``webhook_secret`` its deliveries are signed with.
     Neither secret appears in a repr or in an error message. ``large_responses`` is one of
-    ``LARGE_RESPONSE_MODES``.
+    ``LARGE_RESPONSE_MODES``; ``access`` holds the address rules and rate limit.
     """
 
     name: str | None = None
@@ -217,6 +272,7 @@ class TunnelSpec:
     webhook: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)
     large_responses: str = "refuse"
+    access: AccessRules = AccessRules()
 
     def __post_init__(self) -> None:
         if self.name is not None:
@@ -250,8 +306,13 @@ class TunnelSpec:
     def guards(self) -> tuple[str, ...]:
         """What the relay must confirm it enforces (``TunnelInfo.guards``) before the agent
         serves this tunnel: a relay that ignored them would serve it unprotected."""
-        wanted = ("basic_auth",) if self.basic_auth else ()
-        return wanted + ((f"webhook:{self.webhook}",) if self.webhook else ())
+        wanted = {
+            "basic_auth": bool(self.basic_auth),
+            f"webhook:{self.webhook}": bool(self.webhook),
+            "ip_rules": bool(self.access.allow or self.access.deny),
+            "rate_limit": bool(self.access.rate),
+        }
+        return tuple(guard for guard, on in wanted.items() if on)
 
 
 @dataclass(frozen=True)

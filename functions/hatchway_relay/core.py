@@ -15,12 +15,13 @@ carry the counts). Bodies too large for a message go through the blob store.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hatchway import codec, protocol
 from hatchway.protocol import ProtocolError
-from hatchway_relay import admin, guards, hostnames, names, request_ids, tokens
+from hatchway_relay import access, admin, guards, hostnames, names, path_mode, request_ids, tokens
 from hatchway_relay.metrics import COUNT, Metrics, NoMetrics
 from hatchway_relay.ports import (
     BlobStore,
@@ -122,6 +123,16 @@ class Visit:
 
 
 @dataclass(frozen=True)
+class Route:
+    """Where a visitor request goes: the tunnel, the path its app sees, and in path mode the
+    ``/t/<name>`` prefix the visitor's browser sees (empty otherwise)."""
+
+    name: str
+    path: str
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
 class Reply:
     """What the visitor gets back."""
 
@@ -182,6 +193,8 @@ class Relay:
         self._key: bytes | None = None
         self._latency: dict[str, float] = {}
         self._claims: dict[str, tuple[float, Claim]] = {}
+        self._limiter = access.RateLimiter()
+        self._limiter_lock = threading.Lock()
 
     @property
     def key(self) -> bytes:
@@ -279,6 +292,18 @@ class Relay:
         if connection is None or not connection.alive(now):
             self._send(connection_id, protocol.Error("not_connected", "connection is not known"))
             return
+        named = [spec.name for spec in hello.tunnels if spec.name]
+        twice = sorted({name for name in named if named.count(name) > 1})
+        if twice:
+            self._send(
+                connection_id,
+                protocol.Error(
+                    "name_taken",
+                    f"the hello asks for {', '.join(map(repr, twice))} more than once; each "
+                    "tunnel of an agent needs its own name",
+                ),
+            )
+            return
         granted: list[str] = []
         for spec in hello.tunnels:
             name = self._claim(connection, spec, now, hello.instance)
@@ -366,6 +391,7 @@ class Relay:
                 webhook_secret=spec.webhook_secret or "",
                 large_responses=spec.large_responses,
                 instance=instance,
+                access=spec.access,
             )
             if self.store.claim_name(claim, now):
                 return name
@@ -473,17 +499,16 @@ class Relay:
 
     def visit(self, visit: Visit) -> Reply:
         """Serve one visitor request through the agent that holds the tunnel's name."""
-        routed = self._route(visit)
-        if isinstance(routed, Reply):
-            return routed
-        name, path = routed
-        reply = self._visit(visit, name, path, fresh=False)
+        route = self._route(visit)
+        if isinstance(route, Reply):
+            return route
+        reply = self._visit(visit, route, fresh=False)
         # None: a remembered claim led to a gone connection. The name may have moved on (a
         # reconnect): read it afresh and try once more.
         return (
             reply
-            or self._visit(visit, name, path, fresh=True)
-            or self._agent_gone(name, "was already gone")
+            or self._visit(visit, route, fresh=True)
+            or self._agent_gone(route.name, "was already gone")
         )
 
     def _claim_of(self, name: str, now: float, fresh: bool) -> tuple[Claim | None, bool]:
@@ -500,7 +525,8 @@ class Relay:
             self._claims[name] = (now, claim)
         return claim, False
 
-    def _visit(self, visit: Visit, name: str, path: str, fresh: bool) -> Reply | None:
+    def _visit(self, visit: Visit, route: Route, fresh: bool) -> Reply | None:
+        name = route.name
         now = self.clock.now()
         claim, remembered = self._claim_of(name, now, fresh)
         if claim is None or not claim.alive(now):
@@ -510,20 +536,59 @@ class Relay:
                 f"No tunnel named {name!r} is connected to this relay. If it is yours, start it "
                 f"with: hatchway http <port> --subdomain {name}",
             )
-        refusal = guards.check(claim, visit.headers, visit.body, now)
-        if refusal is not None:  # basic auth or webhook signature: never reaches the agent
+        refusal = (
+            self._access_refusal(claim, visit, now)
+            or guards.check(claim, visit.headers, visit.body, now)
+            or self._replay_refusal(claim, visit, now)
+        )
+        if refusal is not None:  # never reaches the agent
             return error_reply(refusal.status, refusal.code, refusal.message, refusal.headers)
         deadline = self._deadline(visit, now)
         request_id = request_ids.new_request_id(
             self.key, claim.connection_id, deadline + ANSWER_GRACE_SECONDS
         )
         try:
-            request = self._request(request_id, name, path, visit, claim, deadline)
+            request = self._request(request_id, route, visit, claim, deadline)
             text = codec.encode(request)
         except ProtocolError as exc:
             message = f"The visitor's request was refused: {exc}."
             return error_reply(exc.status, "bad-request", message)
-        return self._exchange(claim, request, text, deadline, remembered)
+        reply = self._exchange(claim, request, text, deadline, remembered)
+        if reply is not None and route.prefix:
+            return replace(reply, headers=path_mode.scoped_headers(reply.headers, route.prefix))
+        return reply
+
+    def _replay_refusal(self, claim: Claim, visit: Visit, now: float) -> guards.Refusal | None:
+        """A verified delivery with a signed timestamp goes through once (one conditional write
+        per delivery, only for tunnels that verify such a provider)."""
+        key = guards.replay_key(claim, visit.headers)
+        window = now + 2 * guards.WEBHOOK_TOLERANCE_SECONDS
+        if key is None or self.store.first_sighting(key, window):
+            return None
+        return guards.replayed(claim.name, claim.webhook)
+
+    def _access_refusal(self, claim: Claim, visit: Visit, now: float) -> guards.Refusal | None:
+        """The tunnel's address rules and rate limit (``access``), before anything else."""
+        rules = claim.access
+        if not access.address_allowed(rules, visit.source_ip):
+            return guards.Refusal(
+                403,
+                "address-refused",
+                f"Tunnel {claim.name!r} does not accept requests from your address "
+                f"({visit.source_ip or 'unknown'}); its owner limits who may reach it.",
+            )
+        if rules.rate:
+            with self._limiter_lock:
+                wait = self._limiter.take(claim.name, rules.rate, rules.burst, now)
+            if wait is not None:
+                return guards.Refusal(
+                    429,
+                    "rate-limited",
+                    f"Tunnel {claim.name!r} takes at most {rules.rate:g} requests a second "
+                    f"(bursts of {rules.burst}); try again in {access.retry_after(wait)} s.",
+                    (("retry-after", access.retry_after(wait)),),
+                )
+        return None
 
     def _deadline(self, visit: Visit, now: float) -> float:
         """When to stop waiting: the response timeout counted from when the gateway got the
@@ -534,13 +599,7 @@ class Relay:
         return deadline
 
     def _request(
-        self,
-        request_id: str,
-        name: str,
-        path: str,
-        visit: Visit,
-        claim: Claim,
-        deadline: float,
+        self, request_id: str, route: Route, visit: Visit, claim: Claim, deadline: float
     ) -> protocol.Request:
         """The request message; a body too large for it goes to the blob store first."""
         body, body_url = visit.body, None
@@ -559,11 +618,11 @@ class Relay:
             upload_url = self.blobs.upload_url(f"resp/{request_id}", BLOB_URL_SECONDS)
         return protocol.Request(
             id=request_id,
-            tunnel=name,
+            tunnel=route.name,
             method=visit.method.upper(),
-            path=path,
+            path=route.path,
             query=visit.query,
-            headers=guards.forwarded_headers(claim, protocol.strip_hop_by_hop(visit.headers)),
+            headers=self._forwarded(claim, visit),
             body=body,
             deadline=deadline,
             body_url=body_url,
@@ -572,18 +631,41 @@ class Relay:
             inline_max=self.config.inline_response_bytes,
         )
 
-    def _route(self, visit: Visit) -> tuple[str, str] | Reply:
-        """The tunnel name and the path to forward, from the Host (a custom hostname, or
-        subdomain mode) or the path."""
+    def _forwarded(self, claim: Claim, visit: Visit) -> protocol.Headers:
+        """The headers the app gets: the visitor's, without hop-by-hop ones and the tunnel's
+        own credentials, with ``X-Forwarded-For`` ending in the address the platform saw and
+        ``X-Forwarded-Proto`` saying how the relay was reached (a visitor cannot claim either)."""
+        headers = guards.forwarded_headers(claim, protocol.strip_hop_by_hop(visit.headers))
+        chain = [
+            hop.strip()
+            for name, value in headers
+            if name.lower() == "x-forwarded-for"
+            for hop in value.split(",")
+            if hop.strip()
+        ]
+        if visit.source_ip and (not chain or chain[-1] != visit.source_ip):
+            chain.append(visit.source_ip)
+        kept = tuple(
+            (name, value)
+            for name, value in headers
+            if name.lower() not in ("x-forwarded-for", "x-forwarded-proto")
+        )
+        proto = "https" if self.config.path_url.startswith("https:") else "http"
+        forwarded = (("x-forwarded-for", ", ".join(chain)),) if chain else ()
+        return kept + forwarded + (("x-forwarded-proto", proto),)
+
+    def _route(self, visit: Visit) -> Route | Reply:
+        """The tunnel and the path to forward, from the Host (a custom hostname, or subdomain
+        mode) or the path."""
         host = visit.host.lower().rsplit(":", 1)[0] if "]" not in visit.host else visit.host
         tunnel = self.config.custom_hostnames.get(host)
         if tunnel is not None:
-            return tunnel, visit.path
+            return Route(tunnel, visit.path)
         domain = (self.config.domain or "").lower()
         if domain and host.endswith("." + domain):
             label = host[: -len(domain) - 1]
             if "." not in label and protocol.NAME_PATTERN.match(label):
-                return label, visit.path
+                return Route(label, visit.path)
         if visit.path.startswith(PATH_MODE_PREFIX):
             name, slash, rest = visit.path[len(PATH_MODE_PREFIX) :].partition("/")
             if protocol.NAME_PATTERN.match(name):
@@ -591,7 +673,7 @@ class Relay:
                     # /t/name → /t/name/ so that the app's relative links resolve under it.
                     location = visit.path + "/" + ("?" + visit.query if visit.query else "")
                     return Reply(308, (("location", location),))
-                return name, "/" + rest
+                return Route(name, "/" + rest, PATH_MODE_PREFIX + name)
         return error_reply(
             404,
             "no-tunnel-in-url",

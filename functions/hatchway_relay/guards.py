@@ -42,8 +42,14 @@ BASIC_AUTH_CACHE_SIZE = 256
 """Derived basic-auth digests remembered per process: a browser sends the same credentials with
 every request, and each derivation costs milliseconds of CPU."""
 
-BASIC_REALM = 'Basic realm="hatchway", charset="UTF-8"'
-"""The challenge a visitor gets without valid credentials (browsers then ask for them)."""
+BASIC_CHALLENGE = 'Basic realm="hatchway: {tunnel}", charset="UTF-8"'
+"""The challenge a visitor gets without valid credentials (browsers then ask for them). Each
+tunnel is its own realm: in path mode every tunnel shares one origin, and a browser would
+otherwise send one tunnel's password to every other."""
+
+REPLAYABLE_PROVIDERS = frozenset({"stripe", "slack"})
+"""Providers whose deliveries carry a signed timestamp, so a captured one can be replayed while
+it is fresh: the relay lets each signature through once."""
 
 GITHUB_HEADER = "x-hub-signature-256"
 STRIPE_HEADER = "stripe-signature"
@@ -94,13 +100,15 @@ def check_basic_auth(tunnel: str, stored: str, headers: protocol.Headers) -> Ref
     supplied = _basic_credentials(header(headers, "authorization"))
     if supplied is None:
         return _auth_refusal(
+            tunnel,
             f"Tunnel {tunnel!r} is protected by a username and password, checked by the relay. "
-            "A browser asks for them; scripts send an 'Authorization: Basic' header."
+            "A browser asks for them; scripts send an 'Authorization: Basic' header.",
         )
     if not verify_basic_auth(stored, supplied):
         return _auth_refusal(
+            tunnel,
             f"The username or password for tunnel {tunnel!r} is wrong (checked by the relay; "
-            "nothing was forwarded)."
+            "nothing was forwarded).",
         )
     return None
 
@@ -132,11 +140,31 @@ def _basic_credentials(value: str | None) -> bytes | None:
     return decoded if b":" in decoded else None
 
 
-def _auth_refusal(message: str) -> Refusal:
-    return Refusal(401, "auth-required", message, (("www-authenticate", BASIC_REALM),))
+def _auth_refusal(tunnel: str, message: str) -> Refusal:
+    challenge = BASIC_CHALLENGE.format(tunnel=tunnel)
+    return Refusal(401, "auth-required", message, (("www-authenticate", challenge),))
 
 
 # --- Webhooks ---------------------------------------------------------------------------------
+
+
+def replay_key(claim: Claim, headers: protocol.Headers) -> str | None:
+    """What identifies a verified delivery of a replayable provider (a digest of the tunnel and
+    its signature header), or None when the tunnel's provider signs no timestamp."""
+    if claim.webhook not in REPLAYABLE_PROVIDERS:
+        return None
+    name = STRIPE_HEADER if claim.webhook == "stripe" else SLACK_HEADER
+    signature = (header(headers, name) or "").encode("utf-8", "surrogateescape")
+    return hashlib.sha256(claim.name.encode() + b"\n" + signature).hexdigest()
+
+
+def replayed(tunnel: str, provider: str) -> Refusal:
+    return Refusal(
+        409,
+        "webhook-replayed",
+        f"The relay refused this {provider} webhook delivery for tunnel {tunnel!r}: the same "
+        "signed delivery already came through (a replay). It never reached the local app.",
+    )
 
 
 def check_webhook(

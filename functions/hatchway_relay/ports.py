@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from hatchway import protocol
+
 
 class ConnectionGone(Exception):
     """The WebSocket connection no longer exists (API Gateway answered 410 Gone)."""
@@ -94,6 +96,8 @@ class Claim:
     instance: str = ""
     """The agent process holding it (``Hello.instance``): another process with the same token
     does not take a live claim over."""
+    access: protocol.AccessRules = field(default_factory=protocol.AccessRules)
+    """Who may reach the tunnel: address rules and a rate limit (see ``access``)."""
 
     def alive(self, now: float) -> bool:
         return now < self.expires_at
@@ -204,6 +208,12 @@ class Store(Protocol):
         ...
 
     def release_reservation(self, name: str, token_id: str) -> bool: ...
+
+    # Things seen once
+    def first_sighting(self, key: str, expires_at: float) -> bool:
+        """True the first time ``key`` is shown before ``expires_at``, False on every repeat
+        (one conditional write: a replayed webhook delivery is caught across functions)."""
+        ...
 
     # Responses: one message per visitor request, stored once
     def expect_response(self, request_id: str, connection_id: str, expires_at: float) -> None:

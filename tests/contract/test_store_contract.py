@@ -19,6 +19,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from hatchway import protocol
+from hatchway_relay.adapters import dynamo_store
 from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.admin import AdminStore
@@ -376,6 +378,14 @@ def test_working_marks_are_kept_per_request(store: AdminStore) -> None:
     assert store.is_working("r1") and not store.is_working("r2")
 
 
+def test_a_sighting_is_first_once_until_it_expires(store: AdminStore, clock: FakeClock) -> None:
+    assert store.first_sighting("sig-a", NOW + 600)
+    assert not store.first_sighting("sig-a", NOW + 600)
+    assert store.first_sighting("sig-b", NOW + 600)
+    clock.advance(700 + dynamo_store.TTL_MARGIN_SECONDS)
+    assert store.first_sighting("sig-a", clock.now() + 600)  # long expired: may come again
+
+
 def test_forget_response_is_safe_twice(store: AdminStore) -> None:
     store.expect_response("r1", "c1", NOW + 30)
     store.forget_response("r1")
@@ -632,6 +642,13 @@ def guarded(base: Claim, password_hash: str = "pbkdf2-sha256$10000$c2FsdA$ZGlnZX
     return replace(
         base, basic_auth=password_hash, webhook="stripe", webhook_secret="whsec_contract"
     )
+
+
+def test_a_claims_access_rules_round_trip(store: AdminStore) -> None:
+    rules = protocol.AccessRules(("203.0.113.0/24", "2001:db8::/32"), ("10.0.0.0/8",), 2.5, 7)
+    held = replace(claim(), access=rules, large_responses="redirect", instance="i-1")
+    assert store.claim_name(held, NOW)
+    assert store.get_claim("myapp") == held
 
 
 def test_a_claims_guards_round_trip_and_survive_renewal_and_counting(store: AdminStore) -> None:

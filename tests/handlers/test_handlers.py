@@ -137,7 +137,8 @@ def test_full_round_trip_through_both_handlers(wired: tuple) -> None:
     assert result["statusCode"] == 201
     assert result["isBase64Encoded"] is True
     assert base64.b64decode(result["body"]) == seen.body[::-1]
-    assert result["cookies"] == ["a=1; Path=/", "b=2; HttpOnly"]
+    # A path-mode tunnel's cookies stay under its own path (every /t/<name>/ is one origin).
+    assert result["cookies"] == ["a=1; Path=/t/myapp/", "b=2; HttpOnly; Path=/t/myapp/"]
     assert result["headers"] == {"content-type": "application/octet-stream", "x-multi": "a,b"}
 
 

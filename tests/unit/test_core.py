@@ -150,7 +150,11 @@ def test_request_and_response_cross_byte_exact(h: Harness) -> None:
     reply = h.relay.visit(h.get("/p%C3%A9?x=%20", method="PUT", headers=headers, body=body))
     seen = agent.requests[-1]
     assert (seen.method, seen.path, seen.query, seen.body) == ("PUT", "/p%C3%A9", "x=%20", body)
-    assert seen.headers == (("x-a", "1,2"), ("cookie", "a=1; b=2"))  # hop-by-hop dropped
+    assert seen.headers == (  # hop-by-hop dropped; the scheme the relay was reached by added
+        ("x-a", "1,2"),
+        ("cookie", "a=1; b=2"),
+        ("x-forwarded-proto", "http"),
+    )
     assert reply.status == 200 and reply.body == body
     assert dict(reply.headers)["x-seen"] == "PUT /p%C3%A9?x=%20"
 
@@ -476,7 +480,8 @@ def test_refused_visitors_never_reach_the_agent(
     assert reply.status == status
     assert len(agent.requests) == (1 if status == 200 else 0)
     if status == 401 and spec.basic_auth:
-        assert dict(reply.headers)["www-authenticate"].startswith('Basic realm="hatchway"')
+        # Each tunnel its own realm: a browser never sends one tunnel's password to another.
+        assert dict(reply.headers)["www-authenticate"].startswith('Basic realm="hatchway: myapp"')
     if status != 200:
         assert b"-- hatchway relay" in reply.body  # the relay's own page, not the app's
 
@@ -484,7 +489,7 @@ def test_refused_visitors_never_reach_the_agent(
 def test_the_tunnel_password_is_consumed_by_the_relay(h: Harness) -> None:
     agent = guarded_agent(h, protocol.TunnelSpec("myapp", basic_auth=CREDENTIALS_HASH))
     h.relay.visit(h.get("/", headers=(basic("alice:pw"), ("x-other", "1"))))
-    assert agent.requests[-1].headers == (("x-other", "1"),)
+    assert agent.requests[-1].headers == (("x-other", "1"), ("x-forwarded-proto", "http"))
 
 
 def test_a_new_hello_without_guards_lifts_them(h: Harness) -> None:
@@ -856,3 +861,137 @@ def test_a_head_response_keeps_the_apps_content_length(h: Harness) -> None:
     h.agent("c1", app=head)
     assert ("Content-Length", "1234") in h.relay.visit(h.get("/", method="HEAD")).headers
     assert "Content-Length" not in dict(h.relay.visit(h.get("/", method="GET")).headers)
+
+
+# --- Who may reach what --------------------------------------------------------------------------
+
+
+def test_one_hello_cannot_claim_a_name_twice(h: Harness) -> None:
+    assert h.relay.connect("c1", TOKEN_A)
+    agent = FakeAgent(h.relay, "c1", echo_app, h.blobs)
+    h.poster.agents["c1"] = agent
+    agent.send(protocol.Hello((protocol.TunnelSpec("myapp"), protocol.TunnelSpec("myapp"))))
+    refusal = agent.last()
+    assert isinstance(refusal, protocol.Error) and "more than once" in refusal.message
+    assert h.store.get_claim("myapp") is None
+
+
+def access_agent(h: Harness, rules: protocol.AccessRules) -> FakeAgent:
+    assert h.relay.connect("c1", TOKEN_A)
+    agent = FakeAgent(h.relay, "c1", echo_app, h.blobs)
+    h.poster.agents["c1"] = agent
+    agent.send(protocol.Hello((protocol.TunnelSpec("myapp", access=rules),)))
+    welcome = agent.last()
+    assert isinstance(welcome, protocol.Welcome)
+    return agent
+
+
+def from_ip(h: Harness, source_ip: str, headers: protocol.Headers = ()) -> Visit:
+    return replace(h.get("/", headers=headers), source_ip=source_ip)
+
+
+@pytest.mark.parametrize(
+    ("allow", "deny", "source_ip", "admitted"),
+    [
+        pytest.param((), (), "198.51.100.7", True, id="no rules"),
+        pytest.param(("203.0.113.0/24",), (), "203.0.113.9", True, id="IPv4 allowed"),
+        pytest.param(("203.0.113.0/24",), (), "198.51.100.7", False, id="IPv4 not on the list"),
+        pytest.param((), ("203.0.113.0/24",), "203.0.113.9", False, id="IPv4 denied"),
+        pytest.param(("2001:db8::/32",), (), "2001:db8::1", True, id="IPv6 allowed"),
+        pytest.param(("2001:db8::/32",), (), "2001:dead::1", False, id="IPv6 not on the list"),
+        pytest.param((), ("2001:db8::/32",), "2001:db8:1::5", False, id="IPv6 denied"),
+        pytest.param(("10.0.0.0/8",), ("10.1.0.0/16",), "10.1.2.3", False, id="deny wins"),
+        pytest.param(("10.0.0.0/8",), ("10.1.0.0/16",), "10.2.2.3", True, id="allowed, not denied"),
+        pytest.param(("203.0.113.5",), (), "::ffff:203.0.113.5", True, id="IPv4 as mapped IPv6"),
+        pytest.param(("203.0.113.0/24",), (), "", False, id="no address: refused"),
+    ],
+)
+def test_address_rules_are_checked_on_the_address_the_platform_saw(
+    h: Harness, allow: tuple[str, ...], deny: tuple[str, ...], source_ip: str, admitted: bool
+) -> None:
+    agent = access_agent(h, protocol.AccessRules(allow, deny))
+    spoofed = (("x-forwarded-for", "203.0.113.9, 2001:db8::1, 10.2.2.3"),)
+    reply = h.relay.visit(from_ip(h, source_ip, spoofed))
+    assert (reply.status == 200) is admitted
+    if not admitted:
+        assert reply.status == 403 and dict(reply.headers)["x-hatchway-error"] == "address-refused"
+    assert len(agent.requests) == (1 if admitted else 0)
+
+
+def test_the_welcome_confirms_the_access_rules(h: Harness) -> None:
+    rules = protocol.AccessRules(("203.0.113.0/24",), rate=5)
+    welcome = access_agent(h, rules).last()
+    assert isinstance(welcome, protocol.Welcome)
+    assert welcome.tunnels[0].guards == ("ip_rules", "rate_limit")
+
+
+def test_a_burst_over_the_rate_limit_gets_429_and_never_reaches_the_app(h: Harness) -> None:
+    agent = access_agent(h, protocol.AccessRules(rate=2, burst=3))
+    statuses = [h.relay.visit(h.get("/")).status for _ in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+    assert len(agent.requests) == 3
+    limited = h.relay.visit(h.get("/"))
+    assert dict(limited.headers)["retry-after"] == "1"
+    assert dict(limited.headers)["x-hatchway-error"] == "rate-limited"
+    h.clock.advance(1.0)  # two more tokens a second
+    assert [h.relay.visit(h.get("/")).status for _ in range(3)] == [200, 200, 429]
+
+
+def test_the_app_learns_the_visitors_address_and_scheme_from_the_relay_only(h: Harness) -> None:
+    agent = h.agent("c1")
+    claimed = (("X-Forwarded-For", "10.9.9.9"), ("X-Forwarded-Proto", "https"))
+    h.relay.visit(from_ip(h, "198.51.100.7", claimed))
+    headers = agent.requests[-1].headers
+    assert ("x-forwarded-for", "10.9.9.9, 198.51.100.7") in headers  # appended, as proxies do
+    assert ("x-forwarded-proto", "http") in headers  # overwritten: the relay here is plain HTTP
+    assert [n for n, _ in headers].count("x-forwarded-proto") == 1
+
+
+def cookie_app(request: protocol.Request) -> protocol.Response:
+    return protocol.Response(
+        request.id,
+        200,
+        (
+            ("Set-Cookie", "session=victim; Path=/; HttpOnly"),
+            ("Set-Cookie", "pref=1; Domain=relay.test; Path=/settings"),
+            ("Set-Cookie", "plain=1"),
+            ("Service-Worker-Allowed", "/"),
+        ),
+    )
+
+
+def test_path_mode_keeps_a_tunnels_cookies_and_workers_under_its_own_path(h: Harness) -> None:
+    h.agent("c1", app=cookie_app)
+    reply = h.relay.visit(h.get("/t/myapp/login", host="relay.test"))
+    assert [v for n, v in reply.headers if n == "Set-Cookie"] == [
+        "session=victim; HttpOnly; Path=/t/myapp/",
+        "pref=1; Path=/t/myapp/settings",
+        "plain=1; Path=/t/myapp/",
+    ]
+    assert "Service-Worker-Allowed" not in dict(reply.headers)
+
+
+def test_subdomain_mode_leaves_cookies_as_the_app_set_them(h: Harness) -> None:
+    h.agent("c1", app=cookie_app)
+    reply = h.relay.visit(h.get("/login"))
+    assert ("Set-Cookie", "session=victim; Path=/; HttpOnly") in reply.headers
+    assert ("Service-Worker-Allowed", "/") in reply.headers
+
+
+def stripe_headers(body: bytes, ts: int) -> tuple[tuple[str, str], ...]:
+    signature = hmac.new(SECRET.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+    return (("stripe-signature", f"t={ts},v1={signature}"),)
+
+
+def test_a_signed_stripe_delivery_goes_through_once(h: Harness) -> None:
+    spec = protocol.TunnelSpec("myapp", webhook="stripe", webhook_secret=SECRET)
+    agent = guarded_agent(h, spec)
+    body = b'{"id":"evt_1"}'
+    headers = stripe_headers(body, int(h.clock.now()))
+    first = h.relay.visit(h.get("/hook", method="POST", headers=headers, body=body))
+    replay = h.relay.visit(h.get("/hook", method="POST", headers=headers, body=body))
+    assert (first.status, replay.status) == (200, 409)
+    assert dict(replay.headers)["x-hatchway-error"] == "webhook-replayed"
+    assert len(agent.requests) == 1
+    fresh = stripe_headers(body, int(h.clock.now()) + 1)  # Stripe's own retry is signed anew
+    assert h.relay.visit(h.get("/hook", method="POST", headers=fresh, body=body)).status == 200

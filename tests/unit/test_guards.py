@@ -88,7 +88,8 @@ def test_basic_auth(headers: list[tuple[str, str]], expected: tuple[int, str] | 
     refusal = guards.check(claim(basic_auth=PASSWORD_HASH), tuple(headers), b"", NOW)
     assert outcome(refusal) == expected
     if refusal is not None:
-        assert ("www-authenticate", guards.BASIC_REALM) in refusal.headers
+        challenge = guards.BASIC_CHALLENGE.format(tunnel="myapp")
+        assert ("www-authenticate", challenge) in refusal.headers
         assert "correct horse" not in refusal.message
 
 

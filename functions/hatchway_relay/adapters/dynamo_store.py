@@ -9,6 +9,7 @@ Single-table layout, ``pk``/``sk`` strings:
     name#<name>   / reserved  the token that alone may claim the name
     req#<id>      / resp      the one answer to visitor request <id> (head JSON + packed body)
     req#<id>      / work      the agent's mark that it is still on a slow request
+    seen#<key>    / seen      something that may happen once (a webhook signature), until ttl
     relay         / key       the relay's random key (binds request ids to connections)
 
 Every item but a token (which lives until revoked) and the key has a ``ttl`` for garbage
@@ -20,6 +21,7 @@ operator's listings scan; every request path reads by key.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -28,6 +30,7 @@ from typing import Any
 from boto3.dynamodb.conditions import Attr, ConditionBase, ConditionExpressionBuilder
 from botocore.exceptions import ClientError
 
+from hatchway import codec, protocol
 from hatchway_relay.ports import (
     Claim,
     Clock,
@@ -48,6 +51,8 @@ capped at 200 ms. Each look is one strongly consistent GetItem of one small item
 RELAY_KEY_BYTES = 32
 
 CLAIM_GUARDS = ("basic_auth", "webhook", "webhook_secret", "large_responses", "instance")
+"""``Claim`` string fields stored as claim-item attributes of the same names (absent when
+empty or default); the access rules travel as one JSON attribute, ``access``."""
 """``Claim`` fields stored as claim-item attributes of the same names (absent when empty)."""
 
 
@@ -297,6 +302,8 @@ class DynamoStore:
         for guard in CLAIM_GUARDS:
             if getattr(claim, guard) and getattr(claim, guard) != "refuse":
                 item[guard] = getattr(claim, guard)
+        if claim.access:
+            item["access"] = json.dumps(codec.access_to_dict(claim.access))
         return self._conditionally(self.table.put_item, Item=item, ConditionExpression=condition)
 
     def list_claims(self) -> list[Claim]:
@@ -320,6 +327,9 @@ class DynamoStore:
             webhook_secret=item.get("webhook_secret", ""),
             large_responses=item.get("large_responses", "refuse"),
             instance=item.get("instance", ""),
+            access=codec.access_from_dict(json.loads(item["access"]), "claim")
+            if "access" in item
+            else protocol.AccessRules(),
         )
 
     def renew_claim(
@@ -345,6 +355,15 @@ class DynamoStore:
             self.table.delete_item,
             Key={"pk": f"name#{name}", "sk": "claim"},
             ConditionExpression=Attr("connection_id").eq(connection_id),
+        )
+
+    # Things seen once
+
+    def first_sighting(self, key: str, expires_at: float) -> bool:
+        return self._conditionally(
+            self.table.put_item,
+            Item={"pk": f"seen#{key}", "sk": "seen", "ttl": _ttl(expires_at)},
+            ConditionExpression=Attr("pk").not_exists() | Attr("ttl").lt(int(self._clock.now())),
         )
 
     # The relay's own key

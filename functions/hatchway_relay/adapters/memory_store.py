@@ -19,6 +19,9 @@ from hatchway_relay.ports import (
     TokenRecord,
 )
 
+MAX_SIGHTINGS = 100_000
+"""Sightings kept before the expired ones are swept (each is a key and a time)."""
+
 
 @dataclass
 class _Awaited:
@@ -40,6 +43,7 @@ class MemoryStore:
         self._claims: dict[str, Claim] = {}
         self._reservations: dict[str, str] = {}
         self._awaited: dict[str, _Awaited] = {}
+        self._sightings: dict[str, float] = {}
         self._key = secrets.token_bytes(32)
 
     # Tokens
@@ -149,6 +153,18 @@ class MemoryStore:
             if self._reservations.get(name) != token_id:
                 return False
             del self._reservations[name]
+            return True
+
+    # Things seen once
+
+    def first_sighting(self, key: str, expires_at: float) -> bool:
+        with self._lock:
+            now = self._clock.now()
+            if len(self._sightings) > MAX_SIGHTINGS:
+                self._sightings = {k: t for k, t in self._sightings.items() if t > now}
+            if self._sightings.get(key, 0.0) > now:
+                return False
+            self._sightings[key] = expires_at
             return True
 
     # Responses
