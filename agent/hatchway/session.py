@@ -356,7 +356,7 @@ class _Connection:
         """Marks slow requests, pings, notices a silent relay, and starts the rotation."""
         tick = min(WORKING_SCAN_SECONDS, self.heartbeat)
         next_ping = time.monotonic() + self.heartbeat
-        while not self.ended.wait(tick):
+        while not self.ended.wait(self._next_tick(tick)):
             try:
                 if due := self.held.due():
                     self.send(protocol.Working(due))
@@ -369,7 +369,7 @@ class _Connection:
                     )
                     self.ws.abort()
                     return
-                if not self.rotating and now - self.opened_at > self.session.rotate_after:
+                if not self.rotating and now - self.opened_at >= self.session.rotate_after:
                     self.rotating = True
                     threading.Thread(
                         target=self.session._rotate, args=(self,), name="hatchway-rotate"
@@ -382,6 +382,13 @@ class _Connection:
             except (websocket.WebSocketException, OSError):
                 self.ws.abort()
                 return
+
+    def _next_tick(self, tick: float) -> float:
+        """Seconds to the next tick: ``tick``, or sooner when the rotation is due sooner."""
+        if self.rotating or self.retiring:
+            return tick
+        rotate_in = self.opened_at + self.session.rotate_after - time.monotonic()
+        return max(0.0, min(tick, rotate_in))
 
     def retire(self, quiet: float, limit: float) -> None:
         """Stop pinging; return once no request arrived for ``quiet`` seconds and every one
