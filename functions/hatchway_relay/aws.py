@@ -1,7 +1,8 @@
 """Composition root on AWS Lambda: builds the relay from the function's environment once per
 cold start and exposes the handler entry points that ``template.yaml`` names.
 
-Environment: ``TABLE_NAME``, ``BLOB_BUCKET`` (the HTTP function's bodies too large for a
+Environment: ``TABLE_NAME``, ``SECRETS_KEY`` (the KMS key that seals webhook secrets in the
+table), ``BLOB_BUCKET`` (the HTTP function's bodies too large for a
 message), ``WEBSOCKET_MANAGEMENT_URL`` (``https://{api}.execute-api.{region}
 .amazonaws.com/{stage}``), ``PATH_URL`` (template with ``{name}``; only the WebSocket function
 needs it, for the welcome), and optionally
@@ -30,6 +31,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from hatchway_relay.adapters.apigateway_poster import ApiGatewayPoster, make_client
 from hatchway_relay.adapters.dynamo_store import DynamoStore
 from hatchway_relay.adapters.emf_metrics import EmfMetrics
+from hatchway_relay.adapters.kms_secrets import KmsSecretBox
 from hatchway_relay.adapters.s3_blobs import S3BlobStore
 from hatchway_relay.core import Relay, RelayConfig
 from hatchway_relay.handlers import authorizer as authorizer_handlers
@@ -69,6 +71,9 @@ def relay() -> Relay:
     blobs: BlobStore | None = None
     if env.get("BLOB_BUCKET"):
         blobs = S3BlobStore(boto3.client("s3"), env["BLOB_BUCKET"])
+    secrets = (
+        KmsSecretBox(boto3.client("kms"), env["SECRETS_KEY"]) if env.get("SECRETS_KEY") else None
+    )
     return Relay(
         DynamoStore(table, clock),
         ApiGatewayPoster(make_client(env["WEBSOCKET_MANAGEMENT_URL"])),
@@ -82,6 +87,7 @@ def relay() -> Relay:
         ),
         EmfMetrics(metrics, SERVICE),
         blobs,
+        secrets,
     )
 
 

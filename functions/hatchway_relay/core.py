@@ -30,8 +30,10 @@ from hatchway_relay.ports import (
     Clock,
     ConnectionGone,
     ConnectionRecord,
+    PlainSecretBox,
     Poster,
     PostFailed,
+    SecretBox,
     Store,
     TokenRecord,
 )
@@ -182,6 +184,7 @@ class Relay:
         config: RelayConfig,
         metrics: Metrics | None = None,
         blobs: BlobStore | None = None,
+        secrets: SecretBox | None = None,
     ) -> None:
         self.store = store
         self.poster = poster
@@ -189,6 +192,7 @@ class Relay:
         self.config = config
         self.metrics = metrics or NoMetrics()
         self.blobs = blobs
+        self.secrets = secrets or PlainSecretBox()
         self._hostname_tunnels = frozenset(config.custom_hostnames.values())
         self._key: bytes | None = None
         self._latency: dict[str, float] = {}
@@ -388,7 +392,7 @@ class Relay:
                 lease,
                 basic_auth=spec.basic_auth or "",
                 webhook=spec.webhook or "",
-                webhook_secret=spec.webhook_secret or "",
+                webhook_secret=self.secrets.seal(spec.webhook_secret or ""),
                 large_responses=spec.large_responses,
                 instance=instance,
                 access=spec.access,
@@ -538,7 +542,7 @@ class Relay:
             )
         refusal = (
             self._access_refusal(claim, visit, now)
-            or guards.check(claim, visit.headers, visit.body, now)
+            or guards.check(self._opened(claim), visit.headers, visit.body, now)
             or self._replay_refusal(claim, visit, now)
         )
         if refusal is not None:  # never reaches the agent
@@ -557,6 +561,12 @@ class Relay:
         if reply is not None and route.prefix:
             return replace(reply, headers=path_mode.scoped_headers(reply.headers, route.prefix))
         return reply
+
+    def _opened(self, claim: Claim) -> Claim:
+        """The claim with its webhook secret in clear, for checking a delivery."""
+        if not claim.webhook_secret:
+            return claim
+        return replace(claim, webhook_secret=self.secrets.open(claim.webhook_secret))
 
     def _replay_refusal(self, claim: Claim, visit: Visit, now: float) -> guards.Refusal | None:
         """A verified delivery with a signed timestamp goes through once (one conditional write

@@ -90,7 +90,8 @@ class Claim:
     webhook: str = ""
     """The provider whose signed deliveries are the only requests let through."""
     webhook_secret: str = field(default="", repr=False)
-    """The secret those deliveries are signed with (HMAC needs it in clear)."""
+    """The secret those deliveries are signed with, as the relay's ``SecretBox`` sealed it
+    (HMAC needs it in clear: the relay opens it when it checks a delivery)."""
     large_responses: str = "refuse"
     """``protocol.LARGE_RESPONSE_MODES``: what a response above Lambda's ceiling becomes."""
     instance: str = ""
@@ -135,6 +136,24 @@ class Poster(Protocol):
         """Send one text message to a connection; raise ``ConnectionGone`` if it is gone and
         ``PostFailed`` if it could not be sent for another reason."""
         ...
+
+
+class SecretBox(Protocol):
+    """Seals the secrets the relay must store but use in clear (webhook signing secrets): KMS
+    on AWS; ``PlainSecretBox`` where the store never leaves the process."""
+
+    def seal(self, plaintext: str) -> str: ...
+    def open(self, sealed: str) -> str: ...
+
+
+class PlainSecretBox:
+    """No sealing: for the in-memory store, whose contents never leave the process."""
+
+    def seal(self, plaintext: str) -> str:
+        return plaintext
+
+    def open(self, sealed: str) -> str:
+        return sealed
 
 
 class BlobStore(Protocol):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
+import hmac
 import io
 import json
 import random
@@ -64,6 +66,8 @@ def deployed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         boto3.client("s3", region_name=REGION).create_bucket(
             Bucket="relay-blobs", CreateBucketConfiguration={"LocationConstraint": REGION}
         )
+        key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["KeyId"]
+        monkeypatch.setenv("SECRETS_KEY", key)
         admin.register_token(DynamoStore(resource.Table("relay")), TOKEN, "laptop")
         aws.relay.cache_clear()
         aws._handlers.cache_clear()
@@ -244,3 +248,41 @@ def test_logs_are_correlated_json_and_metrics_say_what_happened_without_secrets(
     (error,) = metrics["Errors"]
     assert error["Cause"] == "tunnel-not-found" and error["service"] == "relay"
     assert "Responses5xx" not in metrics
+
+
+@pytest.mark.usefixtures("deployed")
+def test_a_webhook_secret_is_stored_sealed_and_still_checks_deliveries() -> None:
+    secret = "whsec_never-in-the-table"
+    auth_event = event("ws_authorizer")
+    auth_event["headers"]["Authorization"] = f"Bearer {TOKEN}"
+    connect = event("ws_connect_authorized")
+    connect["requestContext"]["authorizer"] = aws.authorizer_handler(auth_event, LAMBDA_CONTEXT)[
+        "context"
+    ]
+    connection_id = connect["requestContext"]["connectionId"]
+    aws.websocket_handler(connect, LAMBDA_CONTEXT)
+    spec = protocol.TunnelSpec("hooks", webhook="stripe", webhook_secret=secret)
+    send_as_agent(protocol.Hello((spec,)), connection_id)
+
+    items = boto3.resource("dynamodb", region_name=REGION).Table("relay").scan()["Items"]
+    assert secret not in json.dumps(items, default=str)  # only KMS ciphertext is kept
+    (claim,) = [item for item in items if item["pk"] == "name#hooks"]
+    assert claim["webhook_secret"].startswith("kms:")
+
+    body = b'{"id":"evt_1"}'
+    stamp = str(int(time.time()))
+    signature = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    answering = threading.Thread(
+        target=answer_once,
+        args=(connection_id, lambda r: protocol.Response(r.id, 200, body=b"ok")),
+    )
+    answering.start()
+    delivery = event("http_v2_post")
+    delivery["rawPath"] = "/t/hooks/stripe"
+    delivery["body"] = base64.b64encode(body).decode()
+    delivery["headers"]["stripe-signature"] = f"t={stamp},v1={signature}"
+    assert aws.http_handler(delivery, LAMBDA_CONTEXT)["statusCode"] == 200
+    answering.join(10)
+    forged = copy.deepcopy(delivery)
+    forged["headers"]["stripe-signature"] = f"t={stamp},v1={'0' * 64}"
+    assert aws.http_handler(forged, LAMBDA_CONTEXT)["statusCode"] == 403

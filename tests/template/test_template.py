@@ -638,3 +638,69 @@ def test_log_level_choices_map_onto_lambdas_levels(sam: dict[str, Any]) -> None:
     # Python's names; Lambda's application level is only ever DEBUG or INFO (see above).
     assert sam["Parameters"]["LogLevel"]["AllowedValues"] == ["DEBUG", "INFO", "WARNING", "ERROR"]
     assert sam["Parameters"]["LogLevel"]["Default"] == "INFO"
+
+
+def table_grants(function: dict[str, Any]) -> dict[str, list[str] | None]:
+    """DynamoDB actions a function's own statements grant, with the leading keys each is
+    limited to (None: the whole table)."""
+    grants: dict[str, list[str] | None] = {}
+    for statement in sam_statements(function):
+        actions = (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+        for action in actions:
+            if action.startswith("dynamodb:"):
+                condition = statement.get("Condition", {}).get("ForAllValues:StringLike", {})
+                grants[action] = condition.get("dynamodb:LeadingKeys")
+    return grants
+
+
+def policy_templates(function: dict[str, Any]) -> set[str]:
+    return {
+        name
+        for policy in function["Properties"].get("Policies", [])
+        if isinstance(policy, dict)
+        for name in policy
+        if name != "Statement"
+    }
+
+
+def test_the_visitor_facing_function_reads_no_tokens_and_writes_almost_nothing(
+    sam: dict[str, Any],
+) -> None:
+    http = sam["Resources"]["HttpFunction"]
+    assert not policy_templates(http) & {"DynamoDBCrudPolicy", "DynamoDBReadPolicy"}
+    grants = table_grants(http)
+    assert grants == {
+        "dynamodb:GetItem": ["name#*", "conn#*", "req#*", "relay"],
+        "dynamodb:PutItem": ["seen#*", "relay"],
+        "dynamodb:DeleteItem": ["conn#*", "name#*"],
+    }
+    assert not any(
+        "token#" in pattern for patterns in grants.values() for pattern in patterns or []
+    )
+
+
+def test_the_authorizer_reads_token_hashes_only(sam: dict[str, Any]) -> None:
+    authorizer = sam["Resources"]["AuthorizerFunction"]
+    assert not policy_templates(authorizer)
+    assert table_grants(authorizer) == {"dynamodb:GetItem": ["token#*"]}
+
+
+@pytest.mark.parametrize(
+    ("function", "kms"),
+    [
+        ("WebSocketFunction", "KMSEncryptPolicy"),  # seals a secret at hello
+        ("HttpFunction", "KMSDecryptPolicy"),  # opens it to check a delivery
+    ],
+)
+def test_webhook_secrets_are_sealed_with_the_stacks_key(
+    sam: dict[str, Any], function: str, kms: str
+) -> None:
+    resource = sam["Resources"][function]
+    assert kms in policy_templates(resource)
+    assert not policy_templates(resource) & {"KMSEncryptPolicy", "KMSDecryptPolicy"} - {kms}
+    env = resource["Properties"]["Environment"]["Variables"]
+    assert env["SECRETS_KEY"] == {"Ref": "SecretsKey"}
+    key = sam["Resources"]["SecretsKey"]["Properties"]
+    assert key["EnableKeyRotation"] is True
