@@ -36,7 +36,6 @@ confirms it enforces them: a relay that ignored them would expose the app unprot
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import random
 import secrets
@@ -50,9 +49,10 @@ import websocket
 
 from hatchway import __version__, blobs, codec, protocol
 from hatchway.answers import RecentAnswers
-from hatchway.errors import HatchwayError, NameTaken, RelayUnreachable, SessionError, TokenRefused
-from hatchway.inflight import WORKING_SCAN_SECONDS, HeldRequests, TunnelGate
-from hatchway.protocol import Fault, ProtocolError, Request, Response
+from hatchway.connection import Connection, agent_fault, send_message
+from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
+from hatchway.inflight import TunnelGate
+from hatchway.protocol import ProtocolError, Request, Response
 
 log = logging.getLogger("hatchway.agent")
 
@@ -72,9 +72,6 @@ BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 30.0
 """Reconnect delays: uniformly random up to base * 2**attempt, capped (full jitter)."""
 
-SILENCE_FACTOR = 3
-"""A connection that received nothing for this many heartbeats is treated as dead."""
-
 MAX_EARLY_REQUESTS = 64
 """Requests kept that overtake the welcome (a visitor was quick); beyond them the relay is
 misbehaving, and the visitors get the relay's timeout."""
@@ -90,22 +87,6 @@ MIN_BLOB_TIMEOUT_SECONDS = 1.0
 
 Handler = Callable[[Request], Response]
 Clock = Callable[[], float]
-
-
-def send_message(
-    ws: websocket.WebSocket, message: protocol.Message, lock: threading.Lock, compress: bool = True
-) -> None:
-    """Encode ``message`` and send it as one WebSocket message in frames of at most
-    ``MAX_FRAME_BYTES`` (API Gateway's frame limit): a text frame, then continuation frames.
-    The lock keeps another message's frames from slipping in between."""
-    frames = codec.split_frames(codec.encode(message, compress=compress))
-    last = len(frames) - 1
-    with lock:
-        for index, chunk in enumerate(frames):
-            opcode = websocket.ABNF.OPCODE_TEXT if index == 0 else websocket.ABNF.OPCODE_CONT
-            # Encoded messages are ASCII; create_frame only encodes str for text frames itself.
-            data = chunk.encode("ascii")
-            ws.send_frame(websocket.ABNF.create_frame(data, opcode, fin=int(index == last)))
 
 
 class SeenRequests:
@@ -133,284 +114,6 @@ class SeenRequests:
     def __len__(self) -> int:
         with self._lock:
             return len(self._until)
-
-
-class _Connection:
-    """One WebSocket to the relay with its reader and ticker threads.
-
-    A connection is *serving* (the session's current one), then, once a rotation replaced it,
-    *retiring*: it still reads and answers what the relay sends it (a relay function may route
-    by a claim it read up to ``CLAIM_CACHE_SECONDS`` ago) but no longer pings; it closes once it
-    has been quiet and answered everything it accepted."""
-
-    def __init__(
-        self,
-        session: Session,
-        ws: websocket.WebSocket,
-        heartbeat: float,
-        early: Sequence[Request] = (),
-    ) -> None:
-        self.session = session
-        self.ws = ws
-        self.early = list(early)
-        """Requests that arrived before the welcome (a visitor was quick): served first."""
-        self.heartbeat = heartbeat
-        self.opened_at = time.monotonic()
-        self.last_received = time.monotonic()
-        self.last_request = time.monotonic()
-        self.send_lock = threading.Lock()
-        self.ended = threading.Event()
-        self.held = HeldRequests()
-        """Requests accepted and not answered yet: drained before closing, marked when slow."""
-        self.served: dict[str, int] = {}
-        """Requests answered on this connection, per tunnel: reported in each ping."""
-        self.served_lock = threading.Lock()
-        self.error: BaseException | None = None
-        self.fatal: HatchwayError | None = None
-        """Why the session must stop rather than reconnect (the names went to another agent)."""
-        self.retiring = False
-        self.rotating = False
-        self.saying_hello = False
-        """A hello went out again on this connection (a name was lost); its answer is due."""
-
-    def start(self) -> None:
-        threading.Thread(target=self._read, name="hatchway-reader", daemon=True).start()
-        threading.Thread(target=self._tick, name="hatchway-ticker", daemon=True).start()
-
-    def send(self, message: protocol.Message) -> None:
-        send_message(self.ws, message, self.send_lock, self.session.compress)
-
-    def close(self) -> None:
-        try:
-            self.ws.close(timeout=1)
-        except Exception:  # already broken: the point was to stop it
-            self.ws.abort()
-        self.ended.set()
-
-    def _read(self) -> None:
-        for request in self.early:
-            self._accept(request)
-        self.early.clear()
-        try:
-            while True:
-                opcode, data = self.ws.recv_data()
-                if opcode == websocket.ABNF.OPCODE_CLOSE:
-                    break
-                self.last_received = time.monotonic()
-                if opcode == websocket.ABNF.OPCODE_TEXT:
-                    self._on_text(data)
-        except (websocket.WebSocketException, OSError) as exc:
-            self.error = exc
-        finally:
-            self.ended.set()
-
-    def _on_text(self, text: bytes) -> None:
-        try:
-            message = codec.decode(text)
-        except ProtocolError as exc:
-            log.warning("relay sent a bad message: %s", exc)
-            request_id = _request_id_of(text)
-            if request_id is not None:  # a visitor is waiting: tell them now, not at the timeout
-                self._answer(_agent_fault(request_id, exc.status, f"bad request message: {exc}"))
-            return
-        if isinstance(message, Request):
-            self.last_request = time.monotonic()
-            self._accept(message)
-        elif isinstance(message, protocol.Error):
-            self._on_error(message)
-        elif isinstance(message, protocol.Welcome) and self.saying_hello:
-            self.saying_hello = False
-            self.session.welcome = message
-            log.warning("took the tunnel names back: %s", ", ".join(self.session.granted))
-
-    def _on_error(self, error: protocol.Error) -> None:
-        session = self.session
-        if error.code == "response_not_stored":
-            again = session.answers.take(error.id)
-            if again is None:
-                log.warning("the relay could not store the answer to %s, no longer kept", error.id)
-                return
-            log.warning("the relay could not store the answer to %s; sending it again", error.id)
-            self._answer(again, keep=False)  # once: a second failure is the visitor's 5xx
-        elif error.code == "response_refused":
-            log.warning(
-                "the relay refused the answer to %s: %s", error.id or "a request", error.message
-            )
-        elif error.code == "name_lost":
-            if self.retiring:  # its names went to the connection that replaced it, as meant
-                return
-            log.warning("%s; asking for the names again", error.message)
-            self.saying_hello = True
-            try:
-                self.send(session.hello())
-            except (websocket.WebSocketException, OSError):
-                self.ws.abort()
-        elif error.code == "name_taken" and self.saying_hello:
-            # Another agent of this token serves the names now: pinging on while serving
-            # nothing would leave the user believing the tunnel is up.
-            log.error("lost the tunnel names for good: %s", error.message)
-            self.fatal = NameTaken(error.message)
-            self.ws.abort()
-        else:
-            log.warning("relay says %s: %s", error.code, error.message)
-            if error.code == "not_connected":
-                # The relay forgot this connection (its token was revoked, or its record was
-                # lost): reconnecting either restores the tunnels or reports the refusal.
-                self.ws.abort()
-
-    def _accept(self, request: Request) -> None:
-        session = self.session
-        if not session.seen.first_time(request, session.relay_now()):
-            log.debug("ignored a repeated delivery of request %s", request.id)
-            return
-        if not session.gate.enter(request.tunnel):
-            log.warning(
-                "refused request %s on %s: %d requests already wait on its local app",
-                request.id,
-                request.tunnel,
-                session.gate.limit,
-            )
-            self._answer(
-                _agent_fault(
-                    request.id,
-                    503,
-                    f"tunnel {request.tunnel!r} already has {session.gate.limit} requests "
-                    "waiting on its local app; try again when it has caught up",
-                    side="local app",
-                )
-            )
-            return
-        self.held.add(request.id)
-        try:
-            session._pool.submit(self._serve, request)
-        except RuntimeError:  # the session is shutting down
-            self._release(request)
-
-    def _release(self, request: Request) -> None:
-        self.session.gate.leave(request.tunnel)
-        self.held.done(request.id)
-
-    def _serve(self, request: Request) -> None:
-        try:
-            late = self.session.relay_now() - request.deadline
-            if request.deadline and late > 0:
-                log.warning(
-                    "dropped request %s (%s %s on %s): the relay stopped waiting %.1f s ago",
-                    request.id,
-                    request.method,
-                    request.path,
-                    request.tunnel,
-                    late,
-                )
-                return
-            self._serve_in_time(request)
-        finally:
-            self._release(request)
-
-    def _serve_in_time(self, request: Request) -> None:
-        started = time.monotonic()
-        session = self.session
-        if request.body_url is not None:
-            try:
-                body = blobs.fetch(
-                    request.body_url, protocol.MAX_BODY_BYTES, session._blob_timeout(request)
-                )
-            except blobs.BlobError as exc:
-                message = f"the request body could not be fetched from the relay: {exc}"
-                log.warning("request %s: %s", request.id, message)
-                self._answer(_agent_fault(request.id, 502, message), request.tunnel)
-                return
-            request = dataclasses.replace(request, body=body, body_url=None, body_size=0)
-        try:
-            response = session.handler(request)
-        except Exception as exc:  # a handler bug must not leave the visitor hanging
-            log.exception("handler failed for %s %s", request.method, request.path)
-            response = Response(request.id, 502, fault=Fault("agent", str(exc)))
-        self._answer(session._outgoing(request, response), request.tunnel)
-        elapsed_ms = (time.monotonic() - started) * 1000
-        if session.on_request_done:
-            session.on_request_done(request, response, elapsed_ms)
-
-    def _answer(self, response: Response, tunnel: str | None = None, keep: bool = True) -> None:
-        """Send ``response``; ``keep`` it a while, in case the relay fails to store it."""
-        try:
-            self.send(response)
-        except ProtocolError as exc:  # e.g. the app's headers exceed what a message carries
-            log.warning("could not encode the response to %s: %s", response.id, exc)
-            fault = _agent_fault(response.id, exc.status, f"the response cannot be sent: {exc}")
-            try:
-                self.send(fault)
-            except (websocket.WebSocketException, OSError, ProtocolError):
-                return
-            response = fault
-        except (websocket.WebSocketException, OSError) as exc:
-            log.warning("could not send the response to %s: %s", response.id, exc)
-            return
-        if keep:
-            self.session.answers.put(response)
-        if tunnel is not None:
-            with self.served_lock:
-                self.served[tunnel] = self.served.get(tunnel, 0) + 1
-
-    def _tick(self) -> None:
-        """Marks slow requests, pings, notices a silent relay, and starts the rotation."""
-        tick = min(WORKING_SCAN_SECONDS, self.heartbeat)
-        next_ping = time.monotonic() + self.heartbeat
-        while not self.ended.wait(self._next_tick(tick)):
-            try:
-                if due := self.held.due():
-                    self.send(protocol.Working(due))
-                if self.retiring:
-                    continue
-                now = time.monotonic()
-                if now - self.last_received > SILENCE_FACTOR * self.heartbeat:
-                    log.warning(
-                        "relay silent for %.0f s; reconnecting", SILENCE_FACTOR * self.heartbeat
-                    )
-                    self.ws.abort()
-                    return
-                if not self.rotating and now - self.opened_at >= self.session.rotate_after:
-                    self.rotating = True
-                    threading.Thread(
-                        target=self.session._rotate, args=(self,), name="hatchway-rotate"
-                    ).start()
-                if now >= next_ping:
-                    next_ping = now + self.heartbeat
-                    with self.served_lock:
-                        served = tuple(sorted(self.served.items()))
-                    self.send(protocol.Ping(time.time(), served))
-            except (websocket.WebSocketException, OSError):
-                self.ws.abort()
-                return
-
-    def _next_tick(self, tick: float) -> float:
-        """Seconds to the next tick: ``tick``, or sooner when the rotation is due sooner."""
-        if self.rotating or self.retiring:
-            return tick
-        rotate_in = self.opened_at + self.session.rotate_after - time.monotonic()
-        return max(0.0, min(tick, rotate_in))
-
-    def retire(self, quiet: float, limit: float) -> None:
-        """Stop pinging; return once no request arrived for ``quiet`` seconds and every one
-        accepted is answered, or after ``limit`` seconds, or when the socket ended."""
-        self.retiring = True
-        self.last_request = time.monotonic()
-        deadline = self.last_request + limit
-        while not self.ended.is_set() and (now := time.monotonic()) < deadline:
-            still_quiet_for = self.last_request + quiet - now
-            if still_quiet_for > 0:
-                self.ended.wait(min(still_quiet_for, deadline - now))
-            elif (
-                self.held.wait_empty(min(quiet, deadline - now))
-                and time.monotonic() - self.last_request >= quiet
-            ):
-                return
-        if len(self.held):
-            log.warning("closed a rotated connection with %d requests unanswered", len(self.held))
-
-    def drain(self, timeout: float) -> None:
-        """Wait (bounded) until every request this connection accepted has been answered."""
-        self.held.wait_empty(timeout)
 
 
 class Session:
@@ -469,7 +172,7 @@ class Session:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="hatchway-worker")
         self._closing = threading.Event()
         self._ready = threading.Event()
-        self._current: _Connection | None = None
+        self._current: Connection | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._fatal: BaseException | None = None
@@ -566,7 +269,7 @@ class Session:
         except BaseException as exc:  # surfaced by start() or held in _fatal
             log.debug("session ended: %s", exc)
 
-    def _set_current(self, connection: _Connection) -> None:
+    def _set_current(self, connection: Connection) -> None:
         with self._lock:
             self._current = connection
         if self._closing.is_set():
@@ -579,7 +282,7 @@ class Session:
             current.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _open(self) -> _Connection:
+    def _open(self) -> Connection:
         """Connect, say hello, wait for the welcome; raise a typed error on refusal."""
         try:
             ws = websocket.create_connection(
@@ -620,7 +323,7 @@ class Session:
             )
         self.welcome = welcome
         heartbeat = self.heartbeat_override or welcome.heartbeat_seconds
-        connection = _Connection(self, ws, heartbeat, early)
+        connection = Connection(self, ws, heartbeat, early)
         # Before the connection serves anything, so that routing set up here sees every request.
         if self.on_ready:
             self.on_ready(welcome)
@@ -665,9 +368,7 @@ class Session:
                 f"the relay at {self.server} closed before welcoming: {exc}"
             ) from None
 
-    def _reconnect(
-        self, error: BaseException | None, immediate: bool = False
-    ) -> _Connection | None:
+    def _reconnect(self, error: BaseException | None, immediate: bool = False) -> Connection | None:
         """A new connection, after backoff; ``immediate`` tries once before backing off."""
         if immediate:
             try:
@@ -688,7 +389,7 @@ class Session:
                 attempt += 1
         return None
 
-    def _rotate(self, old: _Connection) -> None:
+    def _rotate(self, old: Connection) -> None:
         """Before the platform's 2 h cut-off: open the new connection first (the same instance
         takes the names over), then let the old one answer what the relay still sends it, and
         close it once it has been quiet."""
@@ -723,7 +424,7 @@ class Session:
         spec = self._tunnel_spec(request.tunnel)
         if size > protocol.MAX_BODY_BYTES and (spec is None or spec.large_responses != "redirect"):
             # The forwarder enforces this per tunnel; a custom handler may not have.
-            return _agent_fault(
+            return agent_fault(
                 request.id,
                 413,
                 f"the local app's response body of {size} bytes is larger than "
@@ -733,7 +434,7 @@ class Session:
         if size <= request.inline_max or self._packs_within(response.body, request.inline_max):
             return response
         if request.upload_url is None:
-            return _agent_fault(
+            return agent_fault(
                 request.id,
                 502,
                 f"the response body of {size} bytes is too large for the relay: it takes at "
@@ -744,7 +445,7 @@ class Session:
         except blobs.BlobError as exc:
             message = f"the response body could not be uploaded to the relay: {exc}"
             log.warning("request %s: %s", request.id, message)
-            return _agent_fault(request.id, 502, message)
+            return agent_fault(request.id, 502, message)
         return Response(request.id, response.status, response.headers, b"", uploaded=size)
 
     def _packs_within(self, body: bytes, limit: int) -> bool:
@@ -753,20 +454,3 @@ class Session:
             return False
         text, _ = codec.pack_body(body, compress=True)
         return codec.packed_size(text) <= limit
-
-
-def _agent_fault(request_id: str, status: int, message: str, side: str = "agent") -> Response:
-    """The agent's own answer when it cannot produce the app's; ``side`` names who failed."""
-    status = status if 400 <= status <= 599 else 502
-    return Response(request_id, status, fault=Fault(side, message))
-
-
-def _request_id_of(text: bytes) -> str | None:
-    """The id of a request message that failed to decode, if it has a valid one."""
-    try:
-        obj = json.loads(text)
-        if isinstance(obj, dict) and obj.get("type") == "request":
-            return protocol.validate_id(str(obj.get("id")))
-    except (ValueError, RecursionError, ProtocolError):
-        pass
-    return None
