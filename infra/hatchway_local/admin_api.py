@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from hatchway.protocol import AccessRules
 from hatchway_relay.ports import Claim, ConnectionRecord, Store, TokenRecord
 
 ADMIN_HOST = "127.0.0.1"
@@ -54,8 +55,9 @@ ADMIN_METHODS = frozenset(
 """Every store call the operator's commands make; anything else is refused."""
 
 _RECORDS: dict[str, type[Any]] = {
-    cls.__name__: cls for cls in (TokenRecord, ConnectionRecord, Claim)
+    cls.__name__: cls for cls in (TokenRecord, ConnectionRecord, Claim, AccessRules)
 }
+"""Records that may cross the wire, nested ones included (a claim's access rules)."""
 
 
 def default_admin_file() -> Path:
@@ -81,15 +83,19 @@ def encode(value: Any) -> Any:
 
 
 def decode(value: Any) -> Any:
-    """The inverse of ``encode``: records rebuilt, their lists back to tuples."""
+    """The inverse of ``encode``: records rebuilt (nested ones too), their lists back to
+    tuples."""
     if isinstance(value, dict) and value.get("record") in _RECORDS:
-        fields = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in value.items() if k != "record"
-        }
+        fields = {k: _field(decode(v)) for k, v in value.items() if k != "record"}
         return _RECORDS[value["record"]](**fields)
     if isinstance(value, list):
         return [decode(v) for v in value]
     return value
+
+
+def _field(value: Any) -> Any:
+    """A record's field: records hold tuples where JSON has lists."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 # --- Server ---------------------------------------------------------------------------------

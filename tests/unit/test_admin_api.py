@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from hatchway.protocol import AccessRules
 from hatchway_local.admin_api import AdminError, AdminServer, RemoteStore, decode, encode
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.ports import Claim, ConnectionRecord, TokenRecord
@@ -68,6 +69,7 @@ def test_it_listens_on_loopback_only(server: AdminServer) -> None:
         ConnectionRecord("c1", "t1", 1.0, 7201.0, ("a",), "203.0.113.9"),
         Claim("myapp", "c1", "t1", 600.25, served=7),
         [Claim("a", "c", "t", 1.0), None, "text", 3],
+        Claim("guarded", "c2", "t2", 9.0, access=AccessRules(("10.0.0.0/8",), (), 5.0, 10)),
     ],
 )
 def test_records_cross_the_wire_unchanged(record: object) -> None:
