@@ -212,7 +212,9 @@ def test_the_relay_enforces_guards_before_the_app_sees_anything(
             assert answer.header("x-hatchway-error") is not None
             assert "relay" in answer.text
         if status == 401 and "basic_auth" in options:
-            assert answer.header("WWW-Authenticate") == 'Basic realm="hatchway", charset="UTF-8"'
+            # Each tunnel its own realm: in path mode all tunnels share one origin.
+            challenge = 'Basic realm="hatchway: guarded", charset="UTF-8"'
+            assert answer.header("WWW-Authenticate") == challenge
 
 
 # --- Header rules applied by the agent (the relay is not involved: memory store only) ----------
