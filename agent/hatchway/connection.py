@@ -30,7 +30,7 @@ SILENCE_FACTOR = 3
 
 def abort(ws: websocket.WebSocket) -> None:
     """Drop the socket at once (websocket-client leaves ``abort`` unannotated)."""
-    ws.abort()  # type: ignore[no-untyped-call]
+    ws.abort()
 
 
 def send_message(
