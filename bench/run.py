@@ -1,8 +1,17 @@
-"""Tunnel vs direct, measured in one run on loopback against the same backend.
+"""Tunnel vs direct, measured in one run on loopback against the same origin app with wrk.
 
-Starts a backend app, ``hatchway-local`` (memory store) and ``hatchway http`` as separate
-processes, then drives ``hey`` (installed from Debian if missing) at the backend directly and
-through the tunnel. Prints a table with the tunnel/direct ratio and the agent's peak RSS.
+Starts the origin (``origin.py``, one worker per CPU), ``hatchway-local`` (memory store) and
+``hatchway http`` as separate processes, then drives wrk (installed from Debian if missing) at
+the origin directly and through the tunnel, alternating within each round so that drift hits
+both alike. Four columns, each the median of the rounds and a ratio to direct:
+
+* p50 and p99 latency at c=1 on one keep-alive connection, 1 KB GETs;
+* requests per second at c=32, 1 KB GETs;
+* MiB/s of 1 MB GETs at c=4 (incompressible bodies);
+* requests per second of 100 KB POST echoes at c=8;
+
+plus the agent's and the gateway's peak RSS and CPU. The table goes to stdout and, as Markdown
+for the README, to ``--markdown`` (default /tmp/readme-bench.md).
 
     make bench                       # or: .venv/bin/python bench/run.py [--quick]
 """
@@ -10,55 +19,77 @@ through the tunnel. Prints a table with the tunnel/direct ratio and the agent's 
 from __future__ import annotations
 
 import argparse
-import re
-import shutil
+import os
+import random
 import socket
-import subprocess
+import statistics
 import sys
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE))
 
-from support.processes import BIN, AgentProcess, Process  # noqa: E402
+import wrk  # noqa: E402
+from children import Child  # noqa: E402
 
+BIN = Path(sys.executable).parent
 TOKEN = "hw_bench-token-0123456789"
+TUNNEL = "bench"
 ONE_MIB = 1024 * 1024
+LARGE_BYTES = ONE_MIB
+"""The "1 MB" GET's body."""
+POST_BYTES = 100 * 1024
+SECONDS = 10.0
+"""Length of one wrk run."""
+ROUNDS = 3
+"""Runs per column and system; the median is reported."""
+WARMUP_SECONDS = 2.0
+"""A short c=32 run through the tunnel before measuring: first connections, caches, imports."""
 
 
-@dataclass
-class Scenario:
+@dataclass(frozen=True)
+class Column:
+    key: str
     label: str
     unit: str
     path: str
-    requests: int
-    concurrency: int
-    method: str = "GET"
-    body_bytes: int = 0
-    response_bytes: int = 0
+    connections: int
+    goal: float
+    """The tunnel/direct ratio to reach (issue 13: the better of ssh -R and localtunnel)."""
+    post: bool = False
+    higher_is_better: bool = True
 
 
-SCENARIOS = [
-    Scenario("latency p50, 1 KB GET, c=1", "ms", "/bytes/1024", 2000, 1),
-    Scenario("latency p99, 1 KB GET, c=1", "ms", "/bytes/1024", 0, 1),  # same run as p50
-    Scenario("throughput, 1 KB GET, c=32", "req/s", "/bytes/1024", 10000, 32),
-    Scenario(
-        "throughput, 1 MB GET, c=4", "MiB/s", f"/bytes/{ONE_MIB}", 300, 4, response_bytes=ONE_MIB
-    ),
-    Scenario("throughput, 100 KB POST, c=8", "req/s", "/sink", 2000, 8, "POST", 100 * 1024),
-]
+COLUMNS = (
+    Column("p50", "p50 latency c=1, 1 KB", "µs", "/bytes/1024", 1, 2.5, higher_is_better=False),
+    Column("rps", "req/s c=32, 1 KB", "req/s", "/bytes/1024", 32, 0.094),
+    Column("mib", "1 MB GET MiB/s c=4", "MiB/s", f"/bytes/{LARGE_BYTES}", 4, 0.10),
+    Column("echo", "100 KB POST echo req/s c=8", "req/s", "/echo", 8, 0.093, post=True),
+)
 
 
-def ensure_hey() -> str:
-    found = shutil.which("hey")
-    if found:
-        return found
-    print("installing hey (Debian package) for load generation ...", flush=True)
-    subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "hey"], check=True)
-    return shutil.which("hey") or "hey"
+@dataclass
+class Samples:
+    """Every round's figures per column (plus p99 beside p50)."""
+
+    values: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, key: str, value: float) -> None:
+        self.values.setdefault(key, []).append(value)
+
+    def median(self, key: str) -> float:
+        return statistics.median(self.values[key])
+
+
+@dataclass
+class Usage:
+    """A process's CPU share over each tunnel run, and its peak RSS."""
+
+    cpu_percent: list[float] = field(default_factory=list)
+    peak_rss_mib: float = 0.0
 
 
 def free_port() -> int:
@@ -67,97 +98,159 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def hey(
-    binary: str, url: str, scenario: Scenario, host: str | None, body: Path
-) -> dict[str, float]:
-    argv = [
-        binary,
-        "-n",
-        str(scenario.requests),
-        "-c",
-        str(scenario.concurrency),
-        "-m",
-        scenario.method,
+def measure(
+    wrk_bin: str,
+    column: Column,
+    base: str,
+    seconds: float,
+    samples: Samples,
+    host: str | None = None,
+    script: Path | None = None,
+) -> None:
+    report = wrk.run(
+        wrk_bin,
+        base + column.path,
+        column.connections,
+        seconds,
+        host,
+        script if column.post else None,
+    )
+    if column.key == "p50":
+        samples.add("p50", report.p50_us)
+        samples.add("p99", report.p99_us)
+    elif column.key == "mib":
+        samples.add("mib", report.requests_per_second * LARGE_BYTES / ONE_MIB)
+    else:
+        samples.add(column.key, report.requests_per_second)
+
+
+def measured_tunnel(
+    wrk_bin: str,
+    column: Column,
+    base: str,
+    seconds: float,
+    samples: Samples,
+    host: str,
+    script: Path,
+    watched: dict[str, Child],
+    usage: dict[str, Usage],
+) -> None:
+    """One tunnel run, with the CPU each watched process spent during it."""
+    before = {name: child.cpu_seconds() for name, child in watched.items()}
+    started = time.monotonic()
+    measure(wrk_bin, column, base, seconds, samples, host, script)
+    wall = time.monotonic() - started
+    for name, child in watched.items():
+        usage[name].cpu_percent.append(100 * (child.cpu_seconds() - before[name]) / wall)
+
+
+def verdict(column: Column, value: float) -> str:
+    met = value <= column.goal if not column.higher_is_better else value >= column.goal
+    return "yes" if met else "no"
+
+
+def render(
+    direct: Samples, tunnel: Samples, usage: dict[str, Usage], rounds: int, seconds: float
+) -> list[str]:
+    """The results as a Markdown table, then the processes' usage."""
+    lines = [
+        f"| measure (median of {rounds} x {seconds:g} s) | direct | hatchway-local + agent "
+        "| tunnel/direct | goal | met |",
+        "|---|---:|---:|---:|---:|:-:|",
     ]
-    argv += ["-disable-compression", "-t", "30"]
-    if host:
-        argv += ["-host", host]
-    if scenario.body_bytes:
-        argv += ["-D", str(body), "-T", "application/octet-stream"]
-    out = subprocess.run([*argv, url], check=True, capture_output=True, text=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    percentiles = {int(p): float(s) * 1000 for p, s in re.findall(r"(\d+)%+ in ([\d.]+) secs", out)}
-    codes = re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)
-    bad = {c: n for c, n in codes if c != "200"}
-    if bad or "Error distribution" in out:
-        raise SystemExit(f"non-200 answers during '{scenario.label}' at {url}: {bad}\n{out}")
-    return {"rps": rps, "p50": percentiles.get(50, 0.0), "p99": percentiles.get(99, 0.0)}
-
-
-def measure(hey_bin: str, base: str, host: str | None, body: Path) -> list[float]:
-    figures = []
-    for scenario in SCENARIOS:
-        if scenario.requests == 0:
-            continue
-        result = hey(hey_bin, base + scenario.path, scenario, host, body)
-        if scenario.label.startswith("latency"):
-            figures += [result["p50"], result["p99"]]
-        elif scenario.unit == "MiB/s":
-            figures.append(result["rps"] * scenario.response_bytes / ONE_MIB)
-        else:
-            figures.append(result["rps"])
-    return figures
-
-
-def peak_rss_mib(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+    for column in COLUMNS:
+        d, t = direct.median(column.key), tunnel.median(column.key)
+        r = t / d if d else 0.0
+        shown = f"{r:.1f}x" if column.key == "p50" else f"{r:.3f}"
+        goal = f"≤ {column.goal:g}x" if column.key == "p50" else f"≥ {column.goal:g}"
+        lines.append(
+            f"| {column.label} ({column.unit}) | {d:,.0f} | {t:,.0f} | {shown} | {goal} "
+            f"| {verdict(column, r)} |"
+        )
+        if column.key == "p50":
+            d99, t99 = direct.median("p99"), tunnel.median("p99")
+            lines.append(
+                f"| p99 latency c=1, 1 KB (µs) | {d99:,.0f} | {t99:,.0f} | {t99 / d99:.1f}x | | |"
+            )
+    lines += [
+        "",
+        "| process | peak RSS | peak CPU (of one core) | mean CPU |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, used in usage.items():
+        lines.append(
+            f"| {name} | {used.peak_rss_mib:.1f} MiB | {max(used.cpu_percent):.0f} % "
+            f"| {statistics.mean(used.cpu_percent):.0f} % |"
+        )
+    return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tenth of the requests (smoke run)")
+    parser.add_argument("--quick", action="store_true", help="one round of 3 s runs (smoke run)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--seconds", type=float, default=SECONDS)
+    parser.add_argument(
+        "--inspect", action="store_true", help="run the agent with its inspector (default: off)"
+    )
+    parser.add_argument("--markdown", type=Path, default=Path("/tmp/readme-bench.md"))
     args = parser.parse_args()
-    if args.quick:
-        for scenario in SCENARIOS:
-            scenario.requests = max(
-                scenario.requests // 10, scenario.concurrency * 2 if scenario.requests else 0
-            )
-    hey_bin = ensure_hey()
+    rounds, seconds = (1, 3.0) if args.quick else (args.rounds, args.seconds)
+    wrk_bin = wrk.ensure_wrk()
 
     with tempfile.TemporaryDirectory() as tmp:
-        body = Path(tmp) / "body.bin"
-        body.write_bytes(b"\xa5" * (100 * 1024))
-        backend_port, relay_port = free_port(), free_port()
-        backend = Process([sys.executable, str(HERE / "backend.py"), str(backend_port)])
-        relay = Process([str(BIN / "hatchway-local"), "--port", str(relay_port), "--token", TOKEN])
-        agent = None
+        directory = Path(tmp)
+        script = wrk.post_script(directory, random.Random(7).randbytes(POST_BYTES))
+        origin_port, relay_port = free_port(), free_port()
+        env = {"HATCHWAY_CONFIG": str(directory / "config.toml"), "XDG_STATE_HOME": tmp}
+        origins = [
+            Child([sys.executable, str(HERE / "origin.py"), str(origin_port)])
+            for _ in range(os.cpu_count() or 1)
+        ]
+        children = list(origins)
         try:
-            backend.wait_for("backend ready")
-            relay.wait_for("hatchway-local ready")
-            agent = AgentProcess(
-                str(backend_port),
-                f"ws://127.0.0.1:{relay_port}/connect",
-                TOKEN,
-                "bench",
-                env={"HATCHWAY_CONFIG": str(Path(tmp) / "config.toml")},
-            ).start()
-            direct = measure(hey_bin, f"http://127.0.0.1:{backend_port}", None, body)
-            tunnel = measure(
-                hey_bin, f"http://127.0.0.1:{relay_port}", f"bench.localhost:{relay_port}", body
+            for origin in origins:
+                origin.wait_for("origin ready")
+            relay = Child(
+                [str(BIN / "hatchway-local"), "--port", str(relay_port), "--token", TOKEN], env
             )
-            rss = peak_rss_mib(agent.popen.pid)
-        finally:
-            for process in (agent, relay, backend):
-                if process is not None:
-                    process.kill()
+            children.append(relay)
+            relay.wait_for("hatchway-local ready")
+            agent_argv = [str(BIN / "hatchway"), "http", str(origin_port)]
+            agent_argv += ["--server", f"ws://127.0.0.1:{relay_port}/connect", "--token", TOKEN]
+            agent_argv += ["--subdomain", TUNNEL, "--log-format", "plain"]
+            agent_argv += ["--inspect", "127.0.0.1:0"] if args.inspect else ["--no-inspect"]
+            agent = Child(agent_argv, env)
+            children.append(agent)
+            agent.wait_for(r"Forwarding\s+http://" + TUNNEL)
+            relay.quiet()
+            agent.quiet()
 
-    rows = [s for s in SCENARIOS]
+            direct_base = f"http://127.0.0.1:{origin_port}"
+            tunnel_base = f"http://127.0.0.1:{relay_port}"
+            host = f"{TUNNEL}.localhost:{relay_port}"
+            watched = {"agent (hatchway http)": agent, "gateway (hatchway-local)": relay}
+            usage = {name: Usage() for name in watched}
+            direct, tunnel = Samples(), Samples()
+            wrk.run(wrk_bin, tunnel_base + COLUMNS[1].path, 32, WARMUP_SECONDS, host)
+            for number in range(rounds):
+                print(f"round {number + 1} of {rounds} ...", flush=True)
+                for column in COLUMNS:
+                    measure(wrk_bin, column, direct_base, seconds, direct, script=script)
+                    measured_tunnel(
+                        wrk_bin, column, tunnel_base, seconds, tunnel, host, script, watched, usage
+                    )
+            for name, child in watched.items():
+                usage[name].peak_rss_mib = child.peak_rss_mib()
+        finally:
+            for child in reversed(children):
+                child.kill()
+
+    lines = render(direct, tunnel, usage, rounds, seconds)
     print()
-    print(f"{'measure':34} {'unit':>6} {'direct':>10} {'tunnel':>10} {'tunnel/direct':>14}")
-    for scenario, d, t in zip(rows, direct, tunnel, strict=True):
-        print(f"{scenario.label:34} {scenario.unit:>6} {d:10.2f} {t:10.2f} {t / d:13.2f}x")
-    print(f"{'agent peak RSS':34} {'MiB':>6} {'':>10} {rss:10.1f} {'':>14}")
+    print("\n".join(lines))
+    args.markdown.write_text("\n".join(lines) + "\n")
+    print(f"\n(Markdown written to {args.markdown})")
     return 0
 
 

@@ -1,0 +1,91 @@
+"""The benchmark's child processes: started with their output read line by line until they say
+they are ready (then only counted, so a chatty agent cannot grow the bench), and measured from
+``/proc`` (CPU seconds, peak resident memory)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+READY_TIMEOUT_SECONDS = 30.0
+"""How long a child may take to print its readiness line."""
+
+KEPT_LINES = 200
+"""Lines kept of a child's output, for the message when it fails to start."""
+
+
+class Child:
+    """A process whose output is watched for readiness and otherwise discarded."""
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+        self.argv = list(argv)
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+        self.lines: queue.Queue[str] = queue.Queue(maxsize=KEPT_LINES)
+        self.seen: list[str] = []
+        self.discarded = 0
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            try:
+                self.lines.put_nowait(line.rstrip("\n"))
+            except queue.Full:
+                self.discarded += 1
+
+    def wait_for(self, pattern: str, timeout: float = READY_TIMEOUT_SECONDS) -> re.Match[str]:
+        """The first new line matching ``pattern``; fails with the output so far on timeout."""
+        compiled = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=min(remaining, 0.2))
+            except queue.Empty:
+                if self.popen.poll() is not None:
+                    break
+                continue
+            self.seen.append(line)
+            if match := compiled.search(line):
+                return match
+        raise SystemExit(
+            f"{' '.join(self.argv[:3])} never printed /{pattern}/ "
+            f"(exit code {self.popen.poll()}):\n" + "\n".join(self.seen[-KEPT_LINES:])
+        )
+
+    def quiet(self) -> None:
+        """From now on the output is only drained, never kept."""
+        while True:
+            try:
+                self.lines.get_nowait()
+            except queue.Empty:
+                break
+        self.lines = queue.Queue(maxsize=1)
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the process has used so far."""
+        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # utime and stime are fields 14 and 15 of stat(5); 12 and 13 after the ") ".
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def peak_rss_mib(self) -> float:
+        status = Path(f"/proc/{self.popen.pid}/status").read_text()
+        match = re.search(r"VmHWM:\s+(\d+) kB", status)
+        return int(match.group(1)) / 1024 if match else 0.0
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(10)
