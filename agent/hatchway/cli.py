@@ -69,6 +69,8 @@ config file: ${CONFIG_ENV}, else $XDG_CONFIG_HOME/hatchway/config.toml, else
     basic_auth = "user:pass"
     request_header_add = ["X-Env: dev"]
     large_responses = "redirect"
+    allow_cidr = ["203.0.113.0/24", "2001:db8::/32"]
+    rate_limit = "20/s"
 
   then `hatchway start web api` (or --all) serves both over one connection.
 """
@@ -145,6 +147,32 @@ def _tunnel_flags(parser: argparse.ArgumentParser) -> None:
         help=f"the webhook signing secret (env {WEBHOOK_SECRET_ENV})",
     )
     parser.add_argument(
+        "--allow-cidr",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="the relay lets only visitors from this range in, e.g. 203.0.113.0/24 or "
+        "2001:db8::/32 (repeatable); others get 403",
+    )
+    parser.add_argument(
+        "--deny-cidr",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="the relay refuses visitors from this range with 403 (repeatable)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        metavar="N/s|N/m",
+        help="the relay answers 429 with Retry-After above N requests a second or a minute",
+    )
+    parser.add_argument(
+        "--rate-burst",
+        type=int,
+        metavar="N",
+        help="requests let through at once before --rate-limit applies (default: N of it)",
+    )
+    parser.add_argument(
         "--large-responses",
         choices=sorted(protocol.LARGE_RESPONSE_MODES),
         default="refuse",
@@ -207,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OptionError, ConfigError) as exc:
         print(f"hatchway: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    for note in settings.notes:
+        print(f"hatchway: warning: {note}", file=sys.stderr)
     if not settings.token:
         print(
             "hatchway: no token. Save one with `hatchway config add-token TOKEN` (the relay's "
@@ -237,6 +267,10 @@ def _tunnels(args: argparse.Namespace) -> list[TunnelOptions]:
             verify_webhook=args.verify_webhook,
             webhook_secret=secret,
             large_responses=args.large_responses,
+            allow_cidr=args.allow_cidr,
+            deny_cidr=args.deny_cidr,
+            rate_limit=args.rate_limit,
+            rate_burst=args.rate_burst,
         )
     ]
 

@@ -31,6 +31,8 @@ whose keys are the ``hatchway http`` options with underscores::
     basic_auth = "user:pass"
     request_header_add = ["X-Env: dev"]
     large_responses = "redirect"
+    allow_cidr = ["203.0.113.0/24"]
+    rate_limit = "20/s"
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import os
 import re
 import tempfile
 import tomllib
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,14 +86,26 @@ TUNNEL_STRING_KEYS = (
     "verify_webhook",
     "webhook_secret",
     "large_responses",
+    "rate_limit",
 )
 TUNNEL_LIST_KEYS = (
     "request_header_add",
     "request_header_remove",
     "response_header_add",
     "response_header_remove",
+    "allow_cidr",
+    "deny_cidr",
 )
+TUNNEL_INT_KEYS = ("rate_burst",)
 """What a ``[tunnels.<label>]`` table may hold: the ``hatchway http`` options."""
+
+QUERY_TOKEN_NOTE = (
+    "the server URL carried the token in its query string (?token=), where proxies and access "
+    "logs record it; the agent sent it as an Authorization header instead. Give it with "
+    "--token, HATCHWAY_TOKEN or `hatchway config add-token`, and drop it from the URL"
+)
+"""Said when a token arrives in the server URL: the relay accepts that form (for clients that
+cannot set headers), but the agent never uses it."""
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -191,6 +206,11 @@ def set_value(key: str, value: str, path: Path | None = None) -> Path:
         raise ConfigError(
             f"server must be the relay's WebSocket URL (ws:// or wss://), not {value[:80]!r}"
         )
+    if key == "server" and split_query_token(value)[1] is not None:
+        raise ConfigError(
+            "server: leave the token out of the URL (query strings end up in logs); save it "
+            "with `hatchway config add-token TOKEN`"
+        )
     if key == "token" and (not value.strip() or any(c.isspace() for c in value)):
         raise ConfigError("token must be one word, as the relay's operator gave it")
     return update_config(path, **{key: value})
@@ -221,12 +241,27 @@ def masked(data: Mapping[str, Any]) -> dict[str, Any]:
 # --- Resolving --------------------------------------------------------------------------------
 
 
+def split_query_token(server: str) -> tuple[str, str | None]:
+    """``server`` without a ``token`` query parameter, and that token (None if it had none)."""
+    parts = urllib.parse.urlsplit(server)
+    if not parts.query:
+        return server, None
+    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    tokens = [value for name, value in pairs if name == "token"]
+    if not tokens:
+        return server, None
+    kept = urllib.parse.urlencode([(n, v) for n, v in pairs if n != "token"])
+    return urllib.parse.urlunsplit(parts._replace(query=kept)), tokens[-1] or None
+
+
 @dataclass(frozen=True)
 class Settings:
     server: str
     token: str | None
     inspect: str | None = DEFAULT_INSPECT
     """Where the inspector listens; None: not at all."""
+    notes: tuple[str, ...] = ()
+    """Warnings for the user about how the settings were given (a token in a URL)."""
 
     def __repr__(self) -> str:
         token = mask(self.token) if self.token else None
@@ -250,13 +285,17 @@ def resolve_settings(
     chosen_inspect = (
         inspect or os.environ.get(INSPECT_ENV) or _file_string(file, "inspect") or DEFAULT_INSPECT
     )
+    chosen_server = (
+        server or os.environ.get(SERVER_ENV) or _file_string(file, "server") or DEFAULT_SERVER
+    )
+    # A token in the URL's query string would be logged by every proxy on the way: it moves
+    # to the header, and the URL shown and used from here on is without it.
+    chosen_server, query_token = split_query_token(chosen_server)
     return Settings(
-        server=server
-        or os.environ.get(SERVER_ENV)
-        or _file_string(file, "server")
-        or DEFAULT_SERVER,
-        token=token or os.environ.get(TOKEN_ENV) or _file_string(file, "token"),
+        server=chosen_server,
+        token=token or os.environ.get(TOKEN_ENV) or _file_string(file, "token") or query_token,
         inspect=None if chosen_inspect.strip().lower() in OFF_VALUES else chosen_inspect,
+        notes=(QUERY_TOKEN_NOTE,) if query_token is not None else (),
     )
 
 
@@ -287,11 +326,11 @@ def named_tunnels(
 
 def tunnel_from_table(label: str, table: Mapping[str, Any], path: Path) -> TunnelOptions:
     where = f"{path} [tunnels.{label}]"
-    unknown = sorted(set(table) - set(TUNNEL_STRING_KEYS) - set(TUNNEL_LIST_KEYS))
+    known = (*TUNNEL_STRING_KEYS, *TUNNEL_LIST_KEYS, *TUNNEL_INT_KEYS)
+    unknown = sorted(set(table) - set(known))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key {unknown[0]!r}; a tunnel may set "
-            + ", ".join((*TUNNEL_STRING_KEYS, *TUNNEL_LIST_KEYS))
+            f"{where}: unknown key {unknown[0]!r}; a tunnel may set " + ", ".join(known)
         )
     target = table.get("target")
     if isinstance(target, int) and not isinstance(target, bool):
@@ -312,6 +351,12 @@ def tunnel_from_table(label: str, table: Mapping[str, Any], path: Path) -> Tunne
             raise ConfigError(f'{where}: {key} must be a list of strings, e.g. ["X-Env: dev"]')
         return value
 
+    def whole(key: str) -> int | None:
+        value = table.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{where}: {key} must be a whole number, e.g. {key} = 40")
+        return value
+
     try:
         return tunnel_options(
             target,
@@ -325,6 +370,10 @@ def tunnel_from_table(label: str, table: Mapping[str, Any], path: Path) -> Tunne
             verify_webhook=string("verify_webhook"),
             webhook_secret=string("webhook_secret"),
             large_responses=string("large_responses"),
+            allow_cidr=strings("allow_cidr"),
+            deny_cidr=strings("deny_cidr"),
+            rate_limit=string("rate_limit"),
+            rate_burst=whole("rate_burst"),
             label=label,
         )
     except OptionError as exc:

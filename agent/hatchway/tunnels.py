@@ -2,14 +2,16 @@
 the header rules the agent applies around the forwarder, and the router that hands each request
 to its own tunnel's local app.
 
-Basic auth and webhook verification are not applied here: they travel in the hello
-(``TunnelOptions.spec``) and the relay enforces them, so refused requests never reach this
-machine. Secrets stay out of reprs and error messages.
+Basic auth, webhook verification, address rules and rate limits are not applied here: they
+travel in the hello (``TunnelOptions.spec``) and the relay enforces them, so refused requests
+never reach this machine. Secrets stay out of reprs and error messages.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,6 +25,11 @@ from hatchway.protocol import Fault, Headers, ProtocolError, Request, Response
 HOST_HEADER_MODES = ("preserve", "rewrite")
 """``preserve`` (the default): the Host the visitor sent; ``rewrite``: the target's host:port.
 Any other value is sent as the Host itself."""
+
+RATE_UNITS = {"s": 1.0, "m": 60.0}
+"""``--rate-limit N/s`` or ``N/m``: the window each unit stands for, in seconds."""
+
+_RATE_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([sm])\s*$")
 
 Handler = Callable[[Request], Response]
 
@@ -46,6 +53,7 @@ class TunnelOptions:
     verify_webhook: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)
     large_responses: str = "refuse"
+    access: protocol.AccessRules = field(default_factory=protocol.AccessRules)
     label: str | None = None
 
     @property
@@ -69,6 +77,7 @@ class TunnelOptions:
             webhook=self.verify_webhook,
             webhook_secret=self.webhook_secret,
             large_responses=self.large_responses,
+            access=self.access,
         )
 
 
@@ -85,6 +94,10 @@ def tunnel_options(
     verify_webhook: str | None = None,
     webhook_secret: str | None = None,
     large_responses: str | None = None,
+    allow_cidr: Iterable[str] = (),
+    deny_cidr: Iterable[str] = (),
+    rate_limit: str | float | None = None,
+    rate_burst: int | None = None,
     label: str | None = None,
 ) -> TunnelOptions:
     """Validated options from the strings a user types (flags, config values, API arguments).
@@ -133,6 +146,7 @@ def tunnel_options(
         verify_webhook=verify_webhook,
         webhook_secret=webhook_secret,
         large_responses=large_responses,
+        access=access_rules(allow_cidr, deny_cidr, rate_limit, rate_burst),
         label=label,
     )
     try:  # the relay's own checks of the secret, here so that the user hears of it first
@@ -140,6 +154,43 @@ def tunnel_options(
     except ProtocolError as exc:
         raise OptionError(f"webhook-secret: {exc}") from None
     return options
+
+
+def access_rules(
+    allow_cidr: Iterable[str] = (),
+    deny_cidr: Iterable[str] = (),
+    rate_limit: str | float | None = None,
+    rate_burst: int | None = None,
+) -> protocol.AccessRules:
+    """The relay's address rules and rate limit from what a user types: CIDRs (a bare address
+    is its own /32 or /128) and ``20/s`` or ``20/m``. A burst defaults to the count of one
+    window, so ``20/m`` lets 20 requests through at once, then one every 3 s."""
+    rate, burst = 0.0, 0
+    if isinstance(rate_limit, int | float) and not isinstance(rate_limit, bool):
+        rate_limit = f"{rate_limit}/s"  # the Python API may give a number: per second
+    if rate_limit is not None:
+        match = _RATE_PATTERN.match(str(rate_limit))
+        count = float(match.group(1)) if match else 0.0
+        if not match or count <= 0:
+            raise OptionError(
+                f"rate-limit: give requests per second or minute such as 20/s or 600/m, not "
+                f"{str(rate_limit)[:40]!r}"
+            )
+        rate = count / RATE_UNITS[match.group(2)]
+        burst = max(1, math.ceil(count))
+    if rate_burst is not None:
+        if rate_limit is None:
+            raise OptionError("rate-burst goes with rate-limit: give both, e.g. 20/s and 40")
+        if isinstance(rate_burst, bool) or not isinstance(rate_burst, int) or rate_burst < 1:
+            raise OptionError("rate-burst: give a whole number of requests of at least 1")
+        burst = rate_burst
+    # One range given as a string (an easy slip in the Python API) is one range, not letters.
+    allow = (allow_cidr,) if isinstance(allow_cidr, str) else tuple(allow_cidr)
+    deny = (deny_cidr,) if isinstance(deny_cidr, str) else tuple(deny_cidr)
+    try:
+        return protocol.AccessRules(allow=allow, deny=deny, rate=rate, burst=burst)
+    except ProtocolError as exc:
+        raise OptionError(f"access rules: {exc}") from None
 
 
 def _host_header(value: str) -> str:
@@ -287,4 +338,10 @@ def describe(options: TunnelOptions) -> dict[str, Any]:
         shown["verify_webhook"] = options.verify_webhook
     if options.large_responses != "refuse":
         shown["large_responses"] = options.large_responses
+    if options.access.allow:
+        shown["allow_cidr"] = list(options.access.allow)
+    if options.access.deny:
+        shown["deny_cidr"] = list(options.access.deny)
+    if options.access.rate:
+        shown["rate_limit"] = f"{options.access.rate:g}/s burst {options.access.burst}"
     return shown
