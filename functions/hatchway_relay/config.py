@@ -1,0 +1,33 @@
+"""Where a relay is reachable and its timing: one value the composition roots build (from the
+Lambda environment, or ``hatchway-local``'s options) and every part of the relay reads."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from hatchway import protocol
+
+LIVENESS_CHECK_SECONDS = 0.5
+"""How often a waiting visitor request checks that its agent is still connected."""
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Where the relay is reachable, and its timing. URL templates contain ``{name}``."""
+
+    path_url: str
+    subdomain_url: str | None = None
+    domain: str | None = None
+    custom_hostnames: Mapping[str, str] = field(default_factory=dict)
+    """Hostnames users bring -> the tunnel each serves (see ``hostnames``)."""
+    custom_hostname_url: str = "https://{host}/"
+    """How a custom hostname's URL is shown to its agent."""
+    response_timeout: float = protocol.RESPONSE_TIMEOUT_SECONDS
+    heartbeat_seconds: float = protocol.HEARTBEAT_SECONDS
+    claim_lease_seconds: float = protocol.CLAIM_LEASE_SECONDS
+    liveness_check_seconds: float = LIVENESS_CHECK_SECONDS
+    agent_silence_seconds: float = protocol.AGENT_SILENCE_SECONDS
+    inline_response_bytes: int = protocol.MAX_INLINE_BODY_BYTES
+    """Largest packed response body an agent sends inline; larger ones go to the blob store.
+    On DynamoDB this is where one stored item stops being cheaper than S3 (``prices``)."""

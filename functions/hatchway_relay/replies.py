@@ -1,0 +1,77 @@
+"""What a visitor sent and what the visitor gets back: the relay's side of one HTTP request,
+and its own error pages (plain text that says which side failed, with ``x-hatchway-error``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hatchway import protocol
+
+
+@dataclass(frozen=True)
+class Visit:
+    """A visitor's request as the HTTP API delivered it. ``path`` and ``query`` are raw."""
+
+    method: str
+    host: str
+    path: str
+    query: str = ""
+    headers: protocol.Headers = ()
+    body: bytes = b""
+    source_ip: str = ""
+    received_at: float | None = None
+    """When the gateway received the request (``requestContext.timeEpoch``): its 30 s
+    integration timeout counts from then, cold start included."""
+    time_left: float | None = None
+    """Seconds the function has left (Lambda's ``get_remaining_time_in_millis``)."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a visitor request goes: the tunnel, the path its app sees, and in path mode the
+    ``/t/<name>`` prefix the visitor's browser sees (empty otherwise)."""
+
+    name: str
+    path: str
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the visitor gets back."""
+
+    status: int
+    headers: protocol.Headers = ()
+    body: bytes = b""
+
+
+def error_reply(
+    status: int, code: str, message: str, extra_headers: protocol.Headers = ()
+) -> Reply:
+    """A plain-text error page; ``x-hatchway-error`` lets scripts tell our errors from the app's."""
+    reason = _REASONS.get(status, "Error")
+    body = f"{status} {reason}\n\n{message}\n\n-- hatchway relay\n".encode()
+    return Reply(
+        status,
+        (
+            ("content-type", "text/plain; charset=utf-8"),
+            ("cache-control", "no-store"),
+            ("x-hatchway-error", code),
+            *extra_headers,
+        ),
+        body,
+    )
+
+
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    413: "Content Too Large",
+    431: "Request Header Fields Too Large",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}

@@ -1,0 +1,429 @@
+"""The visitor's path through the relay: route a request to the agent holding the tunnel's
+name, check who may reach it, post one request message, wait for the one stored answer, and
+turn it into the visitor's reply.
+
+One visitor request costs, on AWS: one ``@connections`` post (the request message), one
+WebSocket message back (the answer, stored by ``Relay`` with one conditional write), and the
+waiter's looks at that one item. Nothing on the path deletes (TTL does, for free) and nothing
+counts per request (pings carry the counts). Bodies too large for a message go through the blob
+store. Errors a visitor sees say which side failed.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from hatchway import codec, protocol
+from hatchway.protocol import ProtocolError
+from hatchway_relay import access, guards, path_mode, request_ids
+from hatchway_relay.ports import BlobTooLarge, Claim, ConnectionGone, PostFailed
+from hatchway_relay.replies import Reply, Route, Visit, error_reply
+
+if TYPE_CHECKING:
+    from hatchway_relay.core import Relay
+
+PATH_MODE_PREFIX = "/t/"
+"""Path-mode tunnels live under ``/t/<name>/`` on the relay's bare URL (no domain needed)."""
+
+ANSWER_GRACE_SECONDS = 5.0
+"""A request id accepts answers this long past the visitor's deadline, so that a late answer is
+refused cleanly (and told to the agent) rather than racing the waiter's end."""
+
+CLEANUP_MARGIN_SECONDS = 1.0
+"""Time the HTTP function keeps for itself after waiting: building the reply and its log lines
+must finish inside the function's timeout."""
+
+BLOB_URL_SECONDS = 60.0
+"""Lifetime of the presigned URLs a request hands the agent (it uses them within the request's
+deadline) and of a redirect to a large response (the visitor follows it at once)."""
+
+FIRST_POLL_FRACTION = 0.8
+"""A waiter first looks for the answer at this share of the tunnel's recent response time:
+polls before it would all miss (each miss is a billed read on DynamoDB)."""
+
+MAX_POLL_HINT_SECONDS = 1.0
+"""The first look is never later than this, so a dead agent is still noticed quickly."""
+
+LATENCY_MEMORY = 0.2
+"""Weight of the newest response time in a tunnel's running average."""
+
+MAX_REMEMBERED_TUNNELS = 4096
+"""Tunnels whose response times one warm relay keeps (a bounded cache)."""
+
+CLAIM_CACHE_SECONDS = 1.0
+"""A warm relay routes by a claim it read this recently without reading it again (one read
+saved per request on a busy tunnel). A claim that moved meanwhile is caught by the post: a
+gone connection makes the relay read the claim afresh and try once more. Guards changed by a
+new hello, or a revoked token, take effect within this long."""
+
+FAULT_CODES = {413: "response-too-large", 503: "tunnel-busy", 504: "local-app-timeout"}
+"""Statuses an agent's fault may ask the relay to answer with, and the error code each gets;
+any other status in a fault becomes 502 (``local-app-error`` or ``agent-error``)."""
+
+
+class VisitorPath:
+    """The visitor-facing half of ``Relay`` (which owns the ports and the agent-facing half).
+    Keeps a warm function's short memories: claims, response times, rate-limit buckets."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self._latency: dict[str, float] = {}
+        self._claims: dict[str, tuple[float, Claim]] = {}
+        self._limiter = access.RateLimiter()
+        self._limiter_lock = threading.Lock()
+
+    def visit(self, visit: Visit) -> Reply:
+        """Serve one visitor request through the agent that holds the tunnel's name."""
+        route = self._route(visit)
+        if isinstance(route, Reply):
+            return route
+        reply = self._visit(visit, route, fresh=False)
+        # None: a remembered claim led to a gone connection. The name may have moved on (a
+        # reconnect): read it afresh and try once more.
+        return (
+            reply
+            or self._visit(visit, route, fresh=True)
+            or self._agent_gone(route.name, "was already gone")
+        )
+
+    def _claim_of(self, name: str, now: float, fresh: bool) -> tuple[Claim | None, bool]:
+        """The claim of ``name``, and whether it came from this relay's short memory."""
+        remembered = None if fresh else self._claims.get(name)
+        if remembered is not None and now - remembered[0] < CLAIM_CACHE_SECONDS:
+            return remembered[1], True
+        claim = self.relay.store.get_claim(name)
+        if name not in self._claims and len(self._claims) >= MAX_REMEMBERED_TUNNELS:
+            self._claims.pop(next(iter(self._claims)))
+        if claim is None:
+            self._claims.pop(name, None)
+        else:
+            self._claims[name] = (now, claim)
+        return claim, False
+
+    def _visit(self, visit: Visit, route: Route, fresh: bool) -> Reply | None:
+        name = route.name
+        now = self.relay.clock.now()
+        claim, remembered = self._claim_of(name, now, fresh)
+        if claim is None or not claim.alive(now):
+            return error_reply(
+                404,
+                "tunnel-not-found",
+                f"No tunnel named {name!r} is connected to this relay. If it is yours, start it "
+                f"with: hatchway http <port> --subdomain {name}",
+            )
+        refusal = (
+            self._access_refusal(claim, visit, now)
+            or guards.check(self._opened(claim), visit.headers, visit.body, now)
+            or self._replay_refusal(claim, visit, now)
+        )
+        if refusal is not None:  # never reaches the agent
+            return error_reply(refusal.status, refusal.code, refusal.message, refusal.headers)
+        deadline = self._deadline(visit, now)
+        request_id = request_ids.new_request_id(
+            self.relay.key, claim.connection_id, deadline + ANSWER_GRACE_SECONDS
+        )
+        try:
+            request = self._request(request_id, route, visit, claim, deadline)
+            text = codec.encode(request)
+        except ProtocolError as exc:
+            message = f"The visitor's request was refused: {exc}."
+            return error_reply(exc.status, "bad-request", message)
+        reply = self._exchange(claim, request, text, deadline, remembered)
+        if reply is not None and route.prefix:
+            return replace(reply, headers=path_mode.scoped_headers(reply.headers, route.prefix))
+        return reply
+
+    def _opened(self, claim: Claim) -> Claim:
+        """The claim with its webhook secret in clear, for checking a delivery."""
+        if not claim.webhook_secret:
+            return claim
+        return replace(claim, webhook_secret=self.relay.secrets.open(claim.webhook_secret))
+
+    def _replay_refusal(self, claim: Claim, visit: Visit, now: float) -> guards.Refusal | None:
+        """A verified delivery with a signed timestamp goes through once (one conditional write
+        per delivery, only for tunnels that verify such a provider)."""
+        key = guards.replay_key(claim, visit.headers)
+        window = now + 2 * guards.WEBHOOK_TOLERANCE_SECONDS
+        if key is None or self.relay.store.first_sighting(key, window):
+            return None
+        return guards.replayed(claim.name, claim.webhook)
+
+    def _access_refusal(self, claim: Claim, visit: Visit, now: float) -> guards.Refusal | None:
+        """The tunnel's address rules and rate limit (``access``), before anything else."""
+        rules = claim.access
+        if not access.address_allowed(rules, visit.source_ip):
+            return guards.Refusal(
+                403,
+                "address-refused",
+                f"Tunnel {claim.name!r} does not accept requests from your address "
+                f"({visit.source_ip or 'unknown'}); its owner limits who may reach it.",
+            )
+        if rules.rate:
+            with self._limiter_lock:
+                wait = self._limiter.take(claim.name, rules.rate, rules.burst, now)
+            if wait is not None:
+                return guards.Refusal(
+                    429,
+                    "rate-limited",
+                    f"Tunnel {claim.name!r} takes at most {rules.rate:g} requests a second "
+                    f"(bursts of {rules.burst}); try again in {access.retry_after(wait)} s.",
+                    (("retry-after", access.retry_after(wait)),),
+                )
+        return None
+
+    def _deadline(self, visit: Visit, now: float) -> float:
+        """When to stop waiting: the response timeout counted from when the gateway got the
+        request (a cold start spends part of it), and never later than the function can run."""
+        deadline = (visit.received_at or now) + self.relay.config.response_timeout
+        if visit.time_left is not None:
+            deadline = min(deadline, now + visit.time_left - CLEANUP_MARGIN_SECONDS)
+        return deadline
+
+    def _request(
+        self, request_id: str, route: Route, visit: Visit, claim: Claim, deadline: float
+    ) -> protocol.Request:
+        """The request message; a body too large for it goes to the blob store first."""
+        body, body_url = visit.body, None
+        if len(body) > protocol.MAX_INLINE_BODY_BYTES:
+            if len(body) > protocol.MAX_BODY_BYTES or self.relay.blobs is None:
+                most = (
+                    protocol.MAX_BODY_BYTES if self.relay.blobs else protocol.MAX_INLINE_BODY_BYTES
+                )
+                raise ProtocolError(
+                    f"its body is {len(body)} bytes; this relay accepts at most {most}",
+                    status=413,
+                )
+            key = f"req/{request_id}"
+            self.relay.blobs.put(key, body)
+            body, body_url = b"", self.relay.blobs.download_url(key, BLOB_URL_SECONDS)
+        upload_url = None
+        if self.relay.blobs is not None:
+            upload_url = self.relay.blobs.upload_url(f"resp/{request_id}", BLOB_URL_SECONDS)
+        return protocol.Request(
+            id=request_id,
+            tunnel=route.name,
+            method=visit.method.upper(),
+            path=route.path,
+            query=visit.query,
+            headers=self._forwarded(claim, visit),
+            body=body,
+            deadline=deadline,
+            body_url=body_url,
+            body_size=len(visit.body) if body_url else 0,
+            upload_url=upload_url,
+            inline_max=self.relay.config.inline_response_bytes,
+        )
+
+    def _forwarded(self, claim: Claim, visit: Visit) -> protocol.Headers:
+        """The headers the app gets: the visitor's, without hop-by-hop ones and the tunnel's
+        own credentials, with ``X-Forwarded-For`` ending in the address the platform saw and
+        ``X-Forwarded-Proto`` saying how the relay was reached (a visitor cannot claim either)."""
+        headers = guards.forwarded_headers(claim, protocol.strip_hop_by_hop(visit.headers))
+        chain = [
+            hop.strip()
+            for name, value in headers
+            if name.lower() == "x-forwarded-for"
+            for hop in value.split(",")
+            if hop.strip()
+        ]
+        if visit.source_ip and (not chain or chain[-1] != visit.source_ip):
+            chain.append(visit.source_ip)
+        kept = tuple(
+            (name, value)
+            for name, value in headers
+            if name.lower() not in ("x-forwarded-for", "x-forwarded-proto")
+        )
+        proto = "https" if self.relay.config.path_url.startswith("https:") else "http"
+        forwarded = (("x-forwarded-for", ", ".join(chain)),) if chain else ()
+        return kept + forwarded + (("x-forwarded-proto", proto),)
+
+    def _route(self, visit: Visit) -> Route | Reply:
+        """The tunnel and the path to forward, from the Host (a custom hostname, or subdomain
+        mode) or the path."""
+        host = visit.host.lower().rsplit(":", 1)[0] if "]" not in visit.host else visit.host
+        tunnel = self.relay.config.custom_hostnames.get(host)
+        if tunnel is not None:
+            return Route(tunnel, visit.path)
+        domain = (self.relay.config.domain or "").lower()
+        if domain and host.endswith("." + domain):
+            label = host[: -len(domain) - 1]
+            if "." not in label and protocol.NAME_PATTERN.match(label):
+                return Route(label, visit.path)
+        if visit.path.startswith(PATH_MODE_PREFIX):
+            name, slash, rest = visit.path[len(PATH_MODE_PREFIX) :].partition("/")
+            if protocol.NAME_PATTERN.match(name):
+                if not slash:
+                    # /t/name → /t/name/ so that the app's relative links resolve under it.
+                    location = visit.path + "/" + ("?" + visit.query if visit.query else "")
+                    return Reply(308, (("location", location),))
+                return Route(name, "/" + rest, PATH_MODE_PREFIX + name)
+        return error_reply(
+            404,
+            "no-tunnel-in-url",
+            "This address names no tunnel. Tunnels are served at "
+            + (f"http(s)://<name>.{domain}/ and at " if domain else "")
+            + f"{PATH_MODE_PREFIX}<name>/ on this relay.",
+        )
+
+    def _exchange(
+        self, claim: Claim, request: protocol.Request, text: str, deadline: float, retry: bool
+    ) -> Reply | None:
+        """Post the request and wait for its answer; None when ``retry`` and the connection
+        was gone (the caller reads the claim afresh)."""
+        connection_id = claim.connection_id
+        started = self.relay.clock.now()
+        self.relay.store.expect_response(
+            request.id, connection_id, request_ids.expires_at(request.id)
+        )
+        try:
+            try:
+                self.relay.poster.post(connection_id, text)
+            except ConnectionGone:
+                self.relay.drop_connection(connection_id)
+                self._claims.pop(request.tunnel, None)
+                return None if retry else self._agent_gone(request.tunnel, "was already gone")
+            except PostFailed as exc:
+                return error_reply(
+                    502,
+                    "relay-post-failed",
+                    f"The relay could not hand the request to the agent serving tunnel "
+                    f"{request.tunnel!r} ({exc.why}). The API may be throttling the relay's "
+                    "messages; try again shortly.",
+                )
+            answer = self._wait(request, connection_id, deadline)
+            if isinstance(answer, Reply):
+                return answer
+            self._remember_latency(request.tunnel, self.relay.clock.now() - started)
+            return self._reply_from(request, claim, answer)
+        finally:
+            self.relay.store.forget_response(request.id)
+
+    def _remember_latency(self, tunnel: str, seconds: float) -> None:
+        if tunnel not in self._latency and len(self._latency) >= MAX_REMEMBERED_TUNNELS:
+            self._latency.pop(next(iter(self._latency)))
+        previous = self._latency.get(tunnel, seconds)
+        self._latency[tunnel] = previous + LATENCY_MEMORY * (seconds - previous)
+
+    def _wait(
+        self, request: protocol.Request, connection_id: str, deadline: float
+    ) -> bytes | Reply:
+        typical = self._latency.get(request.tunnel, 0.0)
+        hint = min(FIRST_POLL_FRACTION * typical, MAX_POLL_HINT_SECONDS)
+        silence_check: float | None = (
+            self.relay.clock.now() + self.relay.config.agent_silence_seconds
+        )
+        while True:
+            now = self.relay.clock.now()
+            until = min(deadline, now + max(self.relay.config.liveness_check_seconds, hint))
+            if silence_check is not None:
+                until = min(until, max(silence_check, now))
+            answer = self.relay.store.wait_response(request.id, until, hint)
+            hint = 0.0
+            if answer is not None:
+                return answer
+            now = self.relay.clock.now()
+            if now >= deadline:
+                return error_reply(
+                    504,
+                    "local-app-timeout",
+                    f"The local app behind tunnel {request.tunnel!r} did not answer within "
+                    f"{self.relay.config.response_timeout:g} s. The agent is connected and "
+                    "working on it; "
+                    "the app may be stuck or slow (the relay cannot wait longer than its gateway "
+                    "allows).",
+                )
+            connection = self.relay.store.get_connection(connection_id)
+            if connection is None or not connection.alive(now):
+                # The answer may have landed just before the connection went: one last look.
+                answer = self.relay.store.wait_response(request.id, now)
+                if answer is not None:
+                    return answer
+                return self._agent_gone(request.tunnel, "disconnected before answering")
+            if silence_check is not None and now >= silence_check:
+                if not self.relay.store.is_working(request.id):
+                    return error_reply(
+                        502,
+                        "agent-unresponsive",
+                        f"The agent serving tunnel {request.tunnel!r} is connected but did not "
+                        f"react within {self.relay.config.agent_silence_seconds:g} s (stopped, "
+                        "suspended or overloaded). Check the machine it runs on; restart "
+                        "`hatchway http` if it is stuck.",
+                    )
+                silence_check = None
+
+    def _agent_gone(self, tunnel: str, what: str) -> Reply:
+        return error_reply(
+            502,
+            "agent-gone",
+            f"The agent serving tunnel {tunnel!r} {what}. It reconnects by itself if it is "
+            "still running; otherwise restart `hatchway http`.",
+        )
+
+    def _reply_from(self, request: protocol.Request, claim: Claim, answer: bytes) -> Reply:
+        try:
+            message = codec.response_from_stored(answer)
+        except ProtocolError as exc:
+            return error_reply(
+                502, "agent-bad-response", f"The agent sent a malformed response: {exc}."
+            )
+        if not isinstance(message, protocol.Response) or message.id != request.id:
+            return error_reply(502, "agent-bad-response", "The agent answered something else.")
+        if message.fault is not None:
+            status = message.status if message.status in FAULT_CODES else 502
+            code = FAULT_CODES.get(status) or (
+                "local-app-error" if message.fault.side == "local app" else "agent-error"
+            )
+            return error_reply(
+                status,
+                code,
+                f"The {message.fault.side} failed for tunnel {request.tunnel!r}: "
+                f"{message.fault.message}",
+            )
+        headers = protocol.strip_hop_by_hop(message.headers)
+        if request.method == "HEAD":
+            # No body follows, so the app's Content-Length is the only place its size shows.
+            headers += tuple((n, v) for n, v in message.headers if n.lower() == "content-length")
+        if message.uploaded is None:
+            return Reply(message.status, headers, message.body)
+        return self._uploaded_reply(request, claim, message, headers)
+
+    def _uploaded_reply(
+        self,
+        request: protocol.Request,
+        claim: Claim,
+        message: protocol.Response,
+        headers: protocol.Headers,
+    ) -> Reply:
+        """A response whose body the agent put in the blob store."""
+        key = f"resp/{request.id}"
+        if self.relay.blobs is None:
+            return error_reply(502, "agent-bad-response", "The agent uploaded to no blob store.")
+        if message.uploaded is not None and message.uploaded > protocol.MAX_BODY_BYTES:
+            if claim.large_responses == "redirect":
+                location = self.relay.blobs.download_url(key, BLOB_URL_SECONDS)
+                return Reply(302, (("location", location), ("cache-control", "no-store")))
+            return self._too_large(request.tunnel, message.uploaded)
+        try:
+            body = self.relay.blobs.get(key, protocol.MAX_BODY_BYTES)
+        except BlobTooLarge as exc:
+            return self._too_large(request.tunnel, exc.size)
+        if body is None or len(body) != message.uploaded:
+            return error_reply(
+                502,
+                "agent-bad-response",
+                f"The agent serving tunnel {request.tunnel!r} said it uploaded the response "
+                "body, but the relay's blob store does not hold it.",
+            )
+        return Reply(message.status, headers, body)
+
+    def _too_large(self, tunnel: str, size: int) -> Reply:
+        return error_reply(
+            413,
+            "response-too-large",
+            f"The local app behind tunnel {tunnel!r} answered with {size} bytes; the relay "
+            f"returns at most {protocol.MAX_BODY_BYTES} bytes through its functions (Lambda's "
+            "6 MB limit). Start the tunnel with --large-responses redirect to send larger "
+            "responses as a redirect to a short-lived download link.",
+        )
