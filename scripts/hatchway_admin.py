@@ -2,14 +2,16 @@
 
     scripts/hatchway-admin --stack hatchway token create --name laptop [--reserve myapp]
     scripts/hatchway-admin --table NAME [--region R] [--endpoint URL] token list
-    scripts/hatchway-admin --local token revoke TOKEN_ID
+    scripts/hatchway-admin --local token create --name ci
+    scripts/hatchway-admin --local [--admin-file PATH] token revoke TOKEN_ID
     scripts/hatchway-admin ... reserve|release NAME --token-id TOKEN_ID
     scripts/hatchway-admin ... tunnels
 
 Where the relay keeps its state, one of: --stack (a deployed stack: its TableName output),
 --table (the DynamoDB table itself; --endpoint for a local DynamoDB, as used by
 `hatchway-local --store dynamodb`), or --local (a running `hatchway-local`, through its admin
-API on 127.0.0.1). This script only parses and wires; hatchway_relay.admin does the work.
+API on 127.0.0.1; --admin-file when it was started with one). This script only parses and
+wires; hatchway_relay.admin does the work.
 """
 
 from __future__ import annotations
@@ -31,13 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--stack", help="a deployed Hatchway stack's name")
     where.add_argument("--table", help="the relay's DynamoDB table")
+    # --local takes no value: an optional one swallowed the command after it ("--local token
+    # create" read "token" as a file name). The file has an option of its own.
     where.add_argument(
-        "--local",
-        nargs="?",
-        const=True,
-        metavar="ADMIN_FILE",
-        help="a running hatchway-local (default admin file: $XDG_STATE_HOME/hatchway/"
-        "local-admin.json)",
+        "--local", action="store_true", help="a running hatchway-local on this machine"
+    )
+    parser.add_argument(
+        "--admin-file",
+        type=Path,
+        help="with --local: the file hatchway-local wrote (default: $XDG_STATE_HOME/hatchway/"
+        "local-admin.json, or hatchway-local's --admin-file)",
     )
     parser.add_argument("--region", help="AWS region (default: the environment's)")
     parser.add_argument("--endpoint", help="DynamoDB endpoint URL, e.g. a local one")
@@ -60,7 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.admin_file is not None and not args.local:
+        parser.error("--admin-file goes with --local")
     from hatchway.protocol import ProtocolError
     from hatchway_local.admin_api import AdminError
 
@@ -80,8 +88,7 @@ def open_store(args: argparse.Namespace) -> AdminStore:
     if args.local:
         from hatchway_local.admin_api import RemoteStore, default_admin_file
 
-        path = default_admin_file() if args.local is True else Path(args.local)
-        return RemoteStore.from_admin_file(path)
+        return RemoteStore.from_admin_file(args.admin_file or default_admin_file())
     import boto3
 
     from hatchway_relay.adapters.dynamo_store import DynamoStore

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -138,7 +139,7 @@ def test_revoking_the_token_cuts_the_tunnel_and_stops_the_agent(
 
     admin = [sys.executable, str(ROOT / "scripts" / "hatchway_admin.py"), "--local"]
     revoke = subprocess.run(
-        [*admin, str(admin_file), "token", "revoke", token.token_id],
+        [*admin, "--admin-file", str(admin_file), "token", "revoke", token.token_id],
         capture_output=True,
         text=True,
         timeout=60,
@@ -150,3 +151,50 @@ def test_revoking_the_token_cuts_the_tunnel_and_stops_the_agent(
     assert app.requests[-1].target == "/echo/before"
     assert tunnel.popen.wait(30) != 0  # its reconnect is refused: the agent stops, and says why
     assert "refused the token" in "\n".join(tunnel.drain())
+
+
+README_ADMIN_LINES = (
+    "scripts/hatchway-admin --local token create --name ci",
+    "scripts/hatchway-admin --local token list",
+    "scripts/hatchway-admin --local tunnels",
+)
+"""The operator's commands for a running hatchway-local, exactly as the README shows them."""
+
+
+def test_the_readme_admin_commands_run_as_written(
+    app: LocalApp,
+    agent_config: dict[str, str],
+    unused_port: int,
+    started: list[Process],
+    tmp_path: Path,
+) -> None:
+    # hatchway-local writes its admin file to $XDG_STATE_HOME, where --local looks for it.
+    env = {**agent_config, "XDG_STATE_HOME": str(tmp_path / "state")}
+    start_relay(started, unused_port, env)
+
+    def shell(line: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            line,
+            shell=True,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, f"{line}\n{done.stdout}{done.stderr}"
+        return done
+
+    created = shell(README_ADMIN_LINES[0]).stdout
+    assert created.startswith("token hw_") and "shown once" in created
+    listed = shell(README_ADMIN_LINES[1]).stdout
+    assert " ci " in listed
+    # The token hatchway-local saved is the agent's without a flag.
+    server = f"ws://127.0.0.1:{unused_port}/connect"
+    agent = Process(
+        [str(BIN / "hatchway"), "http", str(app.port), "--server", server, "--subdomain", "readme"],
+        env,
+    )
+    started.append(agent)
+    agent.wait_for(r"Forwarding\s+http://readme\.localhost")
+    assert "readme" in shell(README_ADMIN_LINES[2]).stdout

@@ -51,7 +51,7 @@ def relay(
         with run_local() as server:
             admin_file = tmp_path / "local-admin.json"
             server.admin.write_admin_file(admin_file)
-            yield Relay(["--local", str(admin_file)], server.store)  # type: ignore[arg-type]
+            yield Relay(["--local", "--admin-file", str(admin_file)], server.store)  # type: ignore[arg-type]
         return
     use_fake_credentials(monkeypatch, "us-east-1")
     with mock_aws():
