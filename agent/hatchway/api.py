@@ -15,15 +15,17 @@ callbacks run on the agent's worker threads, and every method may be called from
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from hatchway import protocol
-from hatchway.config import resolve_settings
+from hatchway.config import resolve_rotate_after, resolve_settings
 from hatchway.display import Listener
 from hatchway.errors import TokenRefused
 from hatchway.service import Service
@@ -93,6 +95,10 @@ class Tunnel:
     def __init__(self, service: Service, recorder: _Recorder) -> None:
         self._service = service
         self._recorder = recorder
+        # The reachable URL is worked out once per welcome: a name lookup is not free.
+        self._url_lock = threading.Lock()
+        self._url_for: protocol.TunnelInfo | None = None
+        self._url = ""
 
     @property
     def name(self) -> str:
@@ -100,13 +106,25 @@ class Tunnel:
 
     @property
     def url(self) -> str:
-        """The public URL: a custom hostname's if the tunnel has one, else the subdomain form
-        when the relay has a domain, else the path form."""
+        """A public URL this machine's own HTTP clients can reach: the first of :attr:`urls`
+        whose host name resolves here. On ``hatchway-local`` that is the path form
+        (``http://127.0.0.1:8080/t/<name>/``), because ``<name>.localhost`` resolves only in
+        browsers and curl, not through the system resolver that urllib or requests use."""
+        info = self._info()
+        with self._url_lock:
+            if self._url_for is not info:
+                self._url_for, self._url = info, reachable_url(info.public_urls)
+            return self._url
+
+    @property
+    def public_url(self) -> str:
+        """The relay's preferred URL for visitors: a custom hostname's if the tunnel has one,
+        else the subdomain form when the relay has a domain, else the path form."""
         return self._info().public_urls[0]
 
     @property
     def urls(self) -> tuple[str, ...]:
-        """Every public URL of the tunnel, in the order of :attr:`url`'s preference."""
+        """Every public URL of the tunnel, in the order of :attr:`public_url`'s preference."""
         return self._info().public_urls
 
     @property
@@ -170,6 +188,23 @@ class Tunnel:
         return welcome.tunnels[0]
 
 
+def _resolves(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    return True
+
+
+def reachable_url(urls: tuple[str, ...]) -> str:
+    """The first of ``urls`` whose host resolves on this machine, else the first of all."""
+    for url in urls:
+        host = urllib.parse.urlsplit(url).hostname
+        if host and _resolves(host):
+            return url
+    return urls[0]
+
+
 def connect(
     target: int | str,
     *,
@@ -185,6 +220,11 @@ def connect(
     verify_webhook: str | None = None,
     webhook_secret: str | None = None,
     large_responses: str | None = None,
+    allow_cidr: Iterable[str] = (),
+    deny_cidr: Iterable[str] = (),
+    rate_limit: str | float | None = None,
+    rate_burst: int | None = None,
+    rotate_after: float | None = None,
     inspect: str | bool = False,
     timeout: float = CONNECT_TIMEOUT_SECONDS,
     max_requests: int = MAX_RECENT_REQUESTS,
@@ -192,8 +232,11 @@ def connect(
     """Open a tunnel to the local app ``target`` (a port, ``host:port`` or ``http://host:port``)
     and return once the relay welcomed it, so ``tunnel.url`` answers at once.
 
-    The options are those of ``hatchway http``. ``inspect``: False (default) for no inspector,
-    True for the configured address, or an address such as ``"127.0.0.1:4040"``.
+    The options are those of ``hatchway http``: ``allow_cidr``/``deny_cidr`` take lists of
+    ranges such as ``["203.0.113.0/24"]``, ``rate_limit`` ``"20/s"``, ``"600/m"`` or a number
+    of requests a second, ``rotate_after`` the seconds between connection rotations (else
+    ``HATCHWAY_ROTATE_SECONDS``, else 1 h 50 min). ``inspect``: False (default) for no
+    inspector, True for the configured address, or an address such as ``"127.0.0.1:4040"``.
 
     Raises ``TokenRefused`` (also when no token is configured at all), ``NameTaken``,
     ``RelayUnreachable``, and ``ValueError`` for an option that cannot be used.
@@ -210,8 +253,15 @@ def connect(
         verify_webhook=verify_webhook,
         webhook_secret=webhook_secret,
         large_responses=large_responses,
+        allow_cidr=allow_cidr,
+        deny_cidr=deny_cidr,
+        rate_limit=rate_limit,
+        rate_burst=rate_burst,
     )
     settings = resolve_settings(server, token, inspect if isinstance(inspect, str) else None)
+    rotate_seconds = resolve_rotate_after(rotate_after)
+    for note in settings.notes:
+        log.warning("%s", note)
     if not settings.token:
         raise TokenRefused(
             "no token: pass token=..., set HATCHWAY_TOKEN, or save one with "
@@ -222,6 +272,7 @@ def connect(
         [options],
         inspect=settings.inspect if inspect is not False else None,
         connect_timeout=timeout,
+        rotate_after=rotate_seconds,
     )
     recorder = _Recorder(max_requests)
     service.listeners.append(recorder)

@@ -61,11 +61,43 @@ def get(
 def test_the_url_answers_as_soon_as_connect_returns(
     tunnel: hatchway.Tunnel, relay: LocalServer, app: LocalApp
 ) -> None:
-    assert tunnel.url == f"http://{tunnel.name}.localhost:{relay.port}/"
-    assert tunnel.urls == (tunnel.url, f"http://127.0.0.1:{relay.port}/t/{tunnel.name}/")
+    assert tunnel.public_url == f"http://{tunnel.name}.localhost:{relay.port}/"
+    assert tunnel.urls == (tunnel.public_url, f"http://127.0.0.1:{relay.port}/t/{tunnel.name}/")
     host = f"{tunnel.name}.localhost:{relay.port}"
     assert visit(relay.port, "GET", "/echo/now", host).status == 200
     assert app.requests[-1].target == "/echo/now"
+
+
+def test_the_url_is_one_the_callers_own_http_client_reaches(
+    tunnel: hatchway.Tunnel, relay: LocalServer, app: LocalApp
+) -> None:
+    # <name>.localhost resolves in browsers and curl, not through the system resolver that
+    # urllib uses: on hatchway-local, tunnel.url is the path form, which needs no resolver.
+    assert tunnel.url == f"http://127.0.0.1:{relay.port}/t/{tunnel.name}/"
+    with urllib.request.urlopen(tunnel.url + "echo/by-urllib?x=1", timeout=10) as answer:
+        assert answer.status == 200
+        assert json.loads(answer.read())["target"] == "/echo/by-urllib?x=1"
+    assert app.requests[-1].target == "/echo/by-urllib?x=1"
+    assert tunnel.url in tunnel.urls
+
+
+def test_access_rules_and_rotation_are_api_arguments(relay: LocalServer, app: LocalApp) -> None:
+    with hatchway.connect(
+        app.port,
+        server=relay.agent_url,
+        token=TOKEN,
+        allow_cidr=["203.0.113.0/24"],
+        rate_limit="10/s",
+        rotate_after=30,
+    ) as tunnel:
+        assert tunnel._service.session.rotate_after == 30
+        answer = visit(relay.port, "GET", "/echo/walled", f"{tunnel.name}.localhost:{relay.port}")
+        assert (answer.status, answer.header("x-hatchway-error")) == (403, "address-refused")
+    assert app.requests == []
+    with pytest.raises(ValueError, match="rotate-after"):
+        hatchway.connect(app.port, server=relay.agent_url, token=TOKEN, rotate_after=0.1)
+    with pytest.raises(ValueError, match="rate-limit"):
+        hatchway.connect(app.port, server=relay.agent_url, token=TOKEN, rate_limit="lots")
 
 
 def test_requests_are_recorded_and_can_be_waited_for(
@@ -209,7 +241,7 @@ def test_a_custom_hostname_serves_its_reserved_tunnel(
     with hatchway.connect(
         app.port, subdomain="hooks", server=relay.agent_url, token=TOKEN
     ) as tunnel:
-        assert tunnel.url == f"http://hooks.mycompany.localhost:{relay.port}/"
+        assert tunnel.public_url == f"http://hooks.mycompany.localhost:{relay.port}/"
         body = b'{"event": "push"}'
         host = f"hooks.mycompany.localhost:{relay.port}"
         answer = visit(relay.port, "POST", "/echo/deliveries?id=7", host, body=body)
