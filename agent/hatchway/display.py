@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import shutil
+import textwrap
 import threading
 import time
 from collections import deque
@@ -49,7 +50,20 @@ LABEL_WIDTH = 30
 """Width of the screen's left column, like ngrok's."""
 
 REQUEST_WIDTH = 40
-"""Columns a request log line gives time, method and path before its status."""
+"""Columns a request log line gives time, method and path (clipped to fit) before its duration,
+so that durations line up whatever the path or the status text."""
+
+DURATION_WIDTH = 6
+"""Digits a request's milliseconds are right-aligned in."""
+
+MAX_STATUS_ROWS = 4
+"""Rows the session status may wrap over (a reconnect reason is often longer than a line)."""
+
+PATH_MODE_NOTE = (
+    "only a path-mode URL (/t/<name>/): an app that links to absolute paths (/static/app.css) "
+    "sends visitors outside its tunnel there; give the relay a domain for subdomain URLs"
+)
+"""Shown once when a tunnel has no URL of its own host, only a path under the relay's."""
 
 Clock = Callable[[], float]
 
@@ -69,6 +83,11 @@ def fault_note(response: Response) -> str | None:
     if response.fault.side == "local app":
         return f"local app down: {response.fault.message}"
     return f"{response.fault.side} failed: {response.fault.message}"
+
+
+def only_path_mode(info: protocol.TunnelInfo) -> bool:
+    """Whether every URL of a tunnel is a path under the relay's own host (``/t/<name>/``)."""
+    return all(url.rstrip("/").endswith(f"/t/{info.name}") for url in info.public_urls)
 
 
 class Status:
@@ -239,6 +258,8 @@ class LineLog(Listener):
     def ready(self, welcome: protocol.Welcome) -> None:
         for _, url, target in self.status.forwarding():
             self._print(f"Forwarding  {url} -> {target}")
+        if any(only_path_mode(info) for info in welcome.tunnels):
+            self._print(f"hatchway: note: {PATH_MODE_NOTE}", self.err)
 
     def request(self, request: Request, response: Response, elapsed_ms: float) -> None:
         prefix = f"{request.tunnel}: " if len(self.status.tunnels) > 1 else ""
@@ -396,8 +417,8 @@ class Screen(Listener):
         except ValueError:
             phrase = ""
         name = f"{request.tunnel:<12} " if len(self.status.tunnels) > 1 else ""
-        line = f"{stamp}  {name}{request.method:<7} {request.target}"
-        outcome = f"{response.status} {phrase}".strip() + f"  {elapsed_ms:.0f} ms"
+        line = _clip(f"{stamp}  {name}{request.method:<7} {request.target}", REQUEST_WIDTH)
+        outcome = f"{elapsed_ms:>{DURATION_WIDTH}.0f} ms  " + f"{response.status} {phrase}".strip()
         note = fault_note(response)
         self.log.appendleft(f"{line:<{REQUEST_WIDTH}} {outcome}" + (f"  {note}" if note else ""))
         self._dirty.set()
@@ -449,10 +470,17 @@ class Screen(Listener):
         def row(label: str, value: str) -> str:
             return _clip(f"{label:<{LABEL_WIDTH}}{value}", columns)
 
+        # A long state (a reconnect's reason) wraps under itself rather than being cut off.
+        wrapped = textwrap.wrap(state, max(columns - LABEL_WIDTH, 20)) or [""]
+        if len(wrapped) > MAX_STATUS_ROWS:
+            wrapped = [*wrapped[: MAX_STATUS_ROWS - 1], " ".join(wrapped[MAX_STATUS_ROWS - 1 :])]
         head = [
             f"{BOLD}hatchway{RESET}{DIM}  (Ctrl+C to quit){RESET}",
             "",
-            colour + row("Session Status", state) + RESET,
+            *(
+                colour + row("Session Status" if i == 0 else "", part) + RESET
+                for i, part in enumerate(wrapped)
+            ),
             row("Relay", status.relay),
             row("Version", __version__),
         ]
@@ -467,6 +495,10 @@ class Screen(Listener):
         if not forwarding:
             for options in status.tunnels:
                 head.append(row("Forwarding", f"(waiting for the relay) -> {options.target.url}"))
+        welcome = status.welcome
+        if welcome is not None and any(only_path_mode(info) for info in welcome.tunnels):
+            for part in textwrap.wrap(PATH_MODE_NOTE, max(columns - LABEL_WIDTH, 20)):
+                head.append(DIM + row("", part) + RESET)
         open_now, total = status.counts()
         head += [
             "",

@@ -263,3 +263,41 @@ def test_the_agents_warnings_reach_the_display_not_the_raw_terminal() -> None:
     ]
     assert "warning: relay silent for 180 s; reconnecting" in "\n".join(screen.render(100, 30))
     assert screen_out.getvalue() == ""  # nothing written outside a frame
+
+
+def test_request_durations_line_up_whatever_the_status_text_and_path() -> None:
+    screen = Screen(status(), io.StringIO(), wall_clock=lambda: 0.0)
+    for code, path in ((200, "/"), (413, "/upload"), (431, "/" + "long-path/" * 12), (599, "/x")):
+        screen.request(Request("r", "demo", "GET", path), Response("r", code), 7.0)
+    rows = [row for row in screen.render(160, 40) if " GET " in row]
+    assert len(rows) == 4
+    assert len({row.index(" ms ") for row in rows}) == 1, "\n".join(rows)
+    assert any("413 Request Entity Too Large" in row for row in rows)
+
+
+def test_a_long_reconnect_reason_wraps_instead_of_being_cut() -> None:
+    live = status()
+    reason = (
+        "cannot reach the relay at wss://connect.t.example.com/connect: "
+        + "the TLS handshake failed because the certificate is not trusted; " * 3
+        + "END-OF-REASON"
+    )
+    live.set_state("reconnecting", f"retry 3 in 4.0 s: {reason}")
+    rows = Screen(live, io.StringIO(), wall_clock=lambda: 0.0).render(120, 40)
+    text = "\n".join(rows)
+    assert "END-OF-REASON" in text
+    assert all(len(row.replace("\x1b[33m", "").replace("\x1b[0m", "")) <= 120 for row in rows)
+
+
+def test_a_path_mode_only_tunnel_warns_about_absolute_links() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    LineLog(status(), out, err).ready(TWO)
+    assert "absolute paths" in err.getvalue()
+    out, err = io.StringIO(), io.StringIO()
+    live = status()
+    live.ready(WELCOME)
+    LineLog(live, out, err).ready(WELCOME)  # it has a subdomain URL too: no warning
+    assert err.getvalue() == ""
+    path_only = status("3000", "4000")
+    path_only.ready(TWO)
+    assert "absolute paths" in "\n".join(Screen(path_only, io.StringIO()).render(100, 40))
