@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -13,31 +14,68 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from hatchway import protocol
 from hatchway.config import ConfigError, config_path, load_config, update_config
 from hatchway_local.admin_api import default_admin_file
 from hatchway_local.concurrency import LAMBDA_ACCOUNT_CONCURRENCY
 from hatchway_local.server import DEFAULT_BUCKET, run_local
-from hatchway_local.tls import ManagedCertificate
+from hatchway_local.tls import (
+    TRUST_ROOTS_ENV,
+    ManagedCertificate,
+    extra_root_files,
+    trust_bundle,
+)
 from hatchway_relay.hostnames import InvalidHostnames, parse_custom_hostnames
 from hatchway_relay.tokens import generate_token
+
+DNS_PROPAGATION_SECONDS = 30
+"""The scheduled certificate job's wait too: Cloudflare serves a new record within seconds."""
+
+
+class _DefaultsShown(argparse.HelpFormatter):
+    """Help that names each option's default, where it has one worth naming."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        empty = action.default in (None, [], False) or action.default is argparse.SUPPRESS
+        if "%(default)" in text or empty or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hatchway-local",
         description="Run the Hatchway relay on this machine.",
+        formatter_class=_DefaultsShown,
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8080, help="port for agents and visitors")
     parser.add_argument("--domain", default="localhost", help="tunnels are <name>.<domain>:<port>")
     parser.add_argument(
-        "--token", action="append", default=[], help="accepted agent token (repeatable)"
+        "--token",
+        action="append",
+        default=[],
+        help="accepted agent token (repeatable; default: the token saved in the agent's config "
+        "file, else a new one, printed once and saved there)",
     )
-    parser.add_argument("--store", choices=("memory", "dynamodb"), default="memory")
-    parser.add_argument("--dynamodb-endpoint", help="DynamoDB endpoint URL (e.g. a local one)")
+    parser.add_argument(
+        "--store",
+        choices=("memory", "dynamodb"),
+        default="memory",
+        help="where the relay's state lives: this process, or DynamoDB (the production adapters)",
+    )
+    parser.add_argument(
+        "--dynamodb-endpoint", metavar="URL", help="DynamoDB endpoint URL (e.g. a local one)"
+    )
     parser.add_argument("--table", default="hatchway", help="DynamoDB table name")
     parser.add_argument(
-        "--response-timeout", type=float, default=None, help="seconds to wait for an agent"
+        "--response-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds to wait for an agent's answer (default: "
+        f"{protocol.RESPONSE_TIMEOUT_SECONDS:g}, under the HTTP API's 30)",
     )
     blobs = parser.add_argument_group("large bodies")
     blobs.add_argument(
@@ -47,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where bodies too large for a message go: served by this relay (memory) or an "
         "S3 bucket; default: s3 when --s3-endpoint is given, else memory",
     )
-    blobs.add_argument("--s3-endpoint", help="S3 endpoint URL (e.g. a local one)")
+    blobs.add_argument("--s3-endpoint", metavar="URL", help="S3 endpoint URL (e.g. a local one)")
     blobs.add_argument(
         "--bucket",
         default=DEFAULT_BUCKET,
@@ -91,13 +129,37 @@ def build_parser() -> argparse.ArgumentParser:
         "$XDG_STATE_HOME/hatchway/local-admin.json)",
     )
     tls = parser.add_argument_group("TLS for --domain (certbot DNS-01 through Cloudflare)")
-    tls.add_argument("--tls", choices=("off", "letsencrypt"), default="off")
+    tls.add_argument(
+        "--tls",
+        choices=("off", "letsencrypt"),
+        default="off",
+        help="letsencrypt: obtain a certificate for --domain and serve HTTPS only",
+    )
     tls.add_argument(
         "--acme-directory",
         default="production",
-        help="ACME directory URL, or production / staging (Let's Encrypt's)",
+        metavar="URL|production|staging",
+        help="ACME directory URL, or production / staging (Let's Encrypt's; staging's roots are "
+        "downloaded from letsencrypt.org unless --acme-trust-roots is given)",
     )
-    tls.add_argument("--acme-email", help="contact address for expiry notices")
+    tls.add_argument(
+        "--acme-trust-roots",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="PEM roots trusted besides the public ones, for the ACME server's HTTPS and the "
+        f"certificate's chain (repeatable; default: ${TRUST_ROOTS_ENV}; $SSL_CERT_FILE is "
+        "added too)",
+    )
+    tls.add_argument(
+        "--dns-propagation-seconds",
+        type=int,
+        metavar="SECONDS",
+        default=DNS_PROPAGATION_SECONDS,
+        help="wait after writing the DNS-01 records before validation",
+    )
+    tls.add_argument("--acme-email", metavar="EMAIL", help="contact address for expiry notices")
     tls.add_argument(
         "--cloudflare-token-secret",
         help="Secrets Manager secret or SSM parameter (/name) holding the Cloudflare API token; "
@@ -135,9 +197,17 @@ def _managed_certificate(args: argparse.Namespace) -> ManagedCertificate:
         domains=(f"*.{args.domain}", args.domain),
         acme_directory=args.acme_directory,
         email=args.acme_email,
+        propagation_seconds=args.dns_propagation_seconds,
         cloudflare_base_url=os.environ.get("CLOUDFLARE_BASE_URL"),
     )
     state = args.tls_state_dir or default_admin_file().parent / "tls"
+    extra = extra_root_files(args.acme_trust_roots, os.environ)
+    bundle = trust_bundle(extra, settings.acme_directory, state)
+    if bundle is not None:
+        # One file for both checks: certbot's HTTPS to the ACME server, and the chain's root.
+        settings = dataclasses.replace(
+            settings, acme_ca_bundle=str(bundle), trust_roots_file=str(bundle)
+        )
     managed = ManagedCertificate(settings, state, token)
     managed.refresh()
     managed.start_renewals()
