@@ -35,6 +35,9 @@ from hatchway.protocol import (
     MAX_JSON_DEPTH,
     MAX_MESSAGE_BYTES,
     MAX_MESSAGE_TEXT,
+    MAX_SHARE_PATH_LENGTH,
+    MAX_SHARE_USES,
+    MAX_SHARES_LISTED,
     MAX_TUNNELS_PER_CONNECTION,
     MAX_URL_LENGTH,
     MAX_WORKING_IDS,
@@ -51,6 +54,9 @@ from hatchway.protocol import (
     ProtocolError,
     Request,
     Response,
+    ShareInfo,
+    ShareOp,
+    ShareReply,
     TunnelInfo,
     TunnelSpec,
     Welcome,
@@ -205,6 +211,23 @@ def _to_dict(message: Message, compress: bool) -> dict[str, Any]:
         return out
     if isinstance(message, Working):
         return {"type": "working", "ids": list(message.ids)}
+    if isinstance(message, ShareOp):
+        return {
+            "type": "share",
+            "op": message.op,
+            "tunnel": message.tunnel,
+            "share_id": message.share_id,
+            "expires_in": message.expires_in,
+            "methods": list(message.methods),
+            "path": message.path,
+            "max_uses": message.max_uses,
+        }
+    if isinstance(message, ShareReply):
+        return {
+            "type": "shares",
+            "link": message.link,
+            "shares": [_share_to_dict(share) for share in message.shares],
+        }
     if isinstance(message, Welcome):
         return {
             "type": "welcome",
@@ -378,6 +401,14 @@ def _decode_object(obj: dict[str, Any]) -> Message:
         return Ping(_number(obj, "ts", "ping"), counts)
     if kind == "pong":
         return Pong(_number(obj, "ts", "pong"))
+    if kind == "share":
+        return _decode_share_op(obj)
+    if kind == "shares":
+        listed = _field(obj, "shares", list, "shares")[:MAX_SHARES_LISTED]
+        return ShareReply(
+            tuple(_share_from_dict(item) for item in listed),
+            _optional_str(obj, "link", "shares") or "",
+        )
     if kind == "working":
         ids = _field(obj, "ids", list, "working")
         if len(ids) > MAX_WORKING_IDS or not all(isinstance(i, str) for i in ids):
@@ -582,3 +613,56 @@ def response_from_stored(data: bytes) -> Response:
     message = _decode_object(obj)
     assert isinstance(message, Response)
     return message
+
+
+# --- Share links -------------------------------------------------------------------------------
+
+
+def _share_to_dict(share: ShareInfo) -> dict[str, Any]:
+    return {
+        "id": share.id,
+        "tunnel": share.tunnel,
+        "methods": list(share.methods),
+        "path": share.path,
+        "expires_at": share.expires_at,
+        "max_uses": share.max_uses,
+        "uses": share.uses,
+        "revoked": share.revoked,
+    }
+
+
+def _share_from_dict(item: object) -> ShareInfo:
+    if not isinstance(item, dict):
+        raise ProtocolError("shares: each link must be an object")
+    methods = _field(item, "methods", list, "shares")
+    if not all(isinstance(m, str) for m in methods):
+        raise ProtocolError("shares: methods must be strings")
+    return ShareInfo(
+        id=validate_id(_field(item, "id", str, "shares")),
+        tunnel=validate_name(_field(item, "tunnel", str, "shares")),
+        methods=tuple(m[:20] for m in methods[:16]),
+        path=_text(_field(item, "path", str, "shares")[:MAX_SHARE_PATH_LENGTH]),
+        expires_at=_number(item, "expires_at", "shares"),
+        max_uses=_count(item, "max_uses", "shares", MAX_SHARE_USES),
+        uses=_count(item, "uses", "shares", 2**53),
+        revoked=bool(_field(item, "revoked", bool, "shares")),
+    )
+
+
+def _decode_share_op(obj: dict[str, Any]) -> ShareOp:
+    methods = obj.get("methods", ["GET", "HEAD"])
+    if (
+        not isinstance(methods, list)
+        or len(methods) > 16
+        or not all(isinstance(m, str) for m in methods)
+    ):
+        raise ProtocolError("share: methods must be a list of HTTP methods")
+    return ShareOp(
+        op=_field(obj, "op", str, "share"),
+        tunnel=_optional_str(obj, "tunnel", "share") or "",
+        share_id=_optional_str(obj, "share_id", "share") or "",
+        expires_in=_number(obj, "expires_in", "share", default=0.0),
+        methods=tuple(methods),
+        path=_optional_str(obj, "path", "share") or "/",
+        max_uses=_count(obj, "max_uses", "share", MAX_SHARE_USES) if "max_uses" in obj else 0,
+    )

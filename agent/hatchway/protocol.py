@@ -126,6 +126,21 @@ platform's own throttles apply first)."""
 MAX_BURST = 100_000
 """Largest burst a per-tunnel rate limit may allow."""
 
+SHARE_OPS = frozenset({"create", "list", "revoke"})
+"""What an agent may ask of the relay about share links (``ShareOp``)."""
+
+MAX_SHARE_SECONDS = 30 * 24 * 3600
+"""Longest a share link may live (30 days)."""
+
+MAX_SHARES_LISTED = 100
+"""Most share links one ``ShareReply`` lists."""
+
+MAX_SHARE_PATH_LENGTH = 512
+"""Longest path prefix a share link may be limited to."""
+
+MAX_SHARE_USES = 1_000_000
+"""Largest use count a share link may be limited to."""
+
 MAX_WEBHOOK_SECRET_LENGTH = 256
 """Longest webhook signing secret an agent may hand the relay (providers use 32-72 chars)."""
 
@@ -403,6 +418,69 @@ class Working:
 
 
 @dataclass(frozen=True)
+class ShareOp:
+    """Agent → relay: create, list or revoke share links for tunnels this token owns. A link
+    lets a visitor in without the tunnel's basic auth, for ``methods`` under ``path`` only,
+    until it expires, is used ``max_uses`` times (0: no limit) or is revoked."""
+
+    op: str
+    tunnel: str = ""
+    share_id: str = ""
+    expires_in: float = 0.0
+    methods: tuple[str, ...] = ("GET", "HEAD")
+    path: str = "/"
+    max_uses: int = 0
+
+    def __post_init__(self) -> None:
+        if self.op not in SHARE_OPS:
+            raise ProtocolError(f"share: op must be one of {', '.join(sorted(SHARE_OPS))}")
+        if self.tunnel:
+            validate_name(self.tunnel)
+        if self.share_id:
+            validate_id(self.share_id)
+        if self.op == "create":
+            if not self.tunnel:
+                raise ProtocolError("share: which tunnel is the link for?")
+            if not 0 < self.expires_in <= MAX_SHARE_SECONDS:
+                raise ProtocolError(f"share: a link lives 1 s to {MAX_SHARE_SECONDS // 86400} days")
+            if not self.methods or not all(_METHOD_PATTERN.match(m) for m in self.methods):
+                raise ProtocolError("share: methods must be HTTP methods such as GET,HEAD")
+            if (
+                not self.path.startswith("/")
+                or len(self.path) > MAX_SHARE_PATH_LENGTH
+                or _FORBIDDEN_IN_TARGET.search(self.path)
+            ):
+                raise ProtocolError("share: the path must be a plain path such as /reports/")
+            if not 0 <= self.max_uses <= MAX_SHARE_USES:
+                raise ProtocolError(f"share: max uses must be 0 to {MAX_SHARE_USES}")
+        if self.op == "revoke" and not self.share_id:
+            raise ProtocolError("share: which link to revoke?")
+
+
+@dataclass(frozen=True)
+class ShareInfo:
+    """One share link as the relay describes it (never its secret)."""
+
+    id: str
+    tunnel: str
+    methods: tuple[str, ...]
+    path: str
+    expires_at: float
+    max_uses: int = 0
+    uses: int = 0
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
+class ShareReply:
+    """Relay → agent: the links asked about; after a create, ``link`` is the new link with its
+    secret in it, shown this once (the relay keeps only a hash)."""
+
+    shares: tuple[ShareInfo, ...] = ()
+    link: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class Error:
     """Relay → agent: something the agent should know, ``code`` machine-readable: ``name_taken``
     (a hello was refused), ``name_lost`` (a ping found a name held by another connection now),
@@ -509,7 +587,9 @@ class Response:
         return len(self.body) if self.uploaded is None else self.uploaded
 
 
-Message = Hello | Welcome | Ping | Pong | Working | Error | Request | Response
+Message = (
+    Hello | Welcome | Ping | Pong | Working | ShareOp | ShareReply | Error | Request | Response
+)
 
 
 # --- Validation helpers -----------------------------------------------------------------------

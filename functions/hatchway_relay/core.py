@@ -13,7 +13,7 @@ import logging
 
 from hatchway import codec, protocol
 from hatchway.protocol import ProtocolError
-from hatchway_relay import admin, hostnames, names, request_ids, tokens
+from hatchway_relay import admin, hostnames, names, request_ids, shares, tokens
 from hatchway_relay.config import RelayConfig
 from hatchway_relay.metrics import COUNT, Metrics, NoMetrics
 from hatchway_relay.ports import (
@@ -26,6 +26,7 @@ from hatchway_relay.ports import (
     Poster,
     PostFailed,
     SecretBox,
+    ShareRecord,
     Store,
     TokenRecord,
 )
@@ -152,6 +153,8 @@ class Relay:
             self._ping(connection_id, message)
         elif isinstance(message, protocol.Working):
             self._working(connection_id, message)
+        elif isinstance(message, protocol.ShareOp):
+            self._share_op(connection_id, message)
         else:
             self._send(
                 connection_id,
@@ -357,6 +360,64 @@ class Relay:
                 "response_refused", f"relay refused the response to {response.id}: {why}"
             ),
         )
+
+    def _share_op(self, connection_id: str, op: protocol.ShareOp) -> None:
+        """Create, list or revoke share links; a token manages links for its own tunnels only
+        (one it holds now or has reserved)."""
+        connection = self.store.get_connection(connection_id)
+        now = self.clock.now()
+        if connection is None or not connection.alive(now):
+            self._send(connection_id, protocol.Error("not_connected", "connection is not known"))
+            return
+        token_id = connection.token_id
+        link = ""
+        if op.op == "create":
+            held = self.store.get_claim(op.tunnel)
+            if (held is None or held.token_id != token_id) and self.store.get_reservation(
+                op.tunnel
+            ) != token_id:
+                self._send(
+                    connection_id,
+                    protocol.Error(
+                        "share_refused",
+                        f"tunnel {op.tunnel!r} is not yours: start it (or reserve its name) "
+                        "with this token first",
+                    ),
+                )
+                return
+            share_id, secret = shares.new_secret()
+            record = ShareRecord(
+                share_id=share_id,
+                token_id=token_id,
+                tunnel=op.tunnel,
+                secret_hash=shares.hash_secret(secret),
+                methods=tuple(m.upper() for m in op.methods),
+                path=op.path,
+                expires_at=now + op.expires_in,
+                max_uses=op.max_uses,
+            )
+            self.store.put_share(record)
+            base = (self.config.subdomain_url or self.config.path_url).format(name=op.tunnel)
+            link = f"{base.rstrip('/')}{op.path}?{shares.PARAMETER}={share_id}.{secret}"
+            listed = [record]
+        elif op.op == "revoke":
+            if not self.store.revoke_share(op.share_id, token_id):
+                self._send(
+                    connection_id,
+                    protocol.Error("share_refused", f"no share link {op.share_id!r} of yours"),
+                )
+                return
+            revoked = self.store.get_share(op.share_id)
+            listed = [revoked] if revoked else []
+        else:
+            listed = [
+                r
+                for r in self.store.list_shares(token_id)
+                if not op.tunnel or r.tunnel == op.tunnel
+            ]
+            listed.sort(key=lambda r: r.expires_at)
+        infos = tuple(shares.info(r) for r in listed[-protocol.MAX_SHARES_LISTED :])
+        self._send(connection_id, protocol.ShareReply(infos, link))
 
     def _send(self, connection_id: str, message: protocol.Message) -> None:
         """Best-effort message to an agent; a gone connection is cleaned up."""

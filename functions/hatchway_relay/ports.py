@@ -104,6 +104,29 @@ class Claim:
         return now < self.expires_at
 
 
+@dataclass(frozen=True)
+class ShareRecord:
+    """A share link: ``token_id`` made it for ``tunnel``; its secret is kept only as a hash."""
+
+    share_id: str
+    token_id: str
+    tunnel: str
+    secret_hash: str = field(repr=False)
+    methods: tuple[str, ...]
+    path: str
+    expires_at: float
+    max_uses: int = 0
+    uses: int = 0
+    revoked: bool = False
+
+    def usable(self, now: float) -> bool:
+        return (
+            not self.revoked
+            and now < self.expires_at
+            and (not self.max_uses or self.uses < self.max_uses)
+        )
+
+
 class Clock(Protocol):
     def now(self) -> float:
         """Seconds since the epoch."""
@@ -227,6 +250,22 @@ class Store(Protocol):
         ...
 
     def release_reservation(self, name: str, token_id: str) -> bool: ...
+
+    # Share links
+    def put_share(self, record: ShareRecord) -> None: ...
+    def get_share(self, share_id: str) -> ShareRecord | None: ...
+    def list_shares(self, token_id: str) -> list[ShareRecord]:
+        """The links a token made (the agent's ``share list``; never on a visitor's path)."""
+        ...
+
+    def use_share(self, share_id: str, now: float) -> bool:
+        """Count one use if the link is still usable (not revoked, expired or used up); one
+        conditional write, so concurrent opens never exceed ``max_uses``."""
+        ...
+
+    def revoke_share(self, share_id: str, token_id: str) -> bool:
+        """Revoke a link ``token_id`` made; False if it made no such link."""
+        ...
 
     # Things seen once
     def first_sighting(self, key: str, expires_at: float) -> bool:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 from hatchway import codec, protocol
 from hatchway.protocol import ProtocolError
-from hatchway_relay import access, guards, path_mode, request_ids
-from hatchway_relay.ports import BlobTooLarge, Claim, ConnectionGone, PostFailed
+from hatchway_relay import access, guards, path_mode, request_ids, shares
+from hatchway_relay.ports import BlobTooLarge, Claim, ConnectionGone, PostFailed, ShareRecord
 from hatchway_relay.replies import Reply, Route, Visit, error_reply
 
 if TYPE_CHECKING:
@@ -113,13 +113,22 @@ class VisitorPath:
                 f"No tunnel named {name!r} is connected to this relay. If it is yours, start it "
                 f"with: hatchway http <port> --subdomain {name}",
             )
-        refusal = (
-            self._access_refusal(claim, visit, now)
-            or guards.check(self._opened(claim), visit.headers, visit.body, now)
-            or self._replay_refusal(claim, visit, now)
-        )
+        refusal = self._access_refusal(claim, visit, now)
+        shared: ShareRecord | Reply | guards.Refusal | None = None
+        if refusal is None:
+            shared = self._share(claim, visit, route, now)
+            if isinstance(shared, Reply):
+                return self._scoped(shared, route)
+            if isinstance(shared, guards.Refusal):
+                refusal = shared
+            elif shared is None:  # a share link stands in for the tunnel's password only
+                refusal = guards.check(self._opened(claim), visit.headers, visit.body, now)
+        refusal = refusal or self._replay_refusal(claim, visit, now)
         if refusal is not None:  # never reaches the agent
-            return error_reply(refusal.status, refusal.code, refusal.message, refusal.headers)
+            page = error_reply(refusal.status, refusal.code, refusal.message, refusal.headers)
+            return self._scoped(page, route)
+        if shared is not None:
+            visit = replace(visit, headers=shares.without_cookie(visit.headers))
         deadline = self._deadline(visit, now)
         request_id = request_ids.new_request_id(
             self.relay.key, claim.connection_id, deadline + ANSWER_GRACE_SECONDS
@@ -131,9 +140,49 @@ class VisitorPath:
             message = f"The visitor's request was refused: {exc}."
             return error_reply(exc.status, "bad-request", message)
         reply = self._exchange(claim, request, text, deadline, remembered)
-        if reply is not None and route.prefix:
-            return replace(reply, headers=path_mode.scoped_headers(reply.headers, route.prefix))
-        return reply
+        return None if reply is None else self._scoped(reply, route)
+
+    @staticmethod
+    def _scoped(reply: Reply, route: Route) -> Reply:
+        """In path mode, the reply's cookies and workers kept under the tunnel (``path_mode``)."""
+        if not route.prefix:
+            return reply
+        return replace(reply, headers=path_mode.scoped_headers(reply.headers, route.prefix))
+
+    def _share(
+        self, claim: Claim, visit: Visit, route: Route, now: float
+    ) -> ShareRecord | Reply | guards.Refusal | None:
+        """A share link's verdict: None without one; the link's record when it lets the
+        request in; a redirect that trades a just-opened link for a cookie; or a refusal that
+        says which of the link's rules failed."""
+        credential = shares.credential(visit.query, visit.headers)
+        if credential is None:
+            return None
+        record = self.relay.store.get_share(credential.share_id) if credential.share_id else None
+        if (
+            record is None
+            or record.tunnel != claim.name
+            or not shares.secret_matches(record, credential.secret)
+        ):
+            return shares.refusal(claim.name, None, now)
+        if not record.usable(now) or not shares.in_scope(record, visit.method, route.path):
+            return shares.refusal(claim.name, record, now)
+        if not credential.from_link:
+            return record
+        if record.max_uses and not self.relay.store.use_share(record.share_id, now):
+            return shares.refusal(claim.name, self.relay.store.get_share(record.share_id), now)
+        # The link was just opened: send the browser on without the secret in the address.
+        query = shares.without_parameter(visit.query)
+        secure = self.relay.config.path_url.startswith("https:")
+        return Reply(
+            303,
+            (
+                ("location", visit.path + ("?" + query if query else "")),
+                ("set-cookie", shares.cookie(credential, record, now, secure)),
+                ("cache-control", "no-store"),
+                ("referrer-policy", "no-referrer"),
+            ),
+        )
 
     def _opened(self, claim: Claim) -> Claim:
         """The claim with its webhook secret in clear, for checking a delivery."""

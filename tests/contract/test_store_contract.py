@@ -28,6 +28,7 @@ from hatchway_relay.ports import (
     Claim,
     Clock,
     ConnectionRecord,
+    ShareRecord,
     SystemClock,
     TokenRecord,
 )
@@ -376,6 +377,54 @@ def test_working_marks_are_kept_per_request(store: AdminStore) -> None:
     store.mark_working("r1", NOW + 30)
     store.mark_working("r1", NOW + 30)  # twice: harmless
     assert store.is_working("r1") and not store.is_working("r2")
+
+
+def share(share_id: str = "s1", token: str = "t1", max_uses: int = 0) -> ShareRecord:
+    return ShareRecord(
+        share_id, token, "myapp", "ab" * 32, ("GET", "HEAD"), "/reports/", NOW + 60, max_uses
+    )
+
+
+def test_share_links_round_trip_and_are_listed_by_their_token(store: AdminStore) -> None:
+    store.put_share(share("s1"))
+    store.put_share(share("s2", token="t2"))
+    assert store.get_share("s1") == share("s1")
+    assert store.get_share("nope") is None
+    assert [r.share_id for r in store.list_shares("t1")] == ["s1"]
+
+
+def test_a_share_link_is_used_at_most_max_uses_times_even_at_once(
+    store: AdminStore, frequent_thread_switches: None
+) -> None:
+    store.put_share(share(max_uses=3))
+    assert race(*[partial(store.use_share, "s1", NOW)] * 8).count(True) == 3
+    assert store.get_share("s1").uses == 3  # type: ignore[union-attr]
+    store.put_share(share("s2"))  # no limit
+    assert all(store.use_share("s2", NOW) for _ in range(5))
+
+
+@pytest.mark.parametrize(
+    ("change", "now"),
+    [
+        pytest.param({"revoked": True}, NOW, id="revoked"),
+        pytest.param({}, NOW + 60, id="expired"),
+        pytest.param({"max_uses": 1, "uses": 1}, NOW, id="used up"),
+    ],
+)
+def test_an_unusable_share_link_is_not_used(
+    store: AdminStore, change: dict[str, Any], now: float
+) -> None:
+    store.put_share(replace(share(), **change))
+    assert not store.use_share("s1", now)
+    assert not store.use_share("missing", NOW)
+
+
+def test_only_its_token_revokes_a_share_link(store: AdminStore) -> None:
+    store.put_share(share())
+    assert not store.revoke_share("s1", "t2")
+    assert not store.get_share("s1").revoked  # type: ignore[union-attr]
+    assert store.revoke_share("s1", "t1")
+    assert store.get_share("s1").revoked  # type: ignore[union-attr]
 
 
 def test_a_sighting_is_first_once_until_it_expires(store: AdminStore, clock: FakeClock) -> None:

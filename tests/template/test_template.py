@@ -672,7 +672,8 @@ def test_the_visitor_facing_function_reads_no_tokens_and_writes_almost_nothing(
     assert not policy_templates(http) & {"DynamoDBCrudPolicy", "DynamoDBReadPolicy"}
     grants = table_grants(http)
     assert grants == {
-        "dynamodb:GetItem": ["name#*", "conn#*", "req#*", "relay"],
+        "dynamodb:GetItem": ["name#*", "conn#*", "req#*", "share#*", "relay"],
+        "dynamodb:UpdateItem": ["share#*"],
         "dynamodb:PutItem": ["seen#*", "relay"],
         "dynamodb:DeleteItem": ["conn#*", "name#*"],
     }

@@ -14,7 +14,7 @@ import pytest
 
 from hatchway import codec, protocol
 from hatchway_relay.adapters.memory_store import MemoryStore
-from hatchway_relay.core import Relay, RelayConfig, Visit
+from hatchway_relay.core import Relay, RelayConfig, Reply, Visit
 from hatchway_relay.ports import Claim, PostFailed
 from hatchway_relay.tokens import hash_token
 from support.fake_clock import FakeClock
@@ -995,3 +995,139 @@ def test_a_signed_stripe_delivery_goes_through_once(h: Harness) -> None:
     assert len(agent.requests) == 1
     fresh = stripe_headers(body, int(h.clock.now()) + 1)  # Stripe's own retry is signed anew
     assert h.relay.visit(h.get("/hook", method="POST", headers=fresh, body=body)).status == 200
+
+
+# --- Share links ---------------------------------------------------------------------------------
+
+
+def share_agent(h: Harness) -> FakeAgent:
+    return guarded_agent(h, protocol.TunnelSpec("myapp", basic_auth=CREDENTIALS_HASH))
+
+
+def create_share(h: Harness, agent: FakeAgent, **options: object) -> tuple[str, str]:
+    """(link, secret) of a new share link made through the agent's connection."""
+    op = protocol.ShareOp("create", "myapp", **{"expires_in": 7200.0, **options})  # type: ignore[arg-type]
+    agent.send(op)
+    reply = agent.last()
+    assert isinstance(reply, protocol.ShareReply) and reply.link
+    return reply.link, reply.link.rsplit("=", 1)[1]
+
+
+def open_link(h: Harness, link: str, method: str = "GET") -> Reply:
+    target = link.split("t.example.test", 1)[1]
+    return h.relay.visit(h.get(target, method=method))
+
+
+def with_cookie(h: Harness, path: str, cookie: str, method: str = "GET") -> Reply:
+    return h.relay.visit(h.get(path, method=method, headers=(("cookie", f"theme=dark; {cookie}"),)))
+
+
+def test_a_share_link_is_shown_once_and_stored_only_as_a_hash(h: Harness) -> None:
+    agent = share_agent(h)
+    link, secret = create_share(h, agent, path="/reports/")
+    assert link.startswith("http://myapp.t.example.test/reports/?hatchway_share=")
+    (record,) = h.store.list_shares(h.store.get_claim("myapp").token_id)  # type: ignore[union-attr]
+    assert secret.split(".", 1)[1] not in repr(record) and record.secret_hash
+    assert secret.split(".", 1)[1] not in record.secret_hash
+
+
+def test_opening_a_link_trades_the_secret_for_a_cookie_and_skips_basic_auth(h: Harness) -> None:
+    agent = share_agent(h)
+    link, _ = create_share(h, agent, path="/reports/")
+    opened = open_link(h, link + "&page=2")
+    assert opened.status == 303
+    headers = dict(opened.headers)
+    assert headers["location"] == "/reports/?page=2"  # the secret leaves the address bar
+    cookie = headers["set-cookie"]
+    assert cookie.startswith("hatchway_share=") and "Path=/reports/" in cookie
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert agent.requests == []  # the redirect is the relay's own
+    reply = with_cookie(h, "/reports/q1", cookie.split(";")[0])
+    assert reply.status == 200
+    seen = agent.requests[-1]
+    assert ("cookie", "theme=dark") in seen.headers  # the share cookie stays at the relay
+    assert all("hatchway_share" not in value for _, value in seen.headers)
+    assert h.relay.visit(h.get("/reports/q1")).status == 401  # no link: the password again
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "code"),
+    [
+        ("POST", "/reports/q1", "share-out-of-scope"),
+        ("GET", "/admin", "share-out-of-scope"),
+        ("GET", "/reportsX", "share-out-of-scope"),
+    ],
+)
+def test_a_link_lets_in_only_its_methods_under_its_path(
+    h: Harness, method: str, path: str, code: str
+) -> None:
+    agent = share_agent(h)
+    link, _ = create_share(h, agent, path="/reports/", methods=("GET", "HEAD"))
+    cookie = dict(open_link(h, link).headers)["set-cookie"].split(";")[0]
+    reply = with_cookie(h, path, cookie, method=method)
+    assert reply.status == 403 and dict(reply.headers)["x-hatchway-error"] == code
+    assert b"GET, HEAD" in reply.body and b"/reports/" in reply.body
+
+
+def test_a_link_expires(h: Harness) -> None:
+    agent = share_agent(h)
+    link, _ = create_share(h, agent, expires_in=60.0)
+    cookie = dict(open_link(h, link).headers)["set-cookie"].split(";")[0]
+    assert with_cookie(h, "/", cookie).status == 200
+    h.clock.advance(61)
+    for reply in (with_cookie(h, "/", cookie), open_link(h, link)):
+        assert dict(reply.headers)["x-hatchway-error"] == "share-expired"
+
+
+def test_a_link_is_used_up_after_max_uses_opens(h: Harness) -> None:
+    agent = share_agent(h)
+    link, _ = create_share(h, agent, max_uses=2)
+    assert [open_link(h, link).status for _ in range(3)][:2] == [303, 303]
+    used_up = open_link(h, link)
+    assert dict(used_up.headers)["x-hatchway-error"] == "share-used-up"
+    agent.send(protocol.ShareOp("list", "myapp"))
+    listing = agent.last()
+    assert isinstance(listing, protocol.ShareReply) and listing.shares[0].uses == 2
+
+
+def test_a_revoked_link_lets_nobody_in_and_only_its_owner_revokes(h: Harness) -> None:
+    agent = share_agent(h)
+    link, _ = create_share(h, agent)
+    cookie = dict(open_link(h, link).headers)["set-cookie"].split(";")[0]
+    share_id = cookie.split("=", 1)[1].split(".", 1)[0]
+    other = h.agent("c9", "other", token=TOKEN_B)
+    other.send(protocol.ShareOp("revoke", share_id=share_id))
+    assert isinstance(other.last(), protocol.Error)  # not theirs
+    agent.send(protocol.ShareOp("revoke", share_id=share_id))
+    revoked = agent.last()
+    assert isinstance(revoked, protocol.ShareReply) and revoked.shares[0].revoked
+    assert dict(with_cookie(h, "/", cookie).headers)["x-hatchway-error"] == "share-revoked"
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["nonsense", "abc.def", "", "x" * 200],
+)
+def test_a_wrong_or_forged_link_is_refused_as_unknown(h: Harness, secret: str) -> None:
+    share_agent(h)
+    reply = h.relay.visit(h.get(f"/?hatchway_share={secret}"))
+    assert reply.status == 403
+    assert dict(reply.headers)["x-hatchway-error"] == "share-unknown"
+
+
+def test_another_token_cannot_share_a_tunnel_it_does_not_own(h: Harness) -> None:
+    share_agent(h)
+    other = h.agent("c9", "other", token=TOKEN_B)
+    other.send(protocol.ShareOp("create", "myapp", expires_in=60.0))
+    refusal = other.last()
+    assert isinstance(refusal, protocol.Error) and refusal.code == "share_refused"
+
+
+def test_a_path_mode_link_keeps_its_cookie_under_the_tunnel(h: Harness) -> None:
+    agent = share_agent(h)
+    link, _ = create_share(h, agent, path="/reports/")
+    target = "/t/myapp" + link.split("t.example.test", 1)[1]
+    opened = h.relay.visit(h.get(target, host="relay.test"))
+    assert opened.status == 303
+    assert dict(opened.headers)["location"] == "/t/myapp/reports/"
+    assert "Path=/t/myapp/reports/" in dict(opened.headers)["set-cookie"]

@@ -10,6 +10,7 @@ Single-table layout, ``pk``/``sk`` strings:
     req#<id>      / resp      the one answer to visitor request <id> (head JSON + packed body)
     req#<id>      / work      the agent's mark that it is still on a slow request
     seen#<key>    / seen      something that may happen once (a webhook signature), until ttl
+    share#<id>    / share     a share link (its secret only hashed), until it expires
     relay         / key       the relay's random key (binds request ids to connections)
 
 Every item but a token (which lives until revoked) and the key has a ``ttl`` for garbage
@@ -35,6 +36,7 @@ from hatchway_relay.ports import (
     Claim,
     Clock,
     ConnectionRecord,
+    ShareRecord,
     SystemClock,
     TokenRecord,
 )
@@ -355,6 +357,73 @@ class DynamoStore:
             self.table.delete_item,
             Key={"pk": f"name#{name}", "sk": "claim"},
             ConditionExpression=Attr("connection_id").eq(connection_id),
+        )
+
+    # Share links
+
+    def put_share(self, record: ShareRecord) -> None:
+        self.table.put_item(
+            Item={
+                "pk": f"share#{record.share_id}",
+                "sk": "share",
+                "token_id": record.token_id,
+                "tunnel": record.tunnel,
+                "secret_hash": record.secret_hash,
+                "methods": list(record.methods),
+                "path": record.path,
+                "expires_at": _dec(record.expires_at),
+                "max_uses": record.max_uses,
+                "uses": record.uses,
+                "revoked": record.revoked,
+                "ttl": _ttl(record.expires_at),
+            }
+        )
+
+    def get_share(self, share_id: str) -> ShareRecord | None:
+        item = self._get(f"share#{share_id}", "share")
+        return None if item is None else self._share(item)
+
+    @staticmethod
+    def _share(item: dict[str, Any]) -> ShareRecord:
+        return ShareRecord(
+            share_id=item["pk"].removeprefix("share#"),
+            token_id=item["token_id"],
+            tunnel=item["tunnel"],
+            secret_hash=item["secret_hash"],
+            methods=tuple(item.get("methods", ())),
+            path=item.get("path", "/"),
+            expires_at=_num(item["expires_at"]),
+            max_uses=int(item.get("max_uses", 0)),
+            uses=int(item.get("uses", 0)),
+            revoked=bool(item.get("revoked", False)),
+        )
+
+    def list_shares(self, token_id: str) -> list[ShareRecord]:
+        # The agent's "share list", never a visitor's path: a filtered scan is acceptable.
+        condition = Attr("sk").eq("share") & Attr("token_id").eq(token_id)
+        return [self._share(item) for item in self._scan(condition)]
+
+    def use_share(self, share_id: str, now: float) -> bool:
+        usable = (
+            Attr("revoked").eq(False)
+            & Attr("expires_at").gt(_dec(now))
+            & (Attr("max_uses").eq(0) | Attr("uses").lt(Attr("max_uses")))
+        )
+        return self._conditionally(
+            self.table.update_item,
+            Key={"pk": f"share#{share_id}", "sk": "share"},
+            UpdateExpression="ADD uses :one",
+            ConditionExpression=usable,
+            ExpressionAttributeValues={":one": 1},
+        )
+
+    def revoke_share(self, share_id: str, token_id: str) -> bool:
+        return self._conditionally(
+            self.table.update_item,
+            Key={"pk": f"share#{share_id}", "sk": "share"},
+            UpdateExpression="SET revoked = :yes",
+            ConditionExpression=Attr("token_id").eq(token_id),
+            ExpressionAttributeValues={":yes": True},
         )
 
     # Things seen once

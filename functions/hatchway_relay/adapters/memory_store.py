@@ -15,6 +15,7 @@ from hatchway_relay.ports import (
     Claim,
     Clock,
     ConnectionRecord,
+    ShareRecord,
     SystemClock,
     TokenRecord,
 )
@@ -44,6 +45,7 @@ class MemoryStore:
         self._reservations: dict[str, str] = {}
         self._awaited: dict[str, _Awaited] = {}
         self._sightings: dict[str, float] = {}
+        self._shares: dict[str, ShareRecord] = {}
         self._key = secrets.token_bytes(32)
 
     # Tokens
@@ -153,6 +155,36 @@ class MemoryStore:
             if self._reservations.get(name) != token_id:
                 return False
             del self._reservations[name]
+            return True
+
+    # Share links
+
+    def put_share(self, record: ShareRecord) -> None:
+        with self._lock:
+            self._shares[record.share_id] = record
+
+    def get_share(self, share_id: str) -> ShareRecord | None:
+        with self._lock:
+            return self._shares.get(share_id)
+
+    def list_shares(self, token_id: str) -> list[ShareRecord]:
+        with self._lock:
+            return [r for r in self._shares.values() if r.token_id == token_id]
+
+    def use_share(self, share_id: str, now: float) -> bool:
+        with self._lock:
+            record = self._shares.get(share_id)
+            if record is None or not record.usable(now):
+                return False
+            self._shares[share_id] = replace(record, uses=record.uses + 1)
+            return True
+
+    def revoke_share(self, share_id: str, token_id: str) -> bool:
+        with self._lock:
+            record = self._shares.get(share_id)
+            if record is None or record.token_id != token_id:
+                return False
+            self._shares[share_id] = replace(record, revoked=True)
             return True
 
     # Things seen once
