@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import ConsoleMessage, Page, expect
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from hatchway.forward import Forwarder, Target
 from hatchway.inspector import Inspector
@@ -210,3 +210,86 @@ def test_a_binary_response_shows_size_and_hex(stack: Stack, page: Page) -> None:
     expect(body).to_contain_text("binary: first 512 B as hex")
     first_bytes = " ".join(f"{b:02x}" for b in LocalApp.expected_bytes(3000, 5)[:16])
     expect(body.locator("pre.hex")).to_contain_text(f"00000000  {first_bytes}")
+
+
+LAYOUT_SCREENSHOT = SCREENSHOT.with_name("inspector-1280x800.png")
+
+
+def test_at_1280_by_800_the_header_is_one_row_and_the_detail_offers_curl_and_raw(
+    stack: Stack, browser: Browser
+) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    try:
+        assert stack.inspector.url is not None
+        page.goto(stack.inspector.url)
+        expect(page.locator("#live")).to_have_text("live")
+        # Until a request is picked, the detail pane says what it is for.
+        expect(page.locator("#detail-hint")).to_be_visible()
+        expect(page.locator("#detail-hint")).to_contain_text("Pick a request")
+        expect(page.locator("#detail")).to_be_hidden()
+
+        for i in range(11):
+            assert stack.visit("GET", f"/echo/item-{i}").status == 200
+        body = b"name=it's&n=1"
+        answer = stack.visit(
+            "POST",
+            "/echo/form?x=1",
+            headers=[("Content-Type", "application/x-www-form-urlencoded"), ("X-Test", "a b")],
+            body=body,
+        )
+        assert answer.status == 200
+        expect(page.locator("#requests tbody tr")).to_have_count(12)
+        expect(page.locator("#status")).to_contain_text("12 of 12")
+
+        # The header is one row: title, every status item and the live mark share a line, and
+        # no label is parted from its value.
+        boxes = page.evaluate(
+            """() => [document.querySelector("header h1"), document.querySelector("#live"),
+                ...document.querySelectorAll("#status > div, #status dt, #status dd")]
+                .map((node) => { const r = node.getBoundingClientRect();
+                                 return [node.textContent, r.top, r.height]; })"""
+        )
+        header_height = page.evaluate("document.querySelector('header').offsetHeight")
+        line_height = boxes[0][2]
+        assert header_height < 2.5 * line_height, (header_height, boxes)
+        for text, top, height in boxes:
+            assert height < 1.6 * line_height, (text, height, boxes)
+            assert abs((top + height / 2) - (boxes[0][1] + line_height / 2)) < line_height / 2, (
+                text,
+                boxes,
+            )
+        kept = page.locator("#status > div", has_text="Kept")
+        expect(kept).to_contain_text("12 of 12")
+
+        row(page, "/echo/form?x=1").click()
+        expect(page.locator("#detail-hint")).to_be_hidden()
+        expect(page.locator("#detail-title")).to_contain_text("POST /echo/form?x=1")
+
+        # Copy as curl: through the tunnel's public URL, with the headers and the exact body.
+        page.locator("#copy-curl").click()
+        expect(page.locator("#replay-result")).to_have_text("curl command copied")
+        command = page.evaluate("navigator.clipboard.readText()")
+        public = f"http://127.0.0.1:{stack.relay.port}/t/{TUNNEL}/echo/form?x=1"
+        assert command.startswith(f"curl '{public}' ")
+        assert "-H 'X-Test: a b'" in command or "-H 'x-test: a b'" in command
+        assert "--data-binary 'name=it'\\''s&n=1'" in command
+        assert "content-length" not in command.lower() and "'host:" not in command.lower()
+
+        # Raw: both messages as they went over the wire.
+        page.locator("#view-raw").click()
+        expect(page.locator("#request-view")).to_be_hidden()
+        request_raw = page.locator("#request-raw")
+        expect(request_raw).to_contain_text("POST /echo/form?x=1 HTTP/1.1")
+        expect(request_raw).to_contain_text("name=it's&n=1")
+        expect(page.locator("#response-raw")).to_contain_text("HTTP/1.1 200")
+        page.locator("#view-pretty").click()
+        expect(page.locator("#request-view")).to_be_visible()
+        page.locator("#view-raw").click()
+
+        LAYOUT_SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=LAYOUT_SCREENSHOT)
+        assert LAYOUT_SCREENSHOT.stat().st_size > 0
+    finally:
+        context.close()

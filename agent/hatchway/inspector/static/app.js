@@ -15,6 +15,8 @@ let selectedId = null;
 let shown = null; // the detail currently shown
 let filterTimer = null;
 let statusTimer = null;
+let session = {}; // the agent's status: public URLs for "copy as curl"
+let rawView = false; // the detail as it went over the wire, instead of pretty
 
 function el(tag, className, ...children) {
   const node = document.createElement(tag);
@@ -191,6 +193,88 @@ function messageView(message) {
   return [table, bodyView(message.body)];
 }
 
+// --- Raw view and "copy as curl" ---------------------------------------------------------------
+
+// Headers curl sets itself, or that belong to one connection only.
+const CURL_SKIPPED = new Set(["host", "content-length", "connection", "keep-alive", "te",
+  "trailer", "transfer-encoding", "upgrade", "proxy-connection"]);
+
+function rawBody(body) {
+  let text = "";
+  if (body.kind === "json" || body.kind === "text") text = body.text ?? "";
+  else if (body.kind === "image") text = `[image, ${formatSize(body.size)}]`;
+  else if (body.kind === "binary") text = `[binary, ${formatSize(body.size)}: see the hex in the Pretty view]`;
+  if (body.truncated) text += `\n[truncated: ${formatSize(body.stored)} of ${formatSize(body.size)} kept]`;
+  return text;
+}
+
+function rawMessage(startLine, message) {
+  const head = [startLine, ...message.headers.map(([n, v]) => `${n}: ${v}`)].join("\n");
+  const body = rawBody(message.body);
+  return body ? `${head}\n\n${body}` : `${head}\n`;
+}
+
+function shellQuote(text) {
+  return `'${String(text).replaceAll("'", "'\\''")}'`;
+}
+
+// The tunnel's public URL the page knows of, so that the command goes through the tunnel.
+function publicBase(tunnel) {
+  const known = (session.tunnels ?? []).find((t) => t.name === tunnel);
+  const urls = session.public_urls ?? [];
+  const base = known?.url ?? known?.path_url
+    ?? urls.find((url) => url.includes(`/t/${tunnel}/`)) ?? urls[0] ?? "";
+  return base.replace(/\/$/, "");
+}
+
+function curlCommand(entry) {
+  const parts = ["curl"];
+  const body = entry.request.body;
+  if (entry.method === "HEAD") parts.push("--head");
+  else if (entry.method !== "GET" && !(entry.method === "POST" && body.kind !== "empty")) {
+    parts.push("-X", entry.method);
+  }
+  parts.push(shellQuote(publicBase(entry.tunnel) + entry.path));
+  for (const [name, value] of entry.request.headers) {
+    if (!CURL_SKIPPED.has(name.toLowerCase())) parts.push("-H", shellQuote(`${name}: ${value}`));
+  }
+  let note = "";
+  if ((body.kind === "json" || body.kind === "text") && !body.truncated) {
+    parts.push("--data-binary", shellQuote(body.text ?? ""));
+  } else if (body.kind !== "empty") {
+    parts.push("--data-binary", "@body.bin");
+    note = `# the captured body (${formatSize(body.size)}) is not text: save it as body.bin\n`;
+  }
+  return note + parts.join(" ");
+}
+
+async function copyAsCurl() {
+  if (!shown) return;
+  const command = curlCommand(shown);
+  const box = $("curl-text");
+  box.value = command;
+  try {
+    await navigator.clipboard.writeText(command);
+    box.hidden = true;
+    $("replay-result").textContent = "curl command copied";
+  } catch {
+    // No clipboard (an older browser, or permission refused): show it to copy by hand.
+    box.hidden = false;
+    box.select();
+    $("replay-result").textContent = "copy the curl command below";
+  }
+}
+
+function showView(raw) {
+  rawView = raw;
+  $("view-pretty").setAttribute("aria-pressed", String(!raw));
+  $("view-raw").setAttribute("aria-pressed", String(raw));
+  $("request-view").hidden = raw;
+  $("response-view").hidden = raw;
+  $("request-raw").hidden = !raw;
+  $("response-raw").hidden = !raw;
+}
+
 async function select(id) {
   selectedId = id;
   for (const tr of $("requests").tBodies[0].rows) {
@@ -199,8 +283,10 @@ async function select(id) {
   const response = await fetch(`/api/requests/${id}`);
   const entry = await response.json();
   if (id !== selectedId) return; // another row was clicked meanwhile
+  $("detail-hint").hidden = true;
   $("detail").hidden = false;
   $("replay-result").textContent = "";
+  $("curl-text").hidden = true;
   if (!response.ok) {
     shown = null;
     $("detail-title").textContent = entry.error;
@@ -208,6 +294,8 @@ async function select(id) {
     $("detail-fault").hidden = true;
     $("request-view").replaceChildren();
     $("response-view").replaceChildren();
+    $("request-raw").textContent = "";
+    $("response-raw").textContent = "";
     return;
   }
   shown = entry;
@@ -218,6 +306,9 @@ async function select(id) {
   $("detail-fault").textContent = entry.fault ? `The ${entry.fault.side} failed: ${entry.fault.message}` : "";
   $("request-view").replaceChildren(...messageView(entry.request));
   $("response-view").replaceChildren(...messageView(entry.response));
+  $("request-raw").textContent = rawMessage(`${entry.method} ${entry.path} HTTP/1.1`, entry.request);
+  $("response-raw").textContent = rawMessage(`HTTP/1.1 ${entry.status}`, entry.response);
+  showView(rawView);
   fillEditForm(entry);
 }
 
@@ -297,15 +388,18 @@ async function replayWithEdits(event) {
 
 // --- Session status ---------------------------------------------------------------------------
 
+// Each term and its value in one box, so that they never end up on different lines.
 function statusItem(term, ...values) {
-  return [el("dt", "", term), el("dd", "", ...values)];
+  const value = el("dd", "", ...values);
+  value.title = value.textContent;
+  return [el("div", "", el("dt", "", term), value)];
 }
 
 async function refreshStatus() {
   try {
     const status = await (await fetch("/api/status")).json();
     maxRows = status.requests.max_requests ?? DEFAULT_MAX_ROWS;
-    const session = status.session ?? {};
+    session = status.session ?? {};
     const items = [];
     if (session.status) items.push(...statusItem("Session", session.status));
     for (const url of session.public_urls ?? []) {
@@ -317,7 +411,9 @@ async function refreshStatus() {
     }
     if (session.target) items.push(...statusItem("Target", session.target));
     if (session.relay) items.push(...statusItem("Relay", session.relay));
-    items.push(...statusItem("Kept", `${status.requests.kept} of ${status.requests.recorded}`));
+    const [kept] = statusItem("Kept", `${status.requests.kept} of ${status.requests.recorded}`);
+    kept.classList.add("fixed"); // short, and never cut
+    items.push(kept);
     $("status").replaceChildren(...items);
   } catch {
     // the agent is gone or restarting; the live indicator already says so
@@ -332,6 +428,9 @@ $("filters").addEventListener("input", () => {
   filterTimer = setTimeout(loadList, FILTER_DELAY_MS);
 });
 $("replay").addEventListener("click", replayAsCaptured);
+$("copy-curl").addEventListener("click", copyAsCurl);
+$("view-pretty").addEventListener("click", () => showView(false));
+$("view-raw").addEventListener("click", () => showView(true));
 $("edit-form").addEventListener("submit", replayWithEdits);
 refreshStatus();
 setInterval(refreshStatus, STATUS_POLL_MS);
