@@ -1,5 +1,6 @@
-"""Who may reach a tunnel: its address rules and its rate limit (``protocol.AccessRules``),
-checked by the relay before anything else is done with a visitor request.
+"""Who may reach a tunnel: its address rules and its rate limit (``protocol.AccessRules``), and
+its token's operator-set limits (``ports.TokenLimits``), checked by the relay before anything
+else is done with a visitor request.
 
 Addresses are the ones the platform saw (``requestContext.http.sourceIp``), never a header a
 visitor can write. Rate limits are token buckets in the memory of each warm relay function: exact
@@ -83,3 +84,29 @@ class RateLimiter:
 def retry_after(seconds: float) -> str:
     """A ``Retry-After`` value: whole seconds, at least one."""
     return str(max(1, math.ceil(seconds)))
+
+
+SECONDS_PER_DAY = 86_400
+
+
+class DailyCounter:
+    """Requests per key (a token) in the current UTC day, in this function's memory. Not
+    thread-safe by itself, like ``RateLimiter``."""
+
+    def __init__(self, max_keys: int = MAX_BUCKETS) -> None:
+        self._counts: dict[str, tuple[int, int]] = {}
+        self._max = max_keys
+
+    def take(self, key: str, limit: int, now: float) -> float | None:
+        """Count one request: None if it is within ``limit`` today, else the seconds until the
+        next UTC day begins."""
+        day = int(now // SECONDS_PER_DAY)
+        counted_day, count = self._counts.pop(key, (day, 0))
+        if counted_day != day:
+            count = 0
+        self._counts[key] = (day, count + 1)
+        if len(self._counts) > self._max:
+            self._counts.pop(next(iter(self._counts)))
+        if count < limit:
+            return None
+        return (day + 1) * SECONDS_PER_DAY - now

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from hatchway import protocol
 from hatchway_relay import tokens
-from hatchway_relay.ports import Claim, ConnectionRecord, Store, TokenRecord
+from hatchway_relay.ports import Claim, ConnectionRecord, Store, TokenLimits, TokenRecord
 
 
 class AdminStore(Protocol):
@@ -47,8 +47,10 @@ def register_token(
     label: str = "",
     reserved: tuple[str, ...] = (),
     now: float = 0.0,
+    limits: TokenLimits | None = None,
 ) -> TokenRecord:
-    """Store ``token`` as its hash and reserve its names; refuses a name another token holds."""
+    """Store ``token`` as its hash, with its limits, and reserve its names; refuses a name
+    another token holds."""
     token_hash = tokens.hash_token(token)
     record = TokenRecord(
         token_hash=token_hash,
@@ -56,6 +58,7 @@ def register_token(
         label=label,
         created_at=now or time.time(),
         reserved=tuple(protocol.validate_name(name) for name in reserved),
+        limits=limits or TokenLimits(),
     )
     taken = [n for n in record.reserved if store.get_reservation(n) not in (None, record.token_id)]
     if taken:
@@ -67,9 +70,14 @@ def register_token(
     return record
 
 
-def create_token(store: AdminStore, label: str, reserved: tuple[str, ...] = ()) -> NewToken:
+def create_token(
+    store: AdminStore,
+    label: str,
+    reserved: tuple[str, ...] = (),
+    limits: TokenLimits | None = None,
+) -> NewToken:
     token = tokens.generate_token()
-    return NewToken(token, register_token(store, token, label, reserved))
+    return NewToken(token, register_token(store, token, label, reserved, limits=limits))
 
 
 def list_tokens(store: AdminStore) -> list[TokenRecord]:

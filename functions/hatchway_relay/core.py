@@ -28,6 +28,7 @@ from hatchway_relay.ports import (
     SecretBox,
     ShareRecord,
     Store,
+    TokenLimits,
     TokenRecord,
 )
 from hatchway_relay.replies import Reply, Route, Visit, error_reply
@@ -80,8 +81,14 @@ class Relay:
 
     # --- Tokens -------------------------------------------------------------------------------
 
-    def add_token(self, token: str, label: str = "", reserved: tuple[str, ...] = ()) -> TokenRecord:
-        return admin.register_token(self.store, token, label, reserved, self.clock.now())
+    def add_token(
+        self,
+        token: str,
+        label: str = "",
+        reserved: tuple[str, ...] = (),
+        limits: TokenLimits | None = None,
+    ) -> TokenRecord:
+        return admin.register_token(self.store, token, label, reserved, self.clock.now(), limits)
 
     def authorize(self, token: str | None) -> TokenRecord | None:
         """The token's record if the token is known, else None."""
@@ -100,10 +107,16 @@ class Relay:
         if record is None:
             log.info("connection %s refused: unknown token", request_ids.log_id(connection_id))
             return False
-        self.register_connection(connection_id, record.token_id, source_ip)
+        self.register_connection(connection_id, record.token_id, source_ip, record.limits)
         return True
 
-    def register_connection(self, connection_id: str, token_id: str, source_ip: str = "") -> None:
+    def register_connection(
+        self,
+        connection_id: str,
+        token_id: str,
+        source_ip: str = "",
+        limits: TokenLimits | None = None,
+    ) -> None:
         now = self.clock.now()
         self.store.put_connection(
             ConnectionRecord(
@@ -114,6 +127,7 @@ class Relay:
                 # belongs to a connection whose $disconnect never came.
                 expires_at=now + protocol.MAX_CONNECTION_SECONDS + 60,
                 source_ip=source_ip,
+                limits=limits or TokenLimits(),
             )
         )
         log.info(
@@ -168,6 +182,17 @@ class Relay:
         now = self.clock.now()
         if connection is None or not connection.alive(now):
             self._send(connection_id, protocol.Error("not_connected", "connection is not known"))
+            return
+        most = connection.limits.max_tunnels
+        if most and len(hello.tunnels) > most:
+            self._send(
+                connection_id,
+                protocol.Error(
+                    "name_taken",
+                    f"this token may serve at most {most} tunnels at once (the relay's operator "
+                    f"set it); the hello asks for {len(hello.tunnels)}",
+                ),
+            )
             return
         named = [spec.name for spec in hello.tunnels if spec.name]
         twice = sorted({name for name in named if named.count(name) > 1})
@@ -269,6 +294,7 @@ class Relay:
                 large_responses=spec.large_responses,
                 instance=instance,
                 access=spec.access,
+                token_limits=connection.limits,
             )
             if self.store.claim_name(claim, now):
                 return name

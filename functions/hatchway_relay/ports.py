@@ -46,6 +46,21 @@ class BlobTooLarge(Exception):
 
 
 @dataclass(frozen=True)
+class TokenLimits:
+    """What the operator allows one token (0: no limit): requests a second with a burst, and a
+    day, across its tunnels; tunnels one agent connection may serve. Counted in each warm relay
+    function's memory (exact on ``hatchway-local``, approximate on AWS; see ``access``)."""
+
+    rate: float = 0.0
+    burst: int = 0
+    max_tunnels: int = 0
+    requests_per_day: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.rate or self.max_tunnels or self.requests_per_day)
+
+
+@dataclass(frozen=True)
 class TokenRecord:
     """An agent token, known only by its hash. ``reserved`` names only this token may claim."""
 
@@ -54,6 +69,7 @@ class TokenRecord:
     label: str = ""
     created_at: float = 0.0
     reserved: tuple[str, ...] = ()
+    limits: TokenLimits = field(default_factory=TokenLimits)
 
 
 @dataclass(frozen=True)
@@ -66,6 +82,8 @@ class ConnectionRecord:
     expires_at: float
     names: tuple[str, ...] = ()
     source_ip: str = ""
+    limits: TokenLimits = field(default_factory=TokenLimits)
+    """The token's limits as they were when the connection opened."""
 
     def alive(self, now: float) -> bool:
         return now < self.expires_at
@@ -99,6 +117,8 @@ class Claim:
     does not take a live claim over."""
     access: protocol.AccessRules = field(default_factory=protocol.AccessRules)
     """Who may reach the tunnel: address rules and a rate limit (see ``access``)."""
+    token_limits: TokenLimits = field(default_factory=TokenLimits)
+    """The holder's token's limits, so the one read a visitor request makes has them."""
 
     def alive(self, now: float) -> bool:
         return now < self.expires_at

@@ -72,6 +72,7 @@ class VisitorPath:
         self._latency: dict[str, float] = {}
         self._claims: dict[str, tuple[float, Claim]] = {}
         self._limiter = access.RateLimiter()
+        self._daily = access.DailyCounter()
         self._limiter_lock = threading.Lock()
 
     def visit(self, visit: Visit) -> Reply:
@@ -220,6 +221,39 @@ class VisitorPath:
                     f"(bursts of {rules.burst}); try again in {access.retry_after(wait)} s.",
                     (("retry-after", access.retry_after(wait)),),
                 )
+        return self._token_refusal(claim, now)
+
+    def _token_refusal(self, claim: Claim, now: float) -> guards.Refusal | None:
+        """The limits the relay's operator set for the tunnel's token, across its tunnels."""
+        limits = claim.token_limits
+        key = "token#" + claim.token_id
+        with self._limiter_lock:
+            wait = (
+                self._limiter.take(key, limits.rate, limits.burst or max(1, int(limits.rate)), now)
+                if limits.rate
+                else None
+            )
+            daily = None
+            if wait is None and limits.requests_per_day:
+                daily = self._daily.take(key, limits.requests_per_day, now)
+        if wait is not None:
+            return guards.Refusal(
+                429,
+                "token-rate-limited",
+                f"The tunnels of the token behind {claim.name!r} take at most {limits.rate:g} "
+                f"requests a second together (set by the relay's operator); try again in "
+                f"{access.retry_after(wait)} s.",
+                (("retry-after", access.retry_after(wait)),),
+            )
+        if daily is not None:
+            return guards.Refusal(
+                429,
+                "token-quota-exhausted",
+                f"The tunnels of the token behind {claim.name!r} have had their "
+                f"{limits.requests_per_day} requests for today (UTC; set by the relay's "
+                "operator).",
+                (("retry-after", access.retry_after(daily)),),
+            )
         return None
 
     def _deadline(self, visit: Visit, now: float) -> float:

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hatchway.protocol import AccessRules
-from hatchway_relay.ports import Claim, ConnectionRecord, Store, TokenRecord
+from hatchway_relay.ports import Claim, ConnectionRecord, Store, TokenLimits, TokenRecord
 
 ADMIN_HOST = "127.0.0.1"
 """The admin listener never binds elsewhere: it changes who may use the relay."""
@@ -55,7 +55,7 @@ ADMIN_METHODS = frozenset(
 """Every store call the operator's commands make; anything else is refused."""
 
 _RECORDS: dict[str, type[Any]] = {
-    cls.__name__: cls for cls in (TokenRecord, ConnectionRecord, Claim, AccessRules)
+    cls.__name__: cls for cls in (TokenRecord, ConnectionRecord, Claim, AccessRules, TokenLimits)
 }
 """Records that may cross the wire, nested ones included (a claim's access rules)."""
 

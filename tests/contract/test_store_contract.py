@@ -30,6 +30,7 @@ from hatchway_relay.ports import (
     ConnectionRecord,
     ShareRecord,
     SystemClock,
+    TokenLimits,
     TokenRecord,
 )
 from support.fake_clock import START as NOW
@@ -691,6 +692,19 @@ def guarded(base: Claim, password_hash: str = "pbkdf2-sha256$10000$c2FsdA$ZGlnZX
     return replace(
         base, basic_auth=password_hash, webhook="stripe", webhook_secret="whsec_contract"
     )
+
+
+def test_token_limits_round_trip_on_tokens_connections_and_claims(store: AdminStore) -> None:
+    limits = TokenLimits(rate=2.5, burst=5, max_tunnels=3, requests_per_day=1000)
+    token = TokenRecord("ab" * 32, "t1", limits=limits)
+    store.put_token(token)
+    assert store.get_token("ab" * 32) == token
+    connection = ConnectionRecord("c1", "t1", NOW, NOW + 60, limits=limits)
+    store.put_connection(connection)
+    assert store.get_connection("c1") == connection
+    held = replace(claim(), token_limits=limits)
+    assert store.claim_name(held, NOW)
+    assert store.get_claim("myapp") == held
 
 
 def test_a_claims_access_rules_round_trip(store: AdminStore) -> None:

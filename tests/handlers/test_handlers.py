@@ -18,7 +18,7 @@ from hatchway_relay.core import Relay, RelayConfig
 from hatchway_relay.handlers import authorizer as authorizer_handlers
 from hatchway_relay.handlers import http as http_handlers
 from hatchway_relay.handlers import websocket as ws_handlers
-from hatchway_relay.ports import SystemClock
+from hatchway_relay.ports import SystemClock, TokenLimits
 from hatchway_relay.tokens import hash_token
 from support.relay_fakes import FakeAgent, FakePoster
 
@@ -248,3 +248,18 @@ def test_connect_after_the_authorizer_trusts_its_token_id(wired: tuple) -> None:
     connect_event["requestContext"]["authorizer"]["tokenId"] = "abcdef123456"
     assert ws(connect_event, None) == {"statusCode": 200}
     assert relay.store.get_connection(CONNECTION_ID).token_id == "abcdef123456"
+
+
+def test_the_authorizer_hands_a_tokens_limits_to_connect(wired: tuple) -> None:
+    relay, ws, _, _ = wired
+    relay.add_token("hw_limited-token", limits=TokenLimits(rate=5, max_tunnels=2))
+    authorizer = authorizer_handlers.make_handler(relay)
+    auth_event = event("ws_authorizer")
+    auth_event["headers"]["Authorization"] = "Bearer hw_limited-token"
+    context = authorizer(auth_event, None)["context"]
+    assert all(isinstance(value, str) for value in context.values())  # API Gateway's rule
+    connect_event = event("ws_connect_authorized")
+    connect_event["requestContext"]["authorizer"] = context
+    assert ws(connect_event, None) == {"statusCode": 200}
+    limits = relay.store.get_connection(CONNECTION_ID).limits
+    assert (limits.rate, limits.max_tunnels) == (5, 2)

@@ -15,7 +15,7 @@ import pytest
 from hatchway import codec, protocol
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.core import Relay, RelayConfig, Reply, Visit
-from hatchway_relay.ports import Claim, PostFailed
+from hatchway_relay.ports import Claim, PostFailed, TokenLimits
 from hatchway_relay.tokens import hash_token
 from support.fake_clock import FakeClock
 from support.relay_fakes import App, FakeAgent, FakeBlobs, FakePoster, echo_app
@@ -1131,3 +1131,44 @@ def test_a_path_mode_link_keeps_its_cookie_under_the_tunnel(h: Harness) -> None:
     assert opened.status == 303
     assert dict(opened.headers)["location"] == "/t/myapp/reports/"
     assert "Path=/t/myapp/reports/" in dict(opened.headers)["set-cookie"]
+
+
+# --- The operator's limits per token ------------------------------------------------------------
+
+TOKEN_C = "hw_token-c-limited"
+
+
+def limited_agent(h: Harness, limits: TokenLimits, names: tuple[str, ...]) -> FakeAgent:
+    h.relay.add_token(TOKEN_C, "limited", limits=limits)
+    assert h.relay.connect("c7", TOKEN_C)
+    agent = FakeAgent(h.relay, "c7", echo_app, h.blobs)
+    h.poster.agents["c7"] = agent
+    agent.send(protocol.Hello(tuple(protocol.TunnelSpec(n) for n in names)))
+    return agent
+
+
+def test_a_token_serves_at_most_its_max_tunnels(h: Harness) -> None:
+    agent = limited_agent(h, TokenLimits(max_tunnels=1), ("one", "two"))
+    refusal = agent.last()
+    assert isinstance(refusal, protocol.Error) and "at most 1 tunnels" in refusal.message
+    assert h.store.get_claim("one") is None
+
+
+def test_a_tokens_rate_limit_counts_all_its_tunnels_together(h: Harness) -> None:
+    agent = limited_agent(h, TokenLimits(rate=1, burst=2), ("one", "two"))
+    assert isinstance(agent.last(), protocol.Welcome)
+    hosts = ["one.t.example.test", "two.t.example.test", "one.t.example.test"]
+    replies = [h.relay.visit(h.get("/", host=host)) for host in hosts]
+    assert [r.status for r in replies] == [200, 200, 429]
+    assert dict(replies[-1].headers)["x-hatchway-error"] == "token-rate-limited"
+    assert len(agent.requests) == 2
+
+
+def test_a_tokens_daily_quota_resets_at_midnight_utc(h: Harness) -> None:
+    agent = limited_agent(h, TokenLimits(requests_per_day=2), ("one",))
+    assert isinstance(agent.last(), protocol.Welcome)
+    statuses = [h.relay.visit(h.get("/", host="one.t.example.test")).status for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    h.clock.advance(86_400)
+    agent.send(protocol.Ping(h.clock.now()))  # the agent kept its claim alive meanwhile
+    assert h.relay.visit(h.get("/", host="one.t.example.test")).status == 200

@@ -22,6 +22,7 @@ operator's listings scan; every request path reads by key.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ from hatchway_relay.ports import (
     ConnectionRecord,
     ShareRecord,
     SystemClock,
+    TokenLimits,
     TokenRecord,
 )
 
@@ -106,6 +108,15 @@ def _num(value: Any) -> float:
 def _dec(value: float) -> Decimal:
     # ``repr`` is the shortest text that reads back as the same float, so values round-trip.
     return Decimal(repr(float(value)))
+
+
+def _limits_attribute(name: str, limits: TokenLimits) -> dict[str, str]:
+    """A token's limits as one JSON attribute, only when there are any."""
+    return {name: json.dumps(dataclasses.asdict(limits))} if limits else {}
+
+
+def _limits(text: str | None) -> TokenLimits:
+    return TokenLimits(**json.loads(text)) if text else TokenLimits()
 
 
 def _bytes(value: Any) -> bytes:
@@ -198,6 +209,7 @@ class DynamoStore:
                 "label": record.label,
                 "created_at": _dec(record.created_at),
                 "reserved": list(record.reserved),
+                **_limits_attribute("limits", record.limits),
             }
         )
 
@@ -213,6 +225,7 @@ class DynamoStore:
             label=item.get("label", ""),
             created_at=_num(item.get("created_at", 0)),
             reserved=tuple(item.get("reserved", ())),
+            limits=_limits(item.get("limits")),
         )
 
     def list_tokens(self) -> list[TokenRecord]:
@@ -246,6 +259,7 @@ class DynamoStore:
                 "names": list(record.names),
                 "source_ip": record.source_ip,
                 "ttl": _ttl(record.expires_at),
+                **_limits_attribute("limits", record.limits),
             }
         )
 
@@ -262,6 +276,7 @@ class DynamoStore:
             expires_at=_num(item["expires_at"]),
             names=tuple(item.get("names", ())),
             source_ip=item.get("source_ip", ""),
+            limits=_limits(item.get("limits")),
         )
 
     def set_connection_names(self, connection_id: str, names: tuple[str, ...]) -> None:
@@ -306,6 +321,7 @@ class DynamoStore:
                 item[guard] = getattr(claim, guard)
         if claim.access:
             item["access"] = json.dumps(codec.access_to_dict(claim.access))
+        item.update(_limits_attribute("token_limits", claim.token_limits))
         return self._conditionally(self.table.put_item, Item=item, ConditionExpression=condition)
 
     def list_claims(self) -> list[Claim]:
@@ -332,6 +348,7 @@ class DynamoStore:
             access=codec.access_from_dict(json.loads(item["access"]), "claim")
             if "access" in item
             else protocol.AccessRules(),
+            token_limits=_limits(item.get("token_limits")),
         )
 
     def renew_claim(

@@ -8,6 +8,8 @@ every time a scanner knocks."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Any
 
 from hatchway_relay.core import Relay
@@ -29,8 +31,10 @@ def make_handler(relay: Relay) -> Handler:
         record = relay.authorize(bearer_token(event))
         if record is None:
             return policy("refused", "Deny", event["methodArn"])
-        return policy(record.token_id, "Allow", event["methodArn"]) | {
-            "context": {"tokenId": record.token_id}
-        }
+        context = {"tokenId": record.token_id}
+        if record.limits:
+            # Context values are strings: the limits travel to $connect as JSON.
+            context["limits"] = json.dumps(dataclasses.asdict(record.limits))
+        return policy(record.token_id, "Allow", event["methodArn"]) | {"context": context}
 
     return handler

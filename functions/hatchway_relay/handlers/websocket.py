@@ -3,10 +3,12 @@ function, each a thin translation from the API Gateway event to a call on the re
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from hatchway_relay.core import Relay
+from hatchway_relay.ports import TokenLimits
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -30,10 +32,16 @@ def make_handler(relay: Relay) -> Handler:
         connection_id = ctx["connectionId"]
         if route == "$connect":
             source_ip = (ctx.get("identity") or {}).get("sourceIp", "")
-            token_id = (ctx.get("authorizer") or {}).get("tokenId")
+            authorized = ctx.get("authorizer") or {}
+            token_id = authorized.get("tokenId")
             if token_id:
                 # On AWS the authorizer already checked the token; only API Gateway can set this.
-                relay.register_connection(connection_id, token_id, source_ip)
+                limits = (
+                    TokenLimits(**json.loads(authorized["limits"]))
+                    if authorized.get("limits")
+                    else None
+                )
+                relay.register_connection(connection_id, token_id, source_ip, limits)
             elif not relay.connect(connection_id, bearer_token(event), source_ip):
                 return {"statusCode": 401, "body": "hatchway relay: token refused"}
         elif route == "$disconnect":
