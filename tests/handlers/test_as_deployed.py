@@ -158,15 +158,7 @@ def test_a_full_round_trip_through_the_deployed_entry_points() -> None:
 
 @pytest.mark.usefixtures("deployed")
 def test_a_large_request_body_travels_through_the_stacks_bucket() -> None:
-    auth_event = event("ws_authorizer")
-    auth_event["headers"]["Authorization"] = f"Bearer {TOKEN}"
-    connect = event("ws_connect_authorized")
-    connect["requestContext"]["authorizer"] = aws.authorizer_handler(auth_event, LAMBDA_CONTEXT)[
-        "context"
-    ]
-    connection_id = connect["requestContext"]["connectionId"]
-    aws.websocket_handler(connect, LAMBDA_CONTEXT)
-    send_as_agent(protocol.Hello((protocol.TunnelSpec("myapp"),)), connection_id)
+    connection_id = connect_agent(protocol.TunnelSpec("myapp"))
     body = random.Random(7).randbytes(300_000)
     s3 = boto3.client("s3", region_name=REGION)
     seen: list[protocol.Request] = []
@@ -253,16 +245,9 @@ def test_logs_are_correlated_json_and_metrics_say_what_happened_without_secrets(
 @pytest.mark.usefixtures("deployed")
 def test_a_webhook_secret_is_stored_sealed_and_still_checks_deliveries() -> None:
     secret = "whsec_never-in-the-table"
-    auth_event = event("ws_authorizer")
-    auth_event["headers"]["Authorization"] = f"Bearer {TOKEN}"
-    connect = event("ws_connect_authorized")
-    connect["requestContext"]["authorizer"] = aws.authorizer_handler(auth_event, LAMBDA_CONTEXT)[
-        "context"
-    ]
-    connection_id = connect["requestContext"]["connectionId"]
-    aws.websocket_handler(connect, LAMBDA_CONTEXT)
-    spec = protocol.TunnelSpec("hooks", webhook="stripe", webhook_secret=secret)
-    send_as_agent(protocol.Hello((spec,)), connection_id)
+    connection_id = connect_agent(
+        protocol.TunnelSpec("hooks", webhook="stripe", webhook_secret=secret)
+    )
 
     items = boto3.resource("dynamodb", region_name=REGION).Table("relay").scan()["Items"]
     assert secret not in json.dumps(items, default=str)  # only KMS ciphertext is kept
