@@ -97,6 +97,20 @@ def send_as_agent(message: protocol.Message, connection_id: str) -> None:
     assert aws.websocket_handler(agent_event, LAMBDA_CONTEXT) == {"statusCode": 200}
 
 
+def connect_agent(*specs: protocol.TunnelSpec) -> str:
+    """An agent through the authorizer and $connect, welcomed for ``specs``: its connection id."""
+    auth_event = event("ws_authorizer")
+    auth_event["headers"]["Authorization"] = f"Bearer {TOKEN}"
+    connect = event("ws_connect_authorized")
+    connect["requestContext"]["authorizer"] = aws.authorizer_handler(auth_event, LAMBDA_CONTEXT)[
+        "context"
+    ]
+    connection_id: str = connect["requestContext"]["connectionId"]
+    assert aws.websocket_handler(connect, LAMBDA_CONTEXT) == {"statusCode": 200}
+    send_as_agent(protocol.Hello(specs), connection_id)
+    return connection_id
+
+
 def blob_key(url: str) -> str:
     """The S3 key a presigned URL names (path-style or virtual-hosted)."""
     path = urllib.parse.urlsplit(url).path.lstrip("/")
