@@ -6,6 +6,9 @@ with ``{"result": ...}``. Only the calls ``hatchway_relay.admin`` makes are serv
 binds to 127.0.0.1 alone, and every request must carry the admin key
 (``Authorization: Bearer``), which ``hatchway-local`` writes to an admin file only its user can
 read. ``RemoteStore`` is the client: an ``AdminStore`` whose calls travel this way.
+
+When the relay keeps its metrics in memory (``MemoryMetrics``), ``POST /metrics/<method>``
+reads them the same way, for the operator's dashboard; ``RemoteMetrics`` is that client.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 from hatchway.protocol import AccessRules
+from hatchway_relay.adapters.memory_metrics import MemoryMetrics
 from hatchway_relay.ports import Claim, ConnectionRecord, Store, TokenLimits, TokenRecord
 
 ADMIN_HOST = "127.0.0.1"
@@ -53,6 +57,9 @@ ADMIN_METHODS = frozenset(
     }
 )
 """Every store call the operator's commands make; anything else is refused."""
+
+METRICS_METHODS = frozenset({"series", "dimension_values"})
+"""The reads of ``MemoryMetrics`` the dashboard makes; nothing writes metrics this way."""
 
 _RECORDS: dict[str, type[Any]] = {
     cls.__name__: cls for cls in (TokenRecord, ConnectionRecord, Claim, AccessRules, TokenLimits)
@@ -103,15 +110,18 @@ def _field(value: Any) -> Any:
 
 class AdminServer:
     """Serves ``store``'s admin calls on 127.0.0.1. ``on_forget`` hears every connection the
-    operator's commands forget (a revoked token's), so the gateway can close its socket too."""
+    operator's commands forget (a revoked token's), so the gateway can close its socket too.
+    ``metrics``: the relay's in-memory metrics, if it keeps any, for the dashboard's charts."""
 
     def __init__(
         self,
         store: Store,
         key: str | None = None,
         on_forget: Callable[[str], object] | None = None,
+        metrics: MemoryMetrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics
         self.key = key or secrets.token_urlsafe(32)
         self.on_forget = on_forget
         # Operator commands are rare; one at a time keeps the store's view simple.
@@ -159,6 +169,17 @@ class AdminServer:
             self.on_forget(args[0])
         return encode(result)
 
+    def read_metrics(self, method: str, args: list[Any]) -> Any:
+        if method not in METRICS_METHODS:
+            raise AdminError(f"unknown metrics call {method!r}")
+        if self.metrics is None:
+            raise NoMetricsKept("this hatchway-local keeps no metrics")
+        return getattr(self.metrics, method)(*args)
+
+
+class NoMetricsKept(AdminError):
+    """The relay behind the admin API was started without in-memory metrics."""
+
 
 def _handler_for(server: AdminServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
@@ -173,13 +194,18 @@ def _handler_for(server: AdminServer) -> type[BaseHTTPRequestHandler]:
                     413, {"error": f"admin requests are at most {MAX_ADMIN_REQUEST_BYTES} bytes"}
                 )
                 return
-            method = self.path.removeprefix("/store/")
+            kind, _, method = self.path.lstrip("/").partition("/")
+            call = {"store": server.call, "metrics": server.read_metrics}.get(kind)
             try:
                 args = json.loads(self.rfile.read(length) or b"[]")
                 if not isinstance(args, list):
                     raise ValueError("arguments must be a JSON list")
-                self._answer(200, {"result": server.call(method, args)})
-            except (AdminError, ValueError, TypeError) as exc:
+                if call is None:
+                    raise AdminError(f"no such admin path {self.path!r}")
+                self._answer(200, {"result": call(method, args)})
+            except NoMetricsKept as exc:
+                self._answer(404, {"error": str(exc), "code": "no-metrics"})
+            except (AdminError, ValueError, TypeError, KeyError) as exc:
                 self._answer(400, {"error": str(exc)})
 
         def _answer(self, status: int, body: dict[str, Any]) -> None:
@@ -199,8 +225,10 @@ def _handler_for(server: AdminServer) -> type[BaseHTTPRequestHandler]:
 # --- Client ---------------------------------------------------------------------------------
 
 
-class RemoteStore:
-    """The ``AdminStore`` calls of a ``hatchway-local`` process, over its admin API."""
+class _AdminClient:
+    """One admin API, reached on loopback with its key."""
+
+    _kind = "store"
 
     def __init__(self, url: str, key: str) -> None:
         parts = urlsplit(url)
@@ -209,7 +237,7 @@ class RemoteStore:
         self._host, self._port, self._key = parts.hostname, parts.port, key
 
     @classmethod
-    def from_admin_file(cls, path: Path) -> RemoteStore:
+    def from_admin_file(cls, path: Path) -> Self:
         try:
             found = json.loads(path.read_text())
             return cls(found["url"], found["key"])
@@ -228,7 +256,7 @@ class RemoteStore:
         try:
             connection.request(
                 "POST",
-                f"/store/{method}",
+                f"/{self._kind}/{method}",
                 body,
                 {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"},
             )
@@ -241,11 +269,17 @@ class RemoteStore:
             ) from None
         finally:
             connection.close()
+        if response.status == 404 and answer.get("code") == "no-metrics":
+            raise NoMetricsKept(str(answer["error"]))
         if response.status != 200:
             raise AdminError(
                 f"hatchway-local refused {method}: {answer.get('error', response.status)}"
             )
         return decode(answer["result"])
+
+
+class RemoteStore(_AdminClient):
+    """The ``AdminStore`` calls of a ``hatchway-local`` process, over its admin API."""
 
     def put_token(self, record: TokenRecord) -> None:
         self._call("put_token", record)
@@ -288,3 +322,25 @@ class RemoteStore:
 
     def release_reservation(self, name: str, token_id: str) -> bool:
         return bool(self._call("release_reservation", name, token_id))
+
+
+class RemoteMetrics(_AdminClient):
+    """The reads of a ``hatchway-local`` process's ``MemoryMetrics``, over its admin API; they
+    raise ``NoMetricsKept`` when it keeps none."""
+
+    _kind = "metrics"
+
+    def series(
+        self,
+        name: str,
+        dimensions: dict[str, str] | None,
+        start: float,
+        end: float,
+        period: int,
+        stat: str,
+    ) -> list[tuple[float, float]]:
+        found = self._call("series", name, dimensions, start, end, period, stat)
+        return [(float(t), float(v)) for t, v in found]
+
+    def dimension_values(self, name: str, dimension: str, since: float = 0.0) -> list[str]:
+        return [str(v) for v in self._call("dimension_values", name, dimension, since)]
