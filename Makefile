@@ -21,9 +21,15 @@ install: $(STAMP)
 
 $(STAMP): requirements-dev.txt agent/pyproject.toml functions/pyproject.toml functions/domain/pyproject.toml infra/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Hatchway needs Python 3.11 or newer (set PYTHON=...)")'
+	@echo "==> $(VENV): a virtual environment with $$($(PYTHON) --version) (a first install takes about two minutes)"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt -e ./agent -e ./functions -e ./functions/domain -e ./infra
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@echo "==> installing the agent, the relay, the local gateway and the test tools (pip names each package)"
+	@# setuptools tells every editable install to beware of same-named folders: 40 lines of noise.
+	PYTHONWARNINGS="ignore:Editable installation" bash -o pipefail -c '$(PY) -m pip install --disable-pip-version-check --progress-bar off \
+		-r requirements-dev.txt -e ./agent -e ./functions -e ./functions/domain -e ./infra \
+		| grep -E --line-buffered "^(Collecting|Successfully installed)" | cut -c1-100'
+	@echo "==> $(VENV) is ready"
 	touch $(STAMP)
 
 # Lint and the SAM build are part of the test command: a style or type error, or a template
