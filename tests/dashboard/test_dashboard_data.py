@@ -1,0 +1,163 @@
+"""``StoreSource``: the dashboard's rows from any ``AdminStore`` (the memory store, DynamoDB under
+moto, and a running ``hatchway-local`` through its admin API), and the operator's actions."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from hatchway import protocol
+from hatchway_local.admin_api import RemoteStore
+from hatchway_local.dashboard.data import Refused, StoreSource, parse_limits
+from hatchway_local.server import run_local
+from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
+from hatchway_relay.adapters.memory_store import MemoryStore
+from hatchway_relay.admin import AdminStore
+from hatchway_relay.ports import Claim, ConnectionRecord, Store, TokenLimits
+from support.aws_credentials import use_fake_credentials
+
+RELAYS: dict[int, Store] = {}
+"""The relay's own store behind each admin store (the same object but for ``RemoteStore``)."""
+
+
+@pytest.fixture(params=["memory", "dynamodb", "local"])
+def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[AdminStore]:
+    if request.param == "memory":
+        memory = MemoryStore()
+        RELAYS[id(memory)] = memory
+        yield memory
+    elif request.param == "dynamodb":
+        use_fake_credentials(monkeypatch, "us-east-1")
+        with mock_aws():
+            resource = boto3.resource("dynamodb", region_name="us-east-1")
+            create_table(resource, "relay")
+            dynamo = DynamoStore(resource.Table("relay"))
+            RELAYS[id(dynamo)] = dynamo
+            yield dynamo
+    else:
+        with run_local() as server:
+            remote = RemoteStore(server.admin.url, server.admin.key)
+            RELAYS[id(remote)] = server.store
+            yield remote
+
+
+def serve(store: AdminStore, token_id: str, name: str, served: int, **claim: object) -> str:
+    """A live agent connection of ``token_id`` holding ``name``, as the relay writes them (its
+    heartbeat reports ``served``)."""
+    relay = RELAYS[id(store)]
+    now = time.time()
+    connection_id = f"conn-{name}"
+    relay.put_connection(
+        ConnectionRecord(connection_id, token_id, now - 60, now + 600, (name,), "198.51.100.7")
+    )
+    relay.claim_name(Claim(name, connection_id, token_id, now + 600, **claim), now)  # type: ignore[arg-type]
+    relay.renew_claim(name, connection_id, now + 600, served)
+    return connection_id
+
+
+def test_a_snapshot_joins_tokens_tunnels_and_reservations(store: AdminStore) -> None:
+    source = StoreSource(store)
+    shop = source.create_token("shop laptop", ("shop",), TokenLimits(rate=5, burst=10))
+    idle = source.create_token("ci", (), TokenLimits())
+    serve(
+        store,
+        shop.row.token_id,
+        "shop",
+        42,
+        basic_auth="salted-hash",
+        webhook_secret="sealed-secret",
+        access=protocol.AccessRules(allow=("203.0.113.0/24",), rate=2.0),
+    )
+    snapshot = source.snapshot()
+
+    (tunnel,) = snapshot.tunnels
+    assert (tunnel.name, tunnel.token_label) == ("shop", "shop laptop")
+    assert tunnel.token_id == shop.row.token_id
+    assert (tunnel.source_ip, tunnel.served) == ("198.51.100.7", 42)
+    assert tunnel.access == {"allow": ["203.0.113.0/24"], "deny": [], "rate": 2.0, "burst": 2}
+    assert tunnel.guards == {"basic_auth": True, "webhook": "", "large_responses": "refuse"}
+    tokens = {row.token_id: row for row in snapshot.tokens}
+    assert tokens[shop.row.token_id].tunnels == ("shop",)
+    assert tokens[shop.row.token_id].connections == 1
+    assert tokens[shop.row.token_id].in_use_since is not None
+    assert tokens[shop.row.token_id].limits == {
+        "rate": 5.0,
+        "burst": 10,
+        "max_tunnels": 0,
+        "requests_per_day": 0,
+    }
+    assert tokens[idle.row.token_id].in_use_since is None
+    assert [(r.name, r.token_label, r.live) for r in snapshot.reservations] == [
+        ("shop", "shop laptop", True)
+    ]
+    # No secret crosses to the page: not the token, its hash, the password hash or the secret.
+    shown = json.dumps(snapshot.as_json())
+    for secret in (shop.token, "salted-hash", "sealed-secret", store.list_tokens()[0].token_hash):
+        assert secret not in shown
+
+
+def test_expired_claims_and_dead_connections_are_not_live(store: AdminStore) -> None:
+    source = StoreSource(store)
+    token = source.create_token("old", (), TokenLimits())
+    serve(store, token.row.token_id, "gone", 1)
+    later = StoreSource(store, clock=lambda: time.time() + 3600)
+    assert later.snapshot().tunnels == ()
+    assert later.snapshot().tokens[0].connections == 0
+
+
+def test_revoking_cuts_the_tokens_tunnels_and_frees_its_names(store: AdminStore) -> None:
+    source = StoreSource(store)
+    token = source.create_token("doomed", ("mine",), TokenLimits())
+    serve(store, token.row.token_id, "mine", 3)
+    assert source.revoke_token(token.row.token_id) == ("conn-mine",)
+    snapshot = source.snapshot()
+    assert (snapshot.tokens, snapshot.tunnels, snapshot.reservations) == ((), (), ())
+    with pytest.raises(Refused, match="no token") as refused:
+        source.revoke_token(token.row.token_id)
+    assert refused.value.status == 404
+
+
+def test_reserve_and_release_and_their_refusals(store: AdminStore) -> None:
+    source = StoreSource(store)
+    one = source.create_token("one", (), TokenLimits())
+    two = source.create_token("two", (), TokenLimits())
+    source.reserve("payments", one.row.token_id)
+    assert [(r.name, r.token_id) for r in source.snapshot().reservations] == [
+        ("payments", one.row.token_id)
+    ]
+    with pytest.raises(Refused, match="reserved for another token") as taken:
+        source.reserve("payments", two.row.token_id)
+    assert taken.value.status == 409
+    with pytest.raises(Refused, match="no token") as unknown:
+        source.reserve("other", "0123456789ab")
+    assert unknown.value.status == 404
+    with pytest.raises(Refused, match="holds no reservation"):
+        source.release("payments", two.row.token_id)
+    source.release("payments", one.row.token_id)
+    assert source.snapshot().reservations == ()
+
+
+def test_a_new_token_needs_a_label_and_free_valid_names(store: AdminStore) -> None:
+    source = StoreSource(store)
+    with pytest.raises(Refused, match="label"):
+        source.create_token("  ", (), TokenLimits())
+    with pytest.raises(Refused, match="tunnel name"):
+        source.create_token("bad", ("Not_A_Name",), TokenLimits())
+    source.create_token("first", ("taken",), TokenLimits())
+    with pytest.raises(Refused, match="reserved for another token"):
+        source.create_token("second", ("taken",), TokenLimits())
+
+
+def test_limits_from_the_form() -> None:
+    assert parse_limits(None) == TokenLimits()
+    form = {"rate": "2.5", "burst": 5, "max_tunnels": "", "requests_per_day": None}
+    assert parse_limits(form) == TokenLimits(rate=2.5, burst=5)
+    bad_forms = [{"rate": "fast"}, {"burst": -1}, {"rate": float("inf")}, {"max_tunnels": 1e12}]
+    for bad in bad_forms:
+        with pytest.raises(Refused):
+            parse_limits(bad)
