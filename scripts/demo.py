@@ -7,6 +7,7 @@ app, then keeps everything running until Ctrl-C. ``--once`` stops after that che
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import socket
 import sys
@@ -17,10 +18,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from hatchway.config import DEFAULT_INSPECT  # noqa: E402
 from hatchway_relay.tokens import generate_token  # noqa: E402
 from support.processes import BIN, AgentProcess, Process  # noqa: E402
 
 PREFERRED_RELAY_PORT = 8080
+INSPECTOR_LINE = re.compile(r"^Inspector\s+(\S+)")
 
 
 def pick_port(preferred: int = 0) -> int:
@@ -34,13 +37,24 @@ def pick_port(preferred: int = 0) -> int:
         return int(sock.getsockname()[1])
 
 
-def fetch_through(relay_port: int, name: str) -> str:
-    """GET the tunnel's root as a visitor would, addressing the subdomain by Host header."""
+DEMO_POST = b'{"hello": "from the demo"}'
+"""A body the demo sends through the tunnel and expects back from the sample app's echo."""
+
+
+def fetch_through(relay_port: int, name: str, body: bytes | None = None) -> bytes:
+    """GET (or POST ``body`` to) the tunnel's root as a visitor would, addressing the subdomain
+    by Host header (``*.localhost`` names resolve in browsers and curl, not in urllib)."""
     request = urllib.request.Request(
-        f"http://127.0.0.1:{relay_port}/", headers={"Host": f"{name}.localhost:{relay_port}"}
+        f"http://127.0.0.1:{relay_port}/",
+        data=body,
+        headers={"Host": f"{name}.localhost:{relay_port}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
-        return response.read().decode()
+        return bytes(response.read())
+
+
+def say(text: str) -> None:
+    print(f"demo: {text}", flush=True)
 
 
 def main() -> int:
@@ -53,28 +67,47 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         env = {"HATCHWAY_CONFIG": str(Path(tmp) / "config.toml")}
         try:
+            say(f"starting the sample app on 127.0.0.1:{app_port}")
             app = Process([sys.executable, str(ROOT / "scripts" / "sample_app.py"), str(app_port)])
             processes.append(app)
             app.wait_for("sample app ready")
+            say(f"starting the relay (hatchway-local) on 127.0.0.1:{relay_port}")
             token = generate_token()
             relay = Process(
                 [str(BIN / "hatchway-local"), "--port", str(relay_port), "--token", token], env
             )
             processes.append(relay)
             relay.wait_for("hatchway-local ready")
+            say("starting the agent (hatchway http) and waiting for the relay's welcome")
             agent = AgentProcess(
-                str(app_port), f"ws://127.0.0.1:{relay_port}/connect", token, "demo", env=env
+                str(app_port),
+                f"ws://127.0.0.1:{relay_port}/connect",
+                token,
+                "demo",
+                extra=["--inspect", DEFAULT_INSPECT],
+                env=env,
             )
             processes.append(agent)
             agent.start()
-            page = fetch_through(relay_port, "demo")
-            if "Hello from your laptop" not in page:
+            inspector = next(
+                (m.group(1) for line in agent.output if (m := INSPECTOR_LINE.search(line))), None
+            )
+            say("checking a GET and a POST with a body through the tunnel")
+            if b"Hello from your laptop" not in fetch_through(relay_port, "demo"):
                 print("the tunnel answered, but not with the sample app's page", file=sys.stderr)
+                return 1
+            if fetch_through(relay_port, "demo", DEMO_POST) != DEMO_POST:
+                print("the tunnel answered the POST, but not with its body", file=sys.stderr)
                 return 1
             print("\nHatchway demo is up: the sample app answers through the tunnel at")
             for url in agent.urls:
                 print(f"    {url}")
-            print(f"(try: curl {agent.urls[-1]} )", flush=True)
+            if inspector:
+                print(f"Inspector (every request, replay, copy as curl): {inspector}")
+            path_url = agent.urls[-1]
+            print(f"Try:  curl {path_url}")
+            print(f"      curl -d 'hello=world' {path_url}      (the sample app echoes a POST)")
+            print("      or open the first URL in a browser", flush=True)
             if args.once:
                 return 0
             print("Ctrl-C stops everything.", flush=True)

@@ -123,9 +123,30 @@ def test_demo_prints_a_url_that_answers(
 ) -> None:
     demo = Process([sys.executable, str(ROOT / "scripts" / "demo.py"), "--once"], agent_config)
     started.append(demo)
-    demo.wait_for(r"Hatchway demo is up", timeout=60)
+    demo.wait_for(r"checking a GET and a POST with a body", timeout=60)
+    demo.wait_for(r"Hatchway demo is up")
     demo.wait_for(r"http://demo\.localhost:\d+/")
+    demo.wait_for(r"^Inspector .*: http://127\.0\.0\.1:\d+/$")
+    demo.wait_for(r"curl -d 'hello=world' http://127\.0\.0\.1:\d+/t/demo/")
     assert demo.popen.wait(30) == 0
+
+
+def test_the_sample_app_answers_get_head_and_echoes_a_post(
+    started: list[Process], unused_port: int
+) -> None:
+    port = unused_port
+    app = Process([sys.executable, str(ROOT / "scripts" / "sample_app.py"), str(port)])
+    started.append(app)
+    app.wait_for("sample app ready")
+    host = f"127.0.0.1:{port}"
+    page = visit(port, "GET", "/", host)
+    assert page.status == 200 and b"Hello from your laptop" in page.body
+    head = visit(port, "HEAD", "/", host)
+    assert head.status == 200 and head.body == b""
+    assert int(head.header("content-length") or 0) > 0  # the page it would have sent
+    echoed = visit(port, "POST", "/hook", host, [("Content-Type", "application/json")], b'{"a": 1}')
+    assert (echoed.status, echoed.body) == (200, b'{"a": 1}')
+    assert echoed.header("content-type") == "application/json"
 
 
 def test_revoking_the_token_cuts_the_tunnel_and_stops_the_agent(
