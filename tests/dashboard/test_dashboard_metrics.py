@@ -310,3 +310,12 @@ def test_a_chart_is_well_formed_svg_with_its_labels_escaped() -> None:
 def test_an_empty_chart_says_there_is_no_data() -> None:
     chart = Chart("requests", "Requests", "requests", (Series("Requests", ()),), 0, 3600, 60, "")
     assert "no data in this window" in charts.render(chart)
+
+
+def test_a_day_charts_axis_names_the_days() -> None:
+    end = 1_700_000_000.0 - 1_700_000_000.0 % 900
+    chart = Chart(
+        "requests", "Requests", "requests", (Series("Requests", ()),), end - 86400, end, 900, ""
+    )
+    svg = charts.render(chart)
+    assert "13 Nov 22:00 UTC" in svg and "14 Nov 22:00 UTC" in svg

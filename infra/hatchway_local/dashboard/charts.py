@@ -34,8 +34,10 @@ def _label(value: float) -> str:
     return f"{value:g}"
 
 
-def _clock(stamp: float) -> str:
-    return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%H:%M")
+def _clock(stamp: float, span: float) -> str:
+    """A time on the axis; with the day when the chart spans one (both ends read 13:45)."""
+    moment = dt.datetime.fromtimestamp(stamp, dt.UTC)
+    return moment.strftime("%d %b %H:%M" if span > 12 * 3600 else "%H:%M")
 
 
 def render(chart: Chart) -> str:
@@ -75,7 +77,7 @@ def render(chart: Chart) -> str:
         parts.append(
             f'<text x="{MARGIN_LEFT if anchor == "start" else MARGIN_LEFT + plot_w}" '
             f'y="{MARGIN_TOP + plot_h + 12}" text-anchor="{anchor}" fill="#4b5563">'
-            f"{_clock(stamp)} UTC</text>"
+            f"{_clock(stamp, span)} UTC</text>"
         )
     if not any(s.points for s in chart.series):
         parts.append(
