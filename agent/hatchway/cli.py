@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import os
 import signal
@@ -213,8 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="show or change the config file")
     actions = config.add_subparsers(dest="action", required=True)
-    add_token = actions.add_parser("add-token", help="save the agent token")
-    add_token.add_argument("token")
+    add_token = actions.add_parser(
+        "add-token", help="save the agent token (read from the terminal or stdin when not given)"
+    )
+    add_token.add_argument(
+        "token", nargs="?", help="the token; leave it out to keep it out of the shell's history"
+    )
     set_ = actions.add_parser("set", help=f"save a setting ({', '.join(SETTABLE_KEYS)})")
     set_.add_argument("key", choices=SETTABLE_KEYS)
     set_.add_argument("value")
@@ -326,11 +331,19 @@ def _serve(
     return 0
 
 
+def _read_token() -> str:
+    """The token typed at a hidden prompt, or the first line of piped input."""
+    if sys.stdin.isatty():
+        return getpass.getpass("Agent token (not shown): ").strip()
+    return sys.stdin.readline().strip()
+
+
 def _config(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         if args.action == "add-token":
-            path = set_value("token", args.token)
-            print(f"Token {mask(args.token)} saved to {path}", file=out)
+            token = args.token if args.token not in (None, "-") else _read_token()
+            path = set_value("token", token)
+            print(f"Token {mask(token)} saved to {path}", file=out)
         elif args.action == "set":
             path = set_value(args.key, args.value)
             shown = mask(args.value) if args.key == "token" else args.value

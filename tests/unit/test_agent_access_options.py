@@ -3,6 +3,7 @@ what the hello asks the relay to confirm, and tokens kept out of server URLs. No
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,15 @@ def test_the_config_file_refuses_a_server_url_holding_a_token(config: Path) -> N
     with pytest.raises(ConfigError, match="add-token"):
         set_value("server", "wss://r.test/connect?token=hw_q")
     assert not config.exists()
+
+
+def test_add_token_reads_the_token_from_stdin_to_keep_it_out_of_the_history(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("hw_from-stdin-0123456789\n"))
+    assert cli.main(["config", "add-token"]) == 0
+    assert 'token = "hw_from-stdin-0123456789"' in config.read_text()
+    assert "hw_from-stdin-0123456789" not in capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert cli.main(["config", "add-token", "-"]) == 2  # nothing typed: refused, file kept
+    assert 'token = "hw_from-stdin-0123456789"' in config.read_text()
