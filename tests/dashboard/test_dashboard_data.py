@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import boto3
 import pytest
@@ -161,3 +162,50 @@ def test_limits_from_the_form() -> None:
     for bad in bad_forms:
         with pytest.raises(Refused):
             parse_limits(bad)
+
+
+@dataclass(frozen=True)
+class Member:
+    """A pool member as the store lists it (the pool's fields, read by name)."""
+
+    connection_id: str
+    since: float
+    expires_at: float
+    served: int
+    source_ip: str
+
+    def alive(self, now: float) -> bool:
+        return now < self.expires_at
+
+
+@dataclass(frozen=True)
+class PooledClaim(Claim):
+    pool: bool = True
+    members: tuple[Member, ...] = ()
+    pooled_since: float = 0.0
+
+    def alive(self, now: float) -> bool:
+        return any(m.alive(now) for m in self.members)
+
+
+def test_a_pool_is_one_tunnel_with_its_live_members() -> None:
+    now = time.time()
+    store = MemoryStore()
+    for connection_id in ("a", "b", "gone"):
+        store.put_connection(
+            ConnectionRecord(
+                connection_id, "t1", now - 60, now + (600 if connection_id != "gone" else -1)
+            )
+        )
+    members = (
+        Member("a", now - 60, now + 600, 10, "192.0.2.1"),
+        Member("b", now - 30, now + 600, 5, "192.0.2.2"),
+        Member("gone", now - 90, now + 600, 99, "192.0.2.3"),  # its connection died
+        Member("c", now - 90, now - 1, 7, "192.0.2.4"),  # its lease ran out
+    )
+    pooled = PooledClaim("shop", "", "t1", now + 600, members=members, pooled_since=now - 90)
+    store.list_claims = lambda: [pooled]  # type: ignore[method-assign]
+    (tunnel,) = StoreSource(store).snapshot().tunnels
+    assert (tunnel.served, tunnel.connected_at) == (15, now - 90)
+    assert tunnel.source_ip == "192.0.2.1, 192.0.2.2"
+    assert [m["served"] for m in tunnel.members] == [10, 5]

@@ -74,6 +74,8 @@ class TunnelRow:
     access: dict[str, Any]
     guards: dict[str, Any]
     token_limits: dict[str, float]
+    members: tuple[dict[str, Any], ...] = ()
+    """A pool's live agents (since, source IP, served), oldest first; empty for one agent."""
 
 
 @dataclass(frozen=True)
@@ -173,16 +175,8 @@ class StoreSource:
         records = admin.list_tokens(self.store)
         labels = {r.token_id: r.label for r in records}
         connections = {c.connection_id: c for c in self.store.list_connections() if c.alive(now)}
-        tunnels = tuple(
-            sorted(
-                (
-                    self._tunnel(claim, connections[claim.connection_id], labels)
-                    for claim in self.store.list_claims()
-                    if claim.alive(now) and claim.connection_id in connections
-                ),
-                key=lambda t: t.name,
-            )
-        )
+        found = (self._tunnel(c, connections, labels, now) for c in self.store.list_claims())
+        tunnels = tuple(sorted((t for t in found if t is not None), key=lambda t: t.name))
         live = {t.name for t in tunnels}
         tokens = tuple(self._token(r, connections.values(), tunnels) for r in records)
         reservations = tuple(
@@ -198,17 +192,47 @@ class StoreSource:
         return Snapshot(tokens, reservations, tunnels, now)
 
     @staticmethod
-    def _tunnel(claim: Claim, connection: ConnectionRecord, labels: dict[str, str]) -> TunnelRow:
+    def _tunnel(
+        claim: Claim,
+        connections: dict[str, ConnectionRecord],
+        labels: dict[str, str],
+        now: float,
+    ) -> TunnelRow | None:
+        """The claim's row if someone serves it now: its one agent, or a pool's live members
+        (read by name: pools are newer than some stores this dashboard may read)."""
+        if not claim.alive(now):
+            return None
+        members: tuple[dict[str, Any], ...] = ()
+        if getattr(claim, "pool", False):
+            live = [
+                m
+                for m in getattr(claim, "members", ())
+                if m.alive(now) and m.connection_id in connections
+            ]
+            if not live:
+                return None
+            members = tuple(
+                {"since": m.since, "source_ip": m.source_ip, "served": m.served} for m in live
+            )
+            since = getattr(claim, "pooled_since", 0.0) or min(m.since for m in live)
+            source_ip = ", ".join(dict.fromkeys(m.source_ip for m in live if m.source_ip))
+            served = sum(m.served for m in live)
+        elif claim.connection_id in connections:
+            connection = connections[claim.connection_id]
+            since, source_ip, served = connection.connected_at, connection.source_ip, claim.served
+        else:
+            return None
         return TunnelRow(
             name=claim.name,
             token_id=claim.token_id,
             token_label=labels.get(claim.token_id, ""),
-            connected_at=connection.connected_at,
-            source_ip=connection.source_ip,
-            served=claim.served,
+            connected_at=since,
+            source_ip=source_ip,
+            served=served,
             access=_access(claim.access),
             guards=_guards(claim),
             token_limits=limits_view(claim.token_limits),
+            members=members,
         )
 
     @staticmethod

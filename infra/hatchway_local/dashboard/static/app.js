@@ -100,6 +100,15 @@ function showError(text) {
 
 // --- Tables -----------------------------------------------------------------------------------
 
+// A pool's agents under its name: how many, and each one's start, address and count.
+function poolNote(tunnel) {
+  if (!tunnel.members.length) return [];
+  const list = el("ul", "members muted small", ...tunnel.members.map((m) => el(
+    "li", "", `since ${formatTime(m.since)}, ${m.source_ip || "?"}, served ${m.served}`,
+  )));
+  return [el("span", "muted", ` · pool of ${tunnel.members.length}`), list];
+}
+
 function renderTunnels(state) {
   const body = $("tunnels").tBodies[0];
   body.replaceChildren(
@@ -107,7 +116,7 @@ function renderTunnels(state) {
       const row = el(
         "tr",
         "",
-        cell(el("strong", "", t.name)),
+        cell(el("strong", "", t.name), ...poolNote(t)),
         cell(t.token_label ? `${t.token_label} ` : "", el("span", "muted mono", t.token_id)),
         cell(formatTime(t.connected_at), el("span", "muted", ` (${formatAge(t.connected_at, state.taken_at)})`)),
         cell(t.source_ip || "—"),
