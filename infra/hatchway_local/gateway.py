@@ -3,25 +3,31 @@ port, invoking the relay's real Lambda handlers; the ``@connections`` management
 a loopback listener of its own (``management``), never to visitors.
 
 It builds the event shapes API Gateway sends, enforces the platform's limits, and runs every
-handler invocation in a worker thread with a Lambda-like context (``lambda_context``). HTTP and
-WebSocket invocations have separate threads: an HTTP invocation blocks until the agent's
-response arrives through WebSocket invocations, so sharing one bounded pool would deadlock as
-soon as visitors filled it. Whether an invocation may run at all follows Lambda's rules instead
-(``concurrency``): one account pool, reservations, throttling. On its bare hosts it also answers
-a ``MemoryBlobStore``'s signed URLs.
+handler invocation with a Lambda-like context (``lambda_context``). HTTP invocations run in
+worker threads: one blocks until the agent's response arrives through WebSocket invocations.
+WebSocket invocations run in threads of their own (sharing one bounded pool would deadlock as
+soon as visitors filled it), or, when their handler cannot block (``websocket_on_loop``: a
+relay over the in-memory store), on the event loop itself, which saves two thread hand-offs per
+message; their posts then go out when the invocation returns. Whether an invocation may run at
+all follows Lambda's rules either way (``concurrency``): one account pool, reservations,
+throttling. On its bare hosts it also answers a ``MemoryBlobStore``'s signed URLs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import contextlib
 import json
 import logging
+import os
+import random
 import secrets
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,7 +121,36 @@ WEBSOCKET_INTEGRATION_ERROR = "Internal server error"
 """What WebSocket API sends the client when a message's Lambda invocation fails or is
 throttled, with the connection and request ids."""
 
+BODY_FIELD_BYTES = len(', "body": ""')
+"""What a body adds to an event's JSON besides its base64 text (which JSON never escapes)."""
+
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+_ids = random.Random(os.urandom(32))
+"""Request ids need to be unique, not secret: a seeded generator saves a system call per id
+(``uuid4`` reads the kernel's randomness each time, a tenth of the gateway's time per request)."""
+
+
+def _request_id() -> str:
+    """16 hex digits, like the ids this gateway put in events before."""
+    return format(_ids.getrandbits(64), "016x")
+
+
+def _invocation_id() -> str:
+    """A Lambda ``aws_request_id``: a version 4 UUID."""
+    return str(uuid.UUID(int=_ids.getrandbits(128), version=4))
+
+
+_clf_cache: tuple[int, str] = (0, "")
+
+
+def _request_time(now: float) -> str:
+    """``requestTime`` in API Gateway's CLF format, formatted once per second."""
+    global _clf_cache
+    second = int(now)
+    if _clf_cache[0] != second:
+        _clf_cache = (second, time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second)))
+    return _clf_cache[1]
 
 
 @dataclass
@@ -145,6 +180,15 @@ class _Connection:
 def _connection_id() -> str:
     """Shaped like API Gateway's: 12 random bytes in base64 (``L0SM9cOFvHcCIhw=``-like)."""
     return base64.b64encode(secrets.token_bytes(10)).decode()
+
+
+def _context(function: str, timeout: float) -> InvocationContext:
+    return InvocationContext(f"hatchway-{function}", timeout, aws_request_id=_invocation_id())
+
+
+def _ignore_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a background post to a gone agent is not an error
 
 
 def _json(status: int, message: str, close: bool = False) -> web.Response:
@@ -196,6 +240,7 @@ class Gateway:
         concurrency: LambdaConcurrency | None = None,
         api_id: str = "local",
         blobs: MemoryBlobStore | None = None,
+        websocket_on_loop: bool = False,
     ) -> None:
         self.bare_hosts = {h.lower() for h in bare_hosts}
         self.limits = limits or GatewayLimits()
@@ -204,6 +249,13 @@ class Gateway:
         self.ws_handler: Handler | None = None
         self.http_handler: Handler | None = None
         self.concurrency = ConcurrencyPool(concurrency or LambdaConcurrency())
+        self.websocket_on_loop = websocket_on_loop
+        """Run WebSocket invocations on the event loop: only for handlers that never block
+        (their store in memory, their posts through ``LocalPoster``)."""
+        self._loop_sends: list[Coroutine[Any, Any, None]] | None = None
+        """Posts made by the WebSocket invocation running on the loop right now; sent once it
+        returns, before it counts as finished (as a Lambda's synchronous posts would be)."""
+        self._loose_sends: set[asyncio.Task[None]] = set()
         # As many threads as executions may run, so an admitted invocation never queues.
         capacity = self.concurrency.config.capacity
         self.http_pool = ThreadPoolExecutor(
@@ -216,6 +268,8 @@ class Gateway:
         self.peak_pending_messages = 0
         """The most ``$default`` invocations any one connection ever had pending at once."""
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop_thread: int | None = None
+        """The thread id of the loop's thread (set with ``loop``)."""
         self.app = web.Application(client_max_size=HTTP_MAX_BODY_BYTES)
         self.app.router.add_route("*", "/{tail:.*}", self.dispatch)
         self.app.on_shutdown.append(self._close_all)
@@ -261,8 +315,8 @@ class Gateway:
         context = {
             "routeKey": route,
             "eventType": {"$connect": "CONNECT", "$disconnect": "DISCONNECT"}.get(route, "MESSAGE"),
-            "extendedRequestId": uuid.uuid4().hex[:16],
-            "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+            "extendedRequestId": _request_id(),
+            "requestTime": _request_time(now),
             "messageDirection": "IN",
             "stage": "local",
             "connectedAt": int(connected_at * 1000),
@@ -271,7 +325,7 @@ class Gateway:
                 "sourceIp": request.remote or "",
                 "userAgent": request.headers.get("User-Agent", ""),
             },
-            "requestId": uuid.uuid4().hex[:16],
+            "requestId": _request_id(),
             "domainName": request.host,
             "connectionId": connection_id,
             "apiId": self.api_id,
@@ -299,12 +353,14 @@ class Gateway:
             else self.limits.http_function_timeout
         )
         self.concurrency.acquire(function)
+        if function == WEBSOCKET_FUNCTION and self.websocket_on_loop:
+            return await self._invoke_on_loop(handler, event, timeout)
 
         def execute() -> dict[str, Any]:
             try:
                 # Counted from when the execution starts, as Lambda's is: whatever the request
                 # spent before (reading, waiting) is the event's timeEpoch's business.
-                return handler(event, InvocationContext(f"hatchway-{function}", timeout))
+                return handler(event, _context(function, timeout))
             finally:
                 self.concurrency.release(function)
 
@@ -324,6 +380,56 @@ class Gateway:
         except Exception:
             log.exception("handler failed for %s", event.get("requestContext", {}).get("routeKey"))
             return None
+
+    async def _invoke_on_loop(
+        self, handler: Handler, event: dict[str, Any], timeout: float
+    ) -> dict[str, Any] | None:
+        """An admitted WebSocket invocation run on the loop; its execution (already counted)
+        ends once the handler has returned and its posts have been written."""
+        sends: list[Coroutine[Any, Any, None]] = []
+        try:
+            self._loop_sends = sends
+            try:
+                result: dict[str, Any] | None = handler(
+                    event, _context(WEBSOCKET_FUNCTION, timeout)
+                )
+            except Exception:
+                route = event.get("requestContext", {}).get("routeKey")
+                log.exception("handler failed for %s", route)
+                result = None
+            finally:
+                self._loop_sends = None
+            for send in sends:
+                # The handler has returned: a post that fails now is an agent gone meanwhile,
+                # whose $disconnect cleans up.
+                try:
+                    await send
+                except Exception as exc:
+                    log.debug("a post after an invocation failed: %s", exc)
+            return result
+        finally:
+            for send in sends:
+                send.close()  # not awaited when cancelled: no "never awaited" warning
+            self.concurrency.release(WEBSOCKET_FUNCTION)
+
+    def in_loop_thread(self) -> bool:
+        return self.loop_thread == threading.get_ident()
+
+    def post_on_loop(self, connection_id: str, data: str) -> None:
+        """A post made on the loop's own thread, which cannot wait for it: sent when the
+        invocation making it returns (else at once, in the background). KeyError if the
+        connection is unknown or closed."""
+        connection = self.connections.get(connection_id)
+        if connection is None or connection.ws.closed:
+            raise KeyError(connection_id)
+        send = self.send(connection_id, data)
+        if self._loop_sends is not None:
+            self._loop_sends.append(send)
+            return
+        task = asyncio.ensure_future(send)
+        self._loose_sends.add(task)
+        task.add_done_callback(self._loose_sends.discard)
+        task.add_done_callback(_ignore_failure)
 
     async def _invoke_ws(self, event: dict[str, Any]) -> dict[str, Any] | None:
         """A WebSocket invocation; a throttled one is logged and yields None."""
@@ -409,7 +515,12 @@ class Gateway:
                     connection.last_active = time.time()
                     event = self._ws_event(request, "$default", connection_id, connected_at)
                     event["body"] = msg.data
-                    event["requestContext"]["messageId"] = uuid.uuid4().hex[:16]
+                    event["requestContext"]["messageId"] = _request_id()
+                    if self.websocket_on_loop:
+                        # One at a time, read no further until it ends: back-pressure itself.
+                        self.peak_pending_messages = max(self.peak_pending_messages, 1)
+                        await self._message(ws, event)
+                        continue
                     task = asyncio.ensure_future(self._message(ws, event))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
@@ -516,10 +627,10 @@ class Gateway:
                     "sourceIp": request.remote or "",
                     "userAgent": request.headers.get("User-Agent", ""),
                 },
-                "requestId": uuid.uuid4().hex[:16],
+                "requestId": _request_id(),
                 "routeKey": "$default",
                 "stage": "$default",
-                "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+                "time": _request_time(now),
                 "timeEpoch": int(now * 1000),
             },
             "isBase64Encoded": bool(body),
@@ -535,12 +646,18 @@ class Gateway:
     async def _read_body(self, request: web.Request) -> bytes:
         """The body, within ``MAX_REQUEST_BODY_BYTES`` (else ``_BodyTooLarge``) and the body
         timeouts (else ``TimeoutError``)."""
+        if not request.body_exists:
+            return b""
         chunks: list[bytes] = []
         total = 0
+        loop = asyncio.get_running_loop()
+        # Timeout contexts rather than wait_for, which makes a task of every read.
         async with asyncio.timeout(self.limits.body_timeout):
-            while chunk := await asyncio.wait_for(
-                request.content.readany(), self.limits.body_idle_timeout
-            ):
+            while True:
+                async with asyncio.timeout_at(loop.time() + self.limits.body_idle_timeout):
+                    chunk = await request.content.readany()
+                if not chunk:
+                    break
                 total += len(chunk)
                 if total > MAX_REQUEST_BODY_BYTES:
                     raise _BodyTooLarge
@@ -557,13 +674,17 @@ class Gateway:
             return _json(413, "Request Entity Too Large", close=True)
         except TimeoutError:
             return _json(408, "Request Timeout", close=True)
-        event = self._http_event(request, body, received)
-        if len(json.dumps(event)) > LAMBDA_MAX_EVENT_BYTES:
+        event = self._http_event(request, b"", received)
+        # Sized without encoding the body into JSON: base64 text is written as it is.
+        encoded = base64.b64encode(body).decode("ascii") if body else ""
+        size = len(json.dumps(event)) + (len(encoded) + BODY_FIELD_BYTES if body else 0)
+        if size > LAMBDA_MAX_EVENT_BYTES:
             return _json(413, "Request Entity Too Large")
+        if body:
+            event["body"], event["isBase64Encoded"] = encoded, True
         try:
-            result = await asyncio.wait_for(
-                self._invoke(HTTP_FUNCTION, event), self.limits.integration_timeout
-            )
+            async with asyncio.timeout(self.limits.integration_timeout):
+                result = await self._invoke(HTTP_FUNCTION, event)
         except TimeoutError:
             return _json(503, "Service Unavailable")
         except Throttled:
@@ -575,7 +696,8 @@ class Gateway:
 
     def _response(self, request: web.Request, result: dict[str, Any]) -> web.Response:
         raw = result.get("body") or ""
-        body = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode("utf-8")
+        # a2b_base64 takes the text as it is (b64decode would copy it to bytes first).
+        body = binascii.a2b_base64(raw) if result.get("isBase64Encoded") else str(raw).encode()
         response = web.Response(status=int(result["statusCode"]))
         for name, value in (result.get("headers") or {}).items():
             key = name.lower()

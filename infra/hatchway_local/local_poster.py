@@ -1,4 +1,8 @@
-"""``LocalPoster``: the relay's ``Poster`` port inside the local gateway's own process."""
+"""``LocalPoster``: the relay's ``Poster`` port inside the local gateway's own process.
+
+From a worker thread a post waits until the gateway's loop has written the message (or fails);
+from the loop's own thread (a WebSocket invocation run there) it cannot wait, and the gateway
+writes the message when that invocation returns."""
 
 from __future__ import annotations
 
@@ -28,6 +32,12 @@ class LocalPoster:
         loop = self.gateway.loop
         if loop is None or loop.is_closed():
             raise ConnectionGone(connection_id)
+        if self.gateway.in_loop_thread():
+            try:
+                self.gateway.post_on_loop(connection_id, text)
+            except KeyError:
+                raise ConnectionGone(connection_id) from None
+            return
         future = asyncio.run_coroutine_threadsafe(self.gateway.send(connection_id, text), loop)
         try:
             future.result(self.timeout)

@@ -188,6 +188,7 @@ def serve_gateway(
             loop.run_until_complete(management.setup())
             loop.run_until_complete(web.SockSite(runner, sock, ssl_context=ssl_context).start())
             loop.run_until_complete(web.SockSite(management, management_sock).start())
+            gateway.loop_thread = threading.get_ident()
             gateway.loop = loop
         except BaseException as exc:
             failure.append(exc)
@@ -275,6 +276,10 @@ def run_local(
         ),
         concurrency,
         blobs=memory_blobs,
+        # The in-memory store never blocks and the local poster does not wait on the loop:
+        # WebSocket invocations can run on the loop itself. DynamoDB calls (and the HTTP
+        # poster over the management API) block, so they keep their threads.
+        websocket_on_loop=store == "memory",
     )
     if store == "memory":
         from hatchway_relay.adapters.memory_store import MemoryStore
