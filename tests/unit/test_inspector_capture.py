@@ -19,10 +19,12 @@ from hatchway.inspector import Inspector
 from hatchway.inspector.capture import (
     MAX_BODY_BYTES,
     MAX_REQUESTS,
+    MAX_TOTAL_BYTES,
     Body,
     Capture,
     Exchange,
     SubscriptionEnded,
+    footprint,
 )
 from hatchway.inspector.views import HEX_PREVIEW_BYTES, Filters, body_view, detail, summary
 
@@ -60,6 +62,27 @@ def test_defaults_are_named_limits() -> None:
     capture = Capture()
     assert (capture.max_requests, capture.max_body_bytes) == (MAX_REQUESTS, MAX_BODY_BYTES)
     assert (MAX_REQUESTS, MAX_BODY_BYTES) == (200, 1024 * 1024)
+    assert capture.max_total_bytes == MAX_TOTAL_BYTES == 32 * 1024 * 1024
+
+
+def test_the_total_byte_cap_forgets_the_oldest_exchanges() -> None:
+    """Ten 100 KB exchanges with room for about three: only the newest stay, and what they
+    hold is counted exactly as they are forgotten."""
+    capture = Capture(max_total_bytes=350_000)
+    for i in range(10):
+        body = bytes([i]) * 50_000
+        capture.add(request("POST", f"/{i}", body=body), response(body=body), 1.0)
+    kept = capture.newest_first()
+    assert [e.target for e in kept] == ["/9", "/8", "/7"]
+    assert capture.kept_bytes == sum(footprint(e) for e in kept) <= 350_000
+    assert capture.recorded == 10
+
+
+def test_an_exchange_above_the_byte_cap_alone_is_still_kept() -> None:
+    capture = Capture(max_total_bytes=10)
+    add(capture, target="/old")
+    capture.add(request("POST", "/big", body=b"x" * 100), response(), 1.0)
+    assert [e.target for e in capture.newest_first()] == ["/big"]
 
 
 @pytest.mark.parametrize(("keep", "recorded"), [(1, 1), (1, 5), (3, 2), (3, 7)])

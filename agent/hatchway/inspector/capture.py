@@ -3,8 +3,9 @@ in memory only, thread-safe, with bounded subscriptions for live updates.
 
 Memory is bounded by construction: at most ``max_requests`` entries, each holding at most
 ``max_body_bytes`` of request body and as much of response body, plus heads the protocol already
-caps (``protocol.MAX_HEAD_BYTES``). With the defaults that is at most about 400 MiB in the worst
-case (200 exchanges of two full 1 MiB bodies) and usually far less. Nothing is written to disk.
+caps (``protocol.MAX_HEAD_BYTES``), and all of them together at most ``max_total_bytes`` (32 MiB
+by default): recording past it forgets the oldest entries, so a busy tunnel moving large bodies
+cannot balloon the agent. Nothing is written to disk.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ MAX_REQUESTS = 200
 
 MAX_BODY_BYTES = 1024 * 1024
 """Bytes kept of each request body and of each response body; the rest is dropped (truncated)."""
+
+MAX_TOTAL_BYTES = 32 * 1024 * 1024
+"""Bytes kept of all exchanges together (bodies and heads); the oldest go first beyond it."""
 
 MAX_PENDING_EVENTS = 256
 """Entries waiting for one subscriber; a subscriber that falls further behind is ended (a browser
@@ -150,6 +154,17 @@ def fault_of(response: protocol.Response) -> Fault | None:
     return None
 
 
+def footprint(exchange: Exchange) -> int:
+    """Bytes an exchange keeps alive: its bodies' kept prefixes and its heads' text."""
+    heads = exchange.request_headers + exchange.response_headers
+    return (
+        len(exchange.request_body.data)
+        + len(exchange.response_body.data)
+        + len(exchange.target)
+        + sum(len(name) + len(value) for name, value in heads)
+    )
+
+
 class Capture:
     """The bounded, thread-safe record the inspector shows."""
 
@@ -158,11 +173,15 @@ class Capture:
         max_requests: int = MAX_REQUESTS,
         max_body_bytes: int = MAX_BODY_BYTES,
         clock: Callable[[], float] = time.time,
+        max_total_bytes: int = MAX_TOTAL_BYTES,
     ) -> None:
-        if max_requests < 1 or max_body_bytes < 0:
-            raise ValueError("the capture keeps at least one request and a non-negative body cap")
+        if max_requests < 1 or max_body_bytes < 0 or max_total_bytes < 0:
+            raise ValueError("the capture keeps at least one request and non-negative byte caps")
         self.max_requests = max_requests
         self.max_body_bytes = max_body_bytes
+        self.max_total_bytes = max_total_bytes
+        self.kept_bytes = 0
+        """What the kept exchanges hold, as ``footprint`` counts it."""
         self._clock = clock
         self._entries: OrderedDict[int, Exchange] = OrderedDict()
         self._ids = itertools.count(1)
@@ -199,8 +218,12 @@ class Capture:
                 replay_of=replay_of,
             )
             self._entries[exchange.id] = exchange
-            while len(self._entries) > self.max_requests:
-                self._entries.popitem(last=False)
+            self.kept_bytes += footprint(exchange)
+            # The newest entry stays even alone above the byte cap: its bodies are capped.
+            while len(self._entries) > self.max_requests or (
+                self.kept_bytes > self.max_total_bytes and len(self._entries) > 1
+            ):
+                self.kept_bytes -= footprint(self._entries.popitem(last=False)[1])
             self.recorded += 1
             self.replays += replay_of is not None
             self.faults += fault is not None
