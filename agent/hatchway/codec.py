@@ -35,6 +35,7 @@ from hatchway.protocol import (
     MAX_JSON_DEPTH,
     MAX_MESSAGE_BYTES,
     MAX_MESSAGE_TEXT,
+    MAX_POOL_MEMBERS,
     MAX_SHARE_PATH_LENGTH,
     MAX_SHARE_USES,
     MAX_SHARES_LISTED,
@@ -129,6 +130,8 @@ def _spec_to_dict(spec: TunnelSpec) -> dict[str, Any]:
         out["large_responses"] = spec.large_responses
     if spec.access:
         out["access"] = access_to_dict(spec.access)
+    if spec.pool:
+        out["pool"] = True
     return out
 
 
@@ -163,6 +166,9 @@ def _info_to_dict(info: TunnelInfo) -> dict[str, Any]:
         out["guards"] = list(info.guards)
     if info.custom_urls:
         out["custom_urls"] = list(info.custom_urls)
+    if info.pool_size:
+        out["pool_size"] = info.pool_size
+        out["pooled_since"] = info.pooled_since
     return out
 
 
@@ -241,7 +247,10 @@ def _to_dict(message: Message, compress: bool) -> dict[str, Any]:
             out["served"] = {name: count for name, count in message.served}
         return out
     if isinstance(message, Pong):
-        return {"type": "pong", "ts": message.ts}
+        out = {"type": "pong", "ts": message.ts}
+        if message.pools:
+            out["pools"] = {name: size for name, size in message.pools}
+        return out
     if isinstance(message, Error):
         text = message.message[:MAX_MESSAGE_TEXT]
         out = {"type": "error", "code": message.code, "message": text}
@@ -400,7 +409,13 @@ def _decode_object(obj: dict[str, Any]) -> Message:
         )
         return Ping(_number(obj, "ts", "ping"), counts)
     if kind == "pong":
-        return Pong(_number(obj, "ts", "pong"))
+        pools = obj.get("pools", {})
+        if not isinstance(pools, dict) or len(pools) > MAX_TUNNELS_PER_CONNECTION:
+            raise ProtocolError("pong: pools must map at most one size per tunnel")
+        sizes = tuple(
+            (validate_name(name), _count(pools, name, "pong", MAX_POOL_MEMBERS)) for name in pools
+        )
+        return Pong(_number(obj, "ts", "pong"), sizes)
     if kind == "share":
         return _decode_share_op(obj)
     if kind == "shares":
@@ -456,6 +471,8 @@ def _decode_hello(obj: dict[str, Any]) -> Hello:
                 "hello: each tunnel must be an object with an optional name and optional "
                 "string options"
             )
+        if not isinstance(item.get("pool", False), bool):
+            raise ProtocolError("hello: a tunnel's pool must be true or false")
         specs.append(
             TunnelSpec(
                 item.get("name"),
@@ -464,6 +481,7 @@ def _decode_hello(obj: dict[str, Any]) -> Hello:
                 webhook_secret=item.get("webhook_secret"),
                 large_responses=item.get("large_responses") or "refuse",
                 access=access_from_dict(item.get("access"), "hello"),
+                pool=item.get("pool", False),
             )
         )
     agent = _optional_str(obj, "agent", "hello") or ""
@@ -494,6 +512,10 @@ def _decode_welcome(obj: dict[str, Any]) -> Welcome:
                 path_url=_field(item, "path_url", str, "welcome"),
                 guards=tuple(g[:MAX_GUARD_LENGTH] for g in guards[:MAX_GUARDS]),
                 custom_urls=tuple(custom_urls[:MAX_CUSTOM_URLS]),
+                pool_size=_count(item, "pool_size", "welcome", MAX_POOL_MEMBERS)
+                if "pool_size" in item
+                else 0,
+                pooled_since=_number(item, "pooled_since", "welcome", default=0.0),
             )
         )
     return Welcome(

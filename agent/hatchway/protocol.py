@@ -103,6 +103,11 @@ MAX_HEARTBEAT_SECONDS = 540.0
 CLAIM_LEASE_SECONDS = 600.0
 """How long a tunnel claim lasts without a ping from its connection (the idle timeout)."""
 
+MAX_POOL_MEMBERS = 32
+"""Most agents one pool (several agents serving one name, ``TunnelSpec.pool``) may hold: the
+claim lists every member in one DynamoDB item (400 KB at most; a member takes ~200 bytes), and
+a waiting relay function spreads requests over what it read."""
+
 MAX_CONNECTION_SECONDS = 2 * 60 * 60
 """API Gateway closes every WebSocket connection after two hours."""
 
@@ -280,6 +285,10 @@ class TunnelSpec:
     one of ``WEBHOOK_PROVIDERS`` with the ``webhook_secret`` its deliveries are signed with.
     Neither secret appears in a repr or in an error message. ``large_responses`` is one of
     ``LARGE_RESPONSE_MODES``; ``access`` holds the address rules and rate limit.
+
+    ``pool`` asks to serve the name together with the other agents of the same token that ask
+    for it with ``pool`` too (and the same options): the relay spreads visitor requests over
+    them. Without it, a name served by another live agent is refused, never shared.
     """
 
     name: str | None = None
@@ -288,10 +297,13 @@ class TunnelSpec:
     webhook_secret: str | None = field(default=None, repr=False)
     large_responses: str = "refuse"
     access: AccessRules = AccessRules()
+    pool: bool = False
 
     def __post_init__(self) -> None:
         if self.name is not None:
             validate_name(self.name)
+        if self.pool and self.name is None:
+            raise ProtocolError("a pool needs a name: other agents join it by that name")
         if self.basic_auth is not None:
             parse_basic_auth_hash(self.basic_auth)
         if self.large_responses not in LARGE_RESPONSE_MODES:
@@ -366,6 +378,10 @@ class TunnelInfo:
     guards: tuple[str, ...] = ()
     custom_urls: tuple[str, ...] = ()
     """URLs of the custom hostnames that serve this tunnel (``https://api.mycompany.com/``)."""
+    pool_size: int = 0
+    """Agents serving the name as one pool, this one included (0: not a pool)."""
+    pooled_since: float = 0.0
+    """When the pool began serving the name (seconds since the epoch; 0: not a pool)."""
 
     @property
     def public_urls(self) -> tuple[str, ...]:
@@ -404,9 +420,12 @@ class Ping:
 
 @dataclass(frozen=True)
 class Pong:
-    """Relay → agent answer to a ping."""
+    """Relay → agent answer to a ping. ``pools`` holds, for each tunnel this connection serves
+    as a pool member, how many agents the pool lists now (this one included), as the ping's
+    renewal found them."""
 
     ts: float = 0.0
+    pools: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,14 @@ MESSAGES = [
     pytest.param(p.Ping(12.5), id="ping"),
     pytest.param(p.Ping(1.7e9, (("myapp", 3), ("other", 0))), id="ping-served"),
     pytest.param(p.Pong(12.5), id="pong"),
+    pytest.param(p.Pong(12.5, (("shop", 3), ("web", 1))), id="pong-pools"),
+    pytest.param(p.Hello((p.TunnelSpec("shop", pool=True),), instance="i-1"), id="hello-pool"),
+    pytest.param(
+        p.Welcome(
+            (p.TunnelInfo("shop", None, "https://x/t/shop/", pool_size=3, pooled_since=1.5),)
+        ),
+        id="welcome-pool",
+    ),
     pytest.param(p.Error("name_taken", "tunnel name 'myapp' is held by another token"), id="error"),
     pytest.param(p.Request("r1", "myapp", "GET", "/"), id="get"),
     pytest.param(
@@ -645,6 +653,11 @@ TYPED_MESSAGES = {
     "request-by-url": p.Request("r2", "shop", "POST", "/", body_url=BODY_URL, body_size=10),
     "response": p.Response("r1", 502, (("a", "b"),), b"x" * 1000, p.Fault("agent", "m")),
     "response-uploaded": p.Response("r2", 200, uploaded=5),
+    "hello-pool": p.Hello((p.TunnelSpec("shop", pool=True),)),
+    "welcome-pool": p.Welcome(
+        (p.TunnelInfo("shop", None, "https://x/t/shop/", pool_size=2, pooled_since=1.0),)
+    ),
+    "pong-pools": p.Pong(1.0, (("shop", 2),)),
 }
 
 # (message, path to the field, the JSON types the field may hold)
@@ -693,6 +706,11 @@ FIELD_TYPES: list[tuple[str, tuple[str | int, ...], set[str]]] = [
     ("response", ("fault", "side"), {"str"}),
     ("response", ("fault", "message"), {"str"}),
     ("response-uploaded", ("uploaded",), {"int", "null"}),
+    ("hello-pool", ("tunnels", 0, "pool"), {"bool"}),
+    ("welcome-pool", ("tunnels", 0, "pool_size"), {"int"}),
+    ("welcome-pool", ("tunnels", 0, "pooled_since"), {"int", "float"}),
+    ("pong-pools", ("pools",), {"object"}),
+    ("pong-pools", ("pools", "shop"), {"int"}),
 ]
 LAX_FIELDS: dict[tuple[str, tuple[str | int, ...]], str] = {}
 FIELD_TYPES += [
@@ -841,3 +859,37 @@ def test_fuzz_any_body_and_header_values_survive_byte_exact(
     text = codec.encode(message)
     assert text.isascii() and len(text) <= p.MAX_MESSAGE_BYTES
     assert codec.decode("".join(codec.split_frames(text))) == message
+
+
+def test_pool_fields_are_left_out_unless_used() -> None:
+    assert "pool" not in wire(p.Hello((p.TunnelSpec("a"),)))["tunnels"][0]
+    plain = wire(p.Welcome((p.TunnelInfo("a", None, "https://x/t/a/"),)))["tunnels"][0]
+    assert not {"pool_size", "pooled_since"} & set(plain)
+    assert "pools" not in wire(p.Pong(1.0))
+
+
+@pytest.mark.parametrize(
+    ("message", "path", "value"),
+    [
+        pytest.param("welcome-pool", ("tunnels", 0, "pool_size"), p.MAX_POOL_MEMBERS + 1, id="big"),
+        pytest.param("welcome-pool", ("tunnels", 0, "pool_size"), -1, id="negative"),
+        pytest.param("pong-pools", ("pools", "shop"), p.MAX_POOL_MEMBERS + 1, id="pong-big"),
+        pytest.param("pong-pools", ("pools",), {"Not A Name": 1}, id="pong-bad-name"),
+        pytest.param(
+            "pong-pools",
+            ("pools",),
+            {f"t{i}": 1 for i in range(p.MAX_TUNNELS_PER_CONNECTION + 1)},
+            id="pong-too-many",
+        ),
+    ],
+)
+def test_pool_sizes_out_of_bounds_are_refused(
+    message: str, path: tuple[str | int, ...], value: object
+) -> None:
+    obj = wire(TYPED_MESSAGES[message])
+    target = obj
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ProtocolError):
+        decode_object(obj)

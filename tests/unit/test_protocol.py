@@ -44,6 +44,8 @@ def test_the_limits_add_up() -> None:
     assert p.MAX_HEARTBEAT_SECONDS < p.CLAIM_LEASE_SECONDS
     assert p.RESPONSE_TIMEOUT_SECONDS < 30
     assert p.CONNECTION_ROTATE_SECONDS < p.MAX_CONNECTION_SECONDS
+    # A pool's members fit in one DynamoDB item (400 KB) next to its guards, at ~200 bytes each.
+    assert p.MAX_POOL_MEMBERS * 200 < 400_000 // 10
 
 
 # --- Tunnel names -----------------------------------------------------------------------------
@@ -98,6 +100,19 @@ def test_a_spec_lists_the_guards_the_relay_must_confirm() -> None:
     assert spec.guards == ("basic_auth", "webhook:stripe")
     assert p.TunnelSpec("plain").guards == ()
     assert p.TunnelSpec("b", basic_auth=HASHED).guards == ("basic_auth",)
+
+
+def test_a_pool_is_asked_for_by_name_only() -> None:
+    assert p.TunnelSpec("shop").pool is False
+    assert p.TunnelSpec("shop", pool=True).pool is True
+    error = refused(p.TunnelSpec, None, pool=True)
+    assert "a pool needs a name" in str(error)
+
+
+def test_a_welcome_and_a_pong_say_nothing_of_pools_by_default() -> None:
+    info = p.TunnelInfo("a", None, "https://x/t/a/")
+    assert (info.pool_size, info.pooled_since) == (0, 0.0)
+    assert p.Pong(1.0).pools == ()
 
 
 @pytest.mark.parametrize(
