@@ -13,7 +13,14 @@ from typing import Protocol
 
 from hatchway import protocol
 from hatchway_relay import tokens
-from hatchway_relay.ports import Claim, ConnectionRecord, Store, TokenLimits, TokenRecord
+from hatchway_relay.ports import (
+    Claim,
+    ConnectionRecord,
+    PoolMember,
+    Store,
+    TokenLimits,
+    TokenRecord,
+)
 
 
 class AdminStore(Protocol):
@@ -85,7 +92,8 @@ def list_tokens(store: AdminStore) -> list[TokenRecord]:
 
 
 def forget_connection(store: Store | AdminStore, connection_id: str) -> None:
-    """Forget one connection and release exactly the names it holds — nobody else's."""
+    """Forget one connection and release exactly the names it holds — nobody else's (in a
+    pool, only its own membership: the other members keep serving)."""
     record = store.get_connection(connection_id)
     if record is not None:
         for name in record.names:
@@ -152,23 +160,51 @@ class LiveTunnel:
     token_id: str
     token_label: str
     connected_at: float
+    """When its agent connected; for a pool, when the pool began serving the name."""
     served: int
+    """Requests served (reported by pings); for a pool, its live members' total."""
+    pool: tuple[PoolMember, ...] = ()
+    """A pool's live members, oldest first; empty for a tunnel one agent serves alone."""
+
+    @property
+    def agents(self) -> int:
+        """How many agents serve the name."""
+        return len(self.pool) if self.pool else 1
 
 
 def live_tunnels(store: AdminStore, now: float) -> list[LiveTunnel]:
-    """Tunnels whose claim is current and whose connection is alive, by name."""
+    """Tunnels whose claim is current and whose connection is alive (for a pool: the members
+    whose lease is current and whose connection is alive), by name."""
     labels = {r.token_id: r.label for r in store.list_tokens()}
     found = []
     for claim in store.list_claims():
+        label = labels.get(claim.token_id, "")
+        if claim.pool:
+            members = tuple(
+                m for m in claim.members if m.alive(now) and _connected(store, m.connection_id, now)
+            )
+            if members:
+                served = sum(m.served for m in members)
+                found.append(
+                    LiveTunnel(
+                        claim.name, claim.token_id, label, claim.pooled_since, served, members
+                    )
+                )
+            continue
         connection: ConnectionRecord | None = store.get_connection(claim.connection_id)
         if claim.alive(now) and connection is not None and connection.alive(now):
             found.append(
                 LiveTunnel(
                     claim.name,
                     claim.token_id,
-                    labels.get(claim.token_id, ""),
+                    label,
                     connection.connected_at,
                     claim.served,
                 )
             )
     return sorted(found, key=lambda t: t.name)
+
+
+def _connected(store: AdminStore, connection_id: str, now: float) -> bool:
+    connection = store.get_connection(connection_id)
+    return connection is not None and connection.alive(now)

@@ -10,6 +10,8 @@ answer is stored with one conditional write: its request id proves which connect
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
+from typing import Any
 
 from hatchway import codec, protocol
 from hatchway.protocol import ProtocolError
@@ -23,6 +25,7 @@ from hatchway_relay.ports import (
     ConnectionGone,
     ConnectionRecord,
     PlainSecretBox,
+    PoolMember,
     Poster,
     PostFailed,
     SecretBox,
@@ -30,6 +33,7 @@ from hatchway_relay.ports import (
     Store,
     TokenLimits,
     TokenRecord,
+    pool_options,
 )
 from hatchway_relay.replies import Reply, Route, Visit, error_reply
 from hatchway_relay.visits import PATH_MODE_PREFIX, VisitorPath
@@ -48,6 +52,18 @@ log = logging.getLogger("hatchway.relay")
 
 RANDOM_NAME_ATTEMPTS = 8
 """Tries at a fresh random name before giving up (collisions are rare: ~26 bits each)."""
+
+
+def _describe(options: tuple[str, ...]) -> str:
+    """``pool_options`` in words, for a refusal."""
+    basic_auth, webhook, large_responses, access = options
+    words = [
+        "a password" if basic_auth else "",
+        f"{webhook} webhook checks" if webhook else "",
+        f"--large-responses {large_responses}" if large_responses != "refuse" else "",
+        f"access rules {access}" if access else "",
+    ]
+    return ", ".join(w for w in words if w) or "no password, webhook or access rules"
 
 
 class Relay:
@@ -208,33 +224,18 @@ class Relay:
             return
         granted: list[str] = []
         for spec in hello.tunnels:
-            name = self._claim(connection, spec, now, hello.instance)
+            claim = self._join if spec.pool else self._claim
+            name = claim(connection, spec, now, hello.instance)
             if name is None:
                 for done in granted:
                     self.store.release_claim(done, connection_id)
                 wanted = spec.name or "a random name"
-                reserved_by = self.store.get_reservation(spec.name) if spec.name else None
-                served = hostnames.hostnames_of(spec.name or "", self.config.custom_hostnames)
-                if reserved_by not in (None, connection.token_id):
-                    why = "is reserved for another token"
-                elif served and reserved_by is None:
-                    why = (
-                        f"serves {', '.join(served)}, so it must first be reserved for your "
-                        f"token: hatchway-admin reserve {spec.name} --token-id <your token id>"
-                    )
-                elif self._held_by_own_token(spec.name, connection.token_id):
-                    why = (
-                        "is served by another agent using your token; stop that agent first "
-                        "(a restarted agent takes its names back once the old one is gone)"
-                    )
-                else:
-                    why = "is held by another token"
                 self._send(
                     connection_id,
                     protocol.Error(
                         "name_taken",
-                        f"tunnel name {wanted!r} {why}; pick another --subdomain or stop "
-                        "the agent that holds it",
+                        f"tunnel name {wanted!r} {self._why_taken(spec, connection.token_id)}; "
+                        "pick another --subdomain or stop the agent that holds it",
                     ),
                 )
                 return
@@ -242,7 +243,10 @@ class Relay:
         # Names this connection held before but did not ask for again are released.
         for old in set(connection.names) - set(granted):
             self.store.release_claim(old, connection_id)
-        self.store.set_connection_names(connection_id, tuple(granted))
+        pooled = tuple(n for n, spec in zip(granted, hello.tunnels, strict=True) if spec.pool)
+        self.store.set_connection_names(connection_id, tuple(granted), pooled)
+        # One read per pooled name, so each member's welcome says how many serve it.
+        pools = {n: self.store.get_claim(n) for n in pooled}
         infos = tuple(
             protocol.TunnelInfo(
                 name=n,
@@ -255,6 +259,7 @@ class Relay:
                         : protocol.MAX_CUSTOM_URLS
                     ]
                 ),
+                **self._pool_info(pools.get(n), connection_id, now),
             )
             for n, spec in zip(granted, hello.tunnels, strict=True)
         )
@@ -262,6 +267,43 @@ class Relay:
         self._send(
             connection_id,
             protocol.Welcome(infos, self.config.heartbeat_seconds, now=self.clock.now()),
+        )
+
+    @staticmethod
+    def _pool_info(claim: Claim | None, connection_id: str, now: float) -> dict[str, Any]:
+        """A pooled tunnel's size (its live members, this one included) and age."""
+        if claim is None or not claim.pool:
+            return {}
+        live = set(claim.holders(now)) | {connection_id}
+        return {
+            "pool_size": min(len(live), protocol.MAX_POOL_MEMBERS),
+            "pooled_since": claim.pooled_since,
+        }
+
+    def _claimable(self, name: str, token_id: str) -> bool:
+        """Whether the token may hold ``name`` at all (reservations, custom hostnames)."""
+        reserved_by = self.store.get_reservation(name)
+        if reserved_by is not None and reserved_by != token_id:
+            return False
+        # A custom hostname's traffic only ever reaches the token its tunnel is reserved for:
+        # an unreserved name would hand it to whoever claims first.
+        return reserved_by is not None or name not in self._hostname_tunnels
+
+    def _spec_claim(
+        self, connection: ConnectionRecord, spec: protocol.TunnelSpec, name: str, lease: float
+    ) -> Claim:
+        """The claim ``spec`` asks for, held by ``connection`` alone."""
+        return Claim(
+            name,
+            connection.connection_id,
+            connection.token_id,
+            lease,
+            basic_auth=spec.basic_auth or "",
+            webhook=spec.webhook or "",
+            webhook_secret=self.secrets.seal(spec.webhook_secret or ""),
+            large_responses=spec.large_responses,
+            access=spec.access,
+            token_limits=connection.limits,
         )
 
     def _claim(
@@ -276,42 +318,131 @@ class Relay:
             candidates = [names.random_name() for _ in range(RANDOM_NAME_ATTEMPTS)]
         lease = now + self.config.claim_lease_seconds
         for name in candidates:
-            reserved_by = self.store.get_reservation(name)
-            if reserved_by is not None and reserved_by != connection.token_id:
+            if not self._claimable(name, connection.token_id):
                 continue
-            if reserved_by is None and name in self._hostname_tunnels:
-                # A custom hostname's traffic only ever reaches the token its tunnel is
-                # reserved for: an unreserved name would hand it to whoever claims first.
-                continue
-            claim = Claim(
-                name,
-                connection.connection_id,
-                connection.token_id,
-                lease,
-                basic_auth=spec.basic_auth or "",
-                webhook=spec.webhook or "",
-                webhook_secret=self.secrets.seal(spec.webhook_secret or ""),
-                large_responses=spec.large_responses,
-                instance=instance,
-                access=spec.access,
-                token_limits=connection.limits,
-            )
+            claim = replace(self._spec_claim(connection, spec, name, lease), instance=instance)
             if self.store.claim_name(claim, now):
                 return name
-            # Held by another token. If its connection is dead (a $disconnect that never came),
-            # take the name over — conditionally, so a live re-claim in between still wins.
+            # Held by another agent. If it is dead (a $disconnect that never came), take the
+            # name over — conditionally, so a live re-claim in between still wins.
             held = self.store.get_claim(name)
-            if held is not None:
-                holder = self.store.get_connection(held.connection_id)
-                if (holder is None or not holder.alive(now)) and self.store.claim_name(
-                    claim, now, takeover_from=held.connection_id
+            if held is None:
+                continue
+            if held.pool:
+                if self._prune(held, now) == len(held.members) and self.store.claim_name(
+                    claim, now
                 ):
                     return name
+                continue
+            holder = self.store.get_connection(held.connection_id)
+            if (holder is None or not holder.alive(now)) and self.store.claim_name(
+                claim, now, takeover_from=held.connection_id
+            ):
+                return name
         return None
 
-    def _held_by_own_token(self, name: str | None, token_id: str) -> bool:
-        held = self.store.get_claim(name) if name else None
-        return held is not None and held.token_id == token_id
+    def _join(
+        self, connection: ConnectionRecord, spec: protocol.TunnelSpec, now: float, instance: str
+    ) -> str | None:
+        """Join (or begin) the pool serving ``spec.name``; None if the name is held otherwise:
+        by another token, by one agent that did not ask for a pool, or by a pool started with
+        other options. Dead holders and dead members are cleared out of the way first."""
+        name = spec.name
+        assert name is not None, "TunnelSpec refuses a pool without a name"
+        if not self._claimable(name, connection.token_id):
+            return None
+        lease = now + self.config.claim_lease_seconds
+        member = PoolMember(
+            connection.connection_id, instance, now, lease, source_ip=connection.source_ip
+        )
+        claim = replace(
+            self._spec_claim(connection, spec, name, lease),
+            connection_id="",
+            pool=True,
+            members=(member,),
+            pooled_since=now,
+        )
+        if self.store.join_pool(claim, now):
+            return name
+        held = self.store.get_claim(name)
+        if held is None:
+            joined = self.store.join_pool(claim, now)
+        elif held.pool:
+            joined = self._prune(held, now) > 0 and self.store.join_pool(claim, now)
+        else:
+            holder = self.store.get_connection(held.connection_id)
+            joined = (holder is None or not holder.alive(now)) and self.store.join_pool(
+                claim, now, takeover_from=held.connection_id
+            )
+        return name if joined else None
+
+    def _prune(self, pool: Claim, now: float) -> int:
+        """Remove the pool's members whose lease ran out or whose connection is gone (their
+        $disconnect never came); how many were removed. Only a refused hello pays these reads."""
+        removed = 0
+        for member in pool.members:
+            connection = self.store.get_connection(member.connection_id)
+            if (
+                not member.alive(now) or connection is None or not connection.alive(now)
+            ) and self.store.release_claim(pool.name, member.connection_id):
+                removed += 1
+        return removed
+
+    def _why_taken(self, spec: protocol.TunnelSpec, token_id: str) -> str:
+        """Why the name in ``spec`` could not be granted, and what to do about it."""
+        reserved_by = self.store.get_reservation(spec.name) if spec.name else None
+        served = hostnames.hostnames_of(spec.name or "", self.config.custom_hostnames)
+        if reserved_by not in (None, token_id):
+            return "is reserved for another token"
+        if served and reserved_by is None:
+            return (
+                f"serves {', '.join(served)}, so it must first be reserved for your "
+                f"token: hatchway-admin reserve {spec.name} --token-id <your token id>"
+            )
+        held = self.store.get_claim(spec.name) if spec.name else None
+        if held is None or held.token_id != token_id:
+            # A pool never takes agents of another token.
+            return "is held by another token"
+        if held.pool and not spec.pool:
+            return (
+                f"is served by a pool of {len(held.members)} agent(s) using your token; start "
+                "this agent with --pool to join it"
+            )
+        if held.pool and len(held.members) >= protocol.MAX_POOL_MEMBERS:
+            return f"is served by a full pool ({protocol.MAX_POOL_MEMBERS} agents at most)"
+        if held.pool:
+            asked = self._spec_claim_options(spec)
+            return (
+                f"is served by a pool whose agents were started with other options (the pool: "
+                f"{_describe(pool_options(held))}; this agent: {_describe(asked)}); start every "
+                "member with the same password, webhook, address rules, rate limit and "
+                "--large-responses"
+            )
+        if spec.pool:
+            return (
+                "is served by another agent using your token that was started without --pool, "
+                "so it does not share the name; restart that agent with --pool (or stop it)"
+            )
+        return (
+            "is served by another agent using your token; stop that agent first (a restarted "
+            "agent takes its names back once the old one is gone), or start both with --pool "
+            "to share the name"
+        )
+
+    @staticmethod
+    def _spec_claim_options(spec: protocol.TunnelSpec) -> tuple[str, ...]:
+        return pool_options(
+            Claim(
+                "",
+                "",
+                "",
+                0.0,
+                basic_auth=spec.basic_auth or "",
+                webhook=spec.webhook or "",
+                large_responses=spec.large_responses,
+                access=spec.access,
+            )
+        )
 
     def _ping(self, connection_id: str, ping: protocol.Ping) -> None:
         connection = self.store.get_connection(connection_id)
@@ -321,13 +452,20 @@ class Relay:
             return
         lease = self.clock.now() + self.config.claim_lease_seconds
         served = dict(ping.served)
-        lost = [
-            name
-            for name in connection.names
-            if not self.store.renew_claim(name, connection_id, lease, served.get(name))
-        ]
+        lost: list[str] = []
+        pools: list[tuple[str, int]] = []
+        for name in connection.names:
+            if name in connection.pooled:
+                # A member renews its own lease; the write returns the pool's size.
+                size = self.store.renew_member(name, connection_id, lease, served.get(name))
+                if size:
+                    pools.append((name, min(size, protocol.MAX_POOL_MEMBERS)))
+                    continue
+            elif self.store.renew_claim(name, connection_id, lease, served.get(name)):
+                continue
+            lost.append(name)
         self.metrics.add("ActiveTunnels", len(connection.names) - len(lost), COUNT)
-        self._send(connection_id, protocol.Pong(ping.ts))
+        self._send(connection_id, protocol.Pong(ping.ts, tuple(pools)))
         if lost:
             # Taken over (its lease ran out, or another connection claimed it): the agent says
             # hello again, which takes the names back or says why it cannot.

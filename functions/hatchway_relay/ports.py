@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from hatchway import protocol
@@ -84,6 +84,24 @@ class ConnectionRecord:
     source_ip: str = ""
     limits: TokenLimits = field(default_factory=TokenLimits)
     """The token's limits as they were when the connection opened."""
+    pooled: tuple[str, ...] = ()
+    """Those of ``names`` it serves as a pool member (its pings renew them as members)."""
+
+    def alive(self, now: float) -> bool:
+        return now < self.expires_at
+
+
+@dataclass(frozen=True)
+class PoolMember:
+    """One agent connection serving a pooled name; its lease is renewed by its own pings."""
+
+    connection_id: str
+    instance: str
+    since: float
+    expires_at: float
+    served: int = 0
+    """Visitor requests this member answered (its pings report the count)."""
+    source_ip: str = ""
 
     def alive(self, now: float) -> bool:
         return now < self.expires_at
@@ -95,6 +113,11 @@ class Claim:
 
     The guards the holder asked for in its hello travel with the claim, so the one read a
     visitor request makes anyway also says what to check (see ``guards``). Empty means off.
+
+    A pool (``pool``) is served by its ``members`` instead of one ``connection_id`` (which is
+    empty): agents of one token that each asked to pool the name. ``expires_at`` is then the
+    latest lease any member was given, and the claim is alive while any member is; the guards
+    are the ones the pool began with (a member joins only with the same kinds of options).
     """
 
     name: str
@@ -119,9 +142,44 @@ class Claim:
     """Who may reach the tunnel: address rules and a rate limit (see ``access``)."""
     token_limits: TokenLimits = field(default_factory=TokenLimits)
     """The holder's token's limits, so the one read a visitor request makes has them."""
+    pool: bool = False
+    members: tuple[PoolMember, ...] = ()
+    """A pool's agents, oldest first."""
+    pooled_since: float = 0.0
+    """When the pool began serving the name."""
 
     def alive(self, now: float) -> bool:
+        if self.pool:
+            return any(member.alive(now) for member in self.members)
         return now < self.expires_at
+
+    def holders(self, now: float) -> tuple[str, ...]:
+        """The connections that may be handed a visitor request now."""
+        if self.pool:
+            return tuple(m.connection_id for m in self.members if m.alive(now))
+        return (self.connection_id,) if self.alive(now) else ()
+
+    def without(self, connection_id: str) -> Claim:
+        """The claim as it is once ``connection_id`` is gone: a pool loses that member; a
+        single holder's claim is unchanged (it is released as a whole)."""
+        if not self.pool:
+            return self
+        return replace(
+            self, members=tuple(m for m in self.members if m.connection_id != connection_id)
+        )
+
+
+def pool_options(claim: Claim) -> tuple[str, ...]:
+    """What every member of a pool must ask for alike: the kinds of guards (not their secrets:
+    each agent run salts its password hash afresh, and KMS seals a secret differently each
+    time), the access rules, and what becomes of a large response. The pool keeps the guard
+    values of the agent that began it."""
+    return (
+        "basic_auth" if claim.basic_auth else "",
+        claim.webhook,
+        claim.large_responses,
+        repr(claim.access) if claim.access else "",
+    )
 
 
 @dataclass(frozen=True)
@@ -230,7 +288,12 @@ class Store(Protocol):
         """The record, or None; callers check ``alive(now)`` themselves."""
         ...
 
-    def set_connection_names(self, connection_id: str, names: tuple[str, ...]) -> None: ...
+    def set_connection_names(
+        self, connection_id: str, names: tuple[str, ...], pooled: tuple[str, ...] = ()
+    ) -> None:
+        """The names the connection serves, and which of them as a pool member."""
+        ...
+
     def delete_connection(self, connection_id: str) -> None:
         """Forget the connection; wakes anyone waiting for a response from it."""
         ...
@@ -247,11 +310,30 @@ class Store(Protocol):
         self, name: str, connection_id: str, expires_at: float, served: int | None = None
     ) -> bool:
         """Extend the claim (and set its ``served`` count, when given) if ``connection_id``
-        still holds it; False if it does not."""
+        still holds it; False if it does not (a pool's members renew with ``renew_member``)."""
         ...
 
     def release_claim(self, name: str, connection_id: str) -> bool:
-        """Delete the claim only if ``connection_id`` holds it."""
+        """Delete the claim only if ``connection_id`` holds it; in a pool, remove that member,
+        and delete the claim when it was the last (conditionally: a member joining meanwhile
+        keeps it)."""
+        ...
+
+    # Pools: several agents of one token serving one name
+    def join_pool(self, claim: Claim, now: float, takeover_from: str | None = None) -> bool:
+        """Add ``claim``'s one member to the pool serving ``claim.name``, if that pool is of
+        the same token, asks for the same ``pool_options`` and has room
+        (``protocol.MAX_POOL_MEMBERS``); a member of the same agent instance (a reconnect, a
+        rotation) is replaced by it. Write ``claim`` as a new pool if the name is free, expired,
+        an empty pool, or held by connection ``takeover_from`` (found dead). False otherwise."""
+        ...
+
+    def renew_member(
+        self, name: str, connection_id: str, expires_at: float, served: int | None = None
+    ) -> int:
+        """Extend one pool member's lease (and set its ``served`` count, when given); the
+        number of members the pool lists afterwards, or 0 if ``connection_id`` is none of them.
+        """
         ...
 
     # The relay's own key

@@ -11,6 +11,7 @@ store. Errors a visitor sees say which side failed.
 
 from __future__ import annotations
 
+import random
 import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -55,8 +56,15 @@ MAX_REMEMBERED_TUNNELS = 4096
 CLAIM_CACHE_SECONDS = 1.0
 """A warm relay routes by a claim it read this recently without reading it again (one read
 saved per request on a busy tunnel). A claim that moved meanwhile is caught by the post: a
-gone connection makes the relay read the claim afresh and try once more. Guards changed by a
-new hello, or a revoked token, take effect within this long."""
+gone connection makes the relay read the claim afresh and try once more (in a pool, hand the
+request to another member). Guards changed by a new hello, or a revoked token, take effect
+within this long."""
+
+MAX_POSTS_PER_VISIT = 4
+"""Connections one visitor request is posted to at most. Each post that finds its connection
+gone removes that connection (and its pool membership) before the next try, so only members
+that vanished within the claim cache's second are ever tried; a burst of them beyond this many
+answers 502 agent-gone rather than looping."""
 
 FAULT_CODES = {413: "response-too-large", 503: "tunnel-busy", 504: "local-app-timeout"}
 """Statuses an agent's fault may ask the relay to answer with, and the error code each gets;
@@ -74,24 +82,30 @@ class VisitorPath:
         self._limiter = access.RateLimiter()
         self._daily = access.DailyCounter()
         self._limiter_lock = threading.Lock()
+        # Pool balancing: the requests this function waits on, per connection, and a turn per
+        # tunnel for breaking ties (see ``_choose``).
+        self._outstanding: dict[str, int] = {}
+        self._turns: dict[str, int] = {}
+        self._routing_lock = threading.Lock()
 
     def visit(self, visit: Visit) -> Reply:
         """Serve one visitor request through the agent that holds the tunnel's name."""
         route = self._route(visit)
         if isinstance(route, Reply):
             return route
-        reply = self._visit(visit, route, fresh=False)
-        # None: a remembered claim led to a gone connection. The name may have moved on (a
-        # reconnect): read it afresh and try once more.
-        return (
-            reply
-            or self._visit(visit, route, fresh=True)
-            or self._agent_gone(route.name, "was already gone")
-        )
+        # None: the request's connection was gone. A remembered claim may be stale (the name
+        # moved on with a reconnect): the next try reads it afresh; a pool's next try goes to
+        # another member. ``tried`` holds the connections found gone.
+        tried: list[str] = []
+        for _ in range(MAX_POSTS_PER_VISIT):
+            reply = self._visit(visit, route, tried)
+            if reply is not None:
+                return reply
+        return self._agent_gone(route.name, "was already gone")
 
-    def _claim_of(self, name: str, now: float, fresh: bool) -> tuple[Claim | None, bool]:
+    def _claim_of(self, name: str, now: float) -> tuple[Claim | None, bool]:
         """The claim of ``name``, and whether it came from this relay's short memory."""
-        remembered = None if fresh else self._claims.get(name)
+        remembered = self._claims.get(name)
         if remembered is not None and now - remembered[0] < CLAIM_CACHE_SECONDS:
             return remembered[1], True
         claim = self.relay.store.get_claim(name)
@@ -103,10 +117,10 @@ class VisitorPath:
             self._claims[name] = (now, claim)
         return claim, False
 
-    def _visit(self, visit: Visit, route: Route, fresh: bool) -> Reply | None:
+    def _visit(self, visit: Visit, route: Route, tried: list[str]) -> Reply | None:
         name = route.name
         now = self.relay.clock.now()
-        claim, remembered = self._claim_of(name, now, fresh)
+        claim, remembered = self._claim_of(name, now)
         if claim is None or not claim.alive(now):
             return error_reply(
                 404,
@@ -124,15 +138,19 @@ class VisitorPath:
                 refusal = shared
             elif shared is None:  # a share link stands in for the tunnel's password only
                 refusal = guards.check(self._opened(claim), visit.headers, visit.body, now)
-        refusal = refusal or self._replay_refusal(claim, visit, now)
+        if not tried:  # a retry carries the delivery this very visit already sighted
+            refusal = refusal or self._replay_refusal(claim, visit, now)
         if refusal is not None:  # never reaches the agent
             page = error_reply(refusal.status, refusal.code, refusal.message, refusal.headers)
             return self._scoped(page, route)
         if shared is not None:
             visit = replace(visit, headers=shares.without_cookie(visit.headers))
+        connection_id = self._choose(claim, now, tried)
+        if connection_id is None:  # every holder the claim names was found gone just now
+            return self._agent_gone(name, "was already gone")
         deadline = self._deadline(visit, now)
         request_id = request_ids.new_request_id(
-            self.relay.key, claim.connection_id, deadline + ANSWER_GRACE_SECONDS
+            self.relay.key, connection_id, deadline + ANSWER_GRACE_SECONDS
         )
         try:
             request = self._request(request_id, route, visit, claim, deadline)
@@ -140,8 +158,39 @@ class VisitorPath:
         except ProtocolError as exc:
             message = f"The visitor's request was refused: {exc}."
             return error_reply(exc.status, "bad-request", message)
-        reply = self._exchange(claim, request, text, deadline, remembered)
+        reply = self._exchange(claim, connection_id, request, text, deadline, remembered, tried)
         return None if reply is None else self._scoped(reply, route)
+
+    def _choose(self, claim: Claim, now: float, tried: list[str]) -> str | None:
+        """The connection to hand the request to: the single holder, or the pool member this
+        function waits on least (ties take turns). The claim already lists the members, so
+        choosing costs no read and no write.
+
+        On AWS a function serves one visitor at a time, so it waits on nobody and the turns
+        decide: round-robin per warm function, from a random start so that functions started
+        together spread out. Behind ``hatchway-local`` one process serves every visitor, so
+        the counts are exact and a slow member gets fewer requests."""
+        holders = [c for c in claim.holders(now) if c not in tried]
+        if len(holders) <= 1:
+            return holders[0] if holders else None
+        with self._routing_lock:
+            least = min(self._outstanding.get(c, 0) for c in holders)
+            idle = [c for c in holders if self._outstanding.get(c, 0) == least]
+            turn = self._turns.get(claim.name)
+            if turn is None:
+                if len(self._turns) >= MAX_REMEMBERED_TUNNELS:
+                    self._turns.pop(next(iter(self._turns)))
+                turn = random.randrange(protocol.MAX_POOL_MEMBERS)
+            self._turns[claim.name] = turn + 1
+            return idle[turn % len(idle)]
+
+    def _count_outstanding(self, connection_id: str, change: int) -> None:
+        with self._routing_lock:
+            count = self._outstanding.get(connection_id, 0) + change
+            if count > 0:
+                self._outstanding[connection_id] = count
+            else:  # bounded by the requests in flight: idle connections hold no entry
+                self._outstanding.pop(connection_id, None)
 
     @staticmethod
     def _scoped(reply: Reply, route: Route) -> Reply:
@@ -351,22 +400,42 @@ class VisitorPath:
         )
 
     def _exchange(
-        self, claim: Claim, request: protocol.Request, text: str, deadline: float, retry: bool
+        self,
+        claim: Claim,
+        connection_id: str,
+        request: protocol.Request,
+        text: str,
+        deadline: float,
+        remembered: bool,
+        tried: list[str],
     ) -> Reply | None:
-        """Post the request and wait for its answer; None when ``retry`` and the connection
-        was gone (the caller reads the claim afresh)."""
-        connection_id = claim.connection_id
+        """Post the request to ``connection_id`` and wait for its answer. None when that
+        connection was gone and another try may succeed: the claim came from this relay's
+        memory (the caller reads it afresh), or it is a pool with other live members."""
         started = self.relay.clock.now()
         self.relay.store.expect_response(
             request.id, connection_id, request_ids.expires_at(request.id)
         )
+        self._count_outstanding(connection_id, +1)
         try:
             try:
                 self.relay.poster.post(connection_id, text)
             except ConnectionGone:
+                # Removes the connection from the claim in the store (a pool keeps the rest).
                 self.relay.drop_connection(connection_id)
-                self._claims.pop(request.tunnel, None)
-                return None if retry else self._agent_gone(request.tunnel, "was already gone")
+                tried.append(connection_id)
+                rest = claim.without(connection_id)
+                now = self.relay.clock.now()
+                others = [c for c in rest.holders(now) if c not in tried]
+                cached = self._claims.get(request.tunnel)
+                if claim.pool and others and cached is not None:
+                    # The other members are as current as the memory was: no read needed.
+                    self._claims[request.tunnel] = (cached[0], rest)
+                else:
+                    self._claims.pop(request.tunnel, None)
+                if remembered or others:
+                    return None
+                return self._agent_gone(request.tunnel, "was already gone")
             except PostFailed as exc:
                 return error_reply(
                     502,
@@ -381,6 +450,7 @@ class VisitorPath:
             self._remember_latency(request.tunnel, self.relay.clock.now() - started)
             return self._reply_from(request, claim, answer)
         finally:
+            self._count_outstanding(connection_id, -1)
             self.relay.store.forget_response(request.id)
 
     def _remember_latency(self, tunnel: str, seconds: float) -> None:

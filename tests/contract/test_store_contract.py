@@ -28,6 +28,7 @@ from hatchway_relay.ports import (
     Claim,
     Clock,
     ConnectionRecord,
+    PoolMember,
     ShareRecord,
     SystemClock,
     TokenLimits,
@@ -774,3 +775,247 @@ def test_dynamo_builds_its_own_expressions_so_threads_share_no_placeholders(
     assert store.put_response("r1", b"answer", NOW + 30)
     assert {operation for operation, _ in seen} >= {"PutItem", "UpdateItem", "Scan"}
     assert {kind for _, kind in seen} == {"str"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pools: several agents of one token serving one name, one claim item listing them
+
+
+def member(
+    conn: str, instance: str = "", since: float = NOW, expires: float = NOW + 60
+) -> PoolMember:
+    return PoolMember(conn, instance or f"i-{conn}", since, expires, source_ip="203.0.113.7")
+
+
+def pool(
+    conn: str = "c1",
+    token: str = "t1",
+    name: str = "myapp",
+    instance: str = "",
+    since: float = NOW,
+    expires: float = NOW + 60,
+) -> Claim:
+    """The claim one agent presents when it asks to join (or begin) the pool on ``name``."""
+    joining = member(conn, instance, since, expires)
+    return Claim(name, "", token, expires, pool=True, members=(joining,), pooled_since=since)
+
+
+def connections_of(claim: Claim | None) -> list[str]:
+    assert claim is not None and claim.pool
+    return [m.connection_id for m in claim.members]
+
+
+def test_agents_of_one_token_join_one_pool_and_each_is_listed(store: AdminStore) -> None:
+    assert store.join_pool(pool("c1"), NOW)
+    assert store.join_pool(pool("c2", since=NOW + 1, expires=NOW + 61), NOW + 1)
+    held = store.get_claim("myapp")
+    assert held == Claim(
+        "myapp",
+        "",
+        "t1",
+        NOW + 61,
+        pool=True,
+        members=(member("c1"), member("c2", since=NOW + 1, expires=NOW + 61)),
+        pooled_since=NOW,
+    )
+    assert held.alive(NOW + 30) and held.holders(NOW + 30) == ("c1", "c2")
+    assert held.holders(NOW + 60.5) == ("c2",)  # c1's lease ran out: not routed to
+    assert store.list_claims() == [held]
+
+
+@pytest.mark.parametrize(
+    ("held", "wanted", "joins"),
+    [
+        pytest.param(pool("c1"), pool("c2", token="t2"), False, id="another token's pool"),
+        pytest.param(claim(conn="c1"), pool("c2"), False, id="one agent of the token, no pool"),
+        pytest.param(claim(conn="c1", token="t2"), pool("c2"), False, id="another token"),
+        pytest.param(
+            pool("c1"),
+            replace(pool("c2"), basic_auth="pbkdf2-sha256$10000$c2FsdA$ZGlnZXN0"),
+            False,
+            id="other options",
+        ),
+        pytest.param(
+            replace(pool("c1"), basic_auth="pbkdf2-sha256$10000$c2FsdA$ZGlnZXN0"),
+            replace(pool("c2"), basic_auth="pbkdf2-sha256$10000$b3RoZXI$ZGlnZXN0"),
+            True,
+            id="a password of its own (salted apart) joins; the pool keeps the first",
+        ),
+        pytest.param(
+            pool("c1", expires=NOW - 1), pool("c2", token="t2"), True, id="an expired pool"
+        ),
+        pytest.param(claim(expires=NOW - 1), pool("c2"), True, id="an expired single claim"),
+    ],
+)
+def test_pool_join_conditions(store: AdminStore, held: Claim, wanted: Claim, joins: bool) -> None:
+    if held.pool:
+        assert store.join_pool(held, NOW - 10)
+    else:
+        assert store.claim_name(held, NOW - 10)
+    assert store.join_pool(wanted, NOW) is joins
+    after = store.get_claim("myapp")
+    assert after is not None
+    if not joins:
+        assert after == held
+    elif held.alive(NOW) and held.token_id == wanted.token_id:
+        assert connections_of(after) == ["c1", "c2"]
+        assert after.basic_auth == held.basic_auth
+    else:
+        assert after == wanted  # a fresh pool
+
+
+def test_a_single_agent_never_takes_a_live_pool_of_its_own_token(store: AdminStore) -> None:
+    assert store.join_pool(pool("c1", instance="a1"), NOW)
+    for instance in ("", "a1", "a2"):
+        assert not store.claim_name(replace(claim(conn="c2"), instance=instance), NOW)
+    assert connections_of(store.get_claim("myapp")) == ["c1"]
+
+
+def test_the_same_instance_reconnecting_replaces_its_old_connection(store: AdminStore) -> None:
+    assert store.join_pool(pool("c1", instance="a1"), NOW)
+    assert store.join_pool(pool("c2", instance="a2"), NOW)
+    assert store.join_pool(pool("c3", instance="a1", since=NOW + 5, expires=NOW + 65), NOW + 5)
+    assert connections_of(store.get_claim("myapp")) == ["c2", "c3"]
+    assert store.renew_member("myapp", "c1", NOW + 99) == 0  # the replaced connection is out
+    assert not store.release_claim("myapp", "c1")
+
+
+def test_a_pool_holds_at_most_max_pool_members(store: AdminStore) -> None:
+    for n in range(protocol.MAX_POOL_MEMBERS):
+        assert store.join_pool(pool(f"c{n}"), NOW)
+    assert not store.join_pool(pool("one-more"), NOW)
+    # A member's own next connection still gets in: it replaces the old one.
+    assert store.join_pool(pool("c0-again", instance="i-c0"), NOW)
+    held = store.get_claim("myapp")
+    assert held is not None and len(held.members) == protocol.MAX_POOL_MEMBERS
+    assert "c0" not in connections_of(held) and "c0-again" in connections_of(held)
+
+
+def test_a_member_renews_its_own_lease_and_count_and_learns_the_pool_size(
+    store: AdminStore,
+) -> None:
+    assert store.renew_member("myapp", "c1", NOW + 99) == 0  # nothing to renew
+    assert store.join_pool(pool("c1"), NOW)
+    assert store.join_pool(pool("c2"), NOW)
+    assert store.renew_member("myapp", "c1", NOW + 120, served=7) == 2
+    assert store.renew_member("myapp", "c9", NOW + 120, served=1) == 0  # not a member
+    assert not store.renew_claim("myapp", "c1", NOW + 120)  # a member renews as a member
+    held = store.get_claim("myapp")
+    assert held is not None and held.expires_at == NOW + 120
+    assert held.members == (
+        PoolMember("c1", "i-c1", NOW, NOW + 120, 7, "203.0.113.7"),
+        member("c2"),
+    )
+    assert store.renew_member("myapp", "c1", NOW + 180) == 2  # without a count: kept
+    assert store.get_claim("myapp").members[0].served == 7  # type: ignore[union-attr]
+    # A single holder's claim has no members to renew.
+    assert store.claim_name(claim("solo"), NOW)
+    assert store.renew_member("solo", "c1", NOW + 99) == 0
+
+
+def test_members_leave_one_by_one_and_the_last_deletes_the_claim(store: AdminStore) -> None:
+    for conn in ("c1", "c2", "c3"):
+        assert store.join_pool(pool(conn), NOW)
+    assert store.release_claim("myapp", "c2")
+    assert connections_of(store.get_claim("myapp")) == ["c1", "c3"]
+    assert not store.release_claim("myapp", "c2")  # twice: nothing
+    assert not store.release_claim("myapp", "c9")  # never a member
+    assert store.release_claim("myapp", "c1")
+    assert store.release_claim("myapp", "c3")
+    assert store.get_claim("myapp") is None
+    assert store.list_claims() == []
+    # The name is free again, for anyone.
+    assert store.claim_name(claim(conn="c4", token="t2"), NOW)
+
+
+def test_a_pool_may_take_over_a_single_holder_found_dead(store: AdminStore) -> None:
+    assert store.claim_name(claim(conn="c1"), NOW)
+    assert not store.join_pool(pool("c2"), NOW, takeover_from="c9")
+    assert store.join_pool(pool("c2"), NOW, takeover_from="c1")
+    assert connections_of(store.get_claim("myapp")) == ["c2"]
+
+
+def test_connections_remember_which_names_they_serve_as_pool_members(store: AdminStore) -> None:
+    store.put_connection(ConnectionRecord("c1", "t1", NOW, NOW + 7200))
+    store.set_connection_names("c1", ("shop", "api"), ("shop",))
+    record = store.get_connection("c1")
+    assert record is not None and (record.names, record.pooled) == (("shop", "api"), ("shop",))
+
+
+@pytest.mark.usefixtures("frequent_thread_switches")
+def test_many_agents_joining_at_once_all_get_in(store: AdminStore) -> None:
+    joiners = [f"c{n}" for n in range(8)]
+    assert race(*(partial(store.join_pool, pool(c), NOW) for c in joiners)) == [True] * 8
+    assert sorted(connections_of(store.get_claim("myapp"))) == sorted(joiners)
+
+
+@pytest.mark.usefixtures("frequent_thread_switches")
+def test_many_members_leaving_at_once_leave_no_claim_behind(store: AdminStore) -> None:
+    leavers = [f"c{n}" for n in range(8)]
+    for conn in leavers:
+        assert store.join_pool(pool(conn), NOW)
+    assert race(*(partial(store.release_claim, "myapp", c) for c in leavers)) == [True] * 8
+    assert store.get_claim("myapp") is None
+
+
+@pytest.mark.usefixtures("frequent_thread_switches")
+def test_a_join_racing_the_last_leave_is_never_lost(store: AdminStore) -> None:
+    for round_ in range(10):
+        name = f"race-{round_}"
+        assert store.join_pool(pool("old", name=name), NOW)
+        results = race(
+            partial(store.release_claim, name, "old"),
+            partial(store.join_pool, pool("new", name=name), NOW),
+        )
+        assert results == [True, True]
+        # Whichever came first, the joiner serves the name (an emptied pool is joinable, and
+        # the last leaver deletes only an empty item).
+        assert connections_of(store.get_claim(name)) == ["new"]
+
+
+@pytest.mark.usefixtures("frequent_thread_switches")
+def test_joins_renewals_and_leaves_at_once_keep_every_member_they_should(
+    store: AdminStore,
+) -> None:
+    for conn in ("a", "b", "c"):
+        assert store.join_pool(pool(conn), NOW)
+    results = race(
+        partial(store.release_claim, "myapp", "a"),
+        partial(store.join_pool, pool("d"), NOW),
+        partial(store.renew_member, "myapp", "b", NOW + 300, 5),  # type: ignore[arg-type]
+        partial(store.release_claim, "myapp", "c"),
+        partial(store.join_pool, pool("e"), NOW),
+    )
+    assert all(results)
+    held = store.get_claim("myapp")
+    assert sorted(connections_of(held)) == ["b", "d", "e"]
+    assert held is not None and [m.served for m in held.members if m.connection_id == "b"] == [5]
+
+
+def test_dynamo_keeps_a_pool_in_one_claim_item_with_single_item_writes(
+    moto_table: MotoTable,
+) -> None:
+    store = DynamoStore(moto_table.table, FakeClock(NOW))
+    moto_table.operations.clear()
+    assert store.join_pool(pool("c1"), NOW)
+    assert store.join_pool(pool("c2"), NOW)
+    assert store.renew_member("myapp", "c1", NOW + 90, served=3) == 2
+    assert store.release_claim("myapp", "c1")
+    assert store.release_claim("myapp", "c2")
+    assert not {"Scan", "Query", "TransactWriteItems", "BatchWriteItem"} & set(
+        moto_table.operations
+    )
+    assert set(moto_table.operations) <= {"GetItem", "PutItem", "UpdateItem", "DeleteItem"}
+    store.join_pool(pool("c3"), NOW)
+    items = [item for item in moto_table.table.scan()["Items"] if item["sk"] == "claim"]
+    assert len(items) == 1 and set(items[0]["members"]) == {"c3"}
+    assert items[0]["pool"] is True and "connection_id" not in items[0]
+    assert items[0]["ttl"] > items[0]["expires_at"]
+
+
+def test_dynamo_renews_a_member_with_one_update_and_no_read(moto_table: MotoTable) -> None:
+    store = DynamoStore(moto_table.table, FakeClock(NOW))
+    store.join_pool(pool("c1"), NOW)
+    moto_table.operations.clear()
+    assert store.renew_member("myapp", "c1", NOW + 90, served=3) == 1
+    assert moto_table.operations == ["UpdateItem"]

@@ -56,11 +56,13 @@ class Harness:
         app: App = echo_app,
         instance: str = "",
         live: bool = True,
+        pool: bool = False,
     ) -> FakeAgent:
         assert self.relay.connect(connection_id, token)
         agent = FakeAgent(self.relay, connection_id, app, self.blobs, live=live)
         self.poster.agents[connection_id] = agent
-        agent.send(protocol.Hello((protocol.TunnelSpec(name),), instance=instance))
+        spec = protocol.TunnelSpec(name, pool=pool)
+        agent.send(protocol.Hello((spec,), instance=instance))
         return agent
 
     def get(self, url_path: str = "/", host: str = "myapp.t.example.test", **kw: object) -> Visit:
@@ -1172,3 +1174,214 @@ def test_a_tokens_daily_quota_resets_at_midnight_utc(h: Harness) -> None:
     h.clock.advance(86_400)
     agent.send(protocol.Ping(h.clock.now()))  # the agent kept its claim alive meanwhile
     assert h.relay.visit(h.get("/", host="one.t.example.test")).status == 200
+
+
+# --- Pools: several agents of one token serving one name ---------------------------------------
+
+
+def pool_of_three(h: Harness, app: App = echo_app) -> list[FakeAgent]:
+    return [h.agent(c, instance=f"i-{c}", pool=True, app=app) for c in ("p1", "p2", "p3")]
+
+
+def test_pool_members_are_welcomed_with_the_pools_size_and_age(h: Harness) -> None:
+    started = h.clock.now()
+    sizes = []
+    for agent in pool_of_three(h):
+        h.clock.advance(1)
+        welcome = agent.last()
+        assert isinstance(welcome, protocol.Welcome)
+        sizes.append((welcome.tunnels[0].pool_size, welcome.tunnels[0].pooled_since))
+    assert sizes == [(1, started), (2, started), (3, started)]
+
+
+def test_a_pool_spreads_requests_over_every_member(h: Harness) -> None:
+    agents = pool_of_three(h)
+    for _ in range(30):
+        assert h.relay.visit(h.get("/")).status == 200
+    assert [len(a.requests) for a in agents] == [10, 10, 10]  # taking turns
+
+
+def test_a_member_with_requests_outstanding_is_passed_over() -> None:
+    h, store = counting_harness()
+    agents = pool_of_three(h)
+    h.relay.visitors._count_outstanding("p1", +1)  # this function waits on p1 already
+    reads = store.claim_reads
+    for _ in range(10):
+        assert h.relay.visit(h.get("/")).status == 200
+    assert [len(a.requests) for a in agents] == [0, 5, 5]
+    assert store.claim_reads - reads <= 1  # the member comes from the claim already read
+
+
+def test_a_member_that_disconnects_fails_only_its_own_request_and_leaves_the_pool() -> None:
+    h = Harness(response_timeout=20.0)
+    leaving: list[str] = []
+
+    def leave_instead_of_answering(request: protocol.Request) -> protocol.Response | None:
+        if not leaving:
+            leaving.append(request.id)
+            h.relay.disconnect("p2")  # its socket closes with this request in flight
+            del h.poster.agents["p2"]
+            return None
+        return echo_app(request)
+
+    agents = [h.agent("p1", instance="a", pool=True), h.agent("p3", instance="c", pool=True)]
+    agents.insert(1, h.agent("p2", instance="b", pool=True, app=leave_instead_of_answering))
+    replies = [h.relay.visit(h.get("/")) for _ in range(30)]
+    failed = [r for r in replies if r.status != 200]
+    assert len(failed) == 1 and dict(failed[0].headers)["x-hatchway-error"] == "agent-gone"
+    assert b"disconnected before answering" in failed[0].body
+    claim = h.store.get_claim("myapp")
+    assert claim is not None and [m.connection_id for m in claim.members] == ["p1", "p3"]
+    assert len(agents[1].requests) == 1
+    assert len(agents[0].requests) + len(agents[2].requests) == 29
+
+
+def test_a_post_to_a_member_found_gone_falls_through_to_another() -> None:
+    h, store = counting_harness()
+    agents = pool_of_three(h)
+    assert h.relay.visit(h.get("/")).status == 200  # the relay now remembers the pool
+    del h.poster.agents["p2"]  # p2's socket died without a $disconnect
+    reads = store.claim_reads
+    replies = [h.relay.visit(h.get("/")) for _ in range(12)]
+    assert [r.status for r in replies] == [200] * 12  # no visitor saw p2 go
+    assert store.claim_reads == reads  # the other members came from the remembered claim
+    claim = h.store.get_claim("myapp")
+    assert claim is not None and [m.connection_id for m in claim.members] == ["p1", "p3"]
+    assert h.store.get_connection("p2") is None
+    assert len(agents[0].requests) + len(agents[2].requests) == 12 + 1 - len(agents[1].requests)
+
+
+def test_when_every_member_is_gone_the_name_is_released(h: Harness) -> None:
+    pool_of_three(h)
+    assert h.relay.visit(h.get("/")).status == 200
+    h.poster.agents.clear()
+    # Each member is tried once and removed; the last one takes the claim with it, and the
+    # visitor learns what a single agent's visitor learns when its agent went: no such tunnel.
+    assert h.relay.visit(h.get("/")).status == 404
+    assert h.store.get_claim("myapp") is None
+
+
+def test_an_expired_member_is_not_routed_to(h: Harness) -> None:
+    agents = pool_of_three(h)
+    h.clock.advance(protocol.CLAIM_LEASE_SECONDS - 10)
+    agents[0].send(protocol.Ping(1.0))
+    agents[2].send(protocol.Ping(1.0))
+    h.clock.advance(20)  # p2 stopped pinging: its lease ran out
+    for _ in range(6):
+        assert h.relay.visit(h.get("/")).status == 200
+    assert len(agents[1].requests) == 0
+
+
+def test_pongs_carry_the_pool_size_and_pings_renew_members(h: Harness) -> None:
+    agents = pool_of_three(h)
+    agents[0].send(protocol.Ping(5.0, (("myapp", 4),)))
+    assert agents[0].last() == protocol.Pong(5.0, (("myapp", 3),))
+    claim = h.store.get_claim("myapp")
+    assert claim is not None and [m.served for m in claim.members] == [4, 0, 0]
+    h.relay.disconnect("p3")
+    agents[1].send(protocol.Ping(6.0))
+    assert agents[1].last() == protocol.Pong(6.0, (("myapp", 2),))
+    # A single agent's pong carries no pools.
+    solo = h.agent("s1", "solo")
+    solo.send(protocol.Ping(7.0))
+    assert solo.last() == protocol.Pong(7.0)
+
+
+def test_a_member_removed_from_the_pool_learns_it_at_its_next_ping(h: Harness) -> None:
+    agents = pool_of_three(h)
+    assert h.store.release_claim("myapp", "p2")
+    agents[1].send(protocol.Ping(1.0))
+    lost = agents[1].last()
+    assert isinstance(lost, protocol.Error) and lost.code == "name_lost"
+
+
+def test_the_same_instance_reconnecting_keeps_its_place_in_the_pool(h: Harness) -> None:
+    pool_of_three(h)
+    again = h.agent("p2-new", instance="i-p2", pool=True)  # p2's agent rotated its connection
+    welcome = again.last()
+    assert isinstance(welcome, protocol.Welcome) and welcome.tunnels[0].pool_size == 3
+    claim = h.store.get_claim("myapp")
+    assert claim is not None
+    assert sorted(m.connection_id for m in claim.members) == ["p1", "p2-new", "p3"]
+    h.relay.disconnect("p2")  # the old connection's late $disconnect changes nothing
+    assert len(h.store.get_claim("myapp").members) == 3  # type: ignore[union-attr]
+
+
+def refusal(agent: FakeAgent) -> str:
+    message = agent.last()
+    assert isinstance(message, protocol.Error) and message.code == "name_taken", message
+    return message.message
+
+
+def test_an_agent_without_pool_is_refused_a_pooled_name_and_told_about_pool(h: Harness) -> None:
+    pool_of_three(h)
+    message = refusal(h.agent("c9", instance="other"))
+    assert "pool of 3 agent(s) using your token" in message and "--pool" in message
+    assert len(h.store.get_claim("myapp").members) == 3  # type: ignore[union-attr]
+
+
+def test_a_pooled_agent_is_refused_a_name_one_agent_holds_alone(h: Harness) -> None:
+    h.agent("c1", instance="alone")
+    message = refusal(h.agent("p1", instance="pooled", pool=True))
+    assert "started without --pool" in message and "restart that agent with --pool" in message
+    assert h.store.get_claim("myapp").connection_id == "c1"  # type: ignore[union-attr]
+
+
+def test_an_agent_of_the_same_token_without_pool_is_told_about_pool(h: Harness) -> None:
+    h.agent("c1", instance="first")
+    assert "start both with --pool" in refusal(h.agent("c2", instance="second"))
+
+
+def test_another_token_never_joins_a_pool(h: Harness) -> None:
+    pool_of_three(h)
+    message = refusal(h.agent("x1", token=TOKEN_B, instance="x", pool=True))
+    assert "held by another token" in message
+    claim = h.store.get_claim("myapp")
+    assert claim is not None and {m.connection_id for m in claim.members} == {"p1", "p2", "p3"}
+
+
+def test_a_member_asking_for_other_options_is_refused_saying_which(h: Harness) -> None:
+    pool_of_three(h)
+    agent = guarded_agent(h, protocol.TunnelSpec("myapp", basic_auth=CREDENTIALS_HASH, pool=True))
+    message = refusal(agent)
+    assert "other options" in message and "this agent: a password" in message
+
+
+def test_a_pool_needs_a_name() -> None:
+    with pytest.raises(protocol.ProtocolError, match="a pool needs a name"):
+        protocol.TunnelSpec(None, pool=True)
+
+
+def test_a_pool_whose_members_all_died_is_cleared_for_a_single_agent(h: Harness) -> None:
+    pool_of_three(h)
+    for connection in ("p1", "p2", "p3"):
+        h.store.delete_connection(connection)  # gone without a $disconnect
+    agent = h.agent("c1", token=TOKEN_B)
+    assert isinstance(agent.last(), protocol.Welcome)
+    assert h.store.get_claim("myapp").connection_id == "c1"  # type: ignore[union-attr]
+
+
+def test_a_pool_may_replace_a_dead_single_holder(h: Harness) -> None:
+    h.agent("c1", instance="alone")
+    h.store.delete_connection("c1")
+    agent = h.agent("p1", pool=True, instance="pooled")
+    assert isinstance(agent.last(), protocol.Welcome)
+    assert h.store.get_claim("myapp").pool  # type: ignore[union-attr]
+
+
+def test_a_pools_guards_are_the_ones_it_began_with(h: Harness) -> None:
+    first = guarded_agent(h, protocol.TunnelSpec("myapp", basic_auth=CREDENTIALS_HASH, pool=True))
+    assert isinstance(first.last(), protocol.Welcome)
+    assert first.last().tunnels[0].guards == ("basic_auth",)  # type: ignore[union-attr]
+    assert h.relay.visit(h.get("/")).status == 401
+    assert h.relay.visit(h.get("/", headers=(basic("alice:pw"),))).status == 200
+    # A second member may bring its own salted hash of a password: the pool keeps the first.
+    assert h.relay.connect("c2", TOKEN_A)
+    second = FakeAgent(h.relay, "c2", echo_app)
+    h.poster.agents["c2"] = second
+    other = protocol.hash_basic_auth("bob:pw", b"1" * protocol.BASIC_AUTH_SALT_BYTES)
+    second.send(
+        protocol.Hello((protocol.TunnelSpec("myapp", basic_auth=other, pool=True),), instance="2")
+    )
+    assert isinstance(second.last(), protocol.Welcome)
+    assert h.relay.visit(h.get("/", headers=(basic("bob:pw"),))).status == 401

@@ -5,7 +5,8 @@ Single-table layout, ``pk``/``sk`` strings:
 
     token#<hash>  / token     agent token (only the hash is ever stored)
     conn#<id>     / conn      live connection and the names it holds
-    name#<name>   / claim     who serves a tunnel name, until expires_at, and its guards
+    name#<name>   / claim     who serves a tunnel name, until expires_at, and its guards; a
+                              pool's members in one map attribute, keyed by connection id
     name#<name>   / reserved  the token that alone may claim the name
     req#<id>      / resp      the one answer to visitor request <id> (head JSON + packed body)
     req#<id>      / work      the agent's mark that it is still on a slow request
@@ -16,7 +17,9 @@ Single-table layout, ``pk``/``sk`` strings:
 Every item but a token (which lives until revoked) and the key has a ``ttl`` for garbage
 collection only; readers check expiry in code because TTL deletes late. Claims and responses
 use conditional single-item writes, never transactions: DynamoDB cancels concurrent
-transactions on one item. Nothing on the request path deletes (TTL deletes for free). Only the
+transactions on one item. A pool changes one member at a time with an ``UpdateItem`` on its
+claim item (join, renew, leave); the last member to leave deletes the item, on condition that
+it is still empty. Nothing on the request path deletes (TTL deletes for free). Only the
 operator's listings scan; every request path reads by key.
 """
 
@@ -37,10 +40,12 @@ from hatchway_relay.ports import (
     Claim,
     Clock,
     ConnectionRecord,
+    PoolMember,
     ShareRecord,
     SystemClock,
     TokenLimits,
     TokenRecord,
+    pool_options,
 )
 
 TTL_MARGIN_SECONDS = 3600
@@ -57,7 +62,11 @@ RELAY_KEY_BYTES = 32
 CLAIM_GUARDS = ("basic_auth", "webhook", "webhook_secret", "large_responses", "instance")
 """``Claim`` string fields stored as claim-item attributes of the same names (absent when
 empty or default); the access rules travel as one JSON attribute, ``access``."""
-"""``Claim`` fields stored as claim-item attributes of the same names (absent when empty)."""
+
+JOIN_ATTEMPTS = 2 * protocol.MAX_POOL_MEMBERS
+"""Reads and conditional writes a join may make: each failed write means another member
+joined or left in between (one of them succeeded), so a full pool's worth of simultaneous
+joiners all get through."""
 
 
 def create_table(client_or_resource: Any, name: str) -> None:
@@ -117,6 +126,28 @@ def _limits_attribute(name: str, limits: TokenLimits) -> dict[str, str]:
 
 def _limits(text: str | None) -> TokenLimits:
     return TokenLimits(**json.loads(text)) if text else TokenLimits()
+
+
+def _member_item(member: PoolMember) -> dict[str, Any]:
+    """A pool member as a value of the claim's ``members`` map (keyed by its connection)."""
+    return {
+        "instance": member.instance,
+        "since": _dec(member.since),
+        "lease": _dec(member.expires_at),
+        "served": member.served,
+        "ip": member.source_ip,
+    }
+
+
+def _member(connection_id: str, item: dict[str, Any]) -> PoolMember:
+    return PoolMember(
+        connection_id,
+        item.get("instance", ""),
+        _num(item["since"]),
+        _num(item["lease"]),
+        int(item.get("served", 0)),
+        item.get("ip", ""),
+    )
 
 
 def _bytes(value: Any) -> bytes:
@@ -277,17 +308,20 @@ class DynamoStore:
             names=tuple(item.get("names", ())),
             source_ip=item.get("source_ip", ""),
             limits=_limits(item.get("limits")),
+            pooled=tuple(item.get("pooled", ())),
         )
 
-    def set_connection_names(self, connection_id: str, names: tuple[str, ...]) -> None:
+    def set_connection_names(
+        self, connection_id: str, names: tuple[str, ...], pooled: tuple[str, ...] = ()
+    ) -> None:
         # A connection that is already gone has nothing to name: the refusal is the answer.
         self._conditionally(
             self.table.update_item,
             Key={"pk": f"conn#{connection_id}", "sk": "conn"},
-            UpdateExpression="SET #names = :names",
+            UpdateExpression="SET #names = :names, pooled = :pooled",
             ConditionExpression=Attr("pk").exists(),
             ExpressionAttributeNames={"#names": "names"},
-            ExpressionAttributeValues={":names": list(names)},
+            ExpressionAttributeValues={":names": list(names), ":pooled": list(pooled)},
         )
 
     def list_connections(self) -> list[ConnectionRecord]:
@@ -299,21 +333,50 @@ class DynamoStore:
 
     # Claims
 
-    def claim_name(self, claim: Claim, now: float, takeover_from: str | None = None) -> bool:
-        same_agent = Attr("token_id").eq(claim.token_id) & (
-            Attr("instance").eq(claim.instance) if claim.instance else Attr("instance").not_exists()
+    @staticmethod
+    def _replaceable(now: float, takeover_from: str | None) -> ConditionBase:
+        """A new claim may replace the item whoever makes it: there is none, its lease ran out
+        (a pool's: the latest it gave), it is an emptied pool, or its single holder is the
+        connection ``takeover_from`` that the caller found dead."""
+        condition = (
+            Attr("pk").not_exists()
+            | Attr("expires_at").lte(_dec(now))
+            | (Attr("members").exists() & Attr("members").size().eq(0))
         )
-        condition = Attr("pk").not_exists() | Attr("expires_at").lte(_dec(now)) | same_agent
         if takeover_from is not None:
             condition = condition | Attr("connection_id").eq(takeover_from)
+        return condition
+
+    def claim_name(self, claim: Claim, now: float, takeover_from: str | None = None) -> bool:
+        # A pool is never taken over by the same token's single agent: it asks to join.
+        same_agent = (
+            Attr("token_id").eq(claim.token_id)
+            & Attr("pool").not_exists()
+            & (
+                Attr("instance").eq(claim.instance)
+                if claim.instance
+                else Attr("instance").not_exists()
+            )
+        )
+        condition = self._replaceable(now, takeover_from) | same_agent
+        item = self._claim_item(claim)
+        return self._conditionally(self.table.put_item, Item=item, ConditionExpression=condition)
+
+    @staticmethod
+    def _claim_item(claim: Claim) -> dict[str, Any]:
         item: dict[str, Any] = {
             "pk": f"name#{claim.name}",
             "sk": "claim",
-            "connection_id": claim.connection_id,
             "token_id": claim.token_id,
             "expires_at": _dec(claim.expires_at),
             "ttl": _ttl(claim.expires_at),
         }
+        if claim.pool:
+            item["pool"] = True
+            item["pooled_since"] = _dec(claim.pooled_since)
+            item["members"] = {m.connection_id: _member_item(m) for m in claim.members}
+        else:
+            item["connection_id"] = claim.connection_id
         # The tunnel's guards, only when set. The whole item is replaced, so a new claim never
         # inherits the guards of the one it replaces.
         for guard in CLAIM_GUARDS:
@@ -322,7 +385,7 @@ class DynamoStore:
         if claim.access:
             item["access"] = json.dumps(codec.access_to_dict(claim.access))
         item.update(_limits_attribute("token_limits", claim.token_limits))
-        return self._conditionally(self.table.put_item, Item=item, ConditionExpression=condition)
+        return item
 
     def list_claims(self) -> list[Claim]:
         # An operator's command (hatchway-admin tunnels), never a request path: it may scan.
@@ -334,9 +397,15 @@ class DynamoStore:
 
     @staticmethod
     def _claim(item: dict[str, Any]) -> Claim:
+        members = tuple(
+            sorted(
+                (_member(connection_id, m) for connection_id, m in item.get("members", {}).items()),
+                key=lambda m: (m.since, m.connection_id),
+            )
+        )
         return Claim(
             item["pk"].removeprefix("name#"),
-            item["connection_id"],
+            item.get("connection_id", ""),
             item["token_id"],
             _num(item["expires_at"]),
             int(item.get("served", 0)),
@@ -349,6 +418,9 @@ class DynamoStore:
             if "access" in item
             else protocol.AccessRules(),
             token_limits=_limits(item.get("token_limits")),
+            pool=bool(item.get("pool", False)),
+            members=members,
+            pooled_since=_num(item.get("pooled_since", 0)),
         )
 
     def renew_claim(
@@ -370,11 +442,131 @@ class DynamoStore:
         )
 
     def release_claim(self, name: str, connection_id: str) -> bool:
-        return self._conditionally(
+        key = {"pk": f"name#{name}", "sk": "claim"}
+        if self._conditionally(
             self.table.delete_item,
-            Key={"pk": f"name#{name}", "sk": "claim"},
+            Key=key,
             ConditionExpression=Attr("connection_id").eq(connection_id),
-        )
+        ):
+            return True
+        # Not a single holder: perhaps a pool member (releases are rare; a second write is fine).
+        try:
+            left = self.table.update_item(
+                Key=key,
+                UpdateExpression="REMOVE #members.#conn",
+                ConditionExpression="attribute_exists(#members.#conn)",
+                ExpressionAttributeNames={"#members": "members", "#conn": connection_id},
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        if not left.get("members"):
+            # The last member left. Delete the item only while it is still empty: a member that
+            # joined meanwhile keeps the pool (no transaction: one conditional delete).
+            self._conditionally(
+                self.table.delete_item,
+                Key=key,
+                ConditionExpression=Attr("members").exists() & Attr("members").size().eq(0),
+            )
+        return True
+
+    # Pools
+
+    def join_pool(self, claim: Claim, now: float, takeover_from: str | None = None) -> bool:
+        (joining,) = claim.members
+        key = {"pk": f"name#{claim.name}", "sk": "claim"}
+        for _ in range(JOIN_ATTEMPTS):
+            item = self._get(key["pk"], key["sk"])
+            held = None if item is None else self._claim(item)
+            if (
+                held is None
+                or now >= held.expires_at
+                or (held.pool and not held.members)
+                or (not held.pool and held.connection_id == takeover_from)
+            ):
+                if self._conditionally(
+                    self.table.put_item,
+                    Item=self._claim_item(claim),
+                    ConditionExpression=self._replaceable(now, takeover_from),
+                ):
+                    return True
+                continue  # someone else wrote the name first: look again
+            if (
+                not held.pool
+                or held.token_id != claim.token_id
+                or pool_options(held) != pool_options(claim)
+            ):
+                return False
+            # The same agent instance's earlier connection leaves as this one joins.
+            stale = [
+                m.connection_id
+                for m in held.members
+                if joining.instance
+                and m.instance == joining.instance
+                and m.connection_id != joining.connection_id
+            ]
+            staying = sum(
+                m.connection_id != joining.connection_id and m.connection_id not in stale
+                for m in held.members
+            )
+            if staying >= protocol.MAX_POOL_MEMBERS:
+                return False
+            names = {"#members": "members", "#ttl": "ttl", "#join": joining.connection_id}
+            names.update({f"#stale{i}": c for i, c in enumerate(stale)})
+            update = "SET #members.#join = :member, expires_at = :e, #ttl = :t"
+            if stale:
+                update += " REMOVE " + ", ".join(f"#members.#stale{i}" for i in range(len(stale)))
+            # Only this incarnation of the pool (its options cannot change), and only while the
+            # member count is what was read: a join or leave in between means look again.
+            if self._conditionally(
+                self.table.update_item,
+                Key=key,
+                UpdateExpression=update,
+                ConditionExpression="pooled_since = :since AND token_id = :token "
+                "AND size(#members) = :count",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={
+                    ":member": _member_item(joining),
+                    ":e": _dec(joining.expires_at),
+                    ":t": _ttl(joining.expires_at),
+                    ":since": _dec(held.pooled_since),
+                    ":token": claim.token_id,
+                    ":count": len(held.members),
+                },
+            ):
+                return True
+        return False
+
+    def renew_member(
+        self, name: str, connection_id: str, expires_at: float, served: int | None = None
+    ) -> int:
+        # The member's lease and the item's (the latest any member got, which TTL follows).
+        update = "SET #members.#conn.lease = :e, expires_at = :e, #ttl = :t"
+        values: dict[str, Any] = {":e": _dec(expires_at), ":t": _ttl(expires_at)}
+        if served is not None:
+            update += ", #members.#conn.served = :s"
+            values[":s"] = served
+        try:
+            item = self.table.update_item(
+                Key={"pk": f"name#{name}", "sk": "claim"},
+                UpdateExpression=update,
+                ConditionExpression="attribute_exists(#members.#conn)",
+                ExpressionAttributeNames={
+                    "#members": "members",
+                    "#conn": connection_id,
+                    "#ttl": "ttl",
+                },
+                ExpressionAttributeValues=values,
+                # The pool's size comes back with the write: no read for the agent's pong.
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return 0
+            raise
+        return len(item.get("members", {}))
 
     # Share links
 

@@ -11,6 +11,7 @@ import secrets
 import threading
 from dataclasses import dataclass, replace
 
+from hatchway import protocol
 from hatchway_relay.ports import (
     Claim,
     Clock,
@@ -18,6 +19,7 @@ from hatchway_relay.ports import (
     ShareRecord,
     SystemClock,
     TokenRecord,
+    pool_options,
 )
 
 MAX_SIGHTINGS = 100_000
@@ -76,11 +78,13 @@ class MemoryStore:
         with self._lock:
             return self._connections.get(connection_id)
 
-    def set_connection_names(self, connection_id: str, names: tuple[str, ...]) -> None:
+    def set_connection_names(
+        self, connection_id: str, names: tuple[str, ...], pooled: tuple[str, ...] = ()
+    ) -> None:
         with self._lock:
             record = self._connections.get(connection_id)
             if record is not None:
-                self._connections[connection_id] = replace(record, names=names)
+                self._connections[connection_id] = replace(record, names=names, pooled=pooled)
 
     def list_connections(self) -> list[ConnectionRecord]:
         with self._lock:
@@ -98,15 +102,58 @@ class MemoryStore:
     def claim_name(self, claim: Claim, now: float, takeover_from: str | None = None) -> bool:
         with self._lock:
             held = self._claims.get(claim.name)
-            if (
-                held is None
-                or not held.alive(now)
-                or (held.token_id == claim.token_id and held.instance == claim.instance)
-                or (takeover_from is not None and held.connection_id == takeover_from)
+            if self._replaceable(held, now, takeover_from) or (
+                held is not None
+                and not held.pool
+                and held.token_id == claim.token_id
+                and held.instance == claim.instance
             ):
                 self._claims[claim.name] = claim
                 return True
             return False
+
+    @staticmethod
+    def _replaceable(held: Claim | None, now: float, takeover_from: str | None) -> bool:
+        """Whether a new claim may replace ``held`` whoever makes it: nothing is held, the
+        holder's lease ran out (for a pool: the latest lease it gave), a pool emptied, or the
+        caller found the single holder ``takeover_from`` dead."""
+        return (
+            held is None
+            or now >= held.expires_at
+            or (held.pool and not held.members)
+            or (not held.pool and takeover_from is not None and held.connection_id == takeover_from)
+        )
+
+    def join_pool(self, claim: Claim, now: float, takeover_from: str | None = None) -> bool:
+        (joining,) = claim.members
+        with self._lock:
+            held = self._claims.get(claim.name)
+            if self._replaceable(held, now, takeover_from):
+                self._claims[claim.name] = claim
+                return True
+            assert held is not None
+            if (
+                not held.pool
+                or held.token_id != claim.token_id
+                or pool_options(held) != pool_options(claim)
+            ):
+                return False
+            # The same agent instance's earlier connection is replaced, not kept beside it.
+            kept = tuple(
+                m
+                for m in held.members
+                if m.connection_id != joining.connection_id
+                and not (joining.instance and m.instance == joining.instance)
+            )
+            if len(kept) >= protocol.MAX_POOL_MEMBERS:
+                return False
+            self._claims[claim.name] = replace(
+                held,
+                members=(*kept, joining),
+                # The newest lease is the latest one: the item's TTL follows it.
+                expires_at=joining.expires_at,
+            )
+            return True
 
     def list_claims(self) -> list[Claim]:
         with self._lock:
@@ -121,16 +168,43 @@ class MemoryStore:
     ) -> bool:
         with self._lock:
             held = self._claims.get(name)
-            if held is None or held.connection_id != connection_id:
+            if held is None or held.pool or held.connection_id != connection_id:
                 return False
             count = held.served if served is None else served
             self._claims[name] = replace(held, expires_at=expires_at, served=count)
             return True
 
+    def renew_member(
+        self, name: str, connection_id: str, expires_at: float, served: int | None = None
+    ) -> int:
+        with self._lock:
+            held = self._claims.get(name)
+            if held is None or all(m.connection_id != connection_id for m in held.members):
+                return 0
+            members = tuple(
+                replace(m, expires_at=expires_at, served=m.served if served is None else served)
+                if m.connection_id == connection_id
+                else m
+                for m in held.members
+            )
+            self._claims[name] = replace(held, members=members, expires_at=expires_at)
+            return len(members)
+
     def release_claim(self, name: str, connection_id: str) -> bool:
         with self._lock:
             held = self._claims.get(name)
-            if held is None or held.connection_id != connection_id:
+            if held is None:
+                return False
+            if held.pool:
+                if all(m.connection_id != connection_id for m in held.members):
+                    return False
+                rest = held.without(connection_id)
+                if rest.members:
+                    self._claims[name] = rest
+                else:
+                    del self._claims[name]
+                return True
+            if held.connection_id != connection_id:
                 return False
             del self._claims[name]
             return True
