@@ -29,7 +29,14 @@ from urllib.parse import urlsplit
 
 from hatchway.protocol import AccessRules
 from hatchway_relay.adapters.memory_metrics import MemoryMetrics
-from hatchway_relay.ports import Claim, ConnectionRecord, Store, TokenLimits, TokenRecord
+from hatchway_relay.ports import (
+    Claim,
+    ConnectionRecord,
+    PoolMember,
+    Store,
+    TokenLimits,
+    TokenRecord,
+)
 
 ADMIN_HOST = "127.0.0.1"
 """The admin listener never binds elsewhere: it changes who may use the relay."""
@@ -62,7 +69,8 @@ METRICS_METHODS = frozenset({"series", "dimension_values"})
 """The reads of ``MemoryMetrics`` the dashboard makes; nothing writes metrics this way."""
 
 _RECORDS: dict[str, type[Any]] = {
-    cls.__name__: cls for cls in (TokenRecord, ConnectionRecord, Claim, AccessRules, TokenLimits)
+    cls.__name__: cls
+    for cls in (TokenRecord, ConnectionRecord, Claim, AccessRules, TokenLimits, PoolMember)
 }
 """Records that may cross the wire, nested ones included (a claim's access rules)."""
 

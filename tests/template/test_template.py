@@ -673,7 +673,7 @@ def test_the_visitor_facing_function_reads_no_tokens_and_writes_almost_nothing(
     grants = table_grants(http)
     assert grants == {
         "dynamodb:GetItem": ["name#*", "conn#*", "req#*", "share#*", "relay"],
-        "dynamodb:UpdateItem": ["share#*"],
+        "dynamodb:UpdateItem": ["share#*", "name#*"],
         "dynamodb:PutItem": ["seen#*", "relay"],
         "dynamodb:DeleteItem": ["conn#*", "name#*"],
     }

@@ -15,7 +15,7 @@ import pytest
 from hatchway.protocol import AccessRules
 from hatchway_local.admin_api import AdminError, AdminServer, RemoteStore, decode, encode
 from hatchway_relay.adapters.memory_store import MemoryStore
-from hatchway_relay.ports import Claim, ConnectionRecord, TokenRecord
+from hatchway_relay.ports import Claim, ConnectionRecord, PoolMember, TokenLimits, TokenRecord
 
 
 @pytest.fixture
@@ -70,6 +70,16 @@ def test_it_listens_on_loopback_only(server: AdminServer) -> None:
         Claim("myapp", "c1", "t1", 600.25, served=7),
         [Claim("a", "c", "t", 1.0), None, "text", 3],
         Claim("guarded", "c2", "t2", 9.0, access=AccessRules(("10.0.0.0/8",), (), 5.0, 10)),
+        TokenRecord("cd" * 32, "cdcdcdcdcdcd", limits=TokenLimits(5.0, 10, 3, 1000)),
+        Claim(
+            "shop",
+            "",
+            "t1",
+            60.0,
+            pool=True,
+            members=(PoolMember("c1", "i1", 1.0, 60.0, 4), PoolMember("c2", "i2", 2.0, 61.0)),
+            pooled_since=1.0,
+        ),
     ],
 )
 def test_records_cross_the_wire_unchanged(record: object) -> None:
