@@ -27,6 +27,30 @@ log = logging.getLogger("hatchway.agent")
 SILENCE_FACTOR = 3
 """A connection that received nothing for this many heartbeats is treated as dead."""
 
+COMPRESSIBILITY_SAMPLE_BYTES = 1024
+"""Bytes of a response body looked at before zlib is tried on all of it."""
+
+INCOMPRESSIBLE_DISTINCT_BYTES = 200
+"""A sample using at least this many of the 256 byte values is random or already compressed
+(media, archives, encrypted data): zlib cannot shrink it by the eighth that would make it
+travel compressed, and trying cost more than the rest of encoding the message. Text, JSON and
+HTML use far fewer values."""
+
+_IDENTITY_ENCODINGS = frozenset({"", "identity"})
+
+
+def looks_compressible(body: bytes) -> bool:
+    """Whether zlib is worth trying on ``body`` (from a sample of its first bytes)."""
+    return len(set(body[:COMPRESSIBILITY_SAMPLE_BYTES])) < INCOMPRESSIBLE_DISTINCT_BYTES
+
+
+def worth_compressing(response: Response) -> bool:
+    """A body the app already encoded (gzip, br...) or that looks random is sent as it is."""
+    for name, value in response.headers:
+        if name.lower() == "content-encoding" and value.strip().lower() not in _IDENTITY_ENCODINGS:
+            return False
+    return looks_compressible(response.body)
+
 
 def abort(ws: websocket.WebSocket) -> None:
     """Drop the socket at once (websocket-client leaves ``abort`` unannotated)."""
@@ -92,7 +116,10 @@ class Connection:
         threading.Thread(target=self._tick, name="hatchway-ticker", daemon=True).start()
 
     def send(self, message: protocol.Message) -> None:
-        send_message(self.ws, message, self.send_lock, self.session.compress)
+        compress = self.session.compress
+        if compress and isinstance(message, Response) and message.body:
+            compress = worth_compressing(message)
+        send_message(self.ws, message, self.send_lock, compress)
 
     def close(self) -> None:
         try:

@@ -41,6 +41,7 @@ import random
 import secrets
 import threading
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +50,7 @@ import websocket
 
 from hatchway import __version__, blobs, codec, protocol
 from hatchway.answers import RecentAnswers
-from hatchway.connection import Connection, agent_fault, send_message
+from hatchway.connection import Connection, agent_fault, looks_compressible, send_message
 from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
 from hatchway.inflight import TunnelGate
 from hatchway.protocol import ProtocolError, Request, Response
@@ -84,6 +85,17 @@ UNDATED_MEMORY_SECONDS = 2 * protocol.RESPONSE_TIMEOUT_SECONDS
 
 MIN_BLOB_TIMEOUT_SECONDS = 1.0
 """Least time a blob transfer is given, even with the deadline nearly reached."""
+
+COMPRESSION_SAMPLE_BYTES = 64 * 1024
+"""A response body above the inline limit is compressed whole (to see whether it fits a
+message after all) only if this much of its start shrinks enough: compressing megabytes of
+incompressible bytes (media, archives, encrypted data) took tens of milliseconds per response
+for nothing."""
+
+COMPRESSION_SAMPLE_SLACK = 2
+"""How far above the limit the sample's ratio may put the whole body and still be tried: the
+sample is compressed at zlib's fastest level, and a body's start may compress worse than the
+rest."""
 
 Handler = Callable[[Request], Response]
 Clock = Callable[[], float]
@@ -450,7 +462,12 @@ class Session:
 
     def _packs_within(self, body: bytes, limit: int) -> bool:
         """Whether the body, as a message would carry it (compressed if that helps), fits."""
-        if not self.compress:
+        if not self.compress or not looks_compressible(body):
             return False
+        if len(body) > COMPRESSION_SAMPLE_BYTES:
+            sample = memoryview(body)[:COMPRESSION_SAMPLE_BYTES]
+            estimate = len(zlib.compress(sample, 1)) * len(body) // COMPRESSION_SAMPLE_BYTES
+            if estimate > COMPRESSION_SAMPLE_SLACK * limit:
+                return False
         text, _ = codec.pack_body(body, compress=True)
         return codec.packed_size(text) <= limit

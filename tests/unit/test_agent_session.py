@@ -492,6 +492,28 @@ def test_a_large_response_is_uploaded_to_the_upload_url(relay: FakeRelay, blobs:
     assert sorted(headers) == ["Content-Length", "Host"]  # nothing the signature leaves out
 
 
+@pytest.mark.parametrize(
+    ("body", "headers", "compressed"),
+    [
+        (b"hello world " * 200, (), True),
+        (os.urandom(2000), (), False),  # random: zlib is not even tried
+        (b"hello world " * 200, (("Content-Encoding", "gzip"),), False),  # the app's own
+    ],
+)
+def test_a_body_travels_compressed_only_when_zlib_can_shrink_it(
+    relay: FakeRelay, body: bytes, headers: protocol.Headers, compressed: bool
+) -> None:
+    def app(request: Request) -> Response:
+        return Response(request.id, 200, headers, body)
+
+    with session(relay, app).start():
+        end = relay.next()
+        end.send(Request("r1", "sess", "GET", "/"))
+        message, frames = end.receive()
+    assert isinstance(message, Response) and message.body == body
+    assert (b'"enc":"zlib"' in b"".join(f.payload for f in frames)) is compressed
+
+
 def test_a_compressible_response_stays_inline(relay: FakeRelay, blobs: BlobStore) -> None:
     body = b"0123456789" * 20_000  # 200 KB that zlib makes tiny
     with session(relay, App(body=body)).start():
