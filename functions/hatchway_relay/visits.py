@@ -126,7 +126,8 @@ class VisitorPath:
                 404,
                 "tunnel-not-found",
                 f"No tunnel named {name!r} is connected to this relay. If it is yours, start it "
-                f"with: hatchway http <port> --subdomain {name}",
+                f"with: hatchway http PORT --subdomain {name}, where PORT is your local app's port "
+                "(for example 3000).",
             )
         refusal = self._access_refusal(claim, visit, now)
         shared: ShareRecord | Reply | guards.Refusal | None = None
