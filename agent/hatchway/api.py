@@ -224,6 +224,7 @@ def connect(
     deny_cidr: Iterable[str] = (),
     rate_limit: str | float | None = None,
     rate_burst: int | None = None,
+    pool: bool = False,
     rotate_after: float | None = None,
     inspect: str | bool = False,
     timeout: float = CONNECT_TIMEOUT_SECONDS,
@@ -235,7 +236,8 @@ def connect(
     The options are those of ``hatchway http``: ``allow_cidr``/``deny_cidr`` take lists of
     ranges such as ``["203.0.113.0/24"]``, ``rate_limit`` ``"20/s"``, ``"600/m"`` or a number
     of requests a second, ``rotate_after`` the seconds between connection rotations (else
-    ``HATCHWAY_ROTATE_SECONDS``, else 1 h 50 min). ``inspect``: False (default) for no
+    ``HATCHWAY_ROTATE_SECONDS``, else 1 h 50 min), ``pool`` True to share ``subdomain`` with
+    other agents of the token that ask for it too. ``inspect``: False (default) for no
     inspector, True for the configured address, or an address such as ``"127.0.0.1:4040"``.
 
     Raises ``TokenRefused`` (also when no token is configured at all), ``NameTaken``,
@@ -257,6 +259,7 @@ def connect(
         deny_cidr=deny_cidr,
         rate_limit=rate_limit,
         rate_burst=rate_burst,
+        pool=pool,
     )
     settings = resolve_settings(server, token, inspect if isinstance(inspect, str) else None)
     rotate_seconds = resolve_rotate_after(rotate_after)

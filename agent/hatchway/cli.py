@@ -174,6 +174,12 @@ def _tunnel_flags(parser: argparse.ArgumentParser) -> None:
         help="requests let through at once before --rate-limit applies (default: N of it)",
     )
     parser.add_argument(
+        "--pool",
+        action="store_true",
+        help="share --subdomain with other agents of your token that also say --pool: the "
+        "relay spreads visitors over all of them",
+    )
+    parser.add_argument(
         "--large-responses",
         choices=sorted(protocol.LARGE_RESPONSE_MODES),
         default="refuse",
@@ -276,6 +282,7 @@ def _tunnels(args: argparse.Namespace) -> list[TunnelOptions]:
             deny_cidr=args.deny_cidr,
             rate_limit=args.rate_limit,
             rate_burst=args.rate_burst,
+            pool=args.pool,
         )
     ]
 

@@ -97,6 +97,7 @@ TUNNEL_LIST_KEYS = (
     "deny_cidr",
 )
 TUNNEL_INT_KEYS = ("rate_burst",)
+TUNNEL_BOOL_KEYS = ("pool",)
 """What a ``[tunnels.<label>]`` table may hold: the ``hatchway http`` options."""
 
 QUERY_TOKEN_NOTE = (
@@ -326,7 +327,7 @@ def named_tunnels(
 
 def tunnel_from_table(label: str, table: Mapping[str, Any], path: Path) -> TunnelOptions:
     where = f"{path} [tunnels.{label}]"
-    known = (*TUNNEL_STRING_KEYS, *TUNNEL_LIST_KEYS, *TUNNEL_INT_KEYS)
+    known = (*TUNNEL_STRING_KEYS, *TUNNEL_LIST_KEYS, *TUNNEL_INT_KEYS, *TUNNEL_BOOL_KEYS)
     unknown = sorted(set(table) - set(known))
     if unknown:
         raise ConfigError(
@@ -349,6 +350,12 @@ def tunnel_from_table(label: str, table: Mapping[str, Any], path: Path) -> Tunne
         value = [value] if isinstance(value, str) else value
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f'{where}: {key} must be a list of strings, e.g. ["X-Env: dev"]')
+        return value
+
+    def flag(key: str) -> bool:
+        value = table.get(key, False)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} must be true or false, e.g. {key} = true")
         return value
 
     def whole(key: str) -> int | None:
@@ -374,6 +381,7 @@ def tunnel_from_table(label: str, table: Mapping[str, Any], path: Path) -> Tunne
             deny_cidr=strings("deny_cidr"),
             rate_limit=string("rate_limit"),
             rate_burst=whole("rate_burst"),
+            pool=flag("pool"),
             label=label,
         )
     except OptionError as exc:

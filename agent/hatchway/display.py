@@ -85,6 +85,18 @@ def fault_note(response: Response) -> str | None:
     return f"{response.fault.side} failed: {response.fault.message}"
 
 
+def pool_lines(welcome: protocol.Welcome, tunnels: Sequence[TunnelOptions]) -> list[str]:
+    """One line per pooled tunnel: how many agents serve it (or that the relay cannot pool)."""
+    lines = []
+    for info, options in zip(welcome.tunnels, tunnels, strict=False):
+        if info.pool_size:
+            agents = "agent" if info.pool_size == 1 else "agents"
+            lines.append(f"Pool        {info.name}: {info.pool_size} {agents} serve it")
+        elif options.pool:
+            lines.append(f"Pool        {info.name}: this relay does not pool names (upgrade it)")
+    return lines
+
+
 def only_path_mode(info: protocol.TunnelInfo) -> bool:
     """Whether every URL of a tunnel is a path under the relay's own host (``/t/<name>/``)."""
     return all(url.rstrip("/").endswith(f"/t/{info.name}") for url in info.public_urls)
@@ -258,6 +270,8 @@ class LineLog(Listener):
     def ready(self, welcome: protocol.Welcome) -> None:
         for _, url, target in self.status.forwarding():
             self._print(f"Forwarding  {url} -> {target}")
+        for line in pool_lines(welcome, self.status.tunnels):
+            self._print(line)
         if any(only_path_mode(info) for info in welcome.tunnels):
             self._print(f"hatchway: note: {PATH_MODE_NOTE}", self.err)
 
@@ -496,6 +510,9 @@ class Screen(Listener):
             for options in status.tunnels:
                 head.append(row("Forwarding", f"(waiting for the relay) -> {options.target.url}"))
         welcome = status.welcome
+        if welcome is not None:
+            for line in pool_lines(welcome, status.tunnels):
+                head.append(row("Pool", line.removeprefix("Pool").strip()))
         if welcome is not None and any(only_path_mode(info) for info in welcome.tunnels):
             for part in textwrap.wrap(PATH_MODE_NOTE, max(columns - LABEL_WIDTH, 20)):
                 head.append(DIM + row("", part) + RESET)

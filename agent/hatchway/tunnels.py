@@ -54,6 +54,8 @@ class TunnelOptions:
     webhook_secret: str | None = field(default=None, repr=False)
     large_responses: str = "refuse"
     access: protocol.AccessRules = field(default_factory=protocol.AccessRules)
+    pool: bool = False
+    """Join the pool of agents of this token serving the same name, instead of holding it alone."""
     label: str | None = None
 
     @property
@@ -78,6 +80,7 @@ class TunnelOptions:
             webhook_secret=self.webhook_secret,
             large_responses=self.large_responses,
             access=self.access,
+            pool=self.pool,
         )
 
 
@@ -98,6 +101,7 @@ def tunnel_options(
     deny_cidr: Iterable[str] = (),
     rate_limit: str | float | None = None,
     rate_burst: int | None = None,
+    pool: bool = False,
     label: str | None = None,
 ) -> TunnelOptions:
     """Validated options from the strings a user types (flags, config values, API arguments).
@@ -122,6 +126,8 @@ def tunnel_options(
             "verify-webhook and webhook-secret go together: give the provider (github, stripe "
             "or slack) and the secret its deliveries are signed with"
         )
+    if pool and subdomain is None:
+        raise OptionError("pool: agents share a name they all ask for; give --subdomain too")
     large_responses = large_responses or "refuse"
     if large_responses not in protocol.LARGE_RESPONSE_MODES:
         raise OptionError(
@@ -147,6 +153,7 @@ def tunnel_options(
         webhook_secret=webhook_secret,
         large_responses=large_responses,
         access=access_rules(allow_cidr, deny_cidr, rate_limit, rate_burst),
+        pool=pool,
         label=label,
     )
     try:  # the relay's own checks of the secret, here so that the user hears of it first
@@ -338,6 +345,8 @@ def describe(options: TunnelOptions) -> dict[str, Any]:
         shown["verify_webhook"] = options.verify_webhook
     if options.large_responses != "refuse":
         shown["large_responses"] = options.large_responses
+    if options.pool:
+        shown["pool"] = True
     if options.access.allow:
         shown["allow_cidr"] = list(options.access.allow)
     if options.access.deny:

@@ -166,3 +166,13 @@ def test_a_rotation_interval_out_of_bounds_is_a_usage_error(
         monkeypatch.setenv("HATCHWAY_ROTATE_SECONDS", env)
     assert cli.main(["http", "3000", "--token", "hw_x", *argv]) == 2
     assert says in capsys.readouterr().err
+
+
+def test_pool_needs_a_subdomain_and_reaches_the_hello() -> None:
+    from hatchway.cli import _tunnels, build_parser
+    from hatchway.tunnels import OptionError
+
+    pooled = _tunnels(build_parser().parse_args(["http", "3000", "--subdomain", "shop", "--pool"]))
+    assert pooled[0].spec().pool and pooled[0].spec().name == "shop"
+    with pytest.raises(OptionError, match="subdomain"):
+        _tunnels(build_parser().parse_args(["http", "3000", "--pool"]))

@@ -19,6 +19,7 @@ from hatchway.display import (
     Screen,
     Status,
     percentile,
+    pool_lines,
 )
 from hatchway.errors import RelayUnreachable, TokenRefused
 from hatchway.protocol import Fault, Request, Response
@@ -301,3 +302,20 @@ def test_a_path_mode_only_tunnel_warns_about_absolute_links() -> None:
     path_only = status("3000", "4000")
     path_only.ready(TWO)
     assert "absolute paths" in "\n".join(Screen(path_only, io.StringIO()).render(100, 40))
+
+
+@pytest.mark.parametrize(
+    ("pool_size", "asked", "lines"),
+    [
+        (0, False, []),
+        (3, True, ["Pool        shop: 3 agents serve it"]),
+        (1, True, ["Pool        shop: 1 agent serve it"]),
+        (0, True, ["Pool        shop: this relay does not pool names (upgrade it)"]),
+    ],
+)
+def test_a_pooled_tunnel_shows_how_many_agents_serve_it(
+    pool_size: int, asked: bool, lines: list[str]
+) -> None:
+    info = protocol.TunnelInfo("shop", None, "http://relay.test/t/shop/", pool_size=pool_size)
+    options = tunnel_options(3000, subdomain="shop", pool=asked)
+    assert pool_lines(protocol.Welcome((info,)), [options]) == lines

@@ -214,6 +214,12 @@ def test_named_tunnels_are_read_from_the_file(config: Path) -> None:
     assert [t.label for t in named_tunnels([], every=True)] == ["web", "api", "hook"]
 
 
+def test_a_named_tunnel_may_join_a_pool(config: Path) -> None:
+    write_config({"tunnels": {"shop": {"target": 3000, "subdomain": "shop", "pool": True}}})
+    (shop,) = named_tunnels(["shop"])
+    assert shop.pool and shop.spec().pool
+
+
 @pytest.mark.parametrize(
     ("tables", "labels", "says"),
     [
@@ -240,6 +246,8 @@ def test_named_tunnels_are_read_from_the_file(config: Path) -> None:
             ["x"],
             "large-responses: give redirect or refuse",
         ),
+        ({"tunnels": {"x": {"target": "3000", "pool": "yes"}}}, ["x"], "true or false"),
+        ({"tunnels": {"x": {"target": "3000", "pool": True}}}, ["x"], "give --subdomain"),
     ],
 )
 def test_named_tunnel_errors_name_the_file_and_the_problem(
