@@ -10,11 +10,12 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from types import FrameType
 from typing import TextIO
 
-from hatchway import __version__, protocol
+from hatchway import __version__, protocol, sharing
 from hatchway.config import (
     CONFIG_ENV,
     DEFAULT_INSPECT,
@@ -218,6 +219,25 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--all", action="store_true", help="every tunnel in the config file")
     _common(start)
 
+    share = commands.add_parser(
+        "share",
+        help="share links: let visitors in without the tunnel's password, for a while",
+        description="hatchway share TUNNEL [--expires 2h --methods GET,HEAD --path /reports/ "
+        "--max-uses N] | hatchway share list [TUNNEL] | hatchway share revoke ID",
+    )
+    share.add_argument("what", help="the tunnel to share, or list, or revoke")
+    share.add_argument("which", nargs="?", help="with list: a tunnel; with revoke: a link's id")
+    share.add_argument("--expires", default="1h", help="how long the link works (default 1h)")
+    share.add_argument(
+        "--methods", default="GET,HEAD", help="the methods it lets through (default GET,HEAD)"
+    )
+    share.add_argument("--path", default="/", help="the path it is limited to (default /)")
+    share.add_argument(
+        "--max-uses", type=int, default=0, help="how many times it may be opened (default: any)"
+    )
+    share.add_argument("--server", help=f"relay WebSocket URL (env {SERVER_ENV})")
+    share.add_argument("--token", help=f"agent token (env {TOKEN_ENV})")
+
     config = commands.add_parser("config", help="show or change the config file")
     actions = config.add_subparsers(dest="action", required=True)
     add_token = actions.add_parser(
@@ -238,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "config":
         return _config(args, sys.stdout, sys.stderr)
+    if args.command == "share":
+        return _share(args, sys.stdout, sys.stderr)
     try:
         tunnels = _tunnels(args)
         inspect = "off" if args.no_inspect else args.inspect
@@ -257,6 +279,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_USAGE
     return _serve(settings, tunnels, args, rotate_after)
+
+
+def _share_op(args: argparse.Namespace) -> protocol.ShareOp:
+    if args.what == "list":
+        return protocol.ShareOp("list", tunnel=args.which or "")
+    if args.what == "revoke":
+        if not args.which:
+            raise ValueError("say which link to revoke: hatchway share revoke ID (see share list)")
+        return protocol.ShareOp("revoke", share_id=args.which)
+    methods = tuple(m.strip().upper() for m in args.methods.split(",") if m.strip())
+    return protocol.ShareOp(
+        "create",
+        tunnel=args.what,
+        expires_in=sharing.parse_duration(args.expires),
+        methods=methods,
+        path=args.path,
+        max_uses=args.max_uses,
+    )
+
+
+def _share(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``hatchway share``: one operation on the relay's share links, and its answer."""
+    try:
+        op = _share_op(args)
+        settings = resolve_settings(args.server, args.token, "off")
+    except (ValueError, ConfigError) as exc:  # ProtocolError is a ValueError
+        print(f"hatchway: {exc}", file=err)
+        return EXIT_USAGE
+    if not settings.token:
+        print("hatchway: no token: pass --token, set HATCHWAY_TOKEN or save one", file=err)
+        return EXIT_USAGE
+    try:
+        reply = sharing.request(settings.server, settings.token, op)
+    except HatchwayError as exc:
+        print(f"hatchway: {exc}", file=err)
+        return 1
+    if reply.link:
+        print(f"Share link (shown once): {reply.link}", file=out)
+    now = time.time()
+    for share in reply.shares:
+        print(sharing.describe(share, now), file=out)
+    if not reply.shares and op.op == "list":
+        print("no share links", file=out)
+    return 0
 
 
 def _tunnels(args: argparse.Namespace) -> list[TunnelOptions]:

@@ -4,6 +4,8 @@ cookie and browses the shared path; the app never sees the secret; a revoked lin
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 import hatchway
@@ -11,6 +13,7 @@ from hatchway import protocol, sharing
 from hatchway.errors import TokenRefused
 from hatchway_local.server import LocalServer
 from support.local_app import LocalApp
+from support.processes import BIN
 from support.visitor import Answer, visit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("isolated_settings")]
@@ -71,3 +74,25 @@ def test_a_token_cannot_share_a_tunnel_it_does_not_serve(relay: LocalServer) -> 
         sharing.request(
             relay.agent_url, TOKEN, protocol.ShareOp("create", "nobodys", expires_in=60)
         )
+
+
+def hatchway_cli(relay: LocalServer, *words: str) -> subprocess.CompletedProcess[str]:
+    """The ``hatchway`` command as a user types it (bounded in time)."""
+    argv = [str(BIN / "hatchway"), *words, "--server", relay.agent_url, "--token", TOKEN]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_share_command_creates_lists_and_revokes(relay: LocalServer, app: LocalApp) -> None:
+    with hatchway.connect(app.port, subdomain="shared", server=relay.agent_url, token=TOKEN):
+        created = hatchway_cli(relay, "share", "shared", "--expires", "10m", "--path", "/echo/")
+        assert created.returncode == 0, created.stderr
+        link = created.stdout.split("Share link (shown once): ", 1)[1].split()[0]
+        assert "/echo/?hatchway_share=" in link
+        share_id = link.rsplit("=", 1)[1].split(".", 1)[0]
+        listed = hatchway_cli(relay, "share", "list")
+        assert share_id in listed.stdout and "GET,HEAD /echo/" in listed.stdout
+        assert link.rsplit("=", 1)[1] not in listed.stdout  # the secret is shown once only
+        revoked = hatchway_cli(relay, "share", "revoke", share_id)
+        assert revoked.returncode == 0 and "revoked" in revoked.stdout
+        wrong = hatchway_cli(relay, "share", "nobodys")
+        assert wrong.returncode == 1 and "not yours" in wrong.stderr
