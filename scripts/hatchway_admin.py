@@ -6,6 +6,9 @@
     scripts/hatchway-admin --local [--admin-file PATH] token revoke TOKEN_ID
     scripts/hatchway-admin ... reserve|release NAME --token-id TOKEN_ID
     scripts/hatchway-admin ... tunnels
+    scripts/hatchway-admin ... dashboard [--port 4050]
+    scripts/hatchway-admin ... token create --name ci --rate-limit 50/s --max-tunnels 3 \
+        --max-requests-per-day 100000
 
 Where the relay keeps its state, one of: --stack (a deployed stack: its TableName output),
 --table (the DynamoDB table itself; --endpoint for a local DynamoDB, as used by
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hatchway_relay.admin import AdminStore
+    from hatchway_relay.ports import TokenLimits
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     create = token.add_parser("create", help="make a token; it is shown once")
     create.add_argument("--name", required=True, help="a label, e.g. the laptop it is for")
     create.add_argument("--reserve", action="append", default=[], help="a name only it may use")
+    create.add_argument(
+        "--rate-limit",
+        metavar="N/s|N/m",
+        help="requests a second (or a minute) across all its tunnels; above: 429",
+    )
+    create.add_argument("--rate-burst", type=int, help="requests let through at once (default N)")
+    create.add_argument("--max-tunnels", type=int, default=0, help="tunnels one agent may serve")
+    create.add_argument(
+        "--max-requests-per-day", type=int, default=0, help="requests a UTC day, all tunnels"
+    )
     token.add_parser("list", help="list tokens (ids, never the tokens)")
     revoke = token.add_parser("revoke", help="delete a token by its id; its tunnels stop")
     revoke.add_argument("token_id")
@@ -61,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("name")
         sub.add_argument("--token-id", required=True)
     commands.add_parser("tunnels", help="live tunnels: name, token, connected since, served")
+    dashboard = commands.add_parser(
+        "dashboard", help="a web page on 127.0.0.1: tokens, names, live tunnels, metrics"
+    )
+    dashboard.add_argument(
+        "--port", type=int, default=4050, help="port on 127.0.0.1 (default 4050, or the next free)"
+    )
+    dashboard.add_argument(
+        "--refresh",
+        type=float,
+        help="seconds between the page's updates (default: 2 with --local, else 5)",
+    )
     return parser
 
 
@@ -113,10 +138,41 @@ def stack_output(boto3: Any, stack: str, key: str, region: str | None) -> str:
     raise LookupError(f"stack {stack!r} has no {key} output: is it a Hatchway stack?")
 
 
+def token_limits(args: argparse.Namespace) -> TokenLimits:
+    """The limits ``token create`` was given (the same rate syntax as ``hatchway http``)."""
+    from hatchway.protocol import ProtocolError
+    from hatchway.tunnels import OptionError, access_rules
+    from hatchway_relay.ports import TokenLimits
+
+    try:
+        rules = access_rules(rate_limit=args.rate_limit, rate_burst=args.rate_burst)
+    except OptionError as exc:
+        raise ProtocolError(str(exc)) from None
+    for flag, value in (
+        ("max-tunnels", args.max_tunnels),
+        ("max-requests-per-day", args.max_requests_per_day),
+    ):
+        if value < 0:
+            raise ProtocolError(f"--{flag} cannot be negative")
+    return TokenLimits(rules.rate, rules.burst, args.max_tunnels, args.max_requests_per_day)
+
+
 def run(args: argparse.Namespace, store: AdminStore) -> int:
     from hatchway.protocol import ProtocolError
     from hatchway_relay import admin
 
+    if args.command == "dashboard":
+        from hatchway_local.dashboard import dashboard_sources, serve_dashboard
+
+        sources = dashboard_sources(
+            store,
+            stack=args.stack,
+            region=args.region,
+            local=args.local,
+            admin_file=args.admin_file,
+            refresh_seconds=args.refresh,
+        )
+        return serve_dashboard(sources, args.port)
     if args.command == "reserve":
         try:
             admin.reserve(store, args.token_id, args.name)
@@ -139,11 +195,11 @@ def run(args: argparse.Namespace, store: AdminStore) -> int:
             )
             print(
                 f"{tunnel.name}  {tunnel.token_id}  {tunnel.token_label or '-'}  since {since}  "
-                f"served {tunnel.served}"
+                f"agents {tunnel.agents}  served {tunnel.served}"
             )
     elif args.action == "create":
         try:
-            new = admin.create_token(store, args.name, tuple(args.reserve))
+            new = admin.create_token(store, args.name, tuple(args.reserve), token_limits(args))
         except ProtocolError as exc:
             print(f"hatchway-admin: {exc}", file=sys.stderr)
             return 2
@@ -155,7 +211,16 @@ def run(args: argparse.Namespace, store: AdminStore) -> int:
                 "%Y-%m-%d %H:%M"
             )
             reserved = ",".join(record.reserved) or "-"
-            print(f"{record.token_id}  {created}  {record.label or '-'}  reserved={reserved}")
+            limits = record.limits
+            shown = (
+                f"  limits rate={limits.rate:g}/s tunnels={limits.max_tunnels or '-'} "
+                f"day={limits.requests_per_day or '-'}"
+                if limits
+                else ""
+            )
+            print(
+                f"{record.token_id}  {created}  {record.label or '-'}  reserved={reserved}{shown}"
+            )
     elif args.action == "revoke":
         revoked = admin.revoke_token(store, args.token_id)
         if revoked is None:

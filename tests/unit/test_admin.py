@@ -147,7 +147,7 @@ def test_tunnels_lists_only_live_ones(
     assert code == 0
     assert len(listing.splitlines()) == 1  # not the expired claim, nor the orphan
     assert listing.startswith(f"live  {token_id}  laptop  since ")
-    assert listing.rstrip().endswith("served 0")
+    assert listing.rstrip().endswith("agents 1  served 0")
     relay.store.renew_claim("live", "c1", time.time() + 60, served=2)  # as a ping reports
     assert run(cli, capsys, relay, "tunnels")[1].rstrip().endswith("served 2")
 
@@ -203,3 +203,55 @@ def test_stack_mode_reads_the_table_from_the_stacks_outputs(
 
         assert cli.main(["--stack", "nothing-here", "token", "list"]) == 1
         assert "cannot read stack 'nothing-here'" in capsys.readouterr().err
+
+
+def test_create_sets_the_tokens_limits(
+    cli: ModuleType, relay: Relay, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        cli,
+        capsys,
+        relay,
+        "token",
+        "create",
+        "--name",
+        "ci",
+        "--rate-limit",
+        "50/s",
+        "--max-tunnels",
+        "3",
+        "--max-requests-per-day",
+        "100000",
+    )
+    assert code == 0
+    record = relay.store.get_token(hash_token(out.split()[1]))
+    assert record is not None
+    assert (record.limits.rate, record.limits.max_tunnels, record.limits.requests_per_day) == (
+        50,
+        3,
+        100000,
+    )
+    listing = run(cli, capsys, relay, "token", "list")[1]
+    assert "limits rate=50/s tunnels=3 day=100000" in listing
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [(["--rate-limit", "fast"], "rate"), (["--max-tunnels", "-1"], "negative")],
+)
+def test_bad_limits_are_refused(
+    cli: ModuleType,
+    relay: Relay,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    says: str,
+) -> None:
+    code, _, err = run(cli, capsys, relay, "token", "create", "--name", "x", *flags)
+    assert code == 2 and says in err
+
+
+def test_the_dashboard_command_takes_a_port_and_a_refresh(cli: ModuleType) -> None:
+    args = cli.build_parser().parse_args(
+        ["--local", "dashboard", "--port", "4051", "--refresh", "3"]
+    )
+    assert (args.command, args.port, args.refresh) == ("dashboard", 4051, 3.0)
