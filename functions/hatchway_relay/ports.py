@@ -259,7 +259,8 @@ class PlainSecretBox:
 
 class BlobStore(Protocol):
     """Bodies too large for a message (S3 on AWS, memory behind the local gateway). Objects
-    expire by themselves within a day; nothing on the request path deletes them."""
+    expire by themselves within a day; the relay also deletes each one once it is done with it
+    (an S3 DELETE is free, unlike a DynamoDB one, and storage is billed)."""
 
     def put(self, key: str, data: bytes) -> None: ...
     def get(self, key: str, max_bytes: int) -> bytes | None:
@@ -272,6 +273,11 @@ class BlobStore(Protocol):
 
     def upload_url(self, key: str, expires_in: float) -> str:
         """A URL anyone holding it may PUT the object to until it expires."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Drop an object the relay is done with (free on S3, and memory given back on the
+        local gateway); one that is not there is no error. Objects expire by themselves too."""
         ...
 
 

@@ -11,6 +11,7 @@ store. Errors a visitor sees say which side failed.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from dataclasses import replace
@@ -21,6 +22,8 @@ from hatchway.protocol import ProtocolError
 from hatchway_relay import access, guards, path_mode, request_ids, shares
 from hatchway_relay.ports import BlobTooLarge, Claim, ConnectionGone, PostFailed, ShareRecord
 from hatchway_relay.replies import Reply, Route, Visit, error_reply
+
+log = logging.getLogger("hatchway.relay")
 
 if TYPE_CHECKING:
     from hatchway_relay.core import Relay
@@ -453,6 +456,18 @@ class VisitorPath:
         finally:
             self._count_outstanding(connection_id, -1)
             self.relay.store.forget_response(request.id)
+            if request.body_url:  # the agent fetched it (or the relay stopped waiting)
+                self._forget_blob(f"req/{request.id}")
+
+    def _forget_blob(self, key: str) -> None:
+        """Delete a body the relay is done with: free on S3, memory back on the local gateway.
+        Best effort: the bucket's lifecycle rule removes whatever is left within a day."""
+        if self.relay.blobs is None:
+            return
+        try:
+            self.relay.blobs.delete(key)
+        except Exception as exc:  # never fail a visitor over housekeeping
+            log.warning("could not delete blob %s: %s", key.split("/", 1)[0], exc)
 
     def _remember_latency(self, tunnel: str, seconds: float) -> None:
         if tunnel not in self._latency and len(self._latency) >= MAX_REMEMBERED_TUNNELS:
@@ -563,6 +578,8 @@ class VisitorPath:
             body = self.relay.blobs.get(key, protocol.MAX_BODY_BYTES)
         except BlobTooLarge as exc:
             return self._too_large(request.tunnel, exc.size)
+        finally:
+            self._forget_blob(key)
         if body is None or len(body) != message.uploaded:
             return error_reply(
                 502,

@@ -136,6 +136,14 @@ def test_a_missing_key_is_none(store: BlobStore) -> None:
     assert store.get("req/nobody/body", 1024) is None
 
 
+def test_a_deleted_object_is_gone_and_deleting_twice_is_no_error(store: BlobStore) -> None:
+    store.put("resp/abc", b"body")
+    store.delete("resp/abc")
+    assert store.get("resp/abc", 100) is None
+    store.delete("resp/abc")
+    store.delete("resp/never-there")
+
+
 def test_put_again_replaces(store: BlobStore) -> None:
     store.put("k", b"first")
     store.put("k", b"second")

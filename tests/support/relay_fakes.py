@@ -33,6 +33,9 @@ class FakeBlobs:
             raise BlobTooLarge(key, len(data), max_bytes)
         return data
 
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
     def download_url(self, key: str, expires_in: float) -> str:
         return BLOB_BASE + key
 

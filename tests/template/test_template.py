@@ -452,7 +452,11 @@ def test_blob_bucket_refuses_plain_http(sam: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("function", "env", "actions"),
     [
-        ("HttpFunction", {"Ref": "BlobBucket"}, {"s3:PutObject", "s3:GetObject", "s3:ListBucket"}),
+        (
+            "HttpFunction",
+            {"Ref": "BlobBucket"},
+            {"s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:ListBucket"},
+        ),
         ("WebSocketFunction", None, set()),
         ("AuthorizerFunction", None, set()),
         ("DnsReconcileFunction", None, set()),

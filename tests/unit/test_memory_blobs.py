@@ -63,6 +63,17 @@ def test_objects_expire_after_the_ttl_and_are_purged(clock: FakeClock) -> None:
     assert store.get("new", 10) == b"2"
 
 
+def test_the_store_holds_at_most_its_total_the_oldest_going_first() -> None:
+    store = MemoryBlobStore("http://x", max_total_bytes=25)
+    for key in ("a", "b", "c"):
+        store.put(key, b"x" * 10)
+    assert store.get("a", 100) is None  # 30 bytes would be over: the oldest went
+    assert store.get("b", 100) == b"x" * 10 and store.get("c", 100) == b"x" * 10
+    store.delete("b")
+    store.put("d", b"y" * 10)  # room again: nothing else goes
+    assert store.get("c", 100) and store.get("d", 100)
+
+
 @pytest.mark.parametrize(
     ("make", "method", "body", "chunked", "status"),
     [

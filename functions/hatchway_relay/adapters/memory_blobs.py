@@ -20,6 +20,10 @@ from hatchway_relay.ports import BlobTooLarge, Clock, SystemClock
 BLOB_PATH = "/@blobs/"
 """Where the gateway answers blob URLs, on its bare hosts."""
 
+MAX_TOTAL_BYTES = 512 * 1024 * 1024
+"""Most bytes the gateway's blob store holds at once; the oldest objects go first beyond it
+(the relay deletes each object once it is done with it, so only abandoned ones pile up)."""
+
 BLOB_TTL_SECONDS = 24 * 60 * 60
 """How long an object lives, like the bucket's lifecycle rule (a day)."""
 
@@ -54,6 +58,7 @@ class MemoryBlobStore:
         clock: Clock | None = None,
         max_bytes: int = protocol.MAX_BLOB_BYTES,
         ttl: float = BLOB_TTL_SECONDS,
+        max_total_bytes: int = MAX_TOTAL_BYTES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.clock = clock or SystemClock()
@@ -62,6 +67,8 @@ class MemoryBlobStore:
         # Per process: URLs die with the process, as the objects they point at do.
         self._secret = secrets.token_bytes(32)
         self._objects: dict[str, tuple[bytes, float]] = {}
+        self._total = 0
+        self.max_total_bytes = max_total_bytes
         self._lock = threading.Lock()
 
     # --- BlobStore ----------------------------------------------------------------------------
@@ -73,7 +80,20 @@ class MemoryBlobStore:
         now = self.clock.now()
         with self._lock:
             self._purge(now)
+            self._drop(key)
             self._objects[key] = (bytes(data), now + self.ttl)
+            self._total += len(data)
+            while self._total > self.max_total_bytes and len(self._objects) > 1:
+                self._drop(next(iter(self._objects)))  # the oldest first
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        entry = self._objects.pop(key, None)
+        if entry is not None:
+            self._total -= len(entry[0])
 
     def get(self, key: str, max_bytes: int) -> bytes | None:
         _check_key(key)
@@ -147,4 +167,4 @@ class MemoryBlobStore:
         """Drop expired objects (called under the lock on every write: memory stays bounded by
         a day's uploads without a sweeper thread)."""
         for key in [k for k, (_, until) in self._objects.items() if until <= now]:
-            del self._objects[key]
+            self._drop(key)

@@ -22,6 +22,10 @@ class S3BlobStore:
     def put(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
 
+    def delete(self, key: str) -> None:
+        # Free on S3 (DELETE requests are not billed), and it stops the storage bill at once.
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
     def get(self, key: str, max_bytes: int) -> bytes | None:
         try:
             answer = self.client.get_object(Bucket=self.bucket, Key=key)
