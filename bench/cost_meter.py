@@ -422,6 +422,8 @@ class S3Meter:
         self.meter = meter
         self.stored_days = stored_days
         self.lock = threading.Lock()
+        self.stored: dict[str, tuple[int, float]] = {}
+        """Objects put and not deleted yet: their size and when they were put."""
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         with self.lock:
@@ -434,10 +436,22 @@ class S3Meter:
         presigned = "X-Amz-Signature=" in environ.get("QUERY_STRING", "")
         who = "agent, presigned" if presigned else "relay"
         size = int(environ.get("CONTENT_LENGTH") or 0)
+        path = environ.get("PATH_INFO", "")
+        storage = Key(f"S3 storage, {self.stored_days:g} days", "GB-month", prices.S3_GB_MONTH)
         if method in ("PUT", "POST"):
             self.meter.add(Key(f"S3 PUT ({who})", "request", prices.S3_PUT), 1, size)
-            storage = Key(f"S3 storage, {self.stored_days:g} days", "GB-month", prices.S3_GB_MONTH)
+            # Counted as kept until the lifecycle rule; a DELETE later takes that back.
             self.meter.add(storage, pricing.s3_gb_months(size, self.stored_days), size)
+            self.stored[path] = (size, time.monotonic())
+        elif method == "DELETE":
+            self.meter.add(Key(f"S3 DELETE ({who})", "request", 0.0), 1)
+            if path in self.stored:
+                kept, since = self.stored.pop(path)
+                days = (time.monotonic() - since) / 86_400
+                refund = pricing.s3_gb_months(kept, days) - pricing.s3_gb_months(
+                    kept, self.stored_days
+                )
+                self.meter.add(storage, refund, 0, count=0)
         elif method in ("GET", "HEAD"):
             self.meter.add(Key(f"S3 {method} ({who})", "request", prices.S3_GET), 1)
         else:

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from hatchway import protocol
 from hatchway.protocol import Fault, ProtocolError, Request, Response
 
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+"""Linux only: acknowledge at once instead of after the delayed-ACK timer (see ``_send``)."""
+
 POOL_SIZE = 32
 """Most idle connections to the local app kept for reuse."""
 
@@ -291,6 +294,11 @@ class Forwarder:
         for name, value in headers:
             conn.putheader(name, _header_bytes(value))
         conn.endheaders(request.body or None)
+        # Apps that write headers and body apart with Nagle on wait for our ACK of the
+        # headers, which Linux delays up to 40 ms on request/response connections. The option
+        # does not stick (the kernel re-arms delayed ACKs), so it is set for every request.
+        if _QUICKACK is not None and conn.sock is not None:
+            conn.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         return conn.getresponse()
 
     def _connect(self) -> http.client.HTTPConnection:

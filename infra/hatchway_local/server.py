@@ -28,6 +28,7 @@ from hatchway_local.gateway import (
 from hatchway_local.local_poster import LocalPoster
 from hatchway_local.management import MANAGEMENT_HOST, management_url
 from hatchway_relay.adapters.memory_blobs import MemoryBlobStore
+from hatchway_relay.adapters.memory_metrics import MemoryMetrics
 from hatchway_relay.core import Relay, RelayConfig
 from hatchway_relay.handlers import http as http_handlers
 from hatchway_relay.handlers import websocket as ws_handlers
@@ -305,9 +306,13 @@ def run_local(
         **({"response_timeout": response_timeout} if response_timeout else {}),
     )
     relay = Relay(chosen_store, poster, clock, config, blobs=blobs)
+    # The relay's own metrics, kept in memory for a day: the operator's dashboard charts them.
+    metrics = MemoryMetrics(clock)
     for token in tokens:
         relay.add_token(token)
-    gateway.set_handlers(ws_handlers.make_handler(relay), http_handlers.make_handler(relay))
+    gateway.set_handlers(
+        ws_handlers.make_handler(relay), http_handlers.make_handler(relay, metrics)
+    )
 
     with serve_gateway(gateway, sock, ssl_context, management_sock) as loop:
 
@@ -315,7 +320,7 @@ def run_local(
             # A revoked token's agents lose their sockets at once, not at their next heartbeat.
             asyncio.run_coroutine_threadsafe(gateway.close_connection(connection_id), loop)
 
-        admin = AdminServer(chosen_store, on_forget=close_socket).start()
+        admin = AdminServer(chosen_store, on_forget=close_socket, metrics=metrics).start()
         try:
             yield LocalServer(
                 host,
