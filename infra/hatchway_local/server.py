@@ -118,7 +118,22 @@ def _dynamo_store(endpoint: str | None, table_name: str) -> Store:
             options.update(aws_access_key_id="local", aws_secret_access_key="local")
     resource = boto3.resource("dynamodb", **options)
     create_table(resource, table_name)
-    return DynamoStore(resource.Table(table_name))
+    store = DynamoStore(resource.Table(table_name))
+    forget_earlier_connections(store)
+    return store
+
+
+def forget_earlier_connections(store: Any) -> int:
+    """Forget every connection a table remembers from an earlier run of this gateway (killed
+    before its agents' ``$disconnect`` could land): their sockets died with that process, and
+    their claims would otherwise keep the names from a restarted agent until the lease ends.
+    A table belongs to one ``hatchway-local``; the count forgotten is returned."""
+    from hatchway_relay import admin
+
+    stale = store.list_connections()
+    for record in stale:
+        admin.forget_connection(store, record.connection_id)
+    return len(stale)
 
 
 def _s3_blobs(endpoint: str | None, bucket: str) -> BlobStore:

@@ -152,3 +152,24 @@ def test_a_second_agent_with_the_same_token_and_name_is_refused_naming_the_first
     finally:
         second.kill()
     assert get(relay, "/echo/still-first").status == 200  # the first one serves on
+
+
+def test_a_restarted_dynamodb_gateway_forgets_the_connections_of_its_earlier_run(
+    moto_endpoint: str,
+) -> None:
+    from hatchway_local.server import run_local
+    from hatchway_relay.ports import Claim, ConnectionRecord
+
+    table = "hatchway-restart"
+    with run_local(
+        store="dynamodb", dynamodb_endpoint=moto_endpoint, table_name=table, tokens=(TOKEN,)
+    ) as first:
+        now = time.time()
+        # What a killed gateway leaves behind: a live-looking connection holding a name.
+        first.store.put_connection(ConnectionRecord("dead-1", "t1", now, now + 7200, ("shop",)))
+        first.store.claim_name(Claim("shop", "dead-1", "t1", now + 600), now)
+    with run_local(
+        store="dynamodb", dynamodb_endpoint=moto_endpoint, table_name=table, tokens=(TOKEN,)
+    ) as second:
+        assert second.store.get_connection("dead-1") is None
+        assert second.store.get_claim("shop") is None  # free for the restarted agent at once
