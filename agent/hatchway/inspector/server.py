@@ -29,8 +29,7 @@ import socketserver
 import threading
 import urllib.parse
 from collections.abc import Callable
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from importlib import resources
 from typing import Any
 
@@ -38,6 +37,7 @@ from hatchway.errors import HatchwayError
 from hatchway.inspector import views
 from hatchway.inspector.capture import Capture, Exchange, SubscriptionEnded, UnknownExchange
 from hatchway.inspector.replay import ReplayRefused
+from hatchway.json_replies import JsonReplies
 
 log = logging.getLogger("hatchway.inspector")
 
@@ -239,7 +239,9 @@ def _serve(httpd: _HTTPServer, wake: socket.socket) -> None:
             httpd.handle_request()  # the listening socket is readable: accept, hand to a thread
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonReplies):
+    security_headers = SECURITY_HEADERS
+
     protocol_version = "HTTP/1.1"
     timeout = SOCKET_TIMEOUT_SECONDS
     server: _HTTPServer
@@ -379,30 +381,6 @@ class _Handler(BaseHTTPRequestHandler):
     def _write(self, data: bytes) -> None:
         self.wfile.write(data)
         self.wfile.flush()
-
-    def _json(self, status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> None:
-        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        self._send(status, body, "application/json; charset=utf-8", headers)
-
-    def _error(self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
-        if self.command == "POST":
-            self.close_connection = True  # its body may be unread: the connection cannot go on
-        self._json(status, {"error": message, "status": status}, headers)
-
-    def _send(
-        self,
-        status: int,
-        body: bytes,
-        content_type: str,
-        headers: tuple[tuple[str, str], ...] = (),
-    ) -> None:
-        self.send_response(status, HTTPStatus(status).phrase)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (*SECURITY_HEADERS, *headers):
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
 
 
 def _unknown(exchange_id: int) -> str:

@@ -31,12 +31,12 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from importlib import resources
 from typing import Any, TypeVar
 
 from hatchway import protocol
+from hatchway.json_replies import JsonReplies
 from hatchway_local.dashboard import charts
 from hatchway_local.dashboard.data import DashboardSource, Refused, Snapshot, parse_limits
 from hatchway_local.dashboard.metrics import WINDOWS, ChartSet, DomainStatus, MetricsSource
@@ -238,7 +238,9 @@ def _html_attribute(value: str) -> str:
     )
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonReplies):
+    security_headers = SECURITY_HEADERS
+
     protocol_version = "HTTP/1.1"
     timeout = SOCKET_TIMEOUT_SECONDS
     server: _HTTPServer
@@ -402,27 +404,3 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, {"released": name})
 
     # --- Writing ------------------------------------------------------------------------------
-
-    def _json(self, status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> None:
-        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        self._send(status, body, "application/json; charset=utf-8", headers)
-
-    def _error(self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
-        if self.command == "POST":
-            self.close_connection = True  # its body may be unread: the connection cannot go on
-        self._json(status, {"error": message, "status": status}, headers)
-
-    def _send(
-        self,
-        status: int,
-        body: bytes,
-        content_type: str,
-        headers: tuple[tuple[str, str], ...] = (),
-    ) -> None:
-        self.send_response(status, HTTPStatus(status).phrase)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (*SECURITY_HEADERS, *headers):
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)

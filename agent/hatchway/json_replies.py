@@ -1,0 +1,36 @@
+"""Answers of the agent's loopback web pages (the inspector, and the operator's dashboard that
+reuses it): JSON and byte bodies with their length and the page's security headers, written by
+a ``BaseHTTPRequestHandler``."""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+Headers = tuple[tuple[str, str], ...]
+
+
+class JsonReplies(BaseHTTPRequestHandler):
+    """A request handler's ways to answer; ``security_headers`` go on every answer."""
+
+    security_headers: Headers = ()
+
+    def _json(self, status: int, payload: Any, headers: Headers = ()) -> None:
+        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        self._send(status, body, "application/json; charset=utf-8", headers)
+
+    def _error(self, status: int, message: str, headers: Headers = ()) -> None:
+        if self.command == "POST":
+            self.close_connection = True  # its body may be unread: the connection cannot go on
+        self._json(status, {"error": message, "status": status}, headers)
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: Headers = ()) -> None:
+        self.send_response(status, HTTPStatus(status).phrase)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (*self.security_headers, *headers):
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
