@@ -19,6 +19,10 @@ BIN = Path(sys.executable).parent
 URL_PATTERN = re.compile(r"https?://\S+/")
 
 
+PIPE_DRAIN_SECONDS = 5.0
+"""How long ``drain`` waits for an exited process's last lines to be read from its pipes."""
+
+
 class Process:
     """A child process whose stdout and stderr lines are collected as they arrive."""
 
@@ -34,8 +38,12 @@ class Process:
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
-        for stream in (self.popen.stdout, self.popen.stderr):
-            threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(stream,), daemon=True)
+            for stream in (self.popen.stdout, self.popen.stderr)
+        ]
+        for pump in self._pumps:
+            pump.start()
 
     def _pump(self, stream: object) -> None:
         for line in stream:  # type: ignore[attr-defined]
@@ -61,6 +69,11 @@ class Process:
         )
 
     def drain(self) -> list[str]:
+        """Every line so far; once the process has exited, every line it wrote (the readers
+        may still be catching up with the pipes when it ends)."""
+        if self.popen.poll() is not None:
+            for pump in self._pumps:
+                pump.join(PIPE_DRAIN_SECONDS)
         while not self.lines.empty():
             self.output.append(self.lines.get_nowait())
         return self.output
