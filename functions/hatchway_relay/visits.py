@@ -4,9 +4,10 @@ turn it into the visitor's reply.
 
 One visitor request costs, on AWS: one ``@connections`` post (the request message), one
 WebSocket message back (the answer, stored by ``Relay`` with one conditional write), and the
-waiter's looks at that one item. Nothing on the path deletes (TTL does, for free) and nothing
-counts per request (pings carry the counts). Bodies too large for a message go through the blob
-store. Errors a visitor sees say which side failed.
+waiter's looks at that one item. Nothing on the path deletes from DynamoDB (TTL does, for free)
+and nothing counts per request (pings carry the counts). Bodies too large for a message go
+through the blob store, and are deleted there once used (free on S3). Errors a visitor sees say
+which side failed.
 """
 
 from __future__ import annotations
