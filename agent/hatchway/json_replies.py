@@ -1,15 +1,31 @@
-"""Answers of the agent's loopback web pages (the inspector, and the operator's dashboard that
-reuses it): JSON and byte bodies with their length and the page's security headers, written by
-a ``BaseHTTPRequestHandler``."""
+"""What the loopback web pages share (the agent's inspector and the operator's dashboard): the
+Host check that keeps them to this machine, and their answers, JSON and byte bodies with their
+length and the page's security headers, written by a ``BaseHTTPRequestHandler``."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 Headers = tuple[tuple[str, str], ...]
+
+
+def is_loopback_host(host_header: str) -> bool:
+    """Whether a Host header names this machine's loopback (with or without a port)."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class JsonReplies(BaseHTTPRequestHandler):

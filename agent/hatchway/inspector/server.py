@@ -37,7 +37,7 @@ from hatchway.errors import HatchwayError
 from hatchway.inspector import views
 from hatchway.inspector.capture import Capture, Exchange, SubscriptionEnded, UnknownExchange
 from hatchway.inspector.replay import ReplayRefused
-from hatchway.json_replies import JsonReplies
+from hatchway.json_replies import JsonReplies, is_loopback_host
 
 log = logging.getLogger("hatchway.inspector")
 
@@ -121,21 +121,6 @@ def parse_address(address: str) -> tuple[str, int]:
             f"inspector address {address!r}: the port must be a number from 0 to 65535"
         )
     return host, int(port_text)
-
-
-def _is_loopback_host(host_header: str) -> bool:
-    """Whether a Host header names this machine's loopback (with or without a port)."""
-    host = host_header.strip().lower()
-    if host.startswith("["):
-        host = host[1:].partition("]")[0]
-    elif host.count(":") == 1:
-        host = host.partition(":")[0]
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -258,7 +243,7 @@ class _Handler(JsonReplies):
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
-        if not _is_loopback_host(self.headers.get("Host", "")):
+        if not is_loopback_host(self.headers.get("Host", "")):
             self._error(403, "the inspector answers only to loopback host names")
             return
         url = urllib.parse.urlsplit(self.path)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import hmac
-import ipaddress
 import json
 import logging
 import re
@@ -36,7 +35,7 @@ from importlib import resources
 from typing import Any, TypeVar
 
 from hatchway import protocol
-from hatchway.json_replies import JsonReplies
+from hatchway.json_replies import JsonReplies, is_loopback_host
 from hatchway_local.dashboard import charts
 from hatchway_local.dashboard.data import DashboardSource, Refused, Snapshot, parse_limits
 from hatchway_local.dashboard.metrics import WINDOWS, ChartSet, DomainStatus, MetricsSource
@@ -125,21 +124,6 @@ class _Cached:
     def clear(self) -> None:
         with self._lock:
             self._values.clear()
-
-
-def is_loopback_host(host_header: str) -> bool:
-    """Whether a Host header names this machine's loopback (with or without a port)."""
-    host = host_header.strip().lower()
-    if host.startswith("["):
-        host = host[1:].partition("]")[0]
-    elif host.count(":") == 1:
-        host = host.partition(":")[0]
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _HTTPServer(ThreadingHTTPServer):
