@@ -36,6 +36,7 @@ from hatchway.protocol import (
     MAX_MESSAGE_BYTES,
     MAX_MESSAGE_TEXT,
     MAX_POOL_MEMBERS,
+    MAX_REPORTED_COUNT,
     MAX_SHARE_PATH_LENGTH,
     MAX_SHARE_USES,
     MAX_SHARES_LISTED,
@@ -58,6 +59,7 @@ from hatchway.protocol import (
     ShareInfo,
     ShareOp,
     ShareReply,
+    TunnelHealth,
     TunnelInfo,
     TunnelSpec,
     Welcome,
@@ -245,6 +247,8 @@ def _to_dict(message: Message, compress: bool) -> dict[str, Any]:
         out = {"type": "ping", "ts": message.ts}
         if message.served:
             out["served"] = {name: count for name, count in message.served}
+        if message.health:
+            out["health"] = {name: _health_to_dict(health) for name, health in message.health}
         return out
     if isinstance(message, Pong):
         out = {"type": "pong", "ts": message.ts}
@@ -258,6 +262,15 @@ def _to_dict(message: Message, compress: bool) -> dict[str, Any]:
             out["id"] = message.id
         return out
     raise TypeError(f"not a message: {message!r}")
+
+
+def _health_to_dict(health: TunnelHealth) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if health.errors:
+        out["errors"] = {cause: count for cause, count in health.errors}
+    if health.p50_ms is not None:
+        out["p50"], out["p95"] = health.p50_ms, health.p95_ms
+    return out
 
 
 def _body_fields(body: bytes, compress: bool, side: str) -> dict[str, Any]:
@@ -401,13 +414,7 @@ def _decode_object(obj: dict[str, Any]) -> Message:
     if kind == "welcome":
         return _decode_welcome(obj)
     if kind == "ping":
-        served = obj.get("served", {})
-        if not isinstance(served, dict) or len(served) > MAX_TUNNELS_PER_CONNECTION:
-            raise ProtocolError("ping: served must map at most one count per tunnel")
-        counts = tuple(
-            (validate_name(name), _count(served, name, "ping", 2**53)) for name in served
-        )
-        return Ping(_number(obj, "ts", "ping"), counts)
+        return _decode_ping(obj)
     if kind == "pong":
         pools = obj.get("pools", {})
         if not isinstance(pools, dict) or len(pools) > MAX_TUNNELS_PER_CONNECTION:
@@ -440,6 +447,33 @@ def _decode_object(obj: dict[str, Any]) -> Message:
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _decode_ping(obj: dict[str, Any]) -> Ping:
+    served = obj.get("served", {})
+    if not isinstance(served, dict) or len(served) > MAX_TUNNELS_PER_CONNECTION:
+        raise ProtocolError("ping: served must map at most one count per tunnel")
+    counts = tuple(
+        (validate_name(name), _count(served, name, "ping", MAX_REPORTED_COUNT)) for name in served
+    )
+    health = obj.get("health", {})
+    if not isinstance(health, dict) or len(health) > MAX_TUNNELS_PER_CONNECTION:
+        raise ProtocolError("ping: health must map at most one report per tunnel")
+    reports = tuple(
+        (validate_name(name), _decode_health(report)) for name, report in health.items()
+    )
+    return Ping(_number(obj, "ts", "ping"), counts, reports)
+
+
+def _decode_health(report: object) -> TunnelHealth:
+    """One tunnel's ``TunnelHealth``; the dataclass checks the bounds, this the shapes."""
+    if not isinstance(report, dict):
+        raise ProtocolError("ping: a tunnel's health must be an object")
+    errors = report.get("errors", {})
+    if not isinstance(errors, dict):
+        raise ProtocolError("ping: errors must map causes to counts")
+    p50, p95 = report.get("p50"), report.get("p95")
+    return TunnelHealth(tuple(errors.items()), p50, p95)
 
 
 def _text(value: str) -> str:

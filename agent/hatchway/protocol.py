@@ -108,6 +108,22 @@ MAX_POOL_MEMBERS = 32
 claim lists every member in one DynamoDB item (400 KB at most; a member takes ~200 bytes), and
 a waiting relay function spreads requests over what it read."""
 
+MAX_ERROR_CAUSES = 8
+"""Most error causes one ping reports per tunnel (the agent sends the most frequent). The relay
+keeps them in the claim item each ping rewrites anyway, so they must stay small: eight causes
+are ~250 bytes, times ``MAX_POOL_MEMBERS`` still far below DynamoDB's 400 KB item."""
+
+MAX_CAUSE_LENGTH = 32
+"""Longest error cause name (``local-app-refused``, ``app-5xx``, the relay's error codes)."""
+
+MAX_REPORTED_COUNT = 2**53
+"""Largest count a ping carries: JSON numbers (and the dashboard's JavaScript) are exact up to
+it, and no connection lives long enough to answer more."""
+
+MAX_LATENCY_MS = 60 * 60 * 1000
+"""Largest latency a ping reports, in milliseconds: an answer that took longer (an app that
+answered long after the relay gave up) is reported as this."""
+
 MAX_CONNECTION_SECONDS = 2 * 60 * 60
 """API Gateway closes every WebSocket connection after two hours."""
 
@@ -218,6 +234,7 @@ _BASIC_AUTH_HASH_PATTERN = re.compile(
     rf"^{re.escape(BASIC_AUTH_SCHEME)}\$([0-9]{{4,6}})\$({_B64URL})\$({_B64URL})$"
 )
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+_CAUSE_PATTERN = re.compile(rf"^[a-z][a-z0-9-]{{0,{MAX_CAUSE_LENGTH - 1}}}$")
 
 
 class ProtocolError(ValueError):
@@ -408,14 +425,64 @@ class Welcome:
 
 
 @dataclass(frozen=True)
+class TunnelHealth:
+    """How one tunnel fared on one agent connection, as its pings report it.
+
+    ``errors`` counts the answers that were errors, by cause, since the connection opened: the
+    relay's error code for an agent's fault (``local-app-error``, ``response-too-large``...),
+    refined where the agent knows more (``local-app-refused``, ``local-app-timeout``), and
+    ``app-5xx`` for the local app's own server errors. ``p50_ms`` and ``p95_ms`` are the
+    latency of the answers of the last minute (from the agent receiving a request to sending
+    its answer), None when there were none."""
+
+    errors: tuple[tuple[str, int], ...] = ()
+    p50_ms: int | None = None
+    p95_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.errors) > MAX_ERROR_CAUSES:
+            raise ProtocolError(f"ping: at most {MAX_ERROR_CAUSES} error causes per tunnel")
+        for cause, count in self.errors:
+            if not (isinstance(cause, str) and _CAUSE_PATTERN.match(cause)):
+                raise ProtocolError(
+                    f"ping: an error cause is 1 to {MAX_CAUSE_LENGTH} lowercase letters, "
+                    "digits or -, starting with a letter"
+                )
+            _check_count(count, "an error count", MAX_REPORTED_COUNT)
+        if len({cause for cause, _ in self.errors}) != len(self.errors):
+            raise ProtocolError("ping: an error cause is reported twice")
+        if (self.p50_ms is None) != (self.p95_ms is None):
+            raise ProtocolError("ping: latency needs both its median and its 95th percentile")
+        if self.p50_ms is not None and self.p95_ms is not None:
+            _check_count(self.p50_ms, "the median latency", MAX_LATENCY_MS)
+            _check_count(self.p95_ms, "the 95th percentile latency", MAX_LATENCY_MS)
+            if self.p50_ms > self.p95_ms:
+                raise ProtocolError("ping: the median latency exceeds the 95th percentile")
+
+    def __bool__(self) -> bool:
+        return bool(self.errors) or self.p50_ms is not None
+
+
+def _check_count(value: object, what: str, upper: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= upper:
+        raise ProtocolError(f"ping: {what} must be a whole number from 0 to {upper}")
+
+
+@dataclass(frozen=True)
 class Ping:
     """Agent → relay keep-alive; renews the agent's claims. ``ts`` is echoed in the pong.
 
-    ``served`` counts, per tunnel, the requests this connection answered since it opened: the
-    relay keeps the counts with the claim it renews anyway, instead of a write per request."""
+    ``served`` counts, per tunnel, the requests this connection answered since it opened, and
+    ``health`` says how those answers went (``TunnelHealth``): the relay keeps both with the
+    claim it renews anyway, instead of a write per request."""
 
     ts: float = 0.0
     served: tuple[tuple[str, int], ...] = ()
+    health: tuple[tuple[str, TunnelHealth], ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.health) > MAX_TUNNELS_PER_CONNECTION:
+            raise ProtocolError(f"ping: health for at most {MAX_TUNNELS_PER_CONNECTION} tunnels")
 
 
 @dataclass(frozen=True)
