@@ -234,7 +234,8 @@ _BASIC_AUTH_HASH_PATTERN = re.compile(
     rf"^{re.escape(BASIC_AUTH_SCHEME)}\$([0-9]{{4,6}})\$({_B64URL})\$({_B64URL})$"
 )
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
-_CAUSE_PATTERN = re.compile(rf"^[a-z][a-z0-9-]{{0,{MAX_CAUSE_LENGTH - 1}}}$")
+# Used with fullmatch: a pattern ending in "$" also lets a trailing newline through.
+_CAUSE_PATTERN = re.compile(rf"[a-z][a-z0-9-]{{0,{MAX_CAUSE_LENGTH - 1}}}")
 
 
 class ProtocolError(ValueError):
@@ -443,7 +444,7 @@ class TunnelHealth:
         if len(self.errors) > MAX_ERROR_CAUSES:
             raise ProtocolError(f"ping: at most {MAX_ERROR_CAUSES} error causes per tunnel")
         for cause, count in self.errors:
-            if not (isinstance(cause, str) and _CAUSE_PATTERN.match(cause)):
+            if not (isinstance(cause, str) and _CAUSE_PATTERN.fullmatch(cause)):
                 raise ProtocolError(
                     f"ping: an error cause is 1 to {MAX_CAUSE_LENGTH} lowercase letters, "
                     "digits or -, starting with a letter"

@@ -69,6 +69,17 @@ MESSAGES = [
     ),
     pytest.param(p.Ping(12.5), id="ping"),
     pytest.param(p.Ping(1.7e9, (("myapp", 3), ("other", 0))), id="ping-served"),
+    pytest.param(
+        p.Ping(
+            1.7e9,
+            (("myapp", 7), ("other", 1)),
+            (
+                ("myapp", p.TunnelHealth((("local-app-refused", 2), ("app-5xx", 1)), 3, 41)),
+                ("other", p.TunnelHealth((), 0, 0)),
+            ),
+        ),
+        id="ping-health",
+    ),
     pytest.param(p.Pong(12.5), id="pong"),
     pytest.param(p.Pong(12.5, (("shop", 3), ("web", 1))), id="pong-pools"),
     pytest.param(p.Hello((p.TunnelSpec("shop", pool=True),), instance="i-1"), id="hello-pool"),
@@ -658,6 +669,9 @@ TYPED_MESSAGES = {
         (p.TunnelInfo("shop", None, "https://x/t/shop/", pool_size=2, pooled_since=1.0),)
     ),
     "pong-pools": p.Pong(1.0, (("shop", 2),)),
+    "ping-health": p.Ping(
+        1.0, (("shop", 3),), (("shop", p.TunnelHealth((("app-5xx", 2),), 12, 80)),)
+    ),
 }
 
 # (message, path to the field, the JSON types the field may hold)
@@ -711,6 +725,12 @@ FIELD_TYPES: list[tuple[str, tuple[str | int, ...], set[str]]] = [
     ("welcome-pool", ("tunnels", 0, "pooled_since"), {"int", "float"}),
     ("pong-pools", ("pools",), {"object"}),
     ("pong-pools", ("pools", "shop"), {"int"}),
+    ("ping-health", ("health",), {"object"}),
+    ("ping-health", ("health", "shop"), {"object"}),
+    ("ping-health", ("health", "shop", "errors"), {"object"}),
+    ("ping-health", ("health", "shop", "errors", "app-5xx"), {"int"}),
+    ("ping-health", ("health", "shop", "p50"), {"int"}),
+    ("ping-health", ("health", "shop", "p95"), {"int"}),
 ]
 LAX_FIELDS: dict[tuple[str, tuple[str | int, ...]], str] = {}
 FIELD_TYPES += [
@@ -893,3 +913,119 @@ def test_pool_sizes_out_of_bounds_are_refused(
     target[path[-1]] = value
     with pytest.raises(ProtocolError):
         decode_object(obj)
+
+
+# --- A ping's tunnel health -------------------------------------------------------------------
+
+
+def ping_with(**health: object) -> dict[str, Any]:
+    """A ping on the wire whose one tunnel, ``shop``, reports ``health``."""
+    return wire(p.Ping(1.0, (("shop", 5),))) | {"health": {"shop": health}}
+
+
+def causes(count: int, length: int = 8) -> dict[str, int]:
+    return {f"c{i:0{length - 1}d}": 1 for i in range(count)}
+
+
+@pytest.mark.parametrize(
+    ("health", "expected"),
+    [
+        pytest.param({}, p.TunnelHealth(), id="nothing to say"),
+        pytest.param(
+            {"errors": causes(p.MAX_ERROR_CAUSES)},
+            p.TunnelHealth(tuple(causes(p.MAX_ERROR_CAUSES).items())),
+            id="most causes",
+        ),
+        pytest.param(
+            {"errors": {"a" * p.MAX_CAUSE_LENGTH: p.MAX_REPORTED_COUNT}},
+            p.TunnelHealth((("a" * p.MAX_CAUSE_LENGTH, p.MAX_REPORTED_COUNT),)),
+            id="longest cause, largest count",
+        ),
+        pytest.param(
+            {"p50": p.MAX_LATENCY_MS, "p95": p.MAX_LATENCY_MS},
+            p.TunnelHealth((), p.MAX_LATENCY_MS, p.MAX_LATENCY_MS),
+            id="slowest latency",
+        ),
+        pytest.param({"p50": 0, "p95": 0}, p.TunnelHealth((), 0, 0), id="instant"),
+        pytest.param({"errors": {}}, p.TunnelHealth(), id="no errors"),
+    ],
+)
+def test_tunnel_health_at_the_limits_decodes(
+    health: dict[str, Any], expected: p.TunnelHealth
+) -> None:
+    decoded = decode_object(ping_with(**health))
+    assert isinstance(decoded, p.Ping)
+    assert decoded.health == (("shop", expected),)
+    assert codec.decode(codec.encode(decoded)) == decoded
+
+
+def test_a_ping_reports_health_for_every_tunnel_a_connection_may_serve() -> None:
+    names = [f"t{i}" for i in range(p.MAX_TUNNELS_PER_CONNECTION)]
+    full = p.TunnelHealth(tuple(causes(p.MAX_ERROR_CAUSES, p.MAX_CAUSE_LENGTH).items()), 1, 2)
+    ping = p.Ping(
+        1.0, tuple((n, p.MAX_REPORTED_COUNT) for n in names), tuple((n, full) for n in names)
+    )
+    text = codec.encode(ping)
+    # The largest report still fits one frame: a ping never needs continuation frames.
+    assert len(text) <= p.MAX_FRAME_BYTES
+    assert codec.decode(text) == ping
+
+
+def test_health_is_left_out_unless_there_is_some() -> None:
+    assert "health" not in wire(p.Ping(1.0, (("shop", 1),)))
+    assert wire(p.Ping(1.0, (), (("shop", p.TunnelHealth()),)))["health"] == {"shop": {}}
+
+
+@pytest.mark.parametrize(
+    "health",
+    [
+        pytest.param({"errors": causes(p.MAX_ERROR_CAUSES + 1)}, id="one cause too many"),
+        pytest.param({"errors": {"a" * (p.MAX_CAUSE_LENGTH + 1): 1}}, id="cause too long"),
+        pytest.param({"errors": {"app-5xx": p.MAX_REPORTED_COUNT + 1}}, id="count too large"),
+        pytest.param({"errors": {"app-5xx": -1}}, id="count negative"),
+        pytest.param({"errors": {"app-5xx": 1.5}}, id="count a fraction"),
+        pytest.param({"errors": {"app-5xx": True}}, id="count a boolean"),
+        pytest.param({"errors": {"app-5xx": "3"}}, id="count a string"),
+        *(
+            pytest.param({"errors": {bad: 1}}, id=f"cause {bad!r}")
+            for bad in ("", "App-5xx", "5xx", "-x", "a_b", "a b", "a.b", "caf\u00e9", "a\n")
+        ),
+        pytest.param({"errors": [["app-5xx", 1]]}, id="errors a list"),
+        pytest.param({"p50": 1}, id="median alone"),
+        pytest.param({"p95": 1}, id="95th alone"),
+        pytest.param({"p50": 5, "p95": 4}, id="median above 95th"),
+        pytest.param({"p50": 0, "p95": p.MAX_LATENCY_MS + 1}, id="latency too large"),
+        pytest.param({"p50": -1, "p95": 1}, id="latency negative"),
+        pytest.param({"p50": 1.5, "p95": 2}, id="latency a fraction"),
+        pytest.param({"p50": None, "p95": 2}, id="latency null"),
+    ],
+)
+def test_tunnel_health_beyond_the_limits_is_refused(health: dict[str, Any]) -> None:
+    with pytest.raises(ProtocolError):
+        decode_object(ping_with(**health))
+
+
+@pytest.mark.parametrize(
+    "health",
+    [
+        pytest.param(
+            {f"t{i}": {} for i in range(p.MAX_TUNNELS_PER_CONNECTION + 1)}, id="17 tunnels"
+        ),
+        pytest.param({"Not A Name": {}}, id="bad tunnel name"),
+        pytest.param({"shop": []}, id="report a list"),
+        pytest.param({"shop": 3}, id="report a number"),
+        pytest.param([{"shop": {}}], id="health a list"),
+        pytest.param("shop", id="health a string"),
+    ],
+)
+def test_malformed_health_is_refused(health: object) -> None:
+    with pytest.raises(ProtocolError):
+        decode_object(wire(p.Ping(1.0)) | {"health": health})
+
+
+def test_tunnel_health_validates_itself() -> None:
+    with pytest.raises(ProtocolError):
+        p.TunnelHealth((("app-5xx", 1), ("app-5xx", 2)))  # a cause twice
+    with pytest.raises(ProtocolError):
+        p.Ping(1.0, (), tuple((f"t{i}", p.TunnelHealth()) for i in range(17)))
+    assert not p.TunnelHealth() and p.TunnelHealth((), 0, 0) and p.TunnelHealth((("x", 1),))
