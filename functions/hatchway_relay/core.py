@@ -33,6 +33,7 @@ from hatchway_relay.ports import (
     Store,
     TokenLimits,
     TokenRecord,
+    TunnelReport,
     pool_options,
 )
 from hatchway_relay.replies import Reply, Route, Visit, error_reply
@@ -64,6 +65,19 @@ def _describe(options: tuple[str, ...]) -> str:
         f"access rules {access}" if access else "",
     ]
     return ", ".join(w for w in words if w) or "no password, webhook or access rules"
+
+
+def tunnel_reports(ping: protocol.Ping) -> dict[str, TunnelReport]:
+    """What a ping says about each tunnel it mentions (its served count, errors and latency),
+    to be stored with the claims the ping renews."""
+    served, health = dict(ping.served), dict(ping.health)
+    reports = {}
+    for name in served.keys() | health.keys():
+        report = health.get(name, protocol.TunnelHealth())
+        reports[name] = TunnelReport(
+            served.get(name, 0), report.errors, report.p50_ms, report.p95_ms
+        )
+    return reports
 
 
 class Relay:
@@ -451,17 +465,17 @@ class Relay:
             self._send(connection_id, protocol.Error("not_connected", "connection is not known"))
             return
         lease = self.clock.now() + self.config.claim_lease_seconds
-        served = dict(ping.served)
+        reports = tunnel_reports(ping)
         lost: list[str] = []
         pools: list[tuple[str, int]] = []
         for name in connection.names:
             if name in connection.pooled:
                 # A member renews its own lease; the write returns the pool's size.
-                size = self.store.renew_member(name, connection_id, lease, served.get(name))
+                size = self.store.renew_member(name, connection_id, lease, reports.get(name))
                 if size:
                     pools.append((name, min(size, protocol.MAX_POOL_MEMBERS)))
                     continue
-            elif self.store.renew_claim(name, connection_id, lease, served.get(name)):
+            elif self.store.renew_claim(name, connection_id, lease, reports.get(name)):
                 continue
             lost.append(name)
         self.metrics.add("ActiveTunnels", len(connection.names) - len(lost), COUNT)

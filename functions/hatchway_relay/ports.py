@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from hatchway import protocol
 
@@ -92,6 +92,19 @@ class ConnectionRecord:
 
 
 @dataclass(frozen=True)
+class TunnelReport:
+    """What one agent's ping says about one tunnel it serves (``protocol.Ping``): requests
+    answered and errors by cause since its connection opened, and the latency of its answers
+    of the last minute (None: none). Stored with the claim or pool member the ping renews
+    anyway, so the counts never cost a write of their own."""
+
+    served: int = 0
+    errors: tuple[tuple[str, int], ...] = ()
+    latency_p50_ms: int | None = None
+    latency_p95_ms: int | None = None
+
+
+@dataclass(frozen=True)
 class PoolMember:
     """One agent connection serving a pooled name; its lease is renewed by its own pings."""
 
@@ -102,6 +115,10 @@ class PoolMember:
     served: int = 0
     """Visitor requests this member answered (its pings report the count)."""
     source_ip: str = ""
+    errors: tuple[tuple[str, int], ...] = ()
+    """Its answers that were errors, by cause (``TunnelReport``)."""
+    latency_p50_ms: int | None = None
+    latency_p95_ms: int | None = None
 
     def alive(self, now: float) -> bool:
         return now < self.expires_at
@@ -147,6 +164,12 @@ class Claim:
     """A pool's agents, oldest first."""
     pooled_since: float = 0.0
     """When the pool began serving the name."""
+    errors: tuple[tuple[str, int], ...] = ()
+    """The holder's answers that were errors, by cause, as its pings report them (a pool's
+    are its members')."""
+    latency_p50_ms: int | None = None
+    latency_p95_ms: int | None = None
+    """The holder's recent latency (``TunnelReport``)."""
 
     def alive(self, now: float) -> bool:
         if self.pool:
@@ -179,6 +202,21 @@ def pool_options(claim: Claim) -> tuple[str, ...]:
         claim.webhook,
         claim.large_responses,
         repr(claim.access) if claim.access else "",
+    )
+
+
+RecordWithReport = TypeVar("RecordWithReport", Claim, PoolMember)
+
+
+def reported(record: RecordWithReport, report: TunnelReport) -> RecordWithReport:
+    """``record`` (a claim or a pool member) with what ``report`` says in place of what an
+    earlier ping said; errors by cause name, as every store returns them."""
+    return replace(
+        record,
+        served=report.served,
+        errors=tuple(sorted(report.errors)),
+        latency_p50_ms=report.latency_p50_ms,
+        latency_p95_ms=report.latency_p95_ms,
     )
 
 
@@ -313,10 +351,11 @@ class Store(Protocol):
 
     def get_claim(self, name: str) -> Claim | None: ...
     def renew_claim(
-        self, name: str, connection_id: str, expires_at: float, served: int | None = None
+        self, name: str, connection_id: str, expires_at: float, report: TunnelReport | None = None
     ) -> bool:
-        """Extend the claim (and set its ``served`` count, when given) if ``connection_id``
-        still holds it; False if it does not (a pool's members renew with ``renew_member``)."""
+        """Extend the claim (and replace what it says of the holder's work with ``report``,
+        when given) if ``connection_id`` still holds it; False if it does not (a pool's members
+        renew with ``renew_member``)."""
         ...
 
     def release_claim(self, name: str, connection_id: str) -> bool:
@@ -335,11 +374,11 @@ class Store(Protocol):
         ...
 
     def renew_member(
-        self, name: str, connection_id: str, expires_at: float, served: int | None = None
+        self, name: str, connection_id: str, expires_at: float, report: TunnelReport | None = None
     ) -> int:
-        """Extend one pool member's lease (and set its ``served`` count, when given); the
-        number of members the pool lists afterwards, or 0 if ``connection_id`` is none of them.
-        """
+        """Extend one pool member's lease (and replace what it says of the member's work with
+        ``report``, when given); the number of members the pool lists afterwards, or 0 if
+        ``connection_id`` is none of them."""
         ...
 
     # The relay's own key

@@ -35,7 +35,7 @@ from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
 from hatchway_relay.adapters.memory_metrics import MemoryMetrics
 from hatchway_relay.handlers import http as http_handlers
 from hatchway_relay.handlers import websocket as ws_handlers
-from hatchway_relay.ports import Claim, ConnectionRecord, TokenLimits
+from hatchway_relay.ports import Claim, ConnectionRecord, TokenLimits, TunnelReport
 from support.aws_credentials import use_fake_credentials
 from support.local_app import LocalApp, run_local_app
 from support.visitor import visit
@@ -231,7 +231,7 @@ def aws_dashboard(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[DashboardSe
             )
         )
         store.claim_name(Claim("web", "c-1", laptop.record.token_id, now + 600), now)
-        store.renew_claim("web", "c-1", now + 600, 1234)
+        store.renew_claim("web", "c-1", now + 600, TunnelReport(1234))
         cloudwatch, acm = session.client("cloudwatch"), session.client("acm")
         for minutes_ago, count in ((1, 40), (5, 25), (20, 12)):
             put_metric(cloudwatch, "Requests", count, minutes_ago)

@@ -7,6 +7,7 @@ test waits in real time) or ``make_store`` (to pick the clock). What only one ad
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -33,6 +34,7 @@ from hatchway_relay.ports import (
     SystemClock,
     TokenLimits,
     TokenRecord,
+    TunnelReport,
 )
 from support.fake_clock import START as NOW
 from support.fake_clock import FakeClock
@@ -562,7 +564,7 @@ def test_dynamo_never_scans_or_transacts_on_a_request_path(moto_table: MotoTable
     store.claim_name(claim(), NOW)
     store.set_connection_names("c1", ("myapp",))
     store.get_claim("myapp")
-    store.renew_claim("myapp", "c1", NOW + 120, served=4)
+    store.renew_claim("myapp", "c1", NOW + 120, TunnelReport(4))
     store.expect_response("r1", "c1", NOW + 30)
     store.put_response("r1", b"answer", NOW + 30)
     store.put_response("r1", b"answer", NOW + 30)
@@ -676,17 +678,108 @@ def test_connections_can_be_listed_for_the_operator(store: AdminStore) -> None:
 
 
 def test_only_the_holder_sets_the_served_count_when_it_renews(store: AdminStore) -> None:
-    assert not store.renew_claim("myapp", "c1", NOW + 99, served=1)  # no claim, no error
+    assert not store.renew_claim("myapp", "c1", NOW + 99, TunnelReport(1))  # no claim, no error
     assert store.get_claim("myapp") is None
     assert store.claim_name(claim(conn="c1"), NOW)
-    assert store.renew_claim("myapp", "c1", NOW + 99, served=3)
-    assert not store.renew_claim("myapp", "c2", NOW + 99, served=7)  # not the holder
+    assert store.renew_claim("myapp", "c1", NOW + 99, TunnelReport(3))
+    assert not store.renew_claim("myapp", "c2", NOW + 99, TunnelReport(7))  # not the holder
     assert store.get_claim("myapp") == replace(claim(conn="c1"), expires_at=NOW + 99, served=3)
     assert store.renew_claim("myapp", "c1", NOW + 999)  # a renewal without a count keeps it
     assert store.get_claim("myapp").served == 3  # type: ignore[union-attr]
     # A new holder (the same token reconnecting) starts counting afresh.
     assert store.claim_name(claim(conn="c2"), NOW)
     assert store.get_claim("myapp") == claim(conn="c2")
+
+
+REPORT = TunnelReport(9, (("local-app-refused", 2), ("app-5xx", 1)), 12, 80)
+"""An agent's ping about one tunnel: 9 answered, 3 of them errors, latency 12/80 ms."""
+
+
+def test_a_renewal_stores_the_holders_errors_and_latency_until_the_next_says_otherwise(
+    store: AdminStore,
+) -> None:
+    assert store.claim_name(guarded(claim(conn="c1")), NOW)
+    assert store.renew_claim("myapp", "c1", NOW + 99, REPORT)
+    assert not store.renew_claim("myapp", "c2", NOW + 99, TunnelReport(1, (("app-5xx", 7),)))
+    held = store.get_claim("myapp")
+    assert held == replace(
+        guarded(claim(conn="c1")),
+        expires_at=NOW + 99,
+        served=9,
+        errors=(("app-5xx", 1), ("local-app-refused", 2)),  # by cause name, in every store
+        latency_p50_ms=12,
+        latency_p95_ms=80,
+    )
+    assert store.list_claims() == [held]
+    assert store.renew_claim("myapp", "c1", NOW + 120)  # a renewal without a report keeps it
+    assert store.get_claim("myapp") == replace(held, expires_at=NOW + 120)
+    # A quiet minute and no errors: the next report clears both.
+    assert store.renew_claim("myapp", "c1", NOW + 180, TunnelReport(9))
+    quiet = store.get_claim("myapp")
+    assert quiet is not None and quiet.served == 9
+    assert (quiet.errors, quiet.latency_p50_ms, quiet.latency_p95_ms) == ((), None, None)
+    assert store.renew_claim("myapp", "c1", NOW + 240, REPORT)
+    # A new holder (the same token reconnecting) starts afresh.
+    assert store.claim_name(claim(conn="c2"), NOW)
+    assert store.get_claim("myapp") == claim(conn="c2")
+
+
+def test_a_members_report_is_its_own_and_survives_others_joining(store: AdminStore) -> None:
+    assert store.join_pool(pool("c1"), NOW)
+    assert store.renew_member("myapp", "c1", NOW + 120, REPORT) == 1
+    assert store.join_pool(pool("c2"), NOW)
+    assert store.renew_member("myapp", "c2", NOW + 120, TunnelReport(4, (), 3, 5)) == 2
+    held = store.get_claim("myapp")
+    assert held is not None
+    first, second = held.members
+    assert first == PoolMember(
+        "c1",
+        "i-c1",
+        NOW,
+        NOW + 120,
+        9,
+        "203.0.113.7",
+        (("app-5xx", 1), ("local-app-refused", 2)),
+        12,
+        80,
+    )
+    assert (second.served, second.errors, second.latency_p50_ms, second.latency_p95_ms) == (
+        4,
+        (),
+        3,
+        5,
+    )
+    # The claim's own fields say nothing for a pool: each member speaks for itself.
+    assert (held.errors, held.latency_p50_ms) == ((), None)
+    assert store.renew_member("myapp", "c1", NOW + 180) == 2  # without a report: kept
+    assert store.get_claim("myapp").members[0] == replace(first, expires_at=NOW + 180)  # type: ignore[union-attr]
+    assert store.renew_member("myapp", "c1", NOW + 240, TunnelReport(10)) == 2
+    cleared = store.get_claim("myapp").members[0]  # type: ignore[union-attr]
+    assert (cleared.served, cleared.errors, cleared.latency_p95_ms) == (10, (), None)
+
+
+def test_dynamo_keeps_a_full_pools_reports_small(moto_table: MotoTable) -> None:
+    """The largest report every member of the largest pool may send still leaves the claim
+    item (rewritten by every ping) far below DynamoDB's 400 KB."""
+    store = DynamoStore(moto_table.table, FakeClock(NOW))
+    causes = tuple(
+        (f"c{i:0{protocol.MAX_CAUSE_LENGTH - 1}d}", protocol.MAX_REPORTED_COUNT)
+        for i in range(protocol.MAX_ERROR_CAUSES)
+    )
+    largest = TunnelReport(
+        protocol.MAX_REPORTED_COUNT, causes, protocol.MAX_LATENCY_MS, protocol.MAX_LATENCY_MS
+    )
+    members = [f"c{n:02d}" for n in range(protocol.MAX_POOL_MEMBERS)]
+    for conn in members:
+        assert store.join_pool(pool(conn), NOW)
+    moto_table.operations.clear()
+    for conn in members:
+        assert store.renew_member("myapp", conn, NOW + 90, largest) == len(members)
+    assert moto_table.operations == ["UpdateItem"] * len(members)  # no read, no extra write
+    held = store.get_claim("myapp")
+    assert held is not None and all(m.errors == causes for m in held.members)
+    (item,) = [i for i in moto_table.table.scan()["Items"] if i["sk"] == "claim"]
+    assert len(json.dumps(item, default=str)) < 32 * 1024
 
 
 def guarded(base: Claim, password_hash: str = "pbkdf2-sha256$10000$c2FsdA$ZGlnZXN0") -> Claim:
@@ -719,7 +812,7 @@ def test_a_claims_guards_round_trip_and_survive_renewal_and_counting(store: Admi
     held = guarded(claim(conn="c1"))
     assert store.claim_name(held, NOW)
     assert store.get_claim("myapp") == held
-    assert store.renew_claim("myapp", "c1", NOW + 999, served=1)
+    assert store.renew_claim("myapp", "c1", NOW + 999, TunnelReport(1))
     assert store.get_claim("myapp") == replace(held, expires_at=NOW + 999, served=1)
     assert store.list_claims() == [replace(held, expires_at=NOW + 999, served=1)]
 
@@ -769,7 +862,7 @@ def test_dynamo_builds_its_own_expressions_so_threads_share_no_placeholders(
     store.put_connection(ConnectionRecord("c1", "t1", NOW, NOW + 7200))
     store.set_connection_names("c1", ("myapp",))
     assert store.claim_name(claim(), NOW)
-    assert store.renew_claim("myapp", "c1", NOW + 90, served=2)
+    assert store.renew_claim("myapp", "c1", NOW + 90, TunnelReport(2))
     assert store.reserve_name("myapp", "t1")
     assert store.list_claims() and store.list_connections()
     assert store.put_response("r1", b"answer", NOW + 30)
@@ -897,8 +990,8 @@ def test_a_member_renews_its_own_lease_and_count_and_learns_the_pool_size(
     assert store.renew_member("myapp", "c1", NOW + 99) == 0  # nothing to renew
     assert store.join_pool(pool("c1"), NOW)
     assert store.join_pool(pool("c2"), NOW)
-    assert store.renew_member("myapp", "c1", NOW + 120, served=7) == 2
-    assert store.renew_member("myapp", "c9", NOW + 120, served=1) == 0  # not a member
+    assert store.renew_member("myapp", "c1", NOW + 120, TunnelReport(7)) == 2
+    assert store.renew_member("myapp", "c9", NOW + 120, TunnelReport(1)) == 0  # not a member
     assert not store.renew_claim("myapp", "c1", NOW + 120)  # a member renews as a member
     held = store.get_claim("myapp")
     assert held is not None and held.expires_at == NOW + 120
@@ -982,7 +1075,7 @@ def test_joins_renewals_and_leaves_at_once_keep_every_member_they_should(
     results = race(
         partial(store.release_claim, "myapp", "a"),
         partial(store.join_pool, pool("d"), NOW),
-        partial(store.renew_member, "myapp", "b", NOW + 300, 5),  # type: ignore[arg-type]
+        partial(store.renew_member, "myapp", "b", NOW + 300, TunnelReport(5)),  # type: ignore[arg-type]
         partial(store.release_claim, "myapp", "c"),
         partial(store.join_pool, pool("e"), NOW),
     )
@@ -999,7 +1092,7 @@ def test_dynamo_keeps_a_pool_in_one_claim_item_with_single_item_writes(
     moto_table.operations.clear()
     assert store.join_pool(pool("c1"), NOW)
     assert store.join_pool(pool("c2"), NOW)
-    assert store.renew_member("myapp", "c1", NOW + 90, served=3) == 2
+    assert store.renew_member("myapp", "c1", NOW + 90, TunnelReport(3)) == 2
     assert store.release_claim("myapp", "c1")
     assert store.release_claim("myapp", "c2")
     assert not {"Scan", "Query", "TransactWriteItems", "BatchWriteItem"} & set(
@@ -1017,5 +1110,5 @@ def test_dynamo_renews_a_member_with_one_update_and_no_read(moto_table: MotoTabl
     store = DynamoStore(moto_table.table, FakeClock(NOW))
     store.join_pool(pool("c1"), NOW)
     moto_table.operations.clear()
-    assert store.renew_member("myapp", "c1", NOW + 90, served=3) == 1
+    assert store.renew_member("myapp", "c1", NOW + 90, TunnelReport(3)) == 1
     assert moto_table.operations == ["UpdateItem"]

@@ -19,7 +19,7 @@ from hatchway_local.server import run_local
 from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.admin import AdminStore
-from hatchway_relay.ports import Claim, ConnectionRecord, Store, TokenLimits
+from hatchway_relay.ports import Claim, ConnectionRecord, Store, TokenLimits, TunnelReport
 from support.aws_credentials import use_fake_credentials
 
 RELAYS: dict[int, Store] = {}
@@ -57,7 +57,7 @@ def serve(store: AdminStore, token_id: str, name: str, served: int, **claim: obj
         ConnectionRecord(connection_id, token_id, now - 60, now + 600, (name,), "198.51.100.7")
     )
     relay.claim_name(Claim(name, connection_id, token_id, now + 600, **claim), now)  # type: ignore[arg-type]
-    relay.renew_claim(name, connection_id, now + 600, served)
+    relay.renew_claim(name, connection_id, now + 600, TunnelReport(served))
     return connection_id
 
 

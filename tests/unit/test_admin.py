@@ -18,7 +18,7 @@ from moto import mock_aws
 from hatchway_local.server import run_local
 from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
 from hatchway_relay.adapters.memory_store import MemoryStore
-from hatchway_relay.ports import Claim, ConnectionRecord
+from hatchway_relay.ports import Claim, ConnectionRecord, TunnelReport
 from hatchway_relay.tokens import hash_token
 from support.aws_credentials import use_fake_credentials
 
@@ -148,7 +148,7 @@ def test_tunnels_lists_only_live_ones(
     assert len(listing.splitlines()) == 1  # not the expired claim, nor the orphan
     assert listing.startswith(f"live  {token_id}  laptop  since ")
     assert listing.rstrip().endswith("agents 1  served 0")
-    relay.store.renew_claim("live", "c1", time.time() + 60, served=2)  # as a ping reports
+    relay.store.renew_claim("live", "c1", time.time() + 60, TunnelReport(2))  # as a ping
     assert run(cli, capsys, relay, "tunnels")[1].rstrip().endswith("served 2")
 
 

@@ -693,6 +693,36 @@ def test_pings_carry_the_served_counts(h: Harness) -> None:
     assert claim is not None and claim.served == 3
 
 
+def test_pings_carry_each_tunnels_errors_and_latency(h: Harness) -> None:
+    agent = h.agent("c1")
+    health = protocol.TunnelHealth((("local-app-refused", 2), ("app-5xx", 1)), 14, 90)
+    # Health for a name this connection does not hold is not stored anywhere.
+    agent.send(protocol.Ping(1.0, (("myapp", 5),), (("myapp", health), ("other", health))))
+    assert agent.last() == protocol.Pong(1.0)
+    claim = h.store.get_claim("myapp")
+    assert claim is not None
+    assert (claim.served, claim.errors) == (5, (("app-5xx", 1), ("local-app-refused", 2)))
+    assert (claim.latency_p50_ms, claim.latency_p95_ms) == (14, 90)
+    assert h.store.get_claim("other") is None
+    # A ping without health (an older agent, or nothing answered) says there is none to show.
+    agent.send(protocol.Ping(2.0, (("myapp", 6),)))
+    claim = h.store.get_claim("myapp")
+    assert claim is not None and (claim.served, claim.errors, claim.latency_p50_ms) == (6, (), None)
+
+
+def test_a_pool_members_ping_reports_its_own_health(h: Harness) -> None:
+    agents = pool_of_three(h)
+    health = protocol.TunnelHealth((("local-app-timeout", 1),), 2500, 2500)
+    agents[1].send(protocol.Ping(1.0, (("myapp", 1),), (("myapp", health),)))
+    claim = h.store.get_claim("myapp")
+    assert claim is not None
+    assert [(m.served, m.errors, m.latency_p95_ms) for m in claim.members] == [
+        (0, (), None),
+        (1, (("local-app-timeout", 1),), 2500),
+        (0, (), None),
+    ]
+
+
 def test_an_agent_fault_may_ask_for_413(h: Harness) -> None:
     def too_large(request: protocol.Request) -> protocol.Response:
         return protocol.Response(request.id, 413, fault=protocol.Fault("local app", "too big"))

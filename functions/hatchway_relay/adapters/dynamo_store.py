@@ -45,6 +45,7 @@ from hatchway_relay.ports import (
     SystemClock,
     TokenLimits,
     TokenRecord,
+    TunnelReport,
     pool_options,
 )
 
@@ -130,13 +131,18 @@ def _limits(text: str | None) -> TokenLimits:
 
 def _member_item(member: PoolMember) -> dict[str, Any]:
     """A pool member as a value of the claim's ``members`` map (keyed by its connection)."""
-    return {
+    item = {
         "instance": member.instance,
         "since": _dec(member.since),
         "lease": _dec(member.expires_at),
         "served": member.served,
         "ip": member.source_ip,
     }
+    if member.errors:
+        item["errors"] = dict(member.errors)
+    if member.latency_p50_ms is not None:
+        item["p50"], item["p95"] = member.latency_p50_ms, member.latency_p95_ms
+    return item
 
 
 def _member(connection_id: str, item: dict[str, Any]) -> PoolMember:
@@ -147,7 +153,46 @@ def _member(connection_id: str, item: dict[str, Any]) -> PoolMember:
         _num(item["lease"]),
         int(item.get("served", 0)),
         item.get("ip", ""),
+        **_report_fields(item),
     )
+
+
+def _report_fields(item: dict[str, Any]) -> dict[str, Any]:
+    """A claim's or member's errors and latency as the record's fields."""
+    p50, p95 = item.get("p50"), item.get("p95")
+    return {
+        "errors": tuple(
+            sorted(((cause, int(count)) for cause, count in item.get("errors", {}).items()))
+        ),
+        "latency_p50_ms": None if p50 is None else int(p50),
+        "latency_p95_ms": None if p95 is None else int(p95),
+    }
+
+
+def _report_update(
+    report: TunnelReport, at: str, names: dict[str, str], values: dict[str, Any]
+) -> tuple[list[str], list[str]]:
+    """The SET and REMOVE clauses that put ``report`` on the map at path ``at`` (``""`` for
+    the claim item itself), adding their names and values. Absent errors and latency are
+    removed, not stored empty: the item every ping rewrites stays as small as it can."""
+    names.update({"#served": "served", "#errors": "errors", "#p50": "p50", "#p95": "p95"})
+    sets, removes = [f"{at}#served = :served"], []
+    values[":served"] = report.served
+    if report.errors:
+        sets.append(f"{at}#errors = :errors")
+        values[":errors"] = dict(report.errors)
+    else:
+        removes.append(f"{at}#errors")
+    if report.latency_p50_ms is not None:
+        sets += [f"{at}#p50 = :p50", f"{at}#p95 = :p95"]
+        values[":p50"], values[":p95"] = report.latency_p50_ms, report.latency_p95_ms
+    else:
+        removes += [f"{at}#p50", f"{at}#p95"]
+    return sets, removes
+
+
+def _update_expression(sets: list[str], removes: list[str]) -> str:
+    return "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
 
 
 def _bytes(value: Any) -> bytes:
@@ -421,23 +466,26 @@ class DynamoStore:
             pool=bool(item.get("pool", False)),
             members=members,
             pooled_since=_num(item.get("pooled_since", 0)),
+            **_report_fields(item),
         )
 
     def renew_claim(
-        self, name: str, connection_id: str, expires_at: float, served: int | None = None
+        self, name: str, connection_id: str, expires_at: float, report: TunnelReport | None = None
     ) -> bool:
-        # The agent's served count rides on the write a ping makes anyway.
+        # The agent's report rides on the write a ping makes anyway.
+        names = {"#ttl": "ttl"}
         values: dict[str, Any] = {":e": _dec(expires_at), ":t": _ttl(expires_at)}
-        update = "SET expires_at = :e, #ttl = :t"
-        if served is not None:
-            update += ", served = :s"
-            values[":s"] = served
+        sets = ["expires_at = :e", "#ttl = :t"]
+        removes: list[str] = []
+        if report is not None:
+            more, removes = _report_update(report, "", names, values)
+            sets += more
         return self._conditionally(
             self.table.update_item,
             Key={"pk": f"name#{name}", "sk": "claim"},
-            UpdateExpression=update,
+            UpdateExpression=_update_expression(sets, removes),
             ConditionExpression=Attr("connection_id").eq(connection_id),
-            ExpressionAttributeNames={"#ttl": "ttl"},
+            ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
         )
 
@@ -540,24 +588,22 @@ class DynamoStore:
         return False
 
     def renew_member(
-        self, name: str, connection_id: str, expires_at: float, served: int | None = None
+        self, name: str, connection_id: str, expires_at: float, report: TunnelReport | None = None
     ) -> int:
         # The member's lease and the item's (the latest any member got, which TTL follows).
-        update = "SET #members.#conn.lease = :e, expires_at = :e, #ttl = :t"
+        names = {"#members": "members", "#conn": connection_id, "#ttl": "ttl"}
         values: dict[str, Any] = {":e": _dec(expires_at), ":t": _ttl(expires_at)}
-        if served is not None:
-            update += ", #members.#conn.served = :s"
-            values[":s"] = served
+        sets = ["#members.#conn.lease = :e", "expires_at = :e", "#ttl = :t"]
+        removes: list[str] = []
+        if report is not None:
+            more, removes = _report_update(report, "#members.#conn.", names, values)
+            sets += more
         try:
             item = self.table.update_item(
                 Key={"pk": f"name#{name}", "sk": "claim"},
-                UpdateExpression=update,
+                UpdateExpression=_update_expression(sets, removes),
                 ConditionExpression="attribute_exists(#members.#conn)",
-                ExpressionAttributeNames={
-                    "#members": "members",
-                    "#conn": connection_id,
-                    "#ttl": "ttl",
-                },
+                ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
                 # The pool's size comes back with the write: no read for the agent's pong.
                 ReturnValues="ALL_NEW",

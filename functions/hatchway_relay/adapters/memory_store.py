@@ -19,7 +19,9 @@ from hatchway_relay.ports import (
     ShareRecord,
     SystemClock,
     TokenRecord,
+    TunnelReport,
     pool_options,
+    reported,
 )
 
 MAX_SIGHTINGS = 100_000
@@ -164,25 +166,29 @@ class MemoryStore:
             return self._claims.get(name)
 
     def renew_claim(
-        self, name: str, connection_id: str, expires_at: float, served: int | None = None
+        self, name: str, connection_id: str, expires_at: float, report: TunnelReport | None = None
     ) -> bool:
         with self._lock:
             held = self._claims.get(name)
             if held is None or held.pool or held.connection_id != connection_id:
                 return False
-            count = held.served if served is None else served
-            self._claims[name] = replace(held, expires_at=expires_at, served=count)
+            renewed = replace(held, expires_at=expires_at)
+            self._claims[name] = renewed if report is None else reported(renewed, report)
             return True
 
     def renew_member(
-        self, name: str, connection_id: str, expires_at: float, served: int | None = None
+        self, name: str, connection_id: str, expires_at: float, report: TunnelReport | None = None
     ) -> int:
         with self._lock:
             held = self._claims.get(name)
             if held is None or all(m.connection_id != connection_id for m in held.members):
                 return 0
             members = tuple(
-                replace(m, expires_at=expires_at, served=m.served if served is None else served)
+                (
+                    replace(m, expires_at=expires_at)
+                    if report is None
+                    else reported(replace(m, expires_at=expires_at), report)
+                )
                 if m.connection_id == connection_id
                 else m
                 for m in held.members
