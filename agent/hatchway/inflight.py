@@ -64,6 +64,13 @@ class HeldRequests:
         with self._changed:
             self._since[request_id] = time.monotonic() if now is None else now
 
+    def age(self, request_id: str, now: float | None = None) -> float | None:
+        """Seconds since ``request_id`` was accepted; None if it is not held."""
+        now = time.monotonic() if now is None else now
+        with self._changed:
+            since = self._since.get(request_id)
+        return None if since is None else now - since
+
     def done(self, request_id: str) -> None:
         with self._changed:
             self._since.pop(request_id, None)

@@ -2,14 +2,14 @@
 
 One connection at a time serves requests. Each connection has a reader thread that decodes each
 message (websocket-client joins a message's frames) and hands requests to a bounded worker pool,
-and a ticker thread that pings (reporting the requests answered per tunnel), notices a dead
-socket, and sends ``Working`` marks for requests held longer than ``WORKING_MARK_SECONDS``, so
-the relay can tell a slow app from a stopped agent. Every message goes out as frames of at most
-``MAX_FRAME_BYTES``, all of them under the connection's send lock. When a connection drops, the
-session reconnects with exponential backoff and full jitter and asks for the names it was
-granted, so its URLs survive. One connection serves every tunnel of the hello; requests name
-their tunnel and the handler routes them; each tunnel holds a bounded number of requests, and
-beyond it the agent answers 503 at once.
+and a ticker thread that pings (reporting the requests answered per tunnel, and how they went:
+``tunnel_stats``), notices a dead socket, and sends ``Working`` marks for requests held longer
+than ``WORKING_MARK_SECONDS``, so the relay can tell a slow app from a stopped agent. Every
+message goes out as frames of at most ``MAX_FRAME_BYTES``, all of them under the connection's
+send lock. When a connection drops, the session reconnects with exponential backoff and full
+jitter and asks for the names it was granted, so its URLs survive. One connection serves every
+tunnel of the hello; requests name their tunnel and the handler routes them; each tunnel holds
+a bounded number of requests, and beyond it the agent answers 503 at once.
 
 Every hello carries this run's random ``instance``: the relay lets a connection of the same run
 take the names over (a reconnect, a rotation) and no other agent. Rotation (before the
@@ -54,6 +54,7 @@ from hatchway.connection import Connection, agent_fault, looks_compressible, sen
 from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
 from hatchway.inflight import TunnelGate
 from hatchway.protocol import ProtocolError, Request, Response
+from hatchway.tunnel_stats import ReportingConnection
 
 log = logging.getLogger("hatchway.agent")
 
@@ -335,7 +336,7 @@ class Session:
             )
         self.welcome = welcome
         heartbeat = self.heartbeat_override or welcome.heartbeat_seconds
-        connection = Connection(self, ws, heartbeat, early)
+        connection = ReportingConnection(self, ws, heartbeat, early)
         # Before the connection serves anything, so that routing set up here sees every request.
         if self.on_ready:
             self.on_ready(welcome)

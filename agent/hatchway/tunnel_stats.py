@@ -1,0 +1,158 @@
+"""How each tunnel's answers went on one agent connection, told to the relay in its pings:
+errors by cause since the connection opened, and the latency of the last minute's answers
+(median and 95th percentile). Counted in memory as answers go out; nothing travels per request,
+and the relay stores the figures in the write each ping makes anyway.
+
+``ReportingConnection`` is the session's connection with this counting added: it records every
+answer it sends for a tunnel and adds the figures to each ping it sends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from hatchway import protocol
+from hatchway.connection import Connection
+from hatchway.protocol import Request, Response, TunnelHealth
+
+if TYPE_CHECKING:
+    import websocket
+
+    from hatchway.session import Session
+
+LATENCY_WINDOW_SECONDS = 60.0
+"""Answers older than this no longer count toward a tunnel's reported latency."""
+
+MAX_LATENCY_SAMPLES = 1000
+"""Answer times kept per tunnel (the newest): a busy tunnel's percentiles come from its last
+thousand answers, sorted once per ping."""
+
+APP_5XX = "app-5xx"
+"""The cause of an answer the local app itself gave with a 5xx status."""
+
+FAULT_CAUSES = {413: "response-too-large", 503: "tunnel-busy", 504: "local-app-timeout"}
+"""A fault's status that decides its cause: the codes the relay answers visitors with for these
+statuses (``hatchway_relay.visits.FAULT_CODES``; a test keeps the two equal)."""
+
+LOCAL_APP_FAULTS = (
+    ("connection refused", "local-app-refused"),
+    ("did not answer within", "local-app-timeout"),
+)
+"""Words of the forwarder's fault messages that name a more precise cause than the relay's
+``local-app-error``: the app is not running, or it is too slow."""
+
+AGENT_REFUSED = "agent-refused"
+"""The agent refused to forward a request (a target it will not send); the answer carries
+this as ``x-hatchway-error``."""
+
+
+def cause_of(response: Response) -> str | None:
+    """The error cause ``response`` counts under, or None when it is not an error (a 4xx from
+    the app is the visitor's mistake, not the tunnel's)."""
+    fault = response.fault
+    if fault is None:
+        if ("x-hatchway-error", AGENT_REFUSED) in response.headers:
+            return AGENT_REFUSED
+        return APP_5XX if response.status >= 500 else None
+    if response.status in FAULT_CAUSES:
+        return FAULT_CAUSES[response.status]
+    if fault.side != "local app":
+        return "agent-error"
+    return next(
+        (cause for words, cause in LOCAL_APP_FAULTS if words in fault.message), "local-app-error"
+    )
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    """The nearest-rank percentile of a sorted, non-empty list."""
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+class TunnelStats:
+    """Per tunnel: errors by cause and recent answer times. Thread-safe (workers record,
+    the ticker reports)."""
+
+    def __init__(
+        self,
+        window: float = LATENCY_WINDOW_SECONDS,
+        max_samples: int = MAX_LATENCY_SAMPLES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window = window
+        self.max_samples = max_samples
+        self.clock = clock
+        self._errors: dict[str, dict[str, int]] = {}
+        self._times: dict[str, deque[tuple[float, float]]] = {}
+        self._lock = threading.Lock()
+
+    def record(self, tunnel: str, response: Response, seconds: float | None) -> None:
+        """One answer sent for ``tunnel``, ``seconds`` after its request arrived (None when
+        unknown: it counts toward the errors only)."""
+        cause = cause_of(response)
+        now = self.clock()
+        with self._lock:
+            if tunnel not in self._times:
+                # A connection serves at most this many tunnels; a relay naming more gets
+                # their answers, not a ping too large to be read.
+                if len(self._times) >= protocol.MAX_TUNNELS_PER_CONNECTION:
+                    return
+                self._times[tunnel] = deque(maxlen=self.max_samples)
+                self._errors[tunnel] = {}
+            if cause is not None:
+                errors = self._errors[tunnel]
+                errors[cause] = min(errors.get(cause, 0) + 1, protocol.MAX_REPORTED_COUNT)
+            if seconds is not None:
+                self._times[tunnel].append((now, seconds))
+
+    def health(self) -> tuple[tuple[str, TunnelHealth], ...]:
+        """What a ping says now: for each tunnel with errors or recent answers, its most
+        frequent causes (at most ``MAX_ERROR_CAUSES``) and its latency over the window."""
+        since = self.clock() - self.window
+        with self._lock:
+            found = []
+            for tunnel, times in sorted(self._times.items()):
+                while times and times[0][0] < since:
+                    times.popleft()
+                ms = sorted(min(s * 1000, protocol.MAX_LATENCY_MS) for _, s in times)
+                top = sorted(self._errors[tunnel].items(), key=lambda c: (-c[1], c[0]))
+                health = TunnelHealth(
+                    tuple(top[: protocol.MAX_ERROR_CAUSES]),
+                    round(percentile(ms, 0.5)) if ms else None,
+                    round(percentile(ms, 0.95)) if ms else None,
+                )
+                if health:
+                    found.append((tunnel, health))
+            return tuple(found)
+
+
+class ReportingConnection(Connection):
+    """A session connection that counts how each tunnel's answers went and says so in its
+    pings (the ping itself is built by ``Connection``; this adds ``health`` to it)."""
+
+    def __init__(
+        self,
+        session: Session,
+        ws: websocket.WebSocket,
+        heartbeat: float,
+        early: Sequence[Request] = (),
+    ) -> None:
+        super().__init__(session, ws, heartbeat, early)
+        self.stats = TunnelStats()
+
+    def send(self, message: protocol.Message) -> None:
+        if isinstance(message, protocol.Ping) and not message.health:
+            message = dataclasses.replace(message, health=self.stats.health())
+        super().send(message)
+
+    def _answer(self, response: Response, tunnel: str | None = None, keep: bool = True) -> None:
+        super()._answer(response, tunnel, keep)
+        # Only answers to a tunnel's request count, as for ``served``: a repeated answer or
+        # one to an undecodable request has none.
+        if tunnel is not None:
+            self.stats.record(tunnel, response, self.held.age(response.id))
