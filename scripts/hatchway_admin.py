@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(action, help=text)
         sub.add_argument("name")
         sub.add_argument("--token-id", required=True)
-    commands.add_parser("tunnels", help="live tunnels: name, token, connected since, served")
+    commands.add_parser("tunnels", help="live tunnels: name, token, since, served, errors, latency")
     dashboard = commands.add_parser(
         "dashboard", help="a web page on 127.0.0.1: tokens, names, live tunnels, metrics"
     )
@@ -193,9 +193,16 @@ def run(args: argparse.Namespace, store: AdminStore) -> int:
             since = dt.datetime.fromtimestamp(tunnel.connected_at, dt.UTC).strftime(
                 "%Y-%m-%d %H:%M"
             )
+            errors = ",".join(f"{cause}={count}" for cause, count in tunnel.errors)
             print(
                 f"{tunnel.name}  {tunnel.token_id}  {tunnel.token_label or '-'}  since {since}  "
                 f"agents {tunnel.agents}  served {tunnel.served}"
+                + (f"  errors {errors}" if errors else "")
+                + (
+                    f"  latency p50 {tunnel.latency_p50_ms} ms p95 {tunnel.latency_p95_ms} ms"
+                    if tunnel.latency_p95_ms is not None
+                    else ""
+                )
             )
     elif args.action == "create":
         try:

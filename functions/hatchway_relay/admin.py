@@ -165,11 +165,39 @@ class LiveTunnel:
     """Requests served (reported by pings); for a pool, its live members' total."""
     pool: tuple[PoolMember, ...] = ()
     """A pool's live members, oldest first; empty for a tunnel one agent serves alone."""
+    errors: tuple[tuple[str, int], ...] = ()
+    """Answers that were errors, by cause, most frequent first (a pool's members summed)."""
+    latency_p50_ms: int | None = None
+    latency_p95_ms: int | None = None
+    """Its answers' latency over the last minute (a pool's: its slowest member's)."""
 
     @property
     def agents(self) -> int:
         """How many agents serve the name."""
         return len(self.pool) if self.pool else 1
+
+
+Reporter = Claim | PoolMember
+"""A record that keeps what an agent's pings report (a single holder's claim, a member)."""
+
+
+def errors_of(*reporters: Reporter) -> tuple[tuple[str, int], ...]:
+    """Errors by cause summed over ``reporters``, most frequent first."""
+    total: dict[str, int] = {}
+    for reporter in reporters:
+        for cause, count in reporter.errors:
+            total[cause] = total.get(cause, 0) + count
+    return tuple(sorted(total.items(), key=lambda c: (-c[1], c[0])))
+
+
+def latency_of(*reporters: Reporter) -> tuple[int | None, int | None]:
+    """The recent latency (median, 95th percentile) of the slowest of ``reporters`` that
+    answered anything lately: a pool is as slow as the member its visitors wait on longest."""
+    timed = [r for r in reporters if r.latency_p95_ms is not None]
+    if not timed:
+        return None, None
+    slowest = max(timed, key=lambda r: r.latency_p95_ms or 0)
+    return slowest.latency_p50_ms, slowest.latency_p95_ms
 
 
 def live_tunnels(store: AdminStore, now: float) -> list[LiveTunnel]:
@@ -187,7 +215,14 @@ def live_tunnels(store: AdminStore, now: float) -> list[LiveTunnel]:
                 served = sum(m.served for m in members)
                 found.append(
                     LiveTunnel(
-                        claim.name, claim.token_id, label, claim.pooled_since, served, members
+                        claim.name,
+                        claim.token_id,
+                        label,
+                        claim.pooled_since,
+                        served,
+                        members,
+                        errors_of(*members),
+                        *latency_of(*members),
                     )
                 )
             continue
@@ -200,6 +235,9 @@ def live_tunnels(store: AdminStore, now: float) -> list[LiveTunnel]:
                     label,
                     connection.connected_at,
                     claim.served,
+                    (),
+                    errors_of(claim),
+                    *latency_of(claim),
                 )
             )
     return sorted(found, key=lambda t: t.name)

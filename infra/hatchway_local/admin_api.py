@@ -109,8 +109,9 @@ def decode(value: Any) -> Any:
 
 
 def _field(value: Any) -> Any:
-    """A record's field: records hold tuples where JSON has lists."""
-    return tuple(value) if isinstance(value, list) else value
+    """A record's field: records hold tuples where JSON has lists, nested ones too (a claim's
+    errors by cause are pairs)."""
+    return tuple(_field(v) for v in value) if isinstance(value, list) else value
 
 
 # --- Server ---------------------------------------------------------------------------------

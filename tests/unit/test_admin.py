@@ -16,9 +16,10 @@ import pytest
 from moto import mock_aws
 
 from hatchway_local.server import run_local
+from hatchway_relay import admin
 from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
 from hatchway_relay.adapters.memory_store import MemoryStore
-from hatchway_relay.ports import Claim, ConnectionRecord, TunnelReport
+from hatchway_relay.ports import Claim, ConnectionRecord, PoolMember, TunnelReport
 from hatchway_relay.tokens import hash_token
 from support.aws_credentials import use_fake_credentials
 
@@ -150,6 +151,34 @@ def test_tunnels_lists_only_live_ones(
     assert listing.rstrip().endswith("agents 1  served 0")
     relay.store.renew_claim("live", "c1", time.time() + 60, TunnelReport(2))  # as a ping
     assert run(cli, capsys, relay, "tunnels")[1].rstrip().endswith("served 2")
+    report = TunnelReport(5, (("app-5xx", 1), ("local-app-refused", 2)), 12, 80)
+    relay.store.renew_claim("live", "c1", time.time() + 60, report)
+    assert (
+        run(cli, capsys, relay, "tunnels")[1]
+        .rstrip()
+        .endswith("served 5  errors local-app-refused=2,app-5xx=1  latency p50 12 ms p95 80 ms")
+    )
+
+
+def test_a_pools_errors_are_summed_and_its_latency_is_its_slowest_members() -> None:
+    now = time.time()
+    store = MemoryStore()
+    for n, (errors, p50, p95) in enumerate(
+        [
+            ((("app-5xx", 2),), 10, 40),
+            ((("app-5xx", 1), ("tunnel-busy", 4)), 30, 90),
+            ((), None, None),
+        ]
+    ):
+        connection = f"c{n}"
+        store.put_connection(ConnectionRecord(connection, "t1", now, now + 600, ("shop",)))
+        member = PoolMember(connection, f"i{n}", now + n, now + 600)
+        store.join_pool(Claim("shop", "", "t1", now + 600, pool=True, members=(member,)), now)
+        store.renew_member("shop", connection, now + 600, TunnelReport(n, errors, p50, p95))
+    (tunnel,) = admin.live_tunnels(store, now)
+    assert tunnel.agents == 3
+    assert tunnel.errors == (("tunnel-busy", 4), ("app-5xx", 3))
+    assert (tunnel.latency_p50_ms, tunnel.latency_p95_ms) == (30, 90)
 
 
 def test_revoke_cuts_the_tokens_open_connections_and_frees_their_names(
