@@ -19,6 +19,7 @@ from hatchway_relay import admin, hostnames, names, request_ids, shares, tokens
 from hatchway_relay.config import RelayConfig
 from hatchway_relay.metrics import COUNT, Metrics, NoMetrics
 from hatchway_relay.ports import (
+    TOKEN_USE_RESOLUTION_SECONDS,
     BlobStore,
     Claim,
     Clock,
@@ -129,11 +130,26 @@ class Relay:
             return None
         return record
 
+    def admit(self, token: str | None) -> TokenRecord | None:
+        """An agent connecting: the token's record if the token is known (``authorize``), and
+        the token's ``last_used`` moved to now when it is older than
+        ``TOKEN_USE_RESOLUTION_SECONDS`` (one small write per connection at most, and
+        connections are rare next to requests)."""
+        record = self.authorize(token)
+        now = self.clock.now()
+        if record is not None and now - record.last_used >= TOKEN_USE_RESOLUTION_SECONDS:
+            try:
+                self.store.note_token_use(record.token_hash, now)
+            except Exception:
+                # Bookkeeping only: an agent is never refused because its time was not noted.
+                log.warning("could not note the use of token %s", record.token_id, exc_info=True)
+        return record
+
     # --- Agent connections --------------------------------------------------------------------
 
     def connect(self, connection_id: str, token: str | None, source_ip: str = "") -> bool:
         """``$connect``: accept the connection only with a known token."""
-        record = self.authorize(token)
+        record = self.admit(token)
         if record is None:
             log.info("connection %s refused: unknown token", request_ids.log_id(connection_id))
             return False

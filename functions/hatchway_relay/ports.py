@@ -70,6 +70,13 @@ class TokenRecord:
     created_at: float = 0.0
     reserved: tuple[str, ...] = ()
     limits: TokenLimits = field(default_factory=TokenLimits)
+    last_used: float = 0.0
+    """When an agent last connected with it (to ``TOKEN_USE_RESOLUTION_SECONDS``); 0: never."""
+
+
+TOKEN_USE_RESOLUTION_SECONDS = 60.0
+"""A token's ``last_used`` is written again only when it is older than this: agents that
+reconnect in a burst cost one write, not one each."""
 
 
 @dataclass(frozen=True)
@@ -325,6 +332,10 @@ class Store(Protocol):
     # Tokens
     def put_token(self, record: TokenRecord) -> None: ...
     def get_token(self, token_hash: str) -> TokenRecord | None: ...
+    def note_token_use(self, token_hash: str, now: float) -> None:
+        """An agent connected with the token at ``now`` (``TokenRecord.last_used``). One
+        conditional write that never brings back a token revoked meanwhile."""
+        ...
 
     # Connections
     def put_connection(self, record: ConnectionRecord) -> None: ...

@@ -691,6 +691,19 @@ def test_only_the_holder_sets_the_served_count_when_it_renews(store: AdminStore)
     assert store.get_claim("myapp") == claim(conn="c2")
 
 
+def test_a_tokens_use_is_noted_and_a_revoked_token_stays_gone(store: AdminStore) -> None:
+    token = TokenRecord("ab" * 32, "t1", "laptop", NOW, ("shop",))
+    store.put_token(token)
+    assert store.get_token("ab" * 32) == token  # never used yet: last_used is 0
+    store.note_token_use("ab" * 32, NOW + 5)  # type: ignore[attr-defined]
+    assert store.get_token("ab" * 32) == replace(token, last_used=NOW + 5)
+    assert store.list_tokens() == [replace(token, last_used=NOW + 5)]
+    store.delete_token("ab" * 32)
+    store.note_token_use("ab" * 32, NOW + 9)  # type: ignore[attr-defined]
+    assert store.get_token("ab" * 32) is None
+    assert store.list_tokens() == []
+
+
 REPORT = TunnelReport(9, (("local-app-refused", 2), ("app-5xx", 1)), 12, 80)
 """An agent's ping about one tunnel: 9 answered, 3 of them errors, latency 12/80 ms."""
 

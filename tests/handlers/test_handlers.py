@@ -206,6 +206,9 @@ def test_authorizer_allows_known_tokens_only(wired: tuple, where: str, token: st
     else:
         assert "context" not in policy
     assert TOKEN not in json.dumps(policy) or token != TOKEN
+    # An allowed connection notes the token's use (the dashboard's "last used").
+    record = relay.store.get_token(hash_token(TOKEN))
+    assert (record.last_used > 0) == (token == TOKEN)
 
 
 @pytest.mark.parametrize(

@@ -686,10 +686,19 @@ def test_the_visitor_facing_function_reads_no_tokens_and_writes_almost_nothing(
     )
 
 
-def test_the_authorizer_reads_token_hashes_only(sam: dict[str, Any]) -> None:
+def test_the_authorizer_reads_token_hashes_and_notes_their_use_only(sam: dict[str, Any]) -> None:
     authorizer = sam["Resources"]["AuthorizerFunction"]
     assert not policy_templates(authorizer)
-    assert table_grants(authorizer) == {"dynamodb:GetItem": ["token#*"]}
+    assert table_grants(authorizer) == {
+        "dynamodb:GetItem": ["token#*"],
+        "dynamodb:UpdateItem": ["token#*"],
+    }
+    (update,) = [s for s in sam_statements(authorizer) if s["Action"] == "dynamodb:UpdateItem"]
+    # The one attribute it may change (with the key every request names): not limits, not
+    # reserved names, not the token's id.
+    assert update["Condition"]["ForAllValues:StringEquals"] == {
+        "dynamodb:Attributes": ["pk", "sk", "last_used"]
+    }
 
 
 @pytest.mark.parametrize(

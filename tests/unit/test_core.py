@@ -315,6 +315,32 @@ def test_disconnect_releases_only_its_own_names(h: Harness) -> None:
     assert h.store.get_claim("other").connection_id == "c2"  # type: ignore[union-attr]
 
 
+def test_connecting_notes_the_tokens_use_at_most_once_a_minute(h: Harness) -> None:
+    record = h.relay.add_token("hw_token-z", "laptop")
+    assert record.last_used == 0
+    assert h.relay.connect("z1", "hw_token-z")
+    noted = h.store.get_token(record.token_hash)
+    assert noted is not None and noted.last_used == h.clock.now()
+    h.clock.advance(30)
+    assert h.relay.connect("z2", "hw_token-z")
+    assert h.store.get_token(record.token_hash) == noted  # a burst of reconnects: one write
+    h.clock.advance(31)
+    assert h.relay.connect("z3", "hw_token-z")
+    assert h.store.get_token(record.token_hash).last_used == h.clock.now()  # type: ignore[union-attr]
+    assert not h.relay.connect("z4", "hw_token-zz")
+
+
+def test_a_token_whose_use_cannot_be_noted_still_connects(h: Harness) -> None:
+    record = h.relay.add_token("hw_token-z", "laptop")
+
+    def failing(token_hash: str, now: float) -> None:
+        raise RuntimeError("AccessDenied: an older stack's authorizer may not write")
+
+    h.store.note_token_use = failing  # type: ignore[method-assign]
+    assert h.relay.admit("hw_token-z") == record
+    assert h.relay.connect("z1", "hw_token-z")
+
+
 def test_a_reserved_name_is_only_for_its_token() -> None:
     h = Harness()
     h.relay.add_token("hw_token-c", "owner", reserved=("mine",))

@@ -286,7 +286,19 @@ class DynamoStore:
                 "created_at": _dec(record.created_at),
                 "reserved": list(record.reserved),
                 **_limits_attribute("limits", record.limits),
+                **({"last_used": _dec(record.last_used)} if record.last_used else {}),
             }
+        )
+
+    def note_token_use(self, token_hash: str, now: float) -> None:
+        # The authorizer may update this one attribute of token items and nothing else
+        # (template.yaml); the condition keeps a revoked token from coming back as a stub.
+        self._conditionally(
+            self.table.update_item,
+            Key={"pk": f"token#{token_hash}", "sk": "token"},
+            UpdateExpression="SET last_used = :now",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":now": _dec(now)},
         )
 
     def get_token(self, token_hash: str) -> TokenRecord | None:
@@ -302,6 +314,7 @@ class DynamoStore:
             created_at=_num(item.get("created_at", 0)),
             reserved=tuple(item.get("reserved", ())),
             limits=_limits(item.get("limits")),
+            last_used=_num(item.get("last_used", 0)),
         )
 
     def list_tokens(self) -> list[TokenRecord]:

@@ -62,6 +62,12 @@ class MemoryStore:
         with self._lock:
             return self._tokens.get(token_hash)
 
+    def note_token_use(self, token_hash: str, now: float) -> None:
+        with self._lock:
+            record = self._tokens.get(token_hash)
+            if record is not None:
+                self._tokens[token_hash] = replace(record, last_used=now)
+
     def list_tokens(self) -> list[TokenRecord]:
         with self._lock:
             return list(self._tokens.values())

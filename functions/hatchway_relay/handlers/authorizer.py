@@ -1,6 +1,7 @@
 """The WebSocket API's ``$connect`` authorizer (REQUEST type): the agent's token from the
 ``Authorization: Bearer`` header or the ``token`` query parameter, checked against the stored
-hashes. Allowed connections carry the token's public id to ``$connect`` in the context.
+hashes. Allowed connections carry the token's public id to ``$connect`` in the context, and
+note the token's ``last_used`` (the operator's dashboard shows it).
 
 A refused token gets a Deny policy (API Gateway answers 403), not an exception: a refusal is
 the authorizer doing its job, and must not count as a Lambda error that pages the operator
@@ -28,7 +29,7 @@ def policy(principal: str, effect: str, resource: str) -> dict[str, Any]:
 
 def make_handler(relay: Relay) -> Handler:
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        record = relay.authorize(bearer_token(event))
+        record = relay.admit(bearer_token(event))
         if record is None:
             return policy("refused", "Deny", event["methodArn"])
         context = {"tokenId": record.token_id}
