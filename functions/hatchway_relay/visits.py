@@ -15,13 +15,21 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from dataclasses import replace
-from typing import TYPE_CHECKING
+from collections.abc import Generator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, TypeVar
 
 from hatchway import codec, protocol
 from hatchway.protocol import ProtocolError
 from hatchway_relay import access, guards, path_mode, request_ids, shares
-from hatchway_relay.ports import BlobTooLarge, Claim, ConnectionGone, PostFailed, ShareRecord
+from hatchway_relay.ports import (
+    BlobTooLarge,
+    Claim,
+    ConnectionGone,
+    PostFailed,
+    ShareRecord,
+    Store,
+)
 from hatchway_relay.replies import Reply, Route, Visit, error_reply
 
 log = logging.getLogger("hatchway.relay")
@@ -75,6 +83,38 @@ FAULT_CODES = {413: "response-too-large", 503: "tunnel-busy", 504: "local-app-ti
 any other status in a fault becomes 502 (``local-app-error`` or ``agent-error``)."""
 
 
+@dataclass(frozen=True)
+class AwaitAnswer:
+    """The one thing a visit waits on: the stored answer to ``request_id``, until ``until`` (a
+    time), not looked for before ``hint`` seconds from now (see ``Store.wait_response``)."""
+
+    request_id: str
+    until: float
+    hint: float = 0.0
+
+
+VisitSteps = Generator[AwaitAnswer, bytes | None, Reply]
+"""A visit as steps: it yields each wait, is sent back what the wait found (the answer, or None
+when there is none yet), and returns the visitor's reply. The relay's code is the same whoever
+waits: ``run_blocking`` blocks a thread on the store (Lambda, DynamoDB), and the local gateway
+awaits its memory store on its event loop instead of parking a thread per visitor."""
+
+
+Result = TypeVar("Result")
+
+
+def run_blocking(steps: Generator[AwaitAnswer, bytes | None, Result], store: Store) -> Result:
+    """Drive ``steps`` to its end, each wait a blocking ``store.wait_response``."""
+    answer: bytes | None = None
+    try:
+        while True:
+            wait = steps.send(answer)
+            answer = store.wait_response(wait.request_id, wait.until, wait.hint)
+    except StopIteration as done:
+        result: Result = done.value
+        return result
+
+
 class VisitorPath:
     """The visitor-facing half of ``Relay`` (which owns the ports and the agent-facing half).
     Keeps a warm function's short memories: claims, response times, rate-limit buckets."""
@@ -94,6 +134,10 @@ class VisitorPath:
 
     def visit(self, visit: Visit) -> Reply:
         """Serve one visitor request through the agent that holds the tunnel's name."""
+        return run_blocking(self.visit_steps(visit), self.relay.store)
+
+    def visit_steps(self, visit: Visit) -> VisitSteps:
+        """``visit`` as steps (``VisitSteps``), for a caller that waits in its own way."""
         route = self._route(visit)
         if isinstance(route, Reply):
             return route
@@ -102,7 +146,7 @@ class VisitorPath:
         # another member. ``tried`` holds the connections found gone.
         tried: list[str] = []
         for _ in range(MAX_POSTS_PER_VISIT):
-            reply = self._visit(visit, route, tried)
+            reply = yield from self._visit(visit, route, tried)
             if reply is not None:
                 return reply
         return self._agent_gone(route.name, "was already gone")
@@ -121,7 +165,9 @@ class VisitorPath:
             self._claims[name] = (now, claim)
         return claim, False
 
-    def _visit(self, visit: Visit, route: Route, tried: list[str]) -> Reply | None:
+    def _visit(
+        self, visit: Visit, route: Route, tried: list[str]
+    ) -> Generator[AwaitAnswer, bytes | None, Reply | None]:
         name = route.name
         now = self.relay.clock.now()
         claim, remembered = self._claim_of(name, now)
@@ -163,7 +209,9 @@ class VisitorPath:
         except ProtocolError as exc:
             message = f"The visitor's request was refused: {exc}."
             return error_reply(exc.status, "bad-request", message)
-        reply = self._exchange(claim, connection_id, request, text, deadline, remembered, tried)
+        reply = yield from self._exchange(
+            claim, connection_id, request, text, deadline, remembered, tried
+        )
         return None if reply is None else self._scoped(reply, route)
 
     def _choose(self, claim: Claim, now: float, tried: list[str]) -> str | None:
@@ -413,7 +461,7 @@ class VisitorPath:
         deadline: float,
         remembered: bool,
         tried: list[str],
-    ) -> Reply | None:
+    ) -> Generator[AwaitAnswer, bytes | None, Reply | None]:
         """Post the request to ``connection_id`` and wait for its answer. None when that
         connection was gone and another try may succeed: the claim came from this relay's
         memory (the caller reads it afresh), or it is a pool with other live members."""
@@ -449,7 +497,7 @@ class VisitorPath:
                     f"{request.tunnel!r} ({exc.why}). The API may be throttling the relay's "
                     "messages; try again shortly.",
                 )
-            answer = self._wait(request, connection_id, deadline)
+            answer = yield from self._wait(request, connection_id, deadline)
             if isinstance(answer, Reply):
                 return answer
             self._remember_latency(request.tunnel, self.relay.clock.now() - started)
@@ -478,7 +526,7 @@ class VisitorPath:
 
     def _wait(
         self, request: protocol.Request, connection_id: str, deadline: float
-    ) -> bytes | Reply:
+    ) -> Generator[AwaitAnswer, bytes | None, bytes | Reply]:
         typical = self._latency.get(request.tunnel, 0.0)
         hint = min(FIRST_POLL_FRACTION * typical, MAX_POLL_HINT_SECONDS)
         silence_check: float | None = (
@@ -489,7 +537,7 @@ class VisitorPath:
             until = min(deadline, now + max(self.relay.config.liveness_check_seconds, hint))
             if silence_check is not None:
                 until = min(until, max(silence_check, now))
-            answer = self.relay.store.wait_response(request.id, until, hint)
+            answer = yield AwaitAnswer(request.id, until, hint)
             hint = 0.0
             if answer is not None:
                 return answer
@@ -507,7 +555,7 @@ class VisitorPath:
             connection = self.relay.store.get_connection(connection_id)
             if connection is None or not connection.alive(now):
                 # The answer may have landed just before the connection went: one last look.
-                answer = self.relay.store.wait_response(request.id, now)
+                answer = yield AwaitAnswer(request.id, now)
                 if answer is not None:
                     return answer
                 return self._agent_gone(request.tunnel, "disconnected before answering")

@@ -3,14 +3,20 @@ port, invoking the relay's real Lambda handlers; the ``@connections`` management
 a loopback listener of its own (``management``), never to visitors.
 
 It builds the event shapes API Gateway sends, enforces the platform's limits, and runs every
-handler invocation with a Lambda-like context (``lambda_context``). HTTP invocations run in
-worker threads: one blocks until the agent's response arrives through WebSocket invocations.
-WebSocket invocations run in threads of their own (sharing one bounded pool would deadlock as
-soon as visitors filled it), or, when their handler cannot block (``websocket_on_loop``: a
-relay over the in-memory store), on the event loop itself, which saves two thread hand-offs per
-message; their posts then go out when the invocation returns. Whether an invocation may run at
-all follows Lambda's rules either way (``concurrency``): one account pool, reservations,
-throttling. On its bare hosts it also answers a ``MemoryBlobStore``'s signed URLs.
+handler invocation with a Lambda-like context (``lambda_context``).
+
+Where the handlers block (a DynamoDB store, the HTTP poster), invocations run in worker threads:
+an HTTP one blocks until the agent's response arrives through WebSocket invocations, and
+WebSocket ones have threads of their own (sharing one bounded pool would deadlock as soon as
+visitors filled it). Over the in-memory store nothing blocks, so invocations run on the event
+loop itself (``websocket_on_loop``, ``set_handlers(http_steps=...)``): a WebSocket invocation
+runs to its end, its posts going out when it returns; an HTTP invocation runs as the relay's
+steps (``visits.VisitSteps``), its post sent and its wait for the answer awaited on the loop.
+That takes every thread hand-off off a visitor's path, and the GIL contention of a thread per
+visitor with it, while the same handler code runs. Whether an invocation may run at all follows
+Lambda's rules either way (``concurrency``): one account pool, reservations, throttling, and
+an execution that goes on after the visitor's timeout. On its bare hosts it also answers a
+``MemoryBlobStore``'s signed URLs.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 from aiohttp import WSMsgType, web
@@ -47,6 +53,8 @@ from hatchway_local.frame_guard import FrameGuard
 from hatchway_local.lambda_context import InvocationContext
 from hatchway_local.management import management_app, new_key
 from hatchway_relay.adapters.memory_blobs import BLOB_PATH, MemoryBlobStore
+from hatchway_relay.handlers.http import SteppingHandler
+from hatchway_relay.visits import AwaitAnswer
 
 log = logging.getLogger("hatchway.local")
 
@@ -126,6 +134,15 @@ BODY_FIELD_BYTES = len(', "body": ""')
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
+
+class AnswerWatch(Protocol):
+    """A store whose answers a coroutine can wait for (``watched_store``)."""
+
+    def watch_response(self, request_id: str, wake: Callable[[], None]) -> None: ...
+
+    def wait_response(self, request_id: str, until: float, hint: float = 0.0) -> bytes | None: ...
+
+
 _ids = random.Random(os.urandom(32))
 """Request ids need to be unique, not secret: a seeded generator saves a system call per id
 (``uuid4`` reads the kernel's randomness each time, a tenth of the gateway's time per request)."""
@@ -184,6 +201,20 @@ def _connection_id() -> str:
 
 def _context(function: str, timeout: float) -> InvocationContext:
     return InvocationContext(f"hatchway-{function}", timeout, aws_request_id=_invocation_id())
+
+
+async def _flush(sends: list[Coroutine[Any, Any, None]]) -> None:
+    """Write the posts an invocation made on the loop. One that fails is an agent gone
+    meanwhile, whose ``$disconnect`` cleans up; the rest are still written."""
+    try:
+        for send in sends:
+            try:
+                await send
+            except Exception as exc:
+                log.debug("a post after an invocation failed: %s", exc)
+    finally:
+        for send in sends:
+            send.close()  # not awaited when cancelled: no "never awaited" warning
 
 
 def _ignore_failure(task: asyncio.Task[None]) -> None:
@@ -248,6 +279,8 @@ class Gateway:
         self.blobs = blobs
         self.ws_handler: Handler | None = None
         self.http_handler: Handler | None = None
+        self.http_steps: SteppingHandler | None = None
+        self.answers: AnswerWatch | None = None
         self.concurrency = ConcurrencyPool(concurrency or LambdaConcurrency())
         self.websocket_on_loop = websocket_on_loop
         """Run WebSocket invocations on the event loop: only for handlers that never block
@@ -289,9 +322,20 @@ class Gateway:
             "lingering_time": LINGERING_CLOSE_SECONDS,
         }
 
-    def set_handlers(self, ws_handler: Handler, http_handler: Handler) -> None:
+    def set_handlers(
+        self,
+        ws_handler: Handler,
+        http_handler: Handler,
+        http_steps: SteppingHandler | None = None,
+        answers: AnswerWatch | None = None,
+    ) -> None:
+        """Attach the functions. With ``http_steps`` (the HTTP handler as steps) and the store
+        it waits on (``answers``), HTTP invocations run on the loop rather than in threads:
+        only for handlers that never block but to wait for an answer."""
         self.ws_handler = ws_handler
         self.http_handler = http_handler
+        self.http_steps = http_steps if answers is not None else None
+        self.answers = answers
 
     # --- Dispatch -----------------------------------------------------------------------------
 
@@ -355,6 +399,11 @@ class Gateway:
         self.concurrency.acquire(function)
         if function == WEBSOCKET_FUNCTION and self.websocket_on_loop:
             return await self._invoke_on_loop(handler, event, timeout)
+        if function == HTTP_FUNCTION and self.http_steps is not None:
+            # A task, shielded: a visitor's timeout does not stop the execution (as on Lambda),
+            # and its slot stays taken until the handler returns.
+            steps = self.http_steps(event, _context(function, timeout))
+            return await asyncio.shield(asyncio.ensure_future(self._run_steps(steps)))
 
         def execute() -> dict[str, Any]:
             try:
@@ -386,31 +435,71 @@ class Gateway:
     ) -> dict[str, Any] | None:
         """An admitted WebSocket invocation run on the loop; its execution (already counted)
         ends once the handler has returned and its posts have been written."""
-        sends: list[Coroutine[Any, Any, None]] = []
         try:
-            self._loop_sends = sends
-            try:
-                result: dict[str, Any] | None = handler(
-                    event, _context(WEBSOCKET_FUNCTION, timeout)
-                )
-            except Exception:
-                route = event.get("requestContext", {}).get("routeKey")
-                log.exception("handler failed for %s", route)
-                result = None
-            finally:
-                self._loop_sends = None
-            for send in sends:
-                # The handler has returned: a post that fails now is an agent gone meanwhile,
-                # whose $disconnect cleans up.
-                try:
-                    await send
-                except Exception as exc:
-                    log.debug("a post after an invocation failed: %s", exc)
-            return result
+            result, sends = self._posting(handler, event, _context(WEBSOCKET_FUNCTION, timeout))
+            await _flush(sends)
+            return result if isinstance(result, dict) else None
         finally:
-            for send in sends:
-                send.close()  # not awaited when cancelled: no "never awaited" warning
             self.concurrency.release(WEBSOCKET_FUNCTION)
+
+    def _posting(
+        self, call: Callable[..., Any], *args: Any
+    ) -> tuple[Any, list[Coroutine[Any, Any, None]]]:
+        """Run a handler's synchronous part on the loop, collecting the posts it makes; a
+        handler that raised is logged and yields None."""
+        sends: list[Coroutine[Any, Any, None]] = []
+        self._loop_sends = sends
+        try:
+            return call(*args), sends
+        except StopIteration:
+            raise
+        except Exception:
+            log.exception("handler failed")
+            return None, sends
+        finally:
+            self._loop_sends = None
+
+    async def _run_steps(self, steps: Any) -> dict[str, Any] | None:
+        """An admitted HTTP invocation run on the loop as steps: each step's posts are written
+        before its wait for the answer is awaited."""
+        answer: bytes | None = None
+        try:
+            while True:
+                try:
+                    wait, sends = self._posting(steps.send, answer)
+                except StopIteration as done:
+                    result: dict[str, Any] | None = done.value
+                    return result
+                await _flush(sends)
+                if not isinstance(wait, AwaitAnswer):  # the handler raised (logged)
+                    return None
+                answer = await self._answer(wait)
+        finally:
+            steps.close()  # on cancellation, the relay's cleanup still runs
+            self.concurrency.release(HTTP_FUNCTION)
+
+    async def _answer(self, wait: AwaitAnswer) -> bytes | None:
+        """What a blocking ``wait_response`` would give, awaited: the answer, or None by
+        ``wait.until`` or once the agent's connection went."""
+        assert self.answers is not None
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+
+        def wake() -> None:
+            if self.in_loop_thread():
+                ready.set()
+            else:
+                loop.call_soon_threadsafe(ready.set)
+
+        self.answers.watch_response(wait.request_id, wake)
+        answer = self.answers.wait_response(wait.request_id, 0.0)  # a look, never a wait
+        delay = wait.until - time.time()
+        if answer is None and delay > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await ready.wait()
+            answer = self.answers.wait_response(wait.request_id, 0.0)
+        return answer
 
     def in_loop_thread(self) -> bool:
         return self.loop_thread == threading.get_ident()

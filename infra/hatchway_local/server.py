@@ -27,6 +27,7 @@ from hatchway_local.gateway import (
 )
 from hatchway_local.local_poster import LocalPoster
 from hatchway_local.management import MANAGEMENT_HOST, management_url
+from hatchway_local.watched_store import WatchedMemoryStore
 from hatchway_relay.adapters.memory_blobs import MemoryBlobStore
 from hatchway_relay.adapters.memory_metrics import MemoryMetrics
 from hatchway_relay.core import Relay, RelayConfig
@@ -293,14 +294,14 @@ def run_local(
         concurrency,
         blobs=memory_blobs,
         # The in-memory store never blocks and the local poster does not wait on the loop:
-        # WebSocket invocations can run on the loop itself. DynamoDB calls (and the HTTP
-        # poster over the management API) block, so they keep their threads.
+        # invocations can run on the loop itself (HTTP ones as steps, below). DynamoDB calls
+        # (and the HTTP poster over the management API) block, so they keep their threads.
         websocket_on_loop=store == "memory",
     )
+    watched: WatchedMemoryStore | None = None
     if store == "memory":
-        from hatchway_relay.adapters.memory_store import MemoryStore
-
-        chosen_store: Store = MemoryStore(clock)
+        watched = WatchedMemoryStore(clock)
+        chosen_store: Store = watched
         poster: Poster = LocalPoster(gateway)
         inline_response_bytes = protocol.MAX_INLINE_BODY_BYTES
     elif store == "dynamodb":
@@ -326,7 +327,10 @@ def run_local(
     for token in tokens:
         relay.add_token(token)
     gateway.set_handlers(
-        ws_handlers.make_handler(relay), http_handlers.make_handler(relay, metrics)
+        ws_handlers.make_handler(relay),
+        http_handlers.make_handler(relay, metrics),
+        http_handlers.make_stepping_handler(relay, metrics),
+        answers=watched,
     )
 
     with serve_gateway(gateway, sock, ssl_context, management_sock) as loop:

@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 from urllib.parse import quote
 
 from hatchway_relay.core import Relay, Reply, Visit
 from hatchway_relay.metrics import Metrics, NoMetrics, record_visit
+from hatchway_relay.visits import AwaitAnswer, run_blocking
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+HandlerSteps = Generator[AwaitAnswer, bytes | None, dict[str, Any]]
+SteppingHandler = Callable[[dict[str, Any], Any], HandlerSteps]
+"""The handler as steps (see ``visits.VisitSteps``): what the local gateway runs on its event
+loop when the store is in memory."""
 
 
 _RAW_IN_PATH = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '%#?"<>\\^`{|}')
@@ -82,13 +88,13 @@ def result_from_reply(reply: Reply) -> dict[str, Any]:
     return result
 
 
-def make_handler(relay: Relay, metrics: Metrics | None = None) -> Handler:
+def make_stepping_handler(relay: Relay, metrics: Metrics | None = None) -> SteppingHandler:
     counted = metrics or NoMetrics()
 
-    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def handler(event: dict[str, Any], context: Any) -> HandlerSteps:
         visit = visit_from_event(event, context)
         started = time.monotonic()
-        reply = relay.visit(visit)
+        reply = yield from relay.visitors.visit_steps(visit)
         record_visit(
             counted,
             reply.status,
@@ -96,5 +102,15 @@ def make_handler(relay: Relay, metrics: Metrics | None = None) -> Handler:
             time.monotonic() - started,
         )
         return result_from_reply(reply)
+
+    return handler
+
+
+def make_handler(relay: Relay, metrics: Metrics | None = None) -> Handler:
+    """The Lambda handler: the same steps, each wait blocking on the store."""
+    steps = make_stepping_handler(relay, metrics)
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return run_blocking(steps(event, context), relay.store)
 
     return handler

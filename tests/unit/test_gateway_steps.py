@@ -1,0 +1,192 @@
+"""HTTP invocations run on the gateway's loop as steps (the store in memory), and the watched
+memory store that wakes them: posts go out before the wait, an answer, a gone connection or
+the wait's end resumes the visit, no thread is parked per visitor, and Lambda's rules (an
+execution outliving the visitor's timeout) still hold."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import websocket
+
+from hatchway_local.concurrency import HTTP_FUNCTION
+from hatchway_local.gateway import Gateway, GatewayLimits
+from hatchway_local.local_poster import LocalPoster
+from hatchway_local.server import bind, serve_gateway
+from hatchway_local.watched_store import WatchedMemoryStore
+from hatchway_relay.handlers.http import HandlerSteps
+from hatchway_relay.visits import AwaitAnswer
+from support.visitor import visit
+
+Event = dict[str, Any]
+
+WAIT_SECONDS = 10.0
+"""Bound on every wait for something the gateway does on its own."""
+
+CONNECTION = "agent-connection"
+"""The connection id the stub relay says it posted each request to."""
+
+
+class StubRelay:
+    """A relay reduced to its waiting: each visitor request (``?id&wait``) is posted to the
+    agent's connection and answered with whatever the wait finds."""
+
+    def __init__(self, gw: Gateway, store: WatchedMemoryStore) -> None:
+        self.gw = gw
+        self.store = store
+        self.poster = LocalPoster(gw)
+        self.agent_connection = ""
+        self.agent_connected = threading.Event()
+
+    def ws(self, event: Event, context: object) -> Event:
+        route = event["requestContext"]["routeKey"]
+        if route == "$connect":
+            self.agent_connection = event["requestContext"]["connectionId"]
+            self.agent_connected.set()
+        elif route == "$default":  # the agent's answer: "<request id> <text>"
+            request_id, _, text = event["body"].partition(" ")
+            self.store.put_response(request_id, text.encode(), time.time() + 60)
+        return {"statusCode": 200}
+
+    def http(self, event: Event, context: object) -> Event:
+        raise AssertionError("HTTP invocations must run as steps")
+
+    def steps(self, event: Event, context: object) -> HandlerSteps:
+        query = dict(p.split("=") for p in event["rawQueryString"].split("&"))
+        request_id = query["id"]
+        self.store.expect_response(request_id, CONNECTION, time.time() + 60)
+        try:
+            if self.agent_connection:
+                self.poster.post(self.agent_connection, request_id)
+            answer = yield AwaitAnswer(request_id, time.time() + float(query["wait"]))
+        finally:
+            self.store.forget_response(request_id)
+        body = "no answer" if answer is None else answer.decode()
+        return {"statusCode": 200 if answer else 504, "body": body}
+
+
+@contextmanager
+def stepping_gateway(**limits: Any) -> Iterator[tuple[Gateway, StubRelay, int]]:
+    store = WatchedMemoryStore()
+    gw = Gateway({"127.0.0.1", "localhost"}, GatewayLimits(**limits), websocket_on_loop=True)
+    relay = StubRelay(gw, store)
+    gw.set_handlers(relay.ws, relay.http, relay.steps, answers=store)
+    sock = bind("127.0.0.1", 0)
+    with serve_gateway(gw, sock):
+        yield gw, relay, sock.getsockname()[1]
+
+
+def echoing_agent(port: int, relay: StubRelay, answers: int) -> threading.Thread:
+    """An agent that answers each request it is posted with "<id> answer to <id>"."""
+    agent = websocket.create_connection(f"ws://127.0.0.1:{port}/connect", timeout=WAIT_SECONDS)
+    assert relay.agent_connected.wait(WAIT_SECONDS)
+
+    def answer() -> None:
+        try:
+            for _ in range(answers):
+                request_id = agent.recv()
+                agent.send(f"{request_id} answer to {request_id}")
+        finally:
+            agent.close()
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.01)
+
+
+def test_visits_post_first_then_wake_on_their_answers_without_a_thread_each() -> None:
+    visitors = 24
+    with stepping_gateway() as (_, relay, port):
+        agent = echoing_agent(port, relay, visitors)
+        with ThreadPoolExecutor(visitors) as pool:
+            futures = [
+                pool.submit(visit, port, "GET", f"/?id=r{i}&wait=30", "app.localhost")
+                for i in range(visitors)
+            ]
+            answers = [f.result(WAIT_SECONDS) for f in futures]
+        agent.join(WAIT_SECONDS)
+        threads = [t.name for t in threading.enumerate()]
+    assert [a.text for a in answers] == [f"answer to r{i}" for i in range(visitors)]
+    assert not [name for name in threads if name.startswith("gw-http")]
+
+
+def test_a_wait_with_no_answer_ends_at_its_time() -> None:
+    with stepping_gateway() as (_, _, port):
+        started = time.monotonic()
+        answer = visit(port, "GET", "/?id=lonely&wait=0.3", "app.localhost")
+        elapsed = time.monotonic() - started
+    assert (answer.status, answer.text) == (504, "no answer")
+    assert 0.3 <= elapsed < WAIT_SECONDS
+
+
+def test_a_gone_connection_wakes_its_waiter_from_another_thread() -> None:
+    with stepping_gateway() as (gw, relay, port), ThreadPoolExecutor(1) as pool:
+        future = pool.submit(visit, port, "GET", "/?id=orphan&wait=60", "app.localhost")
+        wait_until(lambda: gw.concurrency.running(HTTP_FUNCTION) == 1)
+        relay.store.delete_connection(CONNECTION)
+        answer = future.result(WAIT_SECONDS)
+    assert (answer.status, answer.text) == (504, "no answer")
+
+
+def test_an_execution_outlives_its_visitors_timeout_and_keeps_its_slot() -> None:
+    with stepping_gateway(integration_timeout=0.2) as (gw, _, port):
+        assert visit(port, "GET", "/?id=slow&wait=1.0", "app.localhost").status == 503
+        assert gw.concurrency.running(HTTP_FUNCTION) == 1  # still waiting, as on Lambda
+        wait_until(lambda: gw.concurrency.running(HTTP_FUNCTION) == 0)
+
+
+# --- The watched store on its own -------------------------------------------------------------
+
+
+@pytest.fixture
+def store() -> WatchedMemoryStore:
+    store = WatchedMemoryStore()
+    for request_id, connection_id in (("a", "c1"), ("b", "c1"), ("c", "c2")):
+        store.expect_response(request_id, connection_id, time.time() + 60)
+    return store
+
+
+def watcher(store: WatchedMemoryStore, request_id: str) -> threading.Event:
+    woken = threading.Event()
+    store.watch_response(request_id, woken.set)
+    return woken
+
+
+def test_an_answer_wakes_its_watcher_only(store: WatchedMemoryStore) -> None:
+    a, b = watcher(store, "a"), watcher(store, "b")
+    assert store.put_response("a", b"answer", time.time() + 60)
+    assert a.is_set() and not b.is_set()
+    assert store.wait_response("a", 0.0) == b"answer"
+
+
+def test_a_gone_connection_wakes_the_watchers_of_its_requests(store: WatchedMemoryStore) -> None:
+    a, b, c = watcher(store, "a"), watcher(store, "b"), watcher(store, "c")
+    store.delete_connection("c1")
+    assert (a.is_set(), b.is_set(), c.is_set()) == (True, True, False)
+
+
+@pytest.mark.parametrize("request_id", ["unknown", "forgotten"])
+def test_a_watch_nobody_expects_wakes_at_once(store: WatchedMemoryStore, request_id: str) -> None:
+    store.expect_response("forgotten", "c1", time.time() + 60)
+    store.forget_response("forgotten")
+    assert watcher(store, request_id).is_set()
+
+
+def test_a_forgotten_request_keeps_no_watcher(store: WatchedMemoryStore) -> None:
+    woken = watcher(store, "a")
+    store.forget_response("a")
+    assert not store.put_response("a", b"late", time.time() + 60)
+    assert not woken.is_set()
