@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import boto3
 import pytest
@@ -19,7 +19,14 @@ from hatchway_local.server import run_local
 from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.admin import AdminStore
-from hatchway_relay.ports import Claim, ConnectionRecord, Store, TokenLimits, TunnelReport
+from hatchway_relay.ports import (
+    Claim,
+    ConnectionRecord,
+    PoolMember,
+    Store,
+    TokenLimits,
+    TunnelReport,
+)
 from support.aws_credentials import use_fake_credentials
 
 RELAYS: dict[int, Store] = {}
@@ -47,9 +54,16 @@ def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
             yield remote
 
 
-def serve(store: AdminStore, token_id: str, name: str, served: int, **claim: object) -> str:
+def serve(
+    store: AdminStore,
+    token_id: str,
+    name: str,
+    served: int,
+    report: TunnelReport | None = None,
+    **claim: object,
+) -> str:
     """A live agent connection of ``token_id`` holding ``name``, as the relay writes them (its
-    heartbeat reports ``served``)."""
+    heartbeat reports ``served``, or all of ``report``)."""
     relay = RELAYS[id(store)]
     now = time.time()
     connection_id = f"conn-{name}"
@@ -57,7 +71,7 @@ def serve(store: AdminStore, token_id: str, name: str, served: int, **claim: obj
         ConnectionRecord(connection_id, token_id, now - 60, now + 600, (name,), "198.51.100.7")
     )
     relay.claim_name(Claim(name, connection_id, token_id, now + 600, **claim), now)  # type: ignore[arg-type]
-    relay.renew_claim(name, connection_id, now + 600, TunnelReport(served))
+    relay.renew_claim(name, connection_id, now + 600, report or TunnelReport(served))
     return connection_id
 
 
@@ -100,6 +114,65 @@ def test_a_snapshot_joins_tokens_tunnels_and_reservations(store: AdminStore) -> 
     shown = json.dumps(snapshot.as_json())
     for secret in (shop.token, "salted-hash", "sealed-secret", store.list_tokens()[0].token_hash):
         assert secret not in shown
+
+
+def test_a_tunnel_shows_its_errors_by_cause_and_recent_latency(store: AdminStore) -> None:
+    source = StoreSource(store)
+    token = source.create_token("laptop", (), TokenLimits())
+    serve(store, token.row.token_id, "quiet", 0)
+    report = TunnelReport(12, (("app-5xx", 1), ("local-app-refused", 3)), 8, 120)
+    serve(store, token.row.token_id, "shop", 0, report)
+    quiet, shop = source.snapshot().tunnels
+    assert (quiet.errors, quiet.latency_p50_ms, quiet.latency_p95_ms) == ({}, None, None)
+    assert shop.served == 12
+    assert list(shop.errors.items()) == [("local-app-refused", 3), ("app-5xx", 1)]
+    assert (shop.latency_p50_ms, shop.latency_p95_ms) == (8, 120)
+    shown = source.snapshot().as_json()["tunnels"][1]
+    assert shown["errors"] == {"local-app-refused": 3, "app-5xx": 1}
+
+
+def test_each_pool_member_shows_its_own_report(store: AdminStore) -> None:
+    source = StoreSource(store)
+    token = source.create_token("fleet", (), TokenLimits())
+    relay, now = RELAYS[id(store)], time.time()
+    reports = [
+        TunnelReport(7, (("app-5xx", 2),), 10, 40),
+        TunnelReport(3, (("app-5xx", 1), ("tunnel-busy", 4)), 30, 90),
+    ]
+    for n, report in enumerate(reports):
+        connection_id = f"m{n}"
+        relay.put_connection(
+            ConnectionRecord(connection_id, token.row.token_id, now, now + 600, ("shop",))
+        )
+        member = PoolMember(connection_id, f"i{n}", now + n, now + 600)
+        pool = Claim("shop", "", token.row.token_id, now + 600, pool=True, members=(member,))
+        assert relay.join_pool(replace(pool, pooled_since=now), now)
+        assert relay.renew_member("shop", connection_id, now + 600, report)
+    (tunnel,) = source.snapshot().tunnels
+    assert [(m["served"], m["errors"], m["latency_p95_ms"]) for m in tunnel.members] == [
+        (7, {"app-5xx": 2}, 40),
+        (3, {"tunnel-busy": 4, "app-5xx": 1}, 90),
+    ]
+    assert tunnel.errors == {"tunnel-busy": 4, "app-5xx": 3}
+    assert (tunnel.latency_p50_ms, tunnel.latency_p95_ms) == (30, 90)  # its slowest member
+
+
+def test_a_token_shows_when_it_was_last_used(store: AdminStore) -> None:
+    source = StoreSource(store)
+    token = source.create_token("laptop", (), TokenLimits())
+    assert token.row.last_used is None
+    (row,) = source.snapshot().tokens
+    assert row.last_used is None  # never connected
+    relay = RELAYS[id(store)]
+    (record,) = store.list_tokens()
+    relay.note_token_use(record.token_hash, 1_700_000_000.0)
+    (row,) = source.snapshot().tokens
+    assert (row.last_used, row.in_use_since) == (1_700_000_000.0, None)
+    serve(store, token.row.token_id, "shop", 0)
+    snapshot = source.snapshot()
+    (row,) = snapshot.tokens
+    assert row.last_used == snapshot.taken_at  # in use now
+    assert row.in_use_since is not None
 
 
 def test_expired_claims_and_dead_connections_are_not_live(store: AdminStore) -> None:
@@ -173,6 +246,9 @@ class Member:
     expires_at: float
     served: int
     source_ip: str
+    errors: tuple[tuple[str, int], ...] = ()
+    latency_p50_ms: int | None = None
+    latency_p95_ms: int | None = None
 
     def alive(self, now: float) -> bool:
         return now < self.expires_at

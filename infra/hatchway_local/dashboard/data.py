@@ -49,8 +49,10 @@ class TokenRow:
     connections: int
     """Its live agent connections."""
     in_use_since: float | None
-    """When its oldest live connection opened; None when no agent is connected. The relay
-    records no other "last used" time."""
+    """When its oldest live connection opened; None when no agent is connected."""
+    last_used: float | None
+    """When an agent last connected with it (the relay notes it to the minute), or now while
+    one is connected; None if none ever did."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,15 @@ class TunnelRow:
     guards: dict[str, Any]
     token_limits: dict[str, float]
     members: tuple[dict[str, Any], ...] = ()
-    """A pool's live agents (since, source IP, served), oldest first; empty for one agent."""
+    """A pool's live agents (since, source IP, served, errors, latency), oldest first; empty
+    for one agent."""
+    errors: dict[str, int] = field(default_factory=dict)
+    """Answers that were errors, by cause, most frequent first, as the agent's last heartbeat
+    reported (a pool's members summed)."""
+    latency_p50_ms: int | None = None
+    latency_p95_ms: int | None = None
+    """The latency of its answers over the last minute (a pool's: its slowest member's);
+    None when it answered nothing lately."""
 
 
 @dataclass(frozen=True)
@@ -178,7 +188,7 @@ class StoreSource:
         found = (self._tunnel(c, connections, labels, now) for c in self.store.list_claims())
         tunnels = tuple(sorted((t for t in found if t is not None), key=lambda t: t.name))
         live = {t.name for t in tunnels}
-        tokens = tuple(self._token(r, connections.values(), tunnels) for r in records)
+        tokens = tuple(self._token(r, connections.values(), tunnels, now) for r in records)
         reservations = tuple(
             sorted(
                 (
@@ -212,16 +222,27 @@ class StoreSource:
             if not live:
                 return None
             members = tuple(
-                {"since": m.since, "source_ip": m.source_ip, "served": m.served} for m in live
+                {
+                    "since": m.since,
+                    "source_ip": m.source_ip,
+                    "served": m.served,
+                    "errors": dict(admin.errors_of(m)),
+                    "latency_p50_ms": m.latency_p50_ms,
+                    "latency_p95_ms": m.latency_p95_ms,
+                }
+                for m in live
             )
             since = getattr(claim, "pooled_since", 0.0) or min(m.since for m in live)
             source_ip = ", ".join(dict.fromkeys(m.source_ip for m in live if m.source_ip))
             served = sum(m.served for m in live)
+            reporters: tuple[admin.Reporter, ...] = tuple(live)
         elif claim.connection_id in connections:
             connection = connections[claim.connection_id]
             since, source_ip, served = connection.connected_at, connection.source_ip, claim.served
+            reporters = (claim,)
         else:
             return None
+        p50, p95 = admin.latency_of(*reporters)
         return TunnelRow(
             name=claim.name,
             token_id=claim.token_id,
@@ -233,6 +254,9 @@ class StoreSource:
             guards=_guards(claim),
             token_limits=limits_view(claim.token_limits),
             members=members,
+            errors=dict(admin.errors_of(*reporters)),
+            latency_p50_ms=p50,
+            latency_p95_ms=p95,
         )
 
     @staticmethod
@@ -240,6 +264,7 @@ class StoreSource:
         record: TokenRecord,
         connections: Any,
         tunnels: tuple[TunnelRow, ...],
+        now: float,
     ) -> TokenRow:
         opened = [c.connected_at for c in connections if c.token_id == record.token_id]
         return TokenRow(
@@ -251,6 +276,7 @@ class StoreSource:
             tunnels=tuple(t.name for t in tunnels if t.token_id == record.token_id),
             connections=len(opened),
             in_use_since=min(opened) if opened else None,
+            last_used=now if opened else (record.last_used or None),
         )
 
     def create_token(self, label: str, reserved: tuple[str, ...], limits: TokenLimits) -> Created:
@@ -263,7 +289,7 @@ class StoreSource:
             new = admin.create_token(self.store, label, reserved, limits)
         except protocol.ProtocolError as exc:
             raise Refused(str(exc)) from None
-        return Created(new.token, self._token(new.record, (), ()))
+        return Created(new.token, self._token(new.record, (), (), self.clock()))
 
     def revoke_token(self, token_id: str) -> tuple[str, ...]:
         revoked = admin.revoke_token(self.store, token_id)

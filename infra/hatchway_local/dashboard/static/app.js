@@ -68,6 +68,19 @@ function formatGuards(guards) {
   return parts.length ? parts.join(", ") : "none";
 }
 
+// Errors by cause, most frequent first, as the agents' heartbeats last reported them.
+function formatErrors(errors) {
+  const causes = Object.entries(errors);
+  if (!causes.length) return el("span", "muted", "none");
+  return causes.map(([cause, count]) => `${cause} ${count}`).join(", ");
+}
+
+// The last minute's answers: median and 95th percentile, in ms.
+function formatLatency(p50, p95) {
+  if (p95 === null || p95 === undefined) return el("span", "muted", "—");
+  return `${p50} / ${p95} ms`;
+}
+
 // --- Talking to the server --------------------------------------------------------------------
 
 async function getJson(path) {
@@ -100,12 +113,19 @@ function showError(text) {
 
 // --- Tables -----------------------------------------------------------------------------------
 
-// A pool's agents under its name: how many, and each one's start, address and count.
+// A pool's agents under its name: how many, and each one's start, address, count, errors
+// and latency.
 function poolNote(tunnel) {
   if (!tunnel.members.length) return [];
-  const list = el("ul", "members muted small", ...tunnel.members.map((m) => el(
-    "li", "", `since ${formatTime(m.since)}, ${m.source_ip || "?"}, served ${m.served}`,
-  )));
+  const list = el("ul", "members muted small", ...tunnel.members.map((m) => {
+    const errors = Object.entries(m.errors).map(([cause, count]) => `${cause} ${count}`);
+    const latency = m.latency_p95_ms === null ? "" : `, ${m.latency_p50_ms} / ${m.latency_p95_ms} ms`;
+    return el(
+      "li", "",
+      `since ${formatTime(m.since)}, ${m.source_ip || "?"}, served ${m.served}`
+        + (errors.length ? `, errors ${errors.join(", ")}` : "") + latency,
+    );
+  }));
   return [el("span", "muted", ` · pool of ${tunnel.members.length}`), list];
 }
 
@@ -121,6 +141,8 @@ function renderTunnels(state) {
         cell(formatTime(t.connected_at), el("span", "muted", ` (${formatAge(t.connected_at, state.taken_at)})`)),
         cell(t.source_ip || "—"),
         el("td", "num served", String(t.served)),
+        el("td", "errors", formatErrors(t.errors)),
+        el("td", "num latency", formatLatency(t.latency_p50_ms, t.latency_p95_ms)),
         cell(formatAccess(t.access)),
         cell(formatGuards(t.guards)),
       );
@@ -142,12 +164,18 @@ function renderTokens(state) {
       const inUse = t.in_use_since === null
         ? el("span", "muted", "no agent connected")
         : `${t.connections} agent${t.connections === 1 ? "" : "s"} since ${formatTime(t.in_use_since)}`;
+      const lastUsed = t.in_use_since !== null
+        ? "in use now"
+        : t.last_used === null
+          ? el("span", "muted", "never")
+          : `${formatTime(t.last_used)} (${formatAge(t.last_used, state.taken_at)} ago)`;
       const row = el(
         "tr",
         "",
         cell(el("strong", "", t.label || "—")),
         el("td", "mono", t.token_id),
         cell(formatTime(t.created_at)),
+        el("td", "last-used", lastUsed),
         cell(inUse),
         cell(t.tunnels.length ? t.tunnels.join(", ") : "—"),
         cell(t.reserved.length ? t.reserved.join(", ") : "—"),
