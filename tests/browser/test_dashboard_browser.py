@@ -123,9 +123,9 @@ def test_tokens_tunnels_and_charts_of_a_local_relay(local: LocalStack, page: Pag
     page.goto(local.url)
     expect(page.locator("#live")).to_contain_text("live")
     expect(page.locator("#tokens tbody tr")).to_have_count(1)
-    expect(page.locator(f'#tokens tr[data-token-id="{existing.record.token_id}"]')).to_contain_text(
-        "no agent connected"
-    )
+    idle = page.locator(f'#tokens tr[data-token-id="{existing.record.token_id}"]')
+    expect(idle).to_contain_text("no agent connected")
+    expect(idle.locator("td.last-used")).to_have_text("never")
     page.evaluate("window.notReloaded = true")
 
     # Create a token: it is shown once, then gone from the page for good.
@@ -158,10 +158,20 @@ def test_tokens_tunnels_and_charts_of_a_local_relay(local: LocalStack, page: Pag
         expect(tunnel.locator("td.served")).to_have_text("4")
         local.visit("shop", 6)
         expect(tunnel.locator("td.served")).to_have_text("10")
+        expect(tunnel.locator("td.errors")).to_have_text("none")
+        expect(tunnel.locator("td.latency")).to_have_text(re.compile(r"^\d+ / \d+ ms$"))
+        expect(created.locator("td.last-used")).to_have_text("in use now")
+        # The app fails one: its heartbeat brings the cause to the page.
+        failed = visit(
+            local.relay.port, "GET", "/t/shop/status/500", f"127.0.0.1:{local.relay.port}"
+        )
+        assert failed.status == 500
+        expect(tunnel.locator("td.errors")).to_have_text("app-5xx 1")
+        expect(tunnel.locator("td.served")).to_have_text("11")
         requests = page.locator('figure[data-chart="requests"] figcaption')
-        expect(requests).to_contain_text("10 requests in the last hour")
+        expect(requests).to_contain_text("11 requests in the last hour")
         page.click("#window-day")
-        expect(requests).to_contain_text("10 requests in the last day")
+        expect(requests).to_contain_text("11 requests in the last day")
         expect(page.locator("#domain-notes")).to_contain_text("hatchway-local has no certificates")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=ARTIFACTS / "dashboard-local.png", full_page=True)
@@ -231,7 +241,10 @@ def aws_dashboard(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[DashboardSe
             )
         )
         store.claim_name(Claim("web", "c-1", laptop.record.token_id, now + 600), now)
-        store.renew_claim("web", "c-1", now + 600, TunnelReport(1234))
+        store.renew_claim(
+            "web", "c-1", now + 600, TunnelReport(1234, (("local-app-timeout", 3),), 15, 240)
+        )
+        store.note_token_use(laptop.record.token_hash, now - 120)
         cloudwatch, acm = session.client("cloudwatch"), session.client("acm")
         for minutes_ago, count in ((1, 40), (5, 25), (20, 12)):
             put_metric(cloudwatch, "Requests", count, minutes_ago)
@@ -265,8 +278,14 @@ def test_a_deployed_stacks_tables_and_cloudwatch_metrics(
     laptop = page.locator("#tokens tbody tr", has_text="laptop")
     expect(laptop).to_contain_text("5000/day")
     expect(laptop).to_contain_text("web")
+    expect(laptop.locator("td.last-used")).to_have_text("in use now")
+    expect(page.locator("#tokens tbody tr", has_text="ci").locator("td.last-used")).to_have_text(
+        "never"
+    )
     tunnel = page.locator('#tunnels tr[data-tunnel="web"]')
     expect(tunnel.locator("td.served")).to_have_text("1234")
+    expect(tunnel.locator("td.errors")).to_have_text("local-app-timeout 3")
+    expect(tunnel.locator("td.latency")).to_have_text("15 / 240 ms")
     expect(tunnel).to_contain_text("192.0.2.8")
     expect(page.locator('figure[data-chart="requests"] figcaption')).to_contain_text(
         "77 requests in the last hour"
