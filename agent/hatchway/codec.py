@@ -13,14 +13,15 @@ frames, with no I/O. ``hatchway.protocol`` defines what the messages are and the
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import math
 import re
 import zlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from hatchway import b64
 from hatchway.protocol import (
     MAX_BLOB_BYTES,
     MAX_BODY_BYTES,
@@ -77,8 +78,8 @@ def pack_body(body: bytes, compress: bool = True) -> tuple[str, str | None]:
     if compress and len(body) >= MIN_COMPRESS_BYTES:
         packed = zlib.compress(body, 6)
         if len(packed) <= len(body) - len(body) // 8:
-            return base64.b64encode(packed).decode("ascii"), "zlib"
-    return base64.b64encode(body).decode("ascii"), None
+            return b64.encode(packed), "zlib"
+    return b64.encode(body), None
 
 
 def packed_size(text: str) -> int:
@@ -89,10 +90,19 @@ def packed_size(text: str) -> int:
 def unpack_body(text: str, encoding: str | None, limit: int, where: str) -> bytes:
     """The body a message carries; refuses bad base64, unknown encodings, and anything that
     inflates beyond ``limit`` bytes (a small message must not become a large body)."""
+    return inflate_body(_unbase64(text, where), encoding, limit, where)
+
+
+def _unbase64(text: str, where: str) -> bytes:
     try:
-        raw = binascii.a2b_base64(text, strict_mode=True)
+        return b64.decode(text)
     except (binascii.Error, ValueError):
         raise ProtocolError(f"{where}: body is not valid base64") from None
+
+
+def inflate_body(raw: bytes, encoding: str | None, limit: int, where: str) -> bytes:
+    """A packed body's bytes (base64 already undone) as the body: inflated when compressed,
+    within ``limit`` bytes."""
     if encoding is None:
         return raw
     if encoding != "zlib":
@@ -378,6 +388,16 @@ def _too_deep(text: str) -> bool:
 
 def decode(text: str | bytes) -> Message:
     """Parse one WebSocket message; any malformed input raises ``ProtocolError``."""
+    return _checked(_decode_object, _loads(text))
+
+
+def decode_answer(text: str | bytes) -> tuple[Message, bytes | None]:
+    """``decode``, plus the stored form (``stored_response``) when the message is a response:
+    one JSON parse and one base64 pass give both."""
+    return _checked(_answer_of, _loads(text))
+
+
+def _loads(text: str | bytes) -> dict[str, Any]:
     if len(text) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message of {len(text)} bytes exceeds {MAX_MESSAGE_BYTES}", status=413)
     if isinstance(text, bytes):
@@ -394,13 +414,32 @@ def decode(text: str | bytes) -> Message:
         raise ProtocolError(f"message is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("message is not a JSON object")
+    return obj
+
+
+Decoded = TypeVar("Decoded")
+
+
+def _checked(decoder: Callable[[dict[str, Any]], Decoded], obj: dict[str, Any]) -> Decoded:
     try:
-        return _decode_object(obj)
+        return decoder(obj)
     except ProtocolError:
         raise
     except (ValueError, TypeError, OverflowError, UnicodeError) as exc:
         # The dataclasses validate themselves; anything they trip over is still bad input.
         raise ProtocolError(f"malformed {str(obj.get('type'))[:20]} message: {exc}") from None
+
+
+def _answer_of(obj: dict[str, Any]) -> tuple[Message, bytes | None]:
+    body = obj.get("body", "")
+    if obj.get("type") != "response" or not isinstance(body, str):
+        return _decode_object(obj), None
+    obj.pop("body", None)
+    raw = _unbase64(body, "response") if body else b""
+    # The head is written back out before decoding can add to it: what is stored is what the
+    # agent sent, minus the body's base64.
+    head = _dumps(obj).encode("ascii")
+    return _decode_response(obj, raw), head + b"\n" + raw
 
 
 def _decode_object(obj: dict[str, Any]) -> Message:
@@ -606,7 +645,9 @@ def _decode_request(obj: dict[str, Any]) -> Request:
     )
 
 
-def _decode_response(obj: dict[str, Any]) -> Response:
+def _decode_response(obj: dict[str, Any], packed: bytes | None = None) -> Response:
+    """``packed``: the body's bytes with base64 already undone (the stored form), instead of
+    the ``body`` text."""
     response_id = validate_id(_field(obj, "id", str, "response"))
     where = f"response {response_id}"
     fault = obj.get("fault")
@@ -622,7 +663,11 @@ def _decode_response(obj: dict[str, Any]) -> Response:
         id=response_id,
         status=_field(obj, "status", int, where),
         headers=_headers_from(obj, where, status=502),
-        body=_inline_body(obj, where, MAX_BODY_BYTES),
+        body=(
+            _inline_body(obj, where, MAX_BODY_BYTES)
+            if packed is None
+            else inflate_body(packed, _optional_str(obj, "enc", where), MAX_BODY_BYTES, where)
+        ),
         fault=fault,
         uploaded=None if uploaded is None else _count(obj, "uploaded", where, MAX_BLOB_BYTES),
     )
@@ -644,17 +689,15 @@ def stored_response(text: str) -> bytes:
     """A response message as the relay stores it: the head as JSON, a newline, then the body's
     packed bytes (compressed if the agent compressed it) without base64. The same message always
     gives the same bytes, so a repeated delivery stores nothing new."""
-    obj = json.loads(text)
-    body = obj.pop("body", "")
-    try:
-        raw = binascii.a2b_base64(body, strict_mode=True) if body else b""
-    except (binascii.Error, ValueError):
-        raise ProtocolError("response: body is not valid base64") from None
-    return _dumps(obj).encode("ascii") + b"\n" + raw
+    stored = decode_answer(text)[1]
+    if stored is None:
+        raise ProtocolError("not a response")
+    return stored
 
 
 def response_from_stored(data: bytes) -> Response:
-    """The response ``stored_response`` kept; any damage raises ``ProtocolError``."""
+    """The response ``stored_response`` kept; any damage raises ``ProtocolError``. The body is
+    never base64-encoded on the way: the stored bytes are the body (inflated if packed)."""
     head, newline, raw = data.partition(b"\n")
     if not newline:
         raise ProtocolError("stored response has no head", status=502)
@@ -662,13 +705,9 @@ def response_from_stored(data: bytes) -> Response:
         obj = json.loads(head)
     except (ValueError, RecursionError):
         raise ProtocolError("stored response head is not JSON", status=502) from None
-    if not isinstance(obj, dict) or obj.get("type") != "response":
+    if not isinstance(obj, dict) or obj.get("type") != "response" or "body" in obj:
         raise ProtocolError("stored response is not a response", status=502)
-    if raw:
-        obj["body"] = base64.b64encode(raw).decode("ascii")
-    message = _decode_object(obj)
-    assert isinstance(message, Response)
-    return message
+    return _decode_response(obj, raw)
 
 
 # --- Share links -------------------------------------------------------------------------------

@@ -196,7 +196,7 @@ class Relay:
     def on_message(self, connection_id: str, text: str) -> None:
         """``$default``: one WebSocket message from an agent."""
         try:
-            message = codec.decode(text)
+            message, stored = codec.decode_answer(text)
         except ProtocolError as exc:
             log.warning(
                 "bad message from connection %s: %s", request_ids.log_id(connection_id), exc
@@ -205,8 +205,8 @@ class Relay:
                 connection_id, protocol.Error("bad_frame", f"relay refused a message: {exc}")
             )
             return
-        if isinstance(message, protocol.Response):
-            self._accept_response(connection_id, message, text)
+        if isinstance(message, protocol.Response) and stored is not None:
+            self._accept_response(connection_id, message, stored)
         elif isinstance(message, protocol.Hello):
             self._hello(connection_id, message)
         elif isinstance(message, protocol.Ping):
@@ -514,16 +514,19 @@ class Relay:
             if request_ids.may_answer(self.key, request_id, connection_id, now):
                 self.store.mark_working(request_id, request_ids.expires_at(request_id))
 
-    def _accept_response(self, connection_id: str, response: protocol.Response, text: str) -> None:
-        """Store an agent's answer with one conditional write; its id proves the sender owns
-        the request (no read first). A refusal is told to the agent, which logs it."""
+    def _accept_response(
+        self, connection_id: str, response: protocol.Response, stored: bytes
+    ) -> None:
+        """Store an agent's answer (``stored``: its stored form, ``codec.stored_response``) with
+        one conditional write; its id proves the sender owns the request (no read first). A
+        refusal is told to the agent, which logs it."""
         now = self.clock.now()
         if not request_ids.may_answer(self.key, response.id, connection_id, now):
             why = "it is not this connection's request, or the relay stopped waiting for it"
         else:
             try:
-                stored = self.store.put_response(
-                    response.id, codec.stored_response(text), request_ids.expires_at(response.id)
+                kept = self.store.put_response(
+                    response.id, stored, request_ids.expires_at(response.id)
                 )
             except Exception:
                 # The write failed (throttled, a 5xx after the SDK's retries): the agent is told
@@ -540,7 +543,7 @@ class Relay:
                     ),
                 )
                 return
-            if stored:
+            if kept:
                 return
             why = "another answer to it is already stored"
         log.warning(

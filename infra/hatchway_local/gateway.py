@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import json
 import logging
@@ -41,7 +40,7 @@ from urllib.parse import unquote
 
 from aiohttp import WSMsgType, web
 
-from hatchway import protocol
+from hatchway import b64, protocol
 from hatchway_local.concurrency import (
     HTTP_FUNCTION,
     WEBSOCKET_FUNCTION,
@@ -729,7 +728,7 @@ class Gateway:
         if query:
             event["queryStringParameters"] = query
         if body:
-            event["body"] = base64.b64encode(body).decode("ascii")
+            event["body"] = b64.encode(body)
         return event
 
     async def _read_body(self, request: web.Request) -> bytes:
@@ -765,7 +764,7 @@ class Gateway:
             return _json(408, "Request Timeout", close=True)
         event = self._http_event(request, b"", received)
         # Sized without encoding the body into JSON: base64 text is written as it is.
-        encoded = base64.b64encode(body).decode("ascii") if body else ""
+        encoded = b64.encode(body) if body else ""
         size = len(json.dumps(event)) + (len(encoded) + BODY_FIELD_BYTES if body else 0)
         if size > LAMBDA_MAX_EVENT_BYTES:
             return _json(413, "Request Entity Too Large")
@@ -785,8 +784,7 @@ class Gateway:
 
     def _response(self, request: web.Request, result: dict[str, Any]) -> web.Response:
         raw = result.get("body") or ""
-        # a2b_base64 takes the text as it is (b64decode would copy it to bytes first).
-        body = binascii.a2b_base64(raw) if result.get("isBase64Encoded") else str(raw).encode()
+        body = b64.decode_lenient(raw) if result.get("isBase64Encoded") else str(raw).encode()
         response = web.Response(status=int(result["statusCode"]))
         for name, value in (result.get("headers") or {}).items():
             key = name.lower()

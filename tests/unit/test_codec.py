@@ -135,6 +135,33 @@ def test_every_message_round_trips_as_text_and_as_bytes(message: p.Message) -> N
 
 
 @pytest.mark.parametrize("message", MESSAGES)
+def test_decode_answer_also_gives_a_responses_stored_form_which_gives_it_back(
+    message: p.Message,
+) -> None:
+    text = codec.encode(message)
+    decoded, stored = codec.decode_answer(text)
+    assert decoded == message == codec.decode(text)
+    if not isinstance(message, p.Response):
+        assert stored is None
+        return
+    assert stored is not None and stored == codec.stored_response(text)
+    head, _, packed = stored.partition(b"\n")
+    obj = wire(message)
+    assert json.loads(head) == {k: v for k, v in obj.items() if k != "body"}
+    assert packed == base64.b64decode(obj.get("body", ""))  # compressed bytes stay compressed
+    assert codec.response_from_stored(stored) == message
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [b"no newline", b"not json\n", b'{"type":"ping","ts":1}\n', b'{"type":"response"}\n'],
+)
+def test_a_damaged_stored_response_is_a_protocol_error(stored: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        codec.response_from_stored(stored)
+
+
+@pytest.mark.parametrize("message", MESSAGES)
 def test_an_encoded_message_is_ascii_json_within_the_message_limit(message: p.Message) -> None:
     text = codec.encode(message)
     assert text.isascii() and len(text) <= p.MAX_MESSAGE_BYTES

@@ -12,12 +12,12 @@ UTF-8) is escaped; what a visitor may send raw stays raw. An encoded ``/`` (``%2
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Callable, Generator
 from typing import Any
 from urllib.parse import quote
 
+from hatchway import b64
 from hatchway_relay.core import Relay, Reply, Visit
 from hatchway_relay.metrics import Metrics, NoMetrics, record_visit
 from hatchway_relay.visits import AwaitAnswer, run_blocking
@@ -46,7 +46,7 @@ def visit_from_event(event: dict[str, Any], context: Any = None) -> Visit:
     if event.get("cookies"):
         headers.append(("cookie", "; ".join(event["cookies"])))
     body = event.get("body") or ""
-    raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode("utf-8")
+    raw = b64.decode_lenient(body) if event.get("isBase64Encoded") else body.encode("utf-8")
     host = (event.get("headers") or {}).get("host") or ctx.get("domainName", "")
     return Visit(
         method=http.get("method", "GET"),
@@ -80,7 +80,7 @@ def result_from_reply(reply: Reply) -> dict[str, Any]:
     result: dict[str, Any] = {
         "statusCode": reply.status,
         "headers": headers,
-        "body": base64.b64encode(reply.body).decode("ascii"),
+        "body": b64.encode(reply.body),
         "isBase64Encoded": True,
     }
     if cookies:
