@@ -33,12 +33,14 @@ from hatchway.config import (
     mask,
     masked,
     named_tunnels,
+    parse_inspect_memory,
     resolve_rotate_after,
     resolve_settings,
     set_value,
 )
 from hatchway.display import JsonLog, LineLog, Listener, ListenerLogHandler, Screen, Status
 from hatchway.errors import HatchwayError
+from hatchway.inspector import MAX_TOTAL_BYTES as INSPECT_MEMORY_BYTES
 from hatchway.service import Service
 from hatchway.tunnels import HOST_HEADER_MODES, OptionError, TunnelOptions, tunnel_options
 
@@ -88,6 +90,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help=f"inspector address on loopback (default {DEFAULT_INSPECT}; env {INSPECT_ENV})",
     )
     inspect.add_argument("--no-inspect", action="store_true", help="do not start the inspector")
+    parser.add_argument(
+        "--inspect-memory",
+        metavar="SIZE",
+        help="memory the inspector keeps exchanges in, oldest forgotten first (default "
+        f"{INSPECT_MEMORY_BYTES // 1024**2}M; 1M to 1G)",
+    )
     parser.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
@@ -265,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         inspect = "off" if args.no_inspect else args.inspect
         settings = resolve_settings(args.server, args.token, inspect)
         rotate_after = resolve_rotate_after(args.rotate_after)
+        if args.inspect_memory is not None:
+            args.inspect_memory = parse_inspect_memory(args.inspect_memory)
     except (OptionError, ConfigError) as exc:
         print(f"hatchway: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -373,6 +383,7 @@ def service_for(
         settings,
         tunnels,
         inspect=settings.inspect,
+        inspect_memory=getattr(args, "inspect_memory", None) or INSPECT_MEMORY_BYTES,
         retry_at_start=True,
         heartbeat=args.heartbeat,
         rotate_after=rotate_after,

@@ -388,6 +388,27 @@ def tunnel_from_table(label: str, table: Mapping[str, Any], path: Path) -> Tunne
         raise ConfigError(f"{where}: {exc}") from None
 
 
+MAX_INSPECT_MEMORY_BYTES = 1024**3
+"""The most ``--inspect-memory`` may give the inspector (1 GiB)."""
+
+_SIZE_UNITS = {"": 1, "b": 1}
+_SIZE_UNITS |= {f"{p}{s}": 1024**n for n, p in enumerate("kmg", 1) for s in ("", "b", "ib")}
+"""Sizes count in powers of 1024 whichever way the unit is written (K, KB, KiB...)."""
+
+
+def parse_inspect_memory(text: str) -> int:
+    """``--inspect-memory``: bytes, or a number with K, M or G (powers of 1024), from 1 MiB
+    (one large exchange must fit) to ``MAX_INSPECT_MEMORY_BYTES``."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = _SIZE_UNITS.get(match.group(2).lower()) if match else None
+    if match is None or unit is None:
+        raise ConfigError(f"--inspect-memory: give a size such as 32M or 256MiB, not {text[:40]!r}")
+    size = int(float(match.group(1)) * unit)
+    if not 1024**2 <= size <= MAX_INSPECT_MEMORY_BYTES:
+        raise ConfigError("--inspect-memory: give 1M to 1G (the inspector keeps it in memory)")
+    return size
+
+
 def resolve_rotate_after(flag: float | None) -> float:
     """Seconds between connection rotations: the flag, else ``$HATCHWAY_ROTATE_SECONDS``, else
     the protocol's default, which stays inside the platform's 2 h connection limit."""

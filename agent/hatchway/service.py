@@ -15,6 +15,7 @@ from hatchway.config import Settings
 from hatchway.display import Listener, Status
 from hatchway.errors import HatchwayError
 from hatchway.forward import Forwarder
+from hatchway.inspector import MAX_TOTAL_BYTES as INSPECT_MEMORY_BYTES
 from hatchway.inspector import Inspector, InspectorError
 from hatchway.protocol import Request, Response
 from hatchway.session import Session
@@ -37,6 +38,7 @@ class Service:
         listeners: Sequence[Listener] = (),
         *,
         inspect: str | None = None,
+        inspect_memory: int = INSPECT_MEMORY_BYTES,
         retry_at_start: bool = False,
         **session_options: Any,
     ) -> None:
@@ -55,7 +57,11 @@ class Service:
         if inspect is not None:
             # Replays go through the router, so they reach the captured request's own tunnel
             # with its header rules; the inspector only ever calls ``handle`` on it.
-            self.inspector = Inspector(cast(Forwarder, self.router), status=self.status.as_dict)
+            self.inspector = Inspector(
+                cast(Forwarder, self.router),
+                status=self.status.as_dict,
+                max_total_bytes=inspect_memory,
+            )
         self.session = Session(
             settings.server,
             settings.token or "",

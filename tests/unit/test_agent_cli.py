@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hatchway import cli, protocol
-from hatchway.config import resolve_rotate_after, resolve_settings
+from hatchway.config import parse_inspect_memory, resolve_rotate_after, resolve_settings
 from hatchway.display import JsonLog, LineLog, Screen, Status
 from hatchway.tunnels import TunnelOptions, tunnel_options
 
@@ -166,6 +166,47 @@ def test_a_rotation_interval_out_of_bounds_is_a_usage_error(
         monkeypatch.setenv("HATCHWAY_ROTATE_SECONDS", env)
     assert cli.main(["http", "3000", "--token", "hw_x", *argv]) == 2
     assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("size", "kept"),
+    [
+        (None, 32 * 1024**2),
+        ("1M", 1024**2),
+        ("1048576", 1024**2),
+        ("64MiB", 64 * 1024**2),
+        ("64 MB", 64 * 1024**2),
+        ("0.5g", 512 * 1024**2),
+        ("1G", 1024**3),  # the cap itself
+    ],
+)
+def test_the_inspectors_memory_comes_from_the_flag(size: str | None, kept: int) -> None:
+    argv = ["http", "3000", *(["--inspect-memory", size] if size else [])]
+    args = cli.build_parser().parse_args(argv)
+    if args.inspect_memory is not None:
+        args.inspect_memory = parse_inspect_memory(args.inspect_memory)
+    settings = resolve_settings("ws://127.0.0.1:1/connect", "hw_x", "127.0.0.1:0")
+    service = cli.service_for(settings, cli._tunnels(args), args)
+    assert service.inspector is not None
+    assert service.inspector.capture.max_total_bytes == kept
+
+
+@pytest.mark.parametrize(
+    ("size", "says"),
+    [
+        ("1048575", "give 1M to 1G"),  # one byte under the floor
+        ("1025M", "give 1M to 1G"),  # beyond the cap
+        ("32 parsecs", "give a size such as"),
+        ("", "give a size such as"),
+        ("5TB", "give a size such as"),
+        ("M", "give a size such as"),
+    ],
+)
+def test_an_inspector_memory_out_of_bounds_is_a_usage_error(
+    size: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["http", "3000", "--token", "hw_x", "--inspect-memory", size]) == 2
+    assert f"--inspect-memory: {says}" in capsys.readouterr().err
 
 
 def test_pool_needs_a_subdomain_and_reaches_the_hello() -> None:

@@ -26,6 +26,7 @@ from hatchway.forward import Forwarder
 from hatchway.inspector.capture import (
     MAX_BODY_BYTES,
     MAX_REQUESTS,
+    MAX_TOTAL_BYTES,
     Capture,
     Exchange,
     UnknownExchange,
@@ -43,6 +44,7 @@ __all__ = [
     "DEFAULT_ADDRESS",
     "MAX_BODY_BYTES",
     "MAX_REQUESTS",
+    "MAX_TOTAL_BYTES",
     "Exchange",
     "Inspector",
     "InspectorError",
@@ -62,11 +64,12 @@ class Inspector:
         *,
         max_requests: int = MAX_REQUESTS,
         max_body_bytes: int = MAX_BODY_BYTES,
+        max_total_bytes: int = MAX_TOTAL_BYTES,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.forwarder = forwarder
-        self.capture = Capture(max_requests, max_body_bytes, clock)
+        self.capture = Capture(max_requests, max_body_bytes, clock, max_total_bytes)
         self._session_status = status
         self._server = InspectorServer(self.capture, self.replay, self.status, heartbeat_seconds)
         self._replay_ids = itertools.count(1)
