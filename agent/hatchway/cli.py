@@ -16,11 +16,13 @@ from types import FrameType
 from typing import TextIO
 
 from hatchway import __version__, protocol, sharing
+from hatchway.arenas import limit_malloc_arenas
 from hatchway.config import (
     CONFIG_ENV,
     DEFAULT_INSPECT,
     DEFAULT_SERVER,
     INSPECT_ENV,
+    INSPECT_MEMORY_BYTES,
     ROTATE_ENV,
     SERVER_ENV,
     SETTABLE_KEYS,
@@ -40,7 +42,6 @@ from hatchway.config import (
 )
 from hatchway.display import JsonLog, LineLog, Listener, ListenerLogHandler, Screen, Status
 from hatchway.errors import HatchwayError
-from hatchway.inspector import MAX_TOTAL_BYTES as INSPECT_MEMORY_BYTES
 from hatchway.service import Service
 from hatchway.tunnels import HOST_HEADER_MODES, OptionError, TunnelOptions, tunnel_options
 
@@ -393,6 +394,8 @@ def service_for(
 def _serve(
     settings: Settings, tunnels: list[TunnelOptions], args: argparse.Namespace, rotate_after: float
 ) -> int:
+    # The command owns its process (the Python API leaves its host's allocator alone).
+    limit_malloc_arenas()
     service = service_for(settings, tunnels, args, rotate_after)
     display = display_for(args.log_format, service.status, sys.stdout, sys.stderr)
     service.listeners.append(display)

@@ -388,6 +388,9 @@ def tunnel_from_table(label: str, table: Mapping[str, Any], path: Path) -> Tunne
         raise ConfigError(f"{where}: {exc}") from None
 
 
+INSPECT_MEMORY_BYTES = 32 * 1024**2
+"""What the inspector keeps of all exchanges together by default (``--inspect-memory``)."""
+
 MAX_INSPECT_MEMORY_BYTES = 1024**3
 """The most ``--inspect-memory`` may give the inspector (1 GiB)."""
 

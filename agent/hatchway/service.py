@@ -8,18 +8,19 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from hatchway import protocol
-from hatchway.config import Settings
+from hatchway.config import INSPECT_MEMORY_BYTES, Settings
 from hatchway.display import Listener, Status
 from hatchway.errors import HatchwayError
 from hatchway.forward import Forwarder
-from hatchway.inspector import MAX_TOTAL_BYTES as INSPECT_MEMORY_BYTES
-from hatchway.inspector import Inspector, InspectorError
 from hatchway.protocol import Request, Response
 from hatchway.session import Session
 from hatchway.tunnels import Pipeline, Router, TunnelOptions
+
+if TYPE_CHECKING:  # imported when one is started: its web server is memory a plain agent saves
+    from hatchway.inspector import Inspector
 
 log = logging.getLogger("hatchway.agent")
 
@@ -55,6 +56,8 @@ class Service:
         self.status = Status(settings.server, self.tunnels)
         self.inspector: Inspector | None = None
         if inspect is not None:
+            from hatchway.inspector import Inspector
+
             # Replays go through the router, so they reach the captured request's own tunnel
             # with its header rules; the inspector only ever calls ``handle`` on it.
             self.inspector = Inspector(
@@ -123,6 +126,8 @@ class Service:
     def _start_inspector(self) -> None:
         if self.inspector is None or self.inspect is None:
             return
+        from hatchway.inspector import InspectorError
+
         try:
             url = self.inspector.start(self.inspect)
         except InspectorError as exc:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hatchway import protocol
+from hatchway.config import INSPECT_MEMORY_BYTES
 from hatchway.protocol import Fault, Headers
 
 MAX_REQUESTS = 200
@@ -26,7 +27,7 @@ MAX_REQUESTS = 200
 MAX_BODY_BYTES = 1024 * 1024
 """Bytes kept of each request body and of each response body; the rest is dropped (truncated)."""
 
-MAX_TOTAL_BYTES = 32 * 1024 * 1024
+MAX_TOTAL_BYTES = INSPECT_MEMORY_BYTES
 """Bytes kept of all exchanges together (bodies and heads); the oldest go first beyond it."""
 
 MAX_PENDING_EVENTS = 256
