@@ -72,7 +72,7 @@ MAX_ID_LENGTH = 64
 MAX_TUNNELS_PER_CONNECTION = 16
 """Most tunnels one agent connection may claim in its hello."""
 
-NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 """A tunnel name is one DNS label: lowercase letters, digits and inner hyphens, 1-63 chars."""
 
 RESERVED_NAMES = frozenset({"connect", "www", "api", "admin", "t"})
@@ -223,15 +223,15 @@ HOP_BY_HOP_HEADERS = frozenset(
     }
 )
 
-_ID_PATTERN = re.compile(rf"^[A-Za-z0-9_-]{{1,{MAX_ID_LENGTH}}}$")
-_INSTANCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]*$")
-_METHOD_PATTERN = re.compile(r"^[A-Z][A-Z0-9-]{0,19}$")
-_HEADER_NAME_PATTERN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+_ID_PATTERN = re.compile(rf"^[A-Za-z0-9_-]{{1,{MAX_ID_LENGTH}}}\Z")
+_INSTANCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]*\Z")
+_METHOD_PATTERN = re.compile(r"^[A-Z][A-Z0-9-]{0,19}\Z")
+_HEADER_NAME_PATTERN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}\Z")
 _FORBIDDEN_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _FORBIDDEN_IN_HEADER_VALUE = re.compile(r"[\x00\r\n]")
 _B64URL = r"[A-Za-z0-9_-]+"
 _BASIC_AUTH_HASH_PATTERN = re.compile(
-    rf"^{re.escape(BASIC_AUTH_SCHEME)}\$([0-9]{{4,6}})\$({_B64URL})\$({_B64URL})$"
+    rf"^{re.escape(BASIC_AUTH_SCHEME)}\$([0-9]{{4,6}})\$({_B64URL})\$({_B64URL})\Z"
 )
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 # Used with fullmatch: a pattern ending in "$" also lets a trailing newline through.

@@ -15,7 +15,7 @@ from typing import Final
 from hatchway import protocol
 
 HOSTNAME_PATTERN: Final = re.compile(
-    r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z"
 )
 """A full DNS name, lowercase, no wildcard and no trailing dot."""
 MAX_HOSTNAME_CHARS: Final = 253

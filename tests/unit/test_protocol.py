@@ -77,6 +77,24 @@ def test_a_tunnel_name_is_one_lowercase_dns_label_and_not_reserved(name: str, va
         refused(p.validate_name, name)
 
 
+@pytest.mark.parametrize(
+    "check",
+    [
+        pytest.param(lambda: p.validate_name("app\n"), id="tunnel name"),
+        pytest.param(lambda: p.validate_id("r1\n"), id="request id"),
+        pytest.param(lambda: p.Request("r1", "app", "GET\n", "/"), id="method"),
+        pytest.param(
+            lambda: p.Request("r1", "app", "GET", "/", "", (("x-a\n", "1"),)), id="header"
+        ),
+        pytest.param(lambda: p.Hello((p.TunnelSpec("app"),), instance="i-1\n"), id="instance"),
+    ],
+)
+def test_a_trailing_newline_never_passes_for_a_valid_field(check: Callable[[], object]) -> None:
+    # ``$`` matches before a final newline: every pattern ends in ``\Z`` instead.
+    with pytest.raises(ProtocolError):
+        check()
+
+
 @pytest.mark.parametrize("name", [None, 7, b"app", ["app"]])
 def test_a_tunnel_name_that_is_not_a_string_is_refused(name: object) -> None:
     refused(p.validate_name, name)

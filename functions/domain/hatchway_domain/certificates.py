@@ -66,7 +66,7 @@ DEFAULT_STATE_PREFIX: Final = "certbot/"
 DOMAIN_PATTERN: Final = re.compile(
     r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 )
-CERT_NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+CERT_NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}\Z")
 
 Clock = Callable[[], datetime.datetime]
 Issuer = Callable[[CertbotRequest, ApiToken, CertbotRun], None]

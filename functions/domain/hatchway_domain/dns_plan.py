@@ -27,7 +27,7 @@ AUTOMATIC_TTL: Final = 1
 EXCLUSIVE_TYPES: Final = frozenset({"CNAME"})
 """A name holding one of these holds nothing else (RFC 1034 §3.6.2)."""
 HOSTNAME_PATTERN: Final = re.compile(
-    r"^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    r"^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z"
 )
 """A DNS name as this job writes it: lowercase, no trailing dot, an optional leading ``*.``,
 underscores allowed (ACM's validation names start with one)."""
