@@ -18,6 +18,7 @@ from hatchway import blobs, codec, protocol
 from hatchway.errors import HatchwayError, NameTaken
 from hatchway.inflight import WORKING_SCAN_SECONDS, HeldRequests
 from hatchway.protocol import Fault, ProtocolError, Request, Response
+from hatchway.tunnel_stats import TunnelStats
 
 if TYPE_CHECKING:
     from hatchway.session import Session
@@ -103,6 +104,8 @@ class Connection:
         self.served: dict[str, int] = {}
         """Requests answered on this connection, per tunnel: reported in each ping."""
         self.served_lock = threading.Lock()
+        self.stats = TunnelStats()
+        """How each tunnel's answers went (errors by cause, latency): also in each ping."""
         self.error: BaseException | None = None
         self.fatal: HatchwayError | None = None
         """Why the session must stop rather than reconnect (the names went to another agent)."""
@@ -290,8 +293,11 @@ class Connection:
         if keep:
             self.session.answers.put(response)
         if tunnel is not None:
+            # Only answers to a tunnel's request count: a repeated answer, or one to an
+            # undecodable request, has none.
             with self.served_lock:
                 self.served[tunnel] = self.served.get(tunnel, 0) + 1
+            self.stats.record(tunnel, response, self.held.age(response.id))
 
     def _tick(self) -> None:
         """Marks slow requests, pings, notices a silent relay, and starts the rotation."""
@@ -319,7 +325,7 @@ class Connection:
                     next_ping = now + self.heartbeat
                     with self.served_lock:
                         served = tuple(sorted(self.served.items()))
-                    self.send(protocol.Ping(time.time(), served))
+                    self.send(protocol.Ping(time.time(), served, self.stats.health()))
             except (websocket.WebSocketException, OSError):
                 abort(self.ws)
                 return

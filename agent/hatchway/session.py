@@ -54,7 +54,6 @@ from hatchway.connection import Connection, agent_fault, looks_compressible, sen
 from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
 from hatchway.inflight import TunnelGate
 from hatchway.protocol import ProtocolError, Request, Response
-from hatchway.tunnel_stats import ReportingConnection
 
 log = logging.getLogger("hatchway.agent")
 
@@ -336,7 +335,7 @@ class Session:
             )
         self.welcome = welcome
         heartbeat = self.heartbeat_override or welcome.heartbeat_seconds
-        connection = ReportingConnection(self, ws, heartbeat, early)
+        connection = Connection(self, ws, heartbeat, early)
         # Before the connection serves anything, so that routing set up here sees every request.
         if self.on_ready:
             self.on_ready(welcome)

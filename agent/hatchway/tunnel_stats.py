@@ -2,29 +2,22 @@
 errors by cause since the connection opened, and the latency of the last minute's answers
 (median and 95th percentile). Counted in memory as answers go out; nothing travels per request,
 and the relay stores the figures in the write each ping makes anyway.
-
-``ReportingConnection`` is the session's connection with this counting added: it records every
-answer it sends for a tunnel and adds the figures to each ping it sends.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hatchway import protocol
-from hatchway.connection import Connection
-from hatchway.protocol import Request, Response, TunnelHealth
+from hatchway.protocol import Response, TunnelHealth
 
 if TYPE_CHECKING:
-    import websocket
-
-    from hatchway.session import Session
+    pass
 
 LATENCY_WINDOW_SECONDS = 60.0
 """Answers older than this no longer count toward a tunnel's reported latency."""
@@ -129,30 +122,3 @@ class TunnelStats:
                 if health:
                     found.append((tunnel, health))
             return tuple(found)
-
-
-class ReportingConnection(Connection):
-    """A session connection that counts how each tunnel's answers went and says so in its
-    pings (the ping itself is built by ``Connection``; this adds ``health`` to it)."""
-
-    def __init__(
-        self,
-        session: Session,
-        ws: websocket.WebSocket,
-        heartbeat: float,
-        early: Sequence[Request] = (),
-    ) -> None:
-        super().__init__(session, ws, heartbeat, early)
-        self.stats = TunnelStats()
-
-    def send(self, message: protocol.Message) -> None:
-        if isinstance(message, protocol.Ping) and not message.health:
-            message = dataclasses.replace(message, health=self.stats.health())
-        super().send(message)
-
-    def _answer(self, response: Response, tunnel: str | None = None, keep: bool = True) -> None:
-        super()._answer(response, tunnel, keep)
-        # Only answers to a tunnel's request count, as for ``served``: a repeated answer or
-        # one to an undecodable request has none.
-        if tunnel is not None:
-            self.stats.record(tunnel, response, self.held.age(response.id))
