@@ -202,6 +202,22 @@ def _context(function: str, timeout: float) -> InvocationContext:
     return InvocationContext(f"hatchway-{function}", timeout, aws_request_id=_invocation_id())
 
 
+EVENT_FIXED_BYTES = 2048
+"""More than an HTTP event's JSON takes besides what the request brings (keys, ids, times)."""
+
+
+def _event_bound(request: web.Request) -> int:
+    """At least the length of ``request``'s event as JSON, body aside: each character can take
+    12 (a surrogate pair escaped); the path and query, the host, the user agent and the source
+    address appear more than once; each header or query field adds its punctuation."""
+    headers = request.headers
+    repeated = request.raw_path + headers.get("Host", "") + (request.remote or "")
+    characters = 2 * len(repeated) + len(headers.get("User-Agent", ""))
+    characters += sum(len(name) + len(value) for name, value in headers.items())
+    fields = len(request.headers) + len(request.query)
+    return 12 * characters + 16 * fields + EVENT_FIXED_BYTES
+
+
 async def _flush(sends: list[Coroutine[Any, Any, None]]) -> None:
     """Write the posts an invocation made on the loop. One that fails is an agent gone
     meanwhile, whose ``$disconnect`` cleans up; the rest are still written."""
@@ -763,10 +779,14 @@ class Gateway:
         except TimeoutError:
             return _json(408, "Request Timeout", close=True)
         event = self._http_event(request, b"", received)
-        # Sized without encoding the body into JSON: base64 text is written as it is.
+        # Sized without encoding the body into JSON: base64 text is written as it is. The rest
+        # of the event is encoded to measure it only when a bound from its length could be over.
         encoded = b64.encode(body) if body else ""
-        size = len(json.dumps(event)) + (len(encoded) + BODY_FIELD_BYTES if body else 0)
-        if size > LAMBDA_MAX_EVENT_BYTES:
+        body_size = len(encoded) + BODY_FIELD_BYTES if body else 0
+        if (
+            body_size + _event_bound(request) > LAMBDA_MAX_EVENT_BYTES
+            and len(json.dumps(event)) + body_size > LAMBDA_MAX_EVENT_BYTES
+        ):
             return _json(413, "Request Entity Too Large")
         if body:
             event["body"], event["isBase64Encoded"] = encoded, True

@@ -1056,3 +1056,27 @@ def test_tunnel_health_validates_itself() -> None:
     with pytest.raises(ProtocolError):
         p.Ping(1.0, (), tuple((f"t{i}", p.TunnelHealth()) for i in range(17)))
     assert not p.TunnelHealth() and p.TunnelHealth((), 0, 0) and p.TunnelHealth((("x", 1),))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.text(alphabet="abcxyz-", min_size=1, max_size=20),
+            st.text(alphabet=st.characters(exclude_characters="\r\n\x00"), max_size=400),
+        ),
+        max_size=40,
+    ),
+    st.text(alphabet=st.characters(exclude_characters="\r\n\x00"), max_size=300),
+)
+def test_a_head_said_to_fit_by_its_length_does_fit(
+    headers: list[tuple[str, str]], fault: str
+) -> None:
+    """``encode`` skips measuring a head whose length alone bounds it under the limit: the
+    bound must never be below the real encoded size."""
+    for message in (
+        p.Request("r1", "app", "GET", "/" + fault, fault, tuple(headers)),
+        p.Response("r1", 502, tuple(headers), fault=p.Fault("agent", fault or "x")),
+    ):
+        if codec._head_fits(message):
+            assert codec.head_size(message) <= p.MAX_HEAD_BYTES

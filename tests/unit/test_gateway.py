@@ -777,3 +777,28 @@ def test_one_connection_has_at_most_its_cap_of_messages_in_flight() -> None:
         wait_until(lambda: len(stubs.bodies) == sent)
     assert gw.peak_pending_messages == cap
     assert sorted(stubs.bodies) == sorted(f"m{i}" for i in range(sent))
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/", {"Host": "app.localhost"}),
+        ("/caf%C3%A9?a=1&a=2&b=%20", {"Host": "x", "Cookie": "a=1; b=2", "X-Rep": "1"}),
+        ("/" + "é" * 500, {"Host": "h" * 255, "User-Agent": "🦊" * 300, "X-Emoji": "😀" * 400}),
+        ("/?" + "&".join(f"k{i}=\x01" for i in range(300)), {"Host": "q"}),
+        ("/", {f"X-H{i}": "\x7f" * 20 for i in range(100)} | {"Host": "many"}),
+    ],
+)
+def test_the_event_size_bound_is_never_below_the_events_json(
+    path: str, headers: dict[str, str]
+) -> None:
+    """The gateway encodes an event to measure it only when this bound could exceed
+    Lambda's limit: a bound under the real size would let an oversized event through."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from hatchway_local.gateway import _event_bound
+
+    request = make_mocked_request("GET", path, headers=headers)
+    gw = Gateway({"127.0.0.1"})
+    event = gw._http_event(request, b"", time.time())
+    assert _event_bound(request) >= len(json.dumps(event))
