@@ -498,23 +498,31 @@ class Gateway:
         ``wait.until`` or once the agent's connection went."""
         assert self.answers is not None
         loop = asyncio.get_running_loop()
-        ready = asyncio.Event()
+        ready: asyncio.Future[None] = loop.create_future()
 
         def wake() -> None:
-            if self.in_loop_thread():
-                ready.set()
-            else:
-                loop.call_soon_threadsafe(ready.set)
+            if not ready.done():
+                ready.set_result(None)
 
-        self.answers.watch_response(wait.request_id, wake)
+        def wake_from_anywhere() -> None:
+            if self.in_loop_thread():
+                wake()
+            else:
+                loop.call_soon_threadsafe(wake)
+
+        # Watched before the first look, so that nothing landing in between is missed. One
+        # future and one timer: the cheapest wait asyncio has, on every visitor's path.
+        self.answers.watch_response(wait.request_id, wake_from_anywhere)
         answer = self.answers.wait_response(wait.request_id, 0.0)  # a look, never a wait
         delay = wait.until - time.time()
-        if answer is None and delay > 0:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await ready.wait()
-            answer = self.answers.wait_response(wait.request_id, 0.0)
-        return answer
+        if answer is not None or delay <= 0:
+            return answer
+        timer = loop.call_later(delay, wake)
+        try:
+            await ready
+        finally:
+            timer.cancel()
+        return self.answers.wait_response(wait.request_id, 0.0)
 
     def in_loop_thread(self) -> bool:
         return self.loop_thread == threading.get_ident()
