@@ -292,9 +292,10 @@ class Connection:
             return
         if keep:
             self.session.answers.put(response)
-        if tunnel is not None:
-            # Only answers to a tunnel's request count: a repeated answer, or one to an
-            # undecodable request, has none.
+        if tunnel is not None and tunnel in self.session.granted:
+            # Only answers to a granted tunnel's request count (a repeated answer, or one to
+            # an undecodable request, has none), so a ping never reports more tunnels than the
+            # hello asked for, whatever names a relay sends requests for.
             with self.served_lock:
                 self.served[tunnel] = self.served.get(tunnel, 0) + 1
             self.stats.record(tunnel, response, self.held.age(response.id))

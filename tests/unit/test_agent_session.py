@@ -412,6 +412,8 @@ def test_pings_carry_the_requests_served_per_tunnel(relay: FakeRelay) -> None:
         end = relay.next()
         for i, tunnel in enumerate(["one", "one", "two"]):
             assert visit(end, f"r{i}", tunnel=tunnel).status == 200
+        # A request for a tunnel this agent was not granted is answered, and never counted.
+        assert visit(end, "stray", tunnel="three").id == "stray"
         # Bounded: pings come every 50 ms, and the counts are right from the next one on.
         for _ in range(int(WAIT / 0.05)):
             if (served := end.ping().served) == (("one", 2), ("two", 1)):
