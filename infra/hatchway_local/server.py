@@ -326,11 +326,14 @@ def run_local(
     metrics = MemoryMetrics(clock)
     for token in tokens:
         relay.add_token(token)
+    # Visits run on the loop only when nothing they call blocks: the store and the blob
+    # store both in memory (an S3 blob store is reached over the network).
+    on_loop = watched if memory_blobs is not None else None
     gateway.set_handlers(
         ws_handlers.make_handler(relay),
         http_handlers.make_handler(relay, metrics),
         http_handlers.make_stepping_handler(relay, metrics),
-        answers=watched,
+        answers=on_loop,
     )
 
     with serve_gateway(gateway, sock, ssl_context, management_sock) as loop:

@@ -24,23 +24,33 @@ pytestmark = pytest.mark.e2e
 TOKEN = "hw_e2e-token-0123456789"
 
 
-@pytest.fixture(params=["s3", "memory"])
+@pytest.fixture(
+    params=[("dynamodb", "s3"), ("dynamodb", "memory"), ("memory", "s3"), ("memory", "memory")],
+    ids=["dynamodb+s3", "dynamodb+memory", "memory+s3", "memory+memory"],
+)
 def blob_relay(request: pytest.FixtureRequest, moto_endpoint: str) -> Iterator[LocalServer]:
-    """DynamoDB mode with the production adapters, bodies through S3 (moto's server) or the
-    gateway's memory blob store."""
-    options: dict[str, object] = {"blob_store": request.param}
-    if request.param == "s3":
+    """The production adapters (DynamoDB) or the memory store, bodies through S3 (moto's
+    server) or the gateway's memory blob store."""
+    store, blobs = request.param
+    options: dict[str, object] = {"store": store, "blob_store": blobs}
+    if store == "dynamodb":
+        options["dynamodb_endpoint"] = moto_endpoint
+        options["table_name"] = f"hatchway-{random.Random().randrange(10**9)}"
+    if blobs == "s3":
         options["s3_endpoint"] = moto_endpoint
         options["bucket"] = f"blobs-{random.Random().randrange(10**9)}"
-    with run_local(
-        store="dynamodb",
-        dynamodb_endpoint=moto_endpoint,
-        table_name=f"hatchway-{random.Random().randrange(10**9)}",
-        tokens=(TOKEN,),
-        response_timeout=20.0,
-        **options,  # type: ignore[arg-type]
-    ) as server:
+    with run_local(tokens=(TOKEN,), response_timeout=20.0, **options) as server:  # type: ignore[arg-type]
         yield server
+
+
+def test_visits_run_on_the_loop_only_when_nothing_they_call_blocks(
+    blob_relay: LocalServer,
+) -> None:
+    # An S3 blob store, or DynamoDB, is reached over the network: visits then keep threads.
+    in_memory = (
+        isinstance(blob_relay.blobs, MemoryBlobStore) and blob_relay.gateway.websocket_on_loop
+    )
+    assert (blob_relay.gateway.http_steps is not None) == in_memory
 
 
 def sha(data: bytes) -> str:
