@@ -52,7 +52,7 @@ from hatchway_local.frame_guard import FrameGuard
 from hatchway_local.lambda_context import InvocationContext
 from hatchway_local.management import management_app, new_key
 from hatchway_relay.adapters.memory_blobs import BLOB_PATH, MemoryBlobStore
-from hatchway_relay.handlers.http import SteppingHandler
+from hatchway_relay.handlers.http import HandlerSteps, SteppingHandler
 from hatchway_relay.visits import AwaitAnswer
 
 log = logging.getLogger("hatchway.local")
@@ -450,44 +450,43 @@ class Gateway:
     ) -> dict[str, Any] | None:
         """An admitted WebSocket invocation run on the loop; its execution (already counted)
         ends once the handler has returned and its posts have been written."""
+        sends: list[Coroutine[Any, Any, None]] = []
+        result: dict[str, Any] | None = None
         try:
-            result, sends = self._posting(handler, event, _context(WEBSOCKET_FUNCTION, timeout))
+            self._loop_sends = sends
+            try:
+                result = handler(event, _context(WEBSOCKET_FUNCTION, timeout))
+            except Exception:
+                route = event.get("requestContext", {}).get("routeKey")
+                log.exception("handler failed for %s", route)
+            finally:
+                self._loop_sends = None
             await _flush(sends)
-            return result if isinstance(result, dict) else None
+            return result
         finally:
             self.concurrency.release(WEBSOCKET_FUNCTION)
 
-    def _posting(
-        self, call: Callable[..., Any], *args: Any
-    ) -> tuple[Any, list[Coroutine[Any, Any, None]]]:
-        """Run a handler's synchronous part on the loop, collecting the posts it makes; a
-        handler that raised is logged and yields None."""
-        sends: list[Coroutine[Any, Any, None]] = []
-        self._loop_sends = sends
-        try:
-            return call(*args), sends
-        except StopIteration:
-            raise
-        except Exception:
-            log.exception("handler failed")
-            return None, sends
-        finally:
-            self._loop_sends = None
-
-    async def _run_steps(self, steps: Any) -> dict[str, Any] | None:
+    async def _run_steps(self, steps: HandlerSteps) -> dict[str, Any] | None:
         """An admitted HTTP invocation run on the loop as steps: each step's posts are written
-        before its wait for the answer is awaited."""
+        before its wait for the answer is awaited (and the last step's before it returns)."""
         answer: bytes | None = None
         try:
             while True:
+                sends: list[Coroutine[Any, Any, None]] = []
+                wait: AwaitAnswer | None = None
+                result: dict[str, Any] | None = None
+                self._loop_sends = sends
                 try:
-                    wait, sends = self._posting(steps.send, answer)
+                    wait = steps.send(answer)
                 except StopIteration as done:
-                    result: dict[str, Any] | None = done.value
-                    return result
+                    result = done.value
+                except Exception:
+                    log.exception("handler failed for a visitor's request")
+                finally:
+                    self._loop_sends = None
                 await _flush(sends)
-                if not isinstance(wait, AwaitAnswer):  # the handler raised (logged)
-                    return None
+                if wait is None:
+                    return result
                 answer = await self._answer(wait)
         finally:
             steps.close()  # on cancellation, the relay's cleanup still runs

@@ -60,6 +60,8 @@ class StubRelay:
     def steps(self, event: Event, context: object) -> HandlerSteps:
         query = dict(p.split("=") for p in event["rawQueryString"].split("&"))
         request_id = query["id"]
+        if "raise" in query:
+            raise RuntimeError("a bug in the relay")
         self.store.expect_response(request_id, CONNECTION, time.time() + 60)
         try:
             if self.agent_connection:
@@ -139,6 +141,13 @@ def test_a_gone_connection_wakes_its_waiter_from_another_thread() -> None:
         relay.store.delete_connection(CONNECTION)
         answer = future.result(WAIT_SECONDS)
     assert (answer.status, answer.text) == (504, "no answer")
+
+
+def test_a_handler_that_raises_is_a_500_and_gives_its_slot_back() -> None:
+    with stepping_gateway() as (gw, _, port):
+        answer = visit(port, "GET", "/?id=bug&wait=1&raise=1", "app.localhost")
+        assert answer.status == 500 and "Internal Server Error" in answer.text
+        assert gw.concurrency.running(HTTP_FUNCTION) == 0
 
 
 def test_an_execution_outlives_its_visitors_timeout_and_keeps_its_slot() -> None:
