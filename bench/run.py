@@ -10,8 +10,11 @@ both alike. Four columns, each the median of the rounds and a ratio to direct:
 * MiB/s of 1 MB GETs at c=4 (incompressible bodies);
 * requests per second of 100 KB POST echoes at c=8;
 
-plus the agent's and the gateway's peak RSS and CPU. The table goes to stdout and, as Markdown
-for the README, to ``--markdown`` (default /tmp/readme-bench.md).
+plus the agent's and the gateway's peak RSS and CPU. Then, apart (the agent's memory is read
+before it), the stretch: MiB/s of 10 MB GETs at c=4, which the relay's functions refuse (their
+limit is 4.25 MiB) and a tunnel started with ``--large-responses redirect`` answers with a 302 to
+the blob store; ``hey`` follows it (wrk cannot), so it measures direct as well. The table goes to
+stdout and, as Markdown for the README, to ``--markdown`` (default /tmp/readme-bench.md).
 
     make bench                       # or: .venv/bin/python bench/run.py [--quick]
 """
@@ -46,6 +49,9 @@ SECONDS = 10.0
 """Length of one wrk run."""
 ROUNDS = 3
 """Runs per column and system; the median is reported."""
+STRETCH_BYTES = 10 * ONE_MIB
+"""The stretch GET's body: above what the functions carry, served through the blob store."""
+STRETCH_CONNECTIONS = 4
 WARMUP_SECONDS = 2.0
 """A short c=32 run through the tunnel before measuring: first connections, caches, imports."""
 
@@ -150,7 +156,11 @@ def verdict(column: Column, value: float) -> str:
 
 
 def render(
-    direct: Samples, tunnel: Samples, usage: dict[str, Usage], rounds: int, seconds: float
+    direct: Samples,
+    tunnel: Samples,
+    usage: dict[str, Usage],
+    rounds: int,
+    seconds: float,
 ) -> list[str]:
     """The results as a Markdown table, then the processes' usage."""
     lines = [
@@ -182,7 +192,29 @@ def render(
             f"| {name} | {used.peak_rss_mib:.1f} MiB | {max(used.cpu_percent):.0f} % "
             f"| {statistics.mean(used.cpu_percent):.0f} % |"
         )
+    if "stretch" in direct.values:
+        d, t = direct.median("stretch"), tunnel.median("stretch")
+        lines += [
+            "",
+            "| stretch (hey, follows the 302) | direct | hatchway-local + agent | tunnel/direct |",
+            "|---|---:|---:|---:|",
+            f"| 10 MB GET MiB/s c={STRETCH_CONNECTIONS}, --large-responses redirect | {d:,.0f} "
+            f"| {t:,.0f} | {t / d:.3f} |",
+        ]
     return lines
+
+
+def measure_stretch(
+    hey_bin: str, direct_base: str, tunnel_base: str, host: str, seconds: float, rounds: int
+) -> tuple[Samples, Samples]:
+    """The 10 MB GET, direct and through the tunnel's redirect, alternating per round."""
+    direct, tunnel = Samples(), Samples()
+    path = f"/bytes/{STRETCH_BYTES}"
+    for _ in range(rounds):
+        for samples, base, name in ((direct, direct_base, None), (tunnel, tunnel_base, host)):
+            rate = wrk.hey_rate(hey_bin, base + path, STRETCH_CONNECTIONS, seconds, name)
+            samples.add("stretch", rate * STRETCH_BYTES / ONE_MIB)
+    return direct, tunnel
 
 
 def main() -> int:
@@ -219,6 +251,8 @@ def main() -> int:
             agent_argv = [str(BIN / "hatchway"), "http", str(origin_port)]
             agent_argv += ["--server", f"ws://127.0.0.1:{relay_port}/connect", "--token", TOKEN]
             agent_argv += ["--subdomain", TUNNEL, "--log-format", "plain"]
+            # Only bodies above what the functions carry change: the stretch GET's.
+            agent_argv += ["--large-responses", "redirect"]
             agent_argv += ["--inspect", "127.0.0.1:0"] if args.inspect else ["--no-inspect"]
             agent = Child(agent_argv, env)
             children.append(agent)
@@ -242,6 +276,12 @@ def main() -> int:
                     )
             for name, child in watched.items():
                 usage[name].peak_rss_mib = child.peak_rss_mib()
+            print("stretch: 10 MB GETs through the blob store ...", flush=True)
+            stretch = measure_stretch(
+                wrk.ensure_hey(), direct_base, tunnel_base, host, seconds, rounds
+            )
+            direct.values.update(stretch[0].values)
+            tunnel.values.update(stretch[1].values)
         finally:
             for child in reversed(children):
                 child.kill()

@@ -1,5 +1,7 @@
 """Driving ``wrk`` (Debian's package, installed when missing) and reading its report: requests
-per second and the latency percentiles, with any error or non-2xx answer failing the run."""
+per second and the latency percentiles, with any error or non-2xx answer failing the run. Where
+a reply is a redirect to follow, which wrk cannot do, ``hey`` (also Debian's) is driven the
+same way."""
 
 from __future__ import annotations
 
@@ -34,13 +36,37 @@ class Report:
 
 
 def ensure_wrk() -> str:
-    found = shutil.which("wrk")
+    return _ensure("wrk")
+
+
+def ensure_hey() -> str:
+    return _ensure("hey")
+
+
+def _ensure(tool: str) -> str:
+    found = shutil.which(tool)
     if found:
         return found
-    print("installing wrk (Debian package) for load generation ...", flush=True)
+    print(f"installing {tool} (Debian package) for load generation ...", flush=True)
     subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
-    return shutil.which("wrk") or "wrk"
+    subprocess.run(["apt-get", "install", "-y", "-qq", tool], check=True)
+    return shutil.which(tool) or tool
+
+
+def hey_rate(
+    binary: str, url: str, connections: int, seconds: float, host: str | None = None
+) -> float:
+    """Requests per second from one ``hey`` run, which follows redirects (wrk does not); any
+    answer but 200 after them, or any error, fails the run."""
+    argv = [binary, "-z", f"{seconds:g}s", "-c", str(connections), "-t", "30"]
+    if host:
+        argv += ["-host", host]
+    out = subprocess.run([*argv, url], check=True, capture_output=True, text=True).stdout
+    statuses = re.findall(r"^\s+\[(\d{3})\]\s+\d+ responses", out, re.MULTILINE)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if statuses != ["200"] or "Error distribution" in out or not rate:
+        raise SystemExit(f"hey saw failures at {url} (Host {host}):\n{out}")
+    return float(rate.group(1))
 
 
 def post_script(directory: Path, body: bytes) -> Path:
