@@ -16,7 +16,7 @@ import websocket
 
 from hatchway import blobs, codec, protocol
 from hatchway.errors import HatchwayError, NameTaken
-from hatchway.inflight import WORKING_SCAN_SECONDS, HeldRequests
+from hatchway.inflight import WORKING_SCAN_SECONDS, GatePlace, HeldRequests
 from hatchway.protocol import Fault, ProtocolError, Request, Response
 from hatchway.tunnel_stats import TunnelStats
 
@@ -225,16 +225,14 @@ class Connection:
             )
             return
         self.held.add(request.id)
+        place = GatePlace(session.gate, request.tunnel)
         try:
-            session._pool.submit(self._serve, request)
+            session._pool.submit(self._serve, request, place)
         except RuntimeError:  # the session is shutting down
-            self._release(request)
+            place.leave()
+            self.held.done(request.id)
 
-    def _release(self, request: Request) -> None:
-        self.session.gate.leave(request.tunnel)
-        self.held.done(request.id)
-
-    def _serve(self, request: Request) -> None:
+    def _serve(self, request: Request, place: GatePlace) -> None:
         try:
             late = self.session.relay_now() - request.deadline
             if request.deadline and late > 0:
@@ -247,11 +245,12 @@ class Connection:
                     late,
                 )
                 return
-            self._serve_in_time(request)
+            self._serve_in_time(request, place)
         finally:
-            self._release(request)
+            place.leave()
+            self.held.done(request.id)
 
-    def _serve_in_time(self, request: Request) -> None:
+    def _serve_in_time(self, request: Request, place: GatePlace) -> None:
         started = time.monotonic()
         session = self.session
         if request.body_url is not None:
@@ -262,6 +261,7 @@ class Connection:
             except blobs.BlobError as exc:
                 message = f"the request body could not be fetched from the relay: {exc}"
                 log.warning("request %s: %s", request.id, message)
+                place.leave()
                 self._answer(agent_fault(request.id, 502, message), request.tunnel)
                 return
             request = dataclasses.replace(request, body=body, body_url=None, body_size=0)
@@ -270,7 +270,11 @@ class Connection:
         except Exception as exc:  # a handler bug must not leave the visitor hanging
             log.exception("handler failed for %s %s", request.method, request.path)
             response = Response(request.id, 502, fault=Fault("agent", str(exc)))
-        self._answer(session._outgoing(request, response), request.tunnel)
+        outgoing = session._outgoing(request, response)
+        # The app is done with it: its place is given back before the answer goes out, so the
+        # visitor's next request can never find this one still counted against the tunnel.
+        place.leave()
+        self._answer(outgoing, request.tunnel)
         elapsed_ms = (time.monotonic() - started) * 1000
         if session.on_request_done:
             session.on_request_done(request, response, elapsed_ms)

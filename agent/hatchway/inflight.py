@@ -50,6 +50,21 @@ class TunnelGate:
             return self._held.get(tunnel, 0)
 
 
+class GatePlace:
+    """One request's place in its tunnel's ``TunnelGate``, given back once whichever way the
+    request ends (answered, refused, dropped). Used by the one thread serving the request."""
+
+    def __init__(self, gate: TunnelGate, tunnel: str) -> None:
+        self._gate = gate
+        self._tunnel = tunnel
+        self._held = True
+
+    def leave(self) -> None:
+        if self._held:
+            self._held = False
+            self._gate.leave(self._tunnel)
+
+
 class HeldRequests:
     """The requests one connection accepted and has not answered yet, with when each arrived
     (monotonic seconds), and whether the relay was told the agent is working on it."""

@@ -421,6 +421,28 @@ def test_pings_carry_the_requests_served_per_tunnel(relay: FakeRelay) -> None:
     assert served == (("one", 2), ("two", 1))
 
 
+def test_a_tunnels_place_is_free_again_before_its_answer_reaches_the_visitor(
+    relay: FakeRelay,
+) -> None:
+    """A visitor that sends its next request as soon as it has an answer must never find the
+    previous one still counted against the tunnel's limit (a false 503 tunnel-busy), however
+    late the worker gets to finish up after sending (here: its done hook is held)."""
+    finishing = threading.Event()
+
+    def slow_finish(request: Request, response: Response, elapsed_ms: float) -> None:
+        finishing.wait(WAIT)
+
+    with session(relay, on_request_done=slow_finish) as agent:
+        agent.gate.limit = 1
+        agent.start()
+        end = relay.next()
+        try:
+            answers = [visit(end, f"r{i}").status for i in range(3)]
+        finally:
+            finishing.set()
+    assert answers == [200, 200, 200]
+
+
 # --- Bodies through the blob store ------------------------------------------------------------
 
 
