@@ -108,6 +108,11 @@ MAX_POOL_MEMBERS = 32
 claim lists every member in one DynamoDB item (400 KB at most; a member takes ~200 bytes), and
 a waiting relay function spreads requests over what it read."""
 
+FAULT_CODES = {413: "response-too-large", 503: "tunnel-busy", 504: "local-app-timeout"}
+"""Statuses an agent's fault may ask the relay to answer with, and the error code the visitor
+sees for each (any other status in a fault becomes 502, ``local-app-error`` or
+``agent-error``); the agent counts its answers under the same names."""
+
 MAX_ERROR_CAUSES = 8
 """Most error causes one ping reports per tunnel (the agent sends the most frequent). The relay
 keeps them in the claim item each ping rewrites anyway, so they must stay small: eight causes

@@ -29,9 +29,8 @@ thousand answers, sorted once per ping."""
 APP_5XX = "app-5xx"
 """The cause of an answer the local app itself gave with a 5xx status."""
 
-FAULT_CAUSES = {413: "response-too-large", 503: "tunnel-busy", 504: "local-app-timeout"}
-"""A fault's status that decides its cause: the codes the relay answers visitors with for these
-statuses (``hatchway_relay.visits.FAULT_CODES``; a test keeps the two equal)."""
+FAULT_CAUSES = protocol.FAULT_CODES
+"""A fault's status that decides its cause: the code the relay answers visitors with for it."""
 
 LOCAL_APP_FAULTS = (
     ("connection refused", "local-app-refused"),

@@ -78,9 +78,8 @@ gone removes that connection (and its pool membership) before the next try, so o
 that vanished within the claim cache's second are ever tried; a burst of them beyond this many
 answers 502 agent-gone rather than looping."""
 
-FAULT_CODES = {413: "response-too-large", 503: "tunnel-busy", 504: "local-app-timeout"}
-"""Statuses an agent's fault may ask the relay to answer with, and the error code each gets;
-any other status in a fault becomes 502 (``local-app-error`` or ``agent-error``)."""
+FAULT_CODES = protocol.FAULT_CODES
+"""Statuses an agent's fault may ask the relay to answer with, and the error code each gets."""
 
 
 @dataclass(frozen=True)
