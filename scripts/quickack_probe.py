@@ -4,16 +4,14 @@ and what ``TCP_QUICKACK`` on the agent's socket to the app saves. Loopback only,
 
     .venv/bin/python scripts/quickack_probe.py [--requests 200]
 
-It runs the agent's real ``Forwarder`` twice against the same app: as it is, and with
-``TCP_QUICKACK`` set on its connection once the request is sent (Linux re-arms delayed ACKs
-after each exchange, so the option is set per request, not once per connection).
+It runs the agent's real ``Forwarder`` twice against the same app: with its quick ACKs turned
+off, and as it is, with ``TCP_QUICKACK`` set on its connection once each request is sent (Linux
+re-arms delayed ACKs after each exchange, so the forwarder sets it per request).
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
-import socket
 import statistics
 import threading
 import time
@@ -21,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from hatchway import forward
 from hatchway.forward import Forwarder, Target
 from hatchway.protocol import Request
 
@@ -50,23 +49,15 @@ class ClosingNagleApp(NagleApp):
     protocol_version = "HTTP/1.0"
 
 
-class QuickAckForwarder(Forwarder):
-    """The forwarder with the proposed change: quick ACKs while it waits for the answer."""
-
-    def _send(  # type: ignore[override]
-        self,
-        conn: http.client.HTTPConnection,
-        request: Request,
-        target: str,
-        headers: list[tuple[str, str]],
-    ) -> http.client.HTTPResponse:
-        conn.putrequest(request.method, target, skip_host=True, skip_accept_encoding=True)
-        for name, value in headers:
-            conn.putheader(name, value.encode("utf-8", "surrogateescape"))
-        conn.endheaders(request.body or None)
-        if conn.sock is not None and hasattr(socket, "TCP_QUICKACK"):
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        return conn.getresponse()
+@contextmanager
+def without_quick_acks() -> Iterator[None]:
+    """The forwarder as it was before it asked for quick ACKs."""
+    kept = forward._QUICKACK
+    forward._QUICKACK = None
+    try:
+        yield
+    finally:
+        forward._QUICKACK = kept
 
 
 @contextmanager
@@ -113,8 +104,9 @@ def main() -> int:
     count = max(10, min(args.requests, 2000))
     for handler, kind in ((NagleApp, "keep-alive"), (ClosingNagleApp, "HTTP/1.0")):
         with running_app(handler) as port:
-            print(describe(f"{kind}, as it is", timings(Forwarder, port, count)))
-            print(describe(f"{kind}, TCP_QUICKACK", timings(QuickAckForwarder, port, count)))
+            with without_quick_acks():
+                print(describe(f"{kind}, no quick ACKs", timings(Forwarder, port, count)))
+            print(describe(f"{kind}, TCP_QUICKACK", timings(Forwarder, port, count)))
     return 0
 
 
