@@ -1,6 +1,7 @@
 """What the loopback web pages share (the agent's inspector and the operator's dashboard): the
-Host check that keeps them to this machine, and their answers, JSON and byte bodies with their
-length and the page's security headers, written by a ``BaseHTTPRequestHandler``."""
+Host check that keeps them to this machine, their static files and security headers, and their
+answers, JSON and byte bodies with their length and those headers, written by a
+``BaseHTTPRequestHandler``."""
 
 from __future__ import annotations
 
@@ -8,9 +9,38 @@ import ipaddress
 import json
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
+from importlib import resources
 from typing import Any
 
 Headers = tuple[tuple[str, str], ...]
+
+PAGE_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+"""A page's routes, each served from a file of its package's ``static/`` folder."""
+
+PAGE_SECURITY_HEADERS: Headers = (
+    # The pages render data only through textContent; the policy is a second wall: no inline
+    # script, nothing from another origin, images only from data: URIs.
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),
+)
+
+
+def page_files(package: str) -> dict[str, tuple[bytes, str]]:
+    """Each route of ``PAGE_FILES`` with its file's bytes and content type, read once."""
+    folder = resources.files(package) / "static"
+    return {
+        route: ((folder / name).read_bytes(), kind) for route, (name, kind) in PAGE_FILES.items()
+    }
 
 
 def is_loopback_host(host_header: str) -> bool:

@@ -30,14 +30,18 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 from http.server import ThreadingHTTPServer
-from importlib import resources
 from typing import Any
 
 from hatchway.errors import HatchwayError
 from hatchway.inspector import views
 from hatchway.inspector.capture import Capture, Exchange, SubscriptionEnded, UnknownExchange
 from hatchway.inspector.replay import ReplayRefused
-from hatchway.json_replies import JsonReplies, is_loopback_host
+from hatchway.json_replies import (
+    PAGE_SECURITY_HEADERS,
+    JsonReplies,
+    is_loopback_host,
+    page_files,
+)
 
 log = logging.getLogger("hatchway.inspector")
 
@@ -59,24 +63,6 @@ SOCKET_TIMEOUT_SECONDS = 30.0
 MAX_EDITS_BYTES = 8 * 1024 * 1024
 """Largest replay request body accepted: a 4.25 MiB request body, base64 and JSON-escaped."""
 
-STATIC_FILES = {
-    "/": ("index.html", "text/html; charset=utf-8"),
-    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
-    "/style.css": ("style.css", "text/css; charset=utf-8"),
-}
-
-SECURITY_HEADERS = (
-    # The page renders captured data only through textContent; the policy is a second wall:
-    # no inline script, nothing from another origin, images only from data: URIs.
-    (
-        "Content-Security-Policy",
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-    ),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
-    ("Cache-Control", "no-store"),
-)
 
 _REQUEST_PATH = re.compile(r"^/api/requests/([0-9]{1,18})(/replay)?$")
 
@@ -158,10 +144,7 @@ class InspectorServer:
         self.url: str | None = None
         self.moved = False
         self.event_slots = threading.BoundedSemaphore(MAX_EVENT_CLIENTS)
-        self.static = {
-            route: ((resources.files("hatchway.inspector") / "static" / name).read_bytes(), kind)
-            for route, (name, kind) in STATIC_FILES.items()
-        }
+        self.static = page_files("hatchway.inspector")
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._wake: tuple[socket.socket, socket.socket] | None = None
@@ -225,7 +208,7 @@ def _serve(httpd: _HTTPServer, wake: socket.socket) -> None:
 
 
 class _Handler(JsonReplies):
-    security_headers = SECURITY_HEADERS
+    security_headers = PAGE_SECURITY_HEADERS
 
     protocol_version = "HTTP/1.1"
     timeout = SOCKET_TIMEOUT_SECONDS
@@ -340,7 +323,7 @@ class _Handler(JsonReplies):
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Connection", "close")
-            for name, value in SECURITY_HEADERS:
+            for name, value in self.security_headers:
                 self.send_header(name, value)
             self.end_headers()
             # A reconnecting browser resynchronises by reloading the list (see app.js).

@@ -31,11 +31,15 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
-from importlib import resources
 from typing import Any, TypeVar
 
 from hatchway import protocol
-from hatchway.json_replies import JsonReplies, is_loopback_host
+from hatchway.json_replies import (
+    PAGE_SECURITY_HEADERS,
+    JsonReplies,
+    is_loopback_host,
+    page_files,
+)
 from hatchway_local.dashboard import charts
 from hatchway_local.dashboard.data import DashboardSource, Refused, Snapshot, parse_limits
 from hatchway_local.dashboard.metrics import WINDOWS, ChartSet, DomainStatus, MetricsSource
@@ -61,24 +65,7 @@ DOMAIN_CACHE_SECONDS = 300.0
 
 CSRF_HEADER = "X-CSRF-Token"
 
-STATIC_FILES = {
-    "/": ("index.html", "text/html; charset=utf-8"),
-    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
-    "/style.css": ("style.css", "text/css; charset=utf-8"),
-}
-
-SECURITY_HEADERS = (
-    # No inline script, nothing from another origin; charts are data: images.
-    (
-        "Content-Security-Policy",
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-    ),
-    ("X-Content-Type-Options", "nosniff"),
-    ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
-    ("Cache-Control", "no-store"),
-)
+SECURITY_HEADERS = (*PAGE_SECURITY_HEADERS, ("X-Frame-Options", "DENY"))
 
 _REVOKE = re.compile(r"^/api/tokens/([0-9a-f]{1,64})/revoke$")
 _RELEASE = re.compile(r"^/api/reservations/([a-z0-9-]{1,63})/release$")
@@ -147,12 +134,9 @@ class DashboardServer:
         self.snapshots = _Cached(sources.refresh_seconds * 0.8)
         self.chart_sets = _Cached(sources.metrics_seconds * 0.9)
         self.domains = _Cached(DOMAIN_CACHE_SECONDS)
-        package = resources.files("hatchway_local.dashboard") / "static"
-        self.static = {
-            route: ((package / name).read_bytes(), kind)
-            for route, (name, kind) in STATIC_FILES.items()
-        }
-        self.static["/"] = (self._page(self.static["/"][0]), STATIC_FILES["/"][1])
+        self.static = page_files("hatchway_local.dashboard")
+        page, kind = self.static["/"]
+        self.static["/"] = (self._page(page), kind)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
