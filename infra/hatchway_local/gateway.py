@@ -135,7 +135,7 @@ Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
 class AnswerWatch(Protocol):
-    """A store whose answers a coroutine can wait for (``watched_store``)."""
+    """A store whose answers a coroutine can wait for (``MemoryStore``)."""
 
     def watch_response(self, request_id: str, wake: Callable[[], None]) -> None: ...
 

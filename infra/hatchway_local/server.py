@@ -27,9 +27,9 @@ from hatchway_local.gateway import (
 )
 from hatchway_local.local_poster import LocalPoster
 from hatchway_local.management import MANAGEMENT_HOST, management_url
-from hatchway_local.watched_store import WatchedMemoryStore
 from hatchway_relay.adapters.memory_blobs import MemoryBlobStore
 from hatchway_relay.adapters.memory_metrics import MemoryMetrics
+from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.core import Relay, RelayConfig
 from hatchway_relay.handlers import http as http_handlers
 from hatchway_relay.handlers import websocket as ws_handlers
@@ -298,9 +298,9 @@ def run_local(
         # (and the HTTP poster over the management API) block, so they keep their threads.
         websocket_on_loop=store == "memory",
     )
-    watched: WatchedMemoryStore | None = None
+    watched: MemoryStore | None = None
     if store == "memory":
-        watched = WatchedMemoryStore(clock)
+        watched = MemoryStore(clock)
         chosen_store: Store = watched
         poster: Poster = LocalPoster(gateway)
         inline_response_bytes = protocol.MAX_INLINE_BODY_BYTES

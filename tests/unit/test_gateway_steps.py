@@ -1,5 +1,5 @@
 """HTTP invocations run on the gateway's loop as steps (the store in memory), and the watched
-memory store that wakes them: posts go out before the wait, an answer, a gone connection or
+memory store's watches that wake them: posts go out before the wait, an answer, a gone connection or
 the wait's end resumes the visit, no thread is parked per visitor, and Lambda's rules (an
 execution outliving the visitor's timeout) still hold."""
 
@@ -19,7 +19,7 @@ from hatchway_local.concurrency import HTTP_FUNCTION
 from hatchway_local.gateway import Gateway, GatewayLimits
 from hatchway_local.local_poster import LocalPoster
 from hatchway_local.server import bind, serve_gateway
-from hatchway_local.watched_store import WatchedMemoryStore
+from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.handlers.http import HandlerSteps
 from hatchway_relay.visits import AwaitAnswer
 from support.visitor import visit
@@ -37,7 +37,7 @@ class StubRelay:
     """A relay reduced to its waiting: each visitor request (``?id&wait``) is posted to the
     agent's connection and answered with whatever the wait finds."""
 
-    def __init__(self, gw: Gateway, store: WatchedMemoryStore) -> None:
+    def __init__(self, gw: Gateway, store: MemoryStore) -> None:
         self.gw = gw
         self.store = store
         self.poster = LocalPoster(gw)
@@ -75,7 +75,7 @@ class StubRelay:
 
 @contextmanager
 def stepping_gateway(**limits: Any) -> Iterator[tuple[Gateway, StubRelay, int]]:
-    store = WatchedMemoryStore()
+    store = MemoryStore()
     gw = Gateway({"127.0.0.1", "localhost"}, GatewayLimits(**limits), websocket_on_loop=True)
     relay = StubRelay(gw, store)
     gw.set_handlers(relay.ws, relay.http, relay.steps, answers=store)
@@ -161,40 +161,40 @@ def test_an_execution_outlives_its_visitors_timeout_and_keeps_its_slot() -> None
 
 
 @pytest.fixture
-def store() -> WatchedMemoryStore:
-    store = WatchedMemoryStore()
+def store() -> MemoryStore:
+    store = MemoryStore()
     for request_id, connection_id in (("a", "c1"), ("b", "c1"), ("c", "c2")):
         store.expect_response(request_id, connection_id, time.time() + 60)
     return store
 
 
-def watcher(store: WatchedMemoryStore, request_id: str) -> threading.Event:
+def watcher(store: MemoryStore, request_id: str) -> threading.Event:
     woken = threading.Event()
     store.watch_response(request_id, woken.set)
     return woken
 
 
-def test_an_answer_wakes_its_watcher_only(store: WatchedMemoryStore) -> None:
+def test_an_answer_wakes_its_watcher_only(store: MemoryStore) -> None:
     a, b = watcher(store, "a"), watcher(store, "b")
     assert store.put_response("a", b"answer", time.time() + 60)
     assert a.is_set() and not b.is_set()
     assert store.wait_response("a", 0.0) == b"answer"
 
 
-def test_a_gone_connection_wakes_the_watchers_of_its_requests(store: WatchedMemoryStore) -> None:
+def test_a_gone_connection_wakes_the_watchers_of_its_requests(store: MemoryStore) -> None:
     a, b, c = watcher(store, "a"), watcher(store, "b"), watcher(store, "c")
     store.delete_connection("c1")
     assert (a.is_set(), b.is_set(), c.is_set()) == (True, True, False)
 
 
 @pytest.mark.parametrize("request_id", ["unknown", "forgotten"])
-def test_a_watch_nobody_expects_wakes_at_once(store: WatchedMemoryStore, request_id: str) -> None:
+def test_a_watch_nobody_expects_wakes_at_once(store: MemoryStore, request_id: str) -> None:
     store.expect_response("forgotten", "c1", time.time() + 60)
     store.forget_response("forgotten")
     assert watcher(store, request_id).is_set()
 
 
-def test_a_forgotten_request_keeps_no_watcher(store: WatchedMemoryStore) -> None:
+def test_a_forgotten_request_keeps_no_watcher(store: MemoryStore) -> None:
     woken = watcher(store, "a")
     store.forget_response("a")
     assert not store.put_response("a", b"late", time.time() + 60)

@@ -2,13 +2,15 @@
 
 One lock guards everything; each awaited response has a condition variable on that lock that
 wakes its waiter the moment the answer lands (or its agent's connection goes away), so the local
-gateway pays no poll latency.
+gateway pays no poll latency. A waiter that cannot block (a coroutine on the local gateway's
+event loop) registers a wake-up for those same two events instead (``watch_response``).
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from hatchway import protocol
@@ -37,6 +39,15 @@ class _Awaited:
     ready: threading.Condition
     answer: bytes | None = None
     working: bool = False
+    wake: Callable[[], None] | None = None
+    """A waiter's wake-up (``watch_response``), called once."""
+
+    def notify(self) -> None:
+        """Wake whoever waits, blocked or watching (the store's lock is held)."""
+        self.ready.notify_all()
+        wake, self.wake = self.wake, None
+        if wake is not None:
+            wake()
 
 
 class MemoryStore:
@@ -103,7 +114,7 @@ class MemoryStore:
             self._connections.pop(connection_id, None)
             for awaited in self._awaited.values():
                 if awaited.connection_id == connection_id:
-                    awaited.ready.notify_all()
+                    awaited.notify()
 
     # Claims
 
@@ -303,7 +314,7 @@ class MemoryStore:
                 # The identical answer again is a retry and changes nothing; another is refused.
                 return awaited.answer == answer
             awaited.answer = answer
-            awaited.ready.notify_all()
+            awaited.notify()
             return True
 
     def mark_working(self, request_id: str, expires_at: float) -> None:
@@ -326,6 +337,19 @@ class MemoryStore:
                 # One wake-up is enough: the caller re-checks liveness and calls again.
                 self._clock.wait(awaited.ready, until - self._clock.now())
             return awaited.answer
+
+    def watch_response(self, request_id: str, wake: Callable[[], None]) -> None:
+        """Call ``wake`` once, when ``request_id``'s answer lands or its connection goes (from
+        whichever thread that happens on, under the store's lock: it must be quick); at once if
+        nobody expects that answer. A later watch replaces this one (a request has one waiter).
+        The caller then looks with ``wait_response`` and a time already past, so an answer
+        stored just before the watch is not missed."""
+        with self._lock:
+            awaited = self._awaited.get(request_id)
+            if awaited is not None:
+                awaited.wake = wake
+                return
+        wake()
 
     def forget_response(self, request_id: str) -> None:
         with self._lock:
