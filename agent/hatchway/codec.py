@@ -6,7 +6,7 @@ frames, with no I/O. ``hatchway.protocol`` defines what the messages are and the
 * ``decode`` parses one message; any malformed input, of any shape, raises ``ProtocolError``.
 * A body travels as base64, zlib-compressed when that makes it smaller (``pack_body``); an
   inflated body is bounded, so a small message never becomes a large body.
-* ``stored_response`` turns a response message into the bytes the relay stores: its head as
+* ``decode_answer`` also turns a response message into the bytes the relay stores: its head as
   JSON and its packed body as raw bytes, a quarter smaller than the base64 text (DynamoDB bills
   writes per KB). ``response_from_stored`` reads them back.
 """
@@ -412,8 +412,10 @@ def decode(text: str | bytes) -> Message:
 
 
 def decode_answer(text: str | bytes) -> tuple[Message, bytes | None]:
-    """``decode``, plus the stored form (``stored_response``) when the message is a response:
-    one JSON parse and one base64 pass give both."""
+    """``decode``, plus the stored form when the message is a response: the head as JSON, a
+    newline, then the body's packed bytes (compressed if the agent compressed it) without
+    base64. The same message always gives the same bytes, so a repeated delivery stores nothing
+    new. One JSON parse and one base64 pass give both."""
     return _checked(_answer_of, _loads(text))
 
 
@@ -705,19 +707,10 @@ def _inline_body(obj: dict[str, Any], where: str, limit: int) -> bytes:
 # --- The stored form of a response -------------------------------------------------------------
 
 
-def stored_response(text: str) -> bytes:
-    """A response message as the relay stores it: the head as JSON, a newline, then the body's
-    packed bytes (compressed if the agent compressed it) without base64. The same message always
-    gives the same bytes, so a repeated delivery stores nothing new."""
-    stored = decode_answer(text)[1]
-    if stored is None:
-        raise ProtocolError("not a response")
-    return stored
-
-
 def response_from_stored(data: bytes) -> Response:
-    """The response ``stored_response`` kept; any damage raises ``ProtocolError``. The body is
-    never base64-encoded on the way: the stored bytes are the body (inflated if packed)."""
+    """The response whose stored form ``decode_answer`` gave; any damage raises
+    ``ProtocolError``. The body is never base64-encoded on the way: the stored bytes are the
+    body (inflated if packed)."""
     head, newline, raw = data.partition(b"\n")
     if not newline:
         raise ProtocolError("stored response has no head", status=502)

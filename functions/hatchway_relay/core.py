@@ -517,7 +517,7 @@ class Relay:
     def _accept_response(
         self, connection_id: str, response: protocol.Response, stored: bytes
     ) -> None:
-        """Store an agent's answer (``stored``: its stored form, ``codec.stored_response``) with
+        """Store an agent's answer (``stored``: its stored form, from ``codec.decode_answer``) with
         one conditional write; its id proves the sender owns the request (no read first). A
         refusal is told to the agent, which logs it."""
         now = self.clock.now()

@@ -144,7 +144,8 @@ def test_decode_answer_also_gives_a_responses_stored_form_which_gives_it_back(
     if not isinstance(message, p.Response):
         assert stored is None
         return
-    assert stored is not None and stored == codec.stored_response(text)
+    assert stored is not None
+    assert codec.decode_answer(text)[1] == stored  # a repeated delivery stores nothing new
     head, _, packed = stored.partition(b"\n")
     obj = wire(message)
     assert json.loads(head) == {k: v for k, v in obj.items() if k != "body"}
