@@ -384,7 +384,7 @@ def service_for(
         settings,
         tunnels,
         inspect=settings.inspect,
-        inspect_memory=getattr(args, "inspect_memory", None) or INSPECT_MEMORY_BYTES,
+        inspect_memory=args.inspect_memory or INSPECT_MEMORY_BYTES,
         retry_at_start=True,
         heartbeat=args.heartbeat,
         rotate_after=rotate_after,
