@@ -26,9 +26,6 @@ EXPECT_TIMEOUT_MS = 10_000
 """How long Playwright's auto-waiting looks for something before the test fails."""
 expect.set_options(timeout=EXPECT_TIMEOUT_MS)
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-"""Screenshots land here (removed by `make clean`, ignored by git)."""
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if CHROMIUM.exists():

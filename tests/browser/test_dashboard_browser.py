@@ -10,13 +10,13 @@ import datetime as dt
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
 import pytest
 from moto import mock_aws
-from playwright.sync_api import ConsoleMessage, Page, expect
+from playwright.sync_api import Page, expect
 
 from hatchway.forward import Forwarder, Target
 from hatchway.session import Session
@@ -37,37 +37,15 @@ from hatchway_relay.handlers import http as http_handlers
 from hatchway_relay.handlers import websocket as ws_handlers
 from hatchway_relay.ports import Claim, ConnectionRecord, TokenLimits, TunnelReport
 from support.aws_credentials import use_fake_credentials
+from support.browser_page import ARTIFACTS, PageWatch
 from support.local_app import LocalApp, run_local_app
 from support.visitor import visit
 
 pytestmark = pytest.mark.e2e
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 HEARTBEAT_SECONDS = 0.3
 """The agent reports its served counts this often (in production: every few minutes)."""
 REFRESH_SECONDS = 0.5
-
-
-@dataclass
-class PageWatch:
-    """Every URL the page asked for and every error it logged (CSP violations included)."""
-
-    requests: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    def attach(self, page: Page) -> None:
-        page.on("request", lambda request: self.requests.append(request.url))
-        page.on("pageerror", lambda error: self.errors.append(str(error)))
-        page.on("console", self._console)
-
-    def _console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
-            self.errors.append(message.text)
-
-    def assert_only(self, origin: str) -> None:
-        elsewhere = [u for u in self.requests if not u.startswith((origin, "data:"))]
-        assert elsewhere == []
-        assert self.errors == []
 
 
 def keep_metrics(relay: LocalServer) -> MemoryMetrics:

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from hatchway.forward import Forwarder, Target
 from hatchway.inspector import Inspector
 from hatchway.session import Session
 from hatchway_local.server import LocalServer, run_local
+from support.browser_page import ARTIFACTS, PageWatch
 from support.local_app import LocalApp, run_local_app
 from support.visitor import Answer, visit
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 
 TOKEN = "hw_browser-token-0123456789"
 TUNNEL = "insp"
-SCREENSHOT = Path(__file__).resolve().parents[2] / "test-artifacts" / "inspector.png"
+SCREENSHOT = ARTIFACTS / "inspector.png"
 
 
 @dataclass
@@ -64,23 +64,6 @@ def stack() -> Iterator[Stack]:
             with session.start():
                 yield Stack(relay, app, inspector, session)
         forwarder.close()
-
-
-@dataclass
-class PageWatch:
-    """Everything the page asked for and every error it logged."""
-
-    requests: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    def attach(self, page: Page) -> None:
-        page.on("request", lambda request: self.requests.append(request.url))
-        page.on("pageerror", lambda error: self.errors.append(str(error)))
-        page.on("console", self._console)
-
-    def _console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
-            self.errors.append(message.text)
 
 
 def row(page: Page, text: str) -> Any:
