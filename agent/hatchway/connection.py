@@ -280,12 +280,18 @@ class Connection:
             session.on_request_done(request, response, elapsed_ms)
 
     def _answer(self, response: Response, tunnel: str | None = None, keep: bool = True) -> None:
-        """Send ``response``; ``keep`` it a while, in case the relay fails to store it."""
+        """Send ``response``; ``keep`` it a while, in case the relay fails to store it. It is
+        kept before it goes out: the relay's "not stored" may come back before this thread
+        runs again."""
+        if keep:
+            self.session.answers.put(response)
         try:
             self.send(response)
         except ProtocolError as exc:  # e.g. the app's headers exceed what a message carries
             log.warning("could not encode the response to %s: %s", response.id, exc)
             fault = agent_fault(response.id, exc.status, f"the response cannot be sent: {exc}")
+            if keep:
+                self.session.answers.put(fault)  # in the unsendable answer's place
             try:
                 self.send(fault)
             except (websocket.WebSocketException, OSError, ProtocolError):
@@ -294,8 +300,6 @@ class Connection:
         except (websocket.WebSocketException, OSError) as exc:
             log.warning("could not send the response to %s: %s", response.id, exc)
             return
-        if keep:
-            self.session.answers.put(response)
         if tunnel is not None and tunnel in self.session.granted:
             # Only answers to a granted tunnel's request count (a repeated answer, or one to
             # an undecodable request, has none), so a ping never reports more tunnels than the

@@ -17,6 +17,7 @@ import queue
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -770,6 +771,23 @@ def test_an_answer_the_relay_could_not_store_is_sent_again_once(
     refused = [r for r in caplog.records if "refused the answer" in r.getMessage()]
     assert refused and "r2" in refused[0].getMessage()
     assert TOKEN not in caplog.text
+
+
+def test_an_answer_is_kept_before_the_relay_can_say_it_was_not_stored(relay: FakeRelay) -> None:
+    """The relay's "not stored" may arrive before the worker that sent the answer runs again:
+    here every keeping step takes a while, and the answer must already be there to resend."""
+    with session(relay).start() as agent:
+        keep = agent.answers.put
+
+        def slow_keep(response: Response, now: float | None = None) -> None:
+            time.sleep(0.3)
+            keep(response, now)
+
+        agent.answers.put = slow_keep  # type: ignore[method-assign]
+        end = relay.next()
+        first = visit(end, "r1", "/pay")
+        end.send(protocol.Error("response_not_stored", "send it again", "r1"))
+        assert end.response() == first
 
 
 def test_a_lost_name_is_asked_for_again_on_the_same_connection(relay: FakeRelay) -> None:
