@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from hatchway import forward
+from hatchway import http1
 from hatchway.forward import Forwarder, Target
 from hatchway.protocol import Request
 
@@ -52,12 +52,12 @@ class ClosingNagleApp(NagleApp):
 @contextmanager
 def without_quick_acks() -> Iterator[None]:
     """The forwarder as it was before it asked for quick ACKs."""
-    kept = forward._QUICKACK
-    forward._QUICKACK = None
+    kept = http1._QUICKACK
+    http1._QUICKACK = None
     try:
         yield
     finally:
-        forward._QUICKACK = kept
+        http1._QUICKACK = kept
 
 
 @contextmanager

@@ -134,8 +134,8 @@ def test_a_connection_the_app_closed_is_replaced_transparently(
     app: LocalApp, forwarder: Forwarder
 ) -> None:
     forwarder.handle(request())
-    for conn in forwarder._idle:  # the app dropped its keep-alive connection
-        conn.sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+    for conn in forwarder.pool.idle:  # the app dropped its keep-alive connection
+        conn.sock.shutdown(socket.SHUT_RDWR)
     assert forwarder.handle(request("POST", "/upload", body=b"still here")).body == b"still here"
 
 
@@ -294,7 +294,7 @@ def test_a_pooled_connection_the_app_closed_is_replaced_before_writing() -> None
         forwarder = raw_forwarder(app)
         forwarder.handle(request("GET", "/warm"))
         # The app closed its end after answering; wait until the FIN reached the pooled socket.
-        (pooled,) = forwarder._idle
+        (pooled,) = forwarder.pool.idle
         readable, _, _ = select.select([pooled.sock], [], [], 5)
         assert readable
         response = forwarder.handle(request("POST", "/once", body=b"x"))

@@ -1,0 +1,372 @@
+"""A small HTTP/1.1 client for the agent's two kinds of exchange: with the local app and with
+the relay's blob store. Each request goes out in one write; each response is read with its
+framing checked (Content-Length, chunked, or up to the close) and its body bounded.
+
+The standard library's ``http.client`` parses every response head through the ``email``
+package and spent more Python per request than the rest of the agent's path together; this
+client reads a head with one split. It adds no header of its own, sends header values as UTF-8
+(bytes that are not UTF-8 as they came, through ``surrogateescape``) and reads them back the
+same way, where ``http.client`` would use Latin-1.
+
+Idle connections are pooled (``Pool``); one the server closed while idle is replaced before
+anything is written to it, and an exchange is repeated on a fresh connection only when the
+caller says it is safe to repeat.
+"""
+
+from __future__ import annotations
+
+import re
+import select
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+
+MAX_HEAD_BYTES = 64 * 1024
+"""Longest response head (status line and headers) read from a server; a longer one is a bad
+reply. ``http.client`` allowed 64 KiB per line: no working app comes near either."""
+
+RECEIVE_BYTES = 256 * 1024
+"""Most bytes asked of the socket at once."""
+
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+"""Linux only: acknowledge at once instead of after the delayed-ACK timer (see ``send``)."""
+
+_BODILESS_STATUSES = frozenset({204, 304})
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+_UNSAFE_START_LINE = re.compile(r"[\x00-\x20\x7f]")
+
+T = TypeVar("T")
+
+
+class Closed(ConnectionResetError):
+    """The server closed the connection before sending any byte of a response: a kept
+    connection it had dropped, or one it dropped on reading the request."""
+
+
+class Truncated(Exception):
+    """The server ended the connection before the body it announced was complete."""
+
+
+class BadReply(Exception):
+    """What the server sent is not an HTTP/1.x response."""
+
+
+STALE_ERRORS = (BrokenPipeError, ConnectionResetError)
+"""What a kept connection the server closed raises on the next exchange (``Closed`` is one)."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One response. ``body`` holds at most ``limit + 1`` bytes of it; ``too_large`` says
+    the server announced or sent more than ``limit`` (then the rest was never read)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    too_large: bool = False
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (any case), or None."""
+        name = name.lower()
+        return next((v for n, v in self.headers if n.lower() == name), None)
+
+
+class Connection:
+    """One connection to an HTTP/1.1 server; one exchange at a time."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reusable = True
+        """False once the server said it will close, or a body was left unread."""
+        self._buffer = bytearray()
+
+    @classmethod
+    def open(
+        cls, host: str, port: int, timeout: float, tls: ssl.SSLContext | None = None
+    ) -> Connection:
+        sock = socket.create_connection((host, port), timeout)
+        try:
+            # The head and a body leave in one write, but a body larger than a segment ends in
+            # a small one that Nagle would hold back until the server's delayed ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls is not None:
+                sock = tls.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock)
+
+    def idle_and_open(self) -> bool:
+        """Whether a kept connection can carry a request: nothing arrived while it was idle
+        (an EOF, a reset or stray bytes: none leaves it usable)."""
+        if not self.reusable or self._buffer:
+            return False
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
+    def close(self) -> None:
+        self.reusable = False
+        self.sock.close()
+
+    def send(
+        self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes = b""
+    ) -> None:
+        """Write one request exactly as given: nothing is added (the caller gives Host and
+        Content-Length) and nothing is re-quoted. ``ValueError`` for a method or target with
+        spaces or control characters, or a header with CR, LF or NUL: the request could
+        otherwise say something other than what was meant."""
+        if _UNSAFE_START_LINE.search(method) or _UNSAFE_START_LINE.search(target):
+            raise ValueError(f"the request line {method} {target!r} has a space or control byte")
+        lines = [f"{method} {target} HTTP/1.1"]
+        lines.extend(f"{name}: {value}" for name, value in headers)
+        text = "\r\n".join(lines) + "\r\n\r\n"
+        # One CR and one LF per line, and no NUL, or some name or value carries its own.
+        if text.count("\n") != len(lines) + 1 or text.count("\r") != len(lines) + 1:
+            raise ValueError("a header name or value contains CR or LF")
+        if "\x00" in text:
+            raise ValueError("a header name or value contains NUL")
+        head = text.encode("utf-8", "surrogateescape")
+        if len(body) <= RECEIVE_BYTES:
+            self.sock.sendall(head + body)
+        else:  # a large body is not copied just to join it to its head
+            self.sock.sendall(head)
+            self.sock.sendall(body)
+        # Servers that write a head and its body apart with Nagle on wait for the ACK of the
+        # head, which Linux delays up to 40 ms on request/response connections. The option does
+        # not stick (the kernel re-arms delayed ACKs), so it is set for every request.
+        if _QUICKACK is not None and not isinstance(self.sock, ssl.SSLSocket):
+            self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+
+    def receive(self, method: str, limit: int) -> Reply:
+        """Read the response to a request sent with ``method``, skipping interim (1xx) ones,
+        with at most ``limit + 1`` bytes of its body."""
+        while True:
+            status, headers, keep_alive = self._head()
+            if not (100 <= status < 200) or status == 101:
+                break
+        if status == 101:  # this client asks for no upgrade; nothing after it is HTTP
+            self.reusable = False
+            return Reply(status, headers, b"")
+        body, too_large = self._body(method, status, headers, limit)
+        if not keep_alive or too_large:
+            self.reusable = False
+        return Reply(status, headers, body, too_large)
+
+    def _head(self) -> tuple[int, list[tuple[str, str]], bool]:
+        """Status, headers, and whether the server keeps the connection open after it."""
+        found = self._fill_until_head()
+        head = bytes(self._buffer[: found.start()])
+        del self._buffer[: found.end()]
+        status_line, *lines = head.split(b"\n")
+        version, _, rest = status_line.rstrip(b"\r").partition(b" ")
+        code = rest[:3]
+        if not version.startswith(b"HTTP/1.") or not code.isdigit() or rest[3:4] not in b" ":
+            raise BadReply(f"bad status line {status_line[:80]!r}")
+        headers: list[tuple[str, str]] = []
+        for raw in lines:
+            line = raw.rstrip(b"\r")
+            if line[:1] in (b" ", b"\t") and headers:  # an obsolete folded continuation
+                folded_name, start = headers[-1]
+                headers[-1] = (folded_name, start + " " + _text(line.strip(b" \t")))
+                continue
+            name, colon, value = line.partition(b":")
+            if not colon or not _TOKEN.match(name):
+                raise BadReply(f"bad header line {line[:80]!r}")
+            headers.append((name.decode("latin-1"), _text(value.strip(b" \t"))))
+        tokens = {
+            token.strip().lower()
+            for name, value in headers
+            if name.lower() == "connection"
+            for token in value.split(",")
+        }
+        keep_alive = "keep-alive" in tokens if version == b"HTTP/1.0" else "close" not in tokens
+        return int(code), headers, keep_alive
+
+    def _fill_until_head(self) -> re.Match[bytes]:
+        searched = 0
+        while True:
+            found = _HEAD_END.search(self._buffer, max(0, searched - 3))
+            if found is not None and found.start() <= MAX_HEAD_BYTES:
+                return found
+            if found is not None or len(self._buffer) > MAX_HEAD_BYTES:
+                raise BadReply(f"the response head is longer than {MAX_HEAD_BYTES} bytes")
+            searched = len(self._buffer)
+            if not self._fill():
+                if not self._buffer:
+                    raise Closed("the server closed the connection without answering")
+                raise Truncated("the connection ended inside the response head")
+
+    def _body(
+        self, method: str, status: int, headers: list[tuple[str, str]], limit: int
+    ) -> tuple[bytes, bool]:
+        if method == "HEAD" or status in _BODILESS_STATUSES:
+            return b"", False
+        codings = [
+            coding.strip().lower()
+            for name, value in headers
+            if name.lower() == "transfer-encoding"
+            for coding in value.split(",")
+        ]
+        if codings:
+            if codings[-1] == "chunked":
+                return self._chunked(limit)
+            return self._until_close(limit)  # RFC 9112 6.3: read until the server closes
+        lengths = {
+            length.strip()
+            for name, value in headers
+            if name.lower() == "content-length"
+            for length in value.split(",")
+        }
+        if not lengths:
+            return self._until_close(limit)
+        if len(lengths) > 1 or not (length := lengths.pop()).isdigit():
+            raise BadReply(f"bad Content-Length {sorted(lengths)}")
+        size = int(length)
+        if size > limit:
+            return b"", True
+        return self._exactly(size), False
+
+    def _exactly(self, size: int) -> bytes:
+        if len(self._buffer) >= size:
+            body = bytes(self._buffer[:size])
+            del self._buffer[:size]
+            return body
+        body_buffer = bytearray(size)
+        got = len(self._buffer)
+        body_buffer[:got] = self._buffer
+        self._buffer.clear()
+        view = memoryview(body_buffer)
+        while got < size:
+            count = self.sock.recv_into(view[got:], min(size - got, RECEIVE_BYTES))
+            if not count:
+                raise Truncated(f"it announced {size} bytes and sent {got}")
+            got += count
+        return bytes(body_buffer)
+
+    def _until_close(self, limit: int) -> tuple[bytes, bool]:
+        self.reusable = False
+        while len(self._buffer) <= limit and self._fill():
+            pass
+        body = bytes(self._buffer[: limit + 1])
+        self._buffer.clear()
+        return body, len(body) > limit
+
+    def _chunked(self, limit: int) -> tuple[bytes, bool]:
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            line = self._line()
+            digits = line.split(b";", 1)[0].strip()
+            try:
+                chunk = int(digits, 16)
+            except ValueError:
+                raise BadReply(f"bad chunk size line {line[:40]!r}") from None
+            if chunk < 0:
+                raise BadReply(f"bad chunk size line {line[:40]!r}")
+            if chunk == 0:
+                break
+            if size + chunk > limit:
+                parts.append(self._exactly_chunk(limit + 1 - size))
+                return b"".join(parts), True
+            parts.append(self._exactly_chunk(chunk))
+            size += chunk
+            if self._line():
+                raise BadReply("a chunk is longer than its size line says")
+        while self._line():  # trailer fields, ignored as a proxy may
+            pass
+        return b"".join(parts), False
+
+    def _exactly_chunk(self, size: int) -> bytes:
+        try:
+            return self._exactly(size)
+        except Truncated:
+            raise Truncated("a chunked body was cut short") from None
+
+    def _line(self) -> bytes:
+        """The next line of a chunked body, without its line end."""
+        searched = 0
+        while (end := self._buffer.find(b"\n", searched)) < 0:
+            if len(self._buffer) > MAX_HEAD_BYTES:
+                raise BadReply(f"a chunked body line is longer than {MAX_HEAD_BYTES} bytes")
+            searched = len(self._buffer)
+            if not self._fill():
+                raise Truncated("a chunked body was cut short")
+        line = bytes(self._buffer[:end]).rstrip(b"\r")
+        del self._buffer[: end + 1]
+        return line
+
+    def _fill(self) -> bool:
+        """Append what the socket has to the buffer; False at the end of the stream."""
+        data = self.sock.recv(RECEIVE_BYTES)
+        self._buffer += data
+        return bool(data)
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "surrogateescape")
+
+
+class Pool:
+    """Idle connections to one server, at most ``size`` kept. Thread-safe.
+
+    ``connect(timeout)`` opens a fresh connection."""
+
+    def __init__(self, connect: Callable[[float], Connection], size: int) -> None:
+        self._connect = connect
+        self.size = size
+        self.idle: list[Connection] = []
+        self._lock = threading.Lock()
+
+    def exchange(self, run: Callable[[Connection], T], may_repeat: bool, timeout: float) -> T:
+        """``run`` on a kept connection (or a fresh one) whose every socket operation is
+        bounded by ``timeout``, keeping the connection afterwards if it can carry another
+        request. When a kept connection turns out closed by the server after the request was
+        written, the server may have acted on it: ``run`` goes again on a fresh connection
+        only when ``may_repeat``."""
+        conn, reused = self._take(timeout)
+        try:
+            try:
+                result = run(conn)
+            except STALE_ERRORS:
+                if not (reused and may_repeat):
+                    raise
+                conn.close()
+                conn = self._connect(timeout)
+                result = run(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._give(conn)
+        return result
+
+    def _take(self, timeout: float) -> tuple[Connection, bool]:
+        while True:
+            with self._lock:
+                conn = self.idle.pop() if self.idle else None
+            if conn is None:
+                return self._connect(timeout), False
+            if conn.idle_and_open():
+                conn.sock.settimeout(timeout)
+                return conn, True
+            conn.close()
+
+    def _give(self, conn: Connection) -> None:
+        if conn.reusable:
+            with self._lock:
+                if len(self.idle) < self.size:
+                    self.idle.append(conn)
+                    return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.close()
