@@ -208,8 +208,9 @@ MAX_INSTANCE_LENGTH = 64
 """Longest agent instance id (random per agent process)."""
 
 MAX_JSON_DEPTH = 8
-"""Deepest nesting a message may have (ours has 4); deeper input is refused before parsing, so
-no crafted message can exhaust the parser's recursion."""
+"""Deepest nesting a message may have (ours has 4); deeper input is refused. The parser cannot
+be made to exhaust the stack first: its recursion stops at the interpreter's limit, and that
+error is a refusal too."""
 
 # HTTP/1.1 hop-by-hop headers (RFC 9110 section 7.6.1): meaningful for one connection only, so
 # neither the relay nor the agent forwards them. Content-Length is recomputed from the body.
@@ -231,7 +232,13 @@ HOP_BY_HOP_HEADERS = frozenset(
 _ID_PATTERN = re.compile(rf"^[A-Za-z0-9_-]{{1,{MAX_ID_LENGTH}}}\Z")
 _INSTANCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]*\Z")
 _METHOD_PATTERN = re.compile(r"^[A-Z][A-Z0-9-]{0,19}\Z")
-_HEADER_NAME_PATTERN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}\Z")
+_TOKEN_CHARACTER = r"[!#$%&'*+.^_`|~0-9A-Za-z-]"
+_HEADER_NAME_PATTERN = re.compile(rf"^{_TOKEN_CHARACTER}{{1,256}}\Z")
+# Every name of a head joined with newlines (which no name may hold), checked in one match.
+# Possessive quantifiers: a name that breaks the rule fails at once, without backtracking.
+_HEADER_NAMES_PATTERN = re.compile(
+    rf"(?:{_TOKEN_CHARACTER}{{1,256}}+\n)*+{_TOKEN_CHARACTER}{{1,256}}+"
+)
 _FORBIDDEN_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _FORBIDDEN_IN_HEADER_VALUE = re.compile(r"[\x00\r\n]")
 _B64URL = r"[A-Za-z0-9_-]+"
@@ -751,6 +758,9 @@ def validate_headers(headers: Headers, side: str, status: int = 400) -> None:
             f"{side} sent {len(headers)} headers; at most {MAX_HEADERS} are carried",
             status=431 if side == "visitor" else status,
         )
+    if not headers or _headers_valid(headers):
+        return
+    # Something is wrong: find the first bad header, to say which.
     for pair in headers:
         if len(pair) != 2:
             raise ProtocolError(f"{side} sent a malformed header", status=status)
@@ -759,6 +769,23 @@ def validate_headers(headers: Headers, side: str, status: int = 400) -> None:
             raise ProtocolError(f"{side} sent an invalid header name {str(name)[:80]!r}", status)
         if not isinstance(value, str) or _FORBIDDEN_IN_HEADER_VALUE.search(value):
             raise ProtocolError(f"{side} sent header {name!r} with CR, LF or NUL in it", status)
+
+
+def _headers_valid(headers: Headers) -> bool:
+    """Whether every header is a pair of strings, a valid name and a value without CR, LF or
+    NUL: one pass over all names and one over all values, rather than two searches a header
+    (every message that crosses the relay is checked)."""
+    try:
+        names = "\n".join([name for name, _ in headers])
+        values = "".join([value for _, value in headers])
+    except (TypeError, ValueError):  # not pairs, or not strings
+        return False
+    return (
+        _HEADER_NAMES_PATTERN.fullmatch(names) is not None
+        # A newline inside a name would pass for the gap between two names.
+        and names.count("\n") == len(headers) - 1
+        and _FORBIDDEN_IN_HEADER_VALUE.search(values) is None
+    )
 
 
 def check_target(path: str, query: str = "") -> None:
@@ -783,15 +810,18 @@ def is_hop_by_hop(name: str, connection_tokens: frozenset[str] = frozenset()) ->
 
 def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> Headers:
     """Drop hop-by-hop headers, including any the ``Connection`` header names."""
-    pairs = tuple(headers)
-    listed = frozenset(
+    pairs = tuple([(name, value) for name, value in headers])
+    lowered = [name.lower() for name, _ in pairs]
+    if HOP_BY_HOP_HEADERS.isdisjoint(lowered):  # the usual request: nothing to drop
+        return pairs
+    dropped = HOP_BY_HOP_HEADERS.union(
         token.strip().lower()
-        for name, value in pairs
-        if name.lower() == "connection"
+        for (_, value), name in zip(pairs, lowered, strict=True)
+        if name == "connection"
         for token in value.split(",")
         if token.strip()
     )
-    return tuple((n, v) for n, v in pairs if not is_hop_by_hop(n, listed))
+    return tuple([pair for pair, name in zip(pairs, lowered, strict=True) if name not in dropped])
 
 
 def _valid_blob_url(url: str) -> bool:

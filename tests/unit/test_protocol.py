@@ -8,6 +8,8 @@ import math
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hatchway import protocol as p
 from hatchway.protocol import ProtocolError
@@ -408,6 +410,74 @@ def test_a_response_size_is_its_body_wherever_the_body_is() -> None:
     assert response().size == 0
 
 
+# --- Header checks -----------------------------------------------------------------------------
+
+TOKEN_CHARACTERS = "!#$%&'*+.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-"
+
+
+def header_is_valid(pair: object) -> bool:
+    """The rule for one header, written out plainly: what the one-pass check must agree with."""
+    if not isinstance(pair, tuple | list) or len(pair) != 2:
+        return False
+    name, value = pair
+    return (
+        isinstance(name, str)
+        and 1 <= len(name) <= 256
+        and all(c in TOKEN_CHARACTERS for c in name)
+        and isinstance(value, str)
+        and not any(c in value for c in "\x00\r\n")
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "valid"),
+    [
+        pytest.param((), True, id="none"),
+        pytest.param((("x" * 256, "v"),), True, id="longest name"),
+        pytest.param((("x" * 257, "v"),), False, id="name one too long"),
+        pytest.param((("a", "1"), ("x" * 257, "v"), ("b", "2")), False, id="long name inside"),
+        pytest.param((("a", "1"), ("b", "2"), ("c", "3\n")), False, id="last value with LF"),
+        pytest.param((("a", "1"), ("", "2")), False, id="empty name after another"),
+        pytest.param((("a\nb", "1"),), False, id="LF inside a name"),
+        pytest.param((("a", "1"), (3, "2")), False, id="name not a string"),
+        pytest.param((("a", None),), False, id="value not a string"),
+        pytest.param((("a", "1", "2"),), False, id="three items"),
+        pytest.param((["a", "1"],), True, id="a list pair"),
+        pytest.param((("a", ""), ("b", "Zoë ✓\t")), True, id="empty and unicode values"),
+    ],
+)
+def test_header_checks_agree_with_the_rule_for_each_header(headers: p.Headers, valid: bool) -> None:
+    assert all(header_is_valid(pair) for pair in headers) is valid
+    if valid:
+        p.validate_headers(headers, "visitor")
+    else:
+        with pytest.raises(ProtocolError):
+            p.validate_headers(headers, "visitor")
+
+
+_header_text = st.text(alphabet=TOKEN_CHARACTERS + " :\r\n\x00é", max_size=300)
+
+
+@given(st.lists(st.tuples(_header_text, _header_text), max_size=6))
+def test_one_pass_header_check_refuses_exactly_the_bad_heads(
+    pairs: list[tuple[str, str]],
+) -> None:
+    headers = tuple(pairs)
+    if all(header_is_valid(pair) for pair in headers):
+        p.validate_headers(headers, "local app", status=502)
+    else:
+        with pytest.raises(ProtocolError) as refused:
+            p.validate_headers(headers, "local app", status=502)
+        assert refused.value.status == 502
+
+
+def test_a_bad_header_is_named_whichever_place_it_has() -> None:
+    with pytest.raises(ProtocolError, match="invalid header name 'bad name'"):
+        p.validate_headers((("a", "1"), ("bad name", "2"), ("c", "3")), "visitor")
+    with pytest.raises(ProtocolError, match="header 'c' with CR, LF or NUL"):
+        p.validate_headers((("a", "1"), ("c", "3\r\n")), "visitor")
+
+
 # --- Hop-by-hop headers -----------------------------------------------------------------------
 
 
@@ -424,6 +494,11 @@ def test_hop_by_hop_headers_and_those_named_by_connection_are_dropped() -> None:
     )
     assert p.strip_hop_by_hop(headers) == (("X-Kept", "a"), ("x-kept", "b"))
     assert p.strip_hop_by_hop(iter(headers)) == (("X-Kept", "a"), ("x-kept", "b"))
+
+
+def test_a_head_without_hop_by_hop_headers_comes_back_whole_as_pairs() -> None:
+    headers = [["Host", "a.example"], ["X-Kept", "a"]]
+    assert p.strip_hop_by_hop(headers) == (("Host", "a.example"), ("X-Kept", "a"))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
