@@ -19,6 +19,7 @@ import math
 import re
 import zlib
 from collections.abc import Callable
+from itertools import chain
 from typing import Any, TypeVar
 
 from hatchway import b64
@@ -126,8 +127,12 @@ def split_frames(text: str) -> list[str]:
 # --- Encoding ---------------------------------------------------------------------------------
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+"""One encoder for every message: ``json.dumps`` with options builds a new one per call."""
+
+
 def _dumps(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(obj)
 
 
 def _spec_to_dict(spec: TunnelSpec) -> dict[str, Any]:
@@ -383,27 +388,23 @@ def _count(obj: dict[str, Any], key: str, where: str, upper: int) -> int:
     return int(value)
 
 
-def _too_deep(text: str) -> bool:
-    """Nesting deeper than ``MAX_JSON_DEPTH`` outside strings: checked before parsing."""
-    depth = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                return True
-        elif char in "]}":
-            depth -= 1
-    return False
+_CONTAINERS = (dict, list)
+
+
+def _too_deep(obj: dict[str, Any]) -> bool:
+    """Nesting deeper than ``MAX_JSON_DEPTH``, found level by level among the containers: no
+    string is read (a body can be most of a message), so this costs the same for any size."""
+    level: list[Any] = [obj]
+    for _ in range(MAX_JSON_DEPTH):
+        level = [
+            child
+            for container in level
+            for child in (container.values() if isinstance(container, dict) else container)
+            if isinstance(child, _CONTAINERS)
+        ]
+        if not level:
+            return False
+    return True
 
 
 def decode(text: str | bytes) -> Message:
@@ -427,15 +428,16 @@ def _loads(text: str | bytes) -> dict[str, Any]:
             text = text.decode("utf-8")
         except UnicodeDecodeError:
             raise ProtocolError("message is not valid UTF-8") from None
-    # Brackets are rare in our messages: the depth scan only runs when they could nest deeply.
-    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _too_deep(text):
-        raise ProtocolError(f"message nests deeper than {MAX_JSON_DEPTH} levels")
     try:
+        # The parser's own recursion is bounded: nesting past the interpreter's recursion limit
+        # raises RecursionError rather than exhausting the stack.
         obj = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"message is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("message is not a JSON object")
+    if _too_deep(obj):
+        raise ProtocolError(f"message nests deeper than {MAX_JSON_DEPTH} levels")
     return obj
 
 
@@ -624,16 +626,13 @@ def _headers_from(obj: dict[str, Any], where: str, status: int = 431) -> Headers
     raw = _field(obj, "headers", list, where)
     if len(raw) > MAX_HEADERS:
         raise ProtocolError(f"{where}: more than {MAX_HEADERS} headers", status=status)
-    pairs = []
-    for item in raw:
-        if (
-            not isinstance(item, list)
-            or len(item) != 2
-            or not all(isinstance(x, str) for x in item)
-        ):
-            raise ProtocolError(f"{where}: each header must be a [name, value] pair of strings")
-        pairs.append((item[0], item[1]))
-    return tuple(pairs)
+    # The shapes of all pairs at once (JSON gives exact types); the message's own check then
+    # reads their text.
+    if set(map(type, raw)) <= {list} and set(map(len, raw)) <= {2}:
+        pairs = tuple([(name, value) for name, value in raw])
+        if set(map(type, chain.from_iterable(pairs))) <= {str}:
+            return pairs
+    raise ProtocolError(f"{where}: each header must be a [name, value] pair of strings")
 
 
 def _optional_str(obj: dict[str, Any], key: str, where: str) -> str | None:

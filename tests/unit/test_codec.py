@@ -628,6 +628,25 @@ def test_hostile_input_raises_protocol_error_and_nothing_else(text: str | bytes)
         codec.decode(text)
 
 
+def test_nesting_counts_containers_up_to_the_limit_and_never_brackets_in_strings() -> None:
+    def ping_with(extra: str) -> str:
+        return '{"type":"ping","ts":1,"x":' + extra + "}"
+
+    deepest = p.MAX_JSON_DEPTH - 1  # the message's own object is the first level
+    assert codec.decode(ping_with("[" * deepest + "]" * deepest)) == p.Ping(1.0)
+    assert codec.decode(ping_with('"' + "[{" * 50 + '"')) == p.Ping(1.0)
+    with pytest.raises(ProtocolError, match="nests deeper"):
+        codec.decode(ping_with("[" * (deepest + 1) + "]" * (deepest + 1)))
+    with pytest.raises(ProtocolError, match="nests deeper"):
+        codec.decode(ping_with('[1,{"a":' + "[" * deepest + "]" * deepest + "}]"))
+
+
+def test_a_response_with_many_headers_and_a_large_body_decodes() -> None:
+    headers = tuple((f"x-h{i}", "[{" * 5) for i in range(20))
+    response = p.Response("r1", 200, headers, bytes(range(256)) * 200)
+    assert codec.decode(codec.encode(response, compress=False)) == response
+
+
 def fault_text(key: str) -> Any:
     def build(text: str) -> dict[str, Any]:
         fault = {"side": "agent", "message": "m"} | {key: text}
