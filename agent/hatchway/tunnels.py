@@ -261,16 +261,21 @@ class Pipeline:
         self.forward = forward
         self._request_remove = frozenset(n.lower() for n in options.request_header_remove)
         self._response_remove = frozenset(n.lower() for n in options.response_header_remove)
+        self._rewrites_requests = bool(
+            self._request_remove or options.host_header != "preserve" or options.request_header_add
+        )
 
     def __call__(self, request: Request) -> Response:
         return self.handle(request)
 
     def handle(self, request: Request) -> Response:
-        try:
-            rewritten = dataclasses.replace(request, headers=self.request_headers(request.headers))
-        except ProtocolError as exc:  # e.g. the added headers pass the protocol's count limit
-            return _agent_fault(request.id, f"the tunnel's header rules failed: {exc}")
-        response = self.forward(rewritten)
+        if self._rewrites_requests:  # else the request stays as it is, checked once already
+            try:
+                headers = self.request_headers(request.headers)
+                request = dataclasses.replace(request, headers=headers)
+            except ProtocolError as exc:  # e.g. the added headers pass the protocol's count limit
+                return _agent_fault(request.id, f"the tunnel's header rules failed: {exc}")
+        response = self.forward(request)
         if response.fault is not None or not (
             self._response_remove or self.options.response_header_add
         ):
