@@ -14,16 +14,20 @@ from typing import TYPE_CHECKING
 
 import websocket
 
-from hatchway import blobs, codec, protocol
+from hatchway import blobs, codec, protocol, wire
 from hatchway.errors import HatchwayError, NameTaken
 from hatchway.inflight import WORKING_SCAN_SECONDS, GatePlace, HeldRequests
 from hatchway.protocol import Fault, ProtocolError, Request, Response
 from hatchway.tunnel_stats import TunnelStats
+from hatchway.wire import FrameReader, FrameWriter, raw_socket
 
 if TYPE_CHECKING:
     from hatchway.session import Session
 
 log = logging.getLogger("hatchway.agent")
+
+CLOSE_WAIT_SECONDS = 1.0
+"""Longest a closing connection waits for the relay to answer its close."""
 
 SILENCE_FACTOR = 3
 """A connection that received nothing for this many heartbeats is treated as dead."""
@@ -58,20 +62,15 @@ def abort(ws: websocket.WebSocket) -> None:
     ws.abort()
 
 
-def send_message(
-    ws: websocket.WebSocket, message: protocol.Message, lock: threading.Lock, compress: bool = True
-) -> None:
+def send_message(writer: FrameWriter, message: protocol.Message, compress: bool = True) -> None:
     """Encode ``message`` and send it as one WebSocket message in frames of at most
-    ``MAX_FRAME_BYTES`` (API Gateway's frame limit): a text frame, then continuation frames.
-    The lock keeps another message's frames from slipping in between."""
-    frames = codec.split_frames(codec.encode(message, compress=compress))
-    last = len(frames) - 1
-    with lock:
-        for index, chunk in enumerate(frames):
-            opcode = websocket.ABNF.OPCODE_TEXT if index == 0 else websocket.ABNF.OPCODE_CONT
-            # Encoded messages are ASCII; create_frame only encodes str for text frames itself.
-            data = chunk.encode("ascii")
-            ws.send_frame(websocket.ABNF.create_frame(data, opcode, fin=int(index == last)))
+    ``MAX_FRAME_BYTES`` (API Gateway's frame limit): a text frame, then continuation frames,
+    all in one write."""
+    # Encoded messages are ASCII.
+    chunks = [
+        chunk.encode("ascii") for chunk in codec.split_frames(codec.encode(message, compress))
+    ]
+    writer.message(chunks)
 
 
 class Connection:
@@ -97,7 +96,8 @@ class Connection:
         self.opened_at = time.monotonic()
         self.last_received = time.monotonic()
         self.last_request = time.monotonic()
-        self.send_lock = threading.Lock()
+        self.writer = FrameWriter(raw_socket(ws))
+        self.frames = FrameReader(raw_socket(ws), self.writer)
         self.ended = threading.Event()
         self.held = HeldRequests()
         """Requests accepted and not answered yet: drained before closing, marked when slow."""
@@ -122,13 +122,17 @@ class Connection:
         compress = self.session.compress
         if compress and isinstance(message, Response) and message.body:
             compress = worth_compressing(message)
-        send_message(self.ws, message, self.send_lock, compress)
+        send_message(self.writer, message, compress)
 
     def close(self) -> None:
+        """Say goodbye, give the relay ``CLOSE_WAIT_SECONDS`` to answer (the reader sees its
+        close), then drop the socket. Never called by the reader itself."""
         try:
-            self.ws.close(timeout=1)
-        except Exception:  # already broken: the point was to stop it
-            abort(self.ws)
+            self.writer.control(wire.CLOSE, wire.CLOSE_NORMAL)
+            self.ended.wait(CLOSE_WAIT_SECONDS)
+        except OSError:  # already broken: the point was to stop it
+            pass
+        abort(self.ws)
         self.ended.set()
 
     def _read(self) -> None:
@@ -137,11 +141,11 @@ class Connection:
         self.early.clear()
         try:
             while True:
-                opcode, data = self.ws.recv_data()
-                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                opcode, data = self.frames.message()
+                if opcode == wire.CLOSE:
                     break
                 self.last_received = time.monotonic()
-                if opcode == websocket.ABNF.OPCODE_TEXT:
+                if opcode == wire.TEXT:
                     self._on_text(data)
         except (websocket.WebSocketException, OSError) as exc:
             self.error = exc

@@ -54,6 +54,7 @@ from hatchway.connection import Connection, agent_fault, looks_compressible, sen
 from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
 from hatchway.inflight import TunnelGate
 from hatchway.protocol import ProtocolError, Request, Response
+from hatchway.wire import FrameWriter, raw_socket
 
 log = logging.getLogger("hatchway.agent")
 
@@ -318,7 +319,7 @@ class Session:
         except (TimeoutError, websocket.WebSocketException, OSError, ValueError) as exc:
             raise RelayUnreachable(f"cannot reach the relay at {self.server}: {exc}") from None
         try:
-            send_message(ws, self.hello(), threading.Lock(), self.compress)
+            send_message(FrameWriter(raw_socket(ws)), self.hello(), self.compress)
             welcome, early = self._await_welcome(ws)
             if welcome.now > 0:
                 self.clock_offset = welcome.now - self.clock()

@@ -1,0 +1,184 @@
+"""WebSocket frames on an agent's connection once websocket-client has opened it: a reader that
+takes whatever the socket has in one call and cuts frames from it, and a writer that sends a
+whole message, every frame of it, in one write.
+
+websocket-client reads each frame in three calls (its first two bytes, its length, its payload)
+through several layers of Python, and writes each frame apart; on the agent's path that was a
+good part of the cost of a small request, and at 32 requests in flight several frames usually
+wait in the socket together. The handshake, the welcome and the proxy and TLS set-up stay
+websocket-client's: it reads no further than the frame it returns, so nothing is lost when the
+socket changes hands.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+from collections.abc import Sequence
+
+import websocket
+
+TEXT, BINARY, CONTINUATION = 0x1, 0x2, 0x0
+CLOSE, PING, PONG = 0x8, 0x9, 0xA
+
+MAX_INCOMING_MESSAGE_BYTES = 64 * 1024 * 1024
+"""Longest message read from the relay (frames joined); a longer one ends the connection. The
+relay's own messages stay far below it (``protocol.MAX_MESSAGE_BYTES``); this bounds memory."""
+
+MAX_CONTROL_PAYLOAD_BYTES = 125
+"""RFC 6455 section 5.5: a control frame's payload."""
+
+RECEIVE_BYTES = 256 * 1024
+"""Most bytes asked of the socket at once."""
+
+CLOSE_NORMAL = struct.pack("!H", 1000)
+"""A close frame's payload: status 1000, normal closure."""
+
+
+class FrameError(websocket.WebSocketException):
+    """The relay sent frames that break RFC 6455, or a message above the agent's bound."""
+
+
+def raw_socket(ws: websocket.WebSocket) -> socket.socket:
+    """The socket under an open websocket-client connection."""
+    if ws.sock is None:
+        raise FrameError("the connection to the relay is not open")
+    return ws.sock
+
+
+class FrameWriter:
+    """Sends masked frames on ``sock``; one lock keeps each message's frames together."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.lock = threading.Lock()
+        self.closed = False
+        """A close went out: nothing may follow it, not even a second close."""
+
+    def message(self, chunks: Sequence[bytes], opcode: int = TEXT) -> None:
+        """One message in frames of the given chunks: the first with ``opcode``, the rest
+        continuations, the last marked final."""
+        last = len(chunks) - 1
+        frames = b"".join(
+            frame(opcode if index == 0 else CONTINUATION, chunk, final=index == last)
+            for index, chunk in enumerate(chunks)
+        )
+        with self.lock:
+            if self.closed:
+                raise FrameError("the connection to the relay is closing")
+            self.sock.sendall(frames)
+
+    def control(self, opcode: int, payload: bytes = b"") -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = opcode == CLOSE
+            self.sock.sendall(frame(opcode, payload[:MAX_CONTROL_PAYLOAD_BYTES]))
+
+
+def frame(opcode: int, payload: bytes, final: bool = True) -> bytes:
+    """One client frame: masked, as RFC 6455 requires of a client."""
+    first = (0x80 if final else 0) | opcode
+    size = len(payload)
+    if size < 126:
+        head = struct.pack("!BB", first, 0x80 | size)
+    elif size < 1 << 16:
+        head = struct.pack("!BBH", first, 0x80 | 126, size)
+    else:
+        head = struct.pack("!BBQ", first, 0x80 | 127, size)
+    key = os.urandom(4)
+    return head + key + websocket.ABNF.mask(key, payload)
+
+
+class FrameReader:
+    """Whole messages from ``sock``: answers pings and a close itself (through ``writer``)."""
+
+    def __init__(self, sock: socket.socket, writer: FrameWriter) -> None:
+        self.sock = sock
+        self.writer = writer
+        self._buffer = bytearray()
+        self._message: list[bytes] = []
+        self._message_opcode = 0
+        self._message_bytes = 0
+
+    def message(self) -> tuple[int, bytes]:
+        """The next data message as ``(TEXT or BINARY, payload)``, or ``(CLOSE, b"")`` once
+        the relay closed. Raises ``FrameError`` on broken frames and ``OSError`` (or
+        ``FrameError`` at a cut) when the connection ends without a close."""
+        while True:
+            opcode, final, payload = self._frame()
+            if opcode == CLOSE:
+                self.writer.control(CLOSE, CLOSE_NORMAL)
+                return CLOSE, b""
+            if opcode == PING:
+                self.writer.control(PONG, payload)
+            elif opcode == PONG:
+                pass
+            elif opcode in (TEXT, BINARY, CONTINUATION):
+                whole = self._join(opcode, final, payload)
+                if whole is not None:
+                    return whole
+            else:
+                raise FrameError(f"the relay sent a frame with unknown opcode {opcode:#x}")
+
+    def _join(self, opcode: int, final: bool, payload: bytes) -> tuple[int, bytes] | None:
+        if (opcode == CONTINUATION) != bool(self._message_opcode):
+            raise FrameError("the relay interleaved two messages' frames")
+        if opcode != CONTINUATION:
+            if final:
+                return opcode, payload
+            self._message_opcode = opcode
+        self._message.append(payload)
+        self._message_bytes += len(payload)
+        if self._message_bytes > MAX_INCOMING_MESSAGE_BYTES:
+            raise FrameError(
+                f"the relay sent a message longer than {MAX_INCOMING_MESSAGE_BYTES} bytes"
+            )
+        if not final:
+            return None
+        whole = (self._message_opcode, b"".join(self._message))
+        self._message, self._message_opcode, self._message_bytes = [], 0, 0
+        return whole
+
+    def _frame(self) -> tuple[int, bool, bytes]:
+        """The next frame: its opcode, whether it is final, its (unmasked) payload."""
+        self._want(2)
+        first, second = self._buffer[0], self._buffer[1]
+        if first & 0x70:
+            raise FrameError("the relay sent a frame with reserved bits set (no extension)")
+        opcode, final = first & 0x0F, bool(first & 0x80)
+        size, offset = second & 0x7F, 2
+        if size == 126:
+            self._want(4)
+            (size,) = struct.unpack_from("!H", self._buffer, 2)
+            offset = 4
+        elif size == 127:
+            self._want(10)
+            (size,) = struct.unpack_from("!Q", self._buffer, 2)
+            offset = 10
+        if opcode >= CLOSE and (size > MAX_CONTROL_PAYLOAD_BYTES or not final):
+            raise FrameError("the relay sent a control frame that is fragmented or too long")
+        if size > MAX_INCOMING_MESSAGE_BYTES:
+            raise FrameError(f"the relay sent a frame longer than {MAX_INCOMING_MESSAGE_BYTES}")
+        key = b""
+        if second & 0x80:  # a server must not mask; unmasking costs nothing to be lenient
+            self._want(offset + 4)
+            key = bytes(self._buffer[offset : offset + 4])
+            offset += 4
+        self._want(offset + size)
+        with memoryview(self._buffer) as view:
+            payload = bytes(view[offset : offset + size])
+        del self._buffer[: offset + size]
+        if key:
+            payload = websocket.ABNF.mask(key, payload)
+        return opcode, final, payload
+
+    def _want(self, size: int) -> None:
+        """Read until the buffer holds ``size`` bytes."""
+        while len(self._buffer) < size:
+            data = self.sock.recv(max(RECEIVE_BYTES, size - len(self._buffer)))
+            if not data:
+                raise FrameError("the relay's connection ended inside a frame or between them")
+            self._buffer += data
