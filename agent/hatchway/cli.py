@@ -16,7 +16,7 @@ from types import FrameType
 from typing import TextIO
 
 from hatchway import __version__, protocol, sharing
-from hatchway.arenas import tune_malloc
+from hatchway.arenas import limit_malloc_arenas
 from hatchway.config import (
     CONFIG_ENV,
     DEFAULT_INSPECT,
@@ -395,7 +395,7 @@ def _serve(
     settings: Settings, tunnels: list[TunnelOptions], args: argparse.Namespace, rotate_after: float
 ) -> int:
     # The command owns its process (the Python API leaves its host's allocator alone).
-    tune_malloc()
+    limit_malloc_arenas()
     service = service_for(settings, tunnels, args, rotate_after)
     display = display_for(args.log_format, service.status, sys.stdout, sys.stderr)
     service.listeners.append(display)
