@@ -2,9 +2,9 @@
 
 glibc's malloc gives threads that allocate at the same time arenas of their own (up to eight per
 core), and memory freed in one arena serves only that arena again: a megabyte body handled once
-by each of the agent's workers leaves megabytes stranded across them. Capping the arenas at two,
-what ``MALLOC_ARENA_MAX=2`` does when set before a program starts, took the agent's peak RSS
-under ``make bench`` from 54 to 35 MiB with no loss of throughput. The agent sets it itself,
+by each of the agent's workers leaves megabytes stranded across them. One arena for all, what
+``MALLOC_ARENA_MAX=1`` does when set before a program starts, took the agent's peak RSS under
+``make bench`` from 54 to 36 MiB with no loss of throughput. The agent sets it itself,
 before its workers start, unless the user set ``MALLOC_ARENA_MAX`` (which glibc already
 honours). Where the C library has no ``mallopt`` (macOS, musl) nothing changes.
 """
