@@ -388,23 +388,26 @@ def _count(obj: dict[str, Any], key: str, where: str, upper: int) -> int:
     return int(value)
 
 
-_CONTAINERS = (dict, list)
-
-
 def _too_deep(obj: dict[str, Any]) -> bool:
     """Nesting deeper than ``MAX_JSON_DEPTH``, found level by level among the containers: no
-    string is read (a body can be most of a message), so this costs the same for any size."""
+    string is read (a body can be most of a message)."""
     level: list[Any] = [obj]
     for _ in range(MAX_JSON_DEPTH):
-        level = [
-            child
-            for container in level
-            for child in (container.values() if isinstance(container, dict) else container)
-            if isinstance(child, _CONTAINERS)
-        ]
-        if not level:
+        deeper = []
+        for container in level:
+            for child in container.values() if type(container) is dict else container:
+                if type(child) is list or type(child) is dict:
+                    deeper.append(child)
+        if not deeper:
             return False
+        level = deeper
     return True
+
+
+_COUNTED_TEXT = 4096
+"""Texts up to this long have their brackets counted first (cheaper than walking the parsed
+containers, and usually enough to show that they cannot nest too deeply); longer ones are
+walked at once, as counting would read every character of their body."""
 
 
 def decode(text: str | bytes) -> Message:
@@ -436,7 +439,9 @@ def _loads(text: str | bytes) -> dict[str, Any]:
         raise ProtocolError(f"message is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("message is not a JSON object")
-    if _too_deep(obj):
+    if (
+        len(text) > _COUNTED_TEXT or text.count("[") + text.count("{") > MAX_JSON_DEPTH
+    ) and _too_deep(obj):
         raise ProtocolError(f"message nests deeper than {MAX_JSON_DEPTH} levels")
     return obj
 
