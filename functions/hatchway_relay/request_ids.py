@@ -20,7 +20,7 @@ ID_LENGTH = NONCE_CHARS + EXPIRY_CHARS + MAC_CHARS
 
 
 def _mac(key: bytes, nonce: str, expiry: str, connection_id: str) -> str:
-    digest = hmac.new(key, f"{nonce}.{expiry}.{connection_id}".encode(), hashlib.sha256).digest()
+    digest = hmac.digest(key, f"{nonce}.{expiry}.{connection_id}".encode(), "sha256")
     return base64.urlsafe_b64encode(digest[:15]).decode("ascii")
 
 

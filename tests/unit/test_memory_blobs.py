@@ -44,13 +44,18 @@ def send(url: str, method: str, body: bytes | None = None, chunked: bool = False
         conn.close()
 
 
-@pytest.mark.parametrize("key", ["", "a b", "a?b", "é", "x" * 1025, "a%2Fb"])
+@pytest.mark.parametrize("key", ["", "a b", "a?b", "é", "x" * 1025, "a%2Fb", "a\n"])
 def test_keys_outside_the_pattern_are_refused(key: str) -> None:
     store = MemoryBlobStore("http://x")
     with pytest.raises(InvalidKey):
         store.put(key, b"")
     with pytest.raises(InvalidKey):
         store.upload_url(key, 60)
+
+
+def test_a_url_carries_its_key_as_it_is() -> None:
+    url = MemoryBlobStore("http://x").upload_url("resp/A-b_c.9", 60)
+    assert url.startswith("http://x/@blobs/resp/A-b_c.9?expires=")
 
 
 def test_objects_expire_after_the_ttl_and_are_purged(clock: FakeClock) -> None:
