@@ -36,15 +36,17 @@ class _Awaited:
 
     connection_id: str
     expires_at: float
-    ready: threading.Condition
     answer: bytes | None = None
     working: bool = False
+    ready: threading.Condition | None = None
+    """What a blocked waiter waits on, made by the first one (a watching waiter needs none)."""
     wake: Callable[[], None] | None = None
     """A waiter's wake-up (``watch_response``), called once."""
 
     def notify(self) -> None:
         """Wake whoever waits, blocked or watching (the store's lock is held)."""
-        self.ready.notify_all()
+        if self.ready is not None:
+            self.ready.notify_all()
         wake, self.wake = self.wake, None
         if wake is not None:
             wake()
@@ -300,9 +302,7 @@ class MemoryStore:
 
     def expect_response(self, request_id: str, connection_id: str, expires_at: float) -> None:
         with self._lock:
-            self._awaited[request_id] = _Awaited(
-                connection_id, expires_at, threading.Condition(self._lock)
-            )
+            self._awaited[request_id] = _Awaited(connection_id, expires_at)
 
     def put_response(self, request_id: str, answer: bytes, expires_at: float) -> bool:
         with self._lock:
@@ -333,9 +333,12 @@ class MemoryStore:
             awaited = self._awaited.get(request_id)
             if awaited is None:
                 return None
-            if awaited.answer is None:
+            seconds = until - self._clock.now()
+            if awaited.answer is None and seconds > 0:  # else a look, never a wait
+                if awaited.ready is None:
+                    awaited.ready = threading.Condition(self._lock)
                 # One wake-up is enough: the caller re-checks liveness and calls again.
-                self._clock.wait(awaited.ready, until - self._clock.now())
+                self._clock.wait(awaited.ready, seconds)
             return awaited.answer
 
     def watch_response(self, request_id: str, wake: Callable[[], None]) -> None:
