@@ -180,5 +180,6 @@ class FrameReader:
         while len(self._buffer) < size:
             data = self.sock.recv(max(RECEIVE_BYTES, size - len(self._buffer)))
             if not data:
-                raise FrameError("the relay's connection ended inside a frame or between them")
+                where = " inside a frame" if self._buffer or self._message else ""
+                raise FrameError(f"the connection to the relay was lost{where}")
             self._buffer += data

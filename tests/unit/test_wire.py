@@ -125,8 +125,10 @@ def test_the_relays_close_is_answered_once(pair: tuple) -> None:
 @pytest.mark.parametrize(
     ("data", "says"),
     [
-        (server_frame(TEXT, b"x")[:1], "ended inside a frame"),
-        (server_frame(TEXT, b"hello")[:4], "ended inside a frame"),
+        (b"", "connection to the relay was lost$"),
+        (server_frame(TEXT, b"x")[:1], "lost inside a frame"),
+        (server_frame(TEXT, b"hello")[:4], "lost inside a frame"),
+        (server_frame(TEXT, b"a", final=False), "lost inside a frame"),
         (bytes([0x80 | 0x40 | TEXT, 1]) + b"x", "reserved bits"),
         (bytes([0x80 | 0x3, 0]), "unknown opcode"),
         (server_frame(PING, b"x" * 126), "control frame"),
