@@ -31,7 +31,6 @@ import random
 import secrets
 import threading
 import time
-import uuid
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -152,9 +151,15 @@ def _request_id() -> str:
     return format(_ids.getrandbits(64), "016x")
 
 
+_UUID4_KEPT = ((1 << 128) - 1) & ~((0xC000 << 48) | (0xF000 << 64))
+_UUID4_SET = (0x8000 << 48) | (4 << 76)
+"""A version 4 UUID's variant and version bits, as ``uuid.UUID(version=4)`` sets them."""
+
+
 def _invocation_id() -> str:
-    """A Lambda ``aws_request_id``: a version 4 UUID."""
-    return str(uuid.UUID(int=_ids.getrandbits(128), version=4))
+    """A Lambda ``aws_request_id``: a version 4 UUID, formatted without a ``UUID`` object."""
+    digits = format(_ids.getrandbits(128) & _UUID4_KEPT | _UUID4_SET, "032x")
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 _clf_cache: tuple[int, str] = (0, "")
@@ -275,6 +280,71 @@ async def _read_at_most(request: web.Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+class _Execution:
+    """An HTTP invocation running as steps (``visits.VisitSteps``) on the gateway's loop:
+    each step's posts are written before its wait for the answer is awaited, and the last
+    step's before the result counts. ``run`` may be interrupted (the visitor's timeout, a
+    cancelled task) and called again to go on where it stopped; the execution gives its slot
+    back once it has ended, however it ends."""
+
+    def __init__(self, gateway: Gateway, steps: HandlerSteps) -> None:
+        self.gateway = gateway
+        self.steps = steps
+        self.sends: list[Coroutine[Any, Any, None]] = []
+        """The current step's posts not yet written."""
+        self.wait: AwaitAnswer | None = None
+        self.answer: bytes | None = None
+        self.result: dict[str, Any] | None = None
+        self.ended = False
+
+    async def run(self, give_up: float | None) -> dict[str, Any] | None:
+        """The handler's result (None if it raised). ``TimeoutError`` if a wait is still
+        going on at ``give_up``."""
+        finished = False
+        try:
+            while True:
+                while self.sends:
+                    send = self.sends.pop(0)
+                    try:
+                        await send
+                    except Exception as exc:  # an agent gone meanwhile: its $disconnect cleans up
+                        log.debug("a post after an invocation failed: %s", exc)
+                if self.ended:
+                    finished = True
+                    return self.result
+                if self.wait is not None:
+                    self.answer = await self.gateway._answer(self.wait, give_up)
+                    self.wait = None
+                self._step()
+        except (TimeoutError, asyncio.CancelledError):
+            if give_up is None:  # no one goes on after this: the steps end here
+                finished = True
+            raise
+        except BaseException:
+            finished = True
+            raise
+        finally:
+            if finished:
+                for send in self.sends:
+                    send.close()
+                self.steps.close()  # on cancellation, the relay's cleanup still runs
+                self.gateway.concurrency.release(HTTP_FUNCTION)
+
+    def _step(self) -> None:
+        sends: list[Coroutine[Any, Any, None]] = []
+        self.gateway._loop_sends = sends
+        try:
+            self.wait = self.steps.send(self.answer)
+        except StopIteration as done:
+            self.result, self.ended = done.value, True
+        except Exception:
+            log.exception("handler failed for a visitor's request")
+            self.ended = True
+        finally:
+            self.gateway._loop_sends = None
+        self.sends, self.answer = sends, None
+
+
 class Gateway:
     """The emulator. Handlers are attached after construction (they need the poster, which
     needs the gateway)."""
@@ -304,6 +374,8 @@ class Gateway:
         """Posts made by the WebSocket invocation running on the loop right now; sent once it
         returns, before it counts as finished (as a Lambda's synchronous posts would be)."""
         self._loose_sends: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        """HTTP executions going on after their visitor stopped waiting."""
         # As many threads as executions may run, so an admitted invocation never queues.
         capacity = self.concurrency.config.capacity
         self.http_pool = ThreadPoolExecutor(
@@ -414,11 +486,6 @@ class Gateway:
         self.concurrency.acquire(function)
         if function == WEBSOCKET_FUNCTION and self.websocket_on_loop:
             return await self._invoke_on_loop(handler, event, timeout)
-        if function == HTTP_FUNCTION and self.http_steps is not None:
-            # A task, shielded: a visitor's timeout does not stop the execution (as on Lambda),
-            # and its slot stays taken until the handler returns.
-            steps = self.http_steps(event, _context(function, timeout))
-            return await asyncio.shield(asyncio.ensure_future(self._run_steps(steps)))
 
         def execute() -> dict[str, Any]:
             try:
@@ -466,42 +533,40 @@ class Gateway:
         finally:
             self.concurrency.release(WEBSOCKET_FUNCTION)
 
-    async def _run_steps(self, steps: HandlerSteps) -> dict[str, Any] | None:
-        """An admitted HTTP invocation run on the loop as steps: each step's posts are written
-        before its wait for the answer is awaited (and the last step's before it returns)."""
-        answer: bytes | None = None
+    async def _invoke_steps(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """An HTTP invocation run as steps in the visitor's own task (no task of its own, no
+        hand-off: the loop's cheapest path). ``TimeoutError`` once the integration timeout
+        passes without a result; from then on (or if the visitor's task is cancelled) the
+        execution goes on in the background and keeps its slot until the handler returns, as
+        on Lambda."""
+        assert self.http_steps is not None, "handlers not attached"
+        self.concurrency.acquire(HTTP_FUNCTION)
+        give_up = time.time() + self.limits.integration_timeout
+        context = _context(HTTP_FUNCTION, self.limits.http_function_timeout)
+        execution = _Execution(self, self.http_steps(event, context))
         try:
-            while True:
-                sends: list[Coroutine[Any, Any, None]] = []
-                wait: AwaitAnswer | None = None
-                result: dict[str, Any] | None = None
-                self._loop_sends = sends
-                try:
-                    wait = steps.send(answer)
-                except StopIteration as done:
-                    result = done.value
-                except Exception:
-                    log.exception("handler failed for a visitor's request")
-                finally:
-                    self._loop_sends = None
-                await _flush(sends)
-                if wait is None:
-                    return result
-                answer = await self._answer(wait)
-        finally:
-            steps.close()  # on cancellation, the relay's cleanup still runs
-            self.concurrency.release(HTTP_FUNCTION)
+            result = await execution.run(give_up)
+        except (TimeoutError, asyncio.CancelledError):
+            task = asyncio.ensure_future(execution.run(None))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            raise
+        if time.time() > give_up:  # too late: API Gateway has answered the visitor already
+            raise TimeoutError
+        return result
 
-    async def _answer(self, wait: AwaitAnswer) -> bytes | None:
+    async def _answer(self, wait: AwaitAnswer, give_up: float | None = None) -> bytes | None:
         """What a blocking ``wait_response`` would give, awaited: the answer, or None by
-        ``wait.until`` or once the agent's connection went."""
+        ``wait.until`` or once the agent's connection went. ``TimeoutError`` if ``give_up``
+        comes first (the wait itself is then still to be done)."""
         assert self.answers is not None
         loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = loop.create_future()
+        ready: asyncio.Future[bool] = loop.create_future()
+        """Its result: whether it was the timer that ended the wait."""
 
-        def wake() -> None:
+        def wake(timed_out: bool = False) -> None:
             if not ready.done():
-                ready.set_result(None)
+                ready.set_result(timed_out)
 
         def wake_from_anywhere() -> None:
             if self.in_loop_thread():
@@ -513,15 +578,19 @@ class Gateway:
         # future and one timer: the cheapest wait asyncio has, on every visitor's path.
         self.answers.watch_response(wait.request_id, wake_from_anywhere)
         answer = self.answers.wait_response(wait.request_id, 0.0)  # a look, never a wait
-        delay = wait.until - time.time()
-        if answer is not None or delay <= 0:
+        now = time.time()
+        if answer is not None or wait.until <= now:
             return answer
-        timer = loop.call_later(delay, wake)
+        until = wait.until if give_up is None else min(wait.until, give_up)
+        timer = loop.call_later(until - now, wake, True)
         try:
-            await ready
+            timed_out = await ready
         finally:
             timer.cancel()
-        return self.answers.wait_response(wait.request_id, 0.0)
+        answer = self.answers.wait_response(wait.request_id, 0.0)
+        if answer is None and timed_out and until < wait.until:
+            raise TimeoutError
+        return answer
 
     def in_loop_thread(self) -> bool:
         return self.loop_thread == threading.get_ident()
@@ -598,16 +667,36 @@ class Gateway:
         )
         self.connections[connection_id] = connection
         pending: set[asyncio.Task[Any]] = set()
+        loop = asyncio.get_running_loop()
+        closing: list[asyncio.Task[bool]] = []
+        watchdog: asyncio.TimerHandle | None = None
+
+        def time_left() -> float:
+            """Until the idle timeout or the connection's maximum duration, from now."""
+            return (
+                min(
+                    connection.last_active + self.limits.idle_timeout,
+                    connected_at + self.limits.max_connection_seconds,
+                )
+                - time.time()
+            )
+
+        def watch() -> None:
+            """Close the connection once a limit is reached: one timer per connection, set
+            again only when it fires, rather than a timeout around every read."""
+            nonlocal watchdog
+            remaining = time_left()
+            if remaining > 0:
+                watchdog = loop.call_later(remaining, watch)
+            elif not ws.closed:  # the read in progress then ends
+                closing.append(
+                    asyncio.ensure_future(ws.close(code=CLOSE_GOING_AWAY, message=b"Going away"))
+                )
+
+        watchdog = loop.call_later(max(time_left(), 0.0), watch)
         try:
             while True:
-                now = time.time()
-                remaining = (
-                    min(
-                        connection.last_active + self.limits.idle_timeout,
-                        connected_at + self.limits.max_connection_seconds,
-                    )
-                    - now
-                )
+                remaining = time_left()
                 if remaining <= 0:
                     await ws.close(code=CLOSE_GOING_AWAY, message=b"Going away")
                     break
@@ -618,10 +707,7 @@ class Gateway:
                         pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
                     )
                     continue
-                try:
-                    msg = await ws.receive(timeout=remaining)
-                except TimeoutError:
-                    continue  # the loop head decides whether a limit was reached
+                msg = await ws.receive()
                 if msg.type == WSMsgType.TEXT:
                     connection.last_active = time.time()
                     event = self._ws_event(request, "$default", connection_id, connected_at)
@@ -644,9 +730,13 @@ class Gateway:
                 else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp closed it, 1009 for size)
                     break
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             self.connections.pop(connection_id, None)
             if not ws.closed:
                 await ws.close()
+            for close in closing:  # its close handshake settles the close code
+                await close
             event = self._ws_event(request, "$disconnect", connection_id, connected_at)
             event["requestContext"].update(
                 disconnectStatusCode=ws.close_code or 1006, disconnectReason=""
@@ -798,8 +888,11 @@ class Gateway:
         if body:
             event["body"], event["isBase64Encoded"] = encoded, True
         try:
-            async with asyncio.timeout(self.limits.integration_timeout):
-                result = await self._invoke(HTTP_FUNCTION, event)
+            if self.http_steps is not None:
+                result = await self._invoke_steps(event)
+            else:
+                async with asyncio.timeout(self.limits.integration_timeout):
+                    result = await self._invoke(HTTP_FUNCTION, event)
         except TimeoutError:
             return _json(503, "Service Unavailable")
         except Throttled:

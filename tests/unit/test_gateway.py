@@ -9,6 +9,7 @@ import base64
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -593,7 +594,9 @@ def test_handlers_get_a_context_counting_down_their_function_timeout() -> None:
     def record(name: str, handler: Callable[[Event, Any], Event]) -> Callable[[Event, Any], Event]:
         def wrapped(event: Event, context: Any) -> Event:
             remaining[name] = context.get_remaining_time_in_millis()
-            assert context.aws_request_id and context.function_name
+            invocation = uuid.UUID(context.aws_request_id)
+            assert (invocation.version, invocation.variant) == (4, uuid.RFC_4122)
+            assert str(invocation) == context.aws_request_id and context.function_name
             return handler(event, context)
 
         return wrapped
