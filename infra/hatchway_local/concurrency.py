@@ -78,6 +78,7 @@ class ConcurrencyPool:
     def __init__(self, config: LambdaConcurrency) -> None:
         config.validate()
         self.config = config
+        self._unreserved = config.unreserved
         self._lock = threading.Lock()
         self._running = dict.fromkeys(FUNCTIONS, 0)
         self._unreserved_running = 0
@@ -95,7 +96,7 @@ class ConcurrencyPool:
             if reserved is not None:
                 free = self._running[function] < reserved
             else:
-                free = self._unreserved_running < self.config.unreserved
+                free = self._unreserved_running < self._unreserved
                 if free:
                     self._unreserved_running += 1
             if not free:
