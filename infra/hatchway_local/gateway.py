@@ -258,6 +258,8 @@ def wire_header(value: str) -> str:
     and cannot write bytes that are not UTF-8 (its C writer drops lone surrogates, its Python
     writer raises), so a value carrying such bytes (``surrogateescape``) gets U+FFFD for each
     instead; a Lambda result, being JSON text, cannot carry them to API Gateway either."""
+    if value.isascii():  # the usual value, which holds no such bytes
+        return value
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
@@ -808,12 +810,13 @@ class Gateway:
         domain = request.headers.get("Host", "").rsplit(":", 1)[0]
         now = received
         query: dict[str, str] = {}
-        for key, value in request.query.items():
+        for key, value in request.query.items() if raw_query else ():
             query[key] = f"{query[key]},{value}" if key in query else value
+        path = lambda_path(raw_path)
         event: dict[str, Any] = {
             "version": "2.0",
             "routeKey": "$default",
-            "rawPath": lambda_path(raw_path),
+            "rawPath": path,
             "rawQueryString": raw_query,
             "headers": headers,
             "requestContext": {
@@ -823,7 +826,7 @@ class Gateway:
                 "domainPrefix": domain.split(".", 1)[0],
                 "http": {
                     "method": request.method,
-                    "path": lambda_path(raw_path),
+                    "path": path,
                     "protocol": f"HTTP/{request.version.major}.{request.version.minor}",
                     "sourceIp": request.remote or "",
                     "userAgent": request.headers.get("User-Agent", ""),
