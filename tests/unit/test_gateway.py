@@ -28,6 +28,7 @@ from hatchway_local.concurrency import (
     Throttled,
 )
 from hatchway_local.gateway import (
+    CLOSE_GOING_AWAY,
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_UNSUPPORTED_DATA,
     WEBSOCKET_MAX_MESSAGE_BYTES,
@@ -220,7 +221,14 @@ def test_frames_api_gateway_refuses_close_the_connection(send: Callable, code: i
 
 def test_idle_connections_are_closed() -> None:
     with gateway(idle_timeout=0.3) as (_, stubs, port):
-        open_ws(port)
+        ws = open_ws(port)  # held open: the gateway closes it, not the client
+        opened = time.monotonic()
+        ws.send("x")  # activity: the idle time counts from the last message
+        assert stubs.message.wait(5)
+        opcode, frame = ws.recv_data_frame(True)
+        assert opcode == websocket.ABNF.OPCODE_CLOSE
+        assert int.from_bytes(frame.data[:2], "big") == CLOSE_GOING_AWAY
+        assert 0.3 <= time.monotonic() - opened < 5
         assert stubs.disconnected.wait(5)
 
 
@@ -262,10 +270,11 @@ def manage(gw: Gateway, method: str, connection_id: str, body: bytes | None = No
 
 def test_management_post_over_the_message_limit_is_413() -> None:
     with gateway() as (gw, stubs, port):
-        open_ws(port)
+        ws = open_ws(port)  # held open while the API is called
         assert stubs.connected.wait(5)
         connection_id = stubs.ws_events[0]["requestContext"]["connectionId"]
         answer = manage(gw, "POST", connection_id, b"x" * (WEBSOCKET_MAX_MESSAGE_BYTES + 1))
+        ws.close()
     assert answer.status == 413
 
 
@@ -573,7 +582,7 @@ def test_a_visitor_path_under_connections_is_a_visitor_request() -> None:
 
 def test_the_management_api_is_on_loopback_and_wants_its_key() -> None:
     with gateway() as (gw, stubs, port):
-        open_ws(port)
+        ws = open_ws(port)  # held open while the API is called
         assert stubs.connected.wait(WAIT_SECONDS)
         connection_id = stubs.ws_events[0]["requestContext"]["connectionId"]
         assert gw.management_url is not None
@@ -583,6 +592,7 @@ def test_the_management_api_is_on_loopback_and_wants_its_key() -> None:
         wrong = visit(parts.port or 0, "GET", f"/nope/@connections/{connection_id}", parts.netloc)
         assert wrong.status == 403
         assert manage(gw, "GET", connection_id).status == 200
+        ws.close()
 
 
 # --- Lambda's context and the request's clock ---------------------------------------------------
