@@ -58,9 +58,6 @@ log = logging.getLogger("hatchway.local")
 
 # --- The platform's limits, as API Gateway and Lambda enforce them ----------------------------
 
-HTTP_MAX_BODY_BYTES = 10 * 1024 * 1024
-"""HTTP API request payload limit (10 MB)."""
-
 LAMBDA_MAX_EVENT_BYTES = 6 * 1024 * 1024
 """Lambda's synchronous invocation payload limit (6 MB), for the event and for the result."""
 
@@ -211,7 +208,7 @@ EVENT_FIXED_BYTES = 2048
 """More than an HTTP event's JSON takes besides what the request brings (keys, ids, times)."""
 
 
-def _event_bound(request: web.Request) -> int:
+def _event_bound(request: web.BaseRequest) -> int:
     """At least the length of ``request``'s event as JSON, body aside: each character can take
     12 (a surrogate pair escaped); the path and query, the host, the user agent and the source
     address appear more than once; each header or query field adds its punctuation."""
@@ -270,7 +267,7 @@ def lambda_path(raw_path: str) -> str:
     return unquote(raw_path).partition("?")[0]
 
 
-async def _read_at_most(request: web.Request, limit: int) -> bytes | None:
+async def _read_at_most(request: web.BaseRequest, limit: int) -> bytes | None:
     """The request body, or None once it passes ``limit`` bytes (nothing more is read)."""
     chunks: list[bytes] = []
     total = 0
@@ -347,6 +344,18 @@ class _Execution:
         self.sends, self.answer = sends, None
 
 
+class _GatewayRunner(web.ServerRunner):
+    """Closes the gateway's WebSocket connections where an application's runner would run
+    its shutdown hooks: once the listener stops accepting, before open requests are awaited."""
+
+    def __init__(self, gateway: Gateway, server: web.Server) -> None:
+        super().__init__(server)
+        self.gateway = gateway
+
+    async def shutdown(self) -> None:
+        await self.gateway.close_all()
+
+
 class Gateway:
     """The emulator. Handlers are attached after construction (they need the poster, which
     needs the gateway)."""
@@ -392,24 +401,26 @@ class Gateway:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_thread: int | None = None
         """The thread id of the loop's thread (set with ``loop``)."""
-        self.app = web.Application(client_max_size=HTTP_MAX_BODY_BYTES)
-        self.app.router.add_route("*", "/{tail:.*}", self.dispatch)
-        self.app.on_shutdown.append(self._close_all)
         self.management_key = new_key()
         """The secret first path segment of the management API (``management``)."""
         self.management_url: str | None = None
         """Where the management API listens, key included, once served (``serve_gateway``)."""
         self.management_app = management_app(self, self.management_key, WEBSOCKET_MAX_MESSAGE_BYTES)
 
-    def server_options(self) -> dict[str, Any]:
-        """``web.AppRunner`` settings for the public listener. aiohttp closes a connection
-        whose request has not arrived when its keep-alive timer fires (armed when the
-        connection opens and after each response, not reset by partial data), which makes that
-        timer the headers timeout."""
-        return {
-            "keepalive_timeout": self.limits.headers_timeout,
-            "lingering_time": LINGERING_CLOSE_SECONDS,
-        }
+    def runner(self, loop: asyncio.AbstractEventLoop) -> web.BaseRunner:
+        """The public listener's runner: aiohttp's low-level server, every request straight
+        to ``dispatch`` (no router or application between: every path is the gateway's).
+        aiohttp closes a connection whose request has not arrived when its keep-alive timer
+        fires (armed when the connection opens and after each response, not reset by partial
+        data), which makes that timer the headers timeout."""
+        server = web.Server(
+            self.dispatch,
+            loop=loop,
+            access_log=None,
+            keepalive_timeout=self.limits.headers_timeout,
+            lingering_time=LINGERING_CLOSE_SECONDS,
+        )
+        return _GatewayRunner(self, server)
 
     def set_handlers(
         self,
@@ -428,7 +439,7 @@ class Gateway:
 
     # --- Dispatch -----------------------------------------------------------------------------
 
-    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         host = request.headers.get("Host", "").lower()
         bare = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         if bare in self.bare_hosts or host in self.bare_hosts:
@@ -442,7 +453,7 @@ class Gateway:
     # --- WebSocket API ------------------------------------------------------------------------
 
     def _ws_event(
-        self, request: web.Request, route: str, connection_id: str, connected_at: float
+        self, request: web.BaseRequest, route: str, connection_id: str, connected_at: float
     ) -> dict[str, Any]:
         now = time.time()
         context = {
@@ -639,7 +650,7 @@ class Gateway:
             with contextlib.suppress(ConnectionResetError, RuntimeError):
                 await ws.send_str(json.dumps(error))
 
-    async def websocket(self, request: web.Request) -> web.StreamResponse:
+    async def websocket(self, request: web.BaseRequest) -> web.StreamResponse:
         connection_id = _connection_id()
         connected_at = time.time()
         result = await self._invoke_ws(
@@ -764,14 +775,14 @@ class Gateway:
         await connection.ws.close(code=1000, message=b"")
         return True
 
-    async def _close_all(self, app: web.Application) -> None:
+    async def close_all(self) -> None:
         for connection in list(self.connections.values()):
             await connection.ws.close(code=CLOSE_GOING_AWAY, message=b"Server shutting down")
 
     # --- Blob URLs (a MemoryBlobStore's presigned GET and PUT) ------------------------------
 
     async def blob(
-        self, request: web.Request, store: MemoryBlobStore, raw_key: str
+        self, request: web.BaseRequest, store: MemoryBlobStore, raw_key: str
     ) -> web.Response:
         key = unquote(raw_key)
         query = {name: request.query[name] for name in request.query}
@@ -788,7 +799,7 @@ class Gateway:
 
     # --- HTTP API -----------------------------------------------------------------------------
 
-    def _http_event(self, request: web.Request, body: bytes, received: float) -> dict[str, Any]:
+    def _http_event(self, request: web.BaseRequest, body: bytes, received: float) -> dict[str, Any]:
         """The payload 2.0 event; ``received`` is when the request arrived, before its body was
         read or anything waited (``timeEpoch``: the relay's deadline counts from it).
 
@@ -847,7 +858,7 @@ class Gateway:
             event["body"] = b64.encode(body)
         return event
 
-    async def _read_body(self, request: web.Request) -> bytes:
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
         """The body, within ``MAX_REQUEST_BODY_BYTES`` (else ``_BodyTooLarge``) and the body
         timeouts (else ``TimeoutError``)."""
         if not request.body_exists:
@@ -868,7 +879,7 @@ class Gateway:
                 chunks.append(chunk)
         return b"".join(chunks)
 
-    async def http(self, request: web.Request) -> web.StreamResponse:
+    async def http(self, request: web.BaseRequest) -> web.StreamResponse:
         received = time.time()
         if (request.content_length or 0) > MAX_REQUEST_BODY_BYTES:
             return _json(413, "Request Entity Too Large", close=True)
@@ -905,7 +916,7 @@ class Gateway:
             return _json(500, HTTP_INTEGRATION_ERROR)
         return self._response(request, result)
 
-    def _response(self, request: web.Request, result: dict[str, Any]) -> web.Response:
+    def _response(self, request: web.BaseRequest, result: dict[str, Any]) -> web.Response:
         raw = result.get("body") or ""
         body = b64.decode_lenient(raw) if result.get("isBase64Encoded") else str(raw).encode()
         response = web.Response(status=int(result["statusCode"]))

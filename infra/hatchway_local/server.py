@@ -191,9 +191,7 @@ def serve_gateway(
         management_sock = bind(MANAGEMENT_HOST, 0)
     gateway.management_url = management_url(management_sock, gateway.management_key)
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(
-        gateway.app, access_log=None, handle_signals=False, **gateway.server_options()
-    )
+    runner = gateway.runner(loop)
     management = web.AppRunner(gateway.management_app, access_log=None, handle_signals=False)
     started = threading.Event()
     failure: list[BaseException] = []
