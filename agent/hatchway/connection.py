@@ -32,14 +32,16 @@ CLOSE_WAIT_SECONDS = 1.0
 SILENCE_FACTOR = 3
 """A connection that received nothing for this many heartbeats is treated as dead."""
 
-COMPRESSIBILITY_SAMPLE_BYTES = 1024
-"""Bytes of a response body looked at before zlib is tried on all of it."""
+COMPRESSIBILITY_SAMPLE_BYTES = 256
+"""Bytes of a response body looked at before zlib is tried on all of it (a larger sample cost
+10 us per request and told nothing more)."""
 
-INCOMPRESSIBLE_DISTINCT_BYTES = 200
+INCOMPRESSIBLE_DISTINCT_BYTES = 128
 """A sample using at least this many of the 256 byte values is random or already compressed
 (media, archives, encrypted data): zlib cannot shrink it by the eighth that would make it
-travel compressed, and trying cost more than the rest of encoding the message. Text, JSON and
-HTML use far fewer values."""
+travel compressed, and trying cost more than the rest of encoding the message. In 256 bytes,
+random data shows about 161 values and zlib's own output about 144; English, Russian or Chinese
+text, JSON and HTML 60 or fewer."""
 
 _IDENTITY_ENCODINGS = frozenset({"", "identity"})
 

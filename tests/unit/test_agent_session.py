@@ -11,6 +11,7 @@ import base64
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import queue
@@ -18,6 +19,7 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from hatchway import codec, protocol
+from hatchway.connection import looks_compressible
 from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
 from hatchway.forward import LargeResponse
 from hatchway.protocol import Request, Response
@@ -832,3 +835,24 @@ def test_a_rotated_connection_answers_what_reaches_it_after_the_new_one_is_welco
         assert (answer.id, answer.status) == ("cached", 200)
         assert old.closed.wait(WAIT)  # once quiet
         assert visit(new, "r2").status == 200
+
+
+TEXT_SAMPLE = "Het is een mooie dag; это тестовый текст; 这是一个用于测试的中文文本. " * 20
+
+
+@pytest.mark.parametrize(
+    ("body", "worth_trying"),
+    [
+        (os.urandom(4096), False),  # random: encrypted data, media
+        (zlib.compress(os.urandom(2048) + b"a" * 8192), False),  # already compressed
+        (TEXT_SAMPLE.encode(), True),
+        (
+            json.dumps([{"id": n, "name": f"user {n}", "ok": True} for n in range(50)]).encode(),
+            True,
+        ),
+        (b"<!doctype html><html><body>" + b"<p>hello</p>" * 100 + b"</body></html>", True),
+    ],
+)
+def test_zlib_is_tried_only_on_bodies_that_can_shrink(body: bytes, worth_trying: bool) -> None:
+    assert looks_compressible(body) is worth_trying
+    assert (len(zlib.compress(body)) < len(body) * 7 // 8) is worth_trying
