@@ -544,6 +544,7 @@ class Relay:
                 )
                 return
             if kept:
+                self.visitors.answered(response.id, stored, response)
                 return
             why = "another answer to it is already stored"
         log.warning(

@@ -130,6 +130,9 @@ class VisitorPath:
         self._outstanding: dict[str, int] = {}
         self._turns: dict[str, int] = {}
         self._routing_lock = threading.Lock()
+        # The requests this function waits on, each with its answer once this same function
+        # stored it (``answered``): behind hatchway-local one process does both.
+        self._awaited: dict[str, tuple[bytes, protocol.Response] | None] = {}
 
     def visit(self, visit: Visit) -> Reply:
         """Serve one visitor request through the agent that holds the tunnel's name."""
@@ -212,6 +215,12 @@ class VisitorPath:
             claim, connection_id, request, text, deadline, remembered, tried
         )
         return None if reply is None else self._scoped(reply, route)
+
+    def answered(self, request_id: str, stored: bytes, response: protocol.Response) -> None:
+        """The answer to ``request_id`` was stored as ``stored``, decoded as ``response``: if
+        this function waits on it, reading it back needs no second decoding."""
+        if request_id in self._awaited:
+            self._awaited[request_id] = (stored, response)
 
     def _choose(self, claim: Claim, now: float, tried: list[str]) -> str | None:
         """The connection to hand the request to: the single holder, or the pool member this
@@ -469,6 +478,7 @@ class VisitorPath:
             request.id, connection_id, request_ids.expires_at(request.id)
         )
         self._count_outstanding(connection_id, +1)
+        self._awaited[request.id] = None
         try:
             try:
                 self.relay.poster.post(connection_id, text)
@@ -503,6 +513,7 @@ class VisitorPath:
             return self._reply_from(request, claim, answer)
         finally:
             self._count_outstanding(connection_id, -1)
+            self._awaited.pop(request.id, None)
             self.relay.store.forget_response(request.id)
             if request.body_url:  # the agent fetched it (or the relay stopped waiting)
                 self._forget_blob(f"req/{request.id}")
@@ -579,8 +590,12 @@ class VisitorPath:
         )
 
     def _reply_from(self, request: protocol.Request, claim: Claim, answer: bytes) -> Reply:
+        noted = self._awaited.get(request.id)
         try:
-            message = codec.response_from_stored(answer)
+            # The very bytes this function stored (not merely equal ones) were decoded then.
+            message = (
+                noted[1] if noted and noted[0] is answer else codec.response_from_stored(answer)
+            )
         except ProtocolError as exc:
             return error_reply(
                 502, "agent-bad-response", f"The agent sent a malformed response: {exc}."

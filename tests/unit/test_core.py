@@ -850,6 +850,37 @@ def test_an_answer_the_store_could_not_keep_is_reported_to_the_agent() -> None:
     assert [m.code for m in told] == ["response_not_stored"] and told[0].id
 
 
+class CopyingStore(MemoryStore):
+    """Hands answers back as other bytes, as a store that reads them from elsewhere does."""
+
+    def wait_response(self, request_id: str, until: float, hint: float = 0.0) -> bytes | None:
+        answer = super().wait_response(request_id, until, hint)
+        return None if answer is None else bytes(bytearray(answer))
+
+
+@pytest.mark.parametrize("copying", [False, True], ids=["same bytes", "copied bytes"])
+def test_an_answer_this_relay_stored_is_decoded_once_and_any_other_read_back(
+    copying: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = Harness()
+    if copying:
+        h.store = h.relay.store = CopyingStore(h.clock)  # type: ignore[misc]
+        h.relay.add_token(TOKEN_A)
+    h.agent("c1")
+    read_back: list[bytes] = []
+    original = codec.response_from_stored
+
+    def counted(data: bytes) -> protocol.Response:
+        read_back.append(data)
+        return original(data)
+
+    monkeypatch.setattr(codec, "response_from_stored", counted)
+    reply = h.relay.visit(h.get("/hello", method="POST", body=b"hi"))
+    assert (reply.status, reply.body) == (200, b"hi")
+    assert ("x-seen", "POST /hello") in reply.headers
+    assert len(read_back) == (1 if copying else 0)
+
+
 # --- A warm relay remembers a claim for a moment -----------------------------------------------
 
 
