@@ -41,6 +41,7 @@ from aiohttp import WSMsgType, web
 
 from hatchway import b64, protocol
 from hatchway_local.concurrency import (
+    FUNCTIONS,
     HTTP_FUNCTION,
     WEBSOCKET_FUNCTION,
     ConcurrencyPool,
@@ -148,17 +149,6 @@ def _request_id() -> str:
     return format(_ids.getrandbits(64), "016x")
 
 
-_UUID4_KEPT = ((1 << 128) - 1) & ~((0xC000 << 48) | (0xF000 << 64))
-_UUID4_SET = (0x8000 << 48) | (4 << 76)
-"""A version 4 UUID's variant and version bits, as ``uuid.UUID(version=4)`` sets them."""
-
-
-def _invocation_id() -> str:
-    """A Lambda ``aws_request_id``: a version 4 UUID, formatted without a ``UUID`` object."""
-    digits = format(_ids.getrandbits(128) & _UUID4_KEPT | _UUID4_SET, "032x")
-    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
-
-
 _clf_cache: tuple[int, str] = (0, "")
 
 
@@ -201,7 +191,10 @@ def _connection_id() -> str:
 
 
 def _context(function: str, timeout: float) -> InvocationContext:
-    return InvocationContext(f"hatchway-{function}", timeout, aws_request_id=_invocation_id())
+    return InvocationContext(_FUNCTION_NAMES[function], timeout)
+
+
+_FUNCTION_NAMES = {function: f"hatchway-{function}" for function in FUNCTIONS}
 
 
 EVENT_FIXED_BYTES = 2048

@@ -4,6 +4,7 @@ start, as Lambda's does."""
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,8 +23,13 @@ class InvocationContext:
     timeout: float
     """The function's configured timeout in seconds (the template's ``Timeout``)."""
     started: float = field(default_factory=time.monotonic)
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     memory_limit_in_mb: int = MEMORY_LIMIT_MB
+
+    @functools.cached_property
+    def aws_request_id(self) -> str:
+        """A version 4 UUID, made when first read: the relay's handlers never read it, and
+        every invocation makes a context."""
+        return str(uuid.uuid4())
 
     @property
     def invoked_function_arn(self) -> str:
