@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from hatchway.http1 import BadReply, Connection, Pool, Reply, Truncated
+from hatchway.http1 import BadReply, BodyStream, Connection, Pool, Reply, Truncated
 
 BLOB_TIMEOUT_SECONDS = 30.0
 """Longest a blob transfer may stall on one socket operation when the caller gives no deadline."""
@@ -58,25 +58,31 @@ def fetch(url: str, max_bytes: int, timeout: float = BLOB_TIMEOUT_SECONDS) -> by
     return reply.body
 
 
-def upload(url: str, body: bytes, timeout: float = BLOB_TIMEOUT_SECONDS) -> None:
+def upload(url: str, body: bytes | BodyStream, timeout: float = BLOB_TIMEOUT_SECONDS) -> None:
     """PUT ``body`` to a presigned ``url``. Only Host and Content-Length are sent: a presigned
-    S3 PUT signs the host alone, and any header it did not sign (Content-Type) could void it."""
+    S3 PUT signs the host alone, and any header it did not sign (Content-Type) could void it.
+    A body still on its way from the local app (a ``BodyStream``) is passed on as it comes;
+    the app's own failures while it does come as ``SourceFailed``, not as a ``BlobError``."""
     where = _parse(url)
+    size = len(body) if isinstance(body, bytes) else body.size
 
     def put(conn: Connection) -> Reply:
-        headers = [("Host", where.host), ("Content-Length", str(len(body)))]
+        headers = [("Host", where.host), ("Content-Length", str(size))]
         conn.send("PUT", where.target, headers, body)
         return conn.receive("PUT", ERROR_SNIPPET_BYTES)
 
-    reply = _transfer(where, timeout, put)
+    # A stream can be read once: it is never sent again on a fresh connection.
+    reply = _transfer(where, timeout, put, may_repeat=isinstance(body, bytes))
     if not 200 <= reply.status < 300:
         raise BlobError(_refusal("PUT", reply))
 
 
-def _transfer(where: _Url, timeout: float, exchange: Callable[[Connection], T]) -> T:
+def _transfer(
+    where: _Url, timeout: float, exchange: Callable[[Connection], T], may_repeat: bool = True
+) -> T:
     """Run ``exchange`` on a kept connection to the URL's host (or a fresh one)."""
     try:
-        return _pool(where.key).exchange(exchange, may_repeat=True, timeout=timeout)
+        return _pool(where.key).exchange(exchange, may_repeat=may_repeat, timeout=timeout)
     except Truncated as exc:
         raise BlobError(f"the relay's blob store closed the connection mid-body ({exc})") from None
     except (OSError, BadReply) as exc:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import websocket
 
 from hatchway import blobs, codec, protocol, wire
+from hatchway.bodies import looks_compressible
 from hatchway.errors import HatchwayError, NameTaken
 from hatchway.inflight import WORKING_SCAN_SECONDS, GatePlace, HeldRequests
 from hatchway.protocol import Fault, ProtocolError, Request, Response
@@ -32,23 +33,7 @@ CLOSE_WAIT_SECONDS = 1.0
 SILENCE_FACTOR = 3
 """A connection that received nothing for this many heartbeats is treated as dead."""
 
-COMPRESSIBILITY_SAMPLE_BYTES = 256
-"""Bytes of a response body looked at before zlib is tried on all of it (a larger sample cost
-10 us per request and told nothing more)."""
-
-INCOMPRESSIBLE_DISTINCT_BYTES = 128
-"""A sample using at least this many of the 256 byte values is random or already compressed
-(media, archives, encrypted data): zlib cannot shrink it by the eighth that would make it
-travel compressed, and trying cost more than the rest of encoding the message. In 256 bytes,
-random data shows about 161 values and zlib's own output about 144; English, Russian or Chinese
-text, JSON and HTML 60 or fewer."""
-
 _IDENTITY_ENCODINGS = frozenset({"", "identity"})
-
-
-def looks_compressible(body: bytes) -> bool:
-    """Whether zlib is worth trying on ``body`` (from a sample of its first bytes)."""
-    return len(set(body[:COMPRESSIBILITY_SAMPLE_BYTES])) < INCOMPRESSIBLE_DISTINCT_BYTES
 
 
 def worth_compressing(response: Response) -> bool:

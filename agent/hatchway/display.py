@@ -338,7 +338,7 @@ class JsonLog(Listener):
             target=request.target,
             status=response.status,
             ms=round(elapsed_ms, 1),
-            bytes=len(response.body),
+            bytes=response.size,
             fault={"side": fault.side, "message": fault.message} if fault else None,
         )
 

@@ -12,12 +12,24 @@ app's fault, never a 200.
 
 from __future__ import annotations
 
+import dataclasses
 import http
 import urllib.parse
 from dataclasses import dataclass
 
-from hatchway import protocol
-from hatchway.http1 import STALE_ERRORS, BadReply, Closed, Connection, Pool, Reply, Truncated
+from hatchway import blobs, protocol
+from hatchway.bodies import COMPRESSIBILITY_SAMPLE_BYTES, looks_compressible
+from hatchway.http1 import (
+    STALE_ERRORS,
+    BadReply,
+    BodyStream,
+    Closed,
+    Connection,
+    Pool,
+    Reply,
+    SourceFailed,
+    Truncated,
+)
 from hatchway.protocol import Fault, ProtocolError, Request, Response
 
 POOL_SIZE = 32
@@ -121,12 +133,17 @@ class Forwarder:
         target: Target,
         timeout: float = protocol.RESPONSE_TIMEOUT_SECONDS,
         max_response_bytes: int = protocol.MAX_BODY_BYTES,
+        pass_large_bodies: bool = False,
     ) -> None:
         if not 0 < max_response_bytes <= protocol.MAX_BLOB_BYTES:
             raise ValueError(f"max_response_bytes must be 1 to {protocol.MAX_BLOB_BYTES}")
         self.target = target
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
+        self.pass_large_bodies = pass_large_bodies
+        """Pass a body too large for a message, and that zlib cannot shrink, from the app to the
+        request's upload URL as it comes, instead of holding all of it: less memory and one
+        copy less. Off where something wants whole bodies (the inspector)."""
         self.pool = Pool(lambda t: Connection.open(target.host, target.port, t), POOL_SIZE)
 
     def __call__(self, request: Request) -> Response:
@@ -141,15 +158,20 @@ class Forwarder:
         if request.body or request.method in METHODS_WITH_BODY:
             headers.append(("Content-Length", str(len(request.body))))
         target = _ascii_target(request.target)
+        passed_above = request.inline_max if self.pass_large_bodies and request.upload_url else None
 
-        def exchange(conn: Connection) -> Reply:
+        def exchange(conn: Connection) -> Reply | Response:
             conn.send(request.method, target, headers, request.body)
-            return conn.receive(request.method, self.max_response_bytes)
+            reply = conn.receive(request.method, self.max_response_bytes, passed_above)
+            return reply if reply.stream is None else self._pass_on(request, reply, reply.stream)
 
         try:
-            reply = self.pool.exchange(
-                exchange, may_repeat=request.method in RETRY_METHODS, timeout=self.timeout
-            )
+            try:
+                result = self.pool.exchange(
+                    exchange, may_repeat=request.method in RETRY_METHODS, timeout=self.timeout
+                )
+            except SourceFailed as failed:  # the app failed while its body was being passed on
+                raise failed.cause from None
         except ValueError as exc:  # a request line or header that would say something else
             return _plain(request.id, 400, f"Refused by the hatchway agent: {exc}.")
         except Truncated as exc:
@@ -174,6 +196,9 @@ class Forwarder:
             )
         except (OSError, BadReply) as exc:
             return self._fault(request, f"{self.target.url} failed: {type(exc).__name__}: {exc}")
+        if isinstance(result, Response):
+            return result
+        reply = result
         if reply.too_large:
             limit = self.max_response_bytes
             return self._fault(
@@ -194,6 +219,20 @@ class Forwarder:
             _response_headers(request.method, reply.headers),
             reply.body,
         )
+
+    def _pass_on(self, request: Request, reply: Reply, stream: BodyStream) -> Reply | Response:
+        """A body above what the relay's message takes: read whole when zlib may shrink it
+        into one (the session decides), else PUT to the request's upload URL as it comes."""
+        if looks_compressible(stream.peek(COMPRESSIBILITY_SAMPLE_BYTES)):
+            return dataclasses.replace(reply, body=stream.read(), stream=None)
+        assert request.upload_url is not None  # streams are asked for only with one
+        headers = _response_headers(request.method, reply.headers)
+        try:
+            blobs.upload(request.upload_url, stream, self.timeout)
+        except blobs.BlobError as exc:
+            message = f"the response body could not be uploaded to the relay: {exc}"
+            return Response(request.id, 502, fault=Fault("agent", message))
+        return Response(request.id, reply.status, headers, uploaded=stream.size)
 
     def close(self) -> None:
         self.pool.close()

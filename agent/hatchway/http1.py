@@ -20,7 +20,7 @@ import select
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -62,12 +62,16 @@ STALE_ERRORS = (BrokenPipeError, ConnectionResetError)
 @dataclass(frozen=True)
 class Reply:
     """One response. ``body`` holds at most ``limit + 1`` bytes of it; ``too_large`` says
-    the server announced or sent more than ``limit`` (then the rest was never read)."""
+    the server announced or sent more than ``limit`` (then the rest was never read). A body
+    left in ``stream`` must be read to its end, or the connection closed, before the connection
+    carries anything else."""
 
     status: int
     headers: list[tuple[str, str]]
     body: bytes
     too_large: bool = False
+    stream: BodyStream | None = None
+    """The body still on the wire (``body`` is then empty), when the caller asked for that."""
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (any case), or None."""
@@ -116,12 +120,17 @@ class Connection:
         self.sock.close()
 
     def send(
-        self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes = b""
+        self,
+        method: str,
+        target: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes | Iterable[bytes] = b"",
     ) -> None:
         """Write one request exactly as given: nothing is added (the caller gives Host and
         Content-Length) and nothing is re-quoted. ``ValueError`` for a method or target with
         spaces or control characters, or a header with CR, LF or NUL: the request could
-        otherwise say something other than what was meant."""
+        otherwise say something other than what was meant. A body given as chunks is written as
+        they come (the headers must give its length)."""
         if _UNSAFE_START_LINE.search(method) or _UNSAFE_START_LINE.search(target):
             raise ValueError(f"the request line {method} {target!r} has a space or control byte")
         lines = [f"{method} {target} HTTP/1.1"]
@@ -133,20 +142,22 @@ class Connection:
         if "\x00" in text:
             raise ValueError("a header name or value contains NUL")
         head = text.encode("utf-8", "surrogateescape")
-        if len(body) <= RECEIVE_BYTES:
+        if isinstance(body, bytes) and len(body) <= RECEIVE_BYTES:
             self.sock.sendall(head + body)
         else:  # a large body is not copied just to join it to its head
             self.sock.sendall(head)
-            self.sock.sendall(body)
+            for chunk in [body] if isinstance(body, bytes) else body:
+                self.sock.sendall(chunk)
         # Servers that write a head and its body apart with Nagle on wait for the ACK of the
         # head, which Linux delays up to 40 ms on request/response connections. The option does
         # not stick (the kernel re-arms delayed ACKs), so it is set for every request.
         if _QUICKACK is not None and not isinstance(self.sock, ssl.SSLSocket):
             self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
-    def receive(self, method: str, limit: int) -> Reply:
+    def receive(self, method: str, limit: int, stream_above: int | None = None) -> Reply:
         """Read the response to a request sent with ``method``, skipping interim (1xx) ones,
-        with at most ``limit + 1`` bytes of its body."""
+        with at most ``limit + 1`` bytes of its body; a body whose Content-Length is above
+        ``stream_above`` (and within ``limit``) is left on the wire, in ``Reply.stream``."""
         while True:
             status, headers, keep_alive = self._head()
             if not (100 <= status < 200) or status == 101:
@@ -154,7 +165,15 @@ class Connection:
         if status == 101:  # this client asks for no upgrade; nothing after it is HTTP
             self.reusable = False
             return Reply(status, headers, b"")
-        body, too_large = self._body(method, status, headers, limit)
+        framing = self._framing(method, status, headers)
+        if (
+            isinstance(framing, int)
+            and stream_above is not None
+            and stream_above < framing <= limit
+        ):
+            self.reusable = False  # until the stream has been read to its end
+            return Reply(status, headers, b"", stream=BodyStream(self, framing, keep_alive))
+        body, too_large = self._body(framing, limit)
         if not keep_alive or too_large:
             self.reusable = False
         return Reply(status, headers, body, too_large)
@@ -203,21 +222,19 @@ class Connection:
                     raise Closed("the server closed the connection without answering")
                 raise Truncated("the connection ended inside the response head")
 
-    def _body(
-        self, method: str, status: int, headers: list[tuple[str, str]], limit: int
-    ) -> tuple[bytes, bool]:
+    @staticmethod
+    def _framing(method: str, status: int, headers: list[tuple[str, str]]) -> int | str:
+        """How the body is delimited: its Content-Length, or "none", "chunked" or "close"."""
         if method == "HEAD" or status in _BODILESS_STATUSES:
-            return b"", False
+            return "none"
         codings = [
             coding.strip().lower()
             for name, value in headers
             if name.lower() == "transfer-encoding"
             for coding in value.split(",")
         ]
-        if codings:
-            if codings[-1] == "chunked":
-                return self._chunked(limit)
-            return self._until_close(limit)  # RFC 9112 6.3: read until the server closes
+        if codings:  # RFC 9112 6.3: anything but chunked last is read until the server closes
+            return "chunked" if codings[-1] == "chunked" else "close"
         lengths = {
             length.strip()
             for name, value in headers
@@ -225,13 +242,22 @@ class Connection:
             for length in value.split(",")
         }
         if not lengths:
-            return self._until_close(limit)
+            return "close"
         if len(lengths) > 1 or not (length := lengths.pop()).isdigit():
             raise BadReply(f"bad Content-Length {sorted(lengths)}")
-        size = int(length)
-        if size > limit:
+        return int(length)
+
+    def _body(self, framing: int | str, limit: int) -> tuple[bytes, bool]:
+        if framing == "none":
+            return b"", False
+        if framing == "chunked":
+            return self._chunked(limit)
+        if framing == "close":
+            return self._until_close(limit)
+        assert isinstance(framing, int)
+        if framing > limit:
             return b"", True
-        return self._exactly(size), False
+        return self._exactly(framing), False
 
     def _exactly(self, size: int) -> bytes:
         if len(self._buffer) >= size:
@@ -307,6 +333,60 @@ class Connection:
         data = self.sock.recv(RECEIVE_BYTES)
         self._buffer += data
         return bool(data)
+
+
+class BodyStream:
+    """A response body of ``size`` bytes still on its connection, read once: ``peek`` at its
+    start, then iterate over its chunks. Reading it to its end gives the connection back to
+    keep-alive use; failing to, or a failure while reading, leaves the connection to be closed.
+    Failures of the server's side come as ``SourceFailed``, so that whoever consumes the chunks
+    (a blob upload) cannot mistake them for its own."""
+
+    def __init__(self, conn: Connection, size: int, keep_alive: bool) -> None:
+        self.conn = conn
+        self.size = size
+        self._keep_alive = keep_alive
+
+    def peek(self, count: int) -> bytes:
+        """The body's first ``count`` bytes (fewer if it is shorter), left to be read."""
+        wanted = min(count, self.size)
+        try:
+            while len(self.conn._buffer) < wanted:
+                if not self.conn._fill():
+                    raise Truncated(f"it announced {self.size} bytes and sent fewer")
+        except (OSError, Truncated) as exc:
+            raise SourceFailed(exc) from exc
+        return bytes(self.conn._buffer[:wanted])
+
+    def read(self) -> bytes:
+        """The whole body."""
+        return b"".join(self)
+
+    def __iter__(self) -> Iterator[bytes]:
+        conn, left = self.conn, self.size
+        try:
+            if conn._buffer:
+                first = bytes(conn._buffer[:left])
+                del conn._buffer[: len(first)]
+                left -= len(first)
+                yield first
+            while left:
+                chunk = conn.sock.recv(min(left, RECEIVE_BYTES))
+                if not chunk:
+                    raise Truncated(f"it announced {self.size} bytes and sent {self.size - left}")
+                left -= len(chunk)
+                yield chunk
+        except (OSError, Truncated) as exc:
+            raise SourceFailed(exc) from exc
+        conn.reusable = self._keep_alive
+
+
+class SourceFailed(Exception):
+    """Reading a ``BodyStream`` failed on the server's side; ``cause`` says how."""
+
+    def __init__(self, cause: OSError | Truncated) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def _text(value: bytes) -> str:

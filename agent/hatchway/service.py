@@ -48,7 +48,13 @@ class Service:
         self.listeners = list(listeners)
         self.inspect = inspect
         self.forwarders = [
-            Forwarder(t.target, max_response_bytes=t.max_response_bytes) for t in self.tunnels
+            # The inspector shows whole bodies: without it, large ones pass straight through.
+            Forwarder(
+                t.target,
+                max_response_bytes=t.max_response_bytes,
+                pass_large_bodies=inspect is None,
+            )
+            for t in self.tunnels
         ]
         self.router = Router(
             [Pipeline(t, f.handle) for t, f in zip(self.tunnels, self.forwarders, strict=True)]

@@ -50,7 +50,8 @@ import websocket
 
 from hatchway import __version__, blobs, codec, protocol
 from hatchway.answers import RecentAnswers
-from hatchway.connection import Connection, agent_fault, looks_compressible, send_message
+from hatchway.bodies import looks_compressible
+from hatchway.connection import Connection, agent_fault, send_message
 from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
 from hatchway.inflight import TunnelGate
 from hatchway.protocol import ProtocolError, Request, Response

@@ -5,58 +5,19 @@ BlobError that names the relay's blob store."""
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from hatchway import blobs
 from hatchway.blobs import BlobError
-
-
-class Scripted:
-    """A one-connection-at-a-time HTTP server that answers each request with ``reply`` bytes
-    and keeps what it received (head and body)."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.reply = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
-        self.received: list[bytes] = []
-
-    def serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(10)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(65536)
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = next(
-                    (
-                        int(line.split(b":")[1])
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length:")
-                    ),
-                    0,
-                )
-                while len(body) < length:
-                    body += conn.recv(65536)
-                self.received.append(head + b"\r\n\r\n" + body)
-                conn.sendall(self.reply)
+from support.blob_server import Scripted, scripted_server
 
 
 @pytest.fixture
 def server() -> Iterator[Scripted]:
-    scripted = Scripted()
-    thread = threading.Thread(target=scripted.serve, daemon=True)
-    thread.start()
-    yield scripted
-    scripted.listener.close()
+    with scripted_server() as scripted:
+        yield scripted
 
 
 def ok(body: bytes, extra: bytes = b"") -> bytes:

@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from hatchway import codec, protocol
-from hatchway.connection import looks_compressible
+from hatchway.bodies import looks_compressible
 from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
 from hatchway.forward import LargeResponse
 from hatchway.protocol import Request, Response

@@ -7,15 +7,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import select
 import socket
+from collections.abc import Iterator
 
 import pytest
 
 from hatchway import protocol
 from hatchway.forward import Forwarder, LargeResponse, Target, parse_target
+from support.blob_server import Scripted, scripted_server
 from support.local_app import LocalApp
 from support.raw_app import RawAnswer, RawApp, RawRequest, ok, run_raw_app
+
+
+@pytest.fixture
+def blob_server() -> Iterator[Scripted]:
+    with scripted_server() as scripted:
+        yield scripted
 
 
 def request(
@@ -333,3 +342,75 @@ def test_a_head_response_keeps_the_apps_content_length(forwarder: Forwarder) -> 
     assert [v for k, v in response.headers if k.lower() == "content-length"] == ["1234"]
     get = forwarder.handle(request("GET", "/bytes", query="n=1234"))
     assert all(k.lower() != "content-length" for k, _ in get.headers)
+
+
+# --- Large bodies passed from the app to the blob store as they come ---------------------------
+
+
+def passing(port: int) -> Forwarder:
+    return Forwarder(Target("127.0.0.1", port), timeout=5, pass_large_bodies=True)
+
+
+def large_request(upload_url: str | None, inline_max: int = 1000) -> protocol.Request:
+    return protocol.Request(
+        "r1", "myapp", "GET", "/big", upload_url=upload_url, inline_max=inline_max
+    )
+
+
+def test_a_large_incompressible_body_goes_from_the_app_to_the_blob_store(
+    blob_server: Scripted,
+) -> None:
+    body = os.urandom(300_000)
+    with run_raw_app(lambda r: ok(body, b"X-Kind: random")) as app:
+        forwarder = passing(app.port)
+        response = forwarder.handle(large_request(blob_server.url + "/blob?sig=1"))
+        again = forwarder.handle(large_request(blob_server.url + "/blob?sig=2"))
+    assert (response.status, response.body, response.uploaded) == (200, b"", len(body))
+    assert ("X-Kind", "random") in response.headers
+    assert again.uploaded == len(body)
+    put = blob_server.received[0]
+    assert put.startswith(b"PUT /blob?sig=1 HTTP/1.1\r\n") and put.endswith(b"\r\n\r\n" + body)
+    assert [r.connection for r in app.requests] == [0, 0]  # read to its end: kept alive
+
+
+@pytest.mark.parametrize(
+    ("body", "upload_url", "inline_max"),
+    [
+        (b"compressible text " * 20_000, "/blob", 1000),  # the session may carry it compressed
+        (os.urandom(1000), "/blob", 1000),  # fits a message
+        (os.urandom(5000), None, 1000),  # nowhere to put it: the session says so
+    ],
+)
+def test_other_bodies_are_read_whole(
+    blob_server: Scripted, body: bytes, upload_url: str | None, inline_max: int
+) -> None:
+    url = blob_server.url + upload_url if upload_url else None
+    with run_raw_app(lambda r: ok(body)) as app:
+        response = passing(app.port).handle(large_request(url, inline_max))
+    assert (response.body, response.uploaded, blob_server.received) == (body, None, [])
+
+
+def test_an_app_that_stops_mid_body_is_its_fault_and_the_upload_is_abandoned(
+    blob_server: Scripted,
+) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 400000\r\n\r\n"
+    with run_raw_app(lambda r: RawAnswer(head + os.urandom(100_000), "close")) as app:
+        response = passing(app.port).handle(large_request(blob_server.url + "/blob"))
+    assert response.status == 502 and response.fault is not None
+    assert response.fault.side == "local app"
+    assert "closed the connection mid-response" in response.fault.message
+    assert "announced 400000 bytes" in response.fault.message
+    assert blob_server.arrived.wait(5)  # recorded once the server saw the upload dropped
+    (put,) = blob_server.received
+    assert len(put.partition(b"\r\n\r\n")[2]) < 400_000  # never a whole body
+
+
+def test_a_blob_store_that_refuses_is_the_agents_fault(blob_server: Scripted) -> None:
+    blob_server.reply = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 7\r\n\r\nexpired"
+    body = os.urandom(200_000)
+    with run_raw_app(lambda r: ok(body)) as app:
+        response = passing(app.port).handle(large_request(blob_server.url + "/blob"))
+    assert response.status == 502 and response.fault is not None
+    assert response.fault.side == "agent"
+    assert "could not be uploaded to the relay" in response.fault.message
+    assert "HTTP 403: expired" in response.fault.message

@@ -5,11 +5,21 @@ as given, and requests that would say something else refused before a byte is wr
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
-from hatchway.http1 import MAX_HEAD_BYTES, BadReply, Closed, Connection, Pool, Reply, Truncated
+from hatchway.http1 import (
+    MAX_HEAD_BYTES,
+    BadReply,
+    Closed,
+    Connection,
+    Pool,
+    Reply,
+    SourceFailed,
+    Truncated,
+)
 from support.raw_app import RawAnswer, RawRequest, ok, run_raw_app
 
 LIMIT = 100
@@ -252,4 +262,55 @@ def test_a_kept_connection_the_server_closed_is_not_taken() -> None:
         assert fetch(conn) == b"ok"
         assert conn.sock.recv(1, socket.MSG_PEEK) == b""  # the FIN arrived
         assert conn.reusable and not conn.idle_and_open()
+        conn.close()
+
+
+@contextmanager
+def streamed(answer: RawAnswer, stream_above: int = 10) -> Iterator[tuple[Connection, Reply]]:
+    with run_raw_app(lambda request: answer) as app:
+        conn = Connection.open("127.0.0.1", app.port, timeout=5)
+        try:
+            conn.send("GET", "/x", [])
+            yield conn, conn.receive("GET", LIMIT, stream_above)
+        finally:
+            conn.close()
+
+
+@pytest.mark.parametrize(("size", "left_on_the_wire"), [(10, False), (11, True), (101, False)])
+def test_only_a_body_above_the_stream_bound_and_within_the_limit_stays_on_the_wire(
+    size: int, left_on_the_wire: bool
+) -> None:
+    with streamed(ok(b"x" * size)) as (conn, reply):
+        assert (reply.stream is not None) is left_on_the_wire
+        assert reply.too_large is (size > LIMIT)
+        if reply.stream is not None:
+            assert not conn.reusable  # until it is read
+
+
+def test_a_stream_peeks_then_reads_to_its_end_and_frees_the_connection() -> None:
+    body = bytes(range(100))
+    with streamed(ok(body)) as (conn, reply):
+        assert reply.stream is not None and reply.stream.size == 100 and reply.body == b""
+        assert reply.stream.peek(5) == body[:5]
+        assert reply.stream.peek(500) == body
+        assert reply.stream.read() == body
+        assert conn.reusable
+
+
+def test_a_stream_cut_short_fails_as_the_servers_fault() -> None:
+    cut = RawAnswer(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nabc", "close")
+    with streamed(cut) as (conn, reply):
+        assert reply.stream is not None
+        with pytest.raises(SourceFailed) as failed:
+            reply.stream.read()
+        assert isinstance(failed.value.cause, Truncated)
+        assert "announced 50 bytes and sent 3" in str(failed.value)
+        assert not conn.reusable
+
+
+def test_a_request_body_given_as_chunks_goes_out_whole() -> None:
+    with run_raw_app(lambda request: ok(request.body)) as app:
+        conn = Connection.open("127.0.0.1", app.port, timeout=5)
+        conn.send("PUT", "/", [("Content-Length", "9")], iter([b"one", b"two", b"six"]))
+        assert conn.receive("PUT", LIMIT).body == b"onetwosix"
         conn.close()
