@@ -7,7 +7,9 @@ before anything is written to it, and a request is sent again on a fresh connect
 its method is safe to repeat. A response body is read up to the tunnel's limit:
 ``MAX_BODY_BYTES`` (what passes through Lambda), or ``MAX_BLOB_BYTES`` for a tunnel whose large
 responses the relay redirects to its blob store; a body shorter than the app announced is the
-app's fault, never a 200.
+app's fault, never a 200. With ``pass_large_bodies``, a body above what the relay's message takes
+that zlib cannot shrink goes from the app straight to the request's upload URL, a buffer at a
+time, and the response says it was uploaded.
 """
 
 from __future__ import annotations
