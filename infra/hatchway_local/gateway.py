@@ -201,6 +201,11 @@ EVENT_FIXED_BYTES = 2048
 """More than an HTTP event's JSON takes besides what the request brings (keys, ids, times)."""
 
 
+def base64_size(size: int) -> int:
+    """Length of the base64 text of ``size`` bytes (padded)."""
+    return 4 * ((size + 2) // 3)
+
+
 def _event_bound(request: web.BaseRequest) -> int:
     """At least the length of ``request``'s event as JSON, body aside: each character can take
     12 (a surrogate pair escaped); the path and query, the host, the user agent and the source
@@ -885,15 +890,17 @@ class Gateway:
         event = self._http_event(request, b"", received)
         # Sized without encoding the body into JSON: base64 text is written as it is. The rest
         # of the event is encoded to measure it only when a bound from its length could be over.
-        encoded = b64.encode(body) if body else ""
-        body_size = len(encoded) + BODY_FIELD_BYTES if body else 0
+        body_size = base64_size(len(body)) + BODY_FIELD_BYTES if body else 0
         if (
             body_size + _event_bound(request) > LAMBDA_MAX_EVENT_BYTES
             and len(json.dumps(event)) + body_size > LAMBDA_MAX_EVENT_BYTES
         ):
             return _json(413, "Request Entity Too Large")
         if body:
-            event["body"], event["isBase64Encoded"] = encoded, True
+            # Steps take the bytes as they are (no JSON between them and the gateway).
+            steps = self.http_steps is not None
+            event["body"] = body if steps else b64.encode(body)
+            event["isBase64Encoded"] = True
         try:
             if self.http_steps is not None:
                 result = await self._invoke_steps(event)
@@ -911,7 +918,10 @@ class Gateway:
 
     def _response(self, request: web.BaseRequest, result: dict[str, Any]) -> web.Response:
         raw = result.get("body") or ""
-        body = b64.decode_lenient(raw) if result.get("isBase64Encoded") else str(raw).encode()
+        if isinstance(raw, bytes):  # a result from steps (see make_stepping_handler)
+            body = raw
+        else:
+            body = b64.decode_lenient(raw) if result.get("isBase64Encoded") else str(raw).encode()
         response = web.Response(status=int(result["statusCode"]))
         for name, value in (result.get("headers") or {}).items():
             key = name.lower()

@@ -330,7 +330,7 @@ def run_local(
     gateway.set_handlers(
         ws_handlers.make_handler(relay),
         http_handlers.make_handler(relay, metrics),
-        http_handlers.make_stepping_handler(relay, metrics),
+        http_handlers.make_stepping_handler(relay, metrics, body_as_bytes=True),
         answers=on_loop,
     )
 

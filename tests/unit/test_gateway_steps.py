@@ -5,6 +5,7 @@ execution outliving the visitor's timeout) still hold."""
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ import pytest
 import websocket
 
 from hatchway_local.concurrency import HTTP_FUNCTION
-from hatchway_local.gateway import Gateway, GatewayLimits
+from hatchway_local.gateway import Gateway, GatewayLimits, base64_size
 from hatchway_local.local_poster import LocalPoster
 from hatchway_local.server import bind, serve_gateway
 from hatchway_relay.adapters.memory_store import MemoryStore
@@ -43,6 +44,7 @@ class StubRelay:
         self.poster = LocalPoster(gw)
         self.agent_connection = ""
         self.agent_connected = threading.Event()
+        self.bodies: list[object] = []
 
     def ws(self, event: Event, context: object) -> Event:
         route = event["requestContext"]["routeKey"]
@@ -62,6 +64,9 @@ class StubRelay:
         request_id = query["id"]
         if "raise" in query:
             raise RuntimeError("a bug in the relay")
+        if "reverse" in query:  # the body as the steps get it, reversed, as bytes
+            self.bodies.append(event.get("body"))
+            return {"statusCode": 200, "body": event["body"][::-1], "isBase64Encoded": True}
         self.store.expect_response(request_id, CONNECTION, time.time() + 60)
         try:
             if self.agent_connection:
@@ -199,3 +204,27 @@ def test_a_forgotten_request_keeps_no_watcher(store: MemoryStore) -> None:
     store.forget_response("a")
     assert not store.put_response("a", b"late", time.time() + 60)
     assert not woken.is_set()
+
+
+def test_bodies_pass_between_the_gateway_and_its_steps_as_bytes_both_ways() -> None:
+    body = bytes(range(256)) * 400  # binary, 100 KB
+    with stepping_gateway() as (_, relay, port):
+        answer = visit(port, "POST", "/?id=r1&reverse=1", "app.localhost", body=body)
+    assert relay.bodies == [body]  # not base64 text: no JSON lies between them
+    assert answer.status == 200 and answer.body == body[::-1]
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 6, 1000, 4 * 1024 * 1024 + 1])
+def test_a_body_is_sized_as_the_base64_lambda_would_get(size: int) -> None:
+    assert base64_size(size) == len(base64.b64encode(bytes(size)))
+
+
+def test_a_body_over_lambdas_event_limit_is_413_for_steps_too() -> None:
+    from hatchway_local.gateway import LAMBDA_MAX_EVENT_BYTES
+
+    with stepping_gateway() as (_, relay, port):
+        # The most the gateway reads at all (its Content-Length passes), but with the rest of
+        # the event its base64 is over Lambda's limit.
+        body = b"x" * (LAMBDA_MAX_EVENT_BYTES * 3 // 4)
+        answer = visit(port, "POST", "/?id=r1&reverse=1", "app.localhost", body=body)
+    assert answer.status == 413 and relay.bodies == []

@@ -46,7 +46,10 @@ def visit_from_event(event: dict[str, Any], context: Any = None) -> Visit:
     if event.get("cookies"):
         headers.append(("cookie", "; ".join(event["cookies"])))
     body = event.get("body") or ""
-    raw = b64.decode_lenient(body) if event.get("isBase64Encoded") else body.encode("utf-8")
+    if isinstance(body, bytes):  # from the local gateway's steps (see make_stepping_handler)
+        raw = body
+    else:
+        raw = b64.decode_lenient(body) if event.get("isBase64Encoded") else body.encode("utf-8")
     host = (event.get("headers") or {}).get("host") or ctx.get("domainName", "")
     return Visit(
         method=http.get("method", "GET"),
@@ -66,7 +69,9 @@ def _time_left(context: Any) -> float | None:
     return remaining() / 1000 if callable(remaining) else None
 
 
-def result_from_reply(reply: Reply) -> dict[str, Any]:
+def result_from_reply(reply: Reply, body_as_bytes: bool = False) -> dict[str, Any]:
+    """The Lambda result for ``reply``: its body base64-encoded, as the HTTP API needs it in
+    JSON, or, with ``body_as_bytes``, the bytes themselves (see ``make_stepping_handler``)."""
     headers: dict[str, str] = {}
     cookies: list[str] = []
     for name, value in reply.headers:
@@ -80,7 +85,7 @@ def result_from_reply(reply: Reply) -> dict[str, Any]:
     result: dict[str, Any] = {
         "statusCode": reply.status,
         "headers": headers,
-        "body": b64.encode(reply.body),
+        "body": reply.body if body_as_bytes else b64.encode(reply.body),
         "isBase64Encoded": True,
     }
     if cookies:
@@ -88,7 +93,13 @@ def result_from_reply(reply: Reply) -> dict[str, Any]:
     return result
 
 
-def make_stepping_handler(relay: Relay, metrics: Metrics | None = None) -> SteppingHandler:
+def make_stepping_handler(
+    relay: Relay, metrics: Metrics | None = None, body_as_bytes: bool = False
+) -> SteppingHandler:
+    """The handler as steps. ``body_as_bytes`` is for the local gateway, which runs the steps
+    in its own process with no JSON in between: a reply's body goes out as bytes, not base64
+    (an event's may come in as bytes either way; the gateway still sizes both as base64
+    against Lambda's limits). Everything else is the Lambda handler's own path."""
     counted = metrics or NoMetrics()
 
     def handler(event: dict[str, Any], context: Any) -> HandlerSteps:
@@ -101,7 +112,7 @@ def make_stepping_handler(relay: Relay, metrics: Metrics | None = None) -> Stepp
             next((v for k, v in reply.headers if k == "x-hatchway-error"), None),
             time.monotonic() - started,
         )
-        return result_from_reply(reply)
+        return result_from_reply(reply, body_as_bytes)
 
     return handler
 
