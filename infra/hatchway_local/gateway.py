@@ -115,9 +115,6 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED_DATA = 1003  # API Gateway refuses binary frames from clients
 CLOSE_MESSAGE_TOO_BIG = 1009
 
-BLOB_READ_CHUNK_BYTES = 256 * 1024
-"""An upload to a blob URL is read in pieces of this size, so its limit holds mid-stream."""
-
 HTTP_INTEGRATION_ERROR = "Internal Server Error"
 """HTTP API's body for a failed or throttled Lambda integration (status 500)."""
 
@@ -266,10 +263,12 @@ def lambda_path(raw_path: str) -> str:
 
 
 async def _read_at_most(request: web.BaseRequest, limit: int) -> bytes | None:
-    """The request body, or None once it passes ``limit`` bytes (nothing more is read)."""
+    """The request body, or None once it passes ``limit`` bytes (nothing more is read). Read
+    as the socket delivers it, so the limit holds mid-stream and the pieces are joined once
+    (fixed-size reads would join them twice)."""
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.content.iter_chunked(BLOB_READ_CHUNK_BYTES):
+    async for chunk in request.content.iter_any():
         total += len(chunk)
         if total > limit:
             return None
