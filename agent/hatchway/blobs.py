@@ -9,6 +9,7 @@ repeat)."""
 
 from __future__ import annotations
 
+import logging
 import ssl
 import threading
 import urllib.parse
@@ -17,6 +18,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from hatchway.http1 import BadReply, BodyStream, Connection, Pool, Reply, Truncated
+from hatchway.protocol import Fault, Headers, Request, Response
+
+log = logging.getLogger("hatchway.agent")
 
 BLOB_TIMEOUT_SECONDS = 30.0
 """Longest a blob transfer may stall on one socket operation when the caller gives no deadline."""
@@ -75,6 +79,22 @@ def upload(url: str, body: bytes | BodyStream, timeout: float = BLOB_TIMEOUT_SEC
     reply = _transfer(where, timeout, put, may_repeat=isinstance(body, bytes))
     if not 200 <= reply.status < 300:
         raise BlobError(_refusal("PUT", reply))
+
+
+def upload_answer(
+    request: Request, status: int, headers: Headers, body: bytes | BodyStream, timeout: float
+) -> Response:
+    """PUT a response's ``body`` to the request's upload URL: the response that says it was
+    uploaded, or the agent's fault (logged) when the blob store failed."""
+    assert request.upload_url is not None, "only a request with an upload URL can take it"
+    try:
+        upload(request.upload_url, body, timeout)
+    except BlobError as exc:
+        message = f"the response body could not be uploaded to the relay: {exc}"
+        log.warning("request %s: %s", request.id, message)
+        return Response(request.id, 502, fault=Fault("agent", message))
+    size = len(body) if isinstance(body, bytes) else body.size
+    return Response(request.id, status, headers, uploaded=size)
 
 
 def _transfer(

@@ -227,14 +227,8 @@ class Forwarder:
         into one (the session decides), else PUT to the request's upload URL as it comes."""
         if looks_compressible(stream.peek(COMPRESSIBILITY_SAMPLE_BYTES)):
             return dataclasses.replace(reply, body=stream.read(), stream=None)
-        assert request.upload_url is not None  # streams are asked for only with one
         headers = _response_headers(request.method, reply.headers)
-        try:
-            blobs.upload(request.upload_url, stream, self.timeout)
-        except blobs.BlobError as exc:
-            message = f"the response body could not be uploaded to the relay: {exc}"
-            return Response(request.id, 502, fault=Fault("agent", message))
-        return Response(request.id, reply.status, headers, uploaded=stream.size)
+        return blobs.upload_answer(request, reply.status, headers, stream, self.timeout)
 
     def close(self) -> None:
         self.pool.close()

@@ -454,13 +454,9 @@ class Session:
                 f"the response body of {size} bytes is too large for the relay: it takes at "
                 f"most {request.inline_max} bytes in a message and offered no upload URL",
             )
-        try:
-            blobs.upload(request.upload_url, response.body, self._blob_timeout(request))
-        except blobs.BlobError as exc:
-            message = f"the response body could not be uploaded to the relay: {exc}"
-            log.warning("request %s: %s", request.id, message)
-            return agent_fault(request.id, 502, message)
-        return Response(request.id, response.status, response.headers, b"", uploaded=size)
+        return blobs.upload_answer(
+            request, response.status, response.headers, response.body, self._blob_timeout(request)
+        )
 
     def _packs_within(self, body: bytes, limit: int) -> bool:
         """Whether the body, as a message would carry it (compressed if that helps), fits."""
