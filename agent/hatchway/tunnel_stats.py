@@ -29,9 +29,6 @@ thousand answers, sorted once per ping."""
 APP_5XX = "app-5xx"
 """The cause of an answer the local app itself gave with a 5xx status."""
 
-FAULT_CAUSES = protocol.FAULT_CODES
-"""A fault's status that decides its cause: the code the relay answers visitors with for it."""
-
 LOCAL_APP_FAULTS = (
     ("connection refused", "local-app-refused"),
     ("did not answer within", "local-app-timeout"),
@@ -52,8 +49,8 @@ def cause_of(response: Response) -> str | None:
         if ("x-hatchway-error", AGENT_REFUSED) in response.headers:
             return AGENT_REFUSED
         return APP_5XX if response.status >= 500 else None
-    if response.status in FAULT_CAUSES:
-        return FAULT_CAUSES[response.status]
+    if response.status in protocol.FAULT_CODES:  # the code the relay gives visitors for it
+        return protocol.FAULT_CODES[response.status]
     if fault.side != "local app":
         return "agent-error"
     return next(

@@ -78,9 +78,6 @@ gone removes that connection (and its pool membership) before the next try, so o
 that vanished within the claim cache's second are ever tried; a burst of them beyond this many
 answers 502 agent-gone rather than looping."""
 
-FAULT_CODES = protocol.FAULT_CODES
-"""Statuses an agent's fault may ask the relay to answer with, and the error code each gets."""
-
 
 @dataclass(frozen=True)
 class AwaitAnswer:
@@ -603,8 +600,8 @@ class VisitorPath:
         if not isinstance(message, protocol.Response) or message.id != request.id:
             return error_reply(502, "agent-bad-response", "The agent answered something else.")
         if message.fault is not None:
-            status = message.status if message.status in FAULT_CODES else 502
-            code = FAULT_CODES.get(status) or (
+            status = message.status if message.status in protocol.FAULT_CODES else 502
+            code = protocol.FAULT_CODES.get(status) or (
                 "local-app-error" if message.fault.side == "local app" else "agent-error"
             )
             return error_reply(

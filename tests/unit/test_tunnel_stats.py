@@ -12,7 +12,7 @@ import pytest
 from hatchway import protocol
 from hatchway.forward import Forwarder, Target
 from hatchway.protocol import Fault, Request, Response, TunnelHealth
-from hatchway.tunnel_stats import FAULT_CAUSES, TunnelStats, cause_of
+from hatchway.tunnel_stats import TunnelStats, cause_of
 from support.local_app import LocalApp, run_local_app
 
 
@@ -52,12 +52,6 @@ def fault(status: int, side: str, message: str = "it failed") -> Response:
 )
 def test_each_answer_counts_under_its_cause(response: Response, cause: str | None) -> None:
     assert cause_of(response) == cause
-
-
-def test_fault_causes_are_the_relays_error_codes() -> None:
-    from hatchway_relay import visits
-
-    assert FAULT_CAUSES is visits.FAULT_CODES is protocol.FAULT_CODES
 
 
 def unused_port() -> int:
