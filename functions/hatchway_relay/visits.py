@@ -128,8 +128,10 @@ class VisitorPath:
         self._turns: dict[str, int] = {}
         self._routing_lock = threading.Lock()
         # The requests this function waits on, each with its answer once this same function
-        # stored it (``answered``): behind hatchway-local one process does both.
-        self._awaited: dict[str, tuple[bytes, protocol.Response] | None] = {}
+        # stored it (``answered``): behind hatchway-local one process does both. A list per
+        # request, filled in place, so that an answer landing as the wait ends cannot put back
+        # an entry the waiter has just removed.
+        self._awaited: dict[str, list[tuple[bytes, protocol.Response]]] = {}
 
     def visit(self, visit: Visit) -> Reply:
         """Serve one visitor request through the agent that holds the tunnel's name."""
@@ -216,8 +218,9 @@ class VisitorPath:
     def answered(self, request_id: str, stored: bytes, response: protocol.Response) -> None:
         """The answer to ``request_id`` was stored as ``stored``, decoded as ``response``: if
         this function waits on it, reading it back needs no second decoding."""
-        if request_id in self._awaited:
-            self._awaited[request_id] = (stored, response)
+        slot = self._awaited.get(request_id)
+        if slot is not None:
+            slot.append((stored, response))
 
     def _choose(self, claim: Claim, now: float, tried: list[str]) -> str | None:
         """The connection to hand the request to: the single holder, or the pool member this
@@ -475,7 +478,7 @@ class VisitorPath:
             request.id, connection_id, request_ids.expires_at(request.id)
         )
         self._count_outstanding(connection_id, +1)
-        self._awaited[request.id] = None
+        self._awaited[request.id] = []
         try:
             try:
                 self.relay.poster.post(connection_id, text)
@@ -591,7 +594,9 @@ class VisitorPath:
         try:
             # The very bytes this function stored (not merely equal ones) were decoded then.
             message = (
-                noted[1] if noted and noted[0] is answer else codec.response_from_stored(answer)
+                noted[-1][1]
+                if noted and noted[-1][0] is answer
+                else codec.response_from_stored(answer)
             )
         except ProtocolError as exc:
             return error_reply(
