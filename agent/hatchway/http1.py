@@ -15,14 +15,17 @@ caller says it is safe to repeat.
 
 from __future__ import annotations
 
+import functools
 import re
 import select
 import socket
-import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    import ssl
 
 MAX_HEAD_BYTES = 64 * 1024
 """Longest response head (status line and headers) read from a server; a longer one is a bad
@@ -89,6 +92,7 @@ class Connection:
         self.reusable = True
         """False once the server said it will close, or a body was left unread."""
         self._buffer = bytearray()
+        self._quickack = type(sock) is socket.socket  # plain TCP, not TLS over it
 
     @classmethod
     def open(
@@ -120,6 +124,13 @@ class Connection:
     def close(self) -> None:
         self.reusable = False
         self.sock.close()
+
+    def detach(self) -> tuple[socket.socket, bytes]:
+        """The socket, for a protocol other than HTTP from here on (after a 101, or a 2xx to a
+        CONNECT), with the bytes already read past the last response."""
+        self.reusable = False
+        already, self._buffer = bytes(self._buffer), bytearray()
+        return self.sock, already
 
     def send(
         self,
@@ -153,7 +164,7 @@ class Connection:
         # Servers that write a head and its body apart with Nagle on wait for the ACK of the
         # head, which Linux delays up to 40 ms on request/response connections. The option does
         # not stick (the kernel re-arms delayed ACKs), so it is set for every request.
-        if _QUICKACK is not None and not isinstance(self.sock, ssl.SSLSocket):
+        if self._quickack and _QUICKACK is not None:
             self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
     def receive(self, method: str, limit: int, stream_above: int | None = None) -> Reply:
@@ -228,6 +239,8 @@ class Connection:
     def _framing(method: str, status: int, headers: list[tuple[str, str]]) -> int | str:
         """How the body is delimited: its Content-Length, or "none", "chunked" or "close"."""
         if method == "HEAD" or status in _BODILESS_STATUSES:
+            return "none"
+        if method == "CONNECT" and 200 <= status < 300:  # a tunnel follows, not a body
             return "none"
         codings = [
             coding.strip().lower()
@@ -335,6 +348,16 @@ class Connection:
         data = self.sock.recv(RECEIVE_BYTES)
         self._buffer += data
         return bool(data)
+
+
+@functools.cache
+def client_tls() -> ssl.SSLContext:
+    """The TLS settings of every connection the agent makes over TLS: the system's roots
+    (``SSL_CERT_FILE`` adds a private CA's), hostnames checked. Made on first use: OpenSSL
+    takes about 4 MiB of an agent that only ever speaks plain HTTP on loopback."""
+    import ssl
+
+    return ssl.create_default_context()
 
 
 class BodyStream:
