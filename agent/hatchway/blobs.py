@@ -2,7 +2,8 @@
 the standard library and ``hatchway.http1`` only (S3 on AWS, the local gateway's memory store
 otherwise).
 
-Connections are kept alive and reused, a few per host: a transfer on a fresh connection paid a
+Connections go through the environment's HTTP proxy as the relay's WebSocket does (``proxy``),
+and are kept alive and reused, a few per host: a transfer on a fresh connection paid a
 TCP (and TLS) handshake each time. A kept connection the store closed meanwhile is replaced,
 and the transfer tried once more on a fresh one (a GET or PUT of a presigned URL is safe to
 repeat)."""
@@ -10,13 +11,13 @@ repeat)."""
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from hatchway import proxy
 from hatchway.http1 import BadReply, BodyStream, Connection, Pool, Reply, Truncated
 from hatchway.protocol import Fault, Headers, Request, Response
 
@@ -114,10 +115,11 @@ def _pool(key: _Key) -> Pool:
         pool = _pools.get(key)
         if pool is None:
             scheme, host, port = key
-            tls = ssl.create_default_context() if scheme == "https" else None
-            default_port = 443 if tls else 80
+            secure = scheme == "https"
             pool = _pools[key] = Pool(
-                lambda timeout: Connection.open(host, port or default_port, timeout, tls),
+                lambda timeout: proxy.open_connection(
+                    host, port or (443 if secure else 80), secure, timeout
+                ),
                 KEPT_CONNECTIONS_PER_HOST,
             )
         return pool

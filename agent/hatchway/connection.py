@@ -12,15 +12,13 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import websocket
-
 from hatchway import blobs, codec, protocol, wire
 from hatchway.bodies import looks_compressible
 from hatchway.errors import HatchwayError, NameTaken
 from hatchway.inflight import WORKING_SCAN_SECONDS, GatePlace, HeldRequests
 from hatchway.protocol import Fault, ProtocolError, Request, Response
 from hatchway.tunnel_stats import TunnelStats
-from hatchway.wire import FrameReader, FrameWriter, raw_socket
+from hatchway.wire import FrameWriter, Link
 
 if TYPE_CHECKING:
     from hatchway.session import Session
@@ -42,11 +40,6 @@ def worth_compressing(response: Response) -> bool:
         if name.lower() == "content-encoding" and value.strip().lower() not in _IDENTITY_ENCODINGS:
             return False
     return looks_compressible(response.body)
-
-
-def abort(ws: websocket.WebSocket) -> None:
-    """Drop the socket at once (websocket-client leaves ``abort`` unannotated)."""
-    ws.abort()
 
 
 def send_message(writer: FrameWriter, message: protocol.Message, compress: bool = True) -> None:
@@ -71,20 +64,20 @@ class Connection:
     def __init__(
         self,
         session: Session,
-        ws: websocket.WebSocket,
+        link: Link,
         heartbeat: float,
         early: Sequence[Request] = (),
     ) -> None:
         self.session = session
-        self.ws = ws
+        self.link = link
         self.early = list(early)
         """Requests that arrived before the welcome (a visitor was quick): served first."""
         self.heartbeat = heartbeat
         self.opened_at = time.monotonic()
         self.last_received = time.monotonic()
         self.last_request = time.monotonic()
-        self.writer = FrameWriter(raw_socket(ws))
-        self.frames = FrameReader(raw_socket(ws), self.writer)
+        self.writer = link.writer
+        self.frames = link.reader
         self.ended = threading.Event()
         self.held = HeldRequests()
         """Requests accepted and not answered yet: drained before closing, marked when slow."""
@@ -119,7 +112,7 @@ class Connection:
             self.ended.wait(CLOSE_WAIT_SECONDS)
         except OSError:  # already broken: the point was to stop it
             pass
-        abort(self.ws)
+        self.link.abort()
         self.ended.set()
 
     def _read(self) -> None:
@@ -134,7 +127,7 @@ class Connection:
                 self.last_received = time.monotonic()
                 if opcode == wire.TEXT:
                     self._on_text(data)
-        except (websocket.WebSocketException, OSError) as exc:
+        except OSError as exc:
             self.error = exc
         finally:
             self.ended.set()
@@ -178,20 +171,20 @@ class Connection:
             self.saying_hello = True
             try:
                 self.send(session.hello())
-            except (websocket.WebSocketException, OSError):
-                abort(self.ws)
+            except OSError:
+                self.link.abort()
         elif error.code == "name_taken" and self.saying_hello:
             # Another agent of this token serves the names now: pinging on while serving
             # nothing would leave the user believing the tunnel is up.
             log.error("lost the tunnel names for good: %s", error.message)
             self.fatal = NameTaken(error.message)
-            abort(self.ws)
+            self.link.abort()
         else:
             log.warning("relay says %s: %s", error.code, error.message)
             if error.code == "not_connected":
                 # The relay forgot this connection (its token was revoked, or its record was
                 # lost): reconnecting either restores the tunnels or reports the refusal.
-                abort(self.ws)
+                self.link.abort()
 
     def _accept(self, request: Request) -> None:
         session = self.session
@@ -285,10 +278,10 @@ class Connection:
                 self.session.answers.put(fault)  # in the unsendable answer's place
             try:
                 self.send(fault)
-            except (websocket.WebSocketException, OSError, ProtocolError):
+            except (OSError, ProtocolError):
                 return
             response = fault
-        except (websocket.WebSocketException, OSError) as exc:
+        except OSError as exc:
             log.warning("could not send the response to %s: %s", response.id, exc)
             return
         if tunnel is not None and tunnel in self.session.granted:
@@ -314,7 +307,7 @@ class Connection:
                     log.warning(
                         "relay silent for %.0f s; reconnecting", SILENCE_FACTOR * self.heartbeat
                     )
-                    abort(self.ws)
+                    self.link.abort()
                     return
                 if not self.rotating and now - self.opened_at >= self.session.rotate_after:
                     self.rotating = True
@@ -326,8 +319,8 @@ class Connection:
                     with self.served_lock:
                         served = tuple(sorted(self.served.items()))
                     self.send(protocol.Ping(time.time(), served, self.stats.health()))
-            except (websocket.WebSocketException, OSError):
-                abort(self.ws)
+            except OSError:
+                self.link.abort()
                 return
 
     def _next_tick(self, tick: float) -> float:

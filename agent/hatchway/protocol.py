@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import ipaddress
 import math
 import re
@@ -714,6 +713,8 @@ def hash_basic_auth(credentials: str, salt: bytes, iterations: int = BASIC_AUTH_
 
 def derive_basic_auth(credentials: bytes, salt: bytes, iterations: int) -> bytes:
     """The PBKDF2 digest both sides compute: the agent once, the relay per credential seen."""
+    import hashlib  # here: OpenSSL's 4 MiB stay out of an agent without basic auth on plain ws://
+
     return hashlib.pbkdf2_hmac("sha256", credentials, salt, iterations)
 
 
@@ -730,9 +731,12 @@ def parse_basic_auth_hash(text: str) -> tuple[int, bytes, bytes]:
             f"basic_auth hash rounds must be {MIN_BASIC_AUTH_ITERATIONS} to "
             f"{MAX_BASIC_AUTH_ITERATIONS}"
         )
-    if len(salt) < BASIC_AUTH_SALT_BYTES or len(digest) != hashlib.sha256().digest_size:
+    if len(salt) < BASIC_AUTH_SALT_BYTES or len(digest) != _SHA256_BYTES:
         raise ProtocolError("basic_auth hash has a short salt or a digest of the wrong size")
     return iterations, salt, digest
+
+
+_SHA256_BYTES = 32
 
 
 def _b64url(data: bytes) -> str:

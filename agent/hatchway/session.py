@@ -1,7 +1,7 @@
 """The agent's session with the relay: connect, hello, welcome, then serve requests until closed.
 
 One connection at a time serves requests. Each connection has a reader thread that decodes each
-message (websocket-client joins a message's frames) and hands requests to a bounded worker pool,
+message (``wire`` joins a message's frames) and hands requests to a bounded worker pool,
 and a ticker thread that pings (reporting the requests answered per tunnel, and how they went:
 ``tunnel_stats``), notices a dead socket, and sends ``Working`` marks for requests held longer
 than ``WORKING_MARK_SECONDS``, so the relay can tell a slow app from a stopped agent. Every
@@ -35,10 +35,11 @@ confirms it enforces them: a relay that ignored them would expose the app unprot
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import logging
+import os
 import random
-import secrets
 import threading
 import time
 import zlib
@@ -46,16 +47,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-import websocket
-
-from hatchway import __version__, blobs, codec, protocol
+from hatchway import __version__, blobs, codec, handshake, protocol
 from hatchway.answers import RecentAnswers
 from hatchway.bodies import looks_compressible
 from hatchway.connection import Connection, agent_fault, send_message
 from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
 from hatchway.inflight import TunnelGate
 from hatchway.protocol import ProtocolError, Request, Response
-from hatchway.wire import FrameWriter, raw_socket
+from hatchway.wire import Link
 
 log = logging.getLogger("hatchway.agent")
 
@@ -167,7 +166,7 @@ class Session:
         self.backoff_cap = backoff_cap
         self.rotate_after = rotate_after
         self.rotation_quiet = rotation_quiet
-        self.instance = instance or secrets.token_urlsafe(12)
+        self.instance = instance or base64.urlsafe_b64encode(os.urandom(12)).decode("ascii")
         """Random per agent run, the same on every connection: the relay lets a connection of
         the same instance take the names over (reconnect, rotation), and no other agent."""
         self.connect_timeout = connect_timeout
@@ -298,36 +297,16 @@ class Session:
 
     def _open(self) -> Connection:
         """Connect, say hello, wait for the welcome; raise a typed error on refusal."""
+        link = handshake.connect(self.server, self.token, self.connect_timeout)
         try:
-            ws = websocket.create_connection(
-                self.server,
-                header=[f"Authorization: Bearer {self.token}"],
-                timeout=self.connect_timeout,
-                enable_multithread=True,
-                # websocket-client's pure-Python UTF-8 check costs ~5 ms per 32 KB frame; the
-                # reader decodes every text frame strictly itself.
-                skip_utf8_validation=True,
-            )
-        except websocket.WebSocketBadStatusException as exc:
-            if exc.status_code in (401, 403):
-                raise TokenRefused(
-                    f"the relay at {self.server} refused the token. Get one from the relay's "
-                    "operator (hatchway-admin token create; hatchway-local prints one when it "
-                    "starts), then save it with `hatchway config add-token TOKEN`, or pass "
-                    "--token or set HATCHWAY_TOKEN"
-                ) from None
-            raise RelayUnreachable(f"{self.server} answered HTTP {exc.status_code}") from None
-        except (TimeoutError, websocket.WebSocketException, OSError, ValueError) as exc:
-            raise RelayUnreachable(f"cannot reach the relay at {self.server}: {exc}") from None
-        try:
-            send_message(FrameWriter(raw_socket(ws)), self.hello(), self.compress)
-            welcome, early = self._await_welcome(ws)
+            send_message(link.writer, self.hello(), self.compress)
+            welcome, early = self._await_welcome(link)
             if welcome.now > 0:
                 self.clock_offset = welcome.now - self.clock()
             self._check_guards(welcome)
-            ws.settimeout(None)
+            link.sock.settimeout(None)
         except BaseException:
-            ws.abort()
+            link.abort()
             raise
         if self.welcome is None:
             # Reconnects ask for the names granted now, so random names survive too.
@@ -337,7 +316,7 @@ class Session:
             )
         self.welcome = welcome
         heartbeat = self.heartbeat_override or welcome.heartbeat_seconds
-        connection = Connection(self, ws, heartbeat, early)
+        connection = Connection(self, link, heartbeat, early)
         # Before the connection serves anything, so that routing set up here sees every request.
         if self.on_ready:
             self.on_ready(welcome)
@@ -358,13 +337,13 @@ class Session:
                     "the relay, or start the tunnel without that option"
                 )
 
-    def _await_welcome(self, ws: websocket.WebSocket) -> tuple[protocol.Welcome, list[Request]]:
+    def _await_welcome(self, link: Link) -> tuple[protocol.Welcome, list[Request]]:
         """The welcome, and any requests that overtook it (the relay routes visitors to a name
         as soon as it is claimed, which is just before it sends the welcome)."""
         early: list[Request] = []
         try:
             while True:
-                message = codec.decode(ws.recv())
+                message = codec.decode(link.receive_text())
                 if isinstance(message, protocol.Welcome):
                     return message, early
                 if isinstance(message, Request) and len(early) < MAX_EARLY_REQUESTS:
@@ -377,7 +356,7 @@ class Session:
             raise SessionError(
                 f"the relay sent something this agent does not understand: {exc}"
             ) from None
-        except (websocket.WebSocketException, OSError) as exc:
+        except OSError as exc:
             raise RelayUnreachable(
                 f"the relay at {self.server} closed before welcoming: {exc}"
             ) from None

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import time
 
-import websocket
-
-from hatchway import codec, protocol
-from hatchway.errors import HatchwayError, RelayUnreachable, TokenRefused
+from hatchway import codec, handshake, protocol
+from hatchway.connection import send_message
+from hatchway.errors import HatchwayError, RelayUnreachable
 
 SHARE_TIMEOUT_SECONDS = 15.0
 """How long one share operation may take, connecting included."""
@@ -45,22 +44,13 @@ def parse_duration(text: str) -> float:
 
 def request(server: str, token: str, op: protocol.ShareOp) -> protocol.ShareReply:
     """Send ``op`` on a connection of its own and return the relay's answer."""
+    link = handshake.connect(server, token, SHARE_TIMEOUT_SECONDS)
     try:
-        ws = websocket.create_connection(
-            server, header=[f"Authorization: Bearer {token}"], timeout=SHARE_TIMEOUT_SECONDS
-        )
-    except websocket.WebSocketBadStatusException as exc:
-        if exc.status_code in (401, 403):
-            raise TokenRefused(f"the relay at {server} refused the token") from None
-        raise RelayUnreachable(f"{server} answered HTTP {exc.status_code}") from None
-    except (TimeoutError, websocket.WebSocketException, OSError, ValueError) as exc:
-        raise RelayUnreachable(f"cannot reach the relay at {server}: {exc}") from None
-    try:
-        ws.send(codec.encode(op))
+        send_message(link.writer, op)
         deadline = time.monotonic() + SHARE_TIMEOUT_SECONDS
         for _ in range(MAX_MESSAGES_SKIPPED):
-            ws.settimeout(max(deadline - time.monotonic(), 0.1))
-            answer = codec.decode(ws.recv())
+            link.sock.settimeout(max(deadline - time.monotonic(), 0.1))
+            answer = codec.decode(link.receive_text())
             if isinstance(answer, protocol.ShareReply):
                 return answer
             if isinstance(answer, protocol.Error):
@@ -68,10 +58,10 @@ def request(server: str, token: str, op: protocol.ShareOp) -> protocol.ShareRepl
         raise RelayUnreachable(f"the relay at {server} did not answer the share request")
     except protocol.ProtocolError as exc:
         raise RelayUnreachable(f"the relay sent something this agent cannot read: {exc}") from None
-    except (TimeoutError, websocket.WebSocketException, OSError) as exc:
+    except OSError as exc:
         raise RelayUnreachable(f"the relay at {server} did not answer: {exc}") from None
     finally:
-        ws.close()
+        link.close()
 
 
 def describe(share: protocol.ShareInfo, now: float) -> str:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
-import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,7 +71,7 @@ class TunnelOptions:
         password leaves this machine only as a salted hash."""
         hashed = None
         if self.basic_auth is not None:
-            salt = salt or secrets.token_bytes(protocol.BASIC_AUTH_SALT_BYTES)
+            salt = salt or os.urandom(protocol.BASIC_AUTH_SALT_BYTES)
             hashed = protocol.hash_basic_auth(self.basic_auth, salt)
         return protocol.TunnelSpec(
             self.subdomain,

@@ -1,24 +1,26 @@
-"""WebSocket frames on an agent's connection once websocket-client has opened it: a reader that
-takes whatever the socket has in one call and cuts frames from it, and a writer that sends a
-whole message, every frame of it, in one write.
+"""WebSocket frames on an agent's connection once ``handshake`` has opened it: a reader that
+takes whatever the socket has in one call and cuts frames from it, a writer that sends a whole
+message, every frame of it, in one write, and the ``Link`` that holds the two.
 
-websocket-client reads each frame in three calls (its first two bytes, its length, its payload)
-through several layers of Python, and writes each frame apart; on the agent's path that was a
-good part of the cost of a small request, and at 32 requests in flight several frames usually
-wait in the socket together. The handshake, the welcome and the proxy and TLS set-up stay
-websocket-client's: it reads no further than the frame it returns, so nothing is lost when the
-socket changes hands.
+A general-purpose client (websocket-client, for one) reads each frame in
+three calls (its first two bytes, its length, its payload) through several layers of Python and
+writes each frame apart; on the agent's path that was a good part of the cost of a small
+request, and at 32 requests in flight several frames usually wait in the socket together.
+
+Masking, which RFC 6455 asks of every client frame, goes through wsaccel's C code when it is
+installed (``pip install 'hatchway[fast]'``) and otherwise through one XOR of two Python
+integers: the same bytes either way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
+import sys
 import threading
-from collections.abc import Sequence
-
-import websocket
+from collections.abc import Callable, Sequence
 
 TEXT, BINARY, CONTINUATION = 0x1, 0x2, 0x0
 CLOSE, PING, PONG = 0x8, 0x9, 0xA
@@ -37,15 +39,36 @@ CLOSE_NORMAL = struct.pack("!H", 1000)
 """A close frame's payload: status 1000, normal closure."""
 
 
-class FrameError(websocket.WebSocketException):
-    """The relay sent frames that break RFC 6455, or a message above the agent's bound."""
+class FrameError(ConnectionError):
+    """The relay sent frames that break RFC 6455, or a message above the agent's bound; or the
+    connection ended inside a frame. A connection error, as every way the link can fail is."""
 
 
-def raw_socket(ws: websocket.WebSocket) -> socket.socket:
-    """The socket under an open websocket-client connection."""
-    if ws.sock is None:
-        raise FrameError("the connection to the relay is not open")
-    return ws.sock
+class Closed(FrameError):
+    """The relay closed the connection (a close frame) where a message was expected."""
+
+
+def _mask_in_python(key: bytes, payload: bytes) -> bytes:
+    """``payload`` XORed with the 4-byte ``key`` repeated: one big-integer XOR, in C."""
+    size = len(payload)
+    if not size:
+        return b""
+    keys = key * (size // 4) + key[: size % 4]
+    order = sys.byteorder
+    return (int.from_bytes(payload, order) ^ int.from_bytes(keys, order)).to_bytes(size, order)
+
+
+mask: Callable[[bytes, bytes], bytes]
+try:
+    from wsaccel.xormask import XorMaskerSimple
+
+    def mask(key: bytes, payload: bytes) -> bytes:
+        """``payload`` XORed with the 4-byte ``key`` repeated (RFC 6455 section 5.3)."""
+        masked: bytes = XorMaskerSimple(key).process(payload)
+        return masked
+
+except ImportError:  # no wsaccel: the pure-Python way, same bytes
+    mask = _mask_in_python
 
 
 class FrameWriter:
@@ -89,16 +112,18 @@ def frame(opcode: int, payload: bytes, final: bool = True) -> bytes:
     else:
         head = struct.pack("!BBQ", first, 0x80 | 127, size)
     key = os.urandom(4)
-    return head + key + websocket.ABNF.mask(key, payload)
+    return head + key + mask(key, payload)
 
 
 class FrameReader:
     """Whole messages from ``sock``: answers pings and a close itself (through ``writer``)."""
 
-    def __init__(self, sock: socket.socket, writer: FrameWriter) -> None:
+    def __init__(self, sock: socket.socket, writer: FrameWriter, already: bytes = b"") -> None:
         self.sock = sock
         self.writer = writer
-        self._buffer = bytearray()
+        self._buffer = bytearray(already)
+        """Bytes read and not yet cut into frames (``already``: what came with the handshake's
+        answer)."""
         self._message: list[bytes] = []
         self._message_opcode = 0
         self._message_bytes = 0
@@ -172,7 +197,7 @@ class FrameReader:
             payload = bytes(view[offset : offset + size])
         del self._buffer[: offset + size]
         if key:
-            payload = websocket.ABNF.mask(key, payload)
+            payload = mask(key, payload)
         return opcode, final, payload
 
     def _want(self, size: int) -> None:
@@ -183,3 +208,36 @@ class FrameReader:
                 where = " inside a frame" if self._buffer or self._message else ""
                 raise FrameError(f"the connection to the relay was lost{where}")
             self._buffer += data
+
+
+class Link:
+    """An open WebSocket to the relay: its socket, with the one writer and the one reader every
+    user of the connection goes through."""
+
+    def __init__(self, sock: socket.socket, already: bytes = b"") -> None:
+        self.sock = sock
+        self.writer = FrameWriter(sock)
+        self.reader = FrameReader(sock, self.writer, already)
+
+    def receive_text(self) -> bytes:
+        """The next text message (binary ones are skipped: the relay sends none); ``Closed``
+        if the relay closed instead."""
+        while True:
+            opcode, data = self.reader.message()
+            if opcode == CLOSE:
+                raise Closed("the relay closed the connection")
+            if opcode == TEXT:
+                return data
+
+    def abort(self) -> None:
+        """End the connection at once, without a close: a reader blocked on it wakes up with
+        the end of the stream. The socket is closed once nothing refers to it."""
+        with contextlib.suppress(OSError):  # already shut or never fully open: nothing to end
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Say goodbye with a close frame, if the socket still takes one, and close it."""
+        with contextlib.suppress(OSError):
+            self.writer.control(CLOSE, CLOSE_NORMAL)
+        self.abort()
+        self.sock.close()

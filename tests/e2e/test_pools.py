@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import pytest
 
 from hatchway import protocol
-from hatchway.connection import abort
 from hatchway.errors import NameTaken
 from hatchway.forward import Forwarder, Target
 from hatchway.session import Session
@@ -140,7 +139,7 @@ def crash(session: Session) -> None:
     session._closing.set()
     current = session._current
     assert current is not None
-    abort(current.ws)
+    current.link.abort()
 
 
 def test_a_member_killed_mid_load_fails_nobody_who_arrives_after_its_removal(
