@@ -466,7 +466,8 @@ class Pool:
             if conn is None:
                 return self._connect(timeout), False
             if conn.idle_and_open():
-                conn.sock.settimeout(timeout)
+                if conn.sock.gettimeout() != timeout:  # setting it costs a system call
+                    conn.sock.settimeout(timeout)
                 return conn, True
             conn.close()
 
