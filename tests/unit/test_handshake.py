@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 import websocket
@@ -102,6 +102,7 @@ def test_only_plain_http_proxies_are_understood() -> None:
 
 
 Script = Callable[[socket.socket, dict[str, str]], None]
+ServerAndHeads = AbstractContextManager[tuple[int, list[tuple[str, dict[str, str]]]]]
 
 
 def accept_value(key: str) -> bytes:
@@ -134,9 +135,12 @@ def welcome_with_a_frame(sock: socket.socket, headers: dict[str, str]) -> None:
 
 
 @contextmanager
-def scripted_relay(script: Script) -> Iterator[tuple[int, list[tuple[str, dict[str, str]]]]]:
-    """A server on 127.0.0.1 that reads one handshake and answers it with ``script``; yields its
-    port and the request lines and headers it received."""
+def one_connection(
+    handle: Callable[[socket.socket, dict[str, str], bytes], None],
+) -> Iterator[tuple[int, list[tuple[str, dict[str, str]]]]]:
+    """A server on 127.0.0.1 for one connection: it reads the first head and hands the socket,
+    the headers and the bytes read past the head to ``handle``; yields its port and the request
+    line and headers it received."""
     listener = socket.create_server(("127.0.0.1", 0))
     seen: list[tuple[str, dict[str, str]]] = []
 
@@ -147,9 +151,9 @@ def scripted_relay(script: Script) -> Iterator[tuple[int, list[tuple[str, dict[s
             return
         with sock:
             sock.settimeout(WAIT)
-            first, headers, _ = read_head(sock)
+            first, headers, rest = read_head(sock)
             seen.append((first, headers))
-            script(sock, headers)
+            handle(sock, headers, rest)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -158,6 +162,11 @@ def scripted_relay(script: Script) -> Iterator[tuple[int, list[tuple[str, dict[s
     finally:
         listener.close()
         thread.join(WAIT)
+
+
+def scripted_relay(script: Script) -> ServerAndHeads:
+    """A relay that answers one handshake with ``script``."""
+    return one_connection(lambda sock, headers, _: script(sock, headers))
 
 
 def test_the_handshake_opens_a_link_that_keeps_the_bytes_after_the_101() -> None:
@@ -229,14 +238,9 @@ def test_an_unreachable_relay_is_reported_as_such() -> None:
         handshake.connect(f"ws://127.0.0.1:{port}/", "hw_t", WAIT)
 
 
-@contextmanager
-def connect_proxy(
-    relay_port: int, status: bytes = b"200 Connection established"
-) -> Iterator[tuple[int, list[tuple[str, dict[str, str]]]]]:
-    """An HTTP proxy on 127.0.0.1 that tunnels every CONNECT to ``relay_port`` on 127.0.0.1,
-    whatever host it names (nothing leaves loopback); yields its port and the CONNECTs seen."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    seen: list[tuple[str, dict[str, str]]] = []
+def connect_proxy(relay_port: int, status: bytes = b"200 Connection established") -> ServerAndHeads:
+    """An HTTP proxy on 127.0.0.1 that tunnels a CONNECT to ``relay_port`` on 127.0.0.1,
+    whatever host it names (nothing leaves loopback)."""
 
     def pump(source: socket.socket, sink: socket.socket) -> None:
         try:
@@ -248,30 +252,16 @@ def connect_proxy(
             with contextlib.suppress(OSError):
                 sink.shutdown(socket.SHUT_RDWR)
 
-    def serve() -> None:
-        try:
-            client, _ = listener.accept()
-        except OSError:
-            return
-        client.settimeout(WAIT)
-        first, headers, rest = read_head(client)
-        seen.append((first, headers))
+    def tunnel(client: socket.socket, headers: dict[str, str], rest: bytes) -> None:
         client.sendall(b"HTTP/1.1 " + status + b"\r\n\r\n")
         if not status.startswith(b"200"):
-            client.close()
             return
-        upstream = socket.create_connection(("127.0.0.1", relay_port), WAIT)
-        upstream.sendall(rest)
-        threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
-        pump(client, upstream)
+        with socket.create_connection(("127.0.0.1", relay_port), WAIT) as upstream:
+            upstream.sendall(rest)
+            threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+            pump(client, upstream)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1], seen
-    finally:
-        listener.close()
-        thread.join(WAIT)
+    return one_connection(tunnel)
 
 
 def test_a_proxy_from_the_environment_tunnels_the_connection() -> None:
