@@ -240,7 +240,7 @@ class Connection:
         if request.body_url is not None:
             try:
                 body = blobs.fetch(
-                    request.body_url, protocol.MAX_BODY_BYTES, session._blob_timeout(request)
+                    request.body_url, protocol.MAX_BODY_BYTES, session.blob_timeout(request)
                 )
             except blobs.BlobError as exc:
                 message = f"the request body could not be fetched from the relay: {exc}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import http
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hatchway import blobs, protocol
@@ -136,6 +137,7 @@ class Forwarder:
         timeout: float = protocol.RESPONSE_TIMEOUT_SECONDS,
         max_response_bytes: int = protocol.MAX_BODY_BYTES,
         pass_large_bodies: bool = False,
+        blob_timeout: Callable[[Request], float] | None = None,
     ) -> None:
         if not 0 < max_response_bytes <= protocol.MAX_BLOB_BYTES:
             raise ValueError(f"max_response_bytes must be 1 to {protocol.MAX_BLOB_BYTES}")
@@ -146,6 +148,9 @@ class Forwarder:
         """Pass a body too large for a message, and that zlib cannot shrink, from the app to the
         request's upload URL as it comes, instead of holding all of it: less memory and one
         copy less. Off where something wants whole bodies (the inspector)."""
+        self.blob_timeout = blob_timeout or (lambda request: timeout)
+        """How long a pass-through upload may take for a request: the session's (until the
+        relay stops waiting for the answer) when it runs under one."""
         self.pool = Pool(lambda t: Connection.open(target.host, target.port, t), POOL_SIZE)
 
     def __call__(self, request: Request) -> Response:
@@ -228,7 +233,9 @@ class Forwarder:
         if looks_compressible(stream.peek(COMPRESSIBILITY_SAMPLE_BYTES)):
             return dataclasses.replace(reply, body=stream.read(), stream=None)
         headers = _response_headers(request.method, reply.headers)
-        return blobs.upload_answer(request, reply.status, headers, stream, self.timeout)
+        return blobs.upload_answer(
+            request, reply.status, headers, stream, self.blob_timeout(request)
+        )
 
     def close(self) -> None:
         self.pool.close()

@@ -53,6 +53,8 @@ class Service:
                 t.target,
                 max_response_bytes=t.max_response_bytes,
                 pass_large_bodies=inspect is None,
+                # Uploads end when the relay stops waiting, as the session's own do.
+                blob_timeout=lambda request: self.session.blob_timeout(request),
             )
             for t in self.tunnels
         ]

@@ -397,7 +397,7 @@ class Session:
         old.retire(self.rotation_quiet, protocol.RESPONSE_TIMEOUT_SECONDS + self.rotation_quiet)
         old.close()
 
-    def _blob_timeout(self, request: Request) -> float:
+    def blob_timeout(self, request: Request) -> float:
         """Time a blob transfer may take: until the relay stops waiting, within bounds."""
         if not request.deadline:
             return blobs.BLOB_TIMEOUT_SECONDS
@@ -434,7 +434,7 @@ class Session:
                 f"most {request.inline_max} bytes in a message and offered no upload URL",
             )
         return blobs.upload_answer(
-            request, response.status, response.headers, response.body, self._blob_timeout(request)
+            request, response.status, response.headers, response.body, self.blob_timeout(request)
         )
 
     def _packs_within(self, body: bytes, limit: int) -> bool:

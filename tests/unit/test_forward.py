@@ -10,6 +10,7 @@ import json
 import os
 import select
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -414,3 +415,32 @@ def test_a_blob_store_that_refuses_is_the_agents_fault(blob_server: Scripted) ->
     assert response.fault.side == "agent"
     assert "could not be uploaded to the relay" in response.fault.message
     assert "HTTP 403: expired" in response.fault.message
+
+
+def test_a_passed_on_body_gets_the_time_the_request_has_left_not_the_apps() -> None:
+    """The upload ends when the relay stops waiting for the answer (what ``blob_timeout``
+    says for the request), even where the app's own timeout is far longer."""
+    stalled = socket.create_server(("127.0.0.1", 0), backlog=1)  # accepts nothing, reads nothing
+    given: list[str] = []
+
+    def blob_timeout(request: protocol.Request) -> float:
+        given.append(request.id)
+        return 0.5
+
+    body = os.urandom(8_000_000)  # more than loopback's socket buffers hold
+    with stalled, run_raw_app(lambda r: ok(body)) as app:
+        forwarder = Forwarder(
+            Target("127.0.0.1", app.port),
+            timeout=60,
+            max_response_bytes=protocol.MAX_BLOB_BYTES,
+            pass_large_bodies=True,
+            blob_timeout=blob_timeout,
+        )
+        url = f"http://127.0.0.1:{stalled.getsockname()[1]}/blob"
+        started = time.monotonic()
+        response = forwarder.handle(large_request(url))
+        waited = time.monotonic() - started
+    assert given == ["r1"]
+    assert response.status == 502 and response.fault is not None
+    assert response.fault.side == "agent" and "could not be uploaded" in response.fault.message
+    assert waited < 30  # the app's 60 s was not what bounded it
