@@ -37,7 +37,7 @@ _API = frozenset({"connect", "Tunnel", "Exchange"})
 
 
 def __getattr__(name: str) -> Any:
-    """Loads the Python API (websocket-client and all) only when it is first used."""
+    """Loads the Python API (the session and all it needs) only when it is first used."""
     if name in _API:
         from hatchway import api
 
