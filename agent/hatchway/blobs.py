@@ -108,6 +108,8 @@ def _transfer(
         raise BlobError(f"the relay's blob store closed the connection mid-body ({exc})") from None
     except (OSError, BadReply) as exc:
         raise BlobError(f"the relay's blob store failed: {type(exc).__name__}: {exc}") from None
+    except ValueError as exc:  # a proxy setting or a presigned URL that cannot be used as given
+        raise BlobError(f"the relay's blob store cannot be reached: {exc}") from None
 
 
 def _pool(key: _Key) -> Pool:

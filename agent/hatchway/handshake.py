@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from hatchway import proxy
 from hatchway.errors import RelayUnreachable, TokenRefused
-from hatchway.http1 import BadReply, Connection
+from hatchway.http1 import BadReply, Connection, Truncated
 from hatchway.wire import Link
 
 try:  # CPython's own SHA-1: hashlib's would load OpenSSL, 4 MiB, to hash 60 bytes once
@@ -80,7 +80,7 @@ def connect(server: str, token: str, timeout: float) -> Link:
         if exc.status in (401, 403):
             raise TokenRefused(f"the relay at {server} refused the token. {TOKEN_HELP}") from None
         raise RelayUnreachable(f"{server}: {exc}") from None
-    except (OSError, BadReply, ValueError) as exc:
+    except (OSError, BadReply, Truncated, ValueError) as exc:
         raise RelayUnreachable(f"cannot reach the relay at {server}: {exc}") from None
 
 

@@ -2,10 +2,10 @@
 takes whatever the socket has in one call and cuts frames from it, a writer that sends a whole
 message, every frame of it, in one write, and the ``Link`` that holds the two.
 
-A general-purpose client (websocket-client, for one) reads each frame in
-three calls (its first two bytes, its length, its payload) through several layers of Python and
-writes each frame apart; on the agent's path that was a good part of the cost of a small
-request, and at 32 requests in flight several frames usually wait in the socket together.
+A general-purpose client (websocket-client, for one) reads each frame in three calls (its first
+two bytes, its length, its payload) through several layers of Python, and writes each frame
+apart; on the agent's path that was a good part of the cost of a small request, and at 32
+requests in flight several frames usually wait in the socket together.
 
 Masking, which RFC 6455 asks of every client frame, goes through wsaccel's C code when it is
 installed (``pip install 'hatchway[fast]'``) and otherwise through one XOR of two Python

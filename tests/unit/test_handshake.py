@@ -225,6 +225,14 @@ def test_connect_says_which_refusal_it_was(status: int, error: type, words: str)
         handshake.connect(f"ws://127.0.0.1:{port}/", "hw_t", WAIT)
 
 
+def test_a_relay_that_stops_inside_its_answer_is_unreachable_not_a_crash() -> None:
+    def cut(sock: socket.socket, headers: dict[str, str]) -> None:
+        sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: webs")
+
+    with scripted_relay(cut) as (port, _), pytest.raises(RelayUnreachable, match="inside"):
+        handshake.connect(f"ws://127.0.0.1:{port}/", "hw_t", WAIT)
+
+
 def test_a_101_that_does_not_accept_this_key_is_refused() -> None:
     wrong_key = answer_with(b"HTTP/1.1 101 Switching", b"bm90IHRoZSBrZXk=")
     with scripted_relay(wrong_key) as (port, _), pytest.raises(HandshakeFailed, match="accept"):
@@ -311,6 +319,16 @@ def test_the_agent_starts_without_openssl_or_a_websocket_library() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert loaded.stdout.strip() == "[]"
+
+
+def test_a_proxy_setting_that_cannot_be_used_fails_the_blob_transfer_in_words(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("https_proxy", "socks5://127.0.0.1:1080")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with pytest.raises(blobs.BlobError, match="only http:// proxies"):
+        blobs.fetch("https://bucket.s3.example.test/b/2?X-Signature=abc", 1024, WAIT)
 
 
 def test_blob_transfers_go_through_the_same_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
