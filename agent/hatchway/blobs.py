@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from hatchway import proxy
-from hatchway.http1 import BadReply, BodyStream, Connection, Pool, Reply, Truncated
+from hatchway.http1 import BadReply, BodyStream, Connection, Pool, Reply, Truncated, client_tls
 from hatchway.protocol import Fault, Headers, Request, Response
 
 log = logging.getLogger("hatchway.agent")
@@ -117,10 +117,10 @@ def _pool(key: _Key) -> Pool:
         pool = _pools.get(key)
         if pool is None:
             scheme, host, port = key
-            secure = scheme == "https"
+            tls = client_tls() if scheme == "https" else None
             pool = _pools[key] = Pool(
                 lambda timeout: proxy.open_connection(
-                    host, port or (443 if secure else 80), secure, timeout
+                    host, port or (443 if tls else 80), tls, timeout
                 ),
                 KEPT_CONNECTIONS_PER_HOST,
             )

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from hatchway import proxy
 from hatchway.errors import RelayUnreachable, TokenRefused
-from hatchway.http1 import BadReply, Connection, Truncated
+from hatchway.http1 import BadReply, Connection, Truncated, client_tls
 from hatchway.wire import Link
 
 try:  # CPython's own SHA-1: hashlib's would load OpenSSL, 4 MiB, to hash 60 bytes once
@@ -93,7 +93,8 @@ def open_link(
     """Open a WebSocket to ``url`` with ``headers`` added to the handshake; every step (and the
     socket afterwards, until the caller changes it) times out after ``timeout`` seconds."""
     address = parse_url(url)
-    conn = proxy.open_connection(address.host, address.port, address.secure, timeout, environ)
+    tls = client_tls() if address.secure else None
+    conn = proxy.open_connection(address.host, address.port, tls, timeout, environ)
     try:
         return _upgrade(conn, address, headers)
     except BaseException:

@@ -15,7 +15,6 @@ caller says it is safe to repeat.
 
 from __future__ import annotations
 
-import functools
 import re
 import select
 import socket
@@ -350,11 +349,10 @@ class Connection:
         return bool(data)
 
 
-@functools.cache
 def client_tls() -> ssl.SSLContext:
-    """The TLS settings of every connection the agent makes over TLS: the system's roots
-    (``SSL_CERT_FILE`` adds a private CA's), hostnames checked. Made on first use: OpenSSL
-    takes about 4 MiB of an agent that only ever speaks plain HTTP on loopback."""
+    """The TLS settings of the agent's connections over TLS: the system's roots, or the CA
+    ``SSL_CERT_FILE`` names as it is set now, and hostnames checked. Imported on first use:
+    OpenSSL takes about 4 MiB of an agent that only ever speaks plain HTTP on loopback."""
     import ssl
 
     return ssl.create_default_context()

@@ -14,9 +14,13 @@ import base64
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from hatchway.http1 import Connection, client_tls
+from hatchway.http1 import Connection
+
+if TYPE_CHECKING:
+    import ssl
 
 MAX_REFUSAL_BYTES = 64 * 1024
 """Most of a refusal's body (a proxy's to a CONNECT, the relay's to a WebSocket handshake)
@@ -78,12 +82,15 @@ def _bypassed(host: str, no_proxy: str) -> bool:
 
 
 def open_connection(
-    host: str, port: int, secure: bool, timeout: float, environ: Mapping[str, str] = os.environ
+    host: str,
+    port: int,
+    tls: ssl.SSLContext | None,
+    timeout: float,
+    environ: Mapping[str, str] = os.environ,
 ) -> Connection:
-    """An HTTP/1.1 connection to ``host:port`` (TLS if ``secure``), through the environment's
-    proxy when it names one; every step times out after ``timeout`` seconds."""
-    proxy = proxy_for(host, secure, environ)
-    tls = client_tls() if secure else None
+    """An HTTP/1.1 connection to ``host:port`` (over TLS with ``tls``), through the
+    environment's proxy when it names one; every step times out after ``timeout`` seconds."""
+    proxy = proxy_for(host, tls is not None, environ)
     if proxy is None:
         return Connection.open(host, port, timeout, tls)
     conn = Connection.open(proxy.host, proxy.port, timeout)
