@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from hatchway import proxy
 from hatchway.errors import RelayUnreachable, TokenRefused
-from hatchway.http1 import BadReply, Connection, Truncated, client_tls
+from hatchway.http1 import BadReply, Connection, Reply, Truncated, client_tls
 from hatchway.wire import Link
 
 try:  # CPython's own SHA-1: hashlib's would load OpenSSL, 4 MiB, to hash 60 bytes once
@@ -121,9 +121,21 @@ def _upgrade(conn: Connection, address: Address, headers: Sequence[tuple[str, st
         raise HandshakeRefused(
             reply.status, f"the relay answered HTTP {reply.status} instead of a WebSocket"
         )
-    upgrade = (reply.header("upgrade") or "").strip().lower()
-    expected = base64.b64encode(sha1(key.encode("ascii") + _ACCEPT_SUFFIX).digest()).decode()
-    if upgrade != "websocket" or (reply.header("sec-websocket-accept") or "").strip() != expected:
-        raise HandshakeFailed("the relay's 101 answer does not accept this WebSocket handshake")
+    _check_acceptance(reply, key)
     sock, already = conn.detach()
     return Link(sock, already)
+
+
+def _check_acceptance(reply: Reply, key: str) -> None:
+    """RFC 6455 section 4.1: a 101 that upgrades to WebSocket, accepts this key, and adds no
+    extension or subprotocol the agent did not ask for (it asks for none)."""
+    upgrade = (reply.header("upgrade") or "").strip().lower()
+    connection = {t.strip().lower() for t in (reply.header("connection") or "").split(",")}
+    expected = base64.b64encode(sha1(key.encode("ascii") + _ACCEPT_SUFFIX).digest()).decode()
+    if upgrade != "websocket" or "upgrade" not in connection:
+        raise HandshakeFailed("the relay's 101 answer does not upgrade to a WebSocket")
+    if (reply.header("sec-websocket-accept") or "").strip() != expected:
+        raise HandshakeFailed("the relay's 101 answer does not accept this WebSocket handshake")
+    for name in ("sec-websocket-extensions", "sec-websocket-protocol"):
+        if reply.header(name):
+            raise HandshakeFailed(f"the relay's 101 answer sets {name}, which was not asked for")

@@ -189,12 +189,9 @@ def test_the_handshake_opens_a_link_that_keeps_the_bytes_after_the_101() -> None
     assert headers["authorization"] == "Bearer hw_t"
 
 
-def answer_with(status_line: bytes, accept: bytes | None = None) -> Script:
+def refusing(status: int) -> Script:
     def script(sock: socket.socket, headers: dict[str, str]) -> None:
-        extra = b"Sec-WebSocket-Accept: " + accept + b"\r\n" if accept is not None else b""
-        sock.sendall(
-            status_line + b"\r\nUpgrade: websocket\r\nContent-Length: 0\r\n" + extra + b"\r\n"
-        )
+        sock.sendall(b"HTTP/1.1 %d No\r\nContent-Length: 0\r\n\r\n" % status)
 
     return script
 
@@ -202,7 +199,7 @@ def answer_with(status_line: bytes, accept: bytes | None = None) -> Script:
 @pytest.mark.parametrize("status", [401, 403, 429, 502])
 def test_a_refusal_keeps_its_status(status: int) -> None:
     with (
-        scripted_relay(answer_with(b"HTTP/1.1 %d No" % status)) as (port, _),
+        scripted_relay(refusing(status)) as (port, _),
         pytest.raises(HandshakeRefused, match=f"relay answered HTTP {status}") as refused,
     ):
         handshake.open_link(f"ws://127.0.0.1:{port}/", [], WAIT, {})
@@ -219,7 +216,7 @@ def test_a_refusal_keeps_its_status(status: int) -> None:
 )
 def test_connect_says_which_refusal_it_was(status: int, error: type, words: str) -> None:
     with (
-        scripted_relay(answer_with(b"HTTP/1.1 %d No" % status)) as (port, _),
+        scripted_relay(refusing(status)) as (port, _),
         pytest.raises(error, match=words),
     ):
         handshake.connect(f"ws://127.0.0.1:{port}/", "hw_t", WAIT)
@@ -233,10 +230,49 @@ def test_a_relay_that_stops_inside_its_answer_is_unreachable_not_a_crash() -> No
         handshake.connect(f"ws://127.0.0.1:{port}/", "hw_t", WAIT)
 
 
-def test_a_101_that_does_not_accept_this_key_is_refused() -> None:
-    wrong_key = answer_with(b"HTTP/1.1 101 Switching", b"bm90IHRoZSBrZXk=")
-    with scripted_relay(wrong_key) as (port, _), pytest.raises(HandshakeFailed, match="accept"):
+def upgrade_answer(*lines: bytes, accept: bool = True) -> Script:
+    """A 101 with the given header lines, plus a right or wrong Sec-WebSocket-Accept."""
+
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        key = headers["sec-websocket-key"] if accept else "bm90IHRoZSBrZXk="
+        extra = b"".join(line + b"\r\n" for line in lines)
+        sock.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\n"
+            + extra
+            + b"Sec-WebSocket-Accept: "
+            + accept_value(key)
+            + b"\r\n\r\n"
+        )
+
+    return script
+
+
+UPGRADE = (b"Upgrade: websocket", b"Connection: Upgrade")
+
+
+@pytest.mark.parametrize(
+    ("script", "words"),
+    [
+        (upgrade_answer(*UPGRADE, accept=False), "does not accept this WebSocket handshake"),
+        (upgrade_answer(b"Connection: Upgrade"), "does not upgrade to a WebSocket"),
+        (upgrade_answer(b"Upgrade: h2c", b"Connection: Upgrade"), "does not upgrade"),
+        (upgrade_answer(b"Upgrade: websocket", b"Connection: keep-alive"), "does not upgrade"),
+        (
+            upgrade_answer(*UPGRADE, b"Sec-WebSocket-Extensions: permessage-deflate"),
+            "sets sec-websocket-extensions, which was not asked for",
+        ),
+        (upgrade_answer(*UPGRADE, b"Sec-WebSocket-Protocol: chat"), "sec-websocket-protocol"),
+    ],
+)
+def test_a_101_that_does_not_accept_this_handshake_is_refused(script: Script, words: str) -> None:
+    with scripted_relay(script) as (port, _), pytest.raises(HandshakeFailed, match=words):
         handshake.open_link(f"ws://127.0.0.1:{port}/", [], WAIT, {})
+
+
+def test_a_101_with_upgrade_among_other_connection_tokens_is_accepted() -> None:
+    script = upgrade_answer(b"Upgrade: WebSocket", b"Connection: keep-alive, Upgrade")
+    with scripted_relay(script) as (port, _):
+        handshake.open_link(f"ws://127.0.0.1:{port}/", [], WAIT, {}).close()
 
 
 def test_an_unreachable_relay_is_reported_as_such() -> None:
