@@ -45,6 +45,7 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from hatchway import __version__, blobs, codec, handshake, protocol
 from hatchway.answers import RecentAnswers
@@ -54,7 +55,6 @@ from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefu
 from hatchway.inflight import TunnelGate
 from hatchway.protocol import ProtocolError, Request, Response
 from hatchway.wire import Link
-from hatchway.workers import Workers
 
 log = logging.getLogger("hatchway.agent")
 
@@ -182,7 +182,7 @@ class Session:
         self.clock_offset = 0.0
         """The relay's clock minus ours (from ``Welcome.now``): deadlines are on the relay's."""
         self.welcome: protocol.Welcome | None = None
-        self._pool = Workers(workers)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="hatchway-worker")
         self._closing = threading.Event()
         self._ready = threading.Event()
         self._current: Connection | None = None
@@ -293,7 +293,7 @@ class Session:
             current = self._current
         if current is not None:
             current.close()
-        self._pool.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _open(self) -> Connection:
         """Connect, say hello, wait for the welcome; raise a typed error on refusal."""
