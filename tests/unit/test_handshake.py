@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager, contextmanager
 import pytest
 import websocket
 
-from hatchway import blobs, handshake, wire
+from hatchway import blobs, handshake, proxy, wire
 from hatchway.errors import RelayUnreachable, TokenRefused
 from hatchway.handshake import Address, HandshakeFailed, HandshakeRefused
 from hatchway.proxy import Proxy, ProxyRefused, proxy_for
@@ -189,11 +189,34 @@ def test_the_handshake_opens_a_link_that_keeps_the_bytes_after_the_101() -> None
     assert headers["authorization"] == "Bearer hw_t"
 
 
-def refusing(status: int) -> Script:
+def refusing(status: int, body: bytes = b"", declared: int | None = None) -> Script:
+    """A refusal with ``body``, announced as ``declared`` bytes (its true size by default)."""
+    length = len(body) if declared is None else declared
+
     def script(sock: socket.socket, headers: dict[str, str]) -> None:
-        sock.sendall(b"HTTP/1.1 %d No\r\nContent-Length: 0\r\n\r\n" % status)
+        head = b"HTTP/1.1 %d No\r\nContent-Length: %d\r\n\r\n" % (status, length)
+        with contextlib.suppress(OSError):  # the agent may hang up before all of it is sent
+            sock.sendall(head + body)
 
     return script
+
+
+@pytest.mark.parametrize(
+    ("body", "declared"),
+    [
+        (b"x" * proxy.MAX_REFUSAL_BYTES, None),  # at the limit: read whole
+        (b"x" * (proxy.MAX_REFUSAL_BYTES + 1), None),  # beyond it: not read
+        (b"x" * 1000, 50_000_000),  # a body far larger than anything read
+    ],
+)
+def test_a_refusal_is_reported_by_status_whatever_its_body(
+    body: bytes, declared: int | None
+) -> None:
+    with (
+        scripted_relay(refusing(401, body, declared)) as (port, _),
+        pytest.raises(TokenRefused, match="refused the token"),
+    ):
+        handshake.connect(f"ws://127.0.0.1:{port}/", "hw_t", WAIT)
 
 
 @pytest.mark.parametrize("status", [401, 403, 429, 502])
