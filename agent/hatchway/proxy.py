@@ -11,6 +11,7 @@ proxy for a tunnel (``CONNECT``) and speaks TLS, when the URL asks for it, insid
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
 MAX_REFUSAL_BYTES = 64 * 1024
 """Most of a refusal's body (a proxy's to a CONNECT, the relay's to a WebSocket handshake)
 read, and dropped, before the connection is closed."""
-
-_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class ProxyRefused(ConnectionError):
@@ -54,7 +53,7 @@ def proxy_for(host: str, secure: bool, environ: Mapping[str, str] = os.environ) 
     """The HTTP proxy the environment names for ``host``, or None to connect directly;
     ``ValueError`` for a proxy URL that is not http://."""
     host = host.lower()
-    if host in _LOOPBACK_HOSTS or host.endswith(".localhost"):
+    if _is_loopback(host):
         return None
     name = "https_proxy" if secure else "http_proxy"
     value = environ.get(name) or environ.get(name.upper())
@@ -68,6 +67,15 @@ def proxy_for(host: str, secure: bool, environ: Mapping[str, str] = os.environ) 
         pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
         credentials = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
     return Proxy(parts.hostname, parts.port or 80, credentials)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name, not an address
+        return False
 
 
 def _bypassed(host: str, no_proxy: str) -> bool:

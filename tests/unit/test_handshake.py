@@ -84,6 +84,8 @@ CREDENTIALS = "Basic " + base64.b64encode(b"me:p@ss").decode()
             Proxy("p", 1),
         ),
         ("ws://127.0.0.1:8080/", {"http_proxy": "http://p:1"}, None),
+        ("ws://127.0.0.2:8080/", {"http_proxy": "http://p:1"}, None),
+        ("ws://127.example.com/", {"http_proxy": "http://p:1"}, Proxy("p", 1)),
         ("ws://localhost:8080/", {"http_proxy": "http://p:1"}, None),
         ("ws://[::1]:8080/", {"http_proxy": "http://p:1"}, None),
         ("ws://relay.localhost:8080/", {"http_proxy": "http://p:1"}, None),
