@@ -17,7 +17,10 @@ class Scripted:
     def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.reply = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+        self.reply = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        """What every request is answered with. The server closes each connection after one
+        answer, so the default says so: without it a client may reuse the connection before the
+        close reaches it, and a request it cannot repeat fails with a reset."""
         self.received: list[bytes] = []
         self.arrived = threading.Event()
         """Set once a request (or what came of it before its client gave up) is recorded."""
