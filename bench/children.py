@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -18,6 +19,13 @@ READY_TIMEOUT_SECONDS = 30.0
 
 KEPT_LINES = 200
 """Lines kept of a child's output, for the message when it fails to start."""
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound once here, then released for a child)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class Child:

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import base64
 import json
-import socket
 import statistics
 import struct
 import sys
@@ -31,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import wrk  # noqa: E402
-from children import Child  # noqa: E402
+from children import Child, free_port  # noqa: E402
 
 ROUNDS = 3
 SECONDS = 10.0
@@ -134,15 +133,9 @@ async def agent(relay_port: int, origin_port: int) -> None:
         task.add_done_callback(tasks.discard)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def measure(rounds: int, seconds: float) -> None:
     binary = wrk.ensure_wrk()
-    origin_port, relay_port, agent_port = _free_port(), _free_port(), _free_port()
+    origin_port, relay_port, agent_port = free_port(), free_port(), free_port()
     me = [sys.executable, str(Path(__file__).resolve())]
     children = [Child([sys.executable, str(HERE / "origin.py"), str(origin_port)])]
     try:

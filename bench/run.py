@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import socket
 import statistics
 import sys
 import tempfile
@@ -36,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import wrk  # noqa: E402
-from children import Child  # noqa: E402
+from children import Child, free_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
 TOKEN = "hw_bench-token-0123456789"
@@ -96,12 +95,6 @@ class Usage:
 
     cpu_percent: list[float] = field(default_factory=list)
     peak_rss_mib: float = 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def measure(
