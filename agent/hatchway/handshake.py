@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from hatchway import proxy
 from hatchway.errors import RelayUnreachable, TokenRefused
-from hatchway.http1 import BadReply, Connection, Reply, Truncated, client_tls
+from hatchway.http1 import BadReply, Connection, Reply, Truncated, client_tls, header_tokens
 from hatchway.wire import Link
 
 try:  # CPython's own SHA-1: hashlib's would load OpenSSL, 4 MiB, to hash 60 bytes once
@@ -130,7 +130,7 @@ def _check_acceptance(reply: Reply, key: str) -> None:
     """RFC 6455 section 4.1: a 101 that upgrades to WebSocket, accepts this key, and adds no
     extension or subprotocol the agent did not ask for (it asks for none)."""
     upgrade = (reply.header("upgrade") or "").strip().lower()
-    connection = {t.strip().lower() for t in (reply.header("connection") or "").split(",")}
+    connection = header_tokens(reply.headers, "connection")
     expected = base64.b64encode(sha1(key.encode("ascii") + _ACCEPT_SUFFIX).digest()).decode()
     if upgrade != "websocket" or "upgrade" not in connection:
         raise HandshakeFailed("the relay's 101 answer does not upgrade to a WebSocket")

@@ -211,12 +211,7 @@ class Connection:
             if not colon or not _TOKEN.match(name):
                 raise BadReply(f"bad header line {line[:80]!r}")
             headers.append((name.decode("latin-1"), _text(value.strip(b" \t"))))
-        tokens = {
-            token.strip().lower()
-            for name, value in headers
-            if name.lower() == "connection"
-            for token in value.split(",")
-        }
+        tokens = set(header_tokens(headers, "connection"))
         keep_alive = "keep-alive" in tokens if version == b"HTTP/1.0" else "close" not in tokens
         return int(code), headers, keep_alive
 
@@ -241,12 +236,7 @@ class Connection:
             return "none"
         if method == "CONNECT" and 200 <= status < 300:  # a tunnel follows, not a body
             return "none"
-        codings = [
-            coding.strip().lower()
-            for name, value in headers
-            if name.lower() == "transfer-encoding"
-            for coding in value.split(",")
-        ]
+        codings = header_tokens(headers, "transfer-encoding")
         if codings:  # RFC 9112 6.3: anything but chunked last is read until the server closes
             return "chunked" if codings[-1] == "chunked" else "close"
         lengths = {
@@ -418,6 +408,17 @@ class SourceFailed(Exception):
     def __init__(self, cause: OSError | Truncated) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+def header_tokens(headers: Iterable[tuple[str, str]], name: str) -> list[str]:
+    """The comma-separated tokens of every ``name`` header (any case), stripped, lower-cased."""
+    name = name.lower()
+    return [
+        token.strip().lower()
+        for header, value in headers
+        if header.lower() == name
+        for token in value.split(",")
+    ]
 
 
 def _text(value: bytes) -> str:
