@@ -8,6 +8,14 @@ kept connection and sends the answer back the same way. They split HTTP by hand 
 store, limit and log nothing, and speak no WebSocket. Whatever the real tunnel does on top of
 that, it cannot be faster than this pair.
 
+A second pair measures what the relay's real work adds: the same bare transports, but the
+relay runs its real Lambda handlers for each request (the HTTP handler as the local gateway's
+steps, the WebSocket handler for each answer, the in-memory store and blob store, as
+``hatchway-local`` has them), and the agent decodes and encodes the real protocol messages
+(``hatchway.codec``). No aiohttp, no WebSocket framing, no threads, no display: what is left is
+what any gateway that runs the relay's handlers, and any agent that speaks its protocol, must
+spend.
+
     .venv/bin/python bench/floor.py            # p50 at c=1 and req/s at c=32, as ratios to direct
 
 The same origin (``origin.py``) and wrk as ``make bench``, alternating direct and floor within
@@ -20,11 +28,14 @@ import argparse
 import asyncio
 import base64
 import json
+import random
 import statistics
 import struct
 import sys
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -133,59 +144,234 @@ async def agent(relay_port: int, origin_port: int) -> None:
         task.add_done_callback(tasks.discard)
 
 
+FLOOR_TOKEN = "hw_floor-token-0123456789"
+FLOOR_CONNECTION = "floor-connection"
+
+
+def _event(first_line: str, headers: list[list[str]], body: bytes, peer: str) -> dict[str, Any]:
+    """The payload 2.0 event the local gateway builds for a visitor's request (see
+    ``hatchway_local.gateway``), body as bytes as its steps take it."""
+    method, target, version = first_line.split(" ", 2)
+    path, _, query = target.partition("?")
+    joined: dict[str, str] = {}
+    for name, value in headers:
+        key = name.lower()
+        joined[key] = f"{joined[key]},{value}" if key in joined else value
+    joined.setdefault("x-forwarded-for", peer)
+    joined.setdefault("x-forwarded-proto", "http")
+    domain = joined.get("host", "").rsplit(":", 1)[0]
+    now = time.time()
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": unquote(path),
+        "rawQueryString": query,
+        "headers": joined,
+        "requestContext": {
+            "domainName": domain,
+            "domainPrefix": domain.split(".", 1)[0],
+            "http": {
+                "method": method,
+                "path": unquote(path),
+                "protocol": version,
+                "sourceIp": peer,
+                "userAgent": joined.get("user-agent", ""),
+            },
+            "requestId": format(random.getrandbits(64), "016x"),
+            "routeKey": "$default",
+            "stage": "$default",
+            "timeEpoch": int(now * 1000),
+        },
+        "isBase64Encoded": bool(body),
+        **({"body": body} if body else {}),
+    }
+
+
+async def relay_with_handlers(visitor_port: int, agent_port: int) -> None:
+    """The bare relay, running the relay's real handlers over its in-memory stores."""
+    from hatchway import protocol
+    from hatchway_relay.adapters.memory_blobs import MemoryBlobStore
+    from hatchway_relay.adapters.memory_store import MemoryStore
+    from hatchway_relay.core import Relay, RelayConfig
+    from hatchway_relay.handlers import http as http_handlers
+    from hatchway_relay.handlers import websocket as ws_handlers
+    from hatchway_relay.ports import SystemClock
+
+    loop = asyncio.get_running_loop()
+    agent: list[asyncio.StreamWriter] = []
+
+    class StreamPoster:
+        def post(self, connection_id: str, text: str) -> None:
+            data = text.encode()
+            agent[0].write(_LENGTH.pack(len(data)) + data)
+
+    clock = SystemClock()
+    store = MemoryStore(clock)
+    base = f"http://127.0.0.1:{visitor_port}"
+    config = RelayConfig(
+        path_url=f"{base}/",
+        subdomain_url=f"http://{{name}}.localhost:{visitor_port}/",
+        domain="localhost",
+        custom_hostnames={},
+        custom_hostname_url=f"http://{{host}}:{visitor_port}/",
+        inline_response_bytes=protocol.MAX_INLINE_BODY_BYTES,
+    )
+    relay = Relay(store, StreamPoster(), clock, config, blobs=MemoryBlobStore(base, clock))
+    relay.add_token(FLOOR_TOKEN)
+    on_message = ws_handlers.make_handler(relay)
+    visit = http_handlers.make_stepping_handler(relay, body_as_bytes=True)
+
+    async def on_agent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        agent.append(writer)
+        context = {"routeKey": "$connect", "connectionId": FLOOR_CONNECTION}
+        on_message(
+            {"requestContext": context, "headers": {"authorization": f"Bearer {FLOOR_TOKEN}"}}, None
+        )
+        while True:
+            (size,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+            text = (await reader.readexactly(size)).decode()
+            context = {"routeKey": "$default", "connectionId": FLOOR_CONNECTION}
+            on_message({"requestContext": context, "body": text}, None)
+
+    async def answer(request_id: str) -> bytes | None:
+        ready: asyncio.Future[None] = loop.create_future()
+        store.watch_response(request_id, lambda: ready.done() or ready.set_result(None))
+        found = store.wait_response(request_id, 0.0)
+        if found is None:
+            await ready
+            found = store.wait_response(request_id, 0.0)
+        return found
+
+    async def on_visitor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")[0]
+        try:
+            while True:
+                first, headers, body = await _read_http(reader)
+                steps = visit(_event(first, headers, body, peer), None)
+                found: bytes | None = None
+                try:
+                    while True:
+                        wait = steps.send(found)
+                        found = await answer(wait.request_id)
+                except StopIteration as done:
+                    result = done.value
+                status = result["statusCode"]
+                fields = [[k, str(v)] for k, v in result.get("headers", {}).items()]
+                fields += [["set-cookie", c] for c in result.get("cookies") or []]
+                writer.write(_http(f"HTTP/1.1 {status} -", fields, result.get("body") or b""))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    await asyncio.start_server(on_agent, "127.0.0.1", agent_port)
+    await asyncio.start_server(on_visitor, "127.0.0.1", visitor_port)
+    print("floor relay ready", flush=True)
+    await asyncio.Event().wait()
+
+
+async def agent_with_codec(relay_port: int, origin_port: int) -> None:
+    """The bare agent, reading and writing the relay's real protocol messages."""
+    from hatchway import codec, protocol
+    from hatchway.bodies import looks_compressible
+
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay_port)
+    hello = codec.encode(protocol.Hello((protocol.TunnelSpec("bench"),), instance="floor"))
+    data = hello.encode()
+    writer.write(_LENGTH.pack(len(data)) + data)
+
+    async def serve(request: protocol.Request) -> None:
+        app = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", origin_port)
+        target = request.path + (f"?{request.query}" if request.query else "")
+        fields = [[name, value] for name, value in request.headers]
+        app[1].write(_http(f"{request.method} {target} HTTP/1.1", fields, request.body))
+        status_line, headers, body = await _read_http(app[0])
+        idle.append(app)
+        kept = tuple((n, v) for n, v in headers if n.lower() not in _SKIPPED)
+        kept += (("content-length", str(len(body))),)
+        response = protocol.Response(request.id, int(status_line.split(" ", 2)[1]), kept, body)
+        data = codec.encode(response, looks_compressible(body)).encode()
+        writer.write(_LENGTH.pack(len(data)) + data)
+
+    print("floor agent ready", flush=True)
+    tasks: set[asyncio.Task[None]] = set()
+    while True:
+        (size,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+        message = codec.decode(await reader.readexactly(size))
+        if isinstance(message, protocol.Request):
+            task = asyncio.get_running_loop().create_task(serve(message))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+
+PAIRS = {"bare floor": ("relay", "agent"), "with handlers": ("relay-handlers", "agent-codec")}
+"""The pairs measured, by column: the roles each runs as (``main``)."""
+
+
 def measure(rounds: int, seconds: float) -> None:
     binary = wrk.ensure_wrk()
-    origin_port, relay_port, agent_port = free_port(), free_port(), free_port()
+    origin_port = free_port()
     me = [sys.executable, str(Path(__file__).resolve())]
     children = [Child([sys.executable, str(HERE / "origin.py"), str(origin_port)])]
+    urls = {"direct": f"http://127.0.0.1:{origin_port}/bytes/1024"}
+    hosts: dict[str, str | None] = {"direct": None}
     try:
         children[0].wait_for("origin ready")
-        children.append(Child([*me, "relay", str(relay_port), str(agent_port)]))
-        children[1].wait_for("floor relay ready")
-        children.append(Child([*me, "agent", str(agent_port), str(origin_port)]))
-        children[2].wait_for("floor agent ready")
+        for name, (relay_role, agent_role) in PAIRS.items():
+            relay_port, agent_port = free_port(), free_port()
+            children.append(Child([*me, relay_role, str(relay_port), str(agent_port)]))
+            children[-1].wait_for("floor relay ready")
+            children.append(Child([*me, agent_role, str(agent_port), str(origin_port)]))
+            children[-1].wait_for("floor agent ready")
+            urls[name] = f"http://127.0.0.1:{relay_port}/bytes/1024"
+            hosts[name] = f"bench.localhost:{relay_port}"  # the tunnel's name, for the relay
+            wrk.run(binary, urls[name], 32, 2.0, hosts[name])  # warm up
         for child in children:
             child.quiet()
-        urls = {
-            "direct": f"http://127.0.0.1:{origin_port}/bytes/1024",
-            "floor": f"http://127.0.0.1:{relay_port}/bytes/1024",
-        }
         p50: dict[str, list[float]] = {name: [] for name in urls}
         rate: dict[str, list[float]] = {name: [] for name in urls}
-        wrk.run(binary, urls["floor"], 32, 2.0)  # warm up
         for number in range(1, rounds + 1):
             print(f"round {number} of {rounds} ...", file=sys.stderr)
             for name, url in urls.items():
-                p50[name].append(wrk.run(binary, url, 1, seconds).p50_us)
-                rate[name].append(wrk.run(binary, url, 32, seconds).requests_per_second)
+                p50[name].append(wrk.run(binary, url, 1, seconds, hosts[name]).p50_us)
+                rate[name].append(
+                    wrk.run(binary, url, 32, seconds, hosts[name]).requests_per_second
+                )
     finally:
         for child in reversed(children):
             child.kill()
-    direct_p50, floor_p50 = (statistics.median(p50[n]) for n in urls)
-    direct_rate, floor_rate = (statistics.median(rate[n]) for n in urls)
-    print("| measure (median) | direct | bare floor | floor/direct |")
-    print("|---|---:|---:|---:|")
-    print(
-        f"| p50 latency c=1, 1 KB (µs) | {direct_p50:,.0f} | {floor_p50:,.0f} | "
-        f"{floor_p50 / direct_p50:.1f}x |"
+    pairs = list(PAIRS)
+    direct_p50, direct_rate = statistics.median(p50["direct"]), statistics.median(rate["direct"])
+    print(f"| measure (median) | direct | {' | '.join(pairs)} |")
+    print("|---|---:|" + "---:|" * len(pairs))
+    cells = (
+        f"{statistics.median(p50[n]):,.0f} ({statistics.median(p50[n]) / direct_p50:.1f}x)"
+        for n in pairs
     )
-    print(
-        f"| req/s c=32, 1 KB | {direct_rate:,.0f} | {floor_rate:,.0f} | "
-        f"{floor_rate / direct_rate:.3f} |"
+    print(f"| p50 latency c=1, 1 KB (µs) | {direct_p50:,.0f} | {' | '.join(cells)} |")
+    cells = (
+        f"{statistics.median(rate[n]):,.0f} ({statistics.median(rate[n]) / direct_rate:.3f})"
+        for n in pairs
     )
+    print(f"| req/s c=32, 1 KB | {direct_rate:,.0f} | {' | '.join(cells)} |")
+
+
+ROLES = {
+    "relay": relay,
+    "agent": agent,
+    "relay-handlers": relay_with_handlers,
+    "agent-codec": agent_with_codec,
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("role", nargs="?", choices=["relay", "agent"], help=argparse.SUPPRESS)
+    parser.add_argument("role", nargs="?", choices=list(ROLES), help=argparse.SUPPRESS)
     parser.add_argument("ports", nargs="*", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--seconds", type=float, default=SECONDS)
     args = parser.parse_args()
-    if args.role == "relay":
-        asyncio.run(relay(*args.ports))
-    elif args.role == "agent":
-        asyncio.run(agent(*args.ports))
+    if args.role:
+        asyncio.run(ROLES[args.role](*args.ports))
     else:
         measure(args.rounds, args.seconds)
 

@@ -1,0 +1,105 @@
+"""The pairs ``bench/floor.py`` measures relay what they are given: a floor that answered
+wrongly (or not through the relay's handlers) would be a figure of nothing. Each pair runs
+as the bench runs it, as processes on loopback ports, in front of the bench's origin."""
+
+from __future__ import annotations
+
+import http.client
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import floor
+from children import Child, free_port
+
+BENCH = Path(floor.__file__).resolve().parent
+REQUEST_SECONDS = 10.0
+
+
+@pytest.fixture(scope="module")
+def origin_port() -> Iterator[int]:
+    port = free_port()
+    origin = Child([sys.executable, str(BENCH / "origin.py"), str(port)])
+    try:
+        origin.wait_for("origin ready")
+        yield port
+    finally:
+        origin.kill()
+
+
+@pytest.fixture(params=list(floor.PAIRS), scope="module")
+def relay_port(request: pytest.FixtureRequest, origin_port: int) -> Iterator[int]:
+    relay_role, agent_role = floor.PAIRS[request.param]
+    relay_port, agent_port = free_port(), free_port()
+    script = str(BENCH / "floor.py")
+    children = [Child([sys.executable, script, relay_role, str(relay_port), str(agent_port)])]
+    try:
+        children[0].wait_for("floor relay ready")
+        children.append(
+            Child([sys.executable, script, agent_role, str(agent_port), str(origin_port)])
+        )
+        children[1].wait_for("floor agent ready")
+        yield relay_port
+    finally:
+        for child in reversed(children):
+            child.kill()
+
+
+def ask(port: int, method: str, path: str, body: bytes = b"", name: str = "bench"):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_SECONDS)
+    try:
+        headers = {"Host": f"{name}.localhost:{port}"}
+        connection.request(method, path, body=body or None, headers=headers)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def test_a_get_comes_back_whole(relay_port: int) -> None:
+    status, _, body = ask(relay_port, "GET", "/bytes/1024")
+    assert (status, len(body)) == (200, 1024)
+
+
+def test_a_post_body_reaches_the_origin_and_comes_back(relay_port: int) -> None:
+    sent = bytes(range(256)) * 8
+    status, _, body = ask(relay_port, "POST", "/echo", sent)
+    assert (status, body) == (200, sent)
+
+
+def test_requests_on_one_kept_connection_are_answered_in_turn(relay_port: int) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", relay_port, timeout=REQUEST_SECONDS)
+    try:
+        sizes = [16, 1024, 300]
+        got = []
+        for size in sizes:
+            connection.request("GET", f"/bytes/{size}", headers={"Host": "bench.localhost"})
+            got.append(len(connection.getresponse().read()))
+        assert got == sizes
+    finally:
+        connection.close()
+
+
+def test_the_handlers_pair_answers_through_the_relays_own_handlers(origin_port: int) -> None:
+    """Only the relay's routing knows no tunnel is called ``nobody``: its coded 404 shows the
+    real handlers ran (the bare pair forwards whatever comes)."""
+    relay_role, agent_role = floor.PAIRS["with handlers"]
+    relay_port, agent_port = free_port(), free_port()
+    script = str(BENCH / "floor.py")
+    relay = Child([sys.executable, script, relay_role, str(relay_port), str(agent_port)])
+    agent: Child | None = None
+    try:
+        relay.wait_for("floor relay ready")
+        agent = Child([sys.executable, script, agent_role, str(agent_port), str(origin_port)])
+        agent.wait_for("floor agent ready")
+        status, headers, _ = ask(relay_port, "GET", "/bytes/16", name="nobody")
+        assert status == 404
+        assert headers.get("x-hatchway-error") == "tunnel-not-found"
+    finally:
+        for child in (agent, relay):
+            if child is not None:
+                child.kill()
