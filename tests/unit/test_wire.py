@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -178,3 +179,33 @@ def test_a_written_message_is_masked_frames_websocket_client_reads(
         (TEXT if index == 0 else CONTINUATION, int(index == last), chunk)
         for index, chunk in enumerate(chunks)
     ]
+
+
+def test_mask_keys_are_fresh_across_draws_and_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys come from the kernel a draw at a time, and no two frames share one, however many
+    threads build frames at once."""
+    draws: list[int] = []
+    real = wire.os.urandom
+
+    def counted(size: int) -> bytes:
+        draws.append(size)
+        return real(size)
+
+    monkeypatch.setattr(wire.os, "urandom", counted)
+    monkeypatch.setattr(wire, "_keys", iter(()))
+    per_thread = wire.MASK_KEYS_PER_DRAW
+    keys: list[list[bytes]] = [[] for _ in range(4)]
+
+    def build(mine: list[bytes]) -> None:
+        mine.extend(wire.mask_key() for _ in range(per_thread))
+
+    threads = [threading.Thread(target=build, args=(mine,)) for mine in keys]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [key for mine in keys for key in mine]
+    assert {len(key) for key in every} == {4}
+    assert len(set(every)) == len(every) == 4 * per_thread
+    assert 4 <= len(draws) <= 8  # a draw per thousand keys (two threads may both draw at once)
+    assert set(draws) == {4 * wire.MASK_KEYS_PER_DRAW}
