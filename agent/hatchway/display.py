@@ -247,6 +247,15 @@ def _reconnect_text(attempt: int, delay: float, error: BaseException | None) -> 
     return f"relay unreachable{reason}; retry {attempt} in {delay:.1f} s"
 
 
+def _write_line(text: str, stream: TextIO, lock: threading.Lock) -> None:
+    """``text`` and its newline in one write, under ``lock`` so that lines from worker threads
+    never interleave. (``print`` writes the two apart, two system calls per request line on an
+    unbuffered stream, such as any with ``PYTHONUNBUFFERED`` set.)"""
+    with lock:
+        stream.write(text + "\n")
+        stream.flush()
+
+
 class LineLog(Listener):
     """Plain lines: the URLs once, then one line per request; problems on ``err``."""
 
@@ -257,8 +266,7 @@ class LineLog(Listener):
         self._lock = threading.Lock()
 
     def _print(self, text: str, stream: TextIO | None = None) -> None:
-        with self._lock:  # lines from worker threads never interleave
-            print(text, file=stream or self.out, flush=True)
+        _write_line(text, stream or self.out, self._lock)
 
     def started(self) -> None:
         url, note = self.status.inspector_url, self.status.inspector_note
@@ -302,8 +310,7 @@ class JsonLog(Listener):
 
     def emit(self, event: str, **fields: Any) -> None:
         text = json.dumps({"event": event, "time": round(self.clock(), 3), **fields})
-        with self._lock:
-            print(text, file=self.out, flush=True)
+        _write_line(text, self.out, self._lock)
 
     def started(self) -> None:
         self.emit(

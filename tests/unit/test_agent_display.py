@@ -135,6 +135,28 @@ def test_plain_lines_one_per_request() -> None:
     assert err.getvalue() == ""
 
 
+class Writes(io.StringIO):
+    """A stream that counts its writes: each is a system call on an unbuffered terminal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+@pytest.mark.parametrize("kind", ["plain", "json"])
+def test_a_request_line_goes_out_in_one_write(kind: str) -> None:
+    out = Writes()
+    live = status()
+    log = LineLog(live, out, io.StringIO()) if kind == "plain" else JsonLog(live, out)
+    log.request(*served(), 3.4)
+    assert out.writes == 1
+    assert out.getvalue().endswith("\n") and out.getvalue().count("\n") == 1
+
+
 def test_plain_lines_name_the_tunnel_when_there_are_several() -> None:
     log, out, _ = line_log("3000", "8000")
     log.status.ready(TWO)
