@@ -33,6 +33,7 @@ import statistics
 import struct
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -49,15 +50,35 @@ _LENGTH = struct.Struct("!I")
 _SKIPPED = frozenset({"content-length", "connection"})
 
 
-async def _read_message(reader: asyncio.StreamReader) -> dict[str, Any]:
+async def _read_frame(reader: asyncio.StreamReader) -> bytes:
     (size,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
-    message: dict[str, Any] = json.loads(await reader.readexactly(size))
+    return await reader.readexactly(size)
+
+
+def _write_frame(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(_LENGTH.pack(len(data)) + data)
+
+
+async def _read_message(reader: asyncio.StreamReader) -> dict[str, Any]:
+    message: dict[str, Any] = json.loads(await _read_frame(reader))
     return message
 
 
 def _write_message(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
-    data = json.dumps(message).encode()
-    writer.write(_LENGTH.pack(len(data)) + data)
+    _write_frame(writer, json.dumps(message).encode())
+
+
+async def _listen(
+    agent_port: int,
+    on_agent: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    visitor_port: int,
+    on_visitor: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> None:
+    """A relay's two listeners, then its readiness line; serves until killed."""
+    await asyncio.start_server(on_agent, "127.0.0.1", agent_port)
+    await asyncio.start_server(on_visitor, "127.0.0.1", visitor_port)
+    print("floor relay ready", flush=True)
+    await asyncio.Event().wait()
 
 
 async def _read_http(reader: asyncio.StreamReader) -> tuple[str, list[list[str]], bytes]:
@@ -114,10 +135,7 @@ async def relay(visitor_port: int, agent_port: int) -> None:
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
 
-    await asyncio.start_server(on_agent, "127.0.0.1", agent_port)
-    await asyncio.start_server(on_visitor, "127.0.0.1", visitor_port)
-    print("floor relay ready", flush=True)
-    await asyncio.Event().wait()
+    await _listen(agent_port, on_agent, visitor_port, on_visitor)
 
 
 async def agent(relay_port: int, origin_port: int) -> None:
@@ -202,8 +220,7 @@ async def relay_with_handlers(visitor_port: int, agent_port: int) -> None:
 
     class StreamPoster:
         def post(self, connection_id: str, text: str) -> None:
-            data = text.encode()
-            agent[0].write(_LENGTH.pack(len(data)) + data)
+            _write_frame(agent[0], text.encode())
 
     clock = SystemClock()
     store = MemoryStore(clock)
@@ -228,8 +245,7 @@ async def relay_with_handlers(visitor_port: int, agent_port: int) -> None:
             {"requestContext": context, "headers": {"authorization": f"Bearer {FLOOR_TOKEN}"}}, None
         )
         while True:
-            (size,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
-            text = (await reader.readexactly(size)).decode()
+            text = (await _read_frame(reader)).decode()
             context = {"routeKey": "$default", "connectionId": FLOOR_CONNECTION}
             on_message({"requestContext": context, "body": text}, None)
 
@@ -262,10 +278,7 @@ async def relay_with_handlers(visitor_port: int, agent_port: int) -> None:
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
 
-    await asyncio.start_server(on_agent, "127.0.0.1", agent_port)
-    await asyncio.start_server(on_visitor, "127.0.0.1", visitor_port)
-    print("floor relay ready", flush=True)
-    await asyncio.Event().wait()
+    await _listen(agent_port, on_agent, visitor_port, on_visitor)
 
 
 async def agent_with_codec(relay_port: int, origin_port: int) -> None:
@@ -276,8 +289,7 @@ async def agent_with_codec(relay_port: int, origin_port: int) -> None:
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     reader, writer = await asyncio.open_connection("127.0.0.1", relay_port)
     hello = codec.encode(protocol.Hello((protocol.TunnelSpec("bench"),), instance="floor"))
-    data = hello.encode()
-    writer.write(_LENGTH.pack(len(data)) + data)
+    _write_frame(writer, hello.encode())
 
     async def serve(request: protocol.Request) -> None:
         app = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", origin_port)
@@ -289,14 +301,12 @@ async def agent_with_codec(relay_port: int, origin_port: int) -> None:
         kept = tuple((n, v) for n, v in headers if n.lower() not in _SKIPPED)
         kept += (("content-length", str(len(body))),)
         response = protocol.Response(request.id, int(status_line.split(" ", 2)[1]), kept, body)
-        data = codec.encode(response, looks_compressible(body)).encode()
-        writer.write(_LENGTH.pack(len(data)) + data)
+        _write_frame(writer, codec.encode(response, looks_compressible(body)).encode())
 
     print("floor agent ready", flush=True)
     tasks: set[asyncio.Task[None]] = set()
     while True:
-        (size,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
-        message = codec.decode(await reader.readexactly(size))
+        message = codec.decode(await _read_frame(reader))
         if isinstance(message, protocol.Request):
             task = asyncio.get_running_loop().create_task(serve(message))
             tasks.add(task)
