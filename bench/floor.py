@@ -249,12 +249,21 @@ async def relay_with_handlers(visitor_port: int, agent_port: int) -> None:
             context = {"routeKey": "$default", "connectionId": FLOOR_CONNECTION}
             on_message({"requestContext": context, "body": text}, None)
 
-    async def answer(request_id: str) -> bytes | None:
+    async def answer(request_id: str, until: float) -> bytes | None:
+        """The answer once stored, or None at ``until`` (one future and one timer per wait,
+        as the local gateway has)."""
         ready: asyncio.Future[None] = loop.create_future()
-        store.watch_response(request_id, lambda: ready.done() or ready.set_result(None))
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        store.watch_response(request_id, wake)
         found = store.wait_response(request_id, 0.0)
         if found is None:
+            timer = loop.call_later(max(0.0, until - time.time()), wake)
             await ready
+            timer.cancel()
             found = store.wait_response(request_id, 0.0)
         return found
 
@@ -268,7 +277,7 @@ async def relay_with_handlers(visitor_port: int, agent_port: int) -> None:
                 try:
                     while True:
                         wait = steps.send(found)
-                        found = await answer(wait.request_id)
+                        found = await answer(wait.request_id, wait.until)
                 except StopIteration as done:
                     result = done.value
                 status = result["statusCode"]
