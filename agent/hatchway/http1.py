@@ -83,6 +83,33 @@ class Reply:
         return next((v for n, v in self.headers if n.lower() == name), None)
 
 
+BlockingHook = Callable[[socket.socket | None, int], None]
+"""``hook(sock, size)``: called before a socket operation that may block, a receive (``size``
+0) or a send of ``size`` bytes; or with ``sock`` None before a connect or other long work."""
+
+_hooks = threading.local()
+
+
+def before_blocking(hook: BlockingHook | None) -> None:
+    """Have ``hook`` called, in the calling thread only, before each socket operation of this
+    module's connections that may block (None: no longer). A thread that must not stay blocked
+    for long (the agent's reader, serving a request itself) uses it to pass its other duties on
+    first."""
+    _hooks.hook = hook
+
+
+def long_work_ahead() -> None:
+    """Tell the calling thread's hook (``before_blocking``) that what it does next may take
+    long, with no socket to wait on."""
+    _may_block(None)
+
+
+def _may_block(sock: socket.socket | None, size: int = 0) -> None:
+    hook = getattr(_hooks, "hook", None)
+    if hook is not None:
+        hook(sock, size)
+
+
 class Connection:
     """One connection to an HTTP/1.1 server; one exchange at a time."""
 
@@ -97,6 +124,7 @@ class Connection:
     def open(
         cls, host: str, port: int, timeout: float, tls: ssl.SSLContext | None = None
     ) -> Connection:
+        _may_block(None)
         sock = socket.create_connection((host, port), timeout)
         try:
             # The head and a body leave in one write, but a body larger than a segment ends in
@@ -155,10 +183,13 @@ class Connection:
             raise ValueError("a header name or value contains NUL")
         head = text.encode("utf-8", "surrogateescape")
         if isinstance(body, bytes) and len(body) <= RECEIVE_BYTES:
+            _may_block(self.sock, len(head) + len(body))
             self.sock.sendall(head + body)
         else:  # a large body is not copied just to join it to its head
+            _may_block(self.sock, len(head))
             self.sock.sendall(head)
             for chunk in [body] if isinstance(body, bytes) else body:
+                _may_block(self.sock, len(chunk))
                 self.sock.sendall(chunk)
         # Servers that write a head and its body apart with Nagle on wait for the ACK of the
         # head, which Linux delays up to 40 ms on request/response connections. The option does
@@ -274,6 +305,7 @@ class Connection:
         self._buffer.clear()
         view = memoryview(body_buffer)
         while got < size:
+            _may_block(self.sock)
             count = self.sock.recv_into(view[got:], min(size - got, RECEIVE_BYTES))
             if not count:
                 raise Truncated(f"it announced {size} bytes and sent {got}")
@@ -334,6 +366,7 @@ class Connection:
 
     def _fill(self) -> bool:
         """Append what the socket has to the buffer; False at the end of the stream."""
+        _may_block(self.sock)
         data = self.sock.recv(RECEIVE_BYTES)
         self._buffer += data
         return bool(data)
@@ -392,6 +425,7 @@ class BodyStream:
                 yield first
             view = memoryview(bytearray(min(left, RECEIVE_BYTES)))
             while left:
+                _may_block(conn.sock)
                 count = conn.sock.recv_into(view, min(left, len(view)))
                 if not count:
                     raise Truncated(f"it announced {self.size} bytes and sent {self.size - left}")

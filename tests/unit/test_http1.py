@@ -5,6 +5,7 @@ as given, and requests that would say something else refused before a byte is wr
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -19,6 +20,7 @@ from hatchway.http1 import (
     Reply,
     SourceFailed,
     Truncated,
+    before_blocking,
 )
 from support.raw_app import RawAnswer, RawRequest, ok, run_raw_app
 
@@ -314,3 +316,26 @@ def test_a_request_body_given_as_chunks_goes_out_whole() -> None:
         conn.send("PUT", "/", [("Content-Length", "9")], iter([b"one", b"two", b"six"]))
         assert conn.receive("PUT", LIMIT).body == b"onetwosix"
         conn.close()
+
+
+def test_a_threads_hook_hears_every_wait_before_it_happens() -> None:
+    """``before_blocking``: the connect (no socket yet), the send with its size, and each
+    receive; only on the thread that set it, and no more once it is cleared."""
+    heard: list[tuple[bool, int]] = []
+    with run_raw_app(lambda request: ok(b"hello")) as app:
+        before_blocking(lambda sock, size: heard.append((sock is not None, size)))
+        try:
+            conn = Connection.open("127.0.0.1", app.port, timeout=5)
+            conn.send("GET", "/x", [("Host", "app")])
+            conn.receive("GET", LIMIT)
+            elsewhere = threading.Thread(target=lambda: exchange(ok(b"other")))
+            elsewhere.start()
+            elsewhere.join()
+        finally:
+            before_blocking(None)
+        conn.send("GET", "/y", [("Host", "app")])
+        conn.receive("GET", LIMIT)
+        conn.close()
+    head = len(b"GET /x HTTP/1.1\r\nHost: app\r\n\r\n")
+    assert heard[:2] == [(False, 0), (True, head)]
+    assert heard[2:] and set(heard[2:]) == {(True, 0)}  # receives, as many as reads took
