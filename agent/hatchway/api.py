@@ -74,6 +74,10 @@ class _Recorder(Listener):
         self.callbacks: list[RequestCallback] = []
         self.arrived = threading.Condition()
 
+    @property
+    def may_wait(self) -> bool:
+        return bool(self.callbacks)  # the user's callbacks may do anything
+
     def request(
         self, request: protocol.Request, response: protocol.Response, elapsed_ms: float
     ) -> None:

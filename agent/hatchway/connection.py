@@ -4,15 +4,18 @@ pings, and starts the rotation; and how a message goes out as frames."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import select
+import socket
 import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from hatchway import blobs, codec, protocol, wire
+from hatchway import blobs, codec, http1, protocol, wire
 from hatchway.bodies import looks_compressible
 from hatchway.errors import HatchwayError, NameTaken
 from hatchway.inflight import WORKING_SCAN_SECONDS, GatePlace, HeldRequests
@@ -30,6 +33,21 @@ CLOSE_WAIT_SECONDS = 1.0
 
 SILENCE_FACTOR = 3
 """A connection that received nothing for this many heartbeats is treated as dead."""
+
+INLINE_WAIT_SECONDS = 0.002
+"""How long the reader, serving a request itself, waits on a socket before it hands the
+reading to a new thread and goes on with the request as any worker would. A fast app's
+requests are then served without passing between threads at all (at 32 requests in flight the
+interpreter changed threads a dozen times per request), and a slow one holds up the requests
+behind it by this long at most."""
+
+INLINE_BODY_BYTES = 64 * 1024
+"""An answer whose body is larger is encoded (compressed, base64) after the reading has been
+handed over: about a millisecond of work per 64 KiB."""
+
+INLINE_SEND_BYTES = 16 * 1024
+"""Sends up to this size are not waited on first: a request's socket is empty when it starts
+(the previous exchange on it was read to its end), and the kernel takes at least this much."""
 
 _IDENTITY_ENCODINGS = frozenset({"", "identity"})
 
@@ -89,6 +107,8 @@ class Connection:
         self.error: BaseException | None = None
         self.fatal: HatchwayError | None = None
         """Why the session must stop rather than reconnect (the names went to another agent)."""
+        self.reading: _Reading | None = None
+        """The current reader's role."""
         self.retiring = False
         self.rotating = False
         self.saying_hello = False
@@ -119,6 +139,12 @@ class Connection:
         for request in self.early:
             self._accept(request)
         self.early.clear()
+        self._reading(_Reading())
+
+    def _reading(self, role: _Reading) -> None:
+        """Read until the connection ends, or until this thread handed the reading over
+        (``_Reading``) while it served a request itself."""
+        self.reading = role
         try:
             while True:
                 opcode, data = self.frames.message()
@@ -126,13 +152,14 @@ class Connection:
                     break
                 self.last_received = time.monotonic()
                 if opcode == wire.TEXT:
-                    self._on_text(data)
+                    self._on_text(data, role)
+                    if role.handed_over:
+                        return
         except OSError as exc:
             self.error = exc
-        finally:
-            self.ended.set()
+        self.ended.set()
 
-    def _on_text(self, text: bytes) -> None:
+    def _on_text(self, text: bytes, role: _Reading | None = None) -> None:
         try:
             message = codec.decode(text)
         except ProtocolError as exc:
@@ -143,7 +170,7 @@ class Connection:
             return
         if isinstance(message, Request):
             self.last_request = time.monotonic()
-            self._accept(message)
+            self._accept(message, role)
         elif isinstance(message, protocol.Error):
             self._on_error(message)
         elif isinstance(message, protocol.Welcome) and self.saying_hello:
@@ -186,7 +213,9 @@ class Connection:
                 # lost): reconnecting either restores the tunnels or reports the refusal.
                 self.link.abort()
 
-    def _accept(self, request: Request) -> None:
+    def _accept(self, request: Request, reading: _Reading | None = None) -> None:
+        """Admit ``request`` and have it served: by the reader itself (``reading``, its role)
+        when its body is in the message, else by a worker."""
         session = self.session
         if not session.seen.first_time(request, session.relay_now()):
             log.debug("ignored a repeated delivery of request %s", request.id)
@@ -210,13 +239,59 @@ class Connection:
             return
         self.held.add(request.id)
         place = GatePlace(session.gate, request.tunnel)
+        if reading is not None and request.body_url is None and session.serve_on_reader:
+            self._serve_inline(request, place, reading)
+            return
         try:
             session._pool.submit(self._serve, request, place)
         except RuntimeError:  # the session is shutting down
             place.leave()
             self.held.done(request.id)
 
-    def _serve(self, request: Request, place: GatePlace) -> None:
+    def _serve_inline(self, request: Request, place: GatePlace, reading: _Reading) -> None:
+        """Serve ``request`` on the reader's own thread. Before any wait on a socket that lasts
+        past ``INLINE_WAIT_SECONDS`` (or a connect, or long work), the reading passes to a new
+        thread, and this one goes on with the request and then ends; the ticker passes it on
+        too if a request holds the reader for a whole tick anyway."""
+
+        def hand_over_if_slow(sock: socket.socket | None, size: int) -> None:
+            if sock is not None:
+                if size:
+                    if size <= INLINE_SEND_BYTES:
+                        return
+                    ready = select.select((), (sock,), (), INLINE_WAIT_SECONDS)[1]
+                else:
+                    ready = select.select((sock,), (), (), INLINE_WAIT_SECONDS)[0]
+                if ready:
+                    return
+            http1.before_blocking(None)
+            self._hand_over(reading)
+
+        with reading.lock:
+            reading.served += 1
+            reading.busy = True
+        http1.before_blocking(hand_over_if_slow)
+        try:
+            self._serve(request, place, reading)
+        finally:
+            http1.before_blocking(None)
+            with reading.lock:
+                reading.busy = False  # from here the ticker may no longer hand over
+
+    def _hand_over(self, reading: _Reading, served: int | None = None) -> None:
+        """A new thread takes the reading over from the one serving a request itself; once
+        only, and only while it serves (``served``: that very request, for the ticker)."""
+        with reading.lock:
+            if reading.handed_over or not reading.busy:
+                return
+            if served is not None and served != reading.served:
+                return
+            reading.handed_over = True
+        threading.Thread(
+            target=self._reading, args=(_Reading(),), name="hatchway-reader", daemon=True
+        ).start()
+
+    def _serve(self, request: Request, place: GatePlace, reading: _Reading | None = None) -> None:
         try:
             late = self.session.relay_now() - request.deadline
             if request.deadline and late > 0:
@@ -229,12 +304,14 @@ class Connection:
                     late,
                 )
                 return
-            self._serve_in_time(request, place)
+            self._serve_in_time(request, place, reading)
         finally:
             place.leave()
             self.held.done(request.id)
 
-    def _serve_in_time(self, request: Request, place: GatePlace) -> None:
+    def _serve_in_time(
+        self, request: Request, place: GatePlace, reading: _Reading | None = None
+    ) -> None:
         started = time.monotonic()
         session = self.session
         if request.body_url is not None:
@@ -258,9 +335,18 @@ class Connection:
         # The app is done with it: its place is given back before the answer goes out, so the
         # visitor's next request can never find this one still counted against the tunnel.
         place.leave()
+        if len(outgoing.body) > INLINE_BODY_BYTES:
+            http1.long_work_ahead()  # compressing and encoding it is no job for the reader
         self._answer(outgoing, request.tunnel)
         elapsed_ms = (time.monotonic() - started) * 1000
         if session.on_request_done:
+            if reading is not None and not reading.handed_over and session.request_done_may_wait():
+                # A hook that may wait (an API user's callback) runs on a worker, so that the
+                # reader is back at its socket whatever it does. The display and the inspector
+                # run here: a hand-over to a worker costs the interpreter changing threads.
+                with contextlib.suppress(RuntimeError):  # the session is shutting down
+                    session._pool.submit(session.on_request_done, request, response, elapsed_ms)
+                    return
             session.on_request_done(request, response, elapsed_ms)
 
     def _answer(self, response: Response, tunnel: str | None = None, keep: bool = True) -> None:
@@ -296,7 +382,15 @@ class Connection:
         """Marks slow requests, pings, notices a silent relay, and starts the rotation."""
         tick = min(WORKING_SCAN_SECONDS, self.heartbeat)
         next_ping = time.monotonic() + self.heartbeat
+        held_reader: tuple[_Reading, int] | None = None
         while not self.ended.wait(self._next_tick(tick)):
+            # A request the reader serves itself for a whole tick (a handler that waits
+            # without a socket of ``http1``'s) gets the reading passed on.
+            reading = self.reading
+            busy = (reading, reading.served) if reading is not None and reading.busy else None
+            if busy is not None and busy == held_reader:
+                self._hand_over(*busy)
+            held_reader = busy
             try:
                 if due := self.held.due():
                     self.send(protocol.Working(due))
@@ -368,3 +462,16 @@ def request_id_of(text: bytes) -> str | None:
     except (ValueError, RecursionError, ProtocolError):
         pass
     return None
+
+
+class _Reading:
+    """The reader's role on one thread: ``busy`` while it serves a request itself (the
+    ``served``-th), ``handed_over`` once another thread reads instead (with a role of its own)."""
+
+    __slots__ = ("busy", "handed_over", "lock", "served")
+
+    def __init__(self) -> None:
+        self.handed_over = False
+        self.busy = False
+        self.served = 0
+        self.lock = threading.Lock()

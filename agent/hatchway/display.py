@@ -205,6 +205,12 @@ class Status:
 class Listener:
     """Hears the run's events; every method is a no-op here. Called from the session's threads."""
 
+    @property
+    def may_wait(self) -> bool:
+        """Whether ``request`` may wait on something outside the agent (a user's callback).
+        Those that do not are called on the thread that read the request, when it served it."""
+        return False
+
     def started(self) -> None:
         """Everything is wired; the session is about to connect."""
 

@@ -81,6 +81,9 @@ class Service:
             retry_at_start=retry_at_start,
             on_ready=self._ready,
             on_request_done=self._done,
+            request_done_may_wait=self._listeners_may_wait,
+            # Every wait of the router's forwarders is on an http1 socket.
+            serve_on_reader=True,
             on_reconnecting=self._reconnecting,
             **session_options,
         )
@@ -156,6 +159,9 @@ class Service:
         if self.inspector is not None:
             self.inspector.record(request, response, elapsed_ms)
         self._tell(lambda listener: listener.request(request, response, elapsed_ms))
+
+    def _listeners_may_wait(self) -> bool:
+        return any(listener.may_wait for listener in self.listeners)
 
     def _reconnecting(self, attempt: int, delay: float, error: BaseException | None) -> None:
         reason = f": {error}" if error else ""

@@ -856,3 +856,124 @@ TEXT_SAMPLE = "Het is een mooie dag; это тестовый текст; 这是�
 def test_zlib_is_tried_only_on_bodies_that_can_shrink(body: bytes, worth_trying: bool) -> None:
     assert looks_compressible(body) is worth_trying
     assert (len(zlib.compress(body)) < len(body) * 7 // 8) is worth_trying
+
+
+# --- Serving on the reader --------------------------------------------------------------------
+
+
+class Waits:
+    """A local app on loopback: ``/slow`` answers once released, anything else at once."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        waits = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                if self.path == "/slow":
+                    waits.release.wait(WAIT)
+                body = self.path.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+
+
+@pytest.fixture
+def waits() -> Iterator[Waits]:
+    app = Waits()
+    thread = threading.Thread(target=app.server.serve_forever, daemon=True)
+    thread.start()
+    yield app
+    app.release.set()
+    app.server.shutdown()
+    app.server.server_close()
+
+
+def forwarder_to(app: Waits) -> Callable[[Request], Response]:
+    from hatchway.forward import Forwarder, parse_target
+
+    return Forwarder(parse_target(str(app.server.server_address[1]))).handle
+
+
+def on_thread(request: Request) -> Response:
+    return Response(request.id, 200, body=threading.current_thread().name.encode())
+
+
+@pytest.mark.parametrize(("on_reader", "thread"), [(True, "hatchway-reader"), (False, "worker")])
+def test_a_request_is_served_by_the_reader_itself_only_where_allowed(
+    relay: FakeRelay, on_reader: bool, thread: str
+) -> None:
+    with session(relay, on_thread, serve_on_reader=on_reader).start():
+        assert thread in visit(relay.next()).body.decode()
+
+
+def test_a_request_waiting_on_the_app_hands_the_reading_on(relay: FakeRelay, waits: Waits) -> None:
+    """The reader serving a slow request itself passes the reading to a new thread as soon as
+    the app keeps it waiting (not at the ticker's next look, a second on): the requests behind
+    it are served meanwhile, and the slow one is answered when the app is."""
+    from hatchway.inflight import WORKING_SCAN_SECONDS
+
+    with session(relay, forwarder_to(waits), serve_on_reader=True).start():
+        end = relay.next()
+        end.send(Request("slow", "sess", "GET", "/slow"))
+        sent = time.monotonic()
+        assert visit(end, "fast", "/fast").body == b"/fast"
+        assert time.monotonic() - sent < WORKING_SCAN_SECONDS
+        waits.release.set()
+        answer = end.response()
+        assert (answer.id, answer.body) == ("slow", b"/slow")
+        assert visit(end, "again", "/again").body == b"/again"
+
+
+def test_a_handler_waiting_elsewhere_loses_the_reading_at_the_next_ticks(
+    relay: FakeRelay,
+) -> None:
+    """A handler that waits on no ``http1`` socket cannot hand over itself: the ticker does,
+    once the same request has held the reader for a whole tick."""
+    release = threading.Event()
+
+    def stuck_then_quick(request: Request) -> Response:
+        if request.path == "/stuck":
+            release.wait(WAIT)
+        return Response(request.id, 200, body=request.path.encode())
+
+    with session(relay, stuck_then_quick, serve_on_reader=True, heartbeat=0.2).start():
+        end = relay.next()
+        end.send(Request("stuck", "sess", "GET", "/stuck"))
+        try:
+            assert visit(end, "quick", "/quick").body == b"/quick"
+        finally:
+            release.set()
+        assert end.response().id == "stuck"
+
+
+@pytest.mark.parametrize("may_wait", [True, False])
+def test_listeners_that_may_wait_run_on_a_worker_not_the_reader(
+    relay: FakeRelay, may_wait: bool
+) -> None:
+    heard: list[str] = []
+    finishing = threading.Event()
+
+    def done(request: Request, response: Response, elapsed_ms: float) -> None:
+        heard.append(threading.current_thread().name)
+        if may_wait:
+            finishing.wait(WAIT)  # an API user's slow callback
+
+    options = {"on_request_done": done, "request_done_may_wait": lambda: may_wait}
+    with session(relay, serve_on_reader=True, **options).start():
+        end = relay.next()
+        try:
+            assert [visit(end, f"r{i}").status for i in range(3)] == [200, 200, 200]
+        finally:
+            finishing.set()
+    on_reader = ["hatchway-reader" in name for name in heard]
+    assert on_reader == [not may_wait] * 3
