@@ -41,6 +41,11 @@ requests are then served without passing between threads at all (at 32 requests 
 interpreter changed threads a dozen times per request), and a slow one holds up the requests
 behind it by this long at most."""
 
+INLINE_PAUSE_SECONDS = 0.1
+"""After a hand-over, requests go straight to workers for this long: an app that keeps the
+reader waiting would otherwise hold up every request behind it by ``INLINE_WAIT_SECONDS``
+(while it stays slow, the reader loses at most that in every pause)."""
+
 INLINE_BODY_BYTES = 64 * 1024
 """An answer whose body is larger is encoded (compressed, base64) after the reading has been
 handed over: about a millisecond of work per 64 KiB."""
@@ -109,6 +114,8 @@ class Connection:
         """Why the session must stop rather than reconnect (the names went to another agent)."""
         self.reading: _Reading | None = None
         """The current reader's role."""
+        self.inline_after = 0.0
+        """No request is served by the reader itself before this (``INLINE_PAUSE_SECONDS``)."""
         self.retiring = False
         self.rotating = False
         self.saying_hello = False
@@ -157,7 +164,9 @@ class Connection:
                         return
         except OSError as exc:
             self.error = exc
-        self.ended.set()
+        finally:
+            if not role.handed_over:  # else the thread reading now ends the connection
+                self.ended.set()
 
     def _on_text(self, text: bytes, role: _Reading | None = None) -> None:
         try:
@@ -239,7 +248,12 @@ class Connection:
             return
         self.held.add(request.id)
         place = GatePlace(session.gate, request.tunnel)
-        if reading is not None and request.body_url is None and session.serve_on_reader:
+        if (
+            reading is not None
+            and request.body_url is None
+            and session.serve_on_reader
+            and time.monotonic() >= self.inline_after
+        ):
             self._serve_inline(request, place, reading)
             return
         try:
@@ -255,6 +269,9 @@ class Connection:
         too if a request holds the reader for a whole tick anyway."""
 
         def hand_over_if_slow(sock: socket.socket | None, size: int) -> None:
+            if reading.handed_over:  # by the ticker
+                http1.before_blocking(None)
+                return
             if sock is not None:
                 if size:
                     if size <= INLINE_SEND_BYTES:
@@ -287,6 +304,9 @@ class Connection:
             if served is not None and served != reading.served:
                 return
             reading.handed_over = True
+        # The app is slow just now: the next requests go to workers a while, rather than
+        # each holding the reader up first.
+        self.inline_after = time.monotonic() + INLINE_PAUSE_SECONDS
         threading.Thread(
             target=self._reading, args=(_Reading(),), name="hatchway-reader", daemon=True
         ).start()

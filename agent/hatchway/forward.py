@@ -20,7 +20,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hatchway import blobs, protocol
+from hatchway import blobs, http1, protocol
 from hatchway.bodies import COMPRESSIBILITY_SAMPLE_BYTES, looks_compressible
 from hatchway.http1 import (
     STALE_ERRORS,
@@ -230,6 +230,7 @@ class Forwarder:
     def _pass_on(self, request: Request, reply: Reply, stream: BodyStream) -> Reply | Response:
         """A body above what the relay's message takes: read whole when zlib may shrink it
         into one (the session decides), else PUT to the request's upload URL as it comes."""
+        http1.long_work_ahead()  # a body this large is no job for a thread that has others
         if looks_compressible(stream.peek(COMPRESSIBILITY_SAMPLE_BYTES)):
             return dataclasses.replace(reply, body=stream.read(), stream=None)
         headers = _response_headers(request.method, reply.headers)

@@ -175,11 +175,11 @@ class Session:
         self.on_ready = on_ready
         self.on_request_done = on_request_done
         self.request_done_may_wait = request_done_may_wait
+        """Whether ``on_request_done`` may wait on something (a user's callback): it then runs on
+        a worker when the reader served the request itself. Unknown hooks are assumed to."""
         self.serve_on_reader = serve_on_reader
         """Whether the reader may serve a request itself (``connection.INLINE_WAIT_SECONDS``):
         for a handler whose every wait is on ``http1``'s sockets, as the forwarder's are."""
-        """Whether ``on_request_done`` may wait on something (a user's callback): it then runs on
-        a worker when the reader served the request itself. Unknown hooks are assumed to."""
         self.on_reconnecting = on_reconnecting
         self.compress = compress
         self.clock = clock

@@ -977,3 +977,48 @@ def test_listeners_that_may_wait_run_on_a_worker_not_the_reader(
             finishing.set()
     on_reader = ["hatchway-reader" in name for name in heard]
     assert on_reader == [not may_wait] * 3
+
+
+def test_after_a_hand_over_requests_go_to_workers_for_a_pause(
+    relay: FakeRelay, waits: Waits
+) -> None:
+    """An app that just kept the reader waiting is likely slow for the next requests too: they
+    go straight to workers for ``INLINE_PAUSE_SECONDS``, then the reader serves again."""
+    from hatchway.connection import INLINE_PAUSE_SECONDS
+
+    forward = forwarder_to(waits)
+
+    def handler(request: Request) -> Response:
+        return forward(request) if request.path == "/slow" else on_thread(request)
+
+    with session(relay, handler, serve_on_reader=True).start():
+        end = relay.next()
+        end.send(Request("slow", "sess", "GET", "/slow"))
+        assert "worker" in visit(end, "next", "/next").body.decode()
+        waits.release.set()
+        assert end.response().id == "slow"
+        deadline = time.monotonic() + INLINE_PAUSE_SECONDS + WAIT
+        threads = []
+        while "hatchway-reader" not in threads[-1:] and time.monotonic() < deadline:
+            threads.append(visit(end, f"later{len(threads)}", "/later").body.decode())
+        assert threads[-1] == "hatchway-reader"
+
+
+def test_a_body_passed_on_to_the_blob_store_is_not_the_readers_job(relay: FakeRelay) -> None:
+    """Passing a large body on is long work: the forwarder announces it, and the reader
+    hands its reading on first."""
+    from hatchway import http1
+
+    heard: list[str] = []
+
+    def passes_on(request: Request) -> Response:
+        http1.long_work_ahead()  # what Forwarder._pass_on says before it starts
+        heard.append(threading.current_thread().name)
+        return on_thread(request)
+
+    with session(relay, passes_on, serve_on_reader=True).start():
+        end = relay.next()
+        assert visit(end, "big").status == 200
+        assert visit(end, "next").status == 200
+    assert heard[0] == "hatchway-reader"  # the thread goes on with its request...
+    assert "worker" in heard[1]  # ...and the next request finds a new reader (and a pause)
