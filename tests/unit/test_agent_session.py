@@ -480,14 +480,22 @@ class BlobStore:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
 
+@contextmanager
+def serving(server: ThreadingHTTPServer) -> Iterator[None]:
+    """``server`` answering from a thread of its own until the block ends."""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def blobs() -> Iterator[BlobStore]:
     store = BlobStore()
-    thread = threading.Thread(target=store.server.serve_forever, daemon=True)
-    thread.start()
-    yield store
-    store.server.shutdown()
-    store.server.server_close()
+    with serving(store.server):
+        yield store
 
 
 def test_a_request_body_is_fetched_from_its_body_url(relay: FakeRelay, blobs: BlobStore) -> None:
@@ -890,12 +898,11 @@ class Waits:
 @pytest.fixture
 def waits() -> Iterator[Waits]:
     app = Waits()
-    thread = threading.Thread(target=app.server.serve_forever, daemon=True)
-    thread.start()
-    yield app
-    app.release.set()
-    app.server.shutdown()
-    app.server.server_close()
+    with serving(app.server):
+        try:
+            yield app
+        finally:
+            app.release.set()  # no handler left waiting
 
 
 def forwarder_to(app: Waits) -> Callable[[Request], Response]:
