@@ -33,7 +33,7 @@ import statistics
 import struct
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -68,17 +68,60 @@ def _write_message(writer: asyncio.StreamWriter, message: dict[str, Any]) -> Non
     _write_frame(writer, json.dumps(message).encode())
 
 
+Answer = Callable[[str, list[list[str]], bytes, str], Awaitable[bytes]]
+"""A relay's answer to one visitor request (first line, headers, body, the visitor's address):
+the response's bytes."""
+
+
 async def _listen(
     agent_port: int,
     on_agent: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
     visitor_port: int,
-    on_visitor: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    answer: Answer,
 ) -> None:
-    """A relay's two listeners, then its readiness line; serves until killed."""
+    """A relay's two listeners, then its readiness line; serves until killed. Each visitor's
+    requests on a kept connection are answered in turn."""
+
+    async def on_visitor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")[0]
+        try:
+            while True:
+                writer.write(await answer(*await _read_http(reader), peer))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
     await asyncio.start_server(on_agent, "127.0.0.1", agent_port)
     await asyncio.start_server(on_visitor, "127.0.0.1", visitor_port)
     print("floor relay ready", flush=True)
     await asyncio.Event().wait()
+
+
+class _Origin:
+    """The agent's kept connections to the origin, one exchange at a time on each."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def ask(
+        self, first_line: str, headers: list[list[str]], body: bytes
+    ) -> tuple[str, list[list[str]], bytes]:
+        """The origin's status line, headers and body for one request."""
+        if self.idle:
+            app = self.idle.pop()
+        else:
+            app = await asyncio.open_connection("127.0.0.1", self.port)
+        app[1].write(_http(first_line, headers, body))
+        answer = await _read_http(app[0])
+        self.idle.append(app)
+        return answer
+
+
+def _start(tasks: set[asyncio.Task[None]], work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` alongside, kept in ``tasks`` until it ends."""
+    task = asyncio.get_running_loop().create_task(work)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
 
 
 async def _read_http(reader: asyncio.StreamReader) -> tuple[str, list[list[str]], bytes]:
@@ -109,46 +152,37 @@ async def relay(visitor_port: int, agent_port: int) -> None:
             answer = await _read_message(reader)
             waiting.pop(answer["id"]).set_result(answer)
 
-    async def on_visitor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                first, headers, body = await _read_http(reader)
-                method, target, _ = first.split(" ", 2)
-                request_id = next(ids)
-                waiting[request_id] = answered = loop.create_future()
-                _write_message(
-                    agent[0],
-                    {
-                        "id": request_id,
-                        "method": method,
-                        "target": target,
-                        "headers": headers,
-                        "body": base64.b64encode(body).decode(),
-                    },
-                )
-                answer = await answered
-                status_line = f"HTTP/1.1 {answer['status']} {answer['reason']}"
-                writer.write(
-                    _http(status_line, answer["headers"], base64.b64decode(answer["body"]))
-                )
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
+    async def answer(first: str, headers: list[list[str]], body: bytes, peer: str) -> bytes:
+        method, target, _ = first.split(" ", 2)
+        request_id = next(ids)
+        waiting[request_id] = answered = asyncio.get_running_loop().create_future()
+        _write_message(
+            agent[0],
+            {
+                "id": request_id,
+                "method": method,
+                "target": target,
+                "headers": headers,
+                "body": base64.b64encode(body).decode(),
+            },
+        )
+        reply = await answered
+        status_line = f"HTTP/1.1 {reply['status']} {reply['reason']}"
+        return _http(status_line, reply["headers"], base64.b64decode(reply["body"]))
 
-    await _listen(agent_port, on_agent, visitor_port, on_visitor)
+    await _listen(agent_port, on_agent, visitor_port, answer)
 
 
 async def agent(relay_port: int, origin_port: int) -> None:
     """Serves the relay's requests against the origin, each on a kept connection."""
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    origin = _Origin(origin_port)
     reader, writer = await asyncio.open_connection("127.0.0.1", relay_port)
 
     async def serve(request: dict[str, Any]) -> None:
-        app = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", origin_port)
         first = f"{request['method']} {request['target']} HTTP/1.1"
-        app[1].write(_http(first, request["headers"], base64.b64decode(request["body"])))
-        status_line, headers, body = await _read_http(app[0])
-        idle.append(app)
+        status_line, headers, body = await origin.ask(
+            first, request["headers"], base64.b64decode(request["body"])
+        )
         _, status, reason = status_line.split(" ", 2)
         answer = {"id": request["id"], "status": int(status), "reason": reason}
         answer["headers"] = [h for h in headers if h[0].lower() not in _SKIPPED]
@@ -157,9 +191,7 @@ async def agent(relay_port: int, origin_port: int) -> None:
     print("floor agent ready", flush=True)
     tasks: set[asyncio.Task[None]] = set()
     while True:
-        task = asyncio.get_running_loop().create_task(serve(await _read_message(reader)))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        _start(tasks, serve(await _read_message(reader)))
 
 
 FLOOR_TOKEN = "hw_floor-token-0123456789"
@@ -267,27 +299,21 @@ async def relay_with_handlers(visitor_port: int, agent_port: int) -> None:
             found = store.wait_response(request_id, 0.0)
         return found
 
-    async def on_visitor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")[0]
+    async def run_visit(first: str, headers: list[list[str]], body: bytes, peer: str) -> bytes:
+        steps = visit(_event(first, headers, body, peer), None)
+        found: bytes | None = None
         try:
             while True:
-                first, headers, body = await _read_http(reader)
-                steps = visit(_event(first, headers, body, peer), None)
-                found: bytes | None = None
-                try:
-                    while True:
-                        wait = steps.send(found)
-                        found = await answer(wait.request_id, wait.until)
-                except StopIteration as done:
-                    result = done.value
-                status = result["statusCode"]
-                fields = [[k, str(v)] for k, v in result.get("headers", {}).items()]
-                fields += [["set-cookie", c] for c in result.get("cookies") or []]
-                writer.write(_http(f"HTTP/1.1 {status} -", fields, result.get("body") or b""))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
+                wait = steps.send(found)
+                found = await answer(wait.request_id, wait.until)
+        except StopIteration as done:
+            result = done.value
+        fields = [[k, str(v)] for k, v in result.get("headers", {}).items()]
+        fields += [["set-cookie", c] for c in result.get("cookies") or []]
+        status_line = f"HTTP/1.1 {result['statusCode']} -"
+        return _http(status_line, fields, result.get("body") or b"")
 
-    await _listen(agent_port, on_agent, visitor_port, on_visitor)
+    await _listen(agent_port, on_agent, visitor_port, run_visit)
 
 
 async def agent_with_codec(relay_port: int, origin_port: int) -> None:
@@ -295,18 +321,16 @@ async def agent_with_codec(relay_port: int, origin_port: int) -> None:
     from hatchway import codec, protocol
     from hatchway.bodies import looks_compressible
 
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    origin = _Origin(origin_port)
     reader, writer = await asyncio.open_connection("127.0.0.1", relay_port)
     hello = codec.encode(protocol.Hello((protocol.TunnelSpec("bench"),), instance="floor"))
     _write_frame(writer, hello.encode())
 
     async def serve(request: protocol.Request) -> None:
-        app = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", origin_port)
         target = request.path + (f"?{request.query}" if request.query else "")
         fields = [[name, value] for name, value in request.headers]
-        app[1].write(_http(f"{request.method} {target} HTTP/1.1", fields, request.body))
-        status_line, headers, body = await _read_http(app[0])
-        idle.append(app)
+        first = f"{request.method} {target} HTTP/1.1"
+        status_line, headers, body = await origin.ask(first, fields, request.body)
         kept = tuple((n, v) for n, v in headers if n.lower() not in _SKIPPED)
         kept += (("content-length", str(len(body))),)
         response = protocol.Response(request.id, int(status_line.split(" ", 2)[1]), kept, body)
@@ -317,9 +341,7 @@ async def agent_with_codec(relay_port: int, origin_port: int) -> None:
     while True:
         message = codec.decode(await _read_frame(reader))
         if isinstance(message, protocol.Request):
-            task = asyncio.get_running_loop().create_task(serve(message))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            _start(tasks, serve(message))
 
 
 PAIRS = {"bare floor": ("relay", "agent"), "with handlers": ("relay-handlers", "agent-codec")}
