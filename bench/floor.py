@@ -16,6 +16,11 @@ steps, the WebSocket handler for each answer, the in-memory store and blob store
 what any gateway that runs the relay's handlers, and any agent that speaks its protocol, must
 spend.
 
+Last, the second pair's own work is timed with every socket taken out (``handler_cpu``): each
+side's CPU per request in one process. At c=1 nothing overlaps, so no design that runs these
+handlers and this codec, whatever its I/O, answers faster than direct plus that time; it is
+printed against what the p50 goal leaves above direct.
+
     .venv/bin/python bench/floor.py            # p50 at c=1 and req/s at c=32, as ratios to direct
 
 The same origin (``origin.py``) and wrk as ``make bench``, alternating direct and floor within
@@ -34,6 +39,7 @@ import struct
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -45,6 +51,8 @@ import wrk  # noqa: E402
 from children import Child, free_port  # noqa: E402
 
 ROUNDS = 3
+P50_GOAL = 2.5
+"""Issue 13's p50 goal at c=1, as a multiple of direct."""
 SECONDS = 10.0
 _LENGTH = struct.Struct("!I")
 _SKIPPED = frozenset({"content-length", "connection"})
@@ -237,49 +245,71 @@ def _event(first_line: str, headers: list[list[str]], body: bytes, peer: str) ->
     }
 
 
+class _Handlers:
+    """The relay's real Lambda handlers over its in-memory stores, as ``hatchway-local`` runs
+    them, for visitors on ``port``: the HTTP handler as the local gateway's steps, the WebSocket
+    handler for each of the agent's messages; ``post`` carries each message for the agent."""
+
+    def __init__(self, port: int, post: Callable[[str], None]) -> None:
+        from hatchway import protocol
+        from hatchway_relay.adapters.memory_blobs import MemoryBlobStore
+        from hatchway_relay.adapters.memory_store import MemoryStore
+        from hatchway_relay.core import Relay, RelayConfig
+        from hatchway_relay.handlers import http as http_handlers
+        from hatchway_relay.handlers import websocket as ws_handlers
+        from hatchway_relay.ports import SystemClock
+
+        class Poster:
+            def post(self, connection_id: str, text: str) -> None:
+                post(text)
+
+        clock = SystemClock()
+        self.store = MemoryStore(clock)
+        base = f"http://127.0.0.1:{port}"
+        config = RelayConfig(
+            path_url=f"{base}/",
+            subdomain_url=f"http://{{name}}.localhost:{port}/",
+            domain="localhost",
+            custom_hostnames={},
+            custom_hostname_url=f"http://{{host}}:{port}/",
+            inline_response_bytes=protocol.MAX_INLINE_BODY_BYTES,
+        )
+        relay = Relay(self.store, Poster(), clock, config, blobs=MemoryBlobStore(base, clock))
+        relay.add_token(FLOOR_TOKEN)
+        self._on_message = ws_handlers.make_handler(relay)
+        self.visit = http_handlers.make_stepping_handler(relay, body_as_bytes=True)
+
+    def connect(self) -> None:
+        """The agent's ``$connect``, with the floor's token."""
+        context = {"routeKey": "$connect", "connectionId": FLOOR_CONNECTION}
+        headers = {"authorization": f"Bearer {FLOOR_TOKEN}"}
+        self._on_message({"requestContext": context, "headers": headers}, None)
+
+    def message(self, text: str) -> None:
+        """One of the agent's messages, through the WebSocket handler."""
+        context = {"routeKey": "$default", "connectionId": FLOOR_CONNECTION}
+        self._on_message({"requestContext": context, "body": text}, None)
+
+
+def _http_result(result: dict[str, Any]) -> bytes:
+    """The HTTP handler's result as the bytes a visitor gets."""
+    fields = [[k, str(v)] for k, v in result.get("headers", {}).items()]
+    fields += [["set-cookie", c] for c in result.get("cookies") or []]
+    return _http(f"HTTP/1.1 {result['statusCode']} -", fields, result.get("body") or b"")
+
+
 async def relay_with_handlers(visitor_port: int, agent_port: int) -> None:
     """The bare relay, running the relay's real handlers over its in-memory stores."""
-    from hatchway import protocol
-    from hatchway_relay.adapters.memory_blobs import MemoryBlobStore
-    from hatchway_relay.adapters.memory_store import MemoryStore
-    from hatchway_relay.core import Relay, RelayConfig
-    from hatchway_relay.handlers import http as http_handlers
-    from hatchway_relay.handlers import websocket as ws_handlers
-    from hatchway_relay.ports import SystemClock
-
     loop = asyncio.get_running_loop()
     agent: list[asyncio.StreamWriter] = []
-
-    class StreamPoster:
-        def post(self, connection_id: str, text: str) -> None:
-            _write_frame(agent[0], text.encode())
-
-    clock = SystemClock()
-    store = MemoryStore(clock)
-    base = f"http://127.0.0.1:{visitor_port}"
-    config = RelayConfig(
-        path_url=f"{base}/",
-        subdomain_url=f"http://{{name}}.localhost:{visitor_port}/",
-        domain="localhost",
-        custom_hostnames={},
-        custom_hostname_url=f"http://{{host}}:{visitor_port}/",
-        inline_response_bytes=protocol.MAX_INLINE_BODY_BYTES,
-    )
-    relay = Relay(store, StreamPoster(), clock, config, blobs=MemoryBlobStore(base, clock))
-    relay.add_token(FLOOR_TOKEN)
-    on_message = ws_handlers.make_handler(relay)
-    visit = http_handlers.make_stepping_handler(relay, body_as_bytes=True)
+    handlers = _Handlers(visitor_port, lambda text: _write_frame(agent[0], text.encode()))
+    store = handlers.store
 
     async def on_agent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         agent.append(writer)
-        context = {"routeKey": "$connect", "connectionId": FLOOR_CONNECTION}
-        on_message(
-            {"requestContext": context, "headers": {"authorization": f"Bearer {FLOOR_TOKEN}"}}, None
-        )
+        handlers.connect()
         while True:
-            text = (await _read_frame(reader)).decode()
-            context = {"routeKey": "$default", "connectionId": FLOOR_CONNECTION}
-            on_message({"requestContext": context, "body": text}, None)
+            handlers.message((await _read_frame(reader)).decode())
 
     async def answer(request_id: str, until: float) -> bytes | None:
         """The answer once stored, or None at ``until`` (one future and one timer per wait,
@@ -300,41 +330,53 @@ async def relay_with_handlers(visitor_port: int, agent_port: int) -> None:
         return found
 
     async def run_visit(first: str, headers: list[list[str]], body: bytes, peer: str) -> bytes:
-        steps = visit(_event(first, headers, body, peer), None)
+        steps = handlers.visit(_event(first, headers, body, peer), None)
         found: bytes | None = None
         try:
             while True:
                 wait = steps.send(found)
                 found = await answer(wait.request_id, wait.until)
         except StopIteration as done:
-            result = done.value
-        fields = [[k, str(v)] for k, v in result.get("headers", {}).items()]
-        fields += [["set-cookie", c] for c in result.get("cookies") or []]
-        status_line = f"HTTP/1.1 {result['statusCode']} -"
-        return _http(status_line, fields, result.get("body") or b"")
+            return _http_result(done.value)
 
     await _listen(agent_port, on_agent, visitor_port, run_visit)
+
+
+def _hello() -> str:
+    """The agent's first message: it serves the tunnel ``bench``."""
+    from hatchway import codec, protocol
+
+    return codec.encode(protocol.Hello((protocol.TunnelSpec("bench"),), instance="floor"))
+
+
+def _target(request: Any) -> tuple[str, list[list[str]]]:
+    """The first line and the headers the agent sends the origin for a ``protocol.Request``."""
+    target = request.path + (f"?{request.query}" if request.query else "")
+    return f"{request.method} {target} HTTP/1.1", [[n, v] for n, v in request.headers]
+
+
+def _codec_answer(request_id: str, status_line: str, headers: list[list[str]], body: bytes) -> str:
+    """The agent's answer message for the origin's response."""
+    from hatchway import codec, protocol
+    from hatchway.bodies import looks_compressible
+
+    kept = tuple((n, v) for n, v in headers if n.lower() not in _SKIPPED)
+    kept += (("content-length", str(len(body))),)
+    response = protocol.Response(request_id, int(status_line.split(" ", 2)[1]), kept, body)
+    return codec.encode(response, looks_compressible(body))
 
 
 async def agent_with_codec(relay_port: int, origin_port: int) -> None:
     """The bare agent, reading and writing the relay's real protocol messages."""
     from hatchway import codec, protocol
-    from hatchway.bodies import looks_compressible
 
     origin = _Origin(origin_port)
     reader, writer = await asyncio.open_connection("127.0.0.1", relay_port)
-    hello = codec.encode(protocol.Hello((protocol.TunnelSpec("bench"),), instance="floor"))
-    _write_frame(writer, hello.encode())
+    _write_frame(writer, _hello().encode())
 
     async def serve(request: protocol.Request) -> None:
-        target = request.path + (f"?{request.query}" if request.query else "")
-        fields = [[name, value] for name, value in request.headers]
-        first = f"{request.method} {target} HTTP/1.1"
-        status_line, headers, body = await origin.ask(first, fields, request.body)
-        kept = tuple((n, v) for n, v in headers if n.lower() not in _SKIPPED)
-        kept += (("content-length", str(len(body))),)
-        response = protocol.Response(request.id, int(status_line.split(" ", 2)[1]), kept, body)
-        _write_frame(writer, codec.encode(response, looks_compressible(body)).encode())
+        status_line, headers, body = await origin.ask(*_target(request), request.body)
+        _write_frame(writer, _codec_answer(request.id, status_line, headers, body).encode())
 
     print("floor agent ready", flush=True)
     tasks: set[asyncio.Task[None]] = set()
@@ -342,6 +384,74 @@ async def agent_with_codec(relay_port: int, origin_port: int) -> None:
         message = codec.decode(await _read_frame(reader))
         if isinstance(message, protocol.Request):
             _start(tasks, serve(message))
+
+
+HANDLER_REQUESTS = 20_000
+"""Requests timed in one process by ``handler_cpu``."""
+
+
+@dataclass(frozen=True)
+class HandlerCpu:
+    """CPU per request of the work the "with handlers" pair does besides its I/O, in µs."""
+
+    relay: float
+    """The relay's side: the event as the gateway builds it, the HTTP handler's steps, the
+    WebSocket handler for the answer, the reply's bytes."""
+    agent: float
+    """The agent's side: decoding the request, encoding the answer (``hatchway.codec``)."""
+
+
+def handler_cpu(origin_port: int, requests: int = HANDLER_REQUESTS) -> HandlerCpu:
+    """Each side's CPU per request on the "with handlers" path with every socket taken out:
+    one process, one thread, the handlers' messages handed over in memory and the origin's
+    answer (asked once, on loopback) replayed for every request. No design that runs these
+    handlers and this codec can spend less per request, whatever its I/O."""
+    import http.client
+
+    from hatchway import codec
+
+    origin = http.client.HTTPConnection("127.0.0.1", origin_port, timeout=10)
+    origin.request("GET", "/bytes/1024")
+    reply = origin.getresponse()
+    status_line = f"HTTP/1.1 {reply.status} {reply.reason}"
+    origin_headers = [[n, v] for n, v in reply.getheaders()]
+    origin_body = reply.read()
+    origin.close()
+
+    posted: list[str] = []
+    handlers = _Handlers(9, posted.append)
+    handlers.connect()
+    handlers.message(_hello())
+    posted.clear()
+    first = "GET /bytes/1024 HTTP/1.1"
+    visitor = [["Host", "bench.localhost"], ["User-Agent", "wrk"]]
+    relay_seconds = agent_seconds = 0.0
+    for number in range(requests + requests // 10):
+        if number == requests // 10:  # the first tenth warms up
+            relay_seconds = agent_seconds = 0.0
+        start = time.perf_counter()
+        steps = handlers.visit(_event(first, visitor, b"", "127.0.0.1"), None)
+        try:
+            wait = steps.send(None)
+        except StopIteration as done:
+            unasked = _http_result(done.value)[:60]
+            raise RuntimeError(f"the handlers answered {unasked!r} without the agent") from None
+        posted_at = time.perf_counter()
+        request = codec.decode(posted.pop())
+        text = _codec_answer(request.id, status_line, origin_headers, origin_body)
+        answered_at = time.perf_counter()
+        handlers.message(text)
+        try:
+            steps.send(handlers.store.wait_response(wait.request_id, 0.0))
+            raise RuntimeError("the handler waited again for a stored answer")
+        except StopIteration as done:
+            reply_bytes = _http_result(done.value)
+        end = time.perf_counter()
+        if not reply_bytes.endswith(origin_body):
+            raise RuntimeError(f"the handlers answered {reply_bytes[:60]!r}")
+        relay_seconds += (posted_at - start) + (end - answered_at)
+        agent_seconds += answered_at - posted_at
+    return HandlerCpu(relay_seconds / requests * 1e6, agent_seconds / requests * 1e6)
 
 
 PAIRS = {"bare floor": ("relay", "agent"), "with handlers": ("relay-handlers", "agent-codec")}
@@ -377,6 +487,9 @@ def measure(rounds: int, seconds: float) -> None:
                 rate[name].append(
                     wrk.run(binary, url, 32, seconds, hosts[name]).requests_per_second
                 )
+        for child in children[1:]:  # the handlers' CPU is timed with the machine quiet
+            child.kill()
+        cpu = handler_cpu(origin_port)
     finally:
         for child in reversed(children):
             child.kill()
@@ -394,6 +507,17 @@ def measure(rounds: int, seconds: float) -> None:
         for n in pairs
     )
     print(f"| req/s c=32, 1 KB | {direct_rate:,.0f} | {' | '.join(cells)} |")
+    budget = (P50_GOAL - 1) * direct_p50
+    print()
+    print("| CPU per request, one process, no I/O | relay's handlers | agent's codec | both |")
+    print("|---|---:|---:|---:|")
+    both = cpu.relay + cpu.agent
+    print(f'| "with handlers" path (µs) | {cpu.relay:.0f} | {cpu.agent:.0f} | {both:.0f} |')
+    print()
+    print(
+        f"The p50 goal ({P50_GOAL}x direct) leaves the tunnel {budget:,.0f} µs a request above "
+        f"direct in this run; the handlers and the codec alone spend {both:,.0f} µs of CPU."
+    )
 
 
 ROLES = {

@@ -103,3 +103,21 @@ def test_the_handlers_pair_answers_through_the_relays_own_handlers(origin_port: 
         for child in (agent, relay):
             if child is not None:
                 child.kill()
+
+
+def test_the_handlers_cpu_is_timed_on_requests_the_handlers_answered(origin_port: int) -> None:
+    """Every timed request went through both handlers and came back with the origin's body
+    (``handler_cpu`` stops at the first that did not), and each side took some time."""
+    cpu = floor.handler_cpu(origin_port, requests=50)
+    assert cpu.relay > 0 and cpu.agent > 0
+
+
+def test_the_handlers_cpu_stops_at_an_answer_that_is_not_the_origins(
+    origin_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent that serves another tunnel than the one asked for gets no request: the
+    relay's coded 404 is not timed as an answer."""
+    hello = floor._hello()
+    monkeypatch.setattr(floor, "_hello", lambda: hello.replace('"bench"', '"other"'))
+    with pytest.raises(RuntimeError, match=r"the handlers answered b'HTTP/1\.1 404"):
+        floor.handler_cpu(origin_port, requests=5)
