@@ -575,8 +575,8 @@ def test_dynamo_never_scans_or_transacts_on_a_request_path(moto_table: MotoTable
     assert not {"Scan", "Query", "TransactWriteItems", "BatchWriteItem"} & set(
         moto_table.operations
     )
-    store.list_tokens()  # the operator's listing may scan: it is not on any request's path
-    assert moto_table.operations[-1] == "Scan"
+    store.list_tokens()  # a listing queries the index: nothing ever scans
+    assert moto_table.operations[-1] == "Query"
 
 
 def test_dynamo_items_follow_the_single_table_layout(moto_table: MotoTable) -> None:
@@ -617,6 +617,84 @@ def test_create_table_takes_a_client_is_idempotent_and_enables_ttl(
     for name in ("another", TABLE):
         ttl = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
         assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "ttl")
+    (index,) = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == dynamo_store.LISTING_INDEX
+    assert {k["AttributeName"]: k["KeyType"] for k in index["KeySchema"]} == {
+        "listing": "HASH",
+        "pk": "RANGE",
+    }
+    assert index["Projection"] == {"ProjectionType": "ALL"}
+
+
+def test_create_table_refuses_a_table_without_the_listings_index(moto_table: MotoTable) -> None:
+    client = moto_table.client
+    client.create_table(
+        TableName="older",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+    )
+    with pytest.raises(RuntimeError, match="'Listings' index"):
+        create_table(client, "older")
+
+
+VISITOR_ANSWERS = 300
+"""Answer items a test leaves in the table, as visitor traffic does until TTL (one a request)."""
+
+
+def test_dynamo_listings_read_only_what_they_list_however_much_traffic_left_behind(
+    moto_table: MotoTable,
+) -> None:
+    examined: list[int] = []
+
+    def count(model: Any, parsed: dict[str, Any], **_: Any) -> None:
+        # Items DynamoDB read to answer (ScannedCount: before any filter), what it bills by.
+        if model.name in ("Scan", "Query"):
+            examined.append(int(parsed.get("ScannedCount", 0)))
+
+    moto_table.client.meta.events.register("after-call.dynamodb", count)
+    store = DynamoStore(moto_table.table, FakeClock(NOW))
+    store.put_token(TokenRecord("ab" * 32, "t1"))
+    store.put_connection(ConnectionRecord("c1", "t1", NOW, NOW + 7200))
+    store.claim_name(claim(), NOW)
+    store.put_share(share("s1"))
+    store.reserve_name("reserved", "t1")
+    store.first_sighting("a-delivery", NOW + 60)
+    listings: dict[str, Callable[[], list[Any]]] = {
+        "tokens": store.list_tokens,
+        "connections": store.list_connections,
+        "claims": store.list_claims,
+        "shares": partial(store.list_shares, "t1"),
+    }
+
+    def items_examined() -> dict[str, int]:
+        found = {}
+        for name, listing in listings.items():
+            examined.clear()
+            assert len(listing()) == 1, name
+            found[name] = sum(examined)
+        return found
+
+    assert items_examined() == dict.fromkeys(listings, 1)
+    # What visitor traffic leaves behind (answers and working marks, kept until TTL), and
+    # another token's share links.
+    with moto_table.table.batch_writer() as batch:
+        for i in range(VISITOR_ANSWERS):
+            batch.put_item(
+                Item={"pk": f"req#r{i}", "sk": "answer#c1", "a": b"x" * 64, "ttl": int(NOW)}
+            )
+            batch.put_item(Item={"pk": f"req#r{i}", "sk": "work", "ttl": int(NOW)})
+    for i in range(20):
+        store.put_share(share(f"other{i}", token="t2"))
+    moto_table.operations.clear()
+    assert items_examined() == dict.fromkeys(listings, 1)
+    assert "Scan" not in moto_table.operations
 
 
 def test_create_table_refuses_a_table_that_expires_items_by_another_attribute(

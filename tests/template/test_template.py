@@ -339,9 +339,14 @@ def test_domain_jobs_read_only_their_own_secret(sam: dict[str, Any]) -> None:
             for statement in policy["Statement"]
         ]
         secret_reads = [s for s in statements if "secretsmanager:GetSecretValue" in json.dumps(s)]
-        assert secret_reads and all(
-            "${CloudflareApiTokenSecret}" in json.dumps(s["Resource"]) for s in secret_reads
-        )
+        # The name and Secrets Manager's random six-character suffix: "${name}*" would also
+        # match every secret whose name starts with this one's.
+        assert [s["Resource"] for s in secret_reads] == [
+            {
+                "Fn::Sub": "arn:aws:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:"
+                "${CloudflareApiTokenSecret}-??????"
+            }
+        ], name
 
 
 def test_custom_hostnames_reach_the_relay_and_the_domain_jobs(sam: dict[str, Any]) -> None:
@@ -374,11 +379,147 @@ def test_the_dns_job_manages_only_custom_domains_and_tags(sam: dict[str, Any]) -
     assert resources and all(r.startswith(prefix) for r in resources)
     assert {r.removeprefix(prefix).split("/")[0] for r in resources} == {"domainnames", "tags"}
     unscoped = [s for s in statements if s["Resource"] == "*"]
-    assert {a for s in unscoped for a in s["Action"]} == {
+    assert {a for s in unscoped for a in as_list(s["Action"])} == {
         "acm:ListCertificates",
         "acm:DescribeCertificate",
         "acm:RequestCertificate",
     }
+    # The one unscoped write can only make certificates tagged as this stack's.
+    (request,) = [s for s in unscoped if "acm:RequestCertificate" in as_list(s["Action"])]
+    assert request["Condition"] == request_tag(OWNER_TAG, {"Ref": "AWS::StackName"})
+
+
+def as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value
+
+
+def request_tag(key: str, value: Any) -> dict[str, Any]:
+    """A creation allowed only with tag ``key`` = ``value`` and no other tag key."""
+    return {
+        "StringEquals": {f"aws:RequestTag/{key}": value},
+        "ForAllValues:StringEquals": {"aws:TagKeys": [key]},
+    }
+
+
+def resource_tag(key: str, value: Any) -> dict[str, Any]:
+    """A change allowed only to a resource already tagged ``key`` = ``value``."""
+    return {"StringEquals": {f"aws:ResourceTag/{key}": value}}
+
+
+OWNER_TAG = "hatchway:custom-hostname-of"
+STACK = {"Ref": "AWS::StackName"}
+MANAGED_TAG = "hatchway:managed-by"
+CERTIFICATES = "arn:aws:acm:${AWS::Region}:${AWS::AccountId}:certificate/*"
+DOMAINS = "arn:aws:apigateway:${AWS::Region}::/domainnames"
+
+
+def test_the_tags_pinned_in_iam_are_the_ones_the_domain_jobs_write() -> None:
+    from hatchway_domain import acm_import, custom_domains
+
+    assert custom_domains.OWNER_TAG == OWNER_TAG  # its value: the stack's name (STACK_NAME)
+    assert acm_import.MANAGED_TAG == {"Key": MANAGED_TAG, "Value": "certificate-renewal"}
+
+
+def domain_job_grants(function: dict[str, Any]) -> dict[tuple[str, str], list[Any]]:
+    """(action, resource) -> the condition of every statement that grants it (None: none)."""
+    grants: dict[tuple[str, str], list[Any]] = {}
+    for statement in sam_statements(function):
+        for action in as_list(statement["Action"]):
+            resources = statement["Resource"]
+            for resource in resources if isinstance(resources, list) else [resources]:
+                text = resource if isinstance(resource, str) else resource.get("Fn::Sub", "")
+                grants.setdefault((action, text), []).append(statement.get("Condition"))
+    return grants
+
+
+@pytest.mark.parametrize(
+    ("function", "action", "resource", "conditions"),
+    [
+        # The DNS job creates only with the stack's tag, changes and deletes only what has it.
+        (
+            "DnsReconcileFunction",
+            "acm:RequestCertificate",
+            "*",
+            [request_tag(OWNER_TAG, STACK)],
+        ),
+        (
+            "DnsReconcileFunction",
+            "acm:AddTagsToCertificate",
+            CERTIFICATES,
+            [request_tag(OWNER_TAG, STACK)],
+        ),
+        ("DnsReconcileFunction", "apigateway:POST", DOMAINS, [request_tag(OWNER_TAG, STACK)]),
+        (
+            "DnsReconcileFunction",
+            "apigateway:POST",
+            "arn:aws:apigateway:${AWS::Region}::/tags/*",
+            [request_tag(OWNER_TAG, STACK)],
+        ),
+        (
+            "DnsReconcileFunction",
+            "apigateway:POST",
+            DOMAINS + "/*/apimappings",
+            [resource_tag(OWNER_TAG, STACK)],
+        ),
+        (
+            "DnsReconcileFunction",
+            "apigateway:PATCH",
+            DOMAINS + "/*",
+            [resource_tag(OWNER_TAG, STACK)],
+        ),
+        (
+            "DnsReconcileFunction",
+            "apigateway:PATCH",
+            DOMAINS + "/*/apimappings/*",
+            [resource_tag(OWNER_TAG, STACK)],
+        ),
+        (
+            "DnsReconcileFunction",
+            "apigateway:DELETE",
+            DOMAINS + "/*",
+            [resource_tag(OWNER_TAG, STACK)],
+        ),
+        (
+            "DnsReconcileFunction",
+            "apigateway:DELETE",
+            DOMAINS + "/*/apimappings/*",
+            [resource_tag(OWNER_TAG, STACK)],
+        ),
+        # The certificate job re-imports only into its own certificates, creates only tagged.
+        (
+            "CertificateRenewalFunction",
+            "acm:ImportCertificate",
+            CERTIFICATES,
+            [
+                resource_tag(MANAGED_TAG, "certificate-renewal"),
+                request_tag(MANAGED_TAG, "certificate-renewal"),
+            ],
+        ),
+        (
+            "CertificateRenewalFunction",
+            "acm:AddTagsToCertificate",
+            CERTIFICATES,
+            [request_tag(MANAGED_TAG, "certificate-renewal")],
+        ),
+    ],
+)
+def test_domain_jobs_change_only_what_carries_their_tag(
+    sam: dict[str, Any], function: str, action: str, resource: str, conditions: list[Any]
+) -> None:
+    assert domain_job_grants(sam["Resources"][function])[action, resource] == conditions
+
+
+@pytest.mark.parametrize("function", ["DnsReconcileFunction", "CertificateRenewalFunction"])
+def test_every_certificate_or_domain_write_of_the_domain_jobs_is_tag_bound(
+    sam: dict[str, Any], function: str
+) -> None:
+    reads = {"apigateway:GET", "acm:ListCertificates", "acm:DescribeCertificate"}
+    for (action, resource), conditions in domain_job_grants(sam["Resources"][function]).items():
+        if action.split(":")[0] in ("acm", "apigateway") and action not in reads:
+            assert all(
+                "aws:RequestTag/" in json.dumps(c) or "aws:ResourceTag/" in json.dumps(c)
+                for c in conditions
+            ), (action, resource)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -718,3 +859,104 @@ def test_webhook_secrets_are_sealed_with_the_stacks_key(
     assert env["SECRETS_KEY"] == {"Ref": "SecretsKey"}
     key = sam["Resources"]["SecretsKey"]["Properties"]
     assert key["EnableKeyRotation"] is True
+
+
+TABLE_ARN = {"Fn::GetAtt": ["RelayTable", "Arn"]}
+LISTINGS_ARN = {"Fn::Sub": "${RelayTable.Arn}/index/Listings"}
+
+
+def keyed_grants(function: dict[str, Any]) -> dict[str, tuple[Any, list[str]]]:
+    """DynamoDB action -> (the resource it is granted on, the leading keys it is limited to),
+    one statement per action."""
+    grants: dict[str, tuple[Any, list[str]]] = {}
+    for statement in sam_statements(function):
+        for action in as_list(statement["Action"]):
+            if action.startswith("dynamodb:"):
+                assert action not in grants, action
+                keys = statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+                grants[action] = (statement["Resource"], keys)
+    return grants
+
+
+def test_the_websocket_function_touches_only_connections_names_and_share_links(
+    sam: dict[str, Any],
+) -> None:
+    # Every agent reaches it: no token items, no answers (API Gateway's integration stores
+    # them), no relay key, no Scan; it lists one token's share links through the index.
+    websocket = sam["Resources"]["WebSocketFunction"]
+    assert not policy_templates(websocket) & {
+        "DynamoDBCrudPolicy",
+        "DynamoDBReadPolicy",
+        "DynamoDBWritePolicy",
+    }
+    assert keyed_grants(websocket) == {
+        "dynamodb:GetItem": (TABLE_ARN, ["conn#*", "name#*", "share#*"]),
+        "dynamodb:PutItem": (TABLE_ARN, ["conn#*", "name#*", "share#*"]),
+        "dynamodb:UpdateItem": (TABLE_ARN, ["conn#*", "name#*", "share#*"]),
+        "dynamodb:DeleteItem": (TABLE_ARN, ["conn#*", "name#*"]),
+        "dynamodb:Query": (LISTINGS_ARN, ["shares#*"]),
+    }
+
+
+@pytest.mark.parametrize(
+    ("function", "queries"),
+    [
+        ("WebSocketFunction", {"dynamodb:Query": (LISTINGS_ARN, ["shares#*"])}),  # share list
+        ("HttpFunction", {}),  # visitors: reads by key only
+        ("AuthorizerFunction", {}),
+    ],
+)
+def test_no_relay_function_scans_and_only_share_lists_query(
+    sam: dict[str, Any], function: str, queries: dict[str, Any]
+) -> None:
+    grants = keyed_grants(sam["Resources"][function])
+    assert {a: g for a, g in grants.items() if a in ("dynamodb:Query", "dynamodb:Scan")} == queries
+    assert "/index/" not in json.dumps({a: g for a, g in grants.items() if a not in queries})
+
+
+def test_the_table_has_the_sparse_listings_index_the_store_queries(sam: dict[str, Any]) -> None:
+    from hatchway_relay.adapters import dynamo_store
+
+    table = sam["Resources"]["RelayTable"]["Properties"]
+    assert {"AttributeName": dynamo_store.LISTING_KEY, "AttributeType": "S"} in table[
+        "AttributeDefinitions"
+    ]
+    assert table["GlobalSecondaryIndexes"] == [
+        {
+            "IndexName": dynamo_store.LISTING_INDEX,
+            "KeySchema": [
+                {"AttributeName": dynamo_store.LISTING_KEY, "KeyType": "HASH"},
+                {"AttributeName": "pk", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        }
+    ]
+    assert LISTINGS_ARN["Fn::Sub"].endswith("/index/" + dynamo_store.LISTING_INDEX)
+    assert dynamo_store.SHARES_LISTING_PREFIX + "*" == "shares#*"
+
+
+def test_the_alarm_topic_is_encrypted_with_a_key_cloudwatch_may_use(sam: dict[str, Any]) -> None:
+    # CloudWatch cannot publish to a topic encrypted with alias/aws/sns: every alarm action
+    # would fail with KMS AccessDenied.
+    assert sam["Resources"]["AlarmTopic"]["Properties"]["KmsMasterKeyId"] == {
+        "Ref": "AlarmTopicKey"
+    }
+    assert "alias/aws/sns" not in json.dumps(sam)
+    key = sam["Resources"]["AlarmTopicKey"]
+    assert key["Type"] == "AWS::KMS::Key"
+    assert key["Properties"]["EnableKeyRotation"] is True
+    by_principal = {
+        json.dumps(s["Principal"], sort_keys=True): s
+        for s in key["Properties"]["KeyPolicy"]["Statement"]
+    }
+    administer = by_principal[
+        json.dumps({"AWS": {"Fn::Sub": "arn:aws:iam::${AWS::AccountId}:root"}})
+    ]
+    assert (administer["Effect"], administer["Action"]) == ("Allow", "kms:*")
+    cloudwatch = by_principal[json.dumps({"Service": "cloudwatch.amazonaws.com"})]
+    assert cloudwatch["Effect"] == "Allow"
+    assert sorted(as_list(cloudwatch["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    assert cloudwatch["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    }
+    assert len(by_principal) == 2

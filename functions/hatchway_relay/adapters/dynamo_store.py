@@ -19,8 +19,27 @@ collection only; readers check expiry in code because TTL deletes late. Claims a
 use conditional single-item writes, never transactions: DynamoDB cancels concurrent
 transactions on one item. A pool changes one member at a time with an ``UpdateItem`` on its
 claim item (join, renew, leave); the last member to leave deletes the item, on condition that
-it is still empty. Nothing on the request path deletes (TTL deletes for free). Only the
-operator's listings scan; every request path reads by key.
+it is still empty. Nothing on the request path deletes (TTL deletes for free).
+
+Nothing scans. Every request path reads by key; the listings (the operator's tokens,
+connections and tunnels, an agent's share links) query the sparse global secondary index
+``Listings``. Its partition key, ``listing``, is written only on long-lived items:
+
+    listing = tokens             every token item
+    listing = connections        every connection item
+    listing = claims             every claim item (single holder or pool)
+    listing = shares#<token id>  the share links that token made
+
+Its sort key is the item's ``pk``. Answers, working marks, sightings, reservations and the key
+have no ``listing`` and are not in the index at all, so no listing ever reads the ``req#`` items
+that visitor traffic leaves behind until TTL (one per request, up to two days). One index
+partition per kind of item is a hot key only far beyond these sizes: an index partition takes
+1,000 writes a second, and the busiest, ``claims``, is written once per agent ping. The
+projection is ALL, so a listing is one paged Query; renewing a claim then also writes its
+index copy (as many write units again), which is what a listing without reads costs.
+The index is eventually consistent: a listing may miss an item written within the last second.
+Items written before the index existed carry no ``listing`` and are not listed: nothing
+deployed holds such items (pre-release), so there is nothing to backfill.
 """
 
 from __future__ import annotations
@@ -32,10 +51,11 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.conditions import Attr, ConditionBase, ConditionExpressionBuilder
+from boto3.dynamodb.conditions import Attr, ConditionBase, ConditionExpressionBuilder, Key
 from botocore.exceptions import ClientError
 
 from hatchway import codec, protocol
+from hatchway_relay.answer_items import ANSWER, WORKING, answer_key
 from hatchway_relay.ports import (
     Claim,
     Clock,
@@ -64,6 +84,18 @@ CLAIM_GUARDS = ("basic_auth", "webhook", "webhook_secret", "large_responses", "i
 """``Claim`` string fields stored as claim-item attributes of the same names (absent when
 empty or default); the access rules travel as one JSON attribute, ``access``."""
 
+LISTING_INDEX = "Listings"
+"""The sparse global secondary index of long-lived items (see the module docstring); its name
+is also in ``template.yaml``, whose IAM statements name it in the index ARN."""
+LISTING_KEY = "listing"
+"""The index's partition key attribute, present only on the items the listings return."""
+TOKENS_LISTING = "tokens"
+CONNECTIONS_LISTING = "connections"
+CLAIMS_LISTING = "claims"
+SHARES_LISTING_PREFIX = "shares#"
+"""Followed by the token id: one token's share links are one index partition of their own,
+which is all an agent's ``share list`` reads (and all its function may query)."""
+
 JOIN_ATTEMPTS = 2 * protocol.MAX_POOL_MEMBERS
 """Reads and conditional writes a join may make: each failed write means another member
 joined or left in between (one of them succeeded), so a full pool's worth of simultaneous
@@ -71,8 +103,9 @@ joiners all get through."""
 
 
 def create_table(client_or_resource: Any, name: str) -> None:
-    """Create the table (PAY_PER_REQUEST, TTL on ``ttl``) unless it exists, and wait until it
-    is active. Safe to call on every start, also from several processes at once."""
+    """Create the table (PAY_PER_REQUEST, TTL on ``ttl``, the ``Listings`` index) unless it
+    exists, and wait until it is active. Safe to call on every start, also from several
+    processes at once. ``template.yaml``'s ``RelayTable`` is the same table."""
     # A resource exposes its client as ``meta.client``; a client's own ``meta`` has no such field.
     client = getattr(client_or_resource.meta, "client", client_or_resource)
     try:
@@ -82,10 +115,21 @@ def create_table(client_or_resource: Any, name: str) -> None:
             AttributeDefinitions=[
                 {"AttributeName": "pk", "AttributeType": "S"},
                 {"AttributeName": "sk", "AttributeType": "S"},
+                {"AttributeName": LISTING_KEY, "AttributeType": "S"},
             ],
             KeySchema=[
                 {"AttributeName": "pk", "KeyType": "HASH"},
                 {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": LISTING_INDEX,
+                    "KeySchema": [
+                        {"AttributeName": LISTING_KEY, "KeyType": "HASH"},
+                        {"AttributeName": "pk", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
             ],
         )
     except ClientError as exc:
@@ -96,6 +140,14 @@ def create_table(client_or_resource: Any, name: str) -> None:
     client.get_waiter("table_exists").wait(
         TableName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 90}
     )
+    indexes = client.describe_table(TableName=name)["Table"].get("GlobalSecondaryIndexes", [])
+    if not any(index["IndexName"] == LISTING_INDEX for index in indexes):
+        # A table from before the index: its items carry no listing key, so adding the index
+        # would list none of them. Nothing deployed depends on such a table (pre-release).
+        raise RuntimeError(
+            f"table {name!r} has no {LISTING_INDEX!r} index (it was made by an older version): "
+            "use another table name, or delete this one and let the relay create it again"
+        )
     ttl = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
     if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
         if ttl.get("AttributeName") != "ttl":
@@ -281,6 +333,7 @@ class DynamoStore:
             Item={
                 "pk": f"token#{record.token_hash}",
                 "sk": "token",
+                LISTING_KEY: TOKENS_LISTING,
                 "token_id": record.token_id,
                 "label": record.label,
                 "created_at": _dec(record.created_at),
@@ -318,15 +371,18 @@ class DynamoStore:
         )
 
     def list_tokens(self) -> list[TokenRecord]:
-        # An operator's command, never a request path: a filtered scan is acceptable here.
-        return [self._token(i) for i in self._scan(Attr("sk").eq("token"))]
+        return [self._token(i) for i in self._listing(TOKENS_LISTING)]
 
-    def _scan(self, condition: Any) -> list[dict[str, Any]]:
-        """Every item matching ``condition`` (all pages). For operator commands only."""
+    def _listing(self, listing: str) -> list[dict[str, Any]]:
+        """Every item of one listing (all pages of one index partition): it reads the items
+        listed and nothing else, however many answers visitor traffic has left in the table."""
         items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"FilterExpression": condition}
+        kwargs: dict[str, Any] = {
+            "IndexName": LISTING_INDEX,
+            "KeyConditionExpression": Key(LISTING_KEY).eq(listing),
+        }
         while True:
-            page = self.table.scan(**_expressions(kwargs))
+            page = self.table.query(**_expressions(kwargs))
             items += page.get("Items", [])
             if "LastEvaluatedKey" not in page:
                 return items
@@ -342,6 +398,7 @@ class DynamoStore:
             Item={
                 "pk": f"conn#{record.connection_id}",
                 "sk": "conn",
+                LISTING_KEY: CONNECTIONS_LISTING,
                 "token_id": record.token_id,
                 "connected_at": _dec(record.connected_at),
                 "expires_at": _dec(record.expires_at),
@@ -383,8 +440,9 @@ class DynamoStore:
         )
 
     def list_connections(self) -> list[ConnectionRecord]:
-        # An operator's command (revoking a token), never a request path: it may scan.
-        return [self._connection(i) for i in self._scan(Attr("sk").eq("conn"))]
+        # Connections that ended without $disconnect stay listed until TTL; callers check
+        # ``alive(now)``.
+        return [self._connection(i) for i in self._listing(CONNECTIONS_LISTING)]
 
     def delete_connection(self, connection_id: str) -> None:
         self.table.delete_item(Key={"pk": f"conn#{connection_id}", "sk": "conn"})
@@ -425,6 +483,7 @@ class DynamoStore:
         item: dict[str, Any] = {
             "pk": f"name#{claim.name}",
             "sk": "claim",
+            LISTING_KEY: CLAIMS_LISTING,
             "token_id": claim.token_id,
             "expires_at": _dec(claim.expires_at),
             "ttl": _ttl(claim.expires_at),
@@ -446,8 +505,7 @@ class DynamoStore:
         return item
 
     def list_claims(self) -> list[Claim]:
-        # An operator's command (hatchway-admin tunnels), never a request path: it may scan.
-        return [self._claim(i) for i in self._scan(Attr("sk").eq("claim"))]
+        return [self._claim(i) for i in self._listing(CLAIMS_LISTING)]
 
     def get_claim(self, name: str) -> Claim | None:
         item = self._get(f"name#{name}", "claim")
@@ -634,6 +692,7 @@ class DynamoStore:
             Item={
                 "pk": f"share#{record.share_id}",
                 "sk": "share",
+                LISTING_KEY: SHARES_LISTING_PREFIX + record.token_id,
                 "token_id": record.token_id,
                 "tunnel": record.tunnel,
                 "secret_hash": record.secret_hash,
@@ -667,9 +726,8 @@ class DynamoStore:
         )
 
     def list_shares(self, token_id: str) -> list[ShareRecord]:
-        # The agent's "share list", never a visitor's path: a filtered scan is acceptable.
-        condition = Attr("sk").eq("share") & Attr("token_id").eq(token_id)
-        return [self._share(item) for item in self._scan(condition)]
+        # The token's own index partition: the WebSocket function may query no other.
+        return [self._share(item) for item in self._listing(SHARES_LISTING_PREFIX + token_id)]
 
     def use_share(self, share_id: str, now: float) -> bool:
         usable = (

@@ -41,7 +41,7 @@ LOCAL_REFRESH_SECONDS = 2.0
 """The local relay's store is in memory: the page may ask often."""
 
 AWS_REFRESH_SECONDS = 5.0
-"""Each refresh of a deployed stack's page is three filtered scans of its table."""
+"""Each refresh of a deployed stack's page is three queries of its table's listings index."""
 
 AWS_METRICS_SECONDS = 60.0
 """CloudWatch's finest period is a minute, and every metric read is billed."""

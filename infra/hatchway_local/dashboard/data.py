@@ -173,7 +173,7 @@ def _access(rules: protocol.AccessRules) -> dict[str, Any]:
 
 class StoreSource:
     """``DashboardSource`` over an ``AdminStore``: three listings a snapshot (tokens, claims,
-    connections; each a filtered scan on DynamoDB), joined here. Actions go through
+    connections; each one query of the listings index on DynamoDB), joined here. Actions go through
     ``hatchway_relay.admin``, as ``hatchway-admin``'s do."""
 
     def __init__(self, store: AdminStore, clock: Callable[[], float] = time.time) -> None:
