@@ -3,10 +3,16 @@ and prices it from the relay's one table of list prices.
 
 The relay runs behind the local gateway with the production adapters against moto's server
 (DynamoDB and S3), a real ``hatchway http`` agent forwards to a local app that answers after
-50 ms, and every operation is counted where it happens: boto3 calls in this process (DynamoDB
-capacity units from the items on the wire, ``@connections`` posts by size), S3 requests at moto's
-server (the agent's presigned ones too), Lambda invocations and their durations at the gateway,
-and the bytes the relay's loggers write.
+50 ms, and every operation is counted where it happens: boto3 calls in this process, whichever
+thread makes them (DynamoDB capacity units from the items on the wire, ``@connections`` posts by
+size), S3 requests at moto's server (the agent's presigned ones too), WebSocket messages at the
+gateway's sockets, Lambda invocations with their wall and CPU time at the gateway, bytes sent
+out to the internet, and the bytes the relay's loggers write.
+
+Beyond the cases it measures what one more second of the app's latency adds (the 1 KB case again
+with the app answering a second later), the CPU a cold start costs (the handler module imported
+in a fresh interpreter), and prints each function's memory table: what its measured CPU work
+costs in latency and dollars at each candidate memory size.
 
     make cost                       # or: .venv/bin/python bench/cost.py [--requests N]
 """
@@ -18,6 +24,7 @@ import http.client
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -141,7 +148,10 @@ def stack() -> Iterator[Stack]:
     meter = cost_meter.Meter()
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         endpoint, moto = stack.enter_context(moto_server())
-        cost_meter.install_s3_meter(moto, meter, settings.blob_expiry_days)
+        cost_meter.install_server_meter(moto, meter, settings.blob_expiry_days)
+        sockets = cost_meter.SocketMeter(meter)
+        sockets.install()
+        stack.callback(sockets.uninstall)
         probe = cost_meter.DynamoProbe(
             boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
         )
@@ -228,19 +238,55 @@ def app_latency(app: CostApp, case: Case, requests: int) -> float:
         visitor.close()
 
 
+INIT_PROBE = """
+import resource
+import hatchway_relay.aws as aws
+aws._handlers()  # the clients and the relay, built on a cold start's first invocation
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(usage.ru_utime + usage.ru_stime)
+"""
+
+
+def init_cpu_seconds(runs: int = 3) -> float:
+    """CPU seconds of a cold start on one full core: a fresh interpreter importing the handler
+    module (``hatchway_relay.aws``, the one every function names) and building its clients, as
+    on a first invocation; the median of ``runs``. CPU time rather than wall time, so that the
+    other work on a shared machine does not count."""
+    env = dict(
+        os.environ,
+        TABLE_NAME="hatchway-cost",
+        BLOB_BUCKET="hatchway-cost-blobs",
+        SECRETS_KEY="alias/hatchway-cost",
+        WEBSOCKET_MANAGEMENT_URL="https://abc123.execute-api.us-east-1.amazonaws.com/prod",
+        PATH_URL="https://abc123.execute-api.us-east-1.amazonaws.com/t/{name}/",
+    )
+    seconds = []
+    for _ in range(runs):
+        done = subprocess.run(
+            [sys.executable, "-c", INIT_PROBE], env=env, capture_output=True, text=True, check=True
+        )
+        seconds.append(float(done.stdout.split()[-1]))
+    return statistics.median(seconds)
+
+
 @dataclass
 class Result:
     case: Case
     requests: int
     lines: list[pricing.Line]
     seconds: float
+    profiles: list[pricing.Profile]
 
     @property
     def per_million(self) -> float:
         return pricing.total_per_million(self.lines)
 
+    @property
+    def transfer(self) -> float:
+        return pricing.transfer_per_million(self.lines)
 
-def run_case(stack: Stack, case: Case, requests: int) -> Result:
+
+def run_case(stack: Stack, case: Case, requests: int, init_cpu: float) -> Result:
     visitor = Visitor(stack.relay_port, f"{SUBDOMAIN}.localhost:{stack.relay_port}")
     try:
         for _ in range(2):  # warm: pools, connections, the relay's adaptive poll timing
@@ -253,7 +299,19 @@ def run_case(stack: Stack, case: Case, requests: int) -> Result:
         visitor.close()
     if stack.meter.errors:
         raise SystemExit(f"{case.key}: operations the meter could not count: {stack.meter.errors}")
-    return Result(case, requests, stack.meter.lines(requests), statistics.mean(took))
+    profiles = stack.meter.profiles(requests)
+    lines = stack.meter.lines(requests)
+    lines += pricing.cold_start_lines(profiles, init_cpu, stack.settings.memory_of)
+    return Result(case, requests, lines, statistics.mean(took), profiles)
+
+
+def run_slower(stack: Stack, case: Case, requests: int, init_cpu: float) -> Result:
+    """The case again with the app answering one second later."""
+    stack.app.delay = APP_DELAY_SECONDS + 1.0
+    try:
+        return run_case(stack, case, requests, init_cpu)
+    finally:
+        stack.app.delay = APP_DELAY_SECONDS
 
 
 # --- Report -----------------------------------------------------------------------------------
@@ -280,8 +338,34 @@ def print_lines(title: str, lines: list[pricing.Line]) -> None:
     print()
 
 
+def print_memory_table(profile: pricing.Profile, init_cpu: float, chosen: int) -> None:
+    print(
+        f"Memory, {profile.function} function (1kb case): {profile.invocations:.2f} invocations "
+        f"per request, {profile.wall * 1000:.1f} ms each of which {profile.cpu * 1000:.1f} ms "
+        f"CPU on a full core; cold start {init_cpu * 1000:.0f} ms CPU on a full core"
+    )
+    print(
+        f"  {'MB':>6} {'vCPU':>6} {'CPU ms':>8} {'+latency':>9} {'duration $/M':>13} "
+        f"{'+1 s wait $/M':>14} {'INIT ms':>8} {'INIT $/M':>9} {'total $/M':>10}"
+    )
+    for option in pricing.memory_options(profile, init_cpu):
+        mark = "*" if option.memory_mb == chosen else " "
+        print(
+            f"{mark} {option.memory_mb:>5} {pricing.cpu_share(option.memory_mb):6.3f} "
+            f"{option.cpu_ms:8.1f} {option.added_ms:8.1f}ms {option.duration:13.3f} "
+            f"{option.wait_second:14.2f} {option.init_ms:8.0f} {option.init:9.3f} "
+            f"{option.per_million:10.3f}"
+        )
+    print()
+
+
 def print_report(
-    results: list[Result], floor: list[pricing.Line], latency: float, stack: Stack
+    results: list[Result],
+    slower: Result,
+    floor: list[pricing.Line],
+    latency: float,
+    init_cpu: float,
+    stack: Stack,
 ) -> None:
     settings = stack.settings
     print()
@@ -303,7 +387,29 @@ def print_report(
             f"{result.seconds * 1000:.0f} ms each through the tunnel",
             result.lines,
         )
+    print_lines(
+        f"1kb, app 1 s slower: {slower.requests} requests, {slower.seconds * 1000:.0f} ms each "
+        "through the tunnel",
+        slower.lines,
+    )
     print_lines("floor: what the platform charges for one proxied request", floor)
+    print(
+        f"Cold starts: one per {pricing.COLD_START_EVERY} invocations of each function, "
+        f"{init_cpu * 1000:.0f} ms of CPU each on a full core (fresh interpreter importing the "
+        "handler module and building its clients), stretched by the CPU share of the function's "
+        "memory (1 vCPU at 1,769 MB)."
+    )
+    for profile in results[0].profiles:
+        memory = settings.memory_of(profile.function)
+        seconds = pricing.lambda_billed_ms(init_cpu / pricing.cpu_share(memory)) / 1000
+        each = pricing.lambda_gb_seconds(round(seconds * 1000), memory)
+        print(
+            f"  {profile.function}: {seconds * 1000:.0f} ms at {memory} MB, "
+            f"${each * prices.LAMBDA_ARM_GB_SECOND * 1e6:.2f} per million cold starts"
+        )
+    print()
+    for profile in results[0].profiles:
+        print_memory_table(profile, init_cpu, settings.memory_of(profile.function))
     overhead = stack.meter.lines(1, cost_meter.HEARTBEAT)
     beats = next((ln.count for ln in overhead if ln.operation.startswith("Lambda invocations")), 0)
     per_month = 30 * 24 * 60
@@ -330,10 +436,19 @@ def print_report(
         )
         + f"\n{'floor':14} {pricing.total_per_million(floor):14.2f}"
     )
+    by_key = {r.case.key: r for r in results}
+    wait = slower.per_million - by_key["1kb"].per_million
+    print(
+        f"{'1kb +1 s':14} {slower.per_million:14.2f}   (one more second of app latency: "
+        f"+${wait:.2f} per million)"
+    )
     print()
     print(
         pricing.summary_line(
-            {r.case.key: r.per_million for r in results}, pricing.total_per_million(floor)
+            {key: r.per_million for key, r in by_key.items()},
+            pricing.total_per_million(floor),
+            by_key["1mb"].transfer,
+            wait,
         )
     )
 
@@ -343,20 +458,30 @@ def main() -> int:
     parser.add_argument(
         "--requests", type=int, help="requests per case (default: 50 small, 10 at 1 MB, 5 at 4 MB)"
     )
+    parser.add_argument(
+        "--slower-requests",
+        type=int,
+        default=20,
+        help="requests of the 1 KB case with the app 1 s slower (default: 20)",
+    )
     args = parser.parse_args()
     # moto's server logs every request it serves; the report is what this prints.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     chosen = cases()
+    print("cold start: importing the handler module in fresh interpreters ...", flush=True)
+    init_cpu = init_cpu_seconds()
     with stack() as running:
         latency = app_latency(running.app, chosen[0], 20)
         results = []
         for case in chosen:
             requests = args.requests or case.requests
             print(f"{case.key}: {requests} requests ...", flush=True)
-            results.append(run_case(running, case, requests))
+            results.append(run_case(running, case, requests, init_cpu))
+        print(f"1kb, app 1 s slower: {args.slower_requests} requests ...", flush=True)
+        slower = run_slower(running, chosen[0], args.slower_requests, init_cpu)
     # Reported once everything has stopped, so that the summary is the last line printed.
     floor = pricing.floor_lines(latency, running.settings.memory_mb)
-    print_report(results, floor, latency, running)
+    print_report(results, slower, floor, latency, init_cpu, running)
     return 0
 
 

@@ -1,5 +1,8 @@
-"""Counting every billed operation of the relay as it happens: boto3 calls in this process, S3
-requests at moto's server, Lambda invocations at the local gateway, and log bytes."""
+"""Counting every billed operation of the relay as it happens: boto3 calls in this process
+(DynamoDB and ``@connections``), requests at moto's server (S3, the agent's presigned ones too, and
+a check that no DynamoDB write bypassed the boto3 count), WebSocket messages where they cross the
+gateway's sockets, Lambda invocations with their wall and CPU time at the local gateway, data
+transferred out to the internet, and log bytes."""
 
 from __future__ import annotations
 
@@ -46,18 +49,46 @@ class Key:
 
 
 @dataclass
+class Usage:
+    """A function's invocations for visitor requests, with their wall and thread CPU time."""
+
+    invocations: int = 0
+    wall: float = 0.0
+    cpu: float = 0.0
+
+
+@dataclass
 class Meter:
     """Thread-safe tallies per operation, reset before each case and read after it."""
 
     tallies: dict[Key, Tally] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     """Operations the meter failed to count: a report with any of them would undercount."""
+    usage: dict[str, Usage] = field(default_factory=dict)
     in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def add_usage(self, function: str, wall: float, cpu: float) -> None:
+        with self.lock:
+            usage = self.usage.setdefault(function, Usage())
+            usage.invocations += 1
+            usage.wall += wall
+            usage.cpu += cpu
+
+    def profiles(self, requests: int) -> list[pricing.Profile]:
+        """Per function: invocations per visitor request, wall and CPU seconds per invocation."""
+        with self.lock:
+            return [
+                pricing.Profile(
+                    name, u.invocations / requests, u.wall / u.invocations, u.cpu / u.invocations
+                )
+                for name, u in sorted(self.usage.items())
+                if u.invocations
+            ]
+
     def add(self, key: Key, units: float, nbytes: int = 0, count: int = 1) -> None:
         prefix = getattr(_local, "overhead", "")
-        if prefix:
+        if prefix and not key.operation.startswith(OVERHEADS):
             # Heartbeats, connects and disconnects: billed per connection, not per request.
             key = Key(prefix + key.operation, key.unit, key.price)
         with self.lock:
@@ -69,6 +100,7 @@ class Meter:
     def reset(self) -> None:
         """Forget the per-request tallies; per-connection ones add up over the whole run."""
         with self.lock:
+            self.usage = {}
             self.tallies = {
                 k: v for k, v in self.tallies.items() if k.operation.startswith(OVERHEADS)
             }
@@ -128,19 +160,32 @@ _local = threading.local()
 
 
 def measuring_seconds() -> float:
-    """Seconds this thread spent on the meter's own probes; subtracted from billed durations."""
+    """Seconds this thread spent on the meter's own work; subtracted from billed durations."""
     return float(getattr(_local, "measuring", 0.0))
+
+
+def measuring_cpu() -> float:
+    """Thread CPU seconds this thread spent on the meter's own work (probes, sizing items):
+    subtracted from an invocation's CPU, which sets its duration at smaller memory sizes."""
+    return float(getattr(_local, "measuring_cpu", 0.0))
 
 
 @contextlib.contextmanager
 def _measuring() -> Iterator[None]:
-    started = time.perf_counter()
+    depth = getattr(_local, "depth", 0)
+    if depth:  # nested: the outermost one counts the time
+        yield
+        return
+    started, cpu = time.perf_counter(), time.thread_time()
     _local.probing = True
+    _local.depth = 1
     try:
         yield
     finally:
         _local.probing = False
+        _local.depth = 0
         _local.measuring = measuring_seconds() + time.perf_counter() - started
+        _local.measuring_cpu = measuring_cpu() + time.thread_time() - cpu
 
 
 # --- DynamoDB: capacity units from the items on the wire --------------------------------------
@@ -223,9 +268,14 @@ def _dynamo_reads(op: str, request: dict[str, Any], response: dict[str, Any]) ->
     return 0.0
 
 
+NO_LAMBDA = "no Lambda (API Gateway integration)"
+
+
 def _function() -> str:
-    """The function whose invocation made the call (set by ``LambdaMeter``)."""
-    return str(getattr(_local, "function", "") or "outside a function")
+    """The function whose invocation made the call (set by ``LambdaMeter``). A call made with
+    no invocation around it is API Gateway's own: a route whose AWS service integration writes
+    to the table."""
+    return str(getattr(_local, "function", "") or NO_LAMBDA)
 
 
 def _read_bytes(response: dict[str, Any]) -> int:
@@ -243,10 +293,16 @@ def _json_body(raw: bytes | str | None) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
+METERED_HEADER = "X-Hatchway-Metered"
+"""Set on every DynamoDB request the boto3 meter counted, so that moto's server can tell a write
+that reached the table some other way (``ServerMeter`` refuses the report then)."""
+
+
 class BotoMeter:
     """Patches ``BaseClient._make_api_call`` in this process so that every boto3 client, however
-    it was built, reports its DynamoDB calls (with capacity units from the raw JSON items) and
-    its ``@connections`` posts (with their bytes)."""
+    it was built and whichever thread calls it (a Lambda's, or the gateway's own for an AWS
+    service integration), reports its DynamoDB calls (with capacity units from the raw JSON
+    items) and its ``@connections`` posts (with their bytes)."""
 
     def __init__(self, meter: Meter, probe: DynamoProbe) -> None:
         self.meter = meter
@@ -282,8 +338,12 @@ class BotoMeter:
             if call is not None:
                 call["response"] = http_response.content
 
+        def mark(request: Any, **_: Any) -> None:
+            request.headers[METERED_HEADER] = "1"
+
         client.meta.events.register("before-call.dynamodb", before)
         client.meta.events.register("after-call.dynamodb", after)
+        client.meta.events.register("before-send.dynamodb", mark)
         client._cost_hooked = True
 
     def _call(self, client: Any, operation: str, params: dict[str, Any]) -> Any:
@@ -301,16 +361,18 @@ class BotoMeter:
         try:
             if operation in WRITES:
                 # Serialising with the same converter boto3 uses gives the wire-format keys.
-                request = _wire_params(client, operation, params)
-                writes = _dynamo_writes(self.probe, operation, request)
-                for write in writes:
-                    write.before = self.probe.size(write.table, write.key)
+                with _measuring():
+                    request = _wire_params(client, operation, params)
+                    writes = _dynamo_writes(self.probe, operation, request)
+                    for write in writes:
+                        write.before = self.probe.size(write.table, write.key)
             return self.original(client, operation, params)
         finally:
             call = _local.call
             _local.call = None
             try:
-                self._account(operation, call, writes)
+                with _measuring():
+                    self._account(operation, call, writes)
             except Exception as exc:  # never break the relay; fail the report instead
                 self.meter.errors.append(f"DynamoDB {operation}: {exc!r}")
 
@@ -347,9 +409,10 @@ class BotoMeter:
             self.meter.add(Key("@connections post (failed)", "message", 0.0), 0, size)
             raise
         finally:
-            units = pricing.websocket_units(size)
-            key = Key("WebSocket messages, relay to agent", "32 KB msg", prices.WEBSOCKET_MESSAGE)
-            self.meter.add(key, units, size)
+            # The message itself is billed where it leaves the gateway (``SocketMeter``); the
+            # post's bytes are shown, unpriced: WebSocket APIs bill no data transfer.
+            key = Key("@connections posts (no transfer charge)", "post", 0.0)
+            self.meter.add(key, 1, size)
 
 
 def _wire_params(client: Any, operation: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -408,12 +471,15 @@ def _b64_binary(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-# --- S3: every request that reaches moto's server, the agent's presigned ones included -------
+# --- moto's server: S3 requests (the agent's presigned ones included), unmetered writes -------
 
 
-class S3Meter:
-    """WSGI middleware around moto's server. It also serves one request at a time: moto's
-    backends are not thread-safe, while DynamoDB and S3 apply each request atomically."""
+class ServerMeter:
+    """WSGI middleware around moto's server: counts S3 requests and the bytes the agent
+    downloads, and refuses the report if a DynamoDB write arrives that the boto3 meter did not
+    count (made by something other than boto3 in this process). It also serves one request at a
+    time: moto's backends are not thread-safe, while DynamoDB and S3 apply each request
+    atomically."""
 
     def __init__(
         self, app: Callable[..., Iterable[bytes]], meter: Meter, stored_days: float
@@ -427,14 +493,25 @@ class S3Meter:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         with self.lock:
-            if _is_s3(environ):
+            target = environ.get("HTTP_X_AMZ_TARGET", "")
+            operation = target.rsplit(".", 1)[-1]
+            metered = "HTTP_" + METERED_HEADER.upper().replace("-", "_")
+            if operation in WRITES and not environ.get(metered):
+                self.meter.errors.append(f"DynamoDB {operation} not counted by the boto3 meter")
+            s3 = _is_s3(environ)
+            if s3:
                 self._count(environ)
-            return list(self.app(environ, start_response))
+            body = list(self.app(environ, start_response))
+            if s3 and environ.get("REQUEST_METHOD") == "GET" and _presigned(environ):
+                # Read from outside AWS: the agent's download is transfer out to the internet.
+                size = sum(len(chunk) for chunk in body)
+                key = Key(f"{pricing.TRANSFER}, S3 to the agent", "GB", prices.DATA_TRANSFER_OUT_GB)
+                self.meter.add(key, pricing.transfer_gb(size), size)
+            return body
 
     def _count(self, environ: dict[str, Any]) -> None:
         method = environ.get("REQUEST_METHOD", "GET")
-        presigned = "X-Amz-Signature=" in environ.get("QUERY_STRING", "")
-        who = "agent, presigned" if presigned else "relay"
+        who = "agent, presigned" if _presigned(environ) else "relay"
         size = int(environ.get("CONTENT_LENGTH") or 0)
         path = environ.get("PATH_INFO", "")
         storage = Key(f"S3 storage, {self.stored_days:g} days", "GB-month", prices.S3_GB_MONTH)
@@ -458,6 +535,10 @@ class S3Meter:
             self.meter.add(Key(f"S3 {method} ({who})", "request", 0.0), 0)
 
 
+def _presigned(environ: dict[str, Any]) -> bool:
+    return "X-Amz-Signature=" in environ.get("QUERY_STRING", "")
+
+
 def _is_s3(environ: dict[str, Any]) -> bool:
     if environ.get("HTTP_X_AMZ_TARGET"):
         return False  # DynamoDB's JSON protocol
@@ -467,10 +548,10 @@ def _is_s3(environ: dict[str, Any]) -> bool:
     return "/s3/aws4_request" in scope
 
 
-def install_s3_meter(server: Any, meter: Meter, expiration_days: int) -> S3Meter:
+def install_server_meter(server: Any, meter: Meter, expiration_days: int) -> ServerMeter:
     """Wrap a started ``ThreadedMotoServer``'s WSGI app. An object lives until the lifecycle
     rule expires it: S3 rounds the expiry up to the next midnight UTC, half a day on average."""
-    middleware = S3Meter(server._server.app, meter, expiration_days + 0.5)
+    middleware = ServerMeter(server._server.app, meter, expiration_days + 0.5)
     server._server.app = middleware
     return middleware
 
@@ -566,7 +647,8 @@ def _message_type(body: str) -> str:
 
 class LambdaMeter:
     """Wraps the gateway's two handlers: each call is one Lambda invocation billed per started
-    millisecond at the template's memory size, and its event says what API Gateway metered."""
+    millisecond at the template's memory size, its CPU work stretched by that size's CPU share
+    (measured here on a full core), and its event says what the HTTP API metered and sent out."""
 
     def __init__(
         self,
@@ -584,12 +666,18 @@ class LambdaMeter:
             _local.function = function
             with self.meter.invocation():
                 started, measured = time.perf_counter(), measuring_seconds()
+                cpu_started, cpu_measured = time.thread_time(), measuring_cpu()
                 result: dict[str, Any] | None = None
                 try:
                     result = handler(event, context)
                     return result
                 finally:
-                    seconds = time.perf_counter() - started - (measuring_seconds() - measured)
+                    wall = time.perf_counter() - started - (measuring_seconds() - measured)
+                    cpu = time.thread_time() - cpu_started - (measuring_cpu() - cpu_measured)
+                    if not _local.overhead:
+                        self.meter.add_usage(function, wall, cpu)
+                    memory = self.settings.memory_of(function)
+                    seconds = pricing.seconds_at(wall, cpu, memory)
                     self._account(function, event, result, seconds)
                     _local.overhead = ""
                     _local.function = ""
@@ -599,19 +687,15 @@ class LambdaMeter:
     def _account(
         self, function: str, event: dict[str, Any], result: dict[str, Any] | None, seconds: float
     ) -> None:
-        if function == "WebSocket":
-            context = event.get("requestContext") or {}
-            if context.get("routeKey") == "$default":
-                size = len((event.get("body") or "").encode("utf-8"))
-                key = Key(
-                    "WebSocket messages, agent to relay", "32 KB msg", prices.WEBSOCKET_MESSAGE
-                )
-                self.meter.add(key, pricing.websocket_units(size), size)
-        else:
+        # WebSocket messages are counted at the gateway's sockets (``SocketMeter``): a message
+        # handled by a route's service integration invokes no function but is billed the same.
+        if function != "WebSocket":
             request, response = _http_bytes(event, result)
             units = pricing.http_api_units(request + response)
             key = Key("HTTP API requests", "512 KB req", prices.HTTP_API_REQUEST)
             self.meter.add(key, units, request + response)
+            out = Key(f"{pricing.TRANSFER}, HTTP API responses", "GB", prices.DATA_TRANSFER_OUT_GB)
+            self.meter.add(out, pricing.transfer_gb(response), response)
             if self.emf_bytes is not None:
                 emf = self.emf_bytes(event, result, seconds)
                 logs = Key("CloudWatch Logs, EMF metric lines", "GB", prices.LOGS_INGESTED_GB)
@@ -630,6 +714,67 @@ class LambdaMeter:
             nbytes = self.settings.platform_log_bytes
             platform = Key("CloudWatch Logs, Lambda platform lines", "GB", prices.LOGS_INGESTED_GB)
             self.meter.add(platform, nbytes / pricing.GB, nbytes)
+
+
+# --- WebSocket messages: where they cross the gateway's sockets -------------------------------
+
+_CONNECTION_TYPES = {"hello", "welcome", "share", "shares"}
+_HEARTBEAT_TYPES = {"ping", "pong"}
+
+
+def _message_overhead(text: str) -> str:
+    """Hellos, welcomes, share lists and heartbeats are per connection, not per request."""
+    kind = _message_type(text)
+    if kind in _HEARTBEAT_TYPES:
+        return HEARTBEAT
+    return CONNECTION if kind in _CONNECTION_TYPES else ""
+
+
+class SocketMeter:
+    """Patches aiohttp's ``WebSocketResponse.receive`` and ``send_str`` in this process: every
+    message an agent sends and every message the gateway delivers (``@connections`` posts,
+    API Gateway's own error frames) is one billed WebSocket message per started 32 KB, whichever
+    route, Lambda or service integration handles it."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+        self.originals: tuple[Any, Any] | None = None
+
+    def install(self) -> None:
+        from aiohttp import WSMsgType, web
+
+        receive, send_str = web.WebSocketResponse.receive, web.WebSocketResponse.send_str
+        self.originals = (receive, send_str)
+        count = self.count
+
+        async def counted_receive(ws: web.WebSocketResponse, timeout: float | None = None) -> Any:
+            message = await receive(ws, timeout)
+            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                count("agent to relay", message.data)
+            return message
+
+        async def counted_send(
+            ws: web.WebSocketResponse, data: str, compress: int | None = None
+        ) -> None:
+            await send_str(ws, data, compress)
+            count("relay to agent", data)  # after it went: a failed send is not delivered
+
+        web.WebSocketResponse.receive = counted_receive  # type: ignore[method-assign,assignment]
+        web.WebSocketResponse.send_str = counted_send  # type: ignore[method-assign,assignment]
+
+    def uninstall(self) -> None:
+        from aiohttp import web
+
+        if self.originals is not None:
+            receive, send_str = self.originals
+            web.WebSocketResponse.receive = receive  # type: ignore[method-assign]
+            web.WebSocketResponse.send_str = send_str  # type: ignore[method-assign]
+
+    def count(self, direction: str, data: str | bytes) -> None:
+        size = len(data.encode("utf-8") if isinstance(data, str) else data)
+        prefix = _message_overhead(data) if isinstance(data, str) else ""
+        key = Key(f"{prefix}WebSocket messages, {direction}", "32 KB msg", prices.WEBSOCKET_MESSAGE)
+        self.meter.add(key, pricing.websocket_units(size), size)
 
 
 # --- Logs: what the relay's loggers write at the template's level -----------------------------

@@ -1,11 +1,12 @@
-"""The arithmetic of ``make cost``: DynamoDB item sizes, billing units, and dollars from the one
+"""The arithmetic of ``make cost``: DynamoDB item sizes, billing units, data transfer, Lambda
+duration at a memory size's CPU share, cold starts, the memory table, and dollars from the one
 price table in ``hatchway_relay.prices``."""
 
 from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,14 @@ GB = 1024**3
 """AWS bills storage and log ingestion per GB of 2^30 bytes."""
 DAYS_PER_MONTH = 30
 SUMMARY_KEYS = ("1kb", "10kb", "100kb", "1mb", "4mb-request")
+COLD_START_EVERY = 100
+"""One cold start per this many invocations of each function. AWS's analysis of production
+workloads puts cold starts "in under 1% of invocations" (AWS Compute blog, "AWS Lambda
+standardizes billing for INIT Phase", 2025): at a million requests a month (one every 2.6 s on
+average) a function's few environments stay warm between visitors, and each is replaced every few
+hours. A tunnel visited once every quarter of an hour pays one on nearly every request instead;
+the report prints the cost of one cold start so that such traffic can be priced too."""
+MEMORY_CANDIDATES = (128, 192, 256, 384, 512, 1024, 1769)
 
 # --- DynamoDB item sizes (the developer guide's "Item sizes and formats") ---------------------
 
@@ -115,6 +124,119 @@ def lambda_gb_seconds(billed_ms: int, memory_mb: int) -> float:
     return billed_ms / 1000 * memory_mb / 1024
 
 
+def transfer_gb(nbytes: float) -> float:
+    """Data transfer is billed per GB of 2^30 bytes, like storage."""
+    return nbytes / GB
+
+
+# --- Lambda CPU by memory size ----------------------------------------------------------------
+
+
+def cpu_share(memory_mb: int) -> float:
+    """The part of one vCPU a function gets: all of it at 1,769 MB, proportionally less below.
+    Above, more vCPUs, but single-threaded handler code runs no faster."""
+    return min(1.0, memory_mb / prices.LAMBDA_ONE_VCPU_MB)
+
+
+def seconds_at(wall: float, cpu: float, memory_mb: int) -> float:
+    """An invocation's duration at ``memory_mb``, from one measured on a full core: its waits
+    (I/O, the agent, the app) as they were, its CPU work stretched by the size's CPU share. One
+    core of the measuring machine is taken as one Lambda vCPU."""
+    cpu = min(max(cpu, 0.0), wall)
+    return wall - cpu + cpu / cpu_share(memory_mb)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one function did per visitor request, measured on a full core."""
+
+    function: str
+    invocations: float
+    """Invocations per visitor request."""
+    wall: float
+    """Seconds per invocation (waits and CPU)."""
+    cpu: float
+    """Thread CPU seconds per invocation."""
+
+
+def cold_start_lines(
+    profiles: Iterable[Profile],
+    init_cpu: float,
+    memory_of: Callable[[str], int],
+    every: int = COLD_START_EVERY,
+) -> list[Line]:
+    """One INIT per ``every`` invocations of each function, billed like its invocations (since
+    August 2025): ``init_cpu`` seconds of CPU on a full core, stretched by the CPU share."""
+    lines = []
+    for profile in profiles:
+        if profile.invocations <= 0:
+            continue
+        memory = memory_of(profile.function)
+        billed = lambda_billed_ms(init_cpu / cpu_share(memory))
+        count = profile.invocations / every
+        lines.append(
+            Line(
+                f"Lambda INIT, {profile.function} (1/{every} inv., {billed} ms)",
+                count,
+                count * lambda_gb_seconds(billed, memory),
+                "GB-s",
+                prices.LAMBDA_ARM_GB_SECOND,
+            )
+        )
+    return lines
+
+
+@dataclass(frozen=True)
+class MemoryOption:
+    """One candidate memory size for one function, per visitor request."""
+
+    memory_mb: int
+    cpu_ms: float
+    """The invocation's CPU work at this size's share (on a full core: the measured CPU)."""
+    added_ms: float
+    """Latency the smaller CPU share adds to each invocation, against a full vCPU."""
+    duration: float
+    """Lambda duration, dollars per million visitor requests (CPU and waits)."""
+    wait_second: float
+    """Dollars per million visitor requests for each further second the function waits."""
+    init_ms: float
+    """A cold start's INIT at this size."""
+    init: float
+    """Cold starts (at ``COLD_START_EVERY``), dollars per million visitor requests."""
+
+    @property
+    def per_million(self) -> float:
+        return self.duration + self.init
+
+
+def memory_options(
+    profile: Profile,
+    init_cpu: float,
+    candidates: Iterable[int] = MEMORY_CANDIDATES,
+    every: int = COLD_START_EVERY,
+) -> list[MemoryOption]:
+    """The memory table of one function: what its measured work costs, in latency and dollars,
+    at each candidate size."""
+    options = []
+    per_second = prices.LAMBDA_ARM_GB_SECOND * PER_MILLION * profile.invocations
+    for memory in candidates:
+        cpu = profile.cpu / cpu_share(memory)
+        seconds = seconds_at(profile.wall, profile.cpu, memory)
+        init = init_cpu / cpu_share(memory)
+        options.append(
+            MemoryOption(
+                memory,
+                cpu * 1000,
+                (cpu - profile.cpu) * 1000,
+                seconds * memory / 1024 * per_second,
+                memory / 1024 * per_second,
+                init * 1000,
+                init * memory / 1024 * per_second / every,
+            )
+        )
+    return options
+
+
 # --- Lines of a bill --------------------------------------------------------------------------
 
 
@@ -159,7 +281,21 @@ def floor_lines(app_seconds: float, memory_mb: int) -> list[Line]:
     ]
 
 
-def summary_line(per_million: Mapping[str, float], floor: float) -> str:
-    """The one line scripts read: dollars per million visitor requests, as computed."""
+def summary_line(
+    per_million: Mapping[str, float], floor: float, transfer_1mb: float, wait_1s: float
+) -> str:
+    """The one line scripts read: dollars per million visitor requests, as computed; the
+    transfer part of ``1mb=`` and what one more second of the app's latency adds come last, so
+    that readers of the older keys keep working."""
     parts = [f"{key}={per_million[key]:.2f}" for key in SUMMARY_KEYS]
-    return " ".join(["cost-per-million", *parts, f"floor={floor:.2f}"])
+    extra = [f"floor={floor:.2f}", f"transfer-1mb={transfer_1mb:.2f}", f"wait-1s={wait_1s:.2f}"]
+    return " ".join(["cost-per-million", *parts, *extra])
+
+
+def transfer_per_million(lines: Iterable[Line]) -> float:
+    """The data-transfer part of a bill."""
+    return sum(line.per_million for line in lines if line.operation.startswith(TRANSFER))
+
+
+TRANSFER = "Data transfer out"
+"""How every data-transfer line of a bill starts."""

@@ -1,12 +1,17 @@
-"""The arithmetic behind ``make cost``: DynamoDB item sizes, billing-unit rounding, API Gateway
-metering, Lambda duration and the summary line. No live runs, nothing timed."""
+"""The arithmetic and the meters behind ``make cost``: DynamoDB item sizes, billing-unit rounding,
+API Gateway metering, data transfer, Lambda duration at a memory size's CPU share, cold starts, the
+memory table and the summary line. No relay runs; one test waits a real second."""
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,15 +147,16 @@ def test_floor_is_the_platform_minimum() -> None:
 
 
 def test_summary_line_format() -> None:
-    figures = {"1kb": 4.2, "10kb": 6.789, "100kb": 10.0, "1mb": 13.255, "4mb-request": 19.1}
-    assert pricing.summary_line(figures, 3.7349) == (
-        "cost-per-million 1kb=4.20 10kb=6.79 100kb=10.00 1mb=13.26 4mb-request=19.10 floor=3.73"
+    figures = {"1kb": 4.2, "10kb": 6.789, "100kb": 10.0, "1mb": 101.255, "4mb-request": 19.1}
+    assert pricing.summary_line(figures, 3.7349, 87.891, 2.301) == (
+        "cost-per-million 1kb=4.20 10kb=6.79 100kb=10.00 1mb=101.25 4mb-request=19.10 "
+        "floor=3.73 transfer-1mb=87.89 wait-1s=2.30"
     )
 
 
 def test_summary_line_needs_every_case() -> None:
     with pytest.raises(KeyError):
-        pricing.summary_line({"1kb": 1.0}, 1.0)
+        pricing.summary_line({"1kb": 1.0}, 1.0, 0.0, 0.0)
 
 
 @pytest.mark.parametrize("size", [64, 1024, 10 * 1024, 100 * 1024])
@@ -200,3 +206,240 @@ def test_binary_sizes_whether_base64_text_or_parsed_bytes() -> None:
 def test_s3_storage_in_gb_months() -> None:
     assert pricing.s3_gb_months(pricing.GB, 30) == 1.0
     assert pricing.s3_gb_months(1024 * 1024, 1.5) == pytest.approx(1.5 / 30 / 1024)
+
+
+# --- Data transfer out: priced from the bytes that leave AWS ---------------------------------
+
+
+def _http_event(body: str = "") -> dict[str, Any]:
+    return {
+        "rawPath": "/bytes",
+        "rawQueryString": "",
+        "headers": {"host": "cost.example.com"},
+        "body": body,
+        "isBase64Encoded": False,
+        "requestContext": {"http": {"method": "GET"}},
+    }
+
+
+def _settings(memory_mb: int) -> cost_meter.LambdaSettings:
+    return cost_meter.LambdaSettings(memory_mb, "INFO", 0, 1, 256)
+
+
+def test_a_1_mb_response_sent_to_visitors_costs_88_dollars_per_million_in_transfer() -> None:
+    meter = cost_meter.Meter()
+    body = base64.b64encode(b"x" * (1024 * 1024)).decode()
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return {"statusCode": 200, "body": body, "isBase64Encoded": True, "headers": {}}
+
+    cost_meter.LambdaMeter(meter, _settings(128)).wrap(handler, "HTTP")(_http_event(), None)
+    lines = meter.lines(1)
+    # 1 MiB at $0.09 per GiB, a million times: the decoded body, not its base64 text.
+    assert pricing.transfer_per_million(lines) == pytest.approx(87.89, abs=0.01)
+    (http_api,) = [line for line in lines if line.operation == "HTTP API requests"]
+    assert http_api.units == 3  # and the HTTP API meters it in 512 KB steps on top
+
+
+def test_the_agents_download_of_a_4_mb_request_body_from_s3_is_transfer_out() -> None:
+    meter = cost_meter.Meter()
+    body = b"\0" * (4 * 1024 * 1024)
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        return [body[: len(body) // 2], body[len(body) // 2 :]]
+
+    server = cost_meter.ServerMeter(app, meter, 1.5)
+    presigned = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/blobs/req-1",
+        "QUERY_STRING": "X-Amz-Credential=k%2F20261201%2Fus-east-1%2Fs3%2Faws4_request"
+        "&X-Amz-Signature=abc",
+    }
+    server(presigned, lambda *a: None)
+    # The relay's own read of the same object (a Lambda in the region) is no transfer out.
+    relay_get = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/blobs/req-1",
+        "HTTP_AUTHORIZATION": "AWS4-HMAC-SHA256 Credential=k/20261201/us-east-1/s3/aws4_request",
+    }
+    server(relay_get, lambda *a: None)
+    lines = meter.lines(1)
+    assert pricing.transfer_per_million(lines) == pytest.approx(351.56, abs=0.01)
+    gets = [line for line in lines if line.operation.startswith("S3 GET")]
+    assert sorted(line.operation for line in gets) == [
+        "S3 GET (agent, presigned)",
+        "S3 GET (relay)",
+    ]
+
+
+def test_websocket_messages_are_billed_per_32_kb_and_never_as_transfer() -> None:
+    meter = cost_meter.Meter()
+    sockets = cost_meter.SocketMeter(meter)
+    sockets.count("relay to agent", json.dumps({"type": "request", "body": "x" * 40_000}))
+    sockets.count("agent to relay", json.dumps({"type": "ping", "ts": 1}))
+    (line,) = meter.lines(1)
+    assert (line.operation, line.units) == ("WebSocket messages, relay to agent", 2)
+    assert line.per_million == pytest.approx(2.0)
+    assert pricing.transfer_per_million(meter.lines(1)) == 0
+    (beat,) = meter.lines(1, cost_meter.HEARTBEAT)  # per connection, not per request
+    assert beat.operation == "WebSocket messages, agent to relay"
+
+
+def test_a_dynamodb_write_that_bypassed_the_boto3_meter_fails_the_report() -> None:
+    meter = cost_meter.Meter()
+    server = cost_meter.ServerMeter(lambda environ, start: [b"{}"], meter, 1.5)
+    write = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/",
+        "HTTP_X_AMZ_TARGET": "DynamoDB_20120810.UpdateItem",
+        "wsgi.input": io.BytesIO(b"{}"),
+    }
+    server({**write, "HTTP_X_HATCHWAY_METERED": "1"}, lambda *a: None)
+    assert meter.errors == []
+    server(write, lambda *a: None)
+    assert meter.errors == ["DynamoDB UpdateItem not counted by the boto3 meter"]
+
+
+def test_an_integrations_write_with_no_lambda_around_it_is_billed() -> None:
+    """API Gateway's service integration writes the answer itself: a boto3 call from a thread
+    that runs no function still bills its write units."""
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(
+            TableName="relay",
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        meter = cost_meter.Meter()
+        boto = cost_meter.BotoMeter(
+            meter, cost_meter.DynamoProbe(boto3.client("dynamodb", region_name="us-east-1"))
+        )
+        boto.install()
+        try:
+
+            def integration() -> None:
+                client.update_item(
+                    TableName="relay",
+                    Key={"pk": {"S": "req#abc"}, "sk": {"S": "answer#conn1"}},
+                    UpdateExpression="SET a = if_not_exists(a, :a)",
+                    ExpressionAttributeValues={":a": {"B": b"\1" * 2500}},
+                )
+
+            thread = threading.Thread(target=integration)
+            thread.start()
+            thread.join()
+        finally:
+            boto.uninstall()
+    (line,) = meter.lines(1)
+    assert line.operation == f"DynamoDB UpdateItem, {cost_meter.NO_LAMBDA}"
+    assert line.units == 3  # 2.5 KB of answer plus its key: three 1 KB write units
+    assert meter.errors == []
+
+
+# --- Lambda duration at a memory size's CPU share --------------------------------------------
+
+
+def test_cpu_share_is_one_vcpu_at_1769_mb_and_proportional_below() -> None:
+    assert pricing.cpu_share(1769) == 1.0
+    assert pricing.cpu_share(3538) == 1.0  # more vCPUs, but one thread runs no faster
+    assert pricing.cpu_share(128) == pytest.approx(0.0724, abs=1e-4)
+    # 60 ms of which 5 ms CPU on a full core: the wait stays, the CPU takes 13.8 times longer.
+    assert pricing.seconds_at(0.060, 0.005, 128) == pytest.approx(0.055 + 0.0691, abs=1e-4)
+    assert pricing.seconds_at(0.060, 0.005, 1769) == pytest.approx(0.060)
+
+
+def test_one_more_waiting_second_from_two_metered_runs() -> None:
+    """The difference of two metered bills, the app answering one second later in the second:
+    at 512 MB a waiting second costs $6.67 per million in Lambda duration alone, at 128 MB a
+    quarter of that."""
+
+    def bill(delay: float, memory_mb: int) -> float:
+        meter = cost_meter.Meter()
+
+        def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            time.sleep(delay)
+            return {"statusCode": 200, "body": "{}", "headers": {}}
+
+        cost_meter.LambdaMeter(meter, _settings(memory_mb)).wrap(handler, "HTTP")(
+            _http_event(), None
+        )
+        return pricing.total_per_million(meter.lines(1))
+
+    assert bill(1.05, 512) - bill(0.05, 512) == pytest.approx(6.67, abs=0.1)
+    options = {o.memory_mb: o for o in pricing.memory_options(pricing.Profile("HTTP", 1, 1, 0), 0)}
+    assert options[128].wait_second == pytest.approx(1.67, abs=0.01)
+    assert options[512].wait_second == pytest.approx(6.67, abs=0.01)
+
+
+def test_invocations_record_wall_and_cpu_time_per_function() -> None:
+    meter = cost_meter.Meter()
+
+    def busy(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        until = time.thread_time() + 0.03
+        while time.thread_time() < until:
+            pass
+        time.sleep(0.02)
+        return {"statusCode": 200, "body": "{}", "headers": {}}
+
+    wrapped = cost_meter.LambdaMeter(meter, _settings(1769)).wrap(busy, "HTTP")
+    wrapped(_http_event(), None)
+    wrapped(_http_event(), None)
+    (profile,) = meter.profiles(2)
+    assert profile.function == "HTTP" and profile.invocations == 1.0
+    assert 0.03 <= profile.cpu < 0.045
+    assert profile.wall >= 0.05
+    # Billed at 128 MB, the 30 ms of CPU take 415 ms: duration follows the CPU share.
+    at_128 = cost_meter.LambdaMeter(meter, _settings(128))
+    meter.reset()
+    at_128.wrap(busy, "HTTP")(_http_event(), None)
+    (duration,) = [ln for ln in meter.lines(1) if ln.operation.startswith("Lambda duration")]
+    assert 430 <= duration.nbytes <= 500  # billed milliseconds
+
+
+# --- Cold starts -----------------------------------------------------------------------------
+
+
+def test_cold_starts_at_one_per_hundred_invocations_stretched_by_the_cpu_share() -> None:
+    profiles = [pricing.Profile("HTTP", 1.0, 0.06, 0.005), pricing.Profile("WebSocket", 0, 0, 0)]
+    memory = {"HTTP": 128, "WebSocket": 256}
+    (line,) = pricing.cold_start_lines(profiles, 0.5, memory.__getitem__)  # none for no calls
+    # 500 ms of CPU on a full core take 6.91 s at 128 MB; one in a hundred requests pays it.
+    assert line.operation == "Lambda INIT, HTTP (1/100 inv., 6911 ms)"  # 6,910.2 ms, rounded up
+    assert line.count == pytest.approx(0.01)
+    assert line.per_million == pytest.approx(0.01 * 6.910 * 0.125 * 13.3334, rel=1e-3)
+    # Below 1,769 MB the CPU work costs the same at any size: only its latency changes.
+    (full,) = pricing.cold_start_lines(profiles[:1], 0.5, lambda _: 1769)
+    assert full.per_million == pytest.approx(line.per_million, rel=1e-3)
+    (rare,) = pricing.cold_start_lines(profiles[:1], 0.5, memory.__getitem__, every=1000)
+    assert rare.per_million == pytest.approx(line.per_million / 10)
+
+
+# --- The memory table ------------------------------------------------------------------------
+
+
+def test_memory_table_shows_the_latency_and_the_cost_of_each_size() -> None:
+    profile = pricing.Profile("HTTP", 1.0, 0.060, 0.005)
+    options = {o.memory_mb: o for o in pricing.memory_options(profile, 0.5)}
+    assert list(options) == list(pricing.MEMORY_CANDIDATES)
+    assert options[1769].added_ms == pytest.approx(0.0)
+    assert options[128].cpu_ms == pytest.approx(69.1, abs=0.1)
+    assert options[128].added_ms == pytest.approx(64.1, abs=0.1)
+    # 55 ms of waiting plus 69 ms of CPU, at 128 MB: 21 cents per million requests.
+    assert options[128].duration == pytest.approx(0.207, abs=0.001)
+    assert options[512].duration == pytest.approx((0.055 + 0.01728) * 0.5 * 13.3334, abs=0.001)
+    assert options[128].init_ms == pytest.approx(6910, abs=1)
+    assert options[128].per_million == pytest.approx(
+        options[128].duration + options[128].init, rel=1e-9
+    )
+    # Halving the memory halves what waiting costs; the CPU work costs the same.
+    assert options[256].wait_second == pytest.approx(options[512].wait_second / 2)
