@@ -204,6 +204,7 @@ async def agent(relay_port: int, origin_port: int) -> None:
 
 FLOOR_TOKEN = "hw_floor-token-0123456789"
 FLOOR_CONNECTION = "floor-connection"
+FLOOR_TABLE = "hatchway"
 
 
 def _event(first_line: str, headers: list[list[str]], body: bytes, peer: str) -> dict[str, Any]:
@@ -247,11 +248,14 @@ def _event(first_line: str, headers: list[list[str]], body: bytes, peer: str) ->
 
 class _Handlers:
     """The relay's real Lambda handlers over its in-memory stores, as ``hatchway-local`` runs
-    them, for visitors on ``port``: the HTTP handler as the local gateway's steps, the WebSocket
-    handler for each of the agent's messages; ``post`` carries each message for the agent."""
+    them, for visitors on ``port``: the HTTP handler as the local gateway's steps, and each of
+    the agent's messages as the WebSocket API routes it (answers through the template's answer
+    integration, the rest through the WebSocket handler); ``post`` carries each message for the
+    agent."""
 
     def __init__(self, port: int, post: Callable[[str], None]) -> None:
         from hatchway import protocol
+        from hatchway_local.integrations import MemoryWrites, load_routes
         from hatchway_relay.adapters.memory_blobs import MemoryBlobStore
         from hatchway_relay.adapters.memory_store import MemoryStore
         from hatchway_relay.core import Relay, RelayConfig
@@ -272,10 +276,12 @@ class _Handlers:
             domain="localhost",
             custom_hostnames={},
             custom_hostname_url=f"http://{{host}}:{port}/",
-            inline_response_bytes=protocol.MAX_INLINE_BODY_BYTES,
+            inline_response_bytes=protocol.MAX_INLINE_RESPONSE_BYTES,
         )
         relay = Relay(self.store, Poster(), clock, config, blobs=MemoryBlobStore(base, clock))
         relay.add_token(FLOOR_TOKEN)
+        self._routes = load_routes(FLOOR_TABLE)
+        self._writes = MemoryWrites(self.store, FLOOR_TABLE)
         self._on_message = ws_handlers.make_handler(relay)
         self.visit = http_handlers.make_stepping_handler(relay, body_as_bytes=True)
 
@@ -286,9 +292,18 @@ class _Handlers:
         self._on_message({"requestContext": context, "headers": headers}, None)
 
     def message(self, text: str) -> None:
-        """One of the agent's messages, through the WebSocket handler."""
-        context = {"routeKey": "$default", "connectionId": FLOOR_CONNECTION}
-        self._on_message({"requestContext": context, "body": text}, None)
+        """One of the agent's messages, as the WebSocket API routes it."""
+        route = self._routes.select(text)
+        if route is None:
+            context = {"routeKey": "$default", "connectionId": FLOOR_CONNECTION}
+            self._on_message({"requestContext": context, "body": text}, None)
+            return
+        context = {
+            "routeKey": route.route_key,
+            "connectionId": FLOOR_CONNECTION,
+            "requestTimeEpoch": int(time.time() * 1000),
+        }
+        route.apply(text, context, self._writes)
 
 
 def _http_result(result: dict[str, Any]) -> bytes:

@@ -1,5 +1,5 @@
-"""Answers the agent sent recently, kept for a short while so that one the relay could not
-store (``response_not_stored``) can be sent again."""
+"""Answers the agent sent recently, kept for a short while so that one the platform could not
+take (API Gateway's ``Undelivered`` frame) can be sent again."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from collections import OrderedDict
 
 from hatchway.protocol import Response
 
-KEEP_ANSWERS_SECONDS = 10.0
-"""How long a sent answer is kept: the relay reports a failed write within a second or two of
-receiving it, and stops waiting for the visitor well before this."""
+KEEP_ANSWERS_SECONDS = 3.0
+"""How long a sent answer is kept: API Gateway's frame for a message it could not take comes
+back within moments (the connection resends what it sent in its last two seconds)."""
 
 MAX_KEPT_ANSWERS = 256
 """Most answers kept at once; the oldest are forgotten first."""
@@ -48,15 +48,17 @@ class RecentAnswers:
             self._bytes += size
             self._expire(now)
 
-    def take(self, request_id: str, now: float | None = None) -> Response | None:
-        """The answer to ``request_id`` if it is still kept; it is forgotten, so that an answer
-        is sent again at most once."""
+    def recent(self, within: float, now: float | None = None) -> list[Response]:
+        """The answers sent in the last ``within`` seconds, oldest first; they are forgotten,
+        so that each is sent again at most once."""
         now = time.monotonic() if now is None else now
         with self._lock:
             self._expire(now)
-            kept = self._kept.get(request_id)
-            self._drop(request_id)
-            return kept[1] if kept else None
+            due = [rid for rid, (sent, _) in self._kept.items() if now - sent <= within]
+            answers = [self._kept[rid][1] for rid in due]
+            for request_id in due:
+                self._drop(request_id)
+            return answers
 
     def __len__(self) -> int:
         with self._lock:

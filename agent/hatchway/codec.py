@@ -6,9 +6,10 @@ frames, with no I/O. ``hatchway.protocol`` defines what the messages are and the
 * ``decode`` parses one message; any malformed input, of any shape, raises ``ProtocolError``.
 * A body travels as base64, zlib-compressed when that makes it smaller (``pack_body``); an
   inflated body is bounded, so a small message never becomes a large body.
-* ``decode_answer`` also turns a response message into the bytes the relay stores: its head as
-  JSON and its packed body as raw bytes, a quarter smaller than the base64 text (DynamoDB bills
-  writes per KB). ``response_from_stored`` reads them back.
+* A response message carries its stored form (``stored_answer``): its head as JSON, a newline,
+  and its packed body as raw bytes, base64-encoded once as a whole. API Gateway writes that
+  form to DynamoDB as it is, with no Lambda between (DynamoDB bills writes per KB, and raw
+  bytes are a quarter smaller than base64 text); ``response_from_stored`` reads it back.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from hatchway.protocol import (
     MAX_HEAD_BYTES,
     MAX_HEADERS,
     MAX_INLINE_BODY_BYTES,
+    MAX_INLINE_RESPONSE_BYTES,
     MAX_JSON_DEPTH,
     MAX_MESSAGE_BYTES,
     MAX_MESSAGE_TEXT,
@@ -44,7 +46,6 @@ from hatchway.protocol import (
     MAX_SHARES_LISTED,
     MAX_TUNNELS_PER_CONNECTION,
     MAX_URL_LENGTH,
-    MAX_WORKING_IDS,
     MIN_COMPRESS_BYTES,
     PROTOCOL_VERSION,
     AccessRules,
@@ -64,6 +65,7 @@ from hatchway.protocol import (
     TunnelHealth,
     TunnelInfo,
     TunnelSpec,
+    Undelivered,
     Welcome,
     Working,
     validate_id,
@@ -74,13 +76,19 @@ from hatchway.protocol import (
 
 
 def pack_body(body: bytes, compress: bool = True) -> tuple[str, str | None]:
-    """``body`` as the text a message carries and its encoding (``"zlib"`` or None): compressed
-    when that makes it at least an eighth smaller, so incompressible bytes pay nothing."""
+    """``body`` as the text a message carries and its encoding (``"zlib"`` or None)."""
+    packed, encoding = _pack_raw(body, compress)
+    return b64.encode(packed), encoding
+
+
+def _pack_raw(body: bytes, compress: bool) -> tuple[bytes, str | None]:
+    """``body`` compressed when that makes it at least an eighth smaller (so incompressible
+    bytes pay nothing), and its encoding (``"zlib"`` or None)."""
     if compress and len(body) >= MIN_COMPRESS_BYTES:
         packed = zlib.compress(body, 6)
         if len(packed) <= len(body) - len(body) // 8:
-            return b64.encode(packed), "zlib"
-    return b64.encode(body), None
+            return packed, "zlib"
+    return body, None
 
 
 def packed_size(text: str) -> int:
@@ -209,19 +217,8 @@ def _to_dict(message: Message, compress: bool) -> dict[str, Any]:
             out["upload_url"] = message.upload_url
         return out | _body_fields(message.body, compress, "visitor's request")
     if isinstance(message, Response):
-        out = {
-            "type": "response",
-            "id": message.id,
-            "status": message.status,
-            "headers": [list(pair) for pair in message.headers],
-        }
-        if message.fault is not None:
-            text = message.fault.message[:MAX_MESSAGE_TEXT]
-            out["fault"] = {"side": message.fault.side, "message": text}
-        if message.uploaded is not None:
-            out["uploaded"] = message.uploaded
-            return out
-        return out | _body_fields(message.body, compress, "local app's response")
+        stored = b64.encode(stored_answer(message, compress))
+        return {"type": "response", "id": message.id, "stored": stored}
     if isinstance(message, Hello):
         out = {
             "type": "hello",
@@ -233,7 +230,7 @@ def _to_dict(message: Message, compress: bool) -> dict[str, Any]:
             out["instance"] = message.instance
         return out
     if isinstance(message, Working):
-        return {"type": "working", "ids": list(message.ids)}
+        return {"type": "working", "id": message.id}
     if isinstance(message, ShareOp):
         return {
             "type": "share",
@@ -270,6 +267,8 @@ def _to_dict(message: Message, compress: bool) -> dict[str, Any]:
         if message.pools:
             out["pools"] = {name: size for name, size in message.pools}
         return out
+    if isinstance(message, Undelivered):  # the platform's shape, not the protocol's
+        return {"message": message.message, "connectionId": "", "requestId": message.request_id}
     if isinstance(message, Error):
         text = message.message[:MAX_MESSAGE_TEXT]
         out = {"type": "error", "code": message.code, "message": text}
@@ -415,14 +414,6 @@ def decode(text: str | bytes) -> Message:
     return _checked(_decode_object, _loads(text))
 
 
-def decode_answer(text: str | bytes) -> tuple[Message, bytes | None]:
-    """``decode``, plus the stored form when the message is a response: the head as JSON, a
-    newline, then the body's packed bytes (compressed if the agent compressed it) without
-    base64. The same message always gives the same bytes, so a repeated delivery stores nothing
-    new. One JSON parse and one base64 pass give both."""
-    return _checked(_answer_of, _loads(text))
-
-
 def _loads(text: str | bytes) -> dict[str, Any]:
     if len(text) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message of {len(text)} bytes exceeds {MAX_MESSAGE_BYTES}", status=413)
@@ -459,24 +450,19 @@ def _checked(decoder: Callable[[dict[str, Any]], Decoded], obj: dict[str, Any]) 
         raise ProtocolError(f"malformed {str(obj.get('type'))[:20]} message: {exc}") from None
 
 
-def _answer_of(obj: dict[str, Any]) -> tuple[Message, bytes | None]:
-    body = obj.get("body", "")
-    if obj.get("type") != "response" or not isinstance(body, str):
-        return _decode_object(obj), None
-    obj.pop("body", None)
-    raw = _unbase64(body, "response") if body else b""
-    # The head is written back out before decoding can add to it: what is stored is what the
-    # agent sent, minus the body's base64.
-    head = _dumps(obj).encode("ascii")
-    return _decode_response(obj, raw), head + b"\n" + raw
+_UNDELIVERED_FIELDS = frozenset({"message", "connectionId", "requestId"})
 
 
 def _decode_object(obj: dict[str, Any]) -> Message:
     kind = obj.get("type")
+    if kind is None and set(obj) == _UNDELIVERED_FIELDS:
+        return Undelivered(
+            _text(str(obj["message"])[:MAX_MESSAGE_TEXT]), _text(str(obj["requestId"])[:100])
+        )
     if kind == "request":
         return _decode_request(obj)
     if kind == "response":
-        return _decode_response(obj)
+        return _decode_answer(obj)
     if kind == "hello":
         return _decode_hello(obj)
     if kind == "welcome":
@@ -500,10 +486,7 @@ def _decode_object(obj: dict[str, Any]) -> Message:
             _optional_str(obj, "link", "shares") or "",
         )
     if kind == "working":
-        ids = _field(obj, "ids", list, "working")
-        if len(ids) > MAX_WORKING_IDS or not all(isinstance(i, str) for i in ids):
-            raise ProtocolError(f"working: ids must be at most {MAX_WORKING_IDS} request ids")
-        return Working(tuple(validate_id(i) for i in ids))
+        return Working(validate_id(_field(obj, "id", str, "working")))
     if kind == "error":
         about = _optional_str(obj, "id", "error")
         return Error(
@@ -664,16 +647,25 @@ def _decode_request(obj: dict[str, Any]) -> Request:
         body_size=_count(obj, "body_size", where, MAX_BODY_BYTES) if body_url else 0,
         upload_url=_optional_str(obj, "upload_url", where),
         inline_max=(
-            _count(obj, "inline_max", where, MAX_INLINE_BODY_BYTES)
+            _count(obj, "inline_max", where, MAX_INLINE_RESPONSE_BYTES)
             if "inline_max" in obj
-            else MAX_INLINE_BODY_BYTES
+            else MAX_INLINE_RESPONSE_BYTES
         ),
     )
 
 
-def _decode_response(obj: dict[str, Any], packed: bytes | None = None) -> Response:
-    """``packed``: the body's bytes with base64 already undone (the stored form), instead of
-    the ``body`` text."""
+def _decode_answer(obj: dict[str, Any]) -> Response:
+    """A response message: its id, and its stored form, which must answer that same id."""
+    response_id = validate_id(_field(obj, "id", str, "response"))
+    stored = _field(obj, "stored", str, f"response {response_id}")
+    response = response_from_stored(_unbase64(stored, f"response {response_id}"))
+    if response.id != response_id:
+        raise ProtocolError(f"response {response_id}: its stored form answers another request")
+    return response
+
+
+def _decode_response(obj: dict[str, Any], packed: bytes) -> Response:
+    """A stored response's head (``obj``) with its body's packed bytes."""
     response_id = validate_id(_field(obj, "id", str, "response"))
     where = f"response {response_id}"
     fault = obj.get("fault")
@@ -689,11 +681,7 @@ def _decode_response(obj: dict[str, Any], packed: bytes | None = None) -> Respon
         id=response_id,
         status=_field(obj, "status", int, where),
         headers=_headers_from(obj, where, status=502),
-        body=(
-            _inline_body(obj, where, MAX_BODY_BYTES)
-            if packed is None
-            else inflate_body(packed, _optional_str(obj, "enc", where), MAX_BODY_BYTES, where)
-        ),
+        body=inflate_body(packed, _optional_str(obj, "enc", where), MAX_BODY_BYTES, where),
         fault=fault,
         uploaded=None if uploaded is None else _count(obj, "uploaded", where, MAX_BLOB_BYTES),
     )
@@ -711,8 +699,35 @@ def _inline_body(obj: dict[str, Any], where: str, limit: int) -> bytes:
 # --- The stored form of a response -------------------------------------------------------------
 
 
+def stored_answer(message: Response, compress: bool = True) -> bytes:
+    """``message``'s stored form: its head as JSON, a newline, then its body packed
+    (compressed when that helps) as raw bytes. The same answer always gives the same bytes."""
+    head: dict[str, Any] = {
+        "type": "response",
+        "id": message.id,
+        "status": message.status,
+        "headers": [list(pair) for pair in message.headers],
+    }
+    if message.fault is not None:
+        text = message.fault.message[:MAX_MESSAGE_TEXT]
+        head["fault"] = {"side": message.fault.side, "message": text}
+    if message.uploaded is not None:
+        head["uploaded"] = message.uploaded
+        return _dumps(head).encode("ascii") + b"\n"
+    packed, encoding = _pack_raw(message.body, compress)
+    if len(packed) > MAX_INLINE_RESPONSE_BYTES:
+        raise ProtocolError(
+            f"local app's response body of {len(message.body)} bytes does not fit in a message; "
+            "it travels through the blob store",
+            status=413,
+        )
+    if encoding:
+        head["enc"] = encoding
+    return _dumps(head).encode("ascii") + b"\n" + packed
+
+
 def response_from_stored(data: bytes) -> Response:
-    """The response whose stored form ``decode_answer`` gave; any damage raises
+    """The response whose stored form is ``data`` (``stored_answer``); any damage raises
     ``ProtocolError``. The body is never base64-encoded on the way: the stored bytes are the
     body (inflated if packed)."""
     head, newline, raw = data.partition(b"\n")

@@ -8,17 +8,19 @@ import contextlib
 import dataclasses
 import json
 import logging
+import random
 import select
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from hatchway import blobs, codec, http1, protocol, wire
 from hatchway.bodies import looks_compressible
 from hatchway.errors import HatchwayError, NameTaken
-from hatchway.inflight import WORKING_SCAN_SECONDS, GatePlace, HeldRequests
+from hatchway.inflight import MAX_MARKS_PER_SCAN, WORKING_SCAN_SECONDS, GatePlace, HeldRequests
 from hatchway.protocol import Fault, ProtocolError, Request, Response
 from hatchway.tunnel_stats import TunnelStats
 from hatchway.wire import FrameWriter, Link
@@ -49,6 +51,14 @@ reader waiting would otherwise hold up every request behind it by ``INLINE_WAIT_
 INLINE_BODY_BYTES = 64 * 1024
 """An answer whose body is larger is encoded (compressed, base64) after the reading has been
 handed over: about a millisecond of work per 64 KiB."""
+
+UNDELIVERED_LOOKBACK_SECONDS = 2.0
+"""Answers sent this recently go again when API Gateway says it could not take a message: its
+frame comes back within moments of the message it is about."""
+
+UNDELIVERED_RETRY_SECONDS = 0.5
+"""They go again after a random pause of up to this long, so that a throttled API is not met
+by every agent's repeats at once."""
 
 INLINE_SEND_BYTES = 16 * 1024
 """Sends up to this size are not waited on first: a request's socket is empty when it starts
@@ -120,6 +130,9 @@ class Connection:
         self.rotating = False
         self.saying_hello = False
         """A hello went out again on this connection (a name was lost); its answer is due."""
+        self.marked: deque[tuple[float, str]] = deque(maxlen=MAX_MARKS_PER_SCAN)
+        """The latest ``Working`` marks sent (when, which request): sent again with the
+        answers when the platform could not take a message."""
 
     def start(self) -> None:
         threading.Thread(target=self._read, name="hatchway-reader", daemon=True).start()
@@ -182,25 +195,52 @@ class Connection:
             self._accept(message, role)
         elif isinstance(message, protocol.Error):
             self._on_error(message)
+        elif isinstance(message, protocol.Undelivered):
+            self._on_undelivered()
         elif isinstance(message, protocol.Welcome) and self.saying_hello:
             self.saying_hello = False
             self.session.welcome = message
             log.warning("took the tunnel names back: %s", ", ".join(self.session.granted))
 
+    def _on_undelivered(self) -> None:
+        """API Gateway could not take one of this connection's messages (throttled or failed);
+        which one, it does not say. The connection is fine. Answers sent in the last moments
+        go again, once each, after a pause (a repeat changes nothing stored), and so does a
+        hello still waiting for its welcome; a lost ping only costs one heartbeat."""
+        resent = self.session.answers.recent(UNDELIVERED_LOOKBACK_SECONDS)
+        since = time.monotonic() - UNDELIVERED_LOOKBACK_SECONDS
+        # A copy first: the ticker appends meanwhile (list() of a deque is one step).
+        latest = list(self.marked)
+        marks = [rid for at, rid in latest if at >= since and self.held.age(rid) is not None]
+        self.marked.clear()  # each mark goes again at most once
+        log.warning(
+            "the relay could not take a message: throttled or failed; %s",
+            f"sending {len(resent)} recent answers and {len(marks)} marks again"
+            if resent or marks
+            else "nothing to send again",
+        )
+        if not resent and not marks and not self.saying_hello:
+            return
+        session = self.session
+
+        def again() -> None:
+            if self.ended.wait(random.uniform(0, UNDELIVERED_RETRY_SECONDS)):
+                return
+            try:
+                for response in resent:
+                    self.send(response)
+                for request_id in marks:
+                    self.send(protocol.Working(request_id))
+                if self.saying_hello:
+                    self.send(session.hello())
+            except (OSError, ProtocolError):
+                pass  # the reader notices a broken socket
+
+        threading.Thread(target=again, name="hatchway-resend", daemon=True).start()
+
     def _on_error(self, error: protocol.Error) -> None:
         session = self.session
-        if error.code == "response_not_stored":
-            again = session.answers.take(error.id)
-            if again is None:
-                log.warning("the relay could not store the answer to %s, no longer kept", error.id)
-                return
-            log.warning("the relay could not store the answer to %s; sending it again", error.id)
-            self._answer(again, keep=False)  # once: a second failure is the visitor's 5xx
-        elif error.code == "response_refused":
-            log.warning(
-                "the relay refused the answer to %s: %s", error.id or "a request", error.message
-            )
-        elif error.code == "name_lost":
+        if error.code == "name_lost":
             if self.retiring:  # its names went to the connection that replaced it, as meant
                 return
             log.warning("%s; asking for the names again", error.message)
@@ -370,9 +410,9 @@ class Connection:
             session.on_request_done(request, response, elapsed_ms)
 
     def _answer(self, response: Response, tunnel: str | None = None, keep: bool = True) -> None:
-        """Send ``response``; ``keep`` it a while, in case the relay fails to store it. It is
-        kept before it goes out: the relay's "not stored" may come back before this thread
-        runs again."""
+        """Send ``response``; ``keep`` it a while, in case API Gateway cannot take it. It is
+        kept before it goes out: the platform's frame may come back before this thread runs
+        again."""
         if keep:
             self.session.answers.put(response)
         try:
@@ -412,8 +452,9 @@ class Connection:
                 self._hand_over(*busy)
             held_reader = busy
             try:
-                if due := self.held.due():
-                    self.send(protocol.Working(due))
+                for request_id in self.held.due():
+                    self.marked.append((time.monotonic(), request_id))
+                    self.send(protocol.Working(request_id))
                 if self.retiring:
                     continue
                 now = time.monotonic()

@@ -19,6 +19,9 @@ WORKING_SCAN_SECONDS = 1.0
 """How often a connection looks for requests due a ``Working`` mark: a mark leaves between
 ``WORKING_MARK_SECONDS`` and one scan later, well before the relay's ``AGENT_SILENCE_SECONDS``."""
 
+MAX_MARKS_PER_SCAN = 256
+"""Most ``Working`` marks one scan sends (a message each); any others wait a scan."""
+
 
 class TunnelGate:
     """Counts the requests each tunnel holds, refusing one beyond ``limit``. Thread-safe."""
@@ -93,7 +96,7 @@ class HeldRequests:
             self._changed.notify_all()
 
     def due(self, now: float | None = None) -> tuple[str, ...]:
-        """Ids held at least ``mark_after`` and not marked yet (at most ``MAX_WORKING_IDS``,
+        """Ids held at least ``mark_after`` and not marked yet (at most ``MAX_MARKS_PER_SCAN``,
         the oldest first); they count as marked from now on, so each is marked once."""
         now = time.monotonic() if now is None else now
         with self._changed:
@@ -101,7 +104,7 @@ class HeldRequests:
                 request_id
                 for request_id, since in self._since.items()
                 if request_id not in self._marked and now - since >= self.mark_after
-            )[: protocol.MAX_WORKING_IDS]
+            )[:MAX_MARKS_PER_SCAN]
             self._marked.update(ids)
             return ids
 

@@ -52,12 +52,24 @@ relay's blob store; visitors fetch it straight from there, not through Lambda.""
 MAX_HEAD_BYTES = 16 * 1024
 """Largest encoded head (method, path, query, headers; or status and headers) of one message."""
 
+MAX_ANSWER_FIELDS_BYTES = 512
+"""What an answer's message and stored form hold besides the head and the body: type, id,
+status, body encoding, and the JSON around them."""
+
+MAX_STORED_ANSWER_BYTES = (MAX_MESSAGE_BYTES - MAX_ANSWER_FIELDS_BYTES) // 4 * 3
+"""Largest stored form of an answer (its head, a newline, the packed body): the message carries
+it base64-encoded, and API Gateway writes it to DynamoDB as it is."""
+
 MAX_BLOB_URL_LENGTH = 4096
 """Longest presigned blob URL a request carries (S3's carry a session token: ~1.5 KB)."""
 
 MAX_INLINE_BODY_BYTES = 80 * 1024
 """Largest encoded (possibly compressed) body carried inside a message: with the largest head
 and blob URL it still fits ``MAX_MESSAGE_BYTES`` after base64."""
+
+MAX_INLINE_RESPONSE_BYTES = MAX_STORED_ANSWER_BYTES - MAX_HEAD_BYTES - MAX_ANSWER_FIELDS_BYTES
+"""Largest packed response body an answer carries inline, so that the largest head still fits
+(a little under ``MAX_INLINE_BODY_BYTES``: the head travels base64-encoded too)."""
 
 MIN_COMPRESS_BYTES = 512
 """Bodies shorter than this are never compressed: zlib's gain cannot pay for its header."""
@@ -199,9 +211,6 @@ so the relay can tell a slow app behind a live agent from an agent that stopped 
 AGENT_SILENCE_SECONDS = 8.0
 """A request that has neither an answer nor a ``Working`` mark this long after it was posted
 gets 502 agent-unresponsive: the agent is connected but not reacting (stopped, or stuck)."""
-
-MAX_WORKING_IDS = 256
-"""Most request ids one ``Working`` message carries."""
 
 MAX_INSTANCE_LENGTH = 64
 """Longest agent instance id (random per agent process)."""
@@ -509,10 +518,11 @@ class Pong:
 
 @dataclass(frozen=True)
 class Working:
-    """Agent → relay: it holds these requests and is still on them (sent once per request,
-    after ``WORKING_MARK_SECONDS``; quick answers never cost one)."""
+    """Agent → relay: it holds request ``id`` and is still on it (sent once per request, after
+    ``WORKING_MARK_SECONDS``; quick answers never cost one). One id per message: API Gateway
+    stores the mark itself, with one write per message (see the WebSocket API's routes)."""
 
-    ids: tuple[str, ...]
+    id: str
 
 
 @dataclass(frozen=True)
@@ -582,13 +592,25 @@ class ShareReply:
 class Error:
     """Relay → agent: something the agent should know, ``code`` machine-readable: ``name_taken``
     (a hello was refused), ``name_lost`` (a ping found a name held by another connection now),
-    ``not_connected`` (the relay forgot this connection), ``response_refused`` (an answer was
-    not accepted; the message says why), ``bad_frame``, ``unexpected``."""
+    ``not_connected`` (the relay forgot this connection), ``share_refused``, ``bad_frame``,
+    ``unexpected``."""
 
     code: str
     message: str
     id: str = ""
-    """The request an error is about (``response_refused``), else empty."""
+    """The request an error is about, if any, else empty."""
+
+
+@dataclass(frozen=True)
+class Undelivered:
+    """API Gateway → agent, not the relay: the platform's own frame for a message it could not
+    hand to its integration (the WebSocket function was throttled or failed, or the answer
+    integration's write failed): ``{"message": "Internal server error", "connectionId": …,
+    "requestId": …}``, with no ``type``. The message it carried is gone; which one it was, the
+    frame does not say (``request_id`` is API Gateway's own id). The connection itself is fine."""
+
+    message: str
+    request_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -620,7 +642,7 @@ class Request:
     body_url: str | None = field(default=None, repr=False)
     body_size: int = 0
     upload_url: str | None = field(default=None, repr=False)
-    inline_max: int = MAX_INLINE_BODY_BYTES
+    inline_max: int = MAX_INLINE_RESPONSE_BYTES
 
     def __post_init__(self) -> None:
         validate_id(self.id)
@@ -638,8 +660,8 @@ class Request:
         for url in (self.body_url, self.upload_url):
             if url is not None and not _valid_blob_url(url):
                 raise ProtocolError("request: a blob URL must be an http(s) URL")
-        if not 0 <= self.inline_max <= MAX_INLINE_BODY_BYTES:
-            raise ProtocolError(f"request: inline_max must be 0 to {MAX_INLINE_BODY_BYTES}")
+        if not 0 <= self.inline_max <= MAX_INLINE_RESPONSE_BYTES:
+            raise ProtocolError(f"request: inline_max must be 0 to {MAX_INLINE_RESPONSE_BYTES}")
 
     @property
     def target(self) -> str:
@@ -686,7 +708,17 @@ class Response:
 
 
 Message = (
-    Hello | Welcome | Ping | Pong | Working | ShareOp | ShareReply | Error | Request | Response
+    Hello
+    | Welcome
+    | Ping
+    | Pong
+    | Working
+    | ShareOp
+    | ShareReply
+    | Error
+    | Request
+    | Response
+    | Undelivered
 )
 
 

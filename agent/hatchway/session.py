@@ -74,6 +74,10 @@ BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 30.0
 """Reconnect delays: uniformly random up to base * 2**attempt, capped (full jitter)."""
 
+MAX_HELLO_RESENDS = 3
+"""Times a hello the platform could not take is said again on the same connection (after
+backoff with jitter, within ``CONNECT_TIMEOUT_SECONDS``) before the connection is given up."""
+
 MAX_EARLY_REQUESTS = 64
 """Requests kept that overtake the welcome (a visitor was quick); beyond them the relay is
 misbehaving, and the visitors get the relay's timeout."""
@@ -349,6 +353,7 @@ class Session:
         """The welcome, and any requests that overtook it (the relay routes visitors to a name
         as soon as it is claimed, which is just before it sends the welcome)."""
         early: list[Request] = []
+        resends = 0
         try:
             while True:
                 message = codec.decode(link.receive_text())
@@ -356,6 +361,19 @@ class Session:
                     return message, early
                 if isinstance(message, Request) and len(early) < MAX_EARLY_REQUESTS:
                     early.append(message)
+                if isinstance(message, protocol.Undelivered):
+                    # The platform could not take the hello (the relay's functions are busy or
+                    # throttled): say it again on this connection rather than open another,
+                    # which would need the same busy functions to authorize it.
+                    resends += 1
+                    if resends > MAX_HELLO_RESENDS:
+                        raise RelayUnreachable(
+                            f"the relay at {self.server} could not take the hello "
+                            f"{resends} times (its functions are throttled or failing)"
+                        )
+                    log.warning("the relay could not take the hello: throttled or failed")
+                    time.sleep(random.uniform(0, self.backoff_base * 2**resends))
+                    send_message(link.writer, self.hello(), self.compress)
                 if isinstance(message, protocol.Error):
                     if message.code == "name_taken":
                         raise NameTaken(message.message)

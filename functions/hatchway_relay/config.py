@@ -28,6 +28,6 @@ class RelayConfig:
     claim_lease_seconds: float = protocol.CLAIM_LEASE_SECONDS
     liveness_check_seconds: float = LIVENESS_CHECK_SECONDS
     agent_silence_seconds: float = protocol.AGENT_SILENCE_SECONDS
-    inline_response_bytes: int = protocol.MAX_INLINE_BODY_BYTES
+    inline_response_bytes: int = protocol.MAX_INLINE_RESPONSE_BYTES
     """Largest packed response body an agent sends inline; larger ones go to the blob store.
     On DynamoDB this is where one stored item stops being cheaper than S3 (``prices``)."""

@@ -2,9 +2,8 @@
 and manage share links here; visitors' requests go through ``visits.VisitorPath``.
 
 Everything goes through ports (``Store``, ``BlobStore``, ``Poster``, ``Clock``, ``SecretBox``);
-the Lambda handlers and the local gateway only translate events into calls on ``Relay``. An
-answer is stored with one conditional write: its request id proves which connection may answer
-(``request_ids``), so no read precedes the write.
+the Lambda handlers and the local gateway only translate events into calls on ``Relay``.
+Agents' answers do not pass through here: API Gateway stores them (see ``Store``).
 """
 
 from __future__ import annotations
@@ -194,9 +193,10 @@ class Relay:
         log.info("connection %s dropped", request_ids.log_id(connection_id))
 
     def on_message(self, connection_id: str, text: str) -> None:
-        """``$default``: one WebSocket message from an agent."""
+        """``$default``: one WebSocket message from an agent. Answers and "working" marks never
+        come here: API Gateway routes them by type to the integration that stores them."""
         try:
-            message, stored = codec.decode_answer(text)
+            message = codec.decode(text)
         except ProtocolError as exc:
             log.warning(
                 "bad message from connection %s: %s", request_ids.log_id(connection_id), exc
@@ -205,14 +205,10 @@ class Relay:
                 connection_id, protocol.Error("bad_frame", f"relay refused a message: {exc}")
             )
             return
-        if isinstance(message, protocol.Response) and stored is not None:
-            self._accept_response(connection_id, message, stored)
-        elif isinstance(message, protocol.Hello):
+        if isinstance(message, protocol.Hello):
             self._hello(connection_id, message)
         elif isinstance(message, protocol.Ping):
             self._ping(connection_id, message)
-        elif isinstance(message, protocol.Working):
-            self._working(connection_id, message)
         elif isinstance(message, protocol.ShareOp):
             self._share_op(connection_id, message)
         else:
@@ -506,58 +502,6 @@ class Relay:
                     f"this connection no longer holds {', '.join(map(repr, lost))}",
                 ),
             )
-
-    def _working(self, connection_id: str, working: protocol.Working) -> None:
-        """The agent is still on these slow requests: the waiters will not call it silent."""
-        now = self.clock.now()
-        for request_id in working.ids:
-            if request_ids.may_answer(self.key, request_id, connection_id, now):
-                self.store.mark_working(request_id, request_ids.expires_at(request_id))
-
-    def _accept_response(
-        self, connection_id: str, response: protocol.Response, stored: bytes
-    ) -> None:
-        """Store an agent's answer (``stored``: its stored form, from ``codec.decode_answer``) with
-        one conditional write; its id proves the sender owns the request (no read first). A
-        refusal is told to the agent, which logs it."""
-        now = self.clock.now()
-        if not request_ids.may_answer(self.key, response.id, connection_id, now):
-            why = "it is not this connection's request, or the relay stopped waiting for it"
-        else:
-            try:
-                kept = self.store.put_response(
-                    response.id, stored, request_ids.expires_at(response.id)
-                )
-            except Exception:
-                # The write failed (throttled, a 5xx after the SDK's retries): the agent is told
-                # at once and may send the answer again; a repeat is harmless.
-                log.exception(
-                    "could not store an answer from %s", request_ids.log_id(connection_id)
-                )
-                self._send(
-                    connection_id,
-                    protocol.Error(
-                        "response_not_stored",
-                        "the relay could not store the answer; send it again",
-                        response.id,
-                    ),
-                )
-                return
-            if kept:
-                self.visitors.answered(response.id, stored, response)
-                return
-            why = "another answer to it is already stored"
-        log.warning(
-            "refused a response from connection %s: %s",
-            request_ids.log_id(connection_id),
-            why,
-        )
-        self._send(
-            connection_id,
-            protocol.Error(
-                "response_refused", f"relay refused the response to {response.id}: {why}"
-            ),
-        )
 
     def _share_op(self, connection_id: str, op: protocol.ShareOp) -> None:
         """Create, list or revoke share links; a token manages links for its own tunnels only

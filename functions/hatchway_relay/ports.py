@@ -327,7 +327,7 @@ class BlobStore(Protocol):
 
 
 class Store(Protocol):
-    """Everything the relay remembers. Claims and response frames use conditional writes."""
+    """Everything the relay remembers. Claims use conditional writes."""
 
     # Tokens
     def put_token(self, record: TokenRecord) -> None: ...
@@ -431,25 +431,19 @@ class Store(Protocol):
         (one conditional write: a replayed webhook delivery is caught across functions)."""
         ...
 
-    # Responses: one message per visitor request, stored once
+    # Responses: one message per visitor request, stored once, not by the relay's code: API
+    # Gateway's answer integration writes each agent message of type "response" or "working"
+    # to the item of (request id, sending connection) itself (template.yaml), so storing an
+    # answer needs no free Lambda execution. The store only waits for it.
     def expect_response(self, request_id: str, connection_id: str, expires_at: float) -> None:
         """A visitor request is about to wait for ``request_id``'s answer from
-        ``connection_id``. Free on DynamoDB (nothing is written); ``MemoryStore`` uses it to
-        wake the waiter when the answer lands or the connection goes away."""
-        ...
-
-    def put_response(self, request_id: str, answer: bytes, expires_at: float) -> bool:
-        """Store the one answer to ``request_id`` (the caller checked that the sender owns the
-        request); the identical answer again is an idempotent retry (True), another is refused
-        (False). One conditional single-item write."""
-        ...
-
-    def mark_working(self, request_id: str, expires_at: float) -> None:
-        """The agent said it is still on ``request_id`` (only slow requests get a mark)."""
+        ``connection_id`` (the only connection whose answer it reads). Free on DynamoDB
+        (nothing is written); ``MemoryStore`` uses it to wake the waiter when the answer lands
+        or the connection goes away."""
         ...
 
     def is_working(self, request_id: str) -> bool:
-        """Whether ``mark_working`` was called for ``request_id``."""
+        """Whether the agent marked ``request_id`` as one it is still working on."""
         ...
 
     def wait_response(self, request_id: str, until: float, hint: float = 0.0) -> bytes | None:

@@ -1,9 +1,9 @@
-"""Request ids that prove who may answer them: a random nonce, the time the relay stops
-accepting an answer, and an HMAC binding both to the agent connection the request was sent to.
+"""Request ids: a random nonce, the time the relay stops waiting for an answer, and an HMAC
+binding both to the agent connection the request was sent to (under the relay's key).
 
-A WebSocket invocation checks ownership and expiry from the id alone, with the relay's key, so
-storing an answer is one conditional write with no read before it (DESIGN: no transactions and
-no pending item on the request path). Ids are 40 characters of ``[A-Za-z0-9_-]``.
+What makes an answer its connection's is not the id but the answer item's key, which API
+Gateway writes with the sending connection's id (``answer_items``). Ids are 40 characters of
+``[A-Za-z0-9_-]``, safe in a DynamoDB key and in a mapping template.
 """
 
 from __future__ import annotations
@@ -48,16 +48,6 @@ def expires_at(request_id: str) -> float:
         return float(int(request_id[NONCE_CHARS : NONCE_CHARS + EXPIRY_CHARS], 16))
     except ValueError:
         return 0.0
-
-
-def may_answer(key: bytes, request_id: str, connection_id: str, now: float) -> bool:
-    """True if ``request_id`` was made for ``connection_id`` and has not expired."""
-    if len(request_id) != ID_LENGTH or expires_at(request_id) <= now:
-        return False
-    nonce = request_id[:NONCE_CHARS]
-    expiry = request_id[NONCE_CHARS : NONCE_CHARS + EXPIRY_CHARS]
-    expected = _mac(key, nonce, expiry, connection_id)
-    return hmac.compare_digest(expected, request_id[NONCE_CHARS + EXPIRY_CHARS :])
 
 
 def log_id(value: str) -> str:

@@ -3,11 +3,11 @@ name, check who may reach it, post one request message, wait for the one stored 
 turn it into the visitor's reply.
 
 One visitor request costs, on AWS: one ``@connections`` post (the request message), one
-WebSocket message back (the answer, stored by ``Relay`` with one conditional write), and the
-waiter's looks at that one item. Nothing on the path deletes from DynamoDB (TTL does, for free)
-and nothing counts per request (pings carry the counts). Bodies too large for a message go
-through the blob store, and are deleted there once used (free on S3). Errors a visitor sees say
-which side failed.
+WebSocket message back (the answer, which API Gateway's answer integration stores with one
+write, no Lambda), and the waiter's looks at that one item. Nothing on the path deletes from
+DynamoDB (TTL does, for free) and nothing counts per request (pings carry the counts). Bodies
+too large for a message go through the blob store, and are deleted there once used (free on
+S3). Errors a visitor sees say which side failed.
 """
 
 from __future__ import annotations
@@ -100,15 +100,46 @@ Result = TypeVar("Result")
 
 
 def run_blocking(steps: Generator[AwaitAnswer, bytes | None, Result], store: Store) -> Result:
-    """Drive ``steps`` to its end, each wait a blocking ``store.wait_response``."""
+    """Drive ``steps`` to its end, each wait a blocking ``store.wait_response``. A wait that
+    fails (the store throttled it beyond the SDK's retries) is raised inside the steps, where
+    the visit decides what it means."""
     answer: bytes | None = None
+    failed: Exception | None = None
     try:
         while True:
-            wait = steps.send(answer)
-            answer = store.wait_response(wait.request_id, wait.until, wait.hint)
+            wait = steps.send(answer) if failed is None else steps.throw(failed)
+            try:
+                answer, failed = store.wait_response(wait.request_id, wait.until, wait.hint), None
+            except Exception as exc:
+                answer, failed = None, exc
     except StopIteration as done:
         result: Result = done.value
         return result
+
+
+THROTTLED_BY = {
+    "ProvisionedThroughputExceededException": "store (DynamoDB)",
+    "ThrottlingException": "store (DynamoDB)",
+    "RequestLimitExceeded": "store (DynamoDB)",
+    "SlowDown": "blob store (S3)",
+}
+"""Error codes AWS answers a call with when it sheds load, and which of the relay's stores
+said so (the SDK retried them first)."""
+
+STORE_RETRY_AFTER_SECONDS = 1
+"""What a visitor refused for a throttled store is told to wait before trying again."""
+
+THROTTLE_PAUSE_SECONDS = 0.2
+"""How long a wait for an answer pauses after a throttled look before it looks again."""
+
+
+def throttled_store(exc: BaseException) -> str | None:
+    """Which of the relay's stores refused a call for load (the SDK's error carries AWS's
+    code), or None for any other failure."""
+    response = getattr(exc, "response", None)
+    error = response.get("Error") if isinstance(response, dict) else None
+    code = error.get("Code") if isinstance(error, dict) else None
+    return THROTTLED_BY.get(code) if isinstance(code, str) else None
 
 
 class VisitorPath:
@@ -127,18 +158,33 @@ class VisitorPath:
         self._outstanding: dict[str, int] = {}
         self._turns: dict[str, int] = {}
         self._routing_lock = threading.Lock()
-        # The requests this function waits on, each with its answer once this same function
-        # stored it (``answered``): behind hatchway-local one process does both. A list per
-        # request, filled in place, so that an answer landing as the wait ends cannot put back
-        # an entry the waiter has just removed.
-        self._awaited: dict[str, list[tuple[bytes, protocol.Response]]] = {}
 
     def visit(self, visit: Visit) -> Reply:
         """Serve one visitor request through the agent that holds the tunnel's name."""
         return run_blocking(self.visit_steps(visit), self.relay.store)
 
     def visit_steps(self, visit: Visit) -> VisitSteps:
-        """``visit`` as steps (``VisitSteps``), for a caller that waits in its own way."""
+        """``visit`` as steps (``VisitSteps``), for a caller that waits in its own way. A
+        store that throttles beyond the SDK's retries gets the visitor a coded 503 that says
+        so, never the gateway's bare 500 (once the request went to the agent, the wait rides
+        a throttled look out instead: the visitor must not be told "failed" while the app
+        may still run it)."""
+        try:
+            return (yield from self._visit_steps(visit))
+        except Exception as exc:
+            store = throttled_store(exc)
+            if store is None:
+                raise
+            log.warning("the relay's %s is throttling: %s", store, exc)
+            return error_reply(
+                503,
+                "relay-store-busy",
+                f"The relay's {store} is refusing calls for load right now (throttled); the "
+                f"request did not reach the tunnel. Try again in {STORE_RETRY_AFTER_SECONDS} s.",
+                (("retry-after", str(STORE_RETRY_AFTER_SECONDS)),),
+            )
+
+    def _visit_steps(self, visit: Visit) -> VisitSteps:
         route = self._route(visit)
         if isinstance(route, Reply):
             return route
@@ -214,13 +260,6 @@ class VisitorPath:
             claim, connection_id, request, text, deadline, remembered, tried
         )
         return None if reply is None else self._scoped(reply, route)
-
-    def answered(self, request_id: str, stored: bytes, response: protocol.Response) -> None:
-        """The answer to ``request_id`` was stored as ``stored``, decoded as ``response``: if
-        this function waits on it, reading it back needs no second decoding."""
-        slot = self._awaited.get(request_id)
-        if slot is not None:
-            slot.append((stored, response))
 
     def _choose(self, claim: Claim, now: float, tried: list[str]) -> str | None:
         """The connection to hand the request to: the single holder, or the pool member this
@@ -478,7 +517,6 @@ class VisitorPath:
             request.id, connection_id, request_ids.expires_at(request.id)
         )
         self._count_outstanding(connection_id, +1)
-        self._awaited[request.id] = []
         try:
             try:
                 self.relay.poster.post(connection_id, text)
@@ -513,7 +551,6 @@ class VisitorPath:
             return self._reply_from(request, claim, answer)
         finally:
             self._count_outstanding(connection_id, -1)
-            self._awaited.pop(request.id, None)
             self.relay.store.forget_response(request.id)
             if request.body_url:  # the agent fetched it (or the relay stopped waiting)
                 self._forget_blob(f"req/{request.id}")
@@ -547,7 +584,13 @@ class VisitorPath:
             until = min(deadline, now + max(self.relay.config.liveness_check_seconds, hint))
             if silence_check is not None:
                 until = min(until, max(silence_check, now))
-            answer = yield AwaitAnswer(request.id, until, hint)
+            try:
+                answer = yield AwaitAnswer(request.id, until, hint)
+            except Exception as exc:  # the store throttled a look: look again shortly
+                if throttled_store(exc) is None:
+                    raise
+                answer = None
+                self.relay.clock.sleep(min(THROTTLE_PAUSE_SECONDS, max(0.0, until - now)))
             hint = 0.0
             if answer is not None:
                 return answer
@@ -562,7 +605,17 @@ class VisitorPath:
                     "the app may be stuck or slow (the relay cannot wait longer than its gateway "
                     "allows).",
                 )
-            connection = self.relay.store.get_connection(connection_id)
+            try:
+                connection = self.relay.store.get_connection(connection_id)
+                working = (
+                    silence_check is not None
+                    and now >= silence_check
+                    and (self.relay.store.is_working(request.id))
+                )
+            except Exception as exc:  # throttled: no news of the agent is not bad news
+                if throttled_store(exc) is None:
+                    raise
+                continue
             if connection is None or not connection.alive(now):
                 # The answer may have landed just before the connection went: one last look.
                 answer = yield AwaitAnswer(request.id, now)
@@ -570,7 +623,7 @@ class VisitorPath:
                     return answer
                 return self._agent_gone(request.tunnel, "disconnected before answering")
             if silence_check is not None and now >= silence_check:
-                if not self.relay.store.is_working(request.id):
+                if not working:
                     return error_reply(
                         502,
                         "agent-unresponsive",
@@ -590,14 +643,9 @@ class VisitorPath:
         )
 
     def _reply_from(self, request: protocol.Request, claim: Claim, answer: bytes) -> Reply:
-        noted = self._awaited.get(request.id)
         try:
-            # The very bytes this function stored (not merely equal ones) were decoded then.
-            message = (
-                noted[-1][1]
-                if noted and noted[-1][0] is answer
-                else codec.response_from_stored(answer)
-            )
+            # API Gateway stored the agent's message as it came: it is checked here, once.
+            message = codec.response_from_stored(answer)
         except ProtocolError as exc:
             return error_reply(
                 502, "agent-bad-response", f"The agent sent a malformed response: {exc}."

@@ -49,6 +49,12 @@ from hatchway_local.concurrency import (
     Throttled,
 )
 from hatchway_local.frame_guard import FrameGuard
+from hatchway_local.integrations import (
+    AnswerWrites,
+    IntegrationFailed,
+    ServiceRoute,
+    WebSocketRoutes,
+)
 from hatchway_local.lambda_context import InvocationContext
 from hatchway_local.management import management_app, new_key
 from hatchway_relay.adapters.memory_blobs import BLOB_PATH, MemoryBlobStore
@@ -98,6 +104,10 @@ REQUEST_BODY_SECONDS = 60.0
 LINGERING_CLOSE_SECONDS = 2.0
 """After refusing a request whose body was not read, the rest is read and discarded this long
 before the connection closes, so that the client sees the answer rather than a reset."""
+
+INTEGRATION_THREADS = 16
+"""Threads making API Gateway's own service calls (the answer integration's DynamoDB writes)
+when the store blocks: a connection's messages in flight are bounded anyway."""
 
 MAX_PENDING_MESSAGES = 16
 """``$default`` invocations one WebSocket connection may have running or waiting at once.
@@ -374,6 +384,10 @@ class Gateway:
         self.http_handler: Handler | None = None
         self.http_steps: SteppingHandler | None = None
         self.answers: AnswerWatch | None = None
+        self.routes: WebSocketRoutes | None = None
+        """The WebSocket API's service routes (template.yaml): messages they take are stored
+        by their integration, with no Lambda invocation."""
+        self.answer_writes: AnswerWrites | None = None
         self.concurrency = ConcurrencyPool(concurrency or LambdaConcurrency())
         self.websocket_on_loop = websocket_on_loop
         """Run WebSocket invocations on the event loop: only for handlers that never block
@@ -391,6 +405,10 @@ class Gateway:
         )
         self.ws_pool = ThreadPoolExecutor(
             max(1, capacity(WEBSOCKET_FUNCTION)), thread_name_prefix="gw-ws"
+        )
+        # API Gateway's own calls to AWS services: no Lambda, so no share of the account pool.
+        self.integration_pool = ThreadPoolExecutor(
+            INTEGRATION_THREADS, thread_name_prefix="gw-integration"
         )
         self.connections: dict[str, _Connection] = {}
         self.peak_pending_messages = 0
@@ -433,6 +451,12 @@ class Gateway:
         self.http_handler = http_handler
         self.http_steps = http_steps if answers is not None else None
         self.answers = answers
+
+    def set_integrations(self, routes: WebSocketRoutes, writes: AnswerWrites) -> None:
+        """Attach the WebSocket API's service routes and the store their integration writes
+        to (``integrations``). Without them every message goes to the WebSocket function."""
+        self.routes = routes
+        self.answer_writes = writes
 
     # --- Dispatch -----------------------------------------------------------------------------
 
@@ -636,16 +660,46 @@ class Gateway:
             result = await self._invoke(WEBSOCKET_FUNCTION, event)
         except Throttled:
             result = None
-        if result is None and not ws.closed:
-            context = event["requestContext"]
-            error = {
-                "message": WEBSOCKET_INTEGRATION_ERROR,
-                "connectionId": context["connectionId"],
-                "requestId": context["requestId"],
-            }
-            # The socket may have closed meanwhile; then nobody is left to tell.
-            with contextlib.suppress(ConnectionResetError, RuntimeError):
-                await ws.send_str(json.dumps(error))
+        if result is None:
+            await self._integration_error(ws, event)
+
+    async def _integrate(
+        self, ws: web.WebSocketResponse, route: ServiceRoute, event: dict[str, Any]
+    ) -> None:
+        """One message on a service route: its mapping template rendered and the call made,
+        as API Gateway makes it (no Lambda, no execution of the account's pool). A failed call
+        is told to the client like a failed invocation."""
+        assert self.answer_writes is not None, "integrations not attached"
+        context = event["requestContext"]
+        try:
+            if self.websocket_on_loop:  # the store is in memory: nothing blocks
+                route.apply(event["body"], context, self.answer_writes)
+            else:
+                await asyncio.get_running_loop().run_in_executor(
+                    self.integration_pool,
+                    route.apply,
+                    event["body"],
+                    context,
+                    self.answer_writes,
+                )
+        except IntegrationFailed as exc:
+            log.warning("integration failed for route %s: %s", route.route_key, exc)
+            await self._integration_error(ws, event)
+
+    @staticmethod
+    async def _integration_error(ws: web.WebSocketResponse, event: dict[str, Any]) -> None:
+        """API Gateway's frame for a message it could not deliver to its integration."""
+        if ws.closed:
+            return
+        context = event["requestContext"]
+        error = {
+            "message": WEBSOCKET_INTEGRATION_ERROR,
+            "connectionId": context["connectionId"],
+            "requestId": context["requestId"],
+        }
+        # The socket may have closed meanwhile; then nobody is left to tell.
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await ws.send_str(json.dumps(error))
 
     async def websocket(self, request: web.BaseRequest) -> web.StreamResponse:
         connection_id = _connection_id()
@@ -723,12 +777,18 @@ class Gateway:
                     event = self._ws_event(request, "$default", connection_id, connected_at)
                     event["body"] = msg.data
                     event["requestContext"]["messageId"] = _request_id()
+                    service = self.routes.select(msg.data) if self.routes is not None else None
+                    handled = (
+                        self._message(ws, event)
+                        if service is None
+                        else self._integrate(ws, service, event)
+                    )
                     if self.websocket_on_loop:
                         # One at a time, read no further until it ends: back-pressure itself.
                         self.peak_pending_messages = max(self.peak_pending_messages, 1)
-                        await self._message(ws, event)
+                        await handled
                         continue
-                    task = asyncio.ensure_future(self._message(ws, event))
+                    task = asyncio.ensure_future(handled)
                     pending.add(task)
                     task.add_done_callback(pending.discard)
                     self.peak_pending_messages = max(self.peak_pending_messages, len(pending))

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -25,6 +25,7 @@ from hatchway_local.gateway import (
     Gateway,
     GatewayLimits,
 )
+from hatchway_local.integrations import AnswerWrites, DynamoDBWrites, MemoryWrites, load_routes
 from hatchway_local.local_poster import LocalPoster
 from hatchway_local.management import MANAGEMENT_HOST, management_url
 from hatchway_relay.adapters.memory_blobs import MemoryBlobStore
@@ -35,6 +36,9 @@ from hatchway_relay.handlers import http as http_handlers
 from hatchway_relay.handlers import websocket as ws_handlers
 from hatchway_relay.ports import BlobStore, Poster, Store, SystemClock
 from hatchway_relay.prices import stored_response_limit
+
+if TYPE_CHECKING:  # boto3 is imported only for the DynamoDB store
+    from hatchway_relay.adapters.dynamo_store import DynamoStore
 
 STARTUP_TIMEOUT_SECONDS = 30.0
 
@@ -105,7 +109,10 @@ class LocalServer:
         return future.result(10)
 
 
-def _dynamo_store(endpoint: str | None, table_name: str) -> Store:
+def _dynamo_store(endpoint: str | None, table_name: str) -> tuple[DynamoStore, AnswerWrites]:
+    """The relay's store on the table, and what the answer integration writes to it with: a
+    client of its own, as API Gateway's calls are not the functions' (a resource's client
+    would also turn the template's typed values into maps)."""
     import boto3
 
     from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
@@ -121,7 +128,7 @@ def _dynamo_store(endpoint: str | None, table_name: str) -> Store:
     create_table(resource, table_name)
     store = DynamoStore(resource.Table(table_name))
     forget_earlier_connections(store)
-    return store
+    return store, DynamoDBWrites(boto3.client("dynamodb", **options), table_name)
 
 
 def forget_earlier_connections(store: Any) -> int:
@@ -225,6 +232,7 @@ def serve_gateway(
         thread.join(10)
         gateway.http_pool.shutdown(wait=False, cancel_futures=True)
         gateway.ws_pool.shutdown(wait=False, cancel_futures=True)
+        gateway.integration_pool.shutdown(wait=False, cancel_futures=True)
         sock.close()
         management_sock.close()
 
@@ -297,13 +305,15 @@ def run_local(
         websocket_on_loop=store == "memory",
     )
     watched: MemoryStore | None = None
+    writes: AnswerWrites
     if store == "memory":
         watched = MemoryStore(clock)
         chosen_store: Store = watched
+        writes = MemoryWrites(watched, table_name)
         poster: Poster = LocalPoster(gateway)
-        inline_response_bytes = protocol.MAX_INLINE_BODY_BYTES
+        inline_response_bytes = protocol.MAX_INLINE_RESPONSE_BYTES
     elif store == "dynamodb":
-        chosen_store = _dynamo_store(dynamodb_endpoint, table_name)
+        chosen_store, writes = _dynamo_store(dynamodb_endpoint, table_name)
         # The production poster, talking HTTP to this gateway's own @connections endpoint.
         poster = _api_gateway_poster(management_url(management_sock, gateway.management_key))
         inline_response_bytes = dynamodb_inline_response_bytes()
@@ -327,6 +337,8 @@ def run_local(
     # Visits run on the loop only when nothing they call blocks: the store and the blob
     # store both in memory (an S3 blob store is reached over the network).
     on_loop = watched if memory_blobs is not None else None
+    # Agents' answers are stored by the template's own integration, as on AWS.
+    gateway.set_integrations(load_routes(table_name), writes)
     gateway.set_handlers(
         ws_handlers.make_handler(relay),
         http_handlers.make_handler(relay, metrics),

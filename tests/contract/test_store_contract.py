@@ -7,6 +7,7 @@ test waits in real time) or ``make_store`` (to pick the clock). What only one ad
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import threading
@@ -21,8 +22,15 @@ import pytest
 from moto import mock_aws
 
 from hatchway import protocol
+from hatchway_local.integrations import (
+    AnswerWrites,
+    DynamoDBWrites,
+    IntegrationFailed,
+    MemoryWrites,
+    load_routes,
+)
 from hatchway_relay.adapters import dynamo_store
-from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
+from hatchway_relay.adapters.dynamo_store import MAX_POLL_SECONDS, DynamoStore, create_table
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.admin import AdminStore
 from hatchway_relay.ports import (
@@ -296,36 +304,74 @@ def test_two_tokens_racing_for_a_name_exactly_one_wins(store: AdminStore) -> Non
 
 
 # ---------------------------------------------------------------------------------------------
-# Responses: one message per visitor request, stored once
+# Responses: one message per visitor request, stored once by API Gateway's answer integration
+# (template.yaml's own mapping template, rendered and applied as API Gateway applies it)
+
+ROUTES = load_routes(TABLE)
+_WRITES: dict[int, AnswerWrites] = {}
 
 
-@pytest.mark.parametrize(
-    ("stored_before", "accepted"),
-    [
-        pytest.param(None, True, id="the first answer"),
-        pytest.param(b'{"answer":1}', True, id="the identical answer again: a retry"),
-        pytest.param(b'{"answer":2}', False, id="another answer to the same request"),
-    ],
-)
-def test_a_response_is_stored_once(
-    store: AdminStore, stored_before: str | None, accepted: bool
+def writes_for(store: AdminStore) -> AnswerWrites:
+    """What the answer integration writes to ``store`` with: on DynamoDB a client of its own
+    (API Gateway's calls are not the relay's), applying one request at a time as DynamoDB does."""
+    if isinstance(store, MemoryStore):
+        return MemoryWrites(store, TABLE)
+    if id(store) not in _WRITES:
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        serialize_requests(client)
+        _WRITES[id(store)] = DynamoDBWrites(client, TABLE)
+    return _WRITES[id(store)]
+
+
+def answer(
+    store: AdminStore,
+    request_id: str,
+    stored: bytes,
+    connection_id: str = "c1",
+    kind: str = "response",
+) -> None:
+    """An agent message on connection ``connection_id``, stored as the deployed API stores it."""
+    fields = {"stored": base64.b64encode(stored).decode()} if kind == "response" else {}
+    text = json.dumps({"type": kind, "id": request_id, **fields})
+    route = ROUTES.select(text)
+    assert route is not None, "answers and marks have a route of their own"
+    context = {"connectionId": connection_id, "requestTimeEpoch": int(NOW * 1000)}
+    route.apply(text, context, writes_for(store))
+
+
+def stored_by(store: AdminStore, request_id: str, stored: bytes) -> bool:
+    """``answer``, for ``race``: True once the write went through."""
+    answer(store, request_id, stored)
+    return True
+
+
+def test_the_first_answer_stays_and_a_repeat_or_another_changes_nothing(
+    store: AdminStore,
 ) -> None:
     store.expect_response("r1", "c1", NOW + 30)
-    if stored_before is not None:
-        assert store.put_response("r1", stored_before, NOW + 30)
-    assert store.put_response("r1", b'{"answer":1}', NOW + 30) is accepted
-    assert store.wait_response("r1", NOW) == (stored_before or b'{"answer":1}')
+    answer(store, "r1", b'{"answer":1}')
+    answer(store, "r1", b'{"answer":1}')  # delivered twice
+    answer(store, "r1", b'{"answer":2}')
+    assert store.wait_response("r1", NOW) == b'{"answer":1}'
+
+
+def test_an_answer_from_another_connection_is_never_read(store: AdminStore) -> None:
+    store.expect_response("r1", "c1", NOW + 30)
+    answer(store, "r1", b"forged", connection_id="c2")
+    assert store.wait_response("r1", NOW + 1) is None
+    answer(store, "r1", b"genuine")
+    assert store.wait_response("r1", NOW + 1) == b"genuine"
 
 
 def test_many_copies_of_one_answer_written_at_once_all_succeed_and_store_one(
     store: AdminStore, frequent_thread_switches: None
 ) -> None:
-    # API Gateway may deliver a message twice and the SDK retries writes that landed: copies
-    # race from several invocations. Single-item conditional writes never conflict.
+    # API Gateway may deliver a message twice and retries calls that landed: copies race.
+    # Single-item writes that keep the first answer never conflict.
     for round_ in range(10):
         request = f"r{round_}"
         store.expect_response(request, "c1", NOW + 30)
-        same = partial(store.put_response, request, f'{{"copy":{round_}}}'.encode(), NOW + 30)
+        same = partial(stored_by, store, request, f'{{"copy":{round_}}}'.encode())
         assert race(*[same] * 8) == [True] * 8
         assert store.wait_response(request, NOW) == f'{{"copy":{round_}}}'.encode()
 
@@ -336,20 +382,16 @@ def test_of_different_answers_racing_exactly_one_is_stored(
     for round_ in range(10):
         request = f"r{round_}"
         store.expect_response(request, "c1", NOW + 30)
-        answers = [
-            partial(store.put_response, request, f'{{"n":{n}}}'.encode(), NOW + 30)
-            for n in range(6)
-        ]
-        results = race(*answers)
-        assert results.count(True) == 1
-        assert store.wait_response(request, NOW) == f'{{"n":{results.index(True)}}}'.encode()
+        texts = [f'{{"n":{n}}}'.encode() for n in range(6)]
+        assert race(*[partial(stored_by, store, request, text) for text in texts]) == [True] * 6
+        assert store.wait_response(request, NOW) in texts
 
 
 def test_a_large_response_comes_back_whole(store: AdminStore) -> None:
-    text = b'{"body":"' + b"x" * (128 * 1024 - 20) + b'"}'
+    stored = bytes(range(256)) * (protocol.MAX_STORED_ANSWER_BYTES // 256)
     store.expect_response("r1", "c1", NOW + 30)
-    assert store.put_response("r1", text, NOW + 30)
-    assert store.wait_response("r1", NOW) == text
+    answer(store, "r1", stored)
+    assert store.wait_response("r1", NOW) == stored
 
 
 def test_wait_gives_up_exactly_at_the_deadline(store: AdminStore, clock: FakeClock) -> None:
@@ -365,7 +407,7 @@ def test_wait_returns_once_another_thread_stores_the_answer(make_store: StoreFac
 
     def agent() -> None:
         time.sleep(0.05)  # the waiter is already waiting (or polling) by then
-        store.put_response("r1", b"answer", started + 30)
+        answer(store, "r1", b"answer")
 
     writer = threading.Thread(target=agent)
     writer.start()
@@ -374,13 +416,48 @@ def test_wait_returns_once_another_thread_stores_the_answer(make_store: StoreFac
     assert time.time() - started < 5
 
 
-def test_working_marks_are_kept_per_request(store: AdminStore) -> None:
+def test_working_marks_are_kept_per_request_and_never_read_as_an_answer(
+    store: AdminStore,
+) -> None:
     store.expect_response("r1", "c1", NOW + 30)
     store.expect_response("r2", "c1", NOW + 30)
     assert not store.is_working("r1")
-    store.mark_working("r1", NOW + 30)
-    store.mark_working("r1", NOW + 30)  # twice: harmless
+    answer(store, "r1", b"", kind="working")
+    answer(store, "r1", b"", kind="working")  # twice: harmless
+    answer(store, "r2", b"", kind="working", connection_id="c2")  # not the request's agent
     assert store.is_working("r1") and not store.is_working("r2")
+    assert store.wait_response("r1", NOW + 1) is None
+    answer(store, "r1", b"answer")  # a mark and then the answer, in one item
+    assert store.wait_response("r1", NOW + 1) == b"answer" and store.is_working("r1")
+
+
+def test_a_mark_after_the_answer_keeps_the_answer(store: AdminStore) -> None:
+    store.expect_response("r1", "c1", NOW + 30)
+    answer(store, "r1", b"answer")
+    answer(store, "r1", b"", kind="working")  # a late or repeated mark
+    assert store.wait_response("r1", NOW) == b"answer"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param({"type": "response", "id": "r1", "stored": "not base64!"}, id="not base64"),
+        pytest.param({"type": "response", "id": "r1"}, id="no stored form"),
+        pytest.param({"type": "response", "id": "r1", "stored": 'x", "a": {"S": "y'}, id="quote"),
+        pytest.param({"type": "response", "id": "r1'", "stored": "eA=="}, id="quote in the id"),
+    ],
+)
+def test_a_write_dynamodb_would_refuse_fails_and_stores_nothing(
+    store: AdminStore, message: dict[str, Any]
+) -> None:
+    store.expect_response("r1", "c1", NOW + 30)
+    text = json.dumps(message)
+    route = ROUTES.select(text)
+    assert route is not None
+    context = {"connectionId": "c1", "requestTimeEpoch": int(NOW * 1000)}
+    with pytest.raises(IntegrationFailed):
+        route.apply(text, context, writes_for(store))
+    assert store.wait_response("r1", NOW + 1) is None
 
 
 def share(share_id: str = "s1", token: str = "t1", max_uses: int = 0) -> ShareRecord:
@@ -462,7 +539,7 @@ def test_memory_store_wakes_the_waiter_the_moment_the_answer_lands() -> None:
 
     def agent() -> None:
         if clock.waiting.wait(10):
-            store.put_response("r1", b"answer", time.time() + 30)
+            answer(store, "r1", b"answer")
 
     writer = threading.Thread(target=agent)
     writer.start()
@@ -489,7 +566,7 @@ def test_memory_store_wakes_the_waiter_when_its_connection_goes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("expected", "now", "accepted"),
+    ("expected", "now", "kept"),
     [
         pytest.param(False, NOW, False, id="nobody waits for it"),
         pytest.param(True, NOW + 31, False, id="the waiter's time is up"),
@@ -497,15 +574,17 @@ def test_memory_store_wakes_the_waiter_when_its_connection_goes() -> None:
     ],
 )
 def test_memory_store_keeps_only_answers_someone_waits_for(
-    expected: bool, now: float, accepted: bool
+    expected: bool, now: float, kept: bool
 ) -> None:
     clock = FakeClock(now)
     store = MemoryStore(clock)
     if expected:
         store.expect_response("r1", "c1", NOW + 30)
-    assert store.put_response("r1", b"answer", NOW + 30) is accepted
+    answer(store, "r1", b"answer")
+    assert (store.wait_response("r1", now) == b"answer") is kept
     store.forget_response("r1")
-    assert store.put_response("r1", b"answer", NOW + 30) is False  # forgotten: nothing kept
+    answer(store, "r1", b"answer")
+    assert store.wait_response("r1", now) is None  # forgotten: nothing kept
 
 
 # ---------------------------------------------------------------------------------------------
@@ -516,6 +595,7 @@ def test_dynamo_polls_one_item_after_the_hint_then_backs_off_never_past_the_dead
     moto_table: MotoTable, clock: FakeClock
 ) -> None:
     store = DynamoStore(moto_table.table, clock)
+    store.expect_response("r1", "c1", NOW + 30)
     polled_at: list[float] = []
     moto_table.client.meta.events.register(
         "before-call.dynamodb.GetItem", lambda **_: polled_at.append(clock.now())
@@ -524,7 +604,7 @@ def test_dynamo_polls_one_item_after_the_hint_then_backs_off_never_past_the_dead
     assert store.wait_response("r1", NOW + 1, hint=0.05) is None
     assert set(moto_table.operations) == {"GetItem"}  # one small item, never a query
     *backoff, last = clock.sleeps
-    # After a miss at the hint the answer is close: the backoff starts over from 10 ms.
+    # After a miss at the hint the answer is close: the backoff starts from 10 ms.
     assert backoff[:6] == pytest.approx([0.05, 0.01, 0.015, 0.0225, 0.03375, 0.050625])
     assert backoff[9:] == [0.2] * len(backoff[9:])
     assert 0 <= last <= 0.2
@@ -537,20 +617,38 @@ def test_dynamo_first_looks_after_10_ms_without_a_hint(
     moto_table: MotoTable, clock: FakeClock
 ) -> None:
     store = DynamoStore(moto_table.table, clock)
+    store.expect_response("r1", "c1", NOW + 30)
     assert store.wait_response("r1", NOW + 0.05) is None
     assert clock.sleeps[:2] == pytest.approx([0.01, 0.015])
 
 
-def test_dynamo_stores_an_answer_with_one_conditional_put_and_no_read(
+def test_dynamo_keeps_its_backoff_across_the_waiters_liveness_windows(
+    moto_table: MotoTable, clock: FakeClock
+) -> None:
+    # The relay looks at the agent's connection every half second and waits again: five
+    # seconds of waiting cost about as many looks as one long wait, not ten fresh backoffs.
+    store = DynamoStore(moto_table.table, clock)
+    store.expect_response("r1", "c1", NOW + 30)
+    for window in range(10):
+        assert store.wait_response("r1", NOW + 0.5 * (window + 1)) is None
+    looks = moto_table.operations.count("GetItem")
+    # At most one look per 200 ms once the ramp (nine looks) is done, plus one at each
+    # window's end; starting over in every window would take about nine per window (90).
+    assert looks <= 9 + 5 / MAX_POLL_SECONDS + 10
+    assert clock.sleeps.count(0.01) == 1  # the ramp ran once
+
+
+def test_dynamo_reads_answers_and_marks_from_one_item_and_never_deletes(
     moto_table: MotoTable,
 ) -> None:
     store = DynamoStore(moto_table.table, FakeClock(NOW))
     store.expect_response("r1", "c1", NOW + 30)
+    answer(store, "r1", b"", kind="working")
+    answer(store, "r1", b"answer")
     moto_table.operations.clear()
-    assert store.put_response("r1", b"answer", NOW + 30)
-    assert moto_table.operations == ["PutItem"]
+    assert store.is_working("r1") and store.wait_response("r1", NOW + 1) == b"answer"
     store.forget_response("r1")
-    assert moto_table.operations == ["PutItem"]  # no delete: TTL removes it for free
+    assert moto_table.operations == ["GetItem", "GetItem"]  # no delete: TTL removes it free
 
 
 def test_dynamo_never_scans_or_transacts_on_a_request_path(moto_table: MotoTable) -> None:
@@ -566,8 +664,9 @@ def test_dynamo_never_scans_or_transacts_on_a_request_path(moto_table: MotoTable
     store.get_claim("myapp")
     store.renew_claim("myapp", "c1", NOW + 120, TunnelReport(4))
     store.expect_response("r1", "c1", NOW + 30)
-    store.put_response("r1", b"answer", NOW + 30)
-    store.put_response("r1", b"answer", NOW + 30)
+    answer(store, "r1", b"answer")
+    answer(store, "r1", b"answer")
+    store.is_working("r1")
     store.wait_response("r1", NOW + 1)
     store.forget_response("r1")
     store.release_claim("myapp", "c1")
@@ -584,21 +683,28 @@ def test_dynamo_items_follow_the_single_table_layout(moto_table: MotoTable) -> N
     store.put_token(TokenRecord("ab" * 32, "t1"))
     store.put_connection(ConnectionRecord("c1", "t1", NOW, NOW + 7200))
     store.claim_name(claim(), NOW)
-    store.put_response("r1", b"answer", NOW + 30)
+    store.expect_response("r1", "c1", NOW + 30)
+    answer(store, "r1", b"answer")
     store.relay_key()
     items = {(i["pk"], i["sk"]): i for i in moto_table.table.scan()["Items"]}
     assert set(items) == {
         ("token#" + "ab" * 32, "token"),
         ("conn#c1", "conn"),
         ("name#myapp", "claim"),
-        ("req#r1", "resp"),
+        ("req#r1", "answer#c1"),
         ("relay", "key"),
     }
     assert "ttl" not in items["token#" + "ab" * 32, "token"]  # tokens live until revoked
+    # Only long-lived items are in the listings index (it is sparse): no answer, no key.
+    assert {key: item["listing"] for key, item in items.items() if "listing" in item} == {
+        ("token#" + "ab" * 32, "token"): "tokens",
+        ("conn#c1", "conn"): "connections",
+        ("name#myapp", "claim"): "claims",
+    }
     assert "ttl" not in items["relay", "key"]
     for key in [("conn#c1", "conn"), ("name#myapp", "claim")]:
         assert items[key]["ttl"] > items[key]["expires_at"]  # collected only after expiry
-    assert items["req#r1", "resp"]["ttl"] > NOW + 30
+    assert items["req#r1", "answer#c1"]["ttl"] > NOW + 30
 
 
 def test_create_table_takes_a_client_is_idempotent_and_enables_ttl(
@@ -956,8 +1062,7 @@ def test_dynamo_builds_its_own_expressions_so_threads_share_no_placeholders(
     assert store.renew_claim("myapp", "c1", NOW + 90, TunnelReport(2))
     assert store.reserve_name("myapp", "t1")
     assert store.list_claims() and store.list_connections()
-    assert store.put_response("r1", b"answer", NOW + 30)
-    assert {operation for operation, _ in seen} >= {"PutItem", "UpdateItem", "Scan"}
+    assert {operation for operation, _ in seen} >= {"PutItem", "UpdateItem", "Query"}
     assert {kind for _, kind in seen} == {"str"}
 
 

@@ -25,6 +25,7 @@ from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 
 from hatchway import codec, protocol
+from hatchway_local.integrations import DynamoDBWrites, load_routes
 from hatchway_relay import admin, aws
 from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table
 from support.aws_credentials import use_fake_credentials
@@ -91,10 +92,19 @@ def posted_to(connection_id: str) -> list[protocol.Message]:
 
 
 def send_as_agent(message: protocol.Message, connection_id: str) -> None:
+    """One agent message as the deployed WebSocket API takes it: an answer through the
+    template's answer integration (one DynamoDB call, no Lambda), the rest through the
+    WebSocket function's entry point."""
     agent_event = event("ws_message")
     agent_event["requestContext"]["connectionId"] = connection_id
+    agent_event["requestContext"]["requestTimeEpoch"] = int(time.time() * 1000)
     agent_event["body"] = codec.encode(message)
-    assert aws.websocket_handler(agent_event, LAMBDA_CONTEXT) == {"statusCode": 200}
+    route = load_routes("relay").select(agent_event["body"])
+    if route is None:
+        assert aws.websocket_handler(agent_event, LAMBDA_CONTEXT) == {"statusCode": 200}
+        return
+    writes = DynamoDBWrites(boto3.client("dynamodb", region_name=REGION), "relay")
+    route.apply(agent_event["body"], agent_event["requestContext"], writes)
 
 
 def connect_agent(*specs: protocol.TunnelSpec) -> str:

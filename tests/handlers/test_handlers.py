@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from hatchway import codec, protocol
+from hatchway_local.integrations import MemoryWrites
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.core import Relay, RelayConfig
 from hatchway_relay.handlers import authorizer as authorizer_handlers
@@ -20,7 +21,7 @@ from hatchway_relay.handlers import http as http_handlers
 from hatchway_relay.handlers import websocket as ws_handlers
 from hatchway_relay.ports import SystemClock, TokenLimits
 from hatchway_relay.tokens import hash_token
-from support.relay_fakes import FakeAgent, FakePoster
+from support.relay_fakes import ROUTES, TABLE, FakeAgent, FakePoster
 
 EVENTS = Path(__file__).parent / "events"
 TOKEN = "hw_handler-test-token"
@@ -37,14 +38,22 @@ def event(name: str) -> dict[str, Any]:
 
 
 class HandlerAgent(FakeAgent):
-    """A fake agent whose replies travel as ``$default`` events through the WebSocket handler."""
+    """A fake agent whose messages travel as API Gateway routes them (template.yaml): answers
+    through the answer integration, the rest as ``$default`` events through the WebSocket
+    handler."""
 
     ws_handler: ws_handlers.Handler
 
     def send(self, message: protocol.Message) -> None:
         message_event = event("ws_message")
         message_event["body"] = codec.encode(message)
-        assert self.ws_handler(message_event, None) == {"statusCode": 200}
+        route = ROUTES.select(message_event["body"])
+        if route is None:
+            assert self.ws_handler(message_event, None) == {"statusCode": 200}
+            return
+        assert isinstance(self.relay.store, MemoryStore)
+        context = message_event["requestContext"]
+        route.apply(message_event["body"], context, MemoryWrites(self.relay.store, TABLE))
 
 
 @pytest.fixture

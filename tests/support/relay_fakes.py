@@ -1,6 +1,7 @@
 """In-memory stand-ins for the relay's edges: a poster that delivers messages to a fake agent
-(the "tunnel pair": core and agent logic wired together with no sockets and no threads), and a
-blob store whose URLs the fake agent resolves without HTTP."""
+(the "tunnel pair": core and agent logic wired together with no sockets and no threads), the
+WebSocket API's routing of the agent's messages (template.yaml's own, answers stored by its
+integration), and a blob store whose URLs the fake agent resolves without HTTP."""
 
 from __future__ import annotations
 
@@ -8,12 +9,35 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hatchway import codec, protocol
+from hatchway_local.integrations import MemoryWrites, load_routes
+from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.core import Relay
 from hatchway_relay.ports import BlobTooLarge, ConnectionGone
 
 App = Callable[[protocol.Request], protocol.Response | None]
 
 BLOB_BASE = "http://blobs.test/"
+
+TABLE = "hatchway"
+ROUTES = load_routes(TABLE)
+"""The WebSocket API's routes as template.yaml declares them."""
+
+
+def agent_message(relay: Relay, connection_id: str, text: str) -> None:
+    """One agent message as API Gateway routes it: answers and marks through the answer
+    integration's mapping template into the relay's (in-memory) store, the rest to the
+    WebSocket function's ``$default``."""
+    route = ROUTES.select(text)
+    if route is None:
+        relay.on_message(connection_id, text)
+        return
+    assert isinstance(relay.store, MemoryStore)
+    context = {
+        "connectionId": connection_id,
+        "requestTimeEpoch": int(relay.clock.now() * 1000),
+        "routeKey": route.route_key,
+    }
+    route.apply(text, context, MemoryWrites(relay.store, TABLE))
 
 
 class FakeBlobs:
@@ -79,7 +103,7 @@ class FakeAgent:
         if response is not None:
             self.send(self._fit(message, response))
         elif self.live:
-            self.send(protocol.Working((message.id,)))
+            self.send(protocol.Working(message.id))
 
     def _fit(self, request: protocol.Request, response: protocol.Response) -> protocol.Response:
         """Upload a body that is too large to carry inline, as the real agent does."""
@@ -95,7 +119,7 @@ class FakeAgent:
         )
 
     def send(self, message: protocol.Message) -> None:
-        self.relay.on_message(self.connection_id, codec.encode(message))
+        agent_message(self.relay, self.connection_id, codec.encode(message))
 
     def last(self) -> protocol.Message:
         return self.received[-1]

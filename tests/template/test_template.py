@@ -960,3 +960,68 @@ def test_the_alarm_topic_is_encrypted_with_a_key_cloudwatch_may_use(sam: dict[st
         "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
     }
     assert len(by_principal) == 2
+
+
+# --- Answers: stored by API Gateway, with no Lambda on the way ---------------------------------
+
+
+def test_answers_and_marks_have_routes_of_their_own_and_the_rest_reaches_the_function(
+    sam: dict[str, Any],
+) -> None:
+    api = sam["Resources"]["WebSocketApi"]["Properties"]
+    assert api["RouteSelectionExpression"] == "$request.body.type"
+    routes = {
+        route["Properties"]["RouteKey"]: route["Properties"]["Target"]
+        for route in resources(sam, "AWS::ApiGatewayV2::Route").values()
+    }
+    answer_target = {"Fn::Sub": "integrations/${AnswerIntegration}"}
+    assert routes["response"] == routes["working"] == answer_target
+    function_target = {"Fn::Sub": "integrations/${WebSocketIntegration}"}
+    assert [key for key, target in routes.items() if target != function_target] == [
+        "response",
+        "working",
+    ]
+
+
+def test_the_answer_integration_is_one_dynamodb_update_with_its_own_role(
+    sam: dict[str, Any],
+) -> None:
+    integration = sam["Resources"]["AnswerIntegration"]["Properties"]
+    assert integration["IntegrationType"] == "AWS"  # a service call: no Lambda, no execution
+    assert integration["IntegrationUri"] == {
+        "Fn::Sub": "arn:aws:apigateway:${AWS::Region}:dynamodb:action/UpdateItem"
+    }
+    assert integration["CredentialsArn"] == {"Fn::GetAtt": ["AnswerIntegrationRole", "Arn"]}
+    assert integration["PassthroughBehavior"] == "NEVER"
+    template = integration["RequestTemplates"][
+        integration["TemplateSelectionExpression"].replace("\\$", "$")
+    ]["Fn::Sub"]
+    assert "$context.connectionId" in template  # the key names the sender: no forged answers
+    assert "${RelayTable}" in template
+
+
+def test_the_answer_role_may_update_answer_items_and_nothing_else(sam: dict[str, Any]) -> None:
+    role = sam["Resources"]["AnswerIntegrationRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "apigateway.amazonaws.com"}
+    (policy,) = role["Policies"]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "dynamodb:UpdateItem"
+    assert statement["Resource"] == {"Fn::GetAtt": ["RelayTable", "Arn"]}
+    assert statement["Condition"] == {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["req#*"]},
+        "ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "sk", "a", "w", "ttl"]},
+    }
+
+
+def test_no_relay_function_writes_answers(sam: dict[str, Any]) -> None:
+    for name in ("WebSocketFunction", "HttpFunction", "AuthorizerFunction"):
+        for statement in sam_statements(sam["Resources"][name]):
+            actions = as_list(statement["Action"])
+            keys = (
+                statement.get("Condition", {})
+                .get("ForAllValues:StringLike", {})
+                .get("dynamodb:LeadingKeys", [])
+            )
+            writes = {"dynamodb:PutItem", "dynamodb:UpdateItem"} & set(actions)
+            assert not (writes and "req#*" in keys), (name, statement)

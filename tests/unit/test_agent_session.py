@@ -32,7 +32,7 @@ from hatchway.bodies import looks_compressible
 from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
 from hatchway.forward import LargeResponse
 from hatchway.protocol import Request, Response
-from hatchway.session import SeenRequests, Session
+from hatchway.session import MAX_HELLO_RESENDS, SeenRequests, Session
 
 TOKEN = "hw_session-token-123"
 WAIT = 10.0
@@ -179,6 +179,9 @@ class FakeRelay:
     connections: queue.Queue[RelayEnd] = field(default_factory=queue.Queue)
     ends: list[RelayEnd] = field(default_factory=list)
     hellos: int = 0
+    undelivered_hellos: int = 0
+    """Hellos on each connection that get API Gateway's "could not take it" frame first."""
+    hellos_again: int = 0
 
     @property
     def url(self) -> str:
@@ -220,6 +223,13 @@ class FakeRelay:
         first = end.next_message()
         assert first is not None and isinstance(first[0], protocol.Hello)
         end.hello = first[0]
+        for _ in range(self.undelivered_hellos):
+            end.send(protocol.Undelivered("Internal server error", "aws-request-id"))
+            again = end.next_message()
+            if again is None:  # the agent gave up on this connection
+                return
+            assert isinstance(again[0], protocol.Hello)
+            self.hellos_again += 1
         sock.settimeout(None)
         self.hellos += 1
         for message in self.before_welcome:
@@ -547,7 +557,9 @@ def test_a_body_travels_compressed_only_when_zlib_can_shrink_it(
         end.send(Request("r1", "sess", "GET", "/"))
         message, frames = end.receive()
     assert isinstance(message, Response) and message.body == body
-    assert (b'"enc":"zlib"' in b"".join(f.payload for f in frames)) is compressed
+    sent = json.loads(b"".join(f.payload for f in frames))
+    head = base64.b64decode(sent["stored"]).partition(b"\n")[0]
+    assert (b'"enc":"zlib"' in head) is compressed
 
 
 def test_a_compressible_response_stays_inline(relay: FakeRelay, blobs: BlobStore) -> None:
@@ -733,7 +745,7 @@ def test_requests_held_longer_than_the_mark_are_reported_working_once(relay: Fak
         while len(marked) < 2:
             message, _ = end.receive()
             assert isinstance(message, protocol.Working), message
-            marked += message.ids
+            marked.append(message.id)
         handler.release.set()
         assert sorted(r.id for r in answers(end, 2)) == ["queued", "running"]
         assert visit(end, "after", "/after").status == 200  # nothing else came in between
@@ -767,26 +779,32 @@ def test_a_tunnel_holds_a_bounded_number_of_requests_and_refuses_more_at_once(
     assert {r.status for r in rest} == {200} and len({r.id for r in rest}) == limit
 
 
-def test_an_answer_the_relay_could_not_store_is_sent_again_once(
+UNDELIVERED = protocol.Undelivered("Internal server error", "aws-request-id")
+
+
+def test_answers_the_platform_could_not_take_are_sent_again_once(
     relay: FakeRelay, caplog: pytest.LogCaptureFixture
 ) -> None:
     with session(relay).start():
         end = relay.next()
         first = visit(end, "r1", "/pay")
-        end.send(protocol.Error("response_not_stored", "send it again", "r1"))
+        end.send(UNDELIVERED)  # API Gateway's frame: which message, it does not say
         again = end.response()
-        end.send(protocol.Error("response_not_stored", "send it again", "r1"))
-        end.send(protocol.Error("response_refused", "relay refused the response to r2: late"))
+        end.send(UNDELIVERED)
         assert visit(end, "r3", "/next").id == "r3"  # no third copy of r1 came first
     assert again == first
-    refused = [r for r in caplog.records if "refused the answer" in r.getMessage()]
-    assert refused and "r2" in refused[0].getMessage()
-    assert TOKEN not in caplog.text
+    warned = [
+        r.getMessage() for r in caplog.records if "could not take a message" in r.getMessage()
+    ]
+    assert warned and "throttled or failed" in warned[0]
+    assert "bad message" not in caplog.text and TOKEN not in caplog.text
 
 
-def test_an_answer_is_kept_before_the_relay_can_say_it_was_not_stored(relay: FakeRelay) -> None:
-    """The relay's "not stored" may arrive before the worker that sent the answer runs again:
-    here every keeping step takes a while, and the answer must already be there to resend."""
+def test_an_answer_is_kept_before_the_platform_can_say_it_could_not_take_it(
+    relay: FakeRelay,
+) -> None:
+    """The platform's frame may arrive before the worker that sent the answer runs again: here
+    every keeping step takes a while, and the answer must already be there to resend."""
     with session(relay).start() as agent:
         keep = agent.answers.put
 
@@ -797,8 +815,24 @@ def test_an_answer_is_kept_before_the_relay_can_say_it_was_not_stored(relay: Fak
         agent.answers.put = slow_keep  # type: ignore[method-assign]
         end = relay.next()
         first = visit(end, "r1", "/pay")
-        end.send(protocol.Error("response_not_stored", "send it again", "r1"))
+        end.send(UNDELIVERED)
         assert end.response() == first
+
+
+def test_a_hello_the_platform_could_not_take_is_said_again_on_the_same_connection() -> None:
+    with fake_relay(undelivered_hellos=2) as relay, session(relay).start() as agent:
+        end = relay.next()
+        assert visit(end, "r1").status == 200
+        assert agent.connected
+    assert (relay.hellos, relay.hellos_again) == (1, 2)  # one connection, no new $connect
+
+
+def test_a_hello_the_platform_never_takes_gives_the_connection_up() -> None:
+    with fake_relay(undelivered_hellos=MAX_HELLO_RESENDS + 1) as relay:
+        agent = session(relay)
+        with pytest.raises(RelayUnreachable, match="could not take the hello"):
+            agent.start()
+    assert relay.hellos_again == MAX_HELLO_RESENDS
 
 
 def test_a_lost_name_is_asked_for_again_on_the_same_connection(relay: FakeRelay) -> None:

@@ -34,12 +34,48 @@ def random_bytes(size: int, seed: int = 7) -> bytes:
 
 
 def wire(message: p.Message) -> dict[str, Any]:
-    """The JSON object ``message`` travels as."""
-    obj: dict[str, Any] = json.loads(codec.encode(message))
-    return obj
+    """The JSON object ``message`` travels as; for a response, the fields of its stored form
+    (the head's fields and ``body``, the packed body in base64), which ``decode_object`` packs
+    back into one, so that hostile values of each field can be tried."""
+    return _fields(codec.encode(message))
+
+
+def wire_uncompressed(message: p.Message) -> dict[str, Any]:
+    """``wire``, with compression off."""
+    return _fields(codec.encode(message, compress=False))
+
+
+def _fields(text: str) -> dict[str, Any]:
+    obj: dict[str, Any] = json.loads(text)
+    if obj.get("type") != "response":
+        return obj
+    head, _, packed = base64.b64decode(obj["stored"]).partition(b"\n")
+    fields: dict[str, Any] = json.loads(head)
+    if packed:
+        fields["body"] = base64.b64encode(packed).decode()
+    return fields
+
+
+def _stored(fields: dict[str, Any]) -> dict[str, Any]:
+    """A response message whose stored form holds ``fields``: ``body`` (base64, as ``wire``
+    gives it) becomes the raw bytes after the head; any other ``body`` stays in the head, where
+    a stored form must not have one."""
+    head = dict(fields)
+    body = head.get("body", "")
+    packed = b""
+    if isinstance(body, str):
+        try:
+            packed = base64.b64decode(body, validate=True)
+            head.pop("body", None)
+        except ValueError:
+            pass
+    stored = json.dumps(head).encode("utf-8", "surrogatepass") + b"\n" + packed
+    return {"type": "response", "id": head.get("id"), "stored": base64.b64encode(stored).decode()}
 
 
 def decode_object(obj: object) -> p.Message:
+    if isinstance(obj, dict) and obj.get("type") == "response" and "stored" not in obj:
+        obj = _stored(obj)
     return codec.decode(json.dumps(obj))
 
 
@@ -134,23 +170,51 @@ def test_every_message_round_trips_as_text_and_as_bytes(message: p.Message) -> N
     assert codec.decode(text.encode("ascii")) == message
 
 
-@pytest.mark.parametrize("message", MESSAGES)
-def test_decode_answer_also_gives_a_responses_stored_form_which_gives_it_back(
-    message: p.Message,
-) -> None:
-    text = codec.encode(message)
-    decoded, stored = codec.decode_answer(text)
-    assert decoded == message == codec.decode(text)
-    if not isinstance(message, p.Response):
-        assert stored is None
-        return
-    assert stored is not None
-    assert codec.decode_answer(text)[1] == stored  # a repeated delivery stores nothing new
+ANSWERS = [m for m in MESSAGES if isinstance(m.values[0], p.Response)]
+
+
+@pytest.mark.parametrize("message", ANSWERS)
+def test_an_answer_carries_its_stored_form_which_gives_it_back(message: p.Message) -> None:
+    assert isinstance(message, p.Response)
+    obj = json.loads(codec.encode(message))
+    assert set(obj) == {"type", "id", "stored"} and obj["id"] == message.id
+    stored = base64.b64decode(obj["stored"])
+    assert stored == codec.stored_answer(message)  # the same answer, the same bytes
     head, _, packed = stored.partition(b"\n")
-    obj = wire(message)
-    assert json.loads(head) == {k: v for k, v in obj.items() if k != "body"}
-    assert packed == base64.b64decode(obj.get("body", ""))  # compressed bytes stay compressed
+    fields = json.loads(head)
+    assert fields["type"] == "response" and fields["id"] == message.id
+    if fields.get("enc") == "zlib":  # compressed bytes stay compressed, with no base64
+        assert zlib.decompress(packed) == message.body
+    else:
+        assert packed == message.body
     assert codec.response_from_stored(stored) == message
+
+
+def test_an_answer_whose_stored_form_answers_another_request_is_a_protocol_error() -> None:
+    other = base64.b64encode(codec.stored_answer(p.Response("r2", 200, body=b"x"))).decode()
+    with pytest.raises(ProtocolError, match="another request"):
+        codec.decode(json.dumps({"type": "response", "id": "r1", "stored": other}))
+
+
+@pytest.mark.parametrize(
+    "stored", ["", "not base64!", base64.b64encode(b"no newline").decode(), 5, None]
+)
+def test_an_answer_without_a_readable_stored_form_is_a_protocol_error(stored: object) -> None:
+    with pytest.raises(ProtocolError):
+        codec.decode(json.dumps({"type": "response", "id": "r1", "stored": stored}))
+
+
+def test_the_largest_inline_answer_with_the_largest_head_fits_one_message() -> None:
+    value = "v" * 990
+    headers = tuple((f"x-h{i:02}", value) for i in range(16))
+    while codec.head_size(p.Response("r1", 200, headers)) > p.MAX_HEAD_BYTES:
+        headers = headers[:-1]
+    body = random_bytes(p.MAX_INLINE_RESPONSE_BYTES)  # incompressible: packed as it is
+    text = codec.encode(p.Response("r" * p.MAX_ID_LENGTH, 200, headers, body))
+    assert len(text) <= p.MAX_MESSAGE_BYTES
+    with pytest.raises(ProtocolError) as refused:
+        codec.encode(p.Response("r1", 200, headers, body + b"x"))
+    assert refused.value.status == 413
 
 
 @pytest.mark.parametrize(
@@ -267,7 +331,7 @@ def test_compression_is_used_only_when_it_helps_and_bodies_stay_byte_exact(
 def test_a_message_without_compression_carries_no_encoding() -> None:
     message = p.Response("r1", 200, body=b"a" * 10_000)
     assert wire(message)["enc"] == "zlib"
-    plain = json.loads(codec.encode(message, compress=False))
+    plain = wire_uncompressed(message)
     assert "enc" not in plain and base64.b64decode(plain["body"]) == message.body
     assert codec.decode(codec.encode(message, compress=False)) == message
 
@@ -281,16 +345,17 @@ SIDES = [
     pytest.param(lambda body: p.Request("r1", "myapp", "POST", "/", body=body), id="request"),
     pytest.param(lambda body: p.Response("r1", 200, body=body), id="response"),
 ]
+INLINE_LIMITS = {"request": p.MAX_INLINE_BODY_BYTES, "response": p.MAX_INLINE_RESPONSE_BYTES}
 
 
-@pytest.mark.parametrize("build", SIDES)
+@pytest.mark.parametrize(("build", "side"), [(s.values[0], s.id) for s in SIDES])
 def test_an_incompressible_body_at_the_inline_limit_travels_and_one_byte_more_is_413(
-    build: Any,
+    build: Any, side: str
 ) -> None:
-    fits = build(random_bytes(p.MAX_INLINE_BODY_BYTES))
+    fits = build(random_bytes(INLINE_LIMITS[side]))
     assert codec.decode(codec.encode(fits)) == fits
     with pytest.raises(ProtocolError) as too_big:
-        codec.encode(build(random_bytes(p.MAX_INLINE_BODY_BYTES + 1)))
+        codec.encode(build(random_bytes(INLINE_LIMITS[side] + 1)))
     assert too_big.value.status == 413
     assert "blob store" in str(too_big.value)
 

@@ -16,11 +16,13 @@ from typing import Any
 import pytest
 import websocket
 
+from hatchway import b64
 from hatchway_local.concurrency import HTTP_FUNCTION
 from hatchway_local.gateway import Gateway, GatewayLimits, base64_size
 from hatchway_local.local_poster import LocalPoster
 from hatchway_local.server import bind, serve_gateway
 from hatchway_relay.adapters.memory_store import MemoryStore
+from hatchway_relay.answer_items import ANSWER
 from hatchway_relay.handlers.http import HandlerSteps
 from hatchway_relay.visits import AwaitAnswer
 from support.visitor import visit
@@ -32,6 +34,13 @@ WAIT_SECONDS = 10.0
 
 CONNECTION = "agent-connection"
 """The connection id the stub relay says it posted each request to."""
+
+
+def answer(store: MemoryStore, request_id: str, connection_id: str, stored: bytes) -> None:
+    """What the answer integration's write does to the item of ``request_id``'s answer."""
+    store.update_answer(
+        request_id, connection_id, lambda item: {**item, ANSWER: {"B": b64.encode(stored)}}
+    )
 
 
 class StubRelay:
@@ -53,7 +62,7 @@ class StubRelay:
             self.agent_connected.set()
         elif route == "$default":  # the agent's answer: "<request id> <text>"
             request_id, _, text = event["body"].partition(" ")
-            self.store.put_response(request_id, text.encode(), time.time() + 60)
+            answer(self.store, request_id, CONNECTION, text.encode())
         return {"statusCode": 200}
 
     def http(self, event: Event, context: object) -> Event:
@@ -181,7 +190,7 @@ def watcher(store: MemoryStore, request_id: str) -> threading.Event:
 
 def test_an_answer_wakes_its_watcher_only(store: MemoryStore) -> None:
     a, b = watcher(store, "a"), watcher(store, "b")
-    assert store.put_response("a", b"answer", time.time() + 60)
+    answer(store, "a", "c1", b"answer")
     assert a.is_set() and not b.is_set()
     assert store.wait_response("a", 0.0) == b"answer"
 
@@ -202,8 +211,8 @@ def test_a_watch_nobody_expects_wakes_at_once(store: MemoryStore, request_id: st
 def test_a_forgotten_request_keeps_no_watcher(store: MemoryStore) -> None:
     woken = watcher(store, "a")
     store.forget_response("a")
-    assert not store.put_response("a", b"late", time.time() + 60)
-    assert not woken.is_set()
+    answer(store, "a", "c1", b"late")
+    assert not woken.is_set() and store.wait_response("a", 0.0) is None
 
 
 def test_bodies_pass_between_the_gateway_and_its_steps_as_bytes_both_ways() -> None:

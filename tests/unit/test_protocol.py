@@ -269,8 +269,8 @@ REQUEST_EDGES = [
     pytest.param({"headers": headers_of(p.MAX_HEADERS)}, None, id="most headers"),
     pytest.param({"headers": headers_of(p.MAX_HEADERS + 1)}, 431, id="one header too many"),
     pytest.param({"inline_max": 0}, None, id="inline_max 0"),
-    pytest.param({"inline_max": p.MAX_INLINE_BODY_BYTES}, None, id="inline_max at the limit"),
-    pytest.param({"inline_max": p.MAX_INLINE_BODY_BYTES + 1}, 400, id="inline_max over"),
+    pytest.param({"inline_max": p.MAX_INLINE_RESPONSE_BYTES}, None, id="inline_max at the limit"),
+    pytest.param({"inline_max": p.MAX_INLINE_RESPONSE_BYTES + 1}, 400, id="inline_max over"),
     pytest.param({"inline_max": -1}, 400, id="inline_max negative"),
     pytest.param(
         {"upload_url": "https://" + "u" * (p.MAX_BLOB_URL_LENGTH - 8)}, None, id="longest URL"

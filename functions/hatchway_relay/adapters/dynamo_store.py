@@ -8,8 +8,10 @@ Single-table layout, ``pk``/``sk`` strings:
     name#<name>   / claim     who serves a tunnel name, until expires_at, and its guards; a
                               pool's members in one map attribute, keyed by connection id
     name#<name>   / reserved  the token that alone may claim the name
-    req#<id>      / resp      the one answer to visitor request <id> (head JSON + packed body)
-    req#<id>      / work      the agent's mark that it is still on a slow request
+    req#<id>      / answer#<connection>
+                              the answer to visitor request <id> from that agent connection
+                              (``a``: its stored form) and its mark that it is still on a slow
+                              request (``w``); written by API Gateway's integration, not a Lambda
     seen#<key>    / seen      something that may happen once (a webhook signature), until ttl
     share#<id>    / share     a share link (its secret only hashed), until it expires
     relay         / key       the relay's random key (binds request ids to connections)
@@ -76,7 +78,8 @@ FIRST_POLL_SECONDS = 0.01
 POLL_BACKOFF = 1.5
 MAX_POLL_SECONDS = 0.2
 """Response polling: first look after 10 ms (or the caller's hint), then 1.5x further apart,
-capped at 200 ms. Each look is one strongly consistent GetItem of one small item (1 RRU)."""
+capped at 200 ms, for the whole of one visitor's wait. Each look is one strongly consistent
+GetItem of one small item (1 RRU)."""
 
 RELAY_KEY_BYTES = 32
 
@@ -289,6 +292,15 @@ def _condition_failed(exc: ClientError) -> bool:
     return bool(exc.response["Error"]["Code"] == "ConditionalCheckFailedException")
 
 
+@dataclasses.dataclass
+class _Poll:
+    """A visitor's wait for one answer: the connection it must come from, and the sleeps left
+    between looks (kept across the waiter's calls)."""
+
+    connection_id: str
+    delays: Iterator[float]
+
+
 def _poll_delays(hint: float) -> Iterator[float]:
     """Sleeps between looks: the hint when there is one, then 10 ms growing 1.5x to 200 ms.
     Each miss costs what about 19 ms of the waiting function costs at 512 MB."""
@@ -307,6 +319,7 @@ class DynamoStore:
         self.table = table
         self.client = table.meta.client
         self._clock = clock or SystemClock()
+        self._awaited: dict[str, _Poll] = {}
 
     @staticmethod
     def _conditionally(write: Callable[..., Any], **request: Any) -> bool:
@@ -799,41 +812,38 @@ class DynamoStore:
     # Responses
 
     def expect_response(self, request_id: str, connection_id: str, expires_at: float) -> None:
-        """Nothing to write: the request id itself says which connection may answer."""
-
-    def put_response(self, request_id: str, answer: bytes, expires_at: float) -> bool:
-        stored = self._conditionally(
-            self.table.put_item,
-            Item={"pk": f"req#{request_id}", "sk": "resp", "a": answer, "ttl": _ttl(expires_at)},
-            ConditionExpression=Attr("pk").not_exists(),
-        )
-        if stored:
-            return True
-        # Refused: a retry of a write that had landed (an SDK retry after a 5xx, or API Gateway
-        # delivering a message twice) is still a success; another answer is not.
-        item = self._get(f"req#{request_id}", "resp")
-        return bool(item and _bytes(item.get("a")) == answer)
-
-    def mark_working(self, request_id: str, expires_at: float) -> None:
-        self.table.put_item(Item={"pk": f"req#{request_id}", "sk": "work", "ttl": _ttl(expires_at)})
+        """Nothing to write: the answer's item is keyed by the connection the request goes to,
+        which only that connection can write (API Gateway sets it)."""
+        self._awaited[request_id] = _Poll(connection_id, _poll_delays(0.0))
 
     def is_working(self, request_id: str) -> bool:
-        return self._get(f"req#{request_id}", "work") is not None
+        awaited = self._awaited.get(request_id)
+        if awaited is None:
+            return False
+        item = self._get(**answer_key(request_id, awaited.connection_id))
+        return bool(item and item.get(WORKING))
 
     def wait_response(self, request_id: str, until: float, hint: float = 0.0) -> bytes | None:
-        """Poll one item (strongly consistent): first after ``hint`` (or 10 ms), then from 10 ms
-        again, 1.5x further apart up to 200 ms, with a last look at ``until``. DynamoDB cannot
-        wake a waiter; every look that misses is billed, so none is made before the hint, and
-        after a miss at the hint the answer is close, so the backoff starts over."""
-        delays = _poll_delays(hint)
+        """Poll one item (strongly consistent): first after ``hint`` (or 10 ms), then 1.5x
+        further apart up to 200 ms, with a last look at ``until``. DynamoDB cannot wake a
+        waiter and every look that misses is billed, so none is made before the hint, and the
+        backoff goes on across calls (the waiter calls again after each liveness check) rather
+        than starting over at 10 ms each time."""
+        awaited = self._awaited.get(request_id)
+        if awaited is None:
+            return None
+        if hint > FIRST_POLL_SECONDS:
+            awaited.delays = _poll_delays(hint)
+        key = answer_key(request_id, awaited.connection_id)
         while True:
             remaining = until - self._clock.now()
-            self._clock.sleep(min(next(delays), max(remaining, 0.0)))
-            item = self._get(f"req#{request_id}", "resp")
-            if item is not None:
-                return _bytes(item["a"])
+            self._clock.sleep(min(next(awaited.delays), max(remaining, 0.0)))
+            item = self._get(**key)
+            if item is not None and ANSWER in item:
+                return _bytes(item[ANSWER])
             if self._clock.now() >= until:
                 return None
 
     def forget_response(self, request_id: str) -> None:
         """TTL removes the item for free; an explicit delete would be billed by its size."""
+        self._awaited.pop(request_id, None)

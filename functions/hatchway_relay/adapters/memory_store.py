@@ -11,9 +11,11 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-from hatchway import protocol
+from hatchway import b64, protocol
+from hatchway_relay.answer_items import ANSWER, WORKING
 from hatchway_relay.ports import (
     Claim,
     Clock,
@@ -38,6 +40,8 @@ class _Awaited:
     expires_at: float
     answer: bytes | None = None
     working: bool = False
+    item: dict[str, Any] = field(default_factory=dict)
+    """The answer item as DynamoDB would hold it (typed attributes: ``update_answer``)."""
     ready: threading.Condition | None = None
     """What a blocked waiter waits on, made by the first one (a watching waiter needs none)."""
     wake: Callable[[], None] | None = None
@@ -304,24 +308,34 @@ class MemoryStore:
         with self._lock:
             self._awaited[request_id] = _Awaited(connection_id, expires_at)
 
-    def put_response(self, request_id: str, answer: bytes, expires_at: float) -> bool:
+    def update_answer(
+        self,
+        request_id: str,
+        connection_id: str,
+        update: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> None:
+        """An ``UpdateItem`` on the item of ``connection_id``'s answer to ``request_id``, as
+        API Gateway's answer integration makes it: ``update`` turns the item's typed
+        attributes (DynamoDB's JSON form) into the new ones, or raises and changes nothing.
+        An answer lands once the item holds ``ANSWER`` (binary), a mark once it holds
+        ``WORKING``. Only
+        an item a waiter reads is kept: one for another connection, or for a request nobody
+        waits for (any more), is dropped, as nobody would ever read it."""
         with self._lock:
             awaited = self._awaited.get(request_id)
-            if awaited is None or self._clock.now() >= awaited.expires_at:
-                # Nobody waits for it (any more): holding it would only grow memory.
-                return False
-            if awaited.answer is not None:
-                # The identical answer again is a retry and changes nothing; another is refused.
-                return awaited.answer == answer
-            awaited.answer = answer
-            awaited.notify()
-            return True
-
-    def mark_working(self, request_id: str, expires_at: float) -> None:
-        with self._lock:
-            awaited = self._awaited.get(request_id)
-            if awaited is not None:
+            if (
+                awaited is None
+                or awaited.connection_id != connection_id
+                or self._clock.now() >= awaited.expires_at
+            ):
+                return
+            awaited.item = update(dict(awaited.item))
+            if (awaited.item.get(WORKING) or {}).get("BOOL") is True:
                 awaited.working = True
+            stored = (awaited.item.get(ANSWER) or {}).get("B")
+            if awaited.answer is None and isinstance(stored, str):
+                awaited.answer = b64.decode(stored)
+                awaited.notify()
 
     def is_working(self, request_id: str) -> bool:
         with self._lock:
