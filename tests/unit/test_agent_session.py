@@ -225,8 +225,11 @@ class FakeRelay:
         end.hello = first[0]
         for _ in range(self.undelivered_hellos):
             end.send(protocol.Undelivered("Internal server error", "aws-request-id"))
-            again = end.next_message()
-            if again is None:  # the agent gave up on this connection
+            try:
+                again = end.next_message()
+            except EOFError:  # the agent gave up on this connection
+                return
+            if again is None:
                 return
             assert isinstance(again[0], protocol.Hello)
             self.hellos_again += 1
