@@ -240,6 +240,10 @@ def app_latency(app: CostApp, case: Case, requests: int) -> float:
 
 INIT_PROBE = """
 import resource
+import sys
+# Lambda's runtime has no pyOpenSSL (certbot brings it into this venv), and botocore imports
+# it, with all of cryptography, wherever it is installed.
+sys.modules["OpenSSL"] = None
 import hatchway_relay.aws as aws
 aws._handlers()  # the clients and the relay, built on a cold start's first invocation
 usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -264,13 +264,13 @@ def total_per_million(lines: Iterable[Line]) -> float:
 
 def floor_lines(app_seconds: float, memory_mb: int) -> list[Line]:
     """What the platform itself charges for one proxied request: one HTTP API request, one
-    WebSocket message each way, two Lambda invocations, and the waiting function billed for
-    the app's own latency."""
+    WebSocket message each way, the one Lambda invocation that waits (API Gateway stores the
+    answer itself), billed for the app's own latency."""
     billed = lambda_billed_ms(app_seconds)
     return [
         Line("HTTP API request", 1, 1, "request", prices.HTTP_API_REQUEST),
         Line("WebSocket messages", 2, 2, "message", prices.WEBSOCKET_MESSAGE),
-        Line("Lambda invocations", 2, 2, "invocation", prices.LAMBDA_REQUEST),
+        Line("Lambda invocation", 1, 1, "invocation", prices.LAMBDA_REQUEST),
         Line(
             f"Lambda duration ({billed} ms at {memory_mb} MB)",
             1,

@@ -140,9 +140,10 @@ def test_lines_price_units_per_million() -> None:
 
 
 def test_floor_is_the_platform_minimum() -> None:
-    # 1 HTTP API request + 2 messages + 2 invocations + 50 ms at 512 MB.
+    # 1 HTTP API request + 2 messages + 1 invocation (API Gateway stores the answer) + 50 ms
+    # at 512 MB.
     floor = pricing.total_per_million(pricing.floor_lines(0.05, 512))
-    expected = 1.0 + 2.0 + 0.4 + 0.025 * prices.LAMBDA_ARM_GB_SECOND * 1e6
+    expected = 1.0 + 2.0 + 0.2 + 0.025 * prices.LAMBDA_ARM_GB_SECOND * 1e6
     assert floor == pytest.approx(expected)
 
 
