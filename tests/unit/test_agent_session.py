@@ -29,6 +29,7 @@ import pytest
 
 from hatchway import codec, protocol
 from hatchway.bodies import looks_compressible
+from hatchway.connection import SILENCE_FACTOR
 from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
 from hatchway.forward import LargeResponse
 from hatchway.protocol import Request, Response
@@ -60,6 +61,9 @@ class RelayEnd:
         self.messages: queue.Queue[tuple[protocol.Message, list[Frame]] | None] = queue.Queue()
         self.closed = threading.Event()
         self.write_lock = threading.Lock()
+        self.throttle_pings = False
+        """Answer pings with API Gateway's "could not take it" frame, as when every Lambda
+        execution is taken by waiting visitors."""
 
     def start(self) -> None:
         threading.Thread(target=self._read, daemon=True).start()
@@ -107,7 +111,10 @@ class RelayEnd:
             while (item := self.next_message()) is not None:
                 if isinstance(item[0], protocol.Ping):
                     self.pings.put(item[0])
-                    self.send(protocol.Pong(item[0].ts))
+                    if self.throttle_pings:
+                        self.send(protocol.Undelivered("Internal server error", "aws-request-id"))
+                    else:
+                        self.send(protocol.Pong(item[0].ts))
                 else:
                     self.messages.put(item)
         except (EOFError, OSError):
@@ -820,6 +827,20 @@ def test_an_answer_is_kept_before_the_platform_can_say_it_could_not_take_it(
         first = visit(end, "r1", "/pay")
         end.send(UNDELIVERED)
         assert end.response() == first
+
+
+def test_a_connection_whose_pings_the_platform_cannot_take_is_kept(
+    relay: FakeRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    with session(relay, heartbeat=0.05).start() as agent:
+        end = relay.next()
+        end.throttle_pings = True
+        for _ in range(4 * SILENCE_FACTOR):  # far longer than a silent relay is given
+            end.ping()
+        assert visit(end, "r1").status == 200
+        assert agent.connected
+    assert relay.hellos == 1  # never reconnected: no new $connect for the busy functions
+    assert "relay silent" not in caplog.text
 
 
 def test_a_hello_the_platform_could_not_take_is_said_again_on_the_same_connection() -> None:
