@@ -210,6 +210,8 @@ def _to_dict(message: Message, compress: bool) -> dict[str, Any]:
             "deadline": message.deadline,
             "inline_max": message.inline_max,
         }
+        if message.start_by:
+            out["start_by"] = message.start_by
         if message.body_url is not None:
             out["body_url"] = message.body_url
             out["body_size"] = message.body_size
@@ -651,6 +653,7 @@ def _decode_request(obj: dict[str, Any]) -> Request:
             if "inline_max" in obj
             else MAX_INLINE_RESPONSE_BYTES
         ),
+        start_by=_number(obj, "start_by", where, default=0.0),
     )
 
 

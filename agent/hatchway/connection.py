@@ -52,6 +52,11 @@ INLINE_BODY_BYTES = 64 * 1024
 """An answer whose body is larger is encoded (compressed, base64) after the reading has been
 handed over: about a millisecond of work per 64 KiB."""
 
+START_MARGIN_SECONDS = WORKING_SCAN_SECONDS + 1.0
+"""A request not marked as being worked on starts only if the relay's give-up time
+(``Request.start_by``) is at least this far off: its mark goes out at the next scan and must
+land before then."""
+
 UNDELIVERED_LOOKBACK_SECONDS = 2.0
 """Answers sent this recently go again when API Gateway says it could not take a message: its
 frame comes back within moments of the message it is about."""
@@ -286,7 +291,7 @@ class Connection:
                 )
             )
             return
-        self.held.add(request.id)
+        self.held.add(request.id, time.monotonic() - self._relay_age(request))
         place = GatePlace(session.gate, request.tunnel)
         if (
             reading is not None
@@ -351,17 +356,40 @@ class Connection:
             target=self._reading, args=(_Reading(),), name="hatchway-reader", daemon=True
         ).start()
 
+    def _relay_age(self, request: Request) -> float:
+        """How long ago the relay posted ``request`` (0 if it does not say): its "working"
+        mark is due that long sooner than the agent's own clock would say."""
+        if not request.start_by:
+            return 0.0
+        posted = request.start_by - protocol.AGENT_SILENCE_SECONDS
+        return max(0.0, self.session.relay_now() - posted)
+
+    def _given_up(self, request: Request) -> str | None:
+        """Why the relay has stopped waiting for ``request`` (or will have before it could hear
+        from the agent), or None: a request its visitor was told failed must never start."""
+        now = self.session.relay_now()
+        if request.deadline and now > request.deadline:
+            return f"the relay stopped waiting {now - request.deadline:.1f} s ago"
+        if request.start_by and not self.held.marked(request.id):
+            left = request.start_by - now
+            if left < START_MARGIN_SECONDS:
+                # Unmarked, the relay answers 502 agent-unresponsive at start_by: a mark sent
+                # now might arrive after that.
+                when = f"{-left:.1f} s ago" if left < 0 else "in a moment"
+                return f"the relay gives up on it {when}: nothing said the agent was on it"
+        return None
+
     def _serve(self, request: Request, place: GatePlace, reading: _Reading | None = None) -> None:
         try:
-            late = self.session.relay_now() - request.deadline
-            if request.deadline and late > 0:
+            why = self._given_up(request)
+            if why is not None:
                 log.warning(
-                    "dropped request %s (%s %s on %s): the relay stopped waiting %.1f s ago",
+                    "dropped request %s (%s %s on %s) unexecuted: %s",
                     request.id,
                     request.method,
                     request.path,
                     request.tunnel,
-                    late,
+                    why,
                 )
                 return
             self._serve_in_time(request, place, reading)

@@ -89,6 +89,11 @@ class HeldRequests:
             since = self._since.get(request_id)
         return None if since is None else now - since
 
+    def marked(self, request_id: str) -> bool:
+        """Whether the relay was sent a ``Working`` mark for ``request_id``."""
+        with self._changed:
+            return request_id in self._marked
+
     def done(self, request_id: str) -> None:
         with self._changed:
             self._since.pop(request_id, None)

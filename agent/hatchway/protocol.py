@@ -629,6 +629,9 @@ class Request:
     bytes): the agent fetches it before forwarding. ``upload_url``, when set, takes a response
     body larger than ``inline_max`` encoded bytes. ``deadline`` (seconds since the epoch) is
     when the relay stops waiting; work started after it is wasted, or worse, a repeat.
+    ``start_by`` (the same clock, 0: none) is when the relay gives up on the request unless
+    the agent has marked it as one it is working on (``Working``): an agent that was stopped
+    and finds the request only later must not start it, since its visitor was told it failed.
     """
 
     id: str
@@ -643,9 +646,12 @@ class Request:
     body_size: int = 0
     upload_url: str | None = field(default=None, repr=False)
     inline_max: int = MAX_INLINE_RESPONSE_BYTES
+    start_by: float = 0.0
 
     def __post_init__(self) -> None:
         validate_id(self.id)
+        if not math.isfinite(self.start_by) or self.start_by < 0:
+            raise ProtocolError("request: start_by must be a time")
         validate_name(self.tunnel)
         if not _METHOD_PATTERN.match(self.method):
             raise ProtocolError(f"visitor sent an invalid method {self.method[:20]!r}")

@@ -251,7 +251,7 @@ class VisitorPath:
             self.relay.key, connection_id, deadline + ANSWER_GRACE_SECONDS
         )
         try:
-            request = self._request(request_id, route, visit, claim, deadline)
+            request = self._request(request_id, route, visit, claim, deadline, now)
             text = codec.encode(request)
         except ProtocolError as exc:
             message = f"The visitor's request was refused: {exc}."
@@ -414,9 +414,17 @@ class VisitorPath:
         return deadline
 
     def _request(
-        self, request_id: str, route: Route, visit: Visit, claim: Claim, deadline: float
+        self,
+        request_id: str,
+        route: Route,
+        visit: Visit,
+        claim: Claim,
+        deadline: float,
+        now: float,
     ) -> protocol.Request:
-        """The request message; a body too large for it goes to the blob store first."""
+        """The request message; a body too large for it goes to the blob store first. It says
+        when the relay gives up unless the agent marks it (``start_by``: the silence check of
+        ``_wait``, counted from now, just before the post)."""
         body, body_url = visit.body, None
         if len(body) > protocol.MAX_INLINE_BODY_BYTES:
             if len(body) > protocol.MAX_BODY_BYTES or self.relay.blobs is None:
@@ -446,6 +454,7 @@ class VisitorPath:
             body_size=len(visit.body) if body_url else 0,
             upload_url=upload_url,
             inline_max=self.relay.config.inline_response_bytes,
+            start_by=min(deadline, now + self.relay.config.agent_silence_seconds),
         )
 
     def _forwarded(self, claim: Claim, visit: Visit) -> protocol.Headers:

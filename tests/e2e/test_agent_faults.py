@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -61,6 +62,33 @@ def test_a_stopped_agent_is_reported_unresponsive_within_10_seconds(
     assert answer.header("x-hatchway-error") == "agent-unresponsive"
     assert elapsed < 10.0
     assert get(relay, "/echo/resumed").status == 200  # it serves again once resumed
+
+
+def test_requests_a_stopped_agent_finds_after_the_relay_gave_up_are_never_run(
+    relay: LocalServer, app: LocalApp, tunnel: AgentProcess
+) -> None:
+    """Visitors told "failed" (502 agent-unresponsive at 8 s) may retry: the agent, resumed,
+    must not run the requests they gave up on (a POST would run twice)."""
+    assert get(relay, "/echo/warm").status == 200
+    host = f"e2e.localhost:{relay.port}"
+    tunnel.popen.send_signal(signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(
+                pool.map(
+                    lambda i: visit(relay.port, "POST", f"/echo/late-{i}", host, body=b"pay"),
+                    range(3),
+                )
+            )
+    finally:
+        tunnel.popen.send_signal(signal.SIGCONT)
+    assert [(a.status, a.header("x-hatchway-error")) for a in answers] == [
+        (502, "agent-unresponsive")
+    ] * 3
+    for _ in range(3):  # the resumed agent reads them, and says why it drops each
+        tunnel.wait_for(r"dropped request \S+ \(POST /echo/late-\d on e2e\) unexecuted")
+    assert get(relay, "/echo/resumed").status == 200  # it serves again once resumed
+    assert [seen.target for seen in app.requests if "/late-" in seen.target] == []
 
 
 def test_a_slow_app_behind_a_live_agent_gets_its_answer(

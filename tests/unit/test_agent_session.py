@@ -32,6 +32,7 @@ from hatchway.bodies import looks_compressible
 from hatchway.connection import SILENCE_FACTOR
 from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
 from hatchway.forward import LargeResponse
+from hatchway.inflight import WORKING_SCAN_SECONDS
 from hatchway.protocol import Request, Response
 from hatchway.session import MAX_HELLO_RESENDS, SeenRequests, Session
 
@@ -429,6 +430,53 @@ def test_a_request_past_its_deadline_is_dropped_unexecuted(
     (record,) = [r for r in caplog.records if "dropped request late" in r.getMessage()]
     assert record.levelno == logging.WARNING
     assert "the relay stopped waiting 12.5 s ago" in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("start_in", "served"),
+    [
+        pytest.param(-5.0, False, id="the relay gave up on it already"),
+        pytest.param(1.0, False, id="the relay gives up before a mark could land"),
+        pytest.param(3.0, True, id="time enough to mark it"),
+        pytest.param(0.0, True, id="no give-up time"),
+    ],
+)
+def test_an_unmarked_request_the_relay_gave_up_on_is_never_started(
+    relay: FakeRelay, caplog: pytest.LogCaptureFixture, start_in: float, served: bool
+) -> None:
+    """An agent that was stopped finds requests its visitors were already told failed (502
+    agent-unresponsive, when no mark came in time): running them now would run them twice."""
+    app = App()
+    now = 1_000_000.0
+    start_by = now + start_in if start_in else 0.0
+    with session(relay, app, workers=1, clock=lambda: now).start():
+        end = relay.next()
+        end.send(Request("old", "sess", "POST", "/pay", deadline=now + 20, start_by=start_by))
+        answer = visit(end, "fresh", "/fresh", deadline=now + 20)
+    assert answer.id == ("old" if served else "fresh")
+    assert [r.path for r in app.seen] == (["/pay", "/fresh"] if served else ["/fresh"])
+    if not served:
+        assert "dropped request old (POST /pay on sess) unexecuted" in caplog.text
+        assert "nothing said the agent was on it" in caplog.text
+
+
+def test_a_request_the_relay_posted_a_while_ago_is_marked_by_the_relays_clock(
+    relay: FakeRelay,
+) -> None:
+    """The "still working" mark is due three seconds after the relay posted the request, not
+    after the agent read it: an agent that read it late marks it at once."""
+    app = Gate()
+    now = 1_000_000.0
+    posted = now - (protocol.AGENT_SILENCE_SECONDS - 4.0)  # the relay's check is 4 s away
+    with session(relay, app, workers=1, clock=lambda: now).start():
+        end = relay.next()
+        start_by = posted + protocol.AGENT_SILENCE_SECONDS
+        end.send(Request("slow", "sess", "GET", "/hang", deadline=now + 20, start_by=start_by))
+        # At the first scan (every second), not three seconds after the agent read it.
+        item = end.messages.get(timeout=WORKING_SCAN_SECONDS + 1.0)
+        assert item is not None and item[0] == protocol.Working("slow")
+        app.release.set()
+        assert end.response().id == "slow"
 
 
 def test_pings_carry_the_requests_served_per_tunnel(relay: FakeRelay) -> None:
