@@ -248,7 +248,10 @@ _HEADER_NAMES_PATTERN = re.compile(
     rf"(?:{_TOKEN_CHARACTER}{{1,256}}+\n)*+{_TOKEN_CHARACTER}{{1,256}}+"
 )
 _FORBIDDEN_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
-_FORBIDDEN_IN_HEADER_VALUE = re.compile(r"[\x00\r\n]")
+_FORBIDDEN_IN_HEADER_VALUE = re.compile("[\x00\r\n\ud800-\udc7f\udd00-\udfff]")
+"""CR, LF and NUL, and surrogates that stand for no byte: a header value is text, or bytes
+that are not UTF-8 carried as U+DC80..U+DCFF (Python's ``surrogateescape``), and nothing else
+can be written on the wire."""
 _B64URL = r"[A-Za-z0-9_-]+"
 _BASIC_AUTH_HASH_PATTERN = re.compile(
     rf"^{re.escape(BASIC_AUTH_SCHEME)}\$([0-9]{{4,6}})\$({_B64URL})\$({_B64URL})\Z"
@@ -810,7 +813,9 @@ def validate_headers(headers: Headers, side: str, status: int = 400) -> None:
         if not isinstance(name, str) or not _HEADER_NAME_PATTERN.match(name):
             raise ProtocolError(f"{side} sent an invalid header name {str(name)[:80]!r}", status)
         if not isinstance(value, str) or _FORBIDDEN_IN_HEADER_VALUE.search(value):
-            raise ProtocolError(f"{side} sent header {name!r} with CR, LF or NUL in it", status)
+            raise ProtocolError(
+                f"{side} sent header {name!r} with CR, LF, NUL or a lone surrogate in it", status
+            )
 
 
 def _headers_valid(headers: Headers) -> bool:

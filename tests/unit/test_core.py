@@ -6,20 +6,25 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import random
 import threading
+from base64 import b64encode
 from dataclasses import replace
 
 import pytest
 from botocore.exceptions import ClientError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hatchway import codec, protocol
+from hatchway_local.gateway import wire_header
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.core import Relay, RelayConfig, Reply, Visit
 from hatchway_relay.ports import Claim, PostFailed, TokenLimits
 from hatchway_relay.tokens import hash_token
 from support.fake_clock import FakeClock
-from support.relay_fakes import App, FakeAgent, FakeBlobs, FakePoster, echo_app
+from support.relay_fakes import App, FakeAgent, FakeBlobs, FakePoster, agent_message, echo_app
 
 TOKEN_A = "hw_token-a"
 TOKEN_B = "hw_token-b"
@@ -1556,3 +1561,43 @@ def test_other_store_failures_are_not_taken_for_throttling() -> None:
     h.store.get_claim = broken  # type: ignore[method-assign]
     with pytest.raises(ClientError):
         h.relay.visit(h.get("/"))
+
+
+# --- Answers whose head cannot be written to a visitor ------------------------------------------
+
+
+def stored_answer_with(request_id: str, headers: list[list[object]]) -> str:
+    """An answer message as a buggy or hostile agent could send it, bypassing the codec."""
+    head = {"type": "response", "id": request_id, "status": 200, "headers": headers}
+    stored = json.dumps(head).encode() + b"\n"
+    return json.dumps({"type": "response", "id": request_id, "stored": b64encode(stored).decode()})
+
+
+def answer_headers(h: Harness, headers: list[list[object]]) -> Reply:
+    def hostile(request: protocol.Request) -> None:
+        agent_message(h.relay, "c1", stored_answer_with(request.id, headers))
+
+    h.agent("c1", app=hostile, live=False)
+    return h.relay.visit(h.get("/"))
+
+
+@pytest.mark.parametrize("value", ["\ud800", "a\udfffb", "\udc7f", "ok\r\nX-Injected: 1", "\x00"])
+def test_an_answer_header_that_cannot_be_written_is_the_agents_bad_answer(value: str) -> None:
+    reply = answer_headers(Harness(), [["x-bad", value]])
+    assert reply.status == 502
+    assert dict(reply.headers)["x-hatchway-error"] == "agent-bad-response"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.text(max_size=12), st.text(max_size=20)).map(list), min_size=1, max_size=3
+    )
+)
+def test_any_answer_head_gives_a_writable_reply_or_a_coded_502(headers: list[list[object]]) -> None:
+    reply = answer_headers(Harness(), headers)
+    if reply.status == 502 and dict(reply.headers).get("x-hatchway-error") == "agent-bad-response":
+        return
+    for name, value in reply.headers:
+        name.encode("ascii")  # names are tokens
+        wire_header(value)  # what the gateway writes: must never raise

@@ -221,7 +221,7 @@ def test_hostile_requests_are_refused_before_reaching_the_app(
 
 
 def test_header_injection_cannot_even_be_expressed() -> None:
-    with pytest.raises(protocol.ProtocolError, match="CR, LF or NUL"):
+    with pytest.raises(protocol.ProtocolError, match="CR, LF, NUL"):
         protocol.Request("r1", "myapp", "GET", "/x", "", (("x-injected", "a\r\nHost: evil"),))
 
 

@@ -324,7 +324,7 @@ def test_edit_forms_for_scripts(
         ({"headers": "X-A: 1"}, "headers must be a list of [name, value]"),
         ({"headers": [["X-A"]]}, "headers must be a list"),
         ({"headers": [["Bad Name", "1"]]}, "invalid header name 'Bad Name'"),
-        ({"headers": [["X-A", "1\r\nX-Injected: 1"]]}, "with CR, LF or NUL in it"),
+        ({"headers": [["X-A", "1\r\nX-Injected: 1"]]}, "with CR, LF, NUL or a lone"),
         ({"body": 5}, "body must be a string"),
         ({"body_base64": "not base64!"}, "body_base64 is not valid base64"),
         ({"body": "a", "body_base64": "YQ=="}, "not both"),

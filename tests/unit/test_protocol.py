@@ -474,7 +474,7 @@ def test_one_pass_header_check_refuses_exactly_the_bad_heads(
 def test_a_bad_header_is_named_whichever_place_it_has() -> None:
     with pytest.raises(ProtocolError, match="invalid header name 'bad name'"):
         p.validate_headers((("a", "1"), ("bad name", "2"), ("c", "3")), "visitor")
-    with pytest.raises(ProtocolError, match="header 'c' with CR, LF or NUL"):
+    with pytest.raises(ProtocolError, match="header 'c' with CR, LF, NUL"):
         p.validate_headers((("a", "1"), ("c", "3\r\n")), "visitor")
 
 
