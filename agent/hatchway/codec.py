@@ -718,7 +718,7 @@ def stored_answer(message: Response, compress: bool = True) -> bytes:
         head["uploaded"] = message.uploaded
         return _dumps(head).encode("ascii") + b"\n"
     packed, encoding = _pack_raw(message.body, compress)
-    if len(packed) > MAX_INLINE_RESPONSE_BYTES:
+    if len(packed) > MAX_INLINE_RESPONSE_BYTES or len(message.body) > MAX_BODY_BYTES:
         raise ProtocolError(
             f"local app's response body of {len(message.body)} bytes does not fit in a message; "
             "it travels through the blob store",

@@ -450,7 +450,11 @@ class Session:
                 f"{protocol.MAX_BODY_BYTES} bytes, the most the relay carries",
                 side="local app",
             )
-        if size <= request.inline_max or self._packs_within(response.body, request.inline_max):
+        # Above the ceiling a body goes to the blob store however well it compresses: the
+        # relay inflates no message to more than the ceiling (a small message must not become
+        # a large body), and a redirect serves it from there.
+        fits = size <= request.inline_max or self._packs_within(response.body, request.inline_max)
+        if fits and size <= protocol.MAX_BODY_BYTES:
             return response
         if request.upload_url is None:
             return agent_fault(

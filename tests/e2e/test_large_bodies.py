@@ -101,22 +101,32 @@ def test_a_response_above_the_lambda_ceiling_is_413_by_default(
     assert "redirect" in answer.text
 
 
-def test_with_redirect_a_20_mb_response_is_a_302_the_visitor_can_follow(
-    blob_relay: LocalServer, app: LocalApp, start_agent: Callable[..., AgentProcess]
+@pytest.mark.parametrize(
+    ("target", "size"),
+    [
+        pytest.param(f"/bytes?n={20 * 1024 * 1024}&seed=2", 20 * 1024 * 1024, id="20 MB random"),
+        # Compresses to a few KB, which would fit a message: it is still above the ceiling.
+        pytest.param("/repeat?n=5000000&byte=x", 5_000_000, id="5 MB of one byte"),
+    ],
+)
+def test_with_redirect_a_large_response_is_a_302_the_visitor_can_follow(
+    blob_relay: LocalServer,
+    app: LocalApp,
+    start_agent: Callable[..., AgentProcess],
+    target: str,
+    size: int,
 ) -> None:
     start_agent(blob_relay, str(app.port), extra=["--large-responses", "redirect"])
-    size = 20 * 1024 * 1024
-    answer = visit(
-        blob_relay.port, "GET", f"/bytes?n={size}&seed=2", f"e2e.localhost:{blob_relay.port}"
-    )
+    answer = visit(blob_relay.port, "GET", target, f"e2e.localhost:{blob_relay.port}")
     assert answer.status == 302
     location = answer.header("location") or ""
     assert location.startswith("http://127.0.0.1:")  # moto's server or the gateway: loopback
-    scheme_host, _, target = location.removeprefix("http://").partition("/")
+    scheme_host, _, location_target = location.removeprefix("http://").partition("/")
     port = int(scheme_host.rsplit(":", 1)[1])
-    download = visit(port, "GET", "/" + target, scheme_host, timeout=60)
+    download = visit(port, "GET", "/" + location_target, scheme_host, timeout=60)
     assert download.status == 200
-    assert sha(download.body) == sha(app.expected_bytes(size, 2))
+    expected = app.expected_bytes(size, 2) if target.startswith("/bytes") else b"x" * size
+    assert sha(download.body) == sha(expected)
 
 
 def test_an_expired_blob_url_is_refused(blob_relay: LocalServer) -> None:

@@ -5,6 +5,7 @@ arrived (method, raw target, headers in order, body, client port) and offers a f
 /upload             the request body back            /cookies            3 Set-Cookie, X-Multi twice
 /status/NNN         that status (no body for 204/304) /redirect          302 to /echo/after
 /slow?s=SECONDS     answers after a while (never past the app's shutdown)
+/repeat?n=N&byte=B  N copies of one byte (a body that compresses to almost nothing)
 """
 
 from __future__ import annotations
@@ -120,6 +121,9 @@ def _handler(app_ref: list[LocalApp]) -> type[BaseHTTPRequestHandler]:
             elif path == "/bytes":
                 data = pseudo_random_bytes(int(query.get("n", "0")), int(query.get("seed", "0")))
                 self._send(200, data, (("Content-Type", "application/octet-stream"),))
+            elif path == "/repeat":  # as compressible as a body gets
+                data = query.get("byte", "x").encode()[:1] * int(query.get("n", "0"))
+                self._send(200, data, (("Content-Type", "text/plain"),))
             elif path == "/upload":
                 digest = hashlib.sha256(seen.body).hexdigest()
                 self._send(

@@ -370,6 +370,12 @@ def test_a_body_at_the_ceiling_travels_inline_when_it_compresses_under_the_limit
     assert codec.decode(text) == message
 
 
+def test_an_answer_above_the_ceiling_is_413_however_well_it_compresses() -> None:
+    with pytest.raises(ProtocolError) as refused:
+        codec.encode(p.Response("r1", 200, body=b"x" * (p.MAX_BODY_BYTES + 1)))
+    assert refused.value.status == 413 and "at most" in str(refused.value)
+
+
 def test_the_largest_request_fits_in_one_message() -> None:
     def request(headers: p.Headers) -> p.Request:
         return p.Request("r1", "a" * 63, "A" * 20, "/", headers=headers)
@@ -959,8 +965,14 @@ def test_fuzz_spliced_messages_are_messages_or_protocol_errors(text: str, data: 
     decodes_or_refuses(text[:start] + inserted + text[end:])
 
 
+HEADER_TEXT = st.characters(exclude_categories=("Cs",), exclude_characters="\r\n\x00") | (
+    st.characters(min_codepoint=0xDC80, max_codepoint=0xDCFF)
+)
+"""What a header value may hold: text, and the surrogates that carry non-UTF-8 bytes."""
+
+
 header_names = st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,20}", fullmatch=True)
-header_values = st.text(st.characters(blacklist_characters="\r\n\x00"), max_size=50)
+header_values = st.text(HEADER_TEXT, max_size=50)
 bodies = st.one_of(
     st.binary(max_size=100_000),
     st.integers(0, 100_000).map(random_bytes),
@@ -1141,12 +1153,6 @@ def test_tunnel_health_validates_itself() -> None:
     with pytest.raises(ProtocolError):
         p.Ping(1.0, (), tuple((f"t{i}", p.TunnelHealth()) for i in range(17)))
     assert not p.TunnelHealth() and p.TunnelHealth((), 0, 0) and p.TunnelHealth((("x", 1),))
-
-
-HEADER_TEXT = st.characters(exclude_categories=("Cs",), exclude_characters="\r\n\x00") | (
-    st.characters(min_codepoint=0xDC80, max_codepoint=0xDCFF)
-)
-"""What a header value may hold: text, and the surrogates that carry non-UTF-8 bytes."""
 
 
 @settings(max_examples=200, deadline=None)
