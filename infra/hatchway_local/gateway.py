@@ -787,6 +787,9 @@ class Gateway:
                         # One at a time, read no further until it ends: back-pressure itself.
                         self.peak_pending_messages = max(self.peak_pending_messages, 1)
                         await handled
+                        # A backlog of buffered frames is read without waiting: let every
+                        # other connection and visitor have the loop between two messages.
+                        await asyncio.sleep(0)
                         continue
                     task = asyncio.ensure_future(handled)
                     pending.add(task)
