@@ -21,9 +21,6 @@ pytestmark = pytest.mark.e2e
 APP_SECONDS = 2.0
 """How long the app takes to answer each visitor."""
 
-IMMEDIATE_SECONDS = 1.0
-"""A refusal comes at once: well before the app could have answered."""
-
 
 def at_once(relay: LocalServer, visitors: int) -> list[tuple[Answer, float]]:
     """``visitors`` requests to the slow app, all sent together; each answer and its time."""
@@ -61,12 +58,14 @@ def test_beyond_the_quota_each_visitor_gets_the_answer_or_an_immediate_refusal(
     relay = make_relay(account_concurrency=quota)
     start_agent(relay, str(app.port))
     answers = at_once(relay, visitors)
-    late_failures = [
+    # A refusal (API Gateway's 500 for a throttled invocation, the agent's 503 tunnel-busy)
+    # comes before the app could have answered; never a wait that ends in a 502 or 504.
+    failures = [
         (answer.status, answer.header("x-hatchway-error"), round(took, 1))
         for answer, took in answers
-        if not answered_by_the_app(answer) and took >= IMMEDIATE_SECONDS
+        if not answered_by_the_app(answer)
     ]
-    assert late_failures == []  # never a wait that ends in a 502 or 504 after the app answered
+    assert [f for f in failures if f[0] in (502, 504) or f[2] >= APP_SECONDS] == []
     served = sum(answered_by_the_app(answer) for answer, _ in answers)
     # Every execution the account has serves a visitor; the agent holds at most 48 requests
     # per tunnel at once and refuses more at once (503 tunnel-busy).
