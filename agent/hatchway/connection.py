@@ -288,7 +288,8 @@ class Connection:
                     f"tunnel {request.tunnel!r} already has {session.gate.limit} requests "
                     "waiting on its local app; try again when it has caught up",
                     side="local app",
-                )
+                ),
+                request.tunnel,  # counted under tunnel-busy, as every answer a visitor got
             )
             return
         self.held.add(request.id, time.monotonic() - self._relay_age(request))

@@ -810,6 +810,23 @@ def test_requests_held_longer_than_the_mark_are_reported_working_once(relay: Fak
     assert sorted(marked) == ["queued", "running"]  # each once, the quick one never
 
 
+def test_a_refused_request_counts_under_tunnel_busy_in_the_next_ping(relay: FakeRelay) -> None:
+    handler = Gate()
+    with session(relay, handler, heartbeat=0.05).start():
+        end = relay.next()
+        for i in range(50):
+            end.send(Request(f"hung{i}", "sess", "GET", "/hang"))
+        refused = answers(end, 2)
+        assert {r.status for r in refused} == {503}
+        for _ in range(int(WAIT / 0.05)):  # bounded: pings come every 50 ms
+            health = dict(end.ping().health)
+            if "sess" in health and health["sess"].errors:
+                break
+        handler.release.set()
+        answers(end, 48)
+    assert dict(health["sess"].errors) == {"tunnel-busy": 2}
+
+
 def test_a_tunnel_holds_a_bounded_number_of_requests_and_refuses_more_at_once(
     relay: FakeRelay,
 ) -> None:
