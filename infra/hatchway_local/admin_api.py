@@ -75,10 +75,21 @@ _RECORDS: dict[str, type[Any]] = {
 """Records that may cross the wire, nested ones included (a claim's access rules)."""
 
 
-def default_admin_file() -> Path:
-    """Where ``hatchway-local`` tells ``hatchway-admin --local`` how to reach it (XDG state)."""
+def state_dir() -> Path:
+    """Where ``hatchway-local`` keeps its state: ``$XDG_STATE_HOME/hatchway`` (by default
+    ``~/.local/state/hatchway``)."""
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "hatchway" / "local-admin.json"
+    return Path(state) / "hatchway"
+
+
+def default_admin_file() -> Path:
+    """Where ``hatchway-local`` tells ``hatchway-admin --local`` how to reach it."""
+    return state_dir() / "local-admin.json"
+
+
+def default_state_file() -> Path:
+    """Where ``hatchway-local`` keeps what an operator creates (``SqliteStore``)."""
+    return state_dir() / "local.db"
 
 
 class AdminError(Exception):

@@ -16,7 +16,7 @@ from types import FrameType
 
 from hatchway import protocol
 from hatchway.config import ConfigError, config_path, load_config, update_config
-from hatchway_local.admin_api import default_admin_file
+from hatchway_local.admin_api import default_admin_file, default_state_file
 from hatchway_local.concurrency import LAMBDA_ACCOUNT_CONCURRENCY
 from hatchway_local.server import DEFAULT_BUCKET, run_local
 from hatchway_local.tls import (
@@ -61,9 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--store",
-        choices=("memory", "dynamodb"),
-        default="memory",
-        help="where the relay's state lives: this process, or DynamoDB (the production adapters)",
+        choices=("sqlite", "memory", "dynamodb"),
+        default="sqlite",
+        help="where the relay's state lives: tokens, reservations and share links in a SQLite "
+        "file that survives restarts (sqlite, the default), nothing kept past this process "
+        "(memory: for tests and throw-away runs), or DynamoDB (the production adapters)",
+    )
+    parser.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the SQLite file of --store sqlite (default: $XDG_STATE_HOME/hatchway/local.db)",
     )
     parser.add_argument(
         "--dynamodb-endpoint", metavar="URL", help="DynamoDB endpoint URL (e.g. a local one)"
@@ -259,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             domain=args.domain,
             tokens=tokens,
             store=args.store,
+            state_file=args.state or default_state_file(),
             dynamodb_endpoint=args.dynamodb_endpoint,
             table_name=args.table,
             response_timeout=args.response_timeout,

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -31,6 +32,7 @@ from hatchway_local.management import MANAGEMENT_HOST, management_url
 from hatchway_relay.adapters.memory_blobs import MemoryBlobStore
 from hatchway_relay.adapters.memory_metrics import MemoryMetrics
 from hatchway_relay.adapters.memory_store import MemoryStore
+from hatchway_relay.adapters.sqlite_store import SqliteStore
 from hatchway_relay.core import Relay, RelayConfig
 from hatchway_relay.handlers import http as http_handlers
 from hatchway_relay.handlers import websocket as ws_handlers
@@ -245,6 +247,7 @@ def run_local(
     domain: str = "localhost",
     tokens: Sequence[str] = (),
     store: str = "memory",
+    state_file: Path | None = None,
     dynamodb_endpoint: str | None = None,
     table_name: str = "hatchway",
     response_timeout: float | None = None,
@@ -299,15 +302,21 @@ def run_local(
         ),
         concurrency,
         blobs=memory_blobs,
-        # The in-memory store never blocks and the local poster does not wait on the loop:
-        # invocations can run on the loop itself (HTTP ones as steps, below). DynamoDB calls
-        # (and the HTTP poster over the management API) block, so they keep their threads.
-        websocket_on_loop=store == "memory",
+        # The in-memory store never blocks (SQLite's writes are an operator's rare, short ones)
+        # and the local poster does not wait on the loop: invocations can run on the loop
+        # itself (HTTP ones as steps, below). DynamoDB calls (and the HTTP poster over the
+        # management API) block, so they keep their threads.
+        websocket_on_loop=store in ("memory", "sqlite"),
     )
     watched: MemoryStore | None = None
     writes: AnswerWrites
-    if store == "memory":
-        watched = MemoryStore(clock)
+    if store in ("memory", "sqlite"):
+        if store == "sqlite":
+            if state_file is None:
+                raise ValueError("--store sqlite needs a state file")
+            watched = SqliteStore(state_file, clock)
+        else:
+            watched = MemoryStore(clock)
         chosen_store: Store = watched
         writes = MemoryWrites(watched, table_name)
         poster: Poster = LocalPoster(gateway)
@@ -318,7 +327,7 @@ def run_local(
         poster = _api_gateway_poster(management_url(management_sock, gateway.management_key))
         inline_response_bytes = dynamodb_inline_response_bytes()
     else:
-        raise ValueError(f"unknown store {store!r}: use memory or dynamodb")
+        raise ValueError(f"unknown store {store!r}: use sqlite, memory or dynamodb")
     scheme = "https" if tls else "http"
     config = RelayConfig(
         path_url=_path_mode_base(scheme, host, domain, port),
@@ -368,3 +377,5 @@ def run_local(
             )
         finally:
             admin.close()
+            if isinstance(chosen_store, SqliteStore):
+                chosen_store.close()

@@ -8,13 +8,16 @@ test waits in real time) or ``make_store`` (to pick the clock). What only one ad
 from __future__ import annotations
 
 import base64
+import itertools
 import json
+import sqlite3
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -32,6 +35,7 @@ from hatchway_local.integrations import (
 from hatchway_relay.adapters import dynamo_store
 from hatchway_relay.adapters.dynamo_store import MAX_POLL_SECONDS, DynamoStore, create_table
 from hatchway_relay.adapters.memory_store import MemoryStore
+from hatchway_relay.adapters.sqlite_store import SqliteStore
 from hatchway_relay.admin import AdminStore
 from hatchway_relay.ports import (
     Claim,
@@ -111,11 +115,14 @@ def moto_table(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoTable]:
         yield moto
 
 
-@pytest.fixture(params=["memory", "dynamodb"])
-def make_store(request: pytest.FixtureRequest) -> StoreFactory:
+@pytest.fixture(params=["memory", "sqlite", "dynamodb"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     """Builds the adapter under test on the clock a test chooses."""
     if request.param == "memory":
         return MemoryStore
+    if request.param == "sqlite":
+        files = itertools.count()
+        return lambda clock: SqliteStore(tmp_path / f"state-{next(files)}.db", clock)
     moto: MotoTable = request.getfixturevalue("moto_table")
     return lambda clock: DynamoStore(moto.table, clock)
 
@@ -1308,3 +1315,53 @@ def test_dynamo_renews_a_member_with_one_update_and_no_read(moto_table: MotoTabl
     moto_table.operations.clear()
     assert store.renew_member("myapp", "c1", NOW + 90, TunnelReport(3)) == 1
     assert moto_table.operations == ["UpdateItem"]
+
+
+# ---------------------------------------------------------------------------------------------
+# SqliteStore only: what an operator creates outlives the process
+
+
+def test_sqlite_keeps_tokens_reservations_and_share_links_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "hatchway" / "local.db"
+    first = SqliteStore(path, FakeClock(NOW))
+    limits = TokenLimits(rate=2.0, burst=4, max_tunnels=3, requests_per_day=100)
+    first.put_token(TokenRecord("ab" * 32, "t1", "laptop", NOW, ("myapp",), limits))
+    first.put_token(TokenRecord("cd" * 32, "t2", "revoked soon"))
+    first.delete_token("cd" * 32)
+    first.note_token_use("ab" * 32, NOW + 60)
+    assert first.reserve_name("myapp", "t1") and first.reserve_name("gone", "t1")
+    assert first.release_reservation("gone", "t1")
+    first.put_share(share("s1", max_uses=2))
+    assert first.use_share("s1", NOW)
+    first.put_share(share("s2"))
+    assert first.revoke_share("s2", "t1")
+    first.put_connection(ConnectionRecord("c1", "t1", NOW, NOW + 7200))
+    first.claim_name(claim(), NOW)
+    first.close()  # as a kill -9 would leave it: every write was committed when it returned
+
+    again = SqliteStore(path, FakeClock(NOW))
+    token = again.get_token("ab" * 32)
+    assert token is not None and (token.label, token.reserved, token.limits) == (
+        "laptop",
+        ("myapp",),
+        limits,
+    )
+    assert token.last_used == NOW + 60
+    assert again.get_token("cd" * 32) is None
+    assert (again.get_reservation("myapp"), again.get_reservation("gone")) == ("t1", None)
+    used, revoked = again.get_share("s1"), again.get_share("s2")
+    assert used is not None and used.uses == 1 and used.usable(NOW)
+    assert revoked is not None and revoked.revoked
+    # What lives only as long as a connection does not come back: agents reconnect.
+    assert again.get_connection("c1") is None and again.get_claim("myapp") is None
+
+
+def test_sqlite_refuses_a_file_of_another_schema(tmp_path: Path) -> None:
+    path = tmp_path / "local.db"
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=99")
+    with pytest.raises(RuntimeError, match="schema version 99"):
+        SqliteStore(path)

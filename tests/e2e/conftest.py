@@ -87,8 +87,13 @@ def relay(make_relay: RelayFactory) -> LocalServer:
 
 @pytest.fixture
 def agent_config(tmp_path: Path) -> dict[str, str]:
-    """Keeps the agent away from the developer's own config file."""
-    return {"HATCHWAY_CONFIG": str(tmp_path / "config.toml"), "HATCHWAY_INSPECT": "off"}
+    """Keeps the agent away from the developer's own config file, and hatchway-local from the
+    developer's own state (its SQLite file and admin file live under $XDG_STATE_HOME)."""
+    return {
+        "HATCHWAY_CONFIG": str(tmp_path / "config.toml"),
+        "HATCHWAY_INSPECT": "off",
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+    }
 
 
 @pytest.fixture

@@ -174,6 +174,49 @@ def test_revoking_the_token_cuts_the_tunnel_and_stops_the_agent(
     assert "refused the token" in "\n".join(tunnel.drain())
 
 
+def test_a_restart_keeps_tokens_and_reservations_even_after_kill_9(
+    app: LocalApp, agent_config: dict[str, str], unused_port: int, started: list[Process]
+) -> None:
+    """The self-hosted box: what an operator creates survives a crash of hatchway-local."""
+    relay = start_relay(started, unused_port, agent_config)
+
+    def admin(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "hatchway_admin.py"), "--local", *args],
+            env={**os.environ, **agent_config},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    created = admin("token", "create", "--name", "laptop", "--reserve", "mine")
+    token = created.split()[1]
+    relay.popen.send_signal(signal.SIGKILL)
+    relay.popen.wait(10)
+    start_relay(started, unused_port, agent_config)
+    assert " laptop " in admin("token", "list")
+
+    server = f"ws://127.0.0.1:{unused_port}/connect"
+    env = {**agent_config, "HATCHWAY_TOKEN": token}
+    agent = Process(
+        [str(BIN / "hatchway"), "http", str(app.port), "--server", server, "--subdomain", "mine"],
+        env,
+    )
+    started.append(agent)
+    agent.wait_for(rf"http://mine\.localhost:{unused_port}/")
+    assert visit(unused_port, "GET", "/echo/kept", f"mine.localhost:{unused_port}").status == 200
+    # The reservation survived too: another token cannot take the name.
+    other = Process(
+        [str(BIN / "hatchway"), "http", str(app.port), "--server", server, "--subdomain", "mine"],
+        agent_config,  # the token hatchway-local saved for the agent: not the reserving one
+    )
+    started.append(other)
+    assert other.popen.wait(30) != 0
+    assert "reserved" in "\n".join(other.drain())
+
+
 README_ADMIN_LINES = (
     "scripts/hatchway-admin --local token create --name ci",
     "scripts/hatchway-admin --local token list",

@@ -142,7 +142,7 @@ def test_help_names_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     for default in (
         "(default: 127.0.0.1)",
         "(default: 8080)",
-        "(default: memory)",
+        "(default: $XDG_STATE_HOME/hatchway/local.db)",
         "(default: 30)",
     ):
         assert default in shown
