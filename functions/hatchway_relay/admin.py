@@ -181,12 +181,14 @@ Reporter = Claim | PoolMember
 """A record that keeps what an agent's pings report (a single holder's claim, a member)."""
 
 
-def errors_of(*reporters: Reporter) -> tuple[tuple[str, int], ...]:
-    """Errors by cause summed over ``reporters``, most frequent first."""
+def errors_of(
+    *reporters: Reporter, refused: tuple[tuple[str, int], ...] = ()
+) -> tuple[tuple[str, int], ...]:
+    """Errors by cause summed over ``reporters`` and what the relay answered itself
+    (``Claim.refused``), most frequent first: every coded answer a visitor got."""
     total: dict[str, int] = {}
-    for reporter in reporters:
-        for cause, count in reporter.errors:
-            total[cause] = total.get(cause, 0) + count
+    for cause, count in [pair for r in reporters for pair in r.errors] + list(refused):
+        total[cause] = total.get(cause, 0) + count
     return tuple(sorted(total.items(), key=lambda c: (-c[1], c[0])))
 
 
@@ -221,7 +223,7 @@ def live_tunnels(store: AdminStore, now: float) -> list[LiveTunnel]:
                         claim.pooled_since,
                         served,
                         members,
-                        errors_of(*members),
+                        errors_of(*members, refused=claim.refused),
                         *latency_of(*members),
                     )
                 )
@@ -236,7 +238,7 @@ def live_tunnels(store: AdminStore, now: float) -> list[LiveTunnel]:
                     connection.connected_at,
                     claim.served,
                     (),
-                    errors_of(claim),
+                    errors_of(claim, refused=claim.refused),
                     *latency_of(claim),
                 )
             )

@@ -11,6 +11,11 @@ from hatchway import protocol
 LIVENESS_CHECK_SECONDS = 0.5
 """How often a waiting visitor request checks that its agent is still connected."""
 
+REFUSAL_FLUSH_SECONDS = 10.0
+"""A warm relay function adds what it answered for a tunnel itself (refusals, its own 502s and
+504s) to the tunnel's claim at most this often: one write per tunnel per interval, however many
+visitors a rate limit turns away (a refusal must not cost a write of its own)."""
+
 
 @dataclass(frozen=True)
 class RelayConfig:
@@ -28,6 +33,8 @@ class RelayConfig:
     claim_lease_seconds: float = protocol.CLAIM_LEASE_SECONDS
     liveness_check_seconds: float = LIVENESS_CHECK_SECONDS
     agent_silence_seconds: float = protocol.AGENT_SILENCE_SECONDS
+    refusal_flush_seconds: float = REFUSAL_FLUSH_SECONDS
+    """0 on a store where a write is free (``hatchway-local``'s memory): every one at once."""
     inline_response_bytes: int = protocol.MAX_INLINE_RESPONSE_BYTES
     """Largest packed response body an agent sends inline; larger ones go to the blob store.
     On DynamoDB this is where one stored item stops being cheaper than S3 (``prices``)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
@@ -177,6 +178,10 @@ class Claim:
     latency_p50_ms: int | None = None
     latency_p95_ms: int | None = None
     """The holder's recent latency (``TunnelReport``)."""
+    refused: tuple[tuple[str, int], ...] = ()
+    """Visitor requests the relay answered for this tunnel itself, by cause (refusals by its
+    access rules and limits, and its own 502s and 504s), since the name was claimed: the
+    agent's pings cannot count what never reached it."""
 
     def alive(self, now: float) -> bool:
         if self.pool:
@@ -373,6 +378,11 @@ class Store(Protocol):
         """Delete the claim only if ``connection_id`` holds it; in a pool, remove that member,
         and delete the claim when it was the last (conditionally: a member joining meanwhile
         keeps it)."""
+        ...
+
+    def count_refusals(self, name: str, counts: Mapping[str, int]) -> None:
+        """Add ``counts`` (by cause) to the claim of ``name``'s ``refused``; nothing when there
+        is no claim (one write, which never creates a claim)."""
         ...
 
     # Pools: several agents of one token serving one name

@@ -45,6 +45,12 @@ class Reply:
     body: bytes = b""
 
 
+@dataclass(frozen=True)
+class AgentReply(Reply):
+    """A reply the agent made (its fault answer, as an error page): the agent counts it in its
+    own pings, so the relay does not count it again."""
+
+
 def error_reply(
     status: int, code: str, message: str, extra_headers: protocol.Headers = ()
 ) -> Reply:

@@ -30,7 +30,7 @@ from hatchway_relay.ports import (
     ShareRecord,
     Store,
 )
-from hatchway_relay.replies import Reply, Route, Visit, error_reply
+from hatchway_relay.replies import AgentReply, Reply, Route, Visit, error_reply
 
 log = logging.getLogger("hatchway.relay")
 
@@ -71,6 +71,9 @@ saved per request on a busy tunnel). A claim that moved meanwhile is caught by t
 gone connection makes the relay read the claim afresh and try once more (in a pool, hand the
 request to another member). Guards changed by a new hello, or a revoked token, take effect
 within this long."""
+
+UNCOUNTED = frozenset({"tunnel-not-found", "no-tunnel-in-url"})
+"""Coded answers that name no live tunnel: nothing to count them under."""
 
 MAX_POSTS_PER_VISIT = 4
 """Connections one visitor request is posted to at most. Each post that finds its connection
@@ -158,6 +161,11 @@ class VisitorPath:
         self._outstanding: dict[str, int] = {}
         self._turns: dict[str, int] = {}
         self._routing_lock = threading.Lock()
+        # What this function answered itself, per tunnel, not yet added to its claim; and when
+        # it last added them (``_count_refusal``).
+        self._refusals: dict[str, dict[str, int]] = {}
+        self._refusals_flushed: dict[str, float] = {}
+        self._refusals_lock = threading.Lock()
 
     def visit(self, visit: Visit) -> Reply:
         """Serve one visitor request through the agent that holds the tunnel's name."""
@@ -188,6 +196,38 @@ class VisitorPath:
         route = self._route(visit)
         if isinstance(route, Reply):
             return route
+        reply = yield from self._tunnel_steps(visit, route)
+        code = next((v for k, v in reply.headers if k == "x-hatchway-error"), None)
+        if code in UNCOUNTED or isinstance(reply, AgentReply):
+            code = None
+        if code is not None or route.name in self._refusals:
+            self._count_refusal(route.name, code)
+        return reply
+
+    def _count_refusal(self, tunnel: str, code: str | None) -> None:
+        """One more visitor the relay answered itself for ``tunnel`` (``code``; None: only a
+        look whether the tunnel's pending counts are due), added to its claim with the others
+        of the last ``refusal_flush_seconds`` in one write."""
+        now = self.relay.clock.now()
+        with self._refusals_lock:
+            pending = self._refusals.setdefault(tunnel, {})
+            if code is not None:
+                pending[code] = pending.get(code, 0) + 1
+            last = self._refusals_flushed.get(tunnel, 0.0)
+            if not pending or now - last < self.relay.config.refusal_flush_seconds:
+                return
+            if tunnel not in self._refusals_flushed and (
+                len(self._refusals_flushed) >= MAX_REMEMBERED_TUNNELS
+            ):
+                self._refusals_flushed.pop(next(iter(self._refusals_flushed)))
+            self._refusals_flushed[tunnel] = now
+            counts = self._refusals.pop(tunnel)
+        try:
+            self.relay.store.count_refusals(tunnel, counts)
+        except Exception as exc:  # a count is never worth a visitor's answer
+            log.warning("could not count refusals for %s: %s", tunnel, exc)
+
+    def _tunnel_steps(self, visit: Visit, route: Route) -> VisitSteps:
         # None: the request's connection was gone. A remembered claim may be stale (the name
         # moved on with a reconnect): the next try reads it afresh; a pool's next try goes to
         # another member. ``tried`` holds the connections found gone.
@@ -666,12 +706,13 @@ class VisitorPath:
             code = protocol.FAULT_CODES.get(status) or (
                 "local-app-error" if message.fault.side == "local app" else "agent-error"
             )
-            return error_reply(
+            page = error_reply(
                 status,
                 code,
                 f"The {message.fault.side} failed for tunnel {request.tunnel!r}: "
                 f"{message.fault.message}",
             )
+            return AgentReply(page.status, page.headers, page.body)
         headers = protocol.strip_hop_by_hop(message.headers)
         if request.method == "HEAD":
             # No body follows, so the app's Content-Length is the only place its size shows.

@@ -33,6 +33,7 @@ from hatchway_relay.adapters.memory_blobs import MemoryBlobStore
 from hatchway_relay.adapters.memory_metrics import MemoryMetrics
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.adapters.sqlite_store import SqliteStore
+from hatchway_relay.config import REFUSAL_FLUSH_SECONDS
 from hatchway_relay.core import Relay, RelayConfig
 from hatchway_relay.handlers import http as http_handlers
 from hatchway_relay.handlers import websocket as ws_handlers
@@ -336,6 +337,8 @@ def run_local(
         custom_hostnames=dict(custom_hostnames or {}),
         custom_hostname_url=f"{scheme}://{{host}}:{port}/",
         inline_response_bytes=inline_response_bytes,
+        # In memory a write is free: every refusal is counted at once.
+        refusal_flush_seconds=0.0 if store in ("memory", "sqlite") else REFUSAL_FLUSH_SECONDS,
         **({"response_timeout": response_timeout} if response_timeout else {}),
     )
     relay = Relay(chosen_store, poster, clock, config, blobs=blobs)

@@ -310,6 +310,23 @@ def test_two_tokens_racing_for_a_name_exactly_one_wins(store: AdminStore) -> Non
         assert store.get_claim(name) == winner
 
 
+def test_refusals_add_up_on_the_claim_and_never_make_one(store: AdminStore) -> None:
+    store.count_refusals("ghost", {"rate-limited": 1})
+    assert store.get_claim("ghost") is None
+    assert store.claim_name(claim(), NOW)
+    store.count_refusals("myapp", {"rate-limited": 2, "address-refused": 1})
+    store.count_refusals("myapp", {"rate-limited": 3})
+    held = store.get_claim("myapp")
+    assert held is not None and dict(held.refused) == {"rate-limited": 5, "address-refused": 1}
+    assert store.renew_claim("myapp", "c1", NOW + 90, TunnelReport(1))  # a ping keeps them
+    held = store.get_claim("myapp")
+    assert held is not None and dict(held.refused) == {"rate-limited": 5, "address-refused": 1}
+    assert store.release_claim("myapp", "c1")
+    assert store.claim_name(claim(conn="c2"), NOW)
+    held = store.get_claim("myapp")
+    assert held is not None and held.refused == ()  # a new holder starts afresh
+
+
 # ---------------------------------------------------------------------------------------------
 # Responses: one message per visitor request, stored once by API Gateway's answer integration
 # (template.yaml's own mapping template, rendered and applied as API Gateway applies it)

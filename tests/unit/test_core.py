@@ -10,6 +10,7 @@ import json
 import random
 import threading
 from base64 import b64encode
+from collections.abc import Mapping
 from dataclasses import replace
 
 import pytest
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 from hatchway import codec, protocol
 from hatchway_local.gateway import wire_header
+from hatchway_relay import admin
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.core import Relay, RelayConfig, Reply, Visit
 from hatchway_relay.ports import Claim, PostFailed, TokenLimits
@@ -1601,3 +1603,62 @@ def test_any_answer_head_gives_a_writable_reply_or_a_coded_502(headers: list[lis
     for name, value in reply.headers:
         name.encode("ascii")  # names are tokens
         wire_header(value)  # what the gateway writes: must never raise
+
+
+# --- What the relay answered itself counts under the tunnel ------------------------------------
+
+
+class CountingRefusals(MemoryStore):
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.writes = 0
+
+    def count_refusals(self, name: str, counts: Mapping[str, int]) -> None:
+        self.writes += 1
+        super().count_refusals(name, counts)
+
+
+def refusing_harness(flush_seconds: float) -> tuple[Harness, CountingRefusals]:
+    h = Harness()
+    store = CountingRefusals(h.clock)
+    h.store = h.relay.store = store  # type: ignore[misc]
+    h.relay.add_token(TOKEN_A)
+    h.relay.config = replace(h.relay.config, refusal_flush_seconds=flush_seconds)
+    return h, store
+
+
+def refused(h: Harness) -> dict[str, int]:
+    claim = h.store.get_claim("myapp")
+    assert claim is not None
+    return dict(claim.refused)
+
+
+def test_refusals_and_the_relays_own_errors_count_under_the_tunnel() -> None:
+    h, _ = refusing_harness(0.0)
+    access_agent(h, protocol.AccessRules(rate=1, burst=1))
+    statuses = [h.relay.visit(h.get("/")).status for _ in range(4)]
+    assert statuses == [200, 429, 429, 429]
+    assert refused(h) == {"rate-limited": 3}
+    tunnel = admin.live_tunnels(h.store, h.clock.now())[0]
+    assert dict(tunnel.errors) == {"rate-limited": 3}  # what hatchway-admin tunnels shows
+
+
+def test_the_agents_own_fault_answers_are_not_counted_twice() -> None:
+    h, store = refusing_harness(0.0)
+    h.agent(
+        "c1", app=lambda r: protocol.Response(r.id, 503, fault=protocol.Fault("local app", "busy"))
+    )
+    reply = h.relay.visit(h.get("/"))
+    assert reply.status == 503 and dict(reply.headers)["x-hatchway-error"] == "tunnel-busy"
+    assert refused(h) == {} and store.writes == 0  # the agent's pings report it
+
+
+def test_a_flood_of_refusals_costs_one_write_per_interval_and_none_are_lost() -> None:
+    h, store = refusing_harness(10.0)
+    access_agent(h, protocol.AccessRules(rate=1, burst=1))
+    for _ in range(50):
+        h.relay.visit(h.get("/"))
+    assert store.writes == 1 and refused(h) == {"rate-limited": 1}  # the first, at once
+    h.clock.advance(10.0)
+    assert h.relay.visit(h.get("/")).status == 200  # the next visit brings the rest
+    assert store.writes == 2 and refused(h) == {"rate-limited": 49}

@@ -49,7 +49,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -82,6 +82,9 @@ capped at 200 ms, for the whole of one visitor's wait. Each look is one strongly
 GetItem of one small item (1 RRU)."""
 
 RELAY_KEY_BYTES = 32
+
+REFUSED_PREFIX = "refused:"
+"""Claim-item attributes counting what the relay answered itself, one per cause."""
 
 CLAIM_GUARDS = ("basic_auth", "webhook", "webhook_secret", "large_responses", "instance")
 """``Claim`` string fields stored as claim-item attributes of the same names (absent when
@@ -550,6 +553,13 @@ class DynamoStore:
             pool=bool(item.get("pool", False)),
             members=members,
             pooled_since=_num(item.get("pooled_since", 0)),
+            refused=tuple(
+                sorted(
+                    (key.removeprefix(REFUSED_PREFIX), int(count))
+                    for key, count in item.items()
+                    if key.startswith(REFUSED_PREFIX)
+                )
+            ),
             **_report_fields(item),
         )
 
@@ -569,6 +579,22 @@ class DynamoStore:
             Key={"pk": f"name#{name}", "sk": "claim"},
             UpdateExpression=_update_expression(sets, removes),
             ConditionExpression=Attr("connection_id").eq(connection_id),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
+    def count_refusals(self, name: str, counts: Mapping[str, int]) -> None:
+        # One numeric attribute per cause (REFUSED_PREFIX + cause): ADD creates it at 0, and
+        # a claim written afresh (a new holder) starts without them.
+        if not counts:
+            return
+        names = {f"#c{i}": REFUSED_PREFIX + cause for i, cause in enumerate(counts)}
+        values = {f":n{i}": count for i, count in enumerate(counts.values())}
+        self._conditionally(
+            self.table.update_item,
+            Key={"pk": f"name#{name}", "sk": "claim"},
+            UpdateExpression="ADD " + ", ".join(f"#c{i} :n{i}" for i in range(len(counts))),
+            ConditionExpression=Attr("pk").exists(),
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -218,6 +218,16 @@ class MemoryStore:
             )
             self._claims[name] = replace(held, members=members, expires_at=expires_at)
             return len(members)
+
+    def count_refusals(self, name: str, counts: Mapping[str, int]) -> None:
+        with self._lock:
+            held = self._claims.get(name)
+            if held is None:
+                return
+            total = dict(held.refused)
+            for cause, count in counts.items():
+                total[cause] = total.get(cause, 0) + count
+            self._claims[name] = replace(held, refused=tuple(sorted(total.items())))
 
     def release_claim(self, name: str, connection_id: str) -> bool:
         with self._lock:

@@ -254,7 +254,7 @@ class StoreSource:
             guards=_guards(claim),
             token_limits=limits_view(claim.token_limits),
             members=members,
-            errors=dict(admin.errors_of(*reporters)),
+            errors=dict(admin.errors_of(*reporters, refused=claim.refused)),
             latency_p50_ms=p50,
             latency_p95_ms=p95,
         )
