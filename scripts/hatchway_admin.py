@@ -213,6 +213,7 @@ def run(args: argparse.Namespace, store: AdminStore) -> int:
         print(f"token {new.token}")
         print(f"id    {new.record.token_id}  (shown once: the relay keeps only its hash)")
     elif args.action == "list":
+        print("id  created (UTC)  label  reserved  limits")
         for record in admin.list_tokens(store):
             created = dt.datetime.fromtimestamp(record.created_at, dt.UTC).strftime(
                 "%Y-%m-%d %H:%M"

@@ -8,6 +8,7 @@ import getpass
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -364,6 +365,26 @@ def _tunnels(args: argparse.Namespace) -> list[TunnelOptions]:
     ]
 
 
+TARGET_PROBE_SECONDS = 0.5
+"""How long the start-up look at each local app may take (a connect on this machine)."""
+
+
+def warn_if_nothing_listens(tunnels: list[TunnelOptions]) -> None:
+    """Say at once when nothing listens on a tunnel's local app, rather than leave the user to
+    find out from a visitor's 502 (the tunnel still starts: the app may come up later)."""
+    for tunnel in tunnels:
+        target = tunnel.target
+        try:
+            socket.create_connection((target.host, target.port), TARGET_PROBE_SECONDS).close()
+        except OSError as exc:
+            logging.getLogger("hatchway").warning(
+                "nothing answers at %s yet (%s): visitors get 502 local-app-refused until "
+                "your app listens there",
+                target.url,
+                exc.strerror or exc,
+            )
+
+
 def display_for(log_format: str, status: Status, out: TextIO, err: TextIO) -> Listener:
     """The status screen on a terminal (or when asked), else plain lines, or JSON."""
     if log_format == "json":
@@ -409,6 +430,7 @@ def _serve(
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    warn_if_nothing_listens(tunnels)
     try:
         service.run()
     except HatchwayError as exc:

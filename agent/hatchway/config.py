@@ -364,10 +364,25 @@ def tunnel_from_table(label: str, table: Mapping[str, Any], path: Path) -> Tunne
             raise ConfigError(f"{where}: {key} must be a whole number, e.g. {key} = 40")
         return value
 
+    # The table's label is the tunnel's name unless ``subdomain`` says otherwise: what a
+    # user calls [tunnels.web] is what they expect to visit.
+    subdomain = string("subdomain")
+    if subdomain is None:
+        if not protocol.NAME_PATTERN.match(label):
+            raise ConfigError(
+                f"{where}: {label!r} cannot be a tunnel's name (a DNS label: lowercase letters, "
+                'digits, inner hyphens); give one, e.g. subdomain = "web"'
+            )
+        if label in protocol.RESERVED_NAMES:
+            raise ConfigError(
+                f"{where}: {label!r} is a name no tunnel may have; give another, e.g. "
+                f'subdomain = "{label}-app"'
+            )
+        subdomain = label
     try:
         return tunnel_options(
             target,
-            subdomain=string("subdomain"),
+            subdomain=subdomain,
             host_header=string("host_header"),
             request_header_add=strings("request_header_add"),
             request_header_remove=strings("request_header_remove"),

@@ -248,9 +248,20 @@ class ListenerLogHandler(logging.Handler):
             self.handleError(record)
 
 
+UNREACHABLE_HINT_AFTER = 3
+"""From this retry on, a relay that refuses connections outright gets a hint: it may not be
+running at that address at all (a typo in --server, or hatchway-local not started)."""
+
+
 def _reconnect_text(attempt: int, delay: float, error: BaseException | None) -> str:
     reason = f" ({error})" if error else ""
-    return f"relay unreachable{reason}; retry {attempt} in {delay:.1f} s"
+    text = f"relay unreachable{reason}; retry {attempt} in {delay:.1f} s"
+    if attempt >= UNREACHABLE_HINT_AFTER and "refused" in str(error).lower():
+        text += (
+            "; nothing answers at that address: is the relay running there? (check --server, "
+            "or start hatchway-local)"
+        )
+    return text
 
 
 def _write_line(text: str, stream: TextIO, lock: threading.Lock) -> None:

@@ -127,7 +127,10 @@ def tunnel_options(
             "or slack) and the secret its deliveries are signed with"
         )
     if pool and subdomain is None:
-        raise OptionError("pool: agents share a name they all ask for; give --subdomain too")
+        raise OptionError(
+            "pool: agents share a name they all ask for; give the tunnel its name too "
+            "(--subdomain, or subdomain= in the Python API)"
+        )
     large_responses = large_responses or "refuse"
     if large_responses not in protocol.LARGE_RESPONSE_MODES:
         raise OptionError(

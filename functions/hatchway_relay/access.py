@@ -110,3 +110,17 @@ class DailyCounter:
         if count < limit:
             return None
         return (day + 1) * SECONDS_PER_DAY - now
+
+
+_PERIODS = (("a second", 1.0), ("a minute", 60.0), ("an hour", 3600.0), ("a day", 86400.0))
+"""Periods a rate is said in: the first in which it comes to one request or more."""
+
+
+def rate_in_words(per_second: float) -> str:
+    """A rate as an operator set it and a visitor reads it: ``5 a minute``, not 0.0833333 a
+    second (``--rate-limit 5/m``)."""
+    for period, seconds in _PERIODS:
+        count = per_second * seconds
+        if count >= 1 or seconds == _PERIODS[-1][1]:
+            return f"{round(count, 2):g} {period}"
+    raise AssertionError("unreachable: the last period always answers")

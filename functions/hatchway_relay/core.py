@@ -231,7 +231,8 @@ class Relay:
                 connection_id,
                 protocol.Error(
                     "name_taken",
-                    f"this token may serve at most {most} tunnels at once (the relay's operator "
+                    f"this token may serve at most {most} tunnel{'s' if most != 1 else ''} at "
+                    "once (the relay's operator "
                     f"set it); the hello asks for {len(hello.tunnels)}",
                 ),
             )

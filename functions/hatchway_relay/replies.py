@@ -4,6 +4,7 @@ and its own error pages (plain text that says which side failed, with ``x-hatchw
 from __future__ import annotations
 
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from hatchway import protocol
 
@@ -55,7 +56,7 @@ def error_reply(
     status: int, code: str, message: str, extra_headers: protocol.Headers = ()
 ) -> Reply:
     """A plain-text error page; ``x-hatchway-error`` lets scripts tell our errors from the app's."""
-    reason = _REASONS.get(status, "Error")
+    reason = _REASONS.get(status) or _phrase(status)
     body = f"{status} {reason}\n\n{message}\n\n-- hatchway relay\n".encode()
     return Reply(
         status,
@@ -67,6 +68,14 @@ def error_reply(
         ),
         body,
     )
+
+
+def _phrase(status: int) -> str:
+    """The status's reason phrase (RFC 9110), whatever the status."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 _REASONS = {

@@ -406,7 +406,7 @@ class VisitorPath:
                 return guards.Refusal(
                     429,
                     "rate-limited",
-                    f"Tunnel {claim.name!r} takes at most {rules.rate:g} requests a second "
+                    f"Tunnel {claim.name!r} takes at most {access.rate_in_words(rules.rate)} "
                     f"(bursts of {rules.burst}); try again in {access.retry_after(wait)} s.",
                     (("retry-after", access.retry_after(wait)),),
                 )
@@ -429,8 +429,9 @@ class VisitorPath:
             return guards.Refusal(
                 429,
                 "token-rate-limited",
-                f"The tunnels of the token behind {claim.name!r} take at most {limits.rate:g} "
-                f"requests a second together (set by the relay's operator); try again in "
+                f"The tunnels of the token behind {claim.name!r} take at most "
+                f"{access.rate_in_words(limits.rate)} together (set by the relay's operator); "
+                "try again in "
                 f"{access.retry_after(wait)} s.",
                 (("retry-after", access.retry_after(wait)),),
             )
@@ -540,12 +541,18 @@ class VisitorPath:
                     location = visit.path + "/" + ("?" + visit.query if visit.query else "")
                     return Reply(308, (("location", location),))
                 return Route(name, "/" + rest, PATH_MODE_PREFIX + name)
+        config = self.relay.config
+        served_at = [
+            template.format(name="<name>")
+            for template in (config.subdomain_url if domain else None, config.path_url)
+            if template
+        ]
         return error_reply(
             404,
             "no-tunnel-in-url",
             "This address names no tunnel. Tunnels are served at "
-            + (f"http(s)://<name>.{domain}/ and at " if domain else "")
-            + f"{PATH_MODE_PREFIX}<name>/ on this relay.",
+            + " and at ".join(served_at)
+            + ", where <name> is the tunnel's name.",
         )
 
     def _exchange(

@@ -39,6 +39,7 @@ from hatchway_relay.handlers import http as http_handlers
 from hatchway_relay.handlers import websocket as ws_handlers
 from hatchway_relay.ports import BlobStore, Poster, Store, SystemClock
 from hatchway_relay.prices import stored_response_limit
+from hatchway_relay.tokens import hash_token
 
 if TYPE_CHECKING:  # boto3 is imported only for the DynamoDB store
     from hatchway_relay.adapters.dynamo_store import DynamoStore
@@ -52,6 +53,9 @@ BASE64_NUMERATOR, BASE64_DENOMINATOR = 3, 4
 """A packed body travels base64-encoded: 3 bytes of body per 4 stored."""
 
 DEFAULT_BUCKET = "hatchway-blobs"
+
+TOKEN_LABEL = "hatchway-local --token"
+"""The label of a token ``hatchway-local`` was started with (or made itself), in listings."""
 
 
 def dynamodb_inline_response_bytes() -> int:
@@ -345,7 +349,10 @@ def run_local(
     # The relay's own metrics, kept in memory for a day: the operator's dashboard charts them.
     metrics = MemoryMetrics(clock)
     for token in tokens:
-        relay.add_token(token)
+        # A token this box keeps already (SQLite) keeps its record: its limits, its creation
+        # and last use are the operator's, not reset by a restart.
+        if chosen_store.get_token(hash_token(token)) is None:
+            relay.add_token(token, TOKEN_LABEL)
     # Visits run on the loop only when nothing they call blocks: the store and the blob
     # store both in memory (an S3 blob store is reached over the network).
     on_loop = watched if memory_blobs is not None else None

@@ -20,6 +20,7 @@ from support.visitor import visit
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "hw_e2e-token-0123456789"  # what make_relay registers
 
 
 def start_relay(started: list[Process], port: int, env: dict[str, str], *args: str) -> Process:
@@ -63,6 +64,17 @@ def test_quickstart_needs_no_token_flags(
     again = start_relay(started, unused_port, agent_config)
     assert token not in "\n".join(again.output)
     assert Path(agent_config["HATCHWAY_CONFIG"]).read_text() == saved
+
+
+def test_the_agent_says_at_once_when_nothing_listens_on_its_target(
+    relay: LocalServer, agent_config: dict[str, str], unused_port: int, started: list[Process]
+) -> None:
+    agent = AgentProcess(str(unused_port), relay.agent_url, TOKEN, "e2e", env=agent_config)
+    started.append(agent)
+    agent.start()  # the tunnel still starts: the app may come up later
+    seen = "\n".join(agent.output)
+    if f"nothing answers at http://127.0.0.1:{unused_port} yet" not in seen:
+        agent.wait_for(rf"nothing answers at http://127\.0\.0\.1:{unused_port} yet")
 
 
 def test_refused_token_exits_nonzero_with_a_clear_message(

@@ -168,11 +168,15 @@ def test_plain_problems_go_to_stderr_with_the_backoff() -> None:
     log, out, err = line_log()
     log.status.inspector_url, log.status.inspector_note = "http://127.0.0.1:4041/", "4040 taken"
     log.started()
-    log.reconnecting(3, 2.25, RelayUnreachable("cannot reach the relay at ws://x: refused"))
+    log.reconnecting(2, 2.25, RelayUnreachable("cannot reach the relay at ws://x: refused"))
+    log.reconnecting(3, 4.5, RelayUnreachable("cannot reach the relay at ws://x: refused"))
     log.fatal(TokenRefused("the relay refused the token"))
     assert out.getvalue() == "Inspector   http://127.0.0.1:4041/ (4040 taken)\n"
     assert err.getvalue().splitlines() == [
-        "hatchway: relay unreachable (cannot reach the relay at ws://x: refused); retry 3 in 2.2 s",
+        "hatchway: relay unreachable (cannot reach the relay at ws://x: refused); retry 2 in 2.2 s",
+        "hatchway: relay unreachable (cannot reach the relay at ws://x: refused); retry 3 in 4.5 s"
+        "; nothing answers at that address: is the relay running there? (check --server, or "
+        "start hatchway-local)",
         "hatchway: the relay refused the token",
     ]
 

@@ -189,6 +189,7 @@ NAMED = {
         "web": {"target": "3000", "subdomain": "myweb"},
         "api": {
             "target": "localhost:8000",
+            "subdomain": "myapi",  # "api" itself is a name no tunnel may have
             "host_header": "rewrite",
             "basic_auth": "user:pass",
             "response_header_remove": ["Server"],
@@ -212,6 +213,8 @@ def test_named_tunnels_are_read_from_the_file(config: Path) -> None:
     assert (web.large_responses, api.large_responses) == ("refuse", "redirect")
     assert api.spec().large_responses == "redirect"
     assert [t.label for t in named_tunnels([], every=True)] == ["web", "api", "hook"]
+    # A table's label is its tunnel's name unless subdomain gives another.
+    assert [t.subdomain for t in named_tunnels([], every=True)] == ["myweb", "myapi", "hook"]
 
 
 def test_a_named_tunnel_may_join_a_pool(config: Path) -> None:
@@ -247,7 +250,8 @@ def test_a_named_tunnel_may_join_a_pool(config: Path) -> None:
             "large-responses: give redirect or refuse",
         ),
         ({"tunnels": {"x": {"target": "3000", "pool": "yes"}}}, ["x"], "true or false"),
-        ({"tunnels": {"x": {"target": "3000", "pool": True}}}, ["x"], "give --subdomain"),
+        ({"tunnels": {"My App": {"target": "3000"}}}, ["My App"], "cannot be a tunnel's name"),
+        ({"tunnels": {"admin": {"target": "3000"}}}, ["admin"], "a name no tunnel may have"),
     ],
 )
 def test_named_tunnel_errors_name_the_file_and_the_problem(

@@ -22,7 +22,7 @@ from hatchway import codec, protocol
 from hatchway_local.gateway import wire_header
 from hatchway_relay import admin
 from hatchway_relay.adapters.memory_store import MemoryStore
-from hatchway_relay.core import Relay, RelayConfig, Reply, Visit
+from hatchway_relay.core import Relay, RelayConfig, Reply, Visit, error_reply
 from hatchway_relay.ports import Claim, PostFailed, TokenLimits
 from hatchway_relay.tokens import hash_token
 from support.fake_clock import FakeClock
@@ -1250,7 +1250,7 @@ def limited_agent(h: Harness, limits: TokenLimits, names: tuple[str, ...]) -> Fa
 def test_a_token_serves_at_most_its_max_tunnels(h: Harness) -> None:
     agent = limited_agent(h, TokenLimits(max_tunnels=1), ("one", "two"))
     refusal = agent.last()
-    assert isinstance(refusal, protocol.Error) and "at most 1 tunnels" in refusal.message
+    assert isinstance(refusal, protocol.Error) and "at most 1 tunnel at once" in refusal.message
     assert h.store.get_claim("one") is None
 
 
@@ -1662,3 +1662,46 @@ def test_a_flood_of_refusals_costs_one_write_per_interval_and_none_are_lost() ->
     h.clock.advance(10.0)
     assert h.relay.visit(h.get("/")).status == 200  # the next visit brings the rest
     assert store.writes == 2 and refused(h) == {"rate-limited": 49}
+
+
+# --- Pages a visitor reads ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("per_second", "words"),
+    [
+        (5 / 60, "5 a minute"),
+        (2.0, "2 a second"),
+        (0.5, "30 a minute"),
+        (1 / 3600, "1 an hour"),
+        (10 / 86400, "10 a day"),
+    ],
+)
+def test_a_rate_limit_page_says_the_rate_as_it_was_set(per_second: float, words: str) -> None:
+    h = Harness()
+    access_agent(h, protocol.AccessRules(rate=per_second, burst=1))
+    assert h.relay.visit(h.get("/")).status == 200
+    limited = h.relay.visit(h.get("/"))
+    assert limited.status == 429
+    assert f"takes at most {words} (bursts of 1)" in limited.body.decode()
+    assert limited.body.startswith(b"429 Too Many Requests\n")
+
+
+@pytest.mark.parametrize(
+    ("status", "title"),
+    [(403, "403 Forbidden"), (429, "429 Too Many Requests"), (413, "413 Content Too Large")],
+)
+def test_every_page_has_its_statuses_reason_phrase(status: int, title: str) -> None:
+    assert error_reply(status, "x", "why").body.startswith(title.encode() + b"\n")
+
+
+def test_the_bare_hosts_404_shows_this_relays_own_tunnel_urls() -> None:
+    h = Harness()
+    h.relay.config = replace(
+        h.relay.config,
+        subdomain_url="http://{name}.localhost:8080/",
+        path_url="http://127.0.0.1:8080/t/{name}/",
+        domain="localhost",
+    )
+    page = h.relay.visit(h.get("/", host="127.0.0.1:8080")).body.decode()
+    assert "http://<name>.localhost:8080/ and at http://127.0.0.1:8080/t/<name>/" in page
