@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# What `make demo` runs needs only the three packages and what they require (no test tools):
+# a first demo installs a few dozen packages, not the whole test tool chain.
+DEMO_STAMP := $(VENV)/.installed-demo
 
 # The SAM CLI pins its own boto3 and cfn-lint: it lives in a venv of its own. The built Lambda
 # artifacts are smoke-tested under the runtime's Python (3.13) with only boto3 beside them, as
@@ -59,7 +62,15 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-demo: install
+$(DEMO_STAMP): agent/pyproject.toml functions/pyproject.toml infra/pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Hatchway needs Python 3.11 or newer (set PYTHON=...)")'
+	@echo "==> $(VENV): the agent, the relay and the local gateway, for the demo"
+	$(PYTHON) -m venv $(VENV)
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet --disable-pip-version-check \
+		-e ./agent -e ./functions -e ./infra
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(PY) scripts/demo.py
 
 # The bench measures the agent as `pip install 'hatchway[fast]'` installs it (C masking), and

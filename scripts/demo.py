@@ -19,7 +19,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from hatchway.config import DEFAULT_INSPECT  # noqa: E402
-from hatchway_relay.tokens import generate_token  # noqa: E402
 from support.processes import BIN, AgentProcess, Process  # noqa: E402
 
 PREFERRED_RELAY_PORT = 8080
@@ -72,9 +71,12 @@ def main() -> int:
             processes.append(app)
             app.wait_for("sample app ready")
             say(f"starting the relay (hatchway-local) on 127.0.0.1:{relay_port}")
-            token = generate_token()
+            # With no --token, hatchway-local makes one and saves it in the demo's agent config
+            # file, where the agent finds it: no token on a command line, where `ps` shows it.
+            # The demo keeps nothing once it stops (--store memory).
             relay = Process(
-                [str(BIN / "hatchway-local"), "--port", str(relay_port), "--token", token], env
+                [str(BIN / "hatchway-local"), "--port", str(relay_port), "--store", "memory"],
+                env,
             )
             processes.append(relay)
             relay.wait_for("hatchway-local ready")
@@ -82,7 +84,7 @@ def main() -> int:
             agent = AgentProcess(
                 str(app_port),
                 f"ws://127.0.0.1:{relay_port}/connect",
-                token,
+                None,
                 "demo",
                 extra=["--inspect", DEFAULT_INSPECT],
                 env=env,

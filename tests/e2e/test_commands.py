@@ -130,12 +130,41 @@ def test_local_gateway_on_dynamodb_serves_a_tunnel(
     assert visit(unused_port, "GET", "/t/dyn/echo", f"127.0.0.1:{unused_port}").status == 200
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid``, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return b""
+
+
 def test_demo_prints_a_url_that_answers(
     agent_config: dict[str, str], started: list[Process]
 ) -> None:
     demo = Process([sys.executable, str(ROOT / "scripts" / "demo.py"), "--once"], agent_config)
     started.append(demo)
     demo.wait_for(r"checking a GET and a POST with a body", timeout=60)
+    # Relay and agent are both up now: no token on their command lines, where `ps` shows it.
+    command_lines = [cmdline(pid) for pid in descendants(demo.popen.pid)]
+    hatchway = [line for line in command_lines if b"hatchway" in line]
+    assert len(hatchway) >= 2  # hatchway-local and hatchway http
+    assert not [line for line in hatchway if b"--token" in line or b"hw_" in line]
     demo.wait_for(r"Hatchway demo is up")
     demo.wait_for(r"http://demo\.localhost:\d+/")
     demo.wait_for(r"^Inspector .*: http://127\.0\.0\.1:\d+/$")

@@ -101,12 +101,15 @@ class AgentProcess(Process):
         self,
         target: str,
         server: str,
-        token: str,
+        token: str | None,
         subdomain: str | None = None,
         extra: Sequence[str] = (),
         env: dict[str, str] | None = None,
     ) -> None:
-        argv = [str(BIN / "hatchway"), "http", target, "--server", server, "--token", token]
+        # No token: the agent reads the one its config file holds (never on the command line,
+        # where any user's `ps` would show it).
+        argv = [str(BIN / "hatchway"), "http", target, "--server", server]
+        argv += ["--token", token] if token is not None else []
         if subdomain:
             argv += ["--subdomain", subdomain]
         super().__init__([*argv, *extra], env)
