@@ -245,6 +245,23 @@ def test_at_1280_by_800_the_header_is_one_row_and_the_detail_offers_curl_and_raw
             )
         kept = page.locator("#status > div", has_text="Kept")
         expect(kept).to_contain_text("12 of 12")
+        # Short values are never cut: only the long URLs take the ellipsis.
+        for term in ("Session", "Target", "Kept"):
+            cut = page.evaluate(
+                """(term) => { const item = [...document.querySelectorAll("#status > div")]
+                    .find((div) => div.querySelector("dt").textContent === term);
+                  const value = item.querySelector("dd");
+                  return value.scrollWidth > value.clientWidth; }""",
+                term,
+            )
+            assert not cut, term
+
+        # Filters that hide every kept request say so, rather than "no requests yet".
+        page.locator("#filter-path").fill("nothing-has-this-path")
+        expect(page.locator("#empty")).to_be_visible()
+        expect(page.locator("#empty")).to_have_text("No kept request matches these filters.")
+        page.locator("#filter-path").fill("")
+        expect(page.locator("#requests tbody tr")).to_have_count(12)
 
         row(page, "/echo/form?x=1").click()
         expect(page.locator("#detail-hint")).to_be_hidden()

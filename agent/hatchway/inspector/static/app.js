@@ -98,7 +98,7 @@ function insertRow(entry) {
     rows.delete(Number(body.rows[body.rows.length - 1].dataset.id));
     body.deleteRow(-1);
   }
-  $("empty").hidden = rows.size > 0;
+  showEmpty();
 }
 
 async function loadList() {
@@ -109,11 +109,20 @@ async function loadList() {
   if (!response.ok) return;
   // Entries that arrived live while this list was being fetched stay.
   const newest = payload.requests.length ? payload.requests[0].id : 0;
-  const kept = [...rows.values()].filter((entry) => entry.id > newest);
+  const kept = [...rows.values()].filter((entry) => entry.id > newest && matches(entry, f));
   rows.clear();
   $("requests").tBodies[0].replaceChildren();
   for (const entry of [...payload.requests].reverse()) insertRow(entry);
   for (const entry of kept) insertRow(entry);
+  showEmpty();
+}
+
+function showEmpty() {
+  // Nothing listed: say whether nothing came yet, or the filters hide what was kept.
+  const filtered = Object.values(currentFilters()).some((value) => value !== "");
+  $("empty").textContent = filtered
+    ? "No kept request matches these filters."
+    : "No requests yet: visit your public URL and they appear here.";
   $("empty").hidden = rows.size > 0;
 }
 
@@ -401,7 +410,12 @@ async function refreshStatus() {
     maxRows = status.requests.max_requests ?? DEFAULT_MAX_ROWS;
     session = status.session ?? {};
     const items = [];
-    if (session.status) items.push(...statusItem("Session", session.status));
+    // Short values never shrink (a cut "online" says nothing); the URLs take the ellipsis.
+    const fixed = (item) => {
+      item.classList.add("fixed");
+      return item;
+    };
+    if (session.status) items.push(...statusItem("Session", session.status).map(fixed));
     for (const url of session.public_urls ?? []) {
       const link = el("a", "", url);
       if (/^https?:\/\//.test(url)) link.href = url;
@@ -409,11 +423,10 @@ async function refreshStatus() {
       link.rel = "noopener noreferrer";
       items.push(...statusItem("Public", link));
     }
-    if (session.target) items.push(...statusItem("Target", session.target));
+    if (session.target) items.push(...statusItem("Target", session.target).map(fixed));
     if (session.relay) items.push(...statusItem("Relay", session.relay));
-    const [kept] = statusItem("Kept", `${status.requests.kept} of ${status.requests.recorded}`);
-    kept.classList.add("fixed"); // short, and never cut
-    items.push(kept);
+    const counts = `${status.requests.kept} of ${status.requests.recorded}`;
+    items.push(...statusItem("Kept", counts).map(fixed));
     $("status").replaceChildren(...items);
   } catch {
     // the agent is gone or restarting; the live indicator already says so
