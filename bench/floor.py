@@ -52,7 +52,7 @@ from children import Child, free_port  # noqa: E402
 
 ROUNDS = 3
 P50_GOAL = 2.5
-"""Issue 13's p50 goal at c=1, as a multiple of direct."""
+"""The p50 goal at c=1, as a multiple of direct (the better of `ssh -R` and localtunnel)."""
 SECONDS = 10.0
 _LENGTH = struct.Struct("!I")
 _SKIPPED = frozenset({"content-length", "connection"})

@@ -63,7 +63,7 @@ class Column:
     path: str
     connections: int
     goal: float
-    """The tunnel/direct ratio to reach (issue 13: the better of ssh -R and localtunnel)."""
+    """The tunnel/direct ratio to reach: the better of `ssh -R` and localtunnel, measured alike."""
     post: bool = False
     higher_is_better: bool = True
 

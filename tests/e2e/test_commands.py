@@ -1,4 +1,4 @@
-"""The README's commands as a user types them: ``hatchway-local``, ``hatchway http`` and
+"""The documented commands as a user types them: ``hatchway-local``, ``hatchway http`` and
 ``make demo``'s script, each a real process on loopback."""
 
 from __future__ import annotations
@@ -263,7 +263,7 @@ README_ADMIN_LINES = (
     "scripts/hatchway-admin --local token list",
     "scripts/hatchway-admin --local tunnels",
 )
-"""The operator's commands for a running hatchway-local, exactly as the README shows them."""
+"""The operator's commands for a running hatchway-local, as docs/local-gateway.md shows them."""
 
 
 def test_the_readme_admin_commands_run_as_written(
