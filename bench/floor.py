@@ -12,9 +12,9 @@ A second pair measures what the relay's real work adds: the same bare transports
 relay runs its real Lambda handlers for each request (the HTTP handler as the local gateway's
 steps, the WebSocket handler for each answer, the in-memory store and blob store, as
 ``hatchway-local`` has them), and the agent decodes and encodes the real protocol messages
-(``hatchway.codec``). No aiohttp, no WebSocket framing, no threads, no display: what is left is
-what any gateway that runs the relay's handlers, and any agent that speaks its protocol, must
-spend.
+(``hatchway.protocol.codec``). No aiohttp, no WebSocket framing, no threads, no display: what
+is left is what any gateway that runs the relay's handlers, and any agent that speaks its
+protocol, must spend.
 
 Last, the second pair's own work is timed with every socket taken out (``handler_cpu``): each
 side's CPU per request in one process. At c=1 nothing overlaps, so no design that runs these
@@ -359,7 +359,8 @@ async def relay_with_handlers(visitor_port: int, agent_port: int) -> None:
 
 def _hello() -> str:
     """The agent's first message: it serves the tunnel ``bench``."""
-    from hatchway import codec, protocol
+    from hatchway import protocol
+    from hatchway.protocol import codec
 
     return codec.encode(protocol.Hello((protocol.TunnelSpec("bench"),), instance="floor"))
 
@@ -372,8 +373,9 @@ def _target(request: Any) -> tuple[str, list[list[str]]]:
 
 def _codec_answer(request_id: str, status_line: str, headers: list[list[str]], body: bytes) -> str:
     """The agent's answer message for the origin's response."""
-    from hatchway import codec, protocol
+    from hatchway import protocol
     from hatchway.bodies import looks_compressible
+    from hatchway.protocol import codec
 
     kept = tuple((n, v) for n, v in headers if n.lower() not in _SKIPPED)
     kept += (("content-length", str(len(body))),)
@@ -383,7 +385,8 @@ def _codec_answer(request_id: str, status_line: str, headers: list[list[str]], b
 
 async def agent_with_codec(relay_port: int, origin_port: int) -> None:
     """The bare agent, reading and writing the relay's real protocol messages."""
-    from hatchway import codec, protocol
+    from hatchway import protocol
+    from hatchway.protocol import codec
 
     origin = _Origin(origin_port)
     reader, writer = await asyncio.open_connection("127.0.0.1", relay_port)
@@ -416,7 +419,7 @@ class HandlerCpu:
     """The relay's side: the event as the gateway builds it, the HTTP handler's steps, the
     WebSocket handler for the answer, the reply's bytes."""
     agent: float
-    """The agent's side: decoding the request, encoding the answer (``hatchway.codec``)."""
+    """The agent's side: decoding the request, encoding the answer (``hatchway.protocol.codec``)."""
 
 
 def handler_cpu(origin_port: int, requests: int = HANDLER_REQUESTS) -> HandlerCpu:
@@ -426,7 +429,7 @@ def handler_cpu(origin_port: int, requests: int = HANDLER_REQUESTS) -> HandlerCp
     handlers and this codec can spend less per request, whatever its I/O."""
     import http.client
 
-    from hatchway import codec
+    from hatchway.protocol import codec
 
     origin = http.client.HTTPConnection("127.0.0.1", origin_port, timeout=10)
     origin.request("GET", "/bytes/1024")

@@ -17,11 +17,11 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from hatchway import blobs, codec, http1, protocol, wire
+from hatchway import blobs, http1, protocol, wire
 from hatchway.bodies import looks_compressible
 from hatchway.errors import HatchwayError, NameTaken
 from hatchway.inflight import MAX_MARKS_PER_SCAN, WORKING_SCAN_SECONDS, GatePlace, HeldRequests
-from hatchway.protocol import Fault, ProtocolError, Request, Response
+from hatchway.protocol import Fault, ProtocolError, Request, Response, codec
 from hatchway.tunnel_stats import TunnelStats
 from hatchway.wire import FrameWriter, Link
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 
-from hatchway import codec, handshake, protocol
+from hatchway import handshake, protocol
 from hatchway.connection import send_message
 from hatchway.errors import HatchwayError, RelayUnreachable
+from hatchway.protocol import codec
 
 SHARE_TIMEOUT_SECONDS = 15.0
 """How long one share operation may take, connecting included."""

@@ -12,8 +12,8 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from hatchway import codec, protocol
-from hatchway.protocol import ProtocolError
+from hatchway import protocol
+from hatchway.protocol import ProtocolError, codec
 from hatchway_relay import admin, hostnames, names, request_ids, shares, tokens
 from hatchway_relay.config import RelayConfig
 from hatchway_relay.metrics import COUNT, Metrics, NoMetrics

@@ -19,8 +19,8 @@ from collections.abc import Generator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TypeVar
 
-from hatchway import codec, protocol
-from hatchway.protocol import ProtocolError
+from hatchway import protocol
+from hatchway.protocol import ProtocolError, codec
 from hatchway_relay import access, guards, path_mode, request_ids, shares
 from hatchway_relay.ports import (
     BlobTooLarge,

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from hatchway import b64
+from hatchway.protocol import b64
 
 Item = dict[str, dict[str, Any]]
 

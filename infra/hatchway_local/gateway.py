@@ -39,7 +39,8 @@ from urllib.parse import unquote
 
 from aiohttp import WSMsgType, web
 
-from hatchway import b64, protocol
+from hatchway import protocol
+from hatchway.protocol import b64
 from hatchway_local.concurrency import (
     FUNCTIONS,
     HTTP_FUNCTION,

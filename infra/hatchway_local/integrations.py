@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from hatchway import b64
+from hatchway.protocol import b64
 from hatchway_local import vtl
 from hatchway_local.dynamodb_update import ValidationError, apply_update
 from hatchway_relay.adapters.memory_store import MemoryStore

@@ -15,7 +15,8 @@ import pytest
 import websocket
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hatchway import codec, protocol
+from hatchway import protocol
+from hatchway.protocol import codec
 from hatchway_local.gateway import MAX_PENDING_MESSAGES
 from hatchway_local.server import LocalServer, run_local
 from support.certificates import issue, key_pem, pem

@@ -24,7 +24,8 @@ from moto import mock_aws
 from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 
-from hatchway import codec, protocol
+from hatchway import protocol
+from hatchway.protocol import codec
 from hatchway_local.integrations import DynamoDBWrites, load_routes
 from hatchway_relay import admin, aws
 from hatchway_relay.adapters.dynamo_store import DynamoStore, create_table

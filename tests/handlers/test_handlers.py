@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from hatchway import codec, protocol
+from hatchway import protocol
+from hatchway.protocol import codec
 from hatchway_local.integrations import MemoryWrites
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.core import Relay, RelayConfig

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hatchway import codec, protocol
+from hatchway import protocol
+from hatchway.protocol import codec
 from hatchway_local.integrations import MemoryWrites, load_routes
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.core import Relay

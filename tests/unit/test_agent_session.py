@@ -27,13 +27,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from hatchway import codec, protocol
+from hatchway import protocol
 from hatchway.bodies import looks_compressible
 from hatchway.connection import SILENCE_FACTOR
 from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
 from hatchway.forward import LargeResponse
 from hatchway.inflight import WORKING_SCAN_SECONDS
-from hatchway.protocol import Request, Response
+from hatchway.protocol import Request, Response, codec
 from hatchway.session import MAX_HELLO_RESENDS, SeenRequests, Session
 
 TOKEN = "hw_session-token-123"

@@ -1,5 +1,5 @@
-"""hatchway.b64: pybase64 when installed, the standard library otherwise, with the same text,
-bytes and refusals either way."""
+"""hatchway.protocol.b64: pybase64 when installed, the standard library otherwise, with the
+same text, bytes and refusals either way."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hatchway import b64
+from hatchway.protocol import b64
 
 
 @pytest.fixture(params=["pybase64", "standard library"])

@@ -17,9 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hatchway import codec
 from hatchway import protocol as p
-from hatchway.protocol import ProtocolError
+from hatchway.protocol import ProtocolError, codec
 
 SALT = b"s" * p.BASIC_AUTH_SALT_BYTES
 HASHED = p.hash_basic_auth("alice:pw", SALT)

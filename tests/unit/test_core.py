@@ -18,7 +18,8 @@ from botocore.exceptions import ClientError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hatchway import codec, protocol
+from hatchway import protocol
+from hatchway.protocol import codec
 from hatchway_local.gateway import wire_header
 from hatchway_relay import admin
 from hatchway_relay.adapters.memory_store import MemoryStore

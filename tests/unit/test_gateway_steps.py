@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import websocket
 
-from hatchway import b64
+from hatchway.protocol import b64
 from hatchway_local.concurrency import HTTP_FUNCTION
 from hatchway_local.gateway import Gateway, GatewayLimits, base64_size
 from hatchway_local.local_poster import LocalPoster

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hatchway import codec, protocol
+from hatchway import protocol
+from hatchway.protocol import codec
 from hatchway_local.dynamodb_update import ValidationError, apply_update
 from hatchway_local.integrations import (
     IntegrationFailed,

@@ -56,7 +56,8 @@ from typing import Any
 from boto3.dynamodb.conditions import Attr, ConditionBase, ConditionExpressionBuilder, Key
 from botocore.exceptions import ClientError
 
-from hatchway import codec, protocol
+from hatchway import protocol
+from hatchway.protocol import codec
 from hatchway_relay.answer_items import ANSWER, WORKING, answer_key
 from hatchway_relay.ports import (
     Claim,

@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hatchway import b64, protocol
+from hatchway import protocol
+from hatchway.protocol import b64
 from hatchway_relay.answer_items import ANSWER, WORKING
 from hatchway_relay.ports import (
     Claim,

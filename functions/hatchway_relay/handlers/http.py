@@ -17,7 +17,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 from urllib.parse import quote
 
-from hatchway import b64
+from hatchway.protocol import b64
 from hatchway_relay.core import Relay, Reply, Visit
 from hatchway_relay.metrics import Metrics, NoMetrics, record_visit
 from hatchway_relay.visits import AwaitAnswer, run_blocking

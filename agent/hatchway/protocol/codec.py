@@ -23,7 +23,6 @@ from collections.abc import Callable
 from itertools import chain
 from typing import Any, TypeVar
 
-from hatchway import b64
 from hatchway.protocol import (
     MAX_BLOB_BYTES,
     MAX_BODY_BYTES,
@@ -68,6 +67,7 @@ from hatchway.protocol import (
     Undelivered,
     Welcome,
     Working,
+    b64,
     validate_id,
     validate_name,
 )
