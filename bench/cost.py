@@ -45,6 +45,7 @@ os.environ.pop("AWS_SESSION_TOKEN", None)
 os.environ.pop("AWS_PROFILE", None)
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
+import cost_gateway  # noqa: E402
 import cost_meter  # noqa: E402
 import cost_pricing as pricing  # noqa: E402
 from cost_app import APP_DELAY_SECONDS, CostApp, json_text, random_bytes, run_cost_app  # noqa: E402
@@ -121,7 +122,7 @@ class Stack:
     relay_port: int
     app: CostApp
     meter: cost_meter.Meter
-    settings: cost_meter.LambdaSettings
+    settings: cost_gateway.LambdaSettings
 
 
 @contextmanager
@@ -144,12 +145,12 @@ def stack() -> Iterator[Stack]:
     from hatchway_local.server import run_local
     from support.processes import AgentProcess
 
-    settings = cost_meter.template_settings(ROOT / "template.yaml")
+    settings = cost_gateway.template_settings(ROOT / "template.yaml")
     meter = cost_meter.Meter()
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         endpoint, moto = stack.enter_context(moto_server())
         cost_meter.install_server_meter(moto, meter, settings.blob_expiry_days)
-        sockets = cost_meter.SocketMeter(meter)
+        sockets = cost_gateway.SocketMeter(meter)
         sockets.install()
         stack.callback(sockets.uninstall)
         probe = cost_meter.DynamoProbe(
@@ -158,7 +159,7 @@ def stack() -> Iterator[Stack]:
         boto = cost_meter.BotoMeter(meter, probe)
         boto.install()
         stack.callback(boto.uninstall)
-        log_handler = cost_meter.install_log_meter(meter, settings.log_level)
+        log_handler = cost_gateway.install_log_meter(meter, settings.log_level)
         stack.callback(logging.getLogger("hatchway").removeHandler, log_handler)
         app = stack.enter_context(run_cost_app())
         server = stack.enter_context(
@@ -171,7 +172,7 @@ def stack() -> Iterator[Stack]:
                 tokens=(TOKEN,),
             )
         )
-        lambdas = cost_meter.LambdaMeter(meter, settings, cost_meter.emf_line_bytes())
+        lambdas = cost_gateway.LambdaMeter(meter, settings, cost_gateway.emf_line_bytes())
         gateway = server.gateway
         assert gateway.ws_handler is not None and gateway.http_handler is not None
         gateway.set_handlers(

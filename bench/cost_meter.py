@@ -1,23 +1,18 @@
-"""Counting every billed operation of the relay as it happens: boto3 calls in this process
-(DynamoDB and ``@connections``), requests at moto's server (S3, the agent's presigned ones too, and
-a check that no DynamoDB write bypassed the boto3 count), WebSocket messages where they cross the
-gateway's sockets, Lambda invocations with their wall and CPU time at the local gateway, data
-transferred out to the internet, and log bytes."""
+"""Counting every billed AWS call of the relay as it happens: boto3 calls in this process
+(DynamoDB and ``@connections``), requests at moto's server (S3, the agent's presigned ones too,
+and a check that no DynamoDB write bypassed the boto3 count), and the meter they all add to
+(``cost_gateway`` counts what happens at the local gateway: invocations, messages, logs)."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import io
 import json
-import logging
-import re
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import botocore.client
@@ -87,7 +82,7 @@ class Meter:
             ]
 
     def add(self, key: Key, units: float, nbytes: int = 0, count: int = 1) -> None:
-        prefix = getattr(_local, "overhead", "")
+        prefix = getattr(call_state, "overhead", "")
         if prefix and not key.operation.startswith(OVERHEADS):
             # Heartbeats, connects and disconnects: billed per connection, not per request.
             key = Key(prefix + key.operation, key.unit, key.price)
@@ -156,36 +151,37 @@ class Meter:
 
 # --- Per-thread bookkeeping: the call in progress and time spent measuring ---------------------
 
-_local = threading.local()
+call_state = threading.local()
+"""The call in progress on this thread: what the meters attribute the work they see to."""
 
 
 def measuring_seconds() -> float:
     """Seconds this thread spent on the meter's own work; subtracted from billed durations."""
-    return float(getattr(_local, "measuring", 0.0))
+    return float(getattr(call_state, "measuring", 0.0))
 
 
 def measuring_cpu() -> float:
     """Thread CPU seconds this thread spent on the meter's own work (probes, sizing items):
     subtracted from an invocation's CPU, which sets its duration at smaller memory sizes."""
-    return float(getattr(_local, "measuring_cpu", 0.0))
+    return float(getattr(call_state, "measuring_cpu", 0.0))
 
 
 @contextlib.contextmanager
 def _measuring() -> Iterator[None]:
-    depth = getattr(_local, "depth", 0)
+    depth = getattr(call_state, "depth", 0)
     if depth:  # nested: the outermost one counts the time
         yield
         return
     started, cpu = time.perf_counter(), time.thread_time()
-    _local.probing = True
-    _local.depth = 1
+    call_state.probing = True
+    call_state.depth = 1
     try:
         yield
     finally:
-        _local.probing = False
-        _local.depth = 0
-        _local.measuring = measuring_seconds() + time.perf_counter() - started
-        _local.measuring_cpu = measuring_cpu() + time.thread_time() - cpu
+        call_state.probing = False
+        call_state.depth = 0
+        call_state.measuring = measuring_seconds() + time.perf_counter() - started
+        call_state.measuring_cpu = measuring_cpu() + time.thread_time() - cpu
 
 
 # --- DynamoDB: capacity units from the items on the wire --------------------------------------
@@ -275,7 +271,7 @@ def _function() -> str:
     """The function whose invocation made the call (set by ``LambdaMeter``). A call made with
     no invocation around it is API Gateway's own: a route whose AWS service integration writes
     to the table."""
-    return str(getattr(_local, "function", "") or NO_LAMBDA)
+    return str(getattr(call_state, "function", "") or NO_LAMBDA)
 
 
 def _read_bytes(response: dict[str, Any]) -> int:
@@ -329,12 +325,12 @@ class BotoMeter:
             return
 
         def before(params: dict[str, Any], **_: Any) -> None:
-            call = getattr(_local, "call", None)
+            call = getattr(call_state, "call", None)
             if call is not None:
                 call["request"] = params.get("body")
 
         def after(http_response: Any, **_: Any) -> None:
-            call = getattr(_local, "call", None)
+            call = getattr(call_state, "call", None)
             if call is not None:
                 call["response"] = http_response.content
 
@@ -348,7 +344,7 @@ class BotoMeter:
 
     def _call(self, client: Any, operation: str, params: dict[str, Any]) -> Any:
         service = client.meta.service_model.service_name
-        if getattr(_local, "probing", False):
+        if getattr(call_state, "probing", False):
             return self.original(client, operation, params)
         if service == "apigatewaymanagementapi":
             return self._post(client, operation, params)
@@ -356,7 +352,7 @@ class BotoMeter:
             # S3 is counted at the server, where the agent's presigned requests arrive too.
             return self.original(client, operation, params)
         self._hook(client)
-        _local.call = {}
+        call_state.call = {}
         writes: list[_Write] = []
         try:
             if operation in WRITES:
@@ -368,8 +364,8 @@ class BotoMeter:
                         write.before = self.probe.size(write.table, write.key)
             return self.original(client, operation, params)
         finally:
-            call = _local.call
-            _local.call = None
+            call = call_state.call
+            call_state.call = None
             try:
                 with _measuring():
                     self._account(operation, call, writes)
@@ -554,304 +550,3 @@ def install_server_meter(server: Any, meter: Meter, expiration_days: int) -> Ser
     middleware = ServerMeter(server._server.app, meter, expiration_days + 0.5)
     server._server.app = middleware
     return middleware
-
-
-# --- Lambda: invocations and billed duration at the gateway ----------------------------------
-
-
-@dataclass(frozen=True)
-class LambdaSettings:
-    """What the template says about the relay functions' billing and logging."""
-
-    memory_mb: int
-    """The HTTP (waiting) function's memory: the template's Globals unless it sets its own."""
-    log_level: str
-    platform_log_bytes: int
-    """Bytes of START/END/REPORT lines per invocation (0 when SystemLogLevel is WARN)."""
-    blob_expiry_days: int
-    websocket_memory_mb: int = 0
-    """The WebSocket function's memory (0: the same as ``memory_mb``)."""
-
-    def memory_of(self, function: str) -> int:
-        if function == "WebSocket" and self.websocket_memory_mb:
-            return self.websocket_memory_mb
-        return self.memory_mb
-
-
-PLATFORM_LOG_BYTES = 300
-"""Lambda's START, END and REPORT lines of one invocation, together, in text format."""
-
-
-def template_settings(template: Path) -> LambdaSettings:
-    """Read from ``template.yaml`` as text: its short-form tags (``!Ref``) need no YAML loader,
-    and only a few scalars are wanted."""
-    text = template.read_text()
-    globals_block = text.split("\nGlobals:", 1)[-1].split("\nResources:", 1)[0]
-    memory = re.search(r"^\s+MemorySize:\s*(\d+)", globals_block, re.M)
-    level = re.search(r"^  LogLevel:\n(?:    .*\n)*?    Default:\s*(\w+)", text, re.M)
-    quiet = re.search(r"SystemLogLevel:\s*WARN", text)
-    expiry = re.search(r"ExpirationInDays:\s*(\d+)", text)
-    default = int(memory.group(1)) if memory else 128
-    return LambdaSettings(
-        _function_memory(text, "HttpFunction") or default,
-        level.group(1) if level else "INFO",
-        0 if quiet else PLATFORM_LOG_BYTES,
-        int(expiry.group(1)) if expiry else 1,
-        _function_memory(text, "WebSocketFunction") or default,
-    )
-
-
-def _function_memory(text: str, function: str) -> int | None:
-    """A function's own ``MemorySize``, if its resource block sets one."""
-    block = re.search(rf"^  {function}:\n((?:    .*\n|\s*\n)*)", text, re.M)
-    memory = re.search(r"^      MemorySize:\s*(\d+)", block.group(1), re.M) if block else None
-    return int(memory.group(1)) if memory else None
-
-
-def _body_bytes(message: dict[str, Any]) -> int:
-    body = message.get("body") or ""
-    return len(base64.b64decode(body)) if message.get("isBase64Encoded") else len(body.encode())
-
-
-def _http_bytes(event: dict[str, Any], result: dict[str, Any] | None) -> tuple[int, int]:
-    """Request and response sizes as the HTTP API meters them: line, headers and body."""
-    raw = _body_bytes(event)
-    headers = sum(len(k) + len(v) + 4 for k, v in (event.get("headers") or {}).items())
-    request = len(event.get("rawPath") or "") + len(event.get("rawQueryString") or "") + 16
-    request += headers + raw
-    if not result:
-        return request, 0
-    size = _body_bytes(result)
-    size += sum(len(k) + len(str(v)) + 4 for k, v in (result.get("headers") or {}).items())
-    size += sum(len(c) + 14 for c in result.get("cookies") or [])
-    return request, size
-
-
-def _overhead(event: dict[str, Any]) -> str:
-    """Connects, disconnects and heartbeats happen per connection, whatever the traffic."""
-    context = event.get("requestContext") or {}
-    if context.get("eventType") in ("CONNECT", "DISCONNECT"):
-        return CONNECTION
-    if "routeKey" in context and _message_type(event.get("body") or "") in ("ping", "pong"):
-        return HEARTBEAT
-    return ""
-
-
-def _message_type(body: str) -> str:
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return "frame"
-    return str(parsed.get("type", "frame")) if isinstance(parsed, dict) else "frame"
-
-
-class LambdaMeter:
-    """Wraps the gateway's two handlers: each call is one Lambda invocation billed per started
-    millisecond at the template's memory size, its CPU work stretched by that size's CPU share
-    (measured here on a full core), and its event says what the HTTP API metered and sent out."""
-
-    def __init__(
-        self,
-        meter: Meter,
-        settings: LambdaSettings,
-        emf_bytes: Callable[[dict[str, Any], dict[str, Any] | None, float], int] | None = None,
-    ) -> None:
-        self.meter = meter
-        self.settings = settings
-        self.emf_bytes = emf_bytes
-
-    def wrap(self, handler: Handler, function: str) -> Handler:
-        def timed(event: dict[str, Any], context: Any) -> dict[str, Any]:
-            _local.overhead = _overhead(event)
-            _local.function = function
-            with self.meter.invocation():
-                started, measured = time.perf_counter(), measuring_seconds()
-                cpu_started, cpu_measured = time.thread_time(), measuring_cpu()
-                result: dict[str, Any] | None = None
-                try:
-                    result = handler(event, context)
-                    return result
-                finally:
-                    wall = time.perf_counter() - started - (measuring_seconds() - measured)
-                    cpu = time.thread_time() - cpu_started - (measuring_cpu() - cpu_measured)
-                    if not _local.overhead:
-                        self.meter.add_usage(function, wall, cpu)
-                    memory = self.settings.memory_of(function)
-                    seconds = pricing.seconds_at(wall, cpu, memory)
-                    self._account(function, event, result, seconds)
-                    _local.overhead = ""
-                    _local.function = ""
-
-        return timed
-
-    def _account(
-        self, function: str, event: dict[str, Any], result: dict[str, Any] | None, seconds: float
-    ) -> None:
-        # WebSocket messages are counted at the gateway's sockets (``SocketMeter``): a message
-        # handled by a route's service integration invokes no function but is billed the same.
-        if function != "WebSocket":
-            request, response = _http_bytes(event, result)
-            units = pricing.http_api_units(request + response)
-            key = Key("HTTP API requests", "512 KB req", prices.HTTP_API_REQUEST)
-            self.meter.add(key, units, request + response)
-            out = Key(f"{pricing.TRANSFER}, HTTP API responses", "GB", prices.DATA_TRANSFER_OUT_GB)
-            self.meter.add(out, pricing.transfer_gb(response), response)
-            if self.emf_bytes is not None:
-                emf = self.emf_bytes(event, result, seconds)
-                logs = Key("CloudWatch Logs, EMF metric lines", "GB", prices.LOGS_INGESTED_GB)
-                self.meter.add(logs, emf / pricing.GB, emf)
-        billed = pricing.lambda_billed_ms(seconds)
-        invocations = Key(f"Lambda invocations, {function}", "invocation", prices.LAMBDA_REQUEST)
-        self.meter.add(invocations, 1)
-        duration = Key(
-            f"Lambda duration, {function} ({self.settings.memory_of(function)} MB)",
-            "GB-s",
-            prices.LAMBDA_ARM_GB_SECOND,
-        )
-        memory = self.settings.memory_of(function)
-        self.meter.add(duration, pricing.lambda_gb_seconds(billed, memory), billed)
-        if self.settings.platform_log_bytes:
-            nbytes = self.settings.platform_log_bytes
-            platform = Key("CloudWatch Logs, Lambda platform lines", "GB", prices.LOGS_INGESTED_GB)
-            self.meter.add(platform, nbytes / pricing.GB, nbytes)
-
-
-# --- WebSocket messages: where they cross the gateway's sockets -------------------------------
-
-_CONNECTION_TYPES = {"hello", "welcome", "share", "shares"}
-_HEARTBEAT_TYPES = {"ping", "pong"}
-
-
-def _message_overhead(text: str) -> str:
-    """Hellos, welcomes, share lists and heartbeats are per connection, not per request."""
-    kind = _message_type(text)
-    if kind in _HEARTBEAT_TYPES:
-        return HEARTBEAT
-    return CONNECTION if kind in _CONNECTION_TYPES else ""
-
-
-class SocketMeter:
-    """Patches aiohttp's ``WebSocketResponse.receive`` and ``send_str`` in this process: every
-    message an agent sends and every message the gateway delivers (``@connections`` posts,
-    API Gateway's own error frames) is one billed WebSocket message per started 32 KB, whichever
-    route, Lambda or service integration handles it."""
-
-    def __init__(self, meter: Meter) -> None:
-        self.meter = meter
-        self.originals: tuple[Any, Any] | None = None
-
-    def install(self) -> None:
-        from aiohttp import WSMsgType, web
-
-        receive, send_str = web.WebSocketResponse.receive, web.WebSocketResponse.send_str
-        self.originals = (receive, send_str)
-        count = self.count
-
-        async def counted_receive(ws: web.WebSocketResponse, timeout: float | None = None) -> Any:
-            message = await receive(ws, timeout)
-            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                count("agent to relay", message.data)
-            return message
-
-        async def counted_send(
-            ws: web.WebSocketResponse, data: str, compress: int | None = None
-        ) -> None:
-            await send_str(ws, data, compress)
-            count("relay to agent", data)  # after it went: a failed send is not delivered
-
-        web.WebSocketResponse.receive = counted_receive  # type: ignore[method-assign,assignment]
-        web.WebSocketResponse.send_str = counted_send  # type: ignore[method-assign,assignment]
-
-    def uninstall(self) -> None:
-        from aiohttp import web
-
-        if self.originals is not None:
-            receive, send_str = self.originals
-            web.WebSocketResponse.receive = receive  # type: ignore[method-assign]
-            web.WebSocketResponse.send_str = send_str  # type: ignore[method-assign]
-
-    def count(self, direction: str, data: str | bytes) -> None:
-        size = len(data.encode("utf-8") if isinstance(data, str) else data)
-        prefix = _message_overhead(data) if isinstance(data, str) else ""
-        key = Key(f"{prefix}WebSocket messages, {direction}", "32 KB msg", prices.WEBSOCKET_MESSAGE)
-        self.meter.add(key, pricing.websocket_units(size), size)
-
-
-# --- Logs: what the relay's loggers write at the template's level -----------------------------
-
-
-class LogBytes(logging.Handler):
-    """Formats each record as the functions' JSON logger would and counts its bytes."""
-
-    def __init__(self, meter: Meter, formatter: logging.Formatter) -> None:
-        super().__init__()
-        self.meter = meter
-        self.setFormatter(formatter)
-        self.key = Key("CloudWatch Logs, relay log lines", "GB", prices.LOGS_INGESTED_GB)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.name.startswith("hatchway.local"):
-            return  # the emulator's own lines; there is no such thing on AWS
-        size = len(self.format(record).encode("utf-8")) + 1
-        self.meter.add(self.key, size / pricing.GB, size)
-
-
-def lambda_log_formatter() -> logging.Formatter:
-    """Powertools' JSON formatter with the keys ``inject_lambda_context`` adds on AWS, filled
-    with values of realistic length."""
-    from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
-
-    formatter = LambdaPowertoolsFormatter(service="relay")
-    formatter.append_keys(
-        cold_start=False,
-        function_name="hatchway-HttpFunction-A1b2C3d4E5f6",
-        function_memory_size="512",
-        function_arn="arn:aws:lambda:us-east-1:123456789012:function:hatchway-HttpFunction-A1b2C3d4E5f6",
-        function_request_id="6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b",
-        correlation_id="a1b2c3d4e5f6a7b8",
-        xray_trace_id="1-6734a1b2-0123456789abcdef01234567",
-    )
-    return formatter
-
-
-def install_log_meter(meter: Meter, level: str) -> LogBytes:
-    handler = LogBytes(meter, lambda_log_formatter())
-    handler.setLevel(level)
-    relay_logger = logging.getLogger("hatchway")
-    relay_logger.setLevel(level)
-    relay_logger.addHandler(handler)
-    return handler
-
-
-def emf_line_bytes(
-    namespace: str = "Hatchway/hatchway", service: str = "relay"
-) -> Callable[..., int]:
-    """The EMF line the HTTP function flushes per invocation on AWS (``record_visit`` through
-    ``EmfMetrics``), serialised the way Powertools prints it."""
-    from aws_lambda_powertools import Metrics
-
-    from hatchway_relay.adapters.emf_metrics import EmfMetrics
-    from hatchway_relay.metrics import record_visit
-
-    metrics = Metrics(namespace=namespace, service=service)
-    emf = EmfMetrics(metrics, service)
-    lock = threading.Lock()
-
-    def measure(event: dict[str, Any], result: dict[str, Any] | None, seconds: float) -> int:
-        status = int((result or {}).get("statusCode", 502))
-        error = ((result or {}).get("headers") or {}).get("x-hatchway-error")
-        with lock, _quiet_stdout():
-            record_visit(emf, status, error, seconds)
-            line = json.dumps(metrics.serialize_metric_set(), separators=(",", ":"))
-            metrics.clear_metrics()
-        return len(line) + 1
-
-    return measure
-
-
-@contextlib.contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """A point with its own dimensions is printed at once by Powertools; keep it off the
-    report (error answers only; the cases here are all 200s)."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield

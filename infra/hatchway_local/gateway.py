@@ -22,13 +22,9 @@ an execution that goes on after the visitor's timeout. On its bare hosts it also
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
-import os
-import random
-import secrets
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -39,10 +35,8 @@ from urllib.parse import unquote
 
 from aiohttp import WSMsgType, web
 
-from hatchway import protocol
 from hatchway.protocol import b64
 from hatchway_local.concurrency import (
-    FUNCTIONS,
     HTTP_FUNCTION,
     WEBSOCKET_FUNCTION,
     ConcurrencyPool,
@@ -56,87 +50,39 @@ from hatchway_local.integrations import (
     ServiceRoute,
     WebSocketRoutes,
 )
-from hatchway_local.lambda_context import InvocationContext
 from hatchway_local.management import management_app, new_key
+from hatchway_local.platform import (
+    BODY_FIELD_BYTES,
+    CLOSE_GOING_AWAY,
+    CLOSE_HANDSHAKE_SECONDS,
+    CLOSE_UNSUPPORTED_DATA,
+    HTTP_INTEGRATION_ERROR,
+    INTEGRATION_THREADS,
+    LAMBDA_MAX_EVENT_BYTES,
+    LINGERING_CLOSE_SECONDS,
+    MAX_REQUEST_BODY_BYTES,
+    WEBSOCKET_INTEGRATION_ERROR,
+    WEBSOCKET_MAX_MESSAGE_BYTES,
+    GatewayLimits,
+    base64_size,
+    event_bound,
+    json_error,
+    lambda_context,
+    lambda_path,
+    new_connection_id,
+    request_id,
+    request_time,
+    wire_header,
+)
+from hatchway_local.steps import Execution
 from hatchway_relay.adapters.memory_blobs import BLOB_PATH, MemoryBlobStore
-from hatchway_relay.handlers.http import HandlerSteps, SteppingHandler
+from hatchway_relay.handlers.http import SteppingHandler
 from hatchway_relay.visits import AwaitAnswer
 
 log = logging.getLogger("hatchway.local")
 
-# --- The platform's limits, as API Gateway and Lambda enforce them ----------------------------
-
-LAMBDA_MAX_EVENT_BYTES = 6 * 1024 * 1024
-"""Lambda's synchronous invocation payload limit (6 MB), for the event and for the result."""
-
-WEBSOCKET_MAX_MESSAGE_BYTES = protocol.MAX_MESSAGE_BYTES
-"""WebSocket API message limit (128 KB): a client's larger message closes its socket with 1009,
-and ``@connections`` POSTs above it are refused."""
-
-WEBSOCKET_MAX_FRAME_BYTES = protocol.MAX_FRAME_BYTES
-"""WebSocket API frame limit (32 KB): a client's larger frame closes its socket with 1009."""
-
-MAX_REQUEST_BODY_BYTES = LAMBDA_MAX_EVENT_BYTES // 4 * 3
-"""The largest visitor body whose base64 fits in a Lambda event: a larger one is refused with
-413 from its ``Content-Length`` before a byte of it is read (a chunked one, once it passes
-this). The rest of the event counts too; the whole event is checked again before invoking."""
-
-HTTP_INTEGRATION_TIMEOUT_SECONDS = 30.0
-"""HTTP API integration timeout (not raisable on AWS). Its 503 is the last resort: the relay
-answers its own coded 504 before it, from the deadline the event and the context give it."""
-
-HTTP_FUNCTION_TIMEOUT_SECONDS = 30.0
-"""The HTTP function's ``Timeout`` in the template: what its context counts down from."""
-
-WEBSOCKET_FUNCTION_TIMEOUT_SECONDS = 29.0
-"""The WebSocket function's ``Timeout`` in the template."""
-
-REQUEST_HEADERS_SECONDS = 10.0
-"""A visitor's connection must deliver a request's headers this soon after it opens (or after
-the previous response); otherwise it is closed, as API Gateway drops idle client connections.
-Idle kept-alive connections close after as long."""
-
-REQUEST_BODY_IDLE_SECONDS = 10.0
-"""A body that sends nothing for this long is abandoned: 408, and the connection closes."""
-
-REQUEST_BODY_SECONDS = 60.0
-"""A whole body must arrive within this long (4.5 MB at ~75 KB/s), however steadily it trickles."""
-
-LINGERING_CLOSE_SECONDS = 2.0
-"""After refusing a request whose body was not read, the rest is read and discarded this long
-before the connection closes, so that the client sees the answer rather than a reset."""
-
-INTEGRATION_THREADS = 16
-"""Threads making API Gateway's own service calls (the answer integration's DynamoDB writes)
-when the store blocks: a connection's messages in flight are bounded anyway."""
-
-MAX_PENDING_MESSAGES = 16
-"""``$default`` invocations one WebSocket connection may have running or waiting at once.
-Beyond it the gateway stops reading that socket: its TCP window fills and the client's sends
-block, the way a per-connection rate limit holds one agent back on AWS, so one flooding
-client can neither grow this process nor take the account's executions from others."""
-
-WEBSOCKET_IDLE_SECONDS = 600.0
-"""WebSocket API idle connection timeout."""
-
-CLOSE_HANDSHAKE_SECONDS = 1.0
-"""How long a server-side close waits for the client's close frame before dropping the socket."""
-
-CLOSE_GOING_AWAY = 1001
-CLOSE_UNSUPPORTED_DATA = 1003  # API Gateway refuses binary frames from clients
-CLOSE_MESSAGE_TOO_BIG = 1009
-
-HTTP_INTEGRATION_ERROR = "Internal Server Error"
-"""HTTP API's body for a failed or throttled Lambda integration (status 500)."""
-
-WEBSOCKET_INTEGRATION_ERROR = "Internal server error"
-"""What WebSocket API sends the client when a message's Lambda invocation fails or is
-throttled, with the connection and request ids."""
-
-BODY_FIELD_BYTES = len(', "body": ""')
-"""What a body adds to an event's JSON besides its base64 text (which JSON never escapes)."""
-
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+"""A Lambda handler: the event and the context in, the result out."""
 
 
 class AnswerWatch(Protocol):
@@ -147,43 +93,6 @@ class AnswerWatch(Protocol):
     def wait_response(self, request_id: str, until: float, hint: float = 0.0) -> bytes | None: ...
 
 
-_ids = random.Random(os.urandom(32))
-"""Request ids need to be unique, not secret: a seeded generator saves a system call per id
-(``uuid4`` reads the kernel's randomness each time, a tenth of the gateway's time per request)."""
-
-
-def _request_id() -> str:
-    """16 hex digits, like the ids this gateway put in events before."""
-    return format(_ids.getrandbits(64), "016x")
-
-
-_clf_cache: tuple[int, str] = (0, "")
-
-
-def _request_time(now: float) -> str:
-    """``requestTime`` in API Gateway's CLF format, formatted once per second."""
-    global _clf_cache
-    second = int(now)
-    if _clf_cache[0] != second:
-        _clf_cache = (second, time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second)))
-    return _clf_cache[1]
-
-
-@dataclass
-class GatewayLimits:
-    integration_timeout: float = HTTP_INTEGRATION_TIMEOUT_SECONDS
-    idle_timeout: float = WEBSOCKET_IDLE_SECONDS
-    max_connection_seconds: float = float(protocol.MAX_CONNECTION_SECONDS)
-    frame_bytes: int = WEBSOCKET_MAX_FRAME_BYTES
-    message_bytes: int = WEBSOCKET_MAX_MESSAGE_BYTES
-    http_function_timeout: float = HTTP_FUNCTION_TIMEOUT_SECONDS
-    websocket_function_timeout: float = WEBSOCKET_FUNCTION_TIMEOUT_SECONDS
-    headers_timeout: float = REQUEST_HEADERS_SECONDS
-    body_idle_timeout: float = REQUEST_BODY_IDLE_SECONDS
-    body_timeout: float = REQUEST_BODY_SECONDS
-    pending_messages: int = MAX_PENDING_MESSAGES
-
-
 @dataclass
 class _Connection:
     ws: web.WebSocketResponse
@@ -191,39 +100,6 @@ class _Connection:
     source_ip: str
     user_agent: str
     last_active: float = field(default_factory=time.time)
-
-
-def _connection_id() -> str:
-    """Shaped like API Gateway's: 12 random bytes in base64 (``L0SM9cOFvHcCIhw=``-like)."""
-    return base64.b64encode(secrets.token_bytes(10)).decode()
-
-
-def _context(function: str, timeout: float) -> InvocationContext:
-    return InvocationContext(_FUNCTION_NAMES[function], timeout)
-
-
-_FUNCTION_NAMES = {function: f"hatchway-{function}" for function in FUNCTIONS}
-
-
-EVENT_FIXED_BYTES = 2048
-"""More than an HTTP event's JSON takes besides what the request brings (keys, ids, times)."""
-
-
-def base64_size(size: int) -> int:
-    """Length of the base64 text of ``size`` bytes (padded)."""
-    return 4 * ((size + 2) // 3)
-
-
-def _event_bound(request: web.BaseRequest) -> int:
-    """At least the length of ``request``'s event as JSON, body aside: each character can take
-    12 (a surrogate pair escaped); the path and query, the host, the user agent and the source
-    address appear more than once; each header or query field adds its punctuation."""
-    headers = request.headers
-    repeated = request.raw_path + headers.get("Host", "") + (request.remote or "")
-    characters = 2 * len(repeated) + len(headers.get("User-Agent", ""))
-    characters += sum(len(name) + len(value) for name, value in headers.items())
-    fields = len(request.headers) + len(request.query)
-    return 12 * characters + 16 * fields + EVENT_FIXED_BYTES
 
 
 async def _flush(sends: list[Coroutine[Any, Any, None]]) -> None:
@@ -245,32 +121,8 @@ def _ignore_failure(task: asyncio.Task[None]) -> None:
         task.exception()  # retrieved: a background post to a gone agent is not an error
 
 
-def _json(status: int, message: str, close: bool = False) -> web.Response:
-    response = web.json_response({"message": message}, status=status)
-    if close:
-        response.force_close()  # the request's body was not read: its bytes cannot be trusted
-    return response
-
-
 class _BodyTooLarge(Exception):
     """A visitor's body passed ``MAX_REQUEST_BODY_BYTES`` while it was being read."""
-
-
-def wire_header(value: str) -> str:
-    """A response header value as aiohttp can write it. aiohttp writes header text as UTF-8
-    and cannot write bytes that are not UTF-8 (its C writer drops lone surrogates, its Python
-    writer raises), so a value carrying such bytes (``surrogateescape``) gets U+FFFD for each
-    instead; a Lambda result, being JSON text, cannot carry them to API Gateway either."""
-    if value.isascii():  # the usual value, which holds no such bytes
-        return value
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def lambda_path(raw_path: str) -> str:
-    """The path as HTTP API hands it to Lambda: percent-decoded (UTF-8), and cut at a ``?``
-    that decoding produced. Byte-exact paths cannot always be recovered from it; the relay
-    re-encodes what it can."""
-    return unquote(raw_path).partition("?")[0]
 
 
 async def _read_at_most(request: web.BaseRequest, limit: int) -> bytes | None:
@@ -285,71 +137,6 @@ async def _read_at_most(request: web.BaseRequest, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-class _Execution:
-    """An HTTP invocation running as steps (``visits.VisitSteps``) on the gateway's loop:
-    each step's posts are written before its wait for the answer is awaited, and the last
-    step's before the result counts. ``run`` may be interrupted (the visitor's timeout, a
-    cancelled task) and called again to go on where it stopped; the execution gives its slot
-    back once it has ended, however it ends."""
-
-    def __init__(self, gateway: Gateway, steps: HandlerSteps) -> None:
-        self.gateway = gateway
-        self.steps = steps
-        self.sends: list[Coroutine[Any, Any, None]] = []
-        """The current step's posts not yet written."""
-        self.wait: AwaitAnswer | None = None
-        self.answer: bytes | None = None
-        self.result: dict[str, Any] | None = None
-        self.ended = False
-
-    async def run(self, give_up: float | None) -> dict[str, Any] | None:
-        """The handler's result (None if it raised). ``TimeoutError`` if a wait is still
-        going on at ``give_up``."""
-        finished = False
-        try:
-            while True:
-                while self.sends:
-                    send = self.sends.pop(0)
-                    try:
-                        await send
-                    except Exception as exc:  # an agent gone meanwhile: its $disconnect cleans up
-                        log.debug("a post after an invocation failed: %s", exc)
-                if self.ended:
-                    finished = True
-                    return self.result
-                if self.wait is not None:
-                    self.answer = await self.gateway._answer(self.wait, give_up)
-                    self.wait = None
-                self._step()
-        except (TimeoutError, asyncio.CancelledError):
-            if give_up is None:  # no one goes on after this: the steps end here
-                finished = True
-            raise
-        except BaseException:
-            finished = True
-            raise
-        finally:
-            if finished:
-                for send in self.sends:
-                    send.close()
-                self.steps.close()  # on cancellation, the relay's cleanup still runs
-                self.gateway.concurrency.release(HTTP_FUNCTION)
-
-    def _step(self) -> None:
-        sends: list[Coroutine[Any, Any, None]] = []
-        self.gateway._loop_sends = sends
-        try:
-            self.wait = self.steps.send(self.answer)
-        except StopIteration as done:
-            self.result, self.ended = done.value, True
-        except Exception:
-            log.exception("handler failed for a visitor's request")
-            self.ended = True
-        finally:
-            self.gateway._loop_sends = None
-        self.sends, self.answer = sends, None
 
 
 class _GatewayRunner(web.ServerRunner):
@@ -393,7 +180,7 @@ class Gateway:
         self.websocket_on_loop = websocket_on_loop
         """Run WebSocket invocations on the event loop: only for handlers that never block
         (their store in memory, their posts through ``LocalPoster``)."""
-        self._loop_sends: list[Coroutine[Any, Any, None]] | None = None
+        self.loop_sends: list[Coroutine[Any, Any, None]] | None = None
         """Posts made by the WebSocket invocation running on the loop right now; sent once it
         returns, before it counts as finished (as a Lambda's synchronous posts would be)."""
         self._loose_sends: set[asyncio.Task[None]] = set()
@@ -481,8 +268,8 @@ class Gateway:
         context = {
             "routeKey": route,
             "eventType": {"$connect": "CONNECT", "$disconnect": "DISCONNECT"}.get(route, "MESSAGE"),
-            "extendedRequestId": _request_id(),
-            "requestTime": _request_time(now),
+            "extendedRequestId": request_id(),
+            "requestTime": request_time(now),
             "messageDirection": "IN",
             "stage": "local",
             "connectedAt": int(connected_at * 1000),
@@ -491,7 +278,7 @@ class Gateway:
                 "sourceIp": request.remote or "",
                 "userAgent": request.headers.get("User-Agent", ""),
             },
-            "requestId": _request_id(),
+            "requestId": request_id(),
             "domainName": request.host,
             "connectionId": connection_id,
             "apiId": self.api_id,
@@ -526,7 +313,7 @@ class Gateway:
             try:
                 # Counted from when the execution starts, as Lambda's is: whatever the request
                 # spent before (reading, waiting) is the event's timeEpoch's business.
-                return handler(event, _context(function, timeout))
+                return handler(event, lambda_context(function, timeout))
             finally:
                 self.concurrency.release(function)
 
@@ -555,14 +342,14 @@ class Gateway:
         sends: list[Coroutine[Any, Any, None]] = []
         result: dict[str, Any] | None = None
         try:
-            self._loop_sends = sends
+            self.loop_sends = sends
             try:
-                result = handler(event, _context(WEBSOCKET_FUNCTION, timeout))
+                result = handler(event, lambda_context(WEBSOCKET_FUNCTION, timeout))
             except Exception:
                 route = event.get("requestContext", {}).get("routeKey")
                 log.exception("handler failed for %s", route)
             finally:
-                self._loop_sends = None
+                self.loop_sends = None
             await _flush(sends)
             return result
         finally:
@@ -577,8 +364,8 @@ class Gateway:
         assert self.http_steps is not None, "handlers not attached"
         self.concurrency.acquire(HTTP_FUNCTION)
         give_up = time.time() + self.limits.integration_timeout
-        context = _context(HTTP_FUNCTION, self.limits.http_function_timeout)
-        execution = _Execution(self, self.http_steps(event, context))
+        context = lambda_context(HTTP_FUNCTION, self.limits.http_function_timeout)
+        execution = Execution(self, self.http_steps(event, context))
         try:
             result = await execution.run(give_up)
         except (TimeoutError, asyncio.CancelledError):
@@ -590,7 +377,7 @@ class Gateway:
             raise TimeoutError
         return result
 
-    async def _answer(self, wait: AwaitAnswer, give_up: float | None = None) -> bytes | None:
+    async def answer(self, wait: AwaitAnswer, give_up: float | None = None) -> bytes | None:
         """What a blocking ``wait_response`` would give, awaited: the answer, or None by
         ``wait.until`` or once the agent's connection went. ``TimeoutError`` if ``give_up``
         comes first (the wait itself is then still to be done)."""
@@ -638,8 +425,8 @@ class Gateway:
         if connection is None or connection.ws.closed:
             raise KeyError(connection_id)
         send = self.send(connection_id, data)
-        if self._loop_sends is not None:
-            self._loop_sends.append(send)
+        if self.loop_sends is not None:
+            self.loop_sends.append(send)
             return
         task = asyncio.ensure_future(send)
         self._loose_sends.add(task)
@@ -703,7 +490,7 @@ class Gateway:
             await ws.send_str(json.dumps(error))
 
     async def websocket(self, request: web.BaseRequest) -> web.StreamResponse:
-        connection_id = _connection_id()
+        connection_id = new_connection_id()
         connected_at = time.time()
         result = await self._invoke_ws(
             self._ws_event(request, "$connect", connection_id, connected_at)
@@ -777,7 +564,7 @@ class Gateway:
                     connection.last_active = time.time()
                     event = self._ws_event(request, "$default", connection_id, connected_at)
                     event["body"] = msg.data
-                    event["requestContext"]["messageId"] = _request_id()
+                    event["requestContext"]["messageId"] = request_id()
                     service = self.routes.select(msg.data) if self.routes is not None else None
                     handled = (
                         self._message(ws, event)
@@ -903,10 +690,10 @@ class Gateway:
                     "sourceIp": request.remote or "",
                     "userAgent": request.headers.get("User-Agent", ""),
                 },
-                "requestId": _request_id(),
+                "requestId": request_id(),
                 "routeKey": "$default",
                 "stage": "$default",
-                "time": _request_time(now),
+                "time": request_time(now),
                 "timeEpoch": int(now * 1000),
             },
             "isBase64Encoded": bool(body),
@@ -943,22 +730,22 @@ class Gateway:
     async def http(self, request: web.BaseRequest) -> web.StreamResponse:
         received = time.time()
         if (request.content_length or 0) > MAX_REQUEST_BODY_BYTES:
-            return _json(413, "Request Entity Too Large", close=True)
+            return json_error(413, "Request Entity Too Large", close=True)
         try:
             body = await self._read_body(request)
         except _BodyTooLarge:
-            return _json(413, "Request Entity Too Large", close=True)
+            return json_error(413, "Request Entity Too Large", close=True)
         except TimeoutError:
-            return _json(408, "Request Timeout", close=True)
+            return json_error(408, "Request Timeout", close=True)
         event = self._http_event(request, b"", received)
         # Sized without encoding the body into JSON: base64 text is written as it is. The rest
         # of the event is encoded to measure it only when a bound from its length could be over.
         body_size = base64_size(len(body)) + BODY_FIELD_BYTES if body else 0
         if (
-            body_size + _event_bound(request) > LAMBDA_MAX_EVENT_BYTES
+            body_size + event_bound(request) > LAMBDA_MAX_EVENT_BYTES
             and len(json.dumps(event)) + body_size > LAMBDA_MAX_EVENT_BYTES
         ):
-            return _json(413, "Request Entity Too Large")
+            return json_error(413, "Request Entity Too Large")
         if body:
             # Steps take the bytes as they are (no JSON between them and the gateway).
             steps = self.http_steps is not None
@@ -971,12 +758,12 @@ class Gateway:
                 async with asyncio.timeout(self.limits.integration_timeout):
                     result = await self._invoke(HTTP_FUNCTION, event)
         except TimeoutError:
-            return _json(503, "Service Unavailable")
+            return json_error(503, "Service Unavailable")
         except Throttled:
             # Lambda's 429 never reaches the visitor: HTTP API answers a plain 500.
-            return _json(500, HTTP_INTEGRATION_ERROR)
+            return json_error(500, HTTP_INTEGRATION_ERROR)
         if not isinstance(result, dict) or "statusCode" not in result:
-            return _json(500, HTTP_INTEGRATION_ERROR)
+            return json_error(500, HTTP_INTEGRATION_ERROR)
         return self._response(request, result)
 
     def _response(self, request: web.BaseRequest, result: dict[str, Any]) -> web.Response:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 
-from hatchway_local.gateway import WEBSOCKET_MAX_MESSAGE_BYTES, Gateway
+from hatchway_local.gateway import Gateway
+from hatchway_local.platform import WEBSOCKET_MAX_MESSAGE_BYTES
 from hatchway_relay.ports import ConnectionGone, PostFailed
 
 POST_TIMEOUT_SECONDS = 10.0

@@ -13,13 +13,33 @@ import datetime as dt
 import hmac
 import secrets
 import socket
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Protocol
 from urllib.parse import unquote
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from hatchway_local.gateway import Gateway
+
+class LiveConnection(Protocol):
+    """One WebSocket connection as the gateway holds it."""
+
+    ws: web.WebSocketResponse
+    connected_at: float
+    source_ip: str
+    user_agent: str
+    last_active: float
+
+
+class Connections(Protocol):
+    """What the management API acts on: the gateway's live connections (``Gateway``)."""
+
+    @property
+    def connections(self) -> Mapping[str, LiveConnection]: ...
+
+    async def send(self, connection_id: str, data: str) -> None: ...
+
+    async def close_connection(self, connection_id: str) -> bool: ...
+
 
 MANAGEMENT_HOST = "127.0.0.1"
 """The management listener never binds elsewhere: it can post to and close any agent."""
@@ -48,7 +68,7 @@ def _json(status: int, message: str) -> web.Response:
     return web.json_response({"message": message}, status=status)
 
 
-def management_app(gateway: Gateway, key: str, max_message_bytes: int) -> web.Application:
+def management_app(gateway: Connections, key: str, max_message_bytes: int) -> web.Application:
     """``POST/GET/DELETE /<key>/@connections/{id}`` over ``gateway``'s live connections."""
 
     async def handle(request: web.Request) -> web.Response:

@@ -20,15 +20,15 @@ from aiohttp import web
 from hatchway import protocol
 from hatchway_local.admin_api import AdminServer
 from hatchway_local.concurrency import LAMBDA_ACCOUNT_CONCURRENCY, LambdaConcurrency
-from hatchway_local.gateway import (
-    HTTP_FUNCTION_TIMEOUT_SECONDS,
-    HTTP_INTEGRATION_TIMEOUT_SECONDS,
-    Gateway,
-    GatewayLimits,
-)
+from hatchway_local.gateway import Gateway
 from hatchway_local.integrations import AnswerWrites, DynamoDBWrites, MemoryWrites, load_routes
 from hatchway_local.local_poster import LocalPoster
 from hatchway_local.management import MANAGEMENT_HOST, management_url
+from hatchway_local.platform import (
+    HTTP_FUNCTION_TIMEOUT_SECONDS,
+    HTTP_INTEGRATION_TIMEOUT_SECONDS,
+    GatewayLimits,
+)
 from hatchway_relay.adapters.memory_blobs import MemoryBlobStore
 from hatchway_relay.adapters.memory_metrics import MemoryMetrics
 from hatchway_relay.adapters.memory_store import MemoryStore

@@ -17,6 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
+import cost_gateway
 import cost_meter
 import cost_pricing as pricing
 from cost_app import json_text
@@ -176,12 +177,12 @@ def test_template_settings_read_memory_level_and_platform_lines(tmp_path: Path) 
         "    Properties:\n      MemorySize: 1024\n"
     )
     template.write_text(base.format(extra=""))
-    loud = cost_meter.template_settings(template)
+    loud = cost_gateway.template_settings(template)
     assert (loud.memory_mb, loud.log_level) == (512, "INFO")
-    assert loud.platform_log_bytes == cost_meter.PLATFORM_LOG_BYTES
+    assert loud.platform_log_bytes == cost_gateway.PLATFORM_LOG_BYTES
     quiet = "    LoggingConfig:\n      LogFormat: JSON\n      SystemLogLevel: WARN\n"
     template.write_text(base.format(extra=quiet))
-    assert cost_meter.template_settings(template).platform_log_bytes == 0
+    assert cost_gateway.template_settings(template).platform_log_bytes == 0
 
 
 def test_meter_keeps_per_connection_tallies_across_cases() -> None:
@@ -223,8 +224,8 @@ def _http_event(body: str = "") -> dict[str, Any]:
     }
 
 
-def _settings(memory_mb: int) -> cost_meter.LambdaSettings:
-    return cost_meter.LambdaSettings(memory_mb, "INFO", 0, 1, 256)
+def _settings(memory_mb: int) -> cost_gateway.LambdaSettings:
+    return cost_gateway.LambdaSettings(memory_mb, "INFO", 0, 1, 256)
 
 
 def test_a_1_mb_response_sent_to_visitors_costs_88_dollars_per_million_in_transfer() -> None:
@@ -234,7 +235,7 @@ def test_a_1_mb_response_sent_to_visitors_costs_88_dollars_per_million_in_transf
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"statusCode": 200, "body": body, "isBase64Encoded": True, "headers": {}}
 
-    cost_meter.LambdaMeter(meter, _settings(128)).wrap(handler, "HTTP")(_http_event(), None)
+    cost_gateway.LambdaMeter(meter, _settings(128)).wrap(handler, "HTTP")(_http_event(), None)
     lines = meter.lines(1)
     # 1 MiB at $0.09 per GiB, a million times: the decoded body, not its base64 text.
     assert pricing.transfer_per_million(lines) == pytest.approx(87.89, abs=0.01)
@@ -275,7 +276,7 @@ def test_the_agents_download_of_a_4_mb_request_body_from_s3_is_transfer_out() ->
 
 def test_websocket_messages_are_billed_per_32_kb_and_never_as_transfer() -> None:
     meter = cost_meter.Meter()
-    sockets = cost_meter.SocketMeter(meter)
+    sockets = cost_gateway.SocketMeter(meter)
     sockets.count("relay to agent", json.dumps({"type": "request", "body": "x" * 40_000}))
     sockets.count("agent to relay", json.dumps({"type": "ping", "ts": 1}))
     (line,) = meter.lines(1)
@@ -371,7 +372,7 @@ def test_one_more_waiting_second_from_two_metered_runs() -> None:
             time.sleep(delay)
             return {"statusCode": 200, "body": "{}", "headers": {}}
 
-        cost_meter.LambdaMeter(meter, _settings(memory_mb)).wrap(handler, "HTTP")(
+        cost_gateway.LambdaMeter(meter, _settings(memory_mb)).wrap(handler, "HTTP")(
             _http_event(), None
         )
         return pricing.total_per_million(meter.lines(1))
@@ -392,7 +393,7 @@ def test_invocations_record_wall_and_cpu_time_per_function() -> None:
         time.sleep(0.02)
         return {"statusCode": 200, "body": "{}", "headers": {}}
 
-    wrapped = cost_meter.LambdaMeter(meter, _settings(1769)).wrap(busy, "HTTP")
+    wrapped = cost_gateway.LambdaMeter(meter, _settings(1769)).wrap(busy, "HTTP")
     wrapped(_http_event(), None)
     wrapped(_http_event(), None)
     (profile,) = meter.profiles(2)
@@ -400,7 +401,7 @@ def test_invocations_record_wall_and_cpu_time_per_function() -> None:
     assert 0.03 <= profile.cpu < 0.045
     assert profile.wall >= 0.05
     # Billed at 128 MB, the 30 ms of CPU take 415 ms: duration follows the CPU share.
-    at_128 = cost_meter.LambdaMeter(meter, _settings(128))
+    at_128 = cost_gateway.LambdaMeter(meter, _settings(128))
     meter.reset()
     at_128.wrap(busy, "HTTP")(_http_event(), None)
     (duration,) = [ln for ln in meter.lines(1) if ln.operation.startswith("Lambda duration")]

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from hatchway import protocol
 from hatchway.protocol import codec
-from hatchway_local.gateway import MAX_PENDING_MESSAGES
+from hatchway_local.platform import MAX_PENDING_MESSAGES
 from hatchway_local.server import LocalServer, run_local
 from support.certificates import issue, key_pem, pem
 from support.local_app import LocalApp

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from hatchway import protocol
 from hatchway.protocol import codec
-from hatchway_local.gateway import wire_header
+from hatchway_local.platform import wire_header
 from hatchway_relay import admin
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.core import Relay, RelayConfig, Reply, Visit, error_reply

@@ -27,15 +27,15 @@ from hatchway_local.concurrency import (
     LambdaConcurrency,
     Throttled,
 )
-from hatchway_local.gateway import (
+from hatchway_local.gateway import Gateway
+from hatchway_local.local_poster import LocalPoster
+from hatchway_local.platform import (
     CLOSE_GOING_AWAY,
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_UNSUPPORTED_DATA,
     WEBSOCKET_MAX_MESSAGE_BYTES,
-    Gateway,
     GatewayLimits,
 )
-from hatchway_local.local_poster import LocalPoster
 from hatchway_local.server import bind, serve_gateway
 from hatchway_relay.adapters.apigateway_poster import ApiGatewayPoster, make_client
 from hatchway_relay.ports import ConnectionGone, PostFailed
@@ -169,7 +169,7 @@ def test_integration_timeout_is_503() -> None:
 
 
 def test_body_over_the_http_api_limit_is_413() -> None:
-    from hatchway_local.gateway import LAMBDA_MAX_EVENT_BYTES
+    from hatchway_local.platform import LAMBDA_MAX_EVENT_BYTES
 
     with gateway() as (_, stubs, port):
         answer = visit(port, "POST", "/", "app.localhost", body=b"x" * LAMBDA_MAX_EVENT_BYTES)
@@ -662,7 +662,7 @@ def test_a_body_over_the_lambda_limit_is_refused_from_its_content_length() -> No
 
 
 def test_a_chunked_body_is_read_no_further_than_the_limit() -> None:
-    from hatchway_local.gateway import MAX_REQUEST_BODY_BYTES
+    from hatchway_local.platform import MAX_REQUEST_BODY_BYTES
 
     piece = b"x" * (1024 * 1024)
     with gateway() as (_, stubs, port), RawClient(port, timeout=WAIT_SECONDS) as client:
@@ -809,7 +809,7 @@ def test_the_event_size_bound_is_never_below_the_events_json(
     Lambda's limit: a bound under the real size would let an oversized event through."""
     from aiohttp.test_utils import make_mocked_request
 
-    from hatchway_local.gateway import _event_bound
+    from hatchway_local.platform import event_bound as _event_bound
 
     request = make_mocked_request("GET", path, headers=headers)
     gw = Gateway({"127.0.0.1"})

@@ -18,8 +18,9 @@ import websocket
 
 from hatchway.protocol import b64
 from hatchway_local.concurrency import HTTP_FUNCTION
-from hatchway_local.gateway import Gateway, GatewayLimits, base64_size
+from hatchway_local.gateway import Gateway
 from hatchway_local.local_poster import LocalPoster
+from hatchway_local.platform import GatewayLimits, base64_size
 from hatchway_local.server import bind, serve_gateway
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.answer_items import ANSWER
@@ -229,7 +230,7 @@ def test_a_body_is_sized_as_the_base64_lambda_would_get(size: int) -> None:
 
 
 def test_a_body_over_lambdas_event_limit_is_413_for_steps_too() -> None:
-    from hatchway_local.gateway import LAMBDA_MAX_EVENT_BYTES
+    from hatchway_local.platform import LAMBDA_MAX_EVENT_BYTES
 
     with stepping_gateway() as (_, relay, port):
         # The most the gateway reads at all (its Content-Length passes), but with the rest of

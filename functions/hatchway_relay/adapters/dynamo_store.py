@@ -50,7 +50,6 @@ import dataclasses
 import json
 import secrets
 from collections.abc import Callable, Iterator, Mapping
-from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.conditions import Attr, ConditionBase, ConditionExpressionBuilder, Key
@@ -58,15 +57,32 @@ from botocore.exceptions import ClientError
 
 from hatchway import protocol
 from hatchway.protocol import codec
+from hatchway_relay.adapters.dynamo_items import (
+    dec,
+    limits,
+    limits_attribute,
+    member,
+    member_item,
+    num,
+    report_fields,
+    report_update,
+)
+from hatchway_relay.adapters.dynamo_table import (
+    CLAIMS_LISTING,
+    CONNECTIONS_LISTING,
+    LISTING_INDEX,
+    LISTING_KEY,
+    SHARES_LISTING_PREFIX,
+    TOKENS_LISTING,
+)
+from hatchway_relay.adapters.dynamo_table import create_table as create_table
 from hatchway_relay.answer_items import ANSWER, WORKING, answer_key
 from hatchway_relay.ports import (
     Claim,
     Clock,
     ConnectionRecord,
-    PoolMember,
     ShareRecord,
     SystemClock,
-    TokenLimits,
     TokenRecord,
     TunnelReport,
     pool_options,
@@ -91,163 +107,10 @@ CLAIM_GUARDS = ("basic_auth", "webhook", "webhook_secret", "large_responses", "i
 """``Claim`` string fields stored as claim-item attributes of the same names (absent when
 empty or default); the access rules travel as one JSON attribute, ``access``."""
 
-LISTING_INDEX = "Listings"
-"""The sparse global secondary index of long-lived items (see the module docstring); its name
-is also in ``template.yaml``, whose IAM statements name it in the index ARN."""
-LISTING_KEY = "listing"
-"""The index's partition key attribute, present only on the items the listings return."""
-TOKENS_LISTING = "tokens"
-CONNECTIONS_LISTING = "connections"
-CLAIMS_LISTING = "claims"
-SHARES_LISTING_PREFIX = "shares#"
-"""Followed by the token id: one token's share links are one index partition of their own,
-which is all an agent's ``share list`` reads (and all its function may query)."""
-
 JOIN_ATTEMPTS = 2 * protocol.MAX_POOL_MEMBERS
 """Reads and conditional writes a join may make: each failed write means another member
 joined or left in between (one of them succeeded), so a full pool's worth of simultaneous
 joiners all get through."""
-
-
-def create_table(client_or_resource: Any, name: str) -> None:
-    """Create the table (PAY_PER_REQUEST, TTL on ``ttl``, the ``Listings`` index) unless it
-    exists, and wait until it is active. Safe to call on every start, also from several
-    processes at once. ``template.yaml``'s ``RelayTable`` is the same table."""
-    # A resource exposes its client as ``meta.client``; a client's own ``meta`` has no such field.
-    client = getattr(client_or_resource.meta, "client", client_or_resource)
-    try:
-        client.create_table(
-            TableName=name,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-                {"AttributeName": LISTING_KEY, "AttributeType": "S"},
-            ],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": LISTING_INDEX,
-                    "KeySchema": [
-                        {"AttributeName": LISTING_KEY, "KeyType": "HASH"},
-                        {"AttributeName": "pk", "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-            ],
-        )
-    except ClientError as exc:
-        # Already there, possibly still CREATING (another process won the race): wait anyway.
-        if exc.response["Error"]["Code"] != "ResourceInUseException":
-            raise
-    # The waiter's default first retry is 20 s; tables usually turn active in a few seconds.
-    client.get_waiter("table_exists").wait(
-        TableName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 90}
-    )
-    indexes = client.describe_table(TableName=name)["Table"].get("GlobalSecondaryIndexes", [])
-    if not any(index["IndexName"] == LISTING_INDEX for index in indexes):
-        # A table from before the index: its items carry no listing key, so adding the index
-        # would list none of them. Nothing deployed depends on such a table (pre-release).
-        raise RuntimeError(
-            f"table {name!r} has no {LISTING_INDEX!r} index (it was made by an older version): "
-            "use another table name, or delete this one and let the relay create it again"
-        )
-    ttl = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
-    if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
-        if ttl.get("AttributeName") != "ttl":
-            raise RuntimeError(
-                f"table {name!r} expires items by attribute {ttl.get('AttributeName')!r}, not "
-                "'ttl': use another table name or turn that TTL setting off first"
-            )
-        return
-    # DynamoDB refuses to enable TTL twice, hence the check above.
-    client.update_time_to_live(
-        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
-    )
-
-
-def _num(value: Any) -> float:
-    # The resource API reads every number as Decimal; records hold floats.
-    return float(value)
-
-
-def _dec(value: float) -> Decimal:
-    # ``repr`` is the shortest text that reads back as the same float, so values round-trip.
-    return Decimal(repr(float(value)))
-
-
-def _limits_attribute(name: str, limits: TokenLimits) -> dict[str, str]:
-    """A token's limits as one JSON attribute, only when there are any."""
-    return {name: json.dumps(dataclasses.asdict(limits))} if limits else {}
-
-
-def _limits(text: str | None) -> TokenLimits:
-    return TokenLimits(**json.loads(text)) if text else TokenLimits()
-
-
-def _member_item(member: PoolMember) -> dict[str, Any]:
-    """A pool member as a value of the claim's ``members`` map (keyed by its connection)."""
-    item = {
-        "instance": member.instance,
-        "since": _dec(member.since),
-        "lease": _dec(member.expires_at),
-        "served": member.served,
-        "ip": member.source_ip,
-    }
-    if member.errors:
-        item["errors"] = dict(member.errors)
-    if member.latency_p50_ms is not None:
-        item["p50"], item["p95"] = member.latency_p50_ms, member.latency_p95_ms
-    return item
-
-
-def _member(connection_id: str, item: dict[str, Any]) -> PoolMember:
-    return PoolMember(
-        connection_id,
-        item.get("instance", ""),
-        _num(item["since"]),
-        _num(item["lease"]),
-        int(item.get("served", 0)),
-        item.get("ip", ""),
-        **_report_fields(item),
-    )
-
-
-def _report_fields(item: dict[str, Any]) -> dict[str, Any]:
-    """A claim's or member's errors and latency as the record's fields."""
-    p50, p95 = item.get("p50"), item.get("p95")
-    return {
-        "errors": tuple(
-            sorted(((cause, int(count)) for cause, count in item.get("errors", {}).items()))
-        ),
-        "latency_p50_ms": None if p50 is None else int(p50),
-        "latency_p95_ms": None if p95 is None else int(p95),
-    }
-
-
-def _report_update(
-    report: TunnelReport, at: str, names: dict[str, str], values: dict[str, Any]
-) -> tuple[list[str], list[str]]:
-    """The SET and REMOVE clauses that put ``report`` on the map at path ``at`` (``""`` for
-    the claim item itself), adding their names and values. Absent errors and latency are
-    removed, not stored empty: the item every ping rewrites stays as small as it can."""
-    names.update({"#served": "served", "#errors": "errors", "#p50": "p50", "#p95": "p95"})
-    sets, removes = [f"{at}#served = :served"], []
-    values[":served"] = report.served
-    if report.errors:
-        sets.append(f"{at}#errors = :errors")
-        values[":errors"] = dict(report.errors)
-    else:
-        removes.append(f"{at}#errors")
-    if report.latency_p50_ms is not None:
-        sets += [f"{at}#p50 = :p50", f"{at}#p95 = :p95"]
-        values[":p50"], values[":p95"] = report.latency_p50_ms, report.latency_p95_ms
-    else:
-        removes += [f"{at}#p50", f"{at}#p95"]
-    return sets, removes
 
 
 def _update_expression(sets: list[str], removes: list[str]) -> str:
@@ -353,10 +216,10 @@ class DynamoStore:
                 LISTING_KEY: TOKENS_LISTING,
                 "token_id": record.token_id,
                 "label": record.label,
-                "created_at": _dec(record.created_at),
+                "created_at": dec(record.created_at),
                 "reserved": list(record.reserved),
-                **_limits_attribute("limits", record.limits),
-                **({"last_used": _dec(record.last_used)} if record.last_used else {}),
+                **limits_attribute("limits", record.limits),
+                **({"last_used": dec(record.last_used)} if record.last_used else {}),
             }
         )
 
@@ -368,7 +231,7 @@ class DynamoStore:
             Key={"pk": f"token#{token_hash}", "sk": "token"},
             UpdateExpression="SET last_used = :now",
             ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeValues={":now": _dec(now)},
+            ExpressionAttributeValues={":now": dec(now)},
         )
 
     def get_token(self, token_hash: str) -> TokenRecord | None:
@@ -381,10 +244,10 @@ class DynamoStore:
             token_hash=item["pk"].removeprefix("token#"),
             token_id=item["token_id"],
             label=item.get("label", ""),
-            created_at=_num(item.get("created_at", 0)),
+            created_at=num(item.get("created_at", 0)),
             reserved=tuple(item.get("reserved", ())),
-            limits=_limits(item.get("limits")),
-            last_used=_num(item.get("last_used", 0)),
+            limits=limits(item.get("limits")),
+            last_used=num(item.get("last_used", 0)),
         )
 
     def list_tokens(self) -> list[TokenRecord]:
@@ -417,12 +280,12 @@ class DynamoStore:
                 "sk": "conn",
                 LISTING_KEY: CONNECTIONS_LISTING,
                 "token_id": record.token_id,
-                "connected_at": _dec(record.connected_at),
-                "expires_at": _dec(record.expires_at),
+                "connected_at": dec(record.connected_at),
+                "expires_at": dec(record.expires_at),
                 "names": list(record.names),
                 "source_ip": record.source_ip,
                 "ttl": _ttl(record.expires_at),
-                **_limits_attribute("limits", record.limits),
+                **limits_attribute("limits", record.limits),
             }
         )
 
@@ -435,11 +298,11 @@ class DynamoStore:
         return ConnectionRecord(
             connection_id=item["pk"].removeprefix("conn#"),
             token_id=item["token_id"],
-            connected_at=_num(item["connected_at"]),
-            expires_at=_num(item["expires_at"]),
+            connected_at=num(item["connected_at"]),
+            expires_at=num(item["expires_at"]),
             names=tuple(item.get("names", ())),
             source_ip=item.get("source_ip", ""),
-            limits=_limits(item.get("limits")),
+            limits=limits(item.get("limits")),
             pooled=tuple(item.get("pooled", ())),
         )
 
@@ -473,7 +336,7 @@ class DynamoStore:
         connection ``takeover_from`` that the caller found dead."""
         condition = (
             Attr("pk").not_exists()
-            | Attr("expires_at").lte(_dec(now))
+            | Attr("expires_at").lte(dec(now))
             | (Attr("members").exists() & Attr("members").size().eq(0))
         )
         if takeover_from is not None:
@@ -502,13 +365,13 @@ class DynamoStore:
             "sk": "claim",
             LISTING_KEY: CLAIMS_LISTING,
             "token_id": claim.token_id,
-            "expires_at": _dec(claim.expires_at),
+            "expires_at": dec(claim.expires_at),
             "ttl": _ttl(claim.expires_at),
         }
         if claim.pool:
             item["pool"] = True
-            item["pooled_since"] = _dec(claim.pooled_since)
-            item["members"] = {m.connection_id: _member_item(m) for m in claim.members}
+            item["pooled_since"] = dec(claim.pooled_since)
+            item["members"] = {m.connection_id: member_item(m) for m in claim.members}
         else:
             item["connection_id"] = claim.connection_id
         # The tunnel's guards, only when set. The whole item is replaced, so a new claim never
@@ -518,7 +381,7 @@ class DynamoStore:
                 item[guard] = getattr(claim, guard)
         if claim.access:
             item["access"] = json.dumps(codec.access_to_dict(claim.access))
-        item.update(_limits_attribute("token_limits", claim.token_limits))
+        item.update(limits_attribute("token_limits", claim.token_limits))
         return item
 
     def list_claims(self) -> list[Claim]:
@@ -532,7 +395,7 @@ class DynamoStore:
     def _claim(item: dict[str, Any]) -> Claim:
         members = tuple(
             sorted(
-                (_member(connection_id, m) for connection_id, m in item.get("members", {}).items()),
+                (member(connection_id, m) for connection_id, m in item.get("members", {}).items()),
                 key=lambda m: (m.since, m.connection_id),
             )
         )
@@ -540,7 +403,7 @@ class DynamoStore:
             item["pk"].removeprefix("name#"),
             item.get("connection_id", ""),
             item["token_id"],
-            _num(item["expires_at"]),
+            num(item["expires_at"]),
             int(item.get("served", 0)),
             basic_auth=item.get("basic_auth", ""),
             webhook=item.get("webhook", ""),
@@ -550,10 +413,10 @@ class DynamoStore:
             access=codec.access_from_dict(json.loads(item["access"]), "claim")
             if "access" in item
             else protocol.AccessRules(),
-            token_limits=_limits(item.get("token_limits")),
+            token_limits=limits(item.get("token_limits")),
             pool=bool(item.get("pool", False)),
             members=members,
-            pooled_since=_num(item.get("pooled_since", 0)),
+            pooled_since=num(item.get("pooled_since", 0)),
             refused=tuple(
                 sorted(
                     (key.removeprefix(REFUSED_PREFIX), int(count))
@@ -561,7 +424,7 @@ class DynamoStore:
                     if key.startswith(REFUSED_PREFIX)
                 )
             ),
-            **_report_fields(item),
+            **report_fields(item),
         )
 
     def renew_claim(
@@ -569,11 +432,11 @@ class DynamoStore:
     ) -> bool:
         # The agent's report rides on the write a ping makes anyway.
         names = {"#ttl": "ttl"}
-        values: dict[str, Any] = {":e": _dec(expires_at), ":t": _ttl(expires_at)}
+        values: dict[str, Any] = {":e": dec(expires_at), ":t": _ttl(expires_at)}
         sets = ["expires_at = :e", "#ttl = :t"]
         removes: list[str] = []
         if report is not None:
-            more, removes = _report_update(report, "", names, values)
+            more, removes = report_update(report, "", names, values)
             sets += more
         return self._conditionally(
             self.table.update_item,
@@ -687,10 +550,10 @@ class DynamoStore:
                 "AND size(#members) = :count",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues={
-                    ":member": _member_item(joining),
-                    ":e": _dec(joining.expires_at),
+                    ":member": member_item(joining),
+                    ":e": dec(joining.expires_at),
                     ":t": _ttl(joining.expires_at),
-                    ":since": _dec(held.pooled_since),
+                    ":since": dec(held.pooled_since),
                     ":token": claim.token_id,
                     ":count": len(held.members),
                 },
@@ -703,11 +566,11 @@ class DynamoStore:
     ) -> int:
         # The member's lease and the item's (the latest any member got, which TTL follows).
         names = {"#members": "members", "#conn": connection_id, "#ttl": "ttl"}
-        values: dict[str, Any] = {":e": _dec(expires_at), ":t": _ttl(expires_at)}
+        values: dict[str, Any] = {":e": dec(expires_at), ":t": _ttl(expires_at)}
         sets = ["#members.#conn.lease = :e", "expires_at = :e", "#ttl = :t"]
         removes: list[str] = []
         if report is not None:
-            more, removes = _report_update(report, "#members.#conn.", names, values)
+            more, removes = report_update(report, "#members.#conn.", names, values)
             sets += more
         try:
             item = self.table.update_item(
@@ -738,7 +601,7 @@ class DynamoStore:
                 "secret_hash": record.secret_hash,
                 "methods": list(record.methods),
                 "path": record.path,
-                "expires_at": _dec(record.expires_at),
+                "expires_at": dec(record.expires_at),
                 "max_uses": record.max_uses,
                 "uses": record.uses,
                 "revoked": record.revoked,
@@ -759,7 +622,7 @@ class DynamoStore:
             secret_hash=item["secret_hash"],
             methods=tuple(item.get("methods", ())),
             path=item.get("path", "/"),
-            expires_at=_num(item["expires_at"]),
+            expires_at=num(item["expires_at"]),
             max_uses=int(item.get("max_uses", 0)),
             uses=int(item.get("uses", 0)),
             revoked=bool(item.get("revoked", False)),
@@ -772,7 +635,7 @@ class DynamoStore:
     def use_share(self, share_id: str, now: float) -> bool:
         usable = (
             Attr("revoked").eq(False)
-            & Attr("expires_at").gt(_dec(now))
+            & Attr("expires_at").gt(dec(now))
             & (Attr("max_uses").eq(0) | Attr("uses").lt(Attr("max_uses")))
         )
         return self._conditionally(
