@@ -15,11 +15,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hatchway.errors import HatchwayError, NameTaken, RelayUnreachable, SessionError, TokenRefused
+from hatchway.version import __version__
 
 if TYPE_CHECKING:
     from hatchway.api import Exchange, Tunnel, connect
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Exchange",

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TextIO
 
-from hatchway import __version__, protocol, sharing
+from hatchway import protocol, sharing
 from hatchway.arenas import limit_malloc_arenas
 from hatchway.config import (
     CONFIG_ENV,
@@ -45,6 +45,7 @@ from hatchway.display import JsonLog, LineLog, Listener, ListenerLogHandler, Scr
 from hatchway.errors import HatchwayError
 from hatchway.service import Service
 from hatchway.tunnels import HOST_HEADER_MODES, OptionError, TunnelOptions, tunnel_options
+from hatchway.version import __version__
 
 WEBHOOK_SECRET_ENV = "HATCHWAY_WEBHOOK_SECRET"
 """The webhook secret when ``--verify-webhook`` is given without ``--webhook-secret`` (keeps it

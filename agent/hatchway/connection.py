@@ -14,19 +14,64 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 from hatchway import blobs, http1, protocol, wire
+from hatchway.answers import RecentAnswers
 from hatchway.bodies import looks_compressible
 from hatchway.errors import HatchwayError, NameTaken
-from hatchway.inflight import MAX_MARKS_PER_SCAN, WORKING_SCAN_SECONDS, GatePlace, HeldRequests
+from hatchway.inflight import (
+    MAX_MARKS_PER_SCAN,
+    WORKING_SCAN_SECONDS,
+    GatePlace,
+    HeldRequests,
+    TunnelGate,
+)
 from hatchway.protocol import Fault, ProtocolError, Request, Response, codec
 from hatchway.tunnel_stats import TunnelStats
 from hatchway.wire import FrameWriter, Link
 
-if TYPE_CHECKING:
-    from hatchway.session import Session
+
+class Remembers(Protocol):
+    """The ids a session accepted already (``session.SeenRequests``)."""
+
+    def first_time(self, request: Request, now: float) -> bool: ...
+
+
+class SessionParts(Protocol):
+    """What a connection uses of its session (``session.Session``, which makes and replaces
+    its connections): the handler and its hooks, the state shared by every connection of the
+    session, and the few steps the session owns."""
+
+    handler: Callable[[Request], Response]
+    on_request_done: Callable[[Request, Response, float], None] | None
+    request_done_may_wait: Callable[[], bool]
+    serve_on_reader: bool
+    compress: bool
+    rotate_after: float
+    gate: TunnelGate
+    answers: RecentAnswers
+    welcome: protocol.Welcome | None
+    _pool: ThreadPoolExecutor
+
+    @property
+    def seen(self) -> Remembers: ...
+
+    @property
+    def granted(self) -> tuple[str, ...]: ...
+
+    def relay_now(self) -> float: ...
+
+    def hello(self) -> protocol.Hello: ...
+
+    def blob_timeout(self, request: Request) -> float: ...
+
+    def _outgoing(self, request: Request, response: Response) -> Response: ...
+
+    def _rotate(self, old: Connection) -> None: ...
+
 
 log = logging.getLogger("hatchway.agent")
 
@@ -101,7 +146,7 @@ class Connection:
 
     def __init__(
         self,
-        session: Session,
+        session: SessionParts,
         link: Link,
         heartbeat: float,
         early: Sequence[Request] = (),

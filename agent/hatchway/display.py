@@ -24,9 +24,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from hatchway import __version__, protocol
+from hatchway import protocol
 from hatchway.protocol import Request, Response
 from hatchway.tunnels import Handler, TunnelOptions, describe
+from hatchway.version import __version__
 
 LATENCY_WINDOW_SECONDS = 60.0
 """Latency percentiles cover the requests finished in this last stretch of time."""

@@ -17,16 +17,21 @@ import random
 import threading
 from collections.abc import Generator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 from hatchway import protocol
 from hatchway.protocol import ProtocolError, codec
 from hatchway_relay import access, guards, path_mode, request_ids, shares
+from hatchway_relay.config import RelayConfig
 from hatchway_relay.ports import (
+    BlobStore,
     BlobTooLarge,
     Claim,
+    Clock,
     ConnectionGone,
+    Poster,
     PostFailed,
+    SecretBox,
     ShareRecord,
     Store,
 )
@@ -34,8 +39,23 @@ from hatchway_relay.replies import AgentReply, Reply, Route, Visit, error_reply
 
 log = logging.getLogger("hatchway.relay")
 
-if TYPE_CHECKING:
-    from hatchway_relay.core import Relay
+
+class RelayParts(Protocol):
+    """What the visitor path uses of the relay (``core.Relay``, which owns it): the ports, the
+    settings and the key, and the one cleanup every gone connection goes through."""
+
+    store: Store
+    poster: Poster
+    clock: Clock
+    config: RelayConfig
+    blobs: BlobStore | None
+    secrets: SecretBox
+
+    @property
+    def key(self) -> bytes: ...
+
+    def drop_connection(self, connection_id: str) -> None: ...
+
 
 PATH_MODE_PREFIX = "/t/"
 """Path-mode tunnels live under ``/t/<name>/`` on the relay's bare URL (no domain needed)."""
@@ -149,7 +169,7 @@ class VisitorPath:
     """The visitor-facing half of ``Relay`` (which owns the ports and the agent-facing half).
     Keeps a warm function's short memories: claims, response times, rate-limit buckets."""
 
-    def __init__(self, relay: Relay) -> None:
+    def __init__(self, relay: RelayParts) -> None:
         self.relay = relay
         self._latency: dict[str, float] = {}
         self._claims: dict[str, tuple[float, Claim]] = {}
