@@ -374,8 +374,8 @@ def _target(request: Any) -> tuple[str, list[list[str]]]:
 def _codec_answer(request_id: str, status_line: str, headers: list[list[str]], body: bytes) -> str:
     """The agent's answer message for the origin's response."""
     from hatchway import protocol
-    from hatchway.bodies import looks_compressible
     from hatchway.protocol import codec
+    from hatchway.serving.bodies import looks_compressible
 
     kept = tuple((n, v) for n, v in headers if n.lower() not in _SKIPPED)
     kept += (("content-length", str(len(body))),)

@@ -141,7 +141,7 @@ def stack_output(boto3: Any, stack: str, key: str, region: str | None) -> str:
 def token_limits(args: argparse.Namespace) -> TokenLimits:
     """The limits ``token create`` was given (the same rate syntax as ``hatchway http``)."""
     from hatchway.protocol import ProtocolError
-    from hatchway.tunnels import OptionError, access_rules
+    from hatchway.serving.tunnels import OptionError, access_rules
     from hatchway_relay.ports import TokenLimits
 
     try:

@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from hatchway import http1
-from hatchway.forward import Forwarder, Target
 from hatchway.protocol import Request
+from hatchway.serving.forward import Forwarder, Target
+from hatchway.transport import http1
 
 BODY = b"x" * 270
 """The size the issue saw in the inspector: a small JSON answer."""

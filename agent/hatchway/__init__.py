@@ -5,9 +5,19 @@
     with hatchway.connect(3000, subdomain="demo") as tunnel:
         print(tunnel.url)
 
-This package also holds ``hatchway.protocol``, the wire protocol the relay functions import, so
-importing ``hatchway`` stays free of the agent's own dependencies: the Python API (``connect``,
-``Tunnel``, ``Exchange``) is loaded on first use.
+The package has rooms by job; each may import only the rooms above it in this list:
+
+* ``protocol``: the wire protocol, sans-IO; the only part the relay functions import.
+* ``errors``, ``version``: what every room may name.
+* ``transport``: sockets to the relay and the local app (HTTP/1.1, WebSocket, proxy, blobs).
+* ``serving``: the session with the relay and what happens to each request.
+* ``ui``: what the user sees (terminal display, inspector).
+* The front doors, which wire the rooms together: ``cli`` (``hatchway ...``), ``api``
+  (``hatchway.connect``), ``service`` (one running agent), ``config`` (flags, environment and
+  config file), ``arenas`` (process memory settings).
+
+Importing ``hatchway`` stays free of the agent's own dependencies: the Python API
+(``connect``, ``Tunnel``, ``Exchange``) is loaded on first use.
 """
 
 from __future__ import annotations

@@ -26,11 +26,11 @@ from typing import Any
 
 from hatchway import protocol
 from hatchway.config import resolve_rotate_after, resolve_settings
-from hatchway.display import Listener
 from hatchway.errors import TokenRefused
 from hatchway.service import Service
-from hatchway.session import CONNECT_TIMEOUT_SECONDS
-from hatchway.tunnels import tunnel_options
+from hatchway.serving.session import CONNECT_TIMEOUT_SECONDS
+from hatchway.serving.tunnels import tunnel_options
+from hatchway.ui.display import Listener
 
 log = logging.getLogger("hatchway.api")
 

@@ -16,14 +16,13 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TextIO
 
-from hatchway import protocol, sharing
+from hatchway import protocol
 from hatchway.arenas import limit_malloc_arenas
 from hatchway.config import (
     CONFIG_ENV,
     DEFAULT_INSPECT,
     DEFAULT_SERVER,
     INSPECT_ENV,
-    INSPECT_MEMORY_BYTES,
     ROTATE_ENV,
     SERVER_ENV,
     SETTABLE_KEYS,
@@ -41,10 +40,12 @@ from hatchway.config import (
     resolve_settings,
     set_value,
 )
-from hatchway.display import JsonLog, LineLog, Listener, ListenerLogHandler, Screen, Status
 from hatchway.errors import HatchwayError
 from hatchway.service import Service
-from hatchway.tunnels import HOST_HEADER_MODES, OptionError, TunnelOptions, tunnel_options
+from hatchway.serving import sharing
+from hatchway.serving.tunnels import HOST_HEADER_MODES, OptionError, TunnelOptions, tunnel_options
+from hatchway.ui.display import JsonLog, LineLog, Listener, ListenerLogHandler, Screen, Status
+from hatchway.ui.limits import INSPECT_MEMORY_BYTES
 from hatchway.version import __version__
 
 WEBHOOK_SECRET_ENV = "HATCHWAY_WEBHOOK_SECRET"

@@ -48,7 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from hatchway import protocol
-from hatchway.tunnels import OptionError, TunnelOptions, tunnel_options
+from hatchway.serving.tunnels import OptionError, TunnelOptions, tunnel_options
+from hatchway.ui.limits import MAX_INSPECT_MEMORY_BYTES
 
 DEFAULT_SERVER = "ws://127.0.0.1:8080/connect"
 """Where ``hatchway-local`` listens by default."""
@@ -402,12 +403,6 @@ def tunnel_from_table(label: str, table: Mapping[str, Any], path: Path) -> Tunne
     except OptionError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
-
-INSPECT_MEMORY_BYTES = 32 * 1024**2
-"""What the inspector keeps of all exchanges together by default (``--inspect-memory``)."""
-
-MAX_INSPECT_MEMORY_BYTES = 1024**3
-"""The most ``--inspect-memory`` may give the inspector (1 GiB)."""
 
 _SIZE_UNITS = {"": 1, "b": 1}
 _SIZE_UNITS |= {f"{p}{s}": 1024**n for n, p in enumerate("kmg", 1) for s in ("", "b", "ib")}

@@ -11,16 +11,17 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from hatchway import protocol
-from hatchway.config import INSPECT_MEMORY_BYTES, Settings
-from hatchway.display import Listener, Status
+from hatchway.config import Settings
 from hatchway.errors import HatchwayError
-from hatchway.forward import Forwarder
 from hatchway.protocol import Request, Response
-from hatchway.session import Session
-from hatchway.tunnels import Pipeline, Router, TunnelOptions
+from hatchway.serving.forward import Forwarder
+from hatchway.serving.session import Session
+from hatchway.serving.tunnels import Pipeline, Router, TunnelOptions
+from hatchway.ui.display import Listener, Status
+from hatchway.ui.limits import INSPECT_MEMORY_BYTES
 
 if TYPE_CHECKING:  # imported when one is started: its web server is memory a plain agent saves
-    from hatchway.inspector import Inspector
+    from hatchway.ui.inspector import Inspector
 
 log = logging.getLogger("hatchway.agent")
 
@@ -64,7 +65,7 @@ class Service:
         self.status = Status(settings.server, self.tunnels)
         self.inspector: Inspector | None = None
         if inspect is not None:
-            from hatchway.inspector import Inspector
+            from hatchway.ui.inspector import Inspector
 
             # Replays go through the router, so they reach the captured request's own tunnel
             # with its header rules; the inspector only ever calls ``handle`` on it.
@@ -137,7 +138,7 @@ class Service:
     def _start_inspector(self) -> None:
         if self.inspector is None or self.inspect is None:
             return
-        from hatchway.inspector import InspectorError
+        from hatchway.ui.inspector import InspectorError
 
         try:
             url = self.inspector.start(self.inspect)

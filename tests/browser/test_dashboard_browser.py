@@ -18,8 +18,8 @@ import pytest
 from moto import mock_aws
 from playwright.sync_api import Page, expect
 
-from hatchway.forward import Forwarder, Target
-from hatchway.session import Session
+from hatchway.serving.forward import Forwarder, Target
+from hatchway.serving.session import Session
 from hatchway_local.admin_api import RemoteStore
 from hatchway_local.dashboard import DashboardServer, Sources, dashboard_sources
 from hatchway_local.dashboard.data import StoreSource

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from hatchway.forward import Forwarder, Target
-from hatchway.inspector import Inspector
-from hatchway.session import Session
+from hatchway.serving.forward import Forwarder, Target
+from hatchway.serving.session import Session
+from hatchway.ui.inspector import Inspector
 from hatchway_local.server import LocalServer, run_local
 from support.browser_page import ARTIFACTS, PageWatch
 from support.local_app import LocalApp, run_local_app

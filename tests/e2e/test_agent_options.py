@@ -25,7 +25,7 @@ import pytest
 import hatchway
 from hatchway.config import Settings, write_config
 from hatchway.service import Service
-from hatchway.tunnels import tunnel_options
+from hatchway.serving.tunnels import tunnel_options
 from hatchway_local.server import LocalServer
 from support.local_app import LocalApp, run_local_app
 from support.processes import BIN, Process

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hatchway.display import CLEAR_BELOW, HOME
+from hatchway.ui.display import CLEAR_BELOW, HOME
 from hatchway_local.server import LocalServer
 from support.local_app import LocalApp
 from support.processes import BIN, Process

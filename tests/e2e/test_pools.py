@@ -18,8 +18,8 @@ import pytest
 
 from hatchway import protocol
 from hatchway.errors import NameTaken
-from hatchway.forward import Forwarder, Target
-from hatchway.session import Session
+from hatchway.serving.forward import Forwarder, Target
+from hatchway.serving.session import Session
 from hatchway_local.server import LocalServer
 from support.local_app import LocalApp, run_local_app
 from support.visitor import visit

@@ -9,8 +9,9 @@ import subprocess
 import pytest
 
 import hatchway
-from hatchway import protocol, sharing
+from hatchway import protocol
 from hatchway.errors import TokenRefused
+from hatchway.serving import sharing
 from hatchway_local.server import LocalServer
 from support.local_app import LocalApp
 from support.processes import BIN

@@ -12,9 +12,9 @@ from contextlib import ExitStack
 
 import pytest
 
-from hatchway.forward import Forwarder, Target
 from hatchway.protocol import Request, Response
-from hatchway.session import Session
+from hatchway.serving.forward import Forwarder, Target
+from hatchway.serving.session import Session
 from hatchway_local.admin_api import RemoteStore
 from hatchway_local.dashboard.data import Snapshot, StoreSource, TunnelRow
 from hatchway_local.server import LocalServer

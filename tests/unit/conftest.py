@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hatchway.forward import Forwarder, Target
+from hatchway.serving.forward import Forwarder, Target
 from support.local_app import LocalApp
 
 

@@ -17,7 +17,13 @@ from hatchway.config import (
     set_value,
     split_query_token,
 )
-from hatchway.tunnels import OptionError, TunnelOptions, access_rules, describe, tunnel_options
+from hatchway.serving.tunnels import (
+    OptionError,
+    TunnelOptions,
+    access_rules,
+    describe,
+    tunnel_options,
+)
 
 
 @pytest.fixture

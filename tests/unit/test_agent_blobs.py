@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from hatchway import blobs
-from hatchway.blobs import BlobError
+from hatchway.transport import blobs
+from hatchway.transport.blobs import BlobError
 from support.blob_server import Scripted, scripted_server
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from hatchway import cli, protocol
 from hatchway.config import parse_inspect_memory, resolve_rotate_after, resolve_settings
-from hatchway.display import JsonLog, LineLog, Screen, Status
-from hatchway.tunnels import TunnelOptions, tunnel_options
+from hatchway.serving.tunnels import TunnelOptions, tunnel_options
+from hatchway.ui.display import JsonLog, LineLog, Screen, Status
 
 
 class Stream(io.StringIO):
@@ -211,7 +211,7 @@ def test_an_inspector_memory_out_of_bounds_is_a_usage_error(
 
 def test_pool_needs_a_subdomain_and_reaches_the_hello() -> None:
     from hatchway.cli import _tunnels, build_parser
-    from hatchway.tunnels import OptionError
+    from hatchway.serving.tunnels import OptionError
 
     pooled = _tunnels(build_parser().parse_args(["http", "3000", "--subdomain", "shop", "--pool"]))
     assert pooled[0].spec().pool and pooled[0].spec().name == "shop"

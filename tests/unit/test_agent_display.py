@@ -11,7 +11,10 @@ import threading
 import pytest
 
 from hatchway import protocol
-from hatchway.display import (
+from hatchway.errors import RelayUnreachable, TokenRefused
+from hatchway.protocol import Fault, Request, Response
+from hatchway.serving.tunnels import tunnel_options
+from hatchway.ui.display import (
     LATENCY_WINDOW_SECONDS,
     JsonLog,
     LineLog,
@@ -21,9 +24,6 @@ from hatchway.display import (
     percentile,
     pool_lines,
 )
-from hatchway.errors import RelayUnreachable, TokenRefused
-from hatchway.protocol import Fault, Request, Response
-from hatchway.tunnels import tunnel_options
 
 WELCOME = protocol.Welcome(
     (protocol.TunnelInfo("demo", "http://demo.localhost:8080/", "http://127.0.0.1:8080/t/demo/"),)

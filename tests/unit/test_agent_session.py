@@ -28,13 +28,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from hatchway import protocol
-from hatchway.bodies import looks_compressible
-from hatchway.connection import SILENCE_FACTOR
 from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
-from hatchway.forward import LargeResponse
-from hatchway.inflight import WORKING_SCAN_SECONDS
 from hatchway.protocol import Request, Response, codec
-from hatchway.session import MAX_HELLO_RESENDS, SeenRequests, Session
+from hatchway.serving.bodies import looks_compressible
+from hatchway.serving.connection import SILENCE_FACTOR
+from hatchway.serving.forward import LargeResponse
+from hatchway.serving.inflight import WORKING_SCAN_SECONDS
+from hatchway.serving.session import MAX_HELLO_RESENDS, SeenRequests, Session
 
 TOKEN = "hw_session-token-123"
 WAIT = 10.0
@@ -1029,7 +1029,7 @@ def waits() -> Iterator[Waits]:
 
 
 def forwarder_to(app: Waits) -> Callable[[Request], Response]:
-    from hatchway.forward import Forwarder, parse_target
+    from hatchway.serving.forward import Forwarder, parse_target
 
     return Forwarder(parse_target(str(app.server.server_address[1]))).handle
 
@@ -1050,7 +1050,7 @@ def test_a_request_waiting_on_the_app_hands_the_reading_on(relay: FakeRelay, wai
     """The reader serving a slow request itself passes the reading to a new thread as soon as
     the app keeps it waiting (not at the ticker's next look, a second on): the requests behind
     it are served meanwhile, and the slow one is answered when the app is."""
-    from hatchway.inflight import WORKING_SCAN_SECONDS
+    from hatchway.serving.inflight import WORKING_SCAN_SECONDS
 
     with session(relay, forwarder_to(waits), serve_on_reader=True).start():
         end = relay.next()
@@ -1114,7 +1114,7 @@ def test_after_a_hand_over_requests_go_to_workers_for_a_pause(
 ) -> None:
     """An app that just kept the reader waiting is likely slow for the next requests too: they
     go straight to workers for ``INLINE_PAUSE_SECONDS``, then the reader serves again."""
-    from hatchway.connection import INLINE_PAUSE_SECONDS
+    from hatchway.serving.connection import INLINE_PAUSE_SECONDS
 
     forward = forwarder_to(waits)
 
@@ -1137,7 +1137,7 @@ def test_after_a_hand_over_requests_go_to_workers_for_a_pause(
 def test_a_body_passed_on_to_the_blob_store_is_not_the_readers_job(relay: FakeRelay) -> None:
     """Passing a large body on is long work: the forwarder announces it, and the reader
     hands its reading on first."""
-    from hatchway import http1
+    from hatchway.transport import http1
 
     heard: list[str] = []
 

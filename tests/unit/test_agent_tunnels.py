@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from hatchway import protocol
-from hatchway.forward import Target
 from hatchway.protocol import Request, Response
-from hatchway.tunnels import OptionError, Pipeline, Router, describe, tunnel_options
+from hatchway.serving.forward import Target
+from hatchway.serving.tunnels import OptionError, Pipeline, Router, describe, tunnel_options
 
 VISITOR_HEADERS = (
     ("host", "myapp.t.example.com"),

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from hatchway import protocol
-from hatchway.forward import Forwarder, LargeResponse, Target, parse_target
+from hatchway.serving.forward import Forwarder, LargeResponse, Target, parse_target
 from support.blob_server import Scripted, scripted_server
 from support.local_app import LocalApp
 from support.raw_app import RawAnswer, RawApp, RawRequest, ok, run_raw_app

@@ -18,10 +18,10 @@ from contextlib import AbstractContextManager, contextmanager
 import pytest
 import websocket
 
-from hatchway import blobs, handshake, proxy, wire
 from hatchway.errors import RelayUnreachable, TokenRefused
-from hatchway.handshake import Address, HandshakeFailed, HandshakeRefused
-from hatchway.proxy import Proxy, ProxyRefused, proxy_for
+from hatchway.transport import blobs, handshake, proxy, wire
+from hatchway.transport.handshake import Address, HandshakeFailed, HandshakeRefused
+from hatchway.transport.proxy import Proxy, ProxyRefused, proxy_for
 from support.blob_server import scripted_server
 
 WAIT = 10.0
@@ -373,7 +373,8 @@ def test_the_agent_starts_without_openssl_or_a_websocket_library() -> None:
     """TLS, OpenSSL's hashes and websocket-client stay unloaded until a URL or option needs
     them: on a plain ws:// relay they would be 5 MiB of the agent's memory for nothing."""
     probe = (
-        "import sys, hatchway.cli, hatchway.session, hatchway.handshake, hatchway.blobs\n"
+        "import sys, hatchway.cli, hatchway.serving.session\n"
+        "import hatchway.transport.handshake, hatchway.transport.blobs\n"
         "print(sorted({'ssl', '_ssl', '_hashlib', 'hashlib', 'websocket'} & set(sys.modules)))"
     )
     loaded = subprocess.run(

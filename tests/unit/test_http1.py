@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from hatchway.http1 import (
+from hatchway.transport.http1 import (
     MAX_HEAD_BYTES,
     BadReply,
     Closed,

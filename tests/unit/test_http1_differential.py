@@ -1,6 +1,6 @@
-"""``hatchway.http1`` held to h11, the well-kept sans-IO HTTP/1.1 implementation, on generated
-and hostile responses: status lines, headers (folded ones too), Content-Length (bad, repeated),
-chunked bodies (extensions, trailers), bodies read to the close.
+"""``hatchway.transport.http1`` held to h11, the well-kept sans-IO HTTP/1.1 implementation, on
+generated and hostile responses: status lines, headers (folded ones too), Content-Length (bad,
+repeated), chunked bodies (extensions, trailers), bodies read to the close.
 
 Where both read a response, they agree on status, headers and body. Where h11 refuses one as a
 protocol error, ours refuses it too. The differences that remain are deliberate, each listed in
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from hatchway import http1
+from hatchway.transport import http1
 
 LIMIT = 1 << 20
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from hatchway import protocol
-from hatchway.forward import Forwarder, Target
-from hatchway.inspector import Inspector, InspectorError, NoFreePort
-from hatchway.inspector import server as inspector_server
-from hatchway.inspector.server import MAX_EVENT_CLIENTS, parse_address
+from hatchway.serving.forward import Forwarder, Target
+from hatchway.ui.inspector import Inspector, InspectorError, NoFreePort
+from hatchway.ui.inspector import server as inspector_server
+from hatchway.ui.inspector.server import MAX_EVENT_CLIENTS, parse_address
 from support.local_app import LocalApp
 
 SESSION_STATUS = {"status": "online", "public_urls": ["http://demo.localhost:8000/"]}

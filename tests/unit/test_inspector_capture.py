@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from hatchway import protocol
-from hatchway.forward import Forwarder, Target
-from hatchway.inspector import Inspector
-from hatchway.inspector.capture import (
+from hatchway.serving.forward import Forwarder, Target
+from hatchway.ui.inspector import Inspector
+from hatchway.ui.inspector.capture import (
     MAX_BODY_BYTES,
     MAX_REQUESTS,
     MAX_TOTAL_BYTES,
@@ -26,7 +26,7 @@ from hatchway.inspector.capture import (
     SubscriptionEnded,
     footprint,
 )
-from hatchway.inspector.views import HEX_PREVIEW_BYTES, Filters, body_view, detail, summary
+from hatchway.ui.inspector.views import HEX_PREVIEW_BYTES, Filters, body_view, detail, summary
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="

@@ -80,3 +80,50 @@ def test_the_relay_takes_only_the_protocol_from_the_agents_distribution() -> Non
         if dep.split(".")[0] == "hatchway"
     }
     assert taken and all(dep.startswith("hatchway.protocol") for dep in taken), taken
+
+
+AGENT_ROOMS = (
+    ("hatchway.protocol",),
+    ("hatchway.errors", "hatchway.version"),
+    ("hatchway.transport",),
+    ("hatchway.serving",),
+    ("hatchway.ui",),
+)
+"""The agent's rooms, lowest first: a module may import its own room and the ones below it.
+Whatever is in none of them (``cli``, ``api``, ``service``, ``config``...) is a front door,
+above every room."""
+
+
+def agent_room(module: str) -> int:
+    for level, room in enumerate(AGENT_ROOMS):
+        if any(module == prefix or module.startswith(prefix + ".") for prefix in room):
+            return level
+    return len(AGENT_ROOMS)
+
+
+def test_each_agent_room_imports_only_the_rooms_below_it() -> None:
+    known = modules()
+    upward = sorted(
+        f"{name} -> {dep}"
+        for name, path in known.items()
+        if name.split(".")[0] == "hatchway"
+        for dep in imports(path, known)
+        if dep.split(".")[0] == "hatchway" and agent_room(dep) > agent_room(name)
+    )
+    assert upward == []
+
+
+def test_every_agent_module_has_a_room_or_is_a_front_door() -> None:
+    front_doors = {
+        name
+        for name in modules()
+        if name.split(".")[0] == "hatchway" and agent_room(name) == len(AGENT_ROOMS)
+    }
+    assert front_doors == {
+        "hatchway",
+        "hatchway.api",
+        "hatchway.arenas",
+        "hatchway.cli",
+        "hatchway.config",
+        "hatchway.service",
+    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hatchway import protocol
-from hatchway.sharing import describe, parse_duration
+from hatchway.serving.sharing import describe, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from hatchway import protocol
-from hatchway.forward import Forwarder, Target
 from hatchway.protocol import Fault, Request, Response, TunnelHealth
-from hatchway.tunnel_stats import TunnelStats, cause_of
+from hatchway.serving.forward import Forwarder, Target
+from hatchway.serving.tunnel_stats import TunnelStats, cause_of
 from support.local_app import LocalApp, run_local_app
 
 
@@ -143,7 +143,9 @@ def test_samples_counts_causes_and_tunnels_are_bounded(monkeypatch: pytest.Monke
     assert slow.p95_ms == protocol.MAX_LATENCY_MS
 
     # More causes than a ping carries: the most frequent go.
-    monkeypatch.setattr("hatchway.tunnel_stats.cause_of", lambda r: r.fault and r.fault.message)
+    monkeypatch.setattr(
+        "hatchway.serving.tunnel_stats.cause_of", lambda r: r.fault and r.fault.message
+    )
     causes = [f"cause-{i}" for i in range(protocol.MAX_ERROR_CAUSES + 3)]
     for n, cause in enumerate(causes):
         for _ in range(n + 1):

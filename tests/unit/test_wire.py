@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 import websocket
 
-from hatchway import wire
-from hatchway.wire import (
+from hatchway.transport import wire
+from hatchway.transport.wire import (
     CLOSE,
     CONTINUATION,
     PING,

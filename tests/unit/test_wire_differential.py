@@ -1,4 +1,4 @@
-"""``hatchway.wire``'s frame reader held to wsproto, the well-kept sans-IO WebSocket
+"""``hatchway.transport.wire``'s frame reader held to wsproto, the well-kept sans-IO WebSocket
 implementation, as a client reading a server's frames: fragmentation, control frames between
 fragments, close, length encodings, and broken frames.
 
@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
 
-from hatchway import wire
+from hatchway.transport import wire
 
 Read = tuple[list[tuple[int, bytes]], bool] | str
 """The data messages read and whether a close ended them; or "refused"."""

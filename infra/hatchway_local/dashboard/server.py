@@ -34,7 +34,7 @@ from http.server import ThreadingHTTPServer
 from typing import Any, TypeVar
 
 from hatchway import protocol
-from hatchway.json_replies import (
+from hatchway.ui.json_replies import (
     PAGE_SECURITY_HEADERS,
     JsonReplies,
     is_loopback_host,

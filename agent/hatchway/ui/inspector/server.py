@@ -33,17 +33,17 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 from hatchway.errors import HatchwayError
-from hatchway.inspector import views
-from hatchway.inspector.capture import Capture, Exchange, SubscriptionEnded, UnknownExchange
-from hatchway.inspector.replay import ReplayRefused
-from hatchway.json_replies import (
+from hatchway.ui.inspector import views
+from hatchway.ui.inspector.capture import Capture, Exchange, SubscriptionEnded, UnknownExchange
+from hatchway.ui.inspector.replay import ReplayRefused
+from hatchway.ui.json_replies import (
     PAGE_SECURITY_HEADERS,
     JsonReplies,
     is_loopback_host,
     page_files,
 )
 
-log = logging.getLogger("hatchway.inspector")
+log = logging.getLogger("hatchway.ui.inspector")
 
 DEFAULT_ADDRESS = "127.0.0.1:4040"
 """Where the inspector listens unless told otherwise (ngrok's habit, so users find it)."""
@@ -144,7 +144,7 @@ class InspectorServer:
         self.url: str | None = None
         self.moved = False
         self.event_slots = threading.BoundedSemaphore(MAX_EVENT_CLIENTS)
-        self.static = page_files("hatchway.inspector")
+        self.static = page_files("hatchway.ui.inspector")
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._wake: tuple[socket.socket, socket.socket] | None = None

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 from hatchway import protocol
 from hatchway.protocol import Request, Response
-from hatchway.tunnels import Handler, TunnelOptions, describe
+from hatchway.serving.tunnels import Handler, TunnelOptions, describe
 from hatchway.version import __version__
 
 LATENCY_WINDOW_SECONDS = 60.0

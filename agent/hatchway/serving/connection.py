@@ -18,20 +18,21 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from hatchway import blobs, http1, protocol, wire
-from hatchway.answers import RecentAnswers
-from hatchway.bodies import looks_compressible
+from hatchway import protocol
 from hatchway.errors import HatchwayError, NameTaken
-from hatchway.inflight import (
+from hatchway.protocol import Fault, ProtocolError, Request, Response, codec
+from hatchway.serving.answers import RecentAnswers
+from hatchway.serving.bodies import looks_compressible
+from hatchway.serving.inflight import (
     MAX_MARKS_PER_SCAN,
     WORKING_SCAN_SECONDS,
     GatePlace,
     HeldRequests,
     TunnelGate,
 )
-from hatchway.protocol import Fault, ProtocolError, Request, Response, codec
-from hatchway.tunnel_stats import TunnelStats
-from hatchway.wire import FrameWriter, Link
+from hatchway.serving.tunnel_stats import TunnelStats
+from hatchway.transport import blobs, http1, wire
+from hatchway.transport.wire import FrameWriter, Link
 
 
 class Remembers(Protocol):

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 from hatchway import protocol
-from hatchway.forward import Forwarder
-from hatchway.inspector.capture import (
+from hatchway.serving.forward import Forwarder
+from hatchway.ui.inspector.capture import (
     MAX_BODY_BYTES,
     MAX_REQUESTS,
     MAX_TOTAL_BYTES,
@@ -31,8 +31,8 @@ from hatchway.inspector.capture import (
     Exchange,
     UnknownExchange,
 )
-from hatchway.inspector.replay import ReplayRefused, build_request
-from hatchway.inspector.server import (
+from hatchway.ui.inspector.replay import ReplayRefused, build_request
+from hatchway.ui.inspector.server import (
     DEFAULT_ADDRESS,
     HEARTBEAT_SECONDS,
     InspectorError,

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from hatchway.inspector.capture import Body, Exchange
 from hatchway.protocol import Headers
+from hatchway.ui.inspector.capture import Body, Exchange
 
 HEX_PREVIEW_BYTES = 512
 """Bytes of a binary body shown as hex."""

@@ -13,8 +13,8 @@ import binascii
 from typing import Any
 
 from hatchway import protocol
-from hatchway.inspector.capture import Exchange
 from hatchway.protocol import ProtocolError
+from hatchway.ui.inspector.capture import Exchange
 
 EDIT_FIELDS = ("method", "path", "headers", "body", "body_base64")
 """What a replay may change. ``body`` is text (sent as UTF-8); ``body_base64`` is for bytes."""

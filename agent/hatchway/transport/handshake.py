@@ -11,10 +11,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from hatchway import proxy
 from hatchway.errors import RelayUnreachable, TokenRefused
-from hatchway.http1 import BadReply, Connection, Reply, Truncated, client_tls, header_tokens
-from hatchway.wire import Link
+from hatchway.transport import proxy
+from hatchway.transport.http1 import (
+    BadReply,
+    Connection,
+    Reply,
+    Truncated,
+    client_tls,
+    header_tokens,
+)
+from hatchway.transport.wire import Link
 
 try:  # CPython's own SHA-1: hashlib's would load OpenSSL, 4 MiB, to hash 60 bytes once
     from _sha1 import sha1

@@ -1,6 +1,6 @@
 """Bodies to and from the relay's blob store through the presigned URLs a request carries, with
-the standard library and ``hatchway.http1`` only (S3 on AWS, the local gateway's memory store
-otherwise).
+the standard library and ``hatchway.transport.http1`` only (S3 on AWS, the local gateway's
+memory store otherwise).
 
 Connections go through the environment's HTTP proxy as the relay's WebSocket does (``proxy``),
 and are kept alive and reused, a few per host: a transfer on a fresh connection paid a
@@ -17,9 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from hatchway import proxy
-from hatchway.http1 import BadReply, BodyStream, Connection, Pool, Reply, Truncated, client_tls
 from hatchway.protocol import Fault, Headers, Request, Response
+from hatchway.transport import proxy
+from hatchway.transport.http1 import (
+    BadReply,
+    BodyStream,
+    Connection,
+    Pool,
+    Reply,
+    Truncated,
+    client_tls,
+)
 
 log = logging.getLogger("hatchway.agent")
 

@@ -47,15 +47,16 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from hatchway import blobs, handshake, protocol
-from hatchway.answers import RecentAnswers
-from hatchway.bodies import looks_compressible
-from hatchway.connection import Connection, agent_fault, send_message
+from hatchway import protocol
 from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
-from hatchway.inflight import TunnelGate
 from hatchway.protocol import ProtocolError, Request, Response, codec
+from hatchway.serving.answers import RecentAnswers
+from hatchway.serving.bodies import looks_compressible
+from hatchway.serving.connection import Connection, agent_fault, send_message
+from hatchway.serving.inflight import TunnelGate
+from hatchway.transport import blobs, handshake
+from hatchway.transport.wire import Link
 from hatchway.version import __version__
-from hatchway.wire import Link
 
 log = logging.getLogger("hatchway.agent")
 

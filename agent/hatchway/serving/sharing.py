@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import time
 
-from hatchway import handshake, protocol
-from hatchway.connection import send_message
+from hatchway import protocol
 from hatchway.errors import HatchwayError, RelayUnreachable
 from hatchway.protocol import codec
+from hatchway.serving.connection import send_message
+from hatchway.transport import handshake
 
 SHARE_TIMEOUT_SECONDS = 15.0
 """How long one share operation may take, connecting included."""

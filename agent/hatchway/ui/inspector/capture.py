@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hatchway import protocol
-from hatchway.config import INSPECT_MEMORY_BYTES
 from hatchway.protocol import Fault, Headers
+from hatchway.ui.limits import INSPECT_MEMORY_BYTES
 
 MAX_REQUESTS = 200
 """Exchanges kept; recording one more forgets the oldest."""

@@ -1,6 +1,6 @@
 """Forwarding one tunnel request to the local app, byte-exact, and only ever to its target.
 
-Requests go out through ``hatchway.http1`` as given: nothing is added (no User-Agent, no
+Requests go out through ``hatchway.transport.http1`` as given: nothing is added (no User-Agent, no
 Accept-Encoding), nothing is re-quoted, and headers keep their order and repeats. Idle
 connections to the local app are pooled and reused; a pooled one the app closed is replaced
 before anything is written to it, and a request is sent again on a fresh connection only when
@@ -20,9 +20,11 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hatchway import blobs, http1, protocol
-from hatchway.bodies import COMPRESSIBILITY_SAMPLE_BYTES, looks_compressible
-from hatchway.http1 import (
+from hatchway import protocol
+from hatchway.protocol import Fault, ProtocolError, Request, Response
+from hatchway.serving.bodies import COMPRESSIBILITY_SAMPLE_BYTES, looks_compressible
+from hatchway.transport import blobs, http1
+from hatchway.transport.http1 import (
     STALE_ERRORS,
     BadReply,
     BodyStream,
@@ -33,7 +35,6 @@ from hatchway.http1 import (
     SourceFailed,
     Truncated,
 )
-from hatchway.protocol import Fault, ProtocolError, Request, Response
 
 POOL_SIZE = 32
 """Most idle connections to the local app kept for reuse."""

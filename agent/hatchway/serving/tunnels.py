@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hatchway import protocol
-from hatchway.forward import Target, parse_target
 from hatchway.protocol import Fault, Headers, ProtocolError, Request, Response
+from hatchway.serving.forward import Target, parse_target
 
 HOST_HEADER_MODES = ("preserve", "rewrite")
 """``preserve`` (the default): the Host the visitor sent; ``rewrite``: the target's host:port.

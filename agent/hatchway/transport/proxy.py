@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from hatchway.http1 import Connection
+from hatchway.transport.http1 import Connection
 
 if TYPE_CHECKING:
     import ssl
