@@ -67,6 +67,6 @@ def test_beyond_the_quota_each_visitor_gets_the_answer_or_an_immediate_refusal(
     ]
     assert [f for f in failures if f[0] in (502, 504) or f[2] >= APP_SECONDS] == []
     served = sum(answered_by_the_app(answer) for answer, _ in answers)
-    # Every execution the account has serves a visitor; the agent holds at most 48 requests
-    # per tunnel at once and refuses more at once (503 tunnel-busy).
-    assert served >= min(quota, visitors, 48)
+    # Every execution the account has serves a visitor; the agent serves 48 requests per
+    # tunnel at once, and the rest wait their turn.
+    assert served >= min(quota, visitors)

@@ -770,6 +770,88 @@ class Gate:
         return Response(request.id, 200, body=request.path.encode())
 
 
+class Recorder(Gate):
+    """A ``Gate`` that notes the order in which its requests start."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[str] = []
+
+    def __call__(self, request: Request) -> Response:
+        self.started.append(request.path)
+        return super().__call__(request)
+
+
+def test_beyond_a_tunnels_limit_requests_wait_their_turn_in_order(relay: FakeRelay) -> None:
+    handler = Recorder()
+    with session(relay, handler) as agent:
+        agent.gate.limit = 1
+        agent.start()
+        end = relay.next()
+        end.send(Request("hung", "sess", "GET", "/hang"))
+        for i in range(3):
+            end.send(Request(f"w{i}", "sess", "GET", f"/w{i}"))
+        for _ in range(int(WAIT / 0.01)):  # bounded: until all three wait
+            if agent.gate.waiting("sess") == 3:
+                break
+            time.sleep(0.01)
+        assert agent.gate.waiting("sess") == 3
+        handler.release.set()
+        done = answers(end, 4)
+    assert sorted((r.id, r.status) for r in done) == [
+        ("hung", 200),
+        ("w0", 200),
+        ("w1", 200),
+        ("w2", 200),
+    ]
+    assert handler.started == ["/hang", "/w0", "/w1", "/w2"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "bodies", "refused"),
+    [
+        pytest.param(("waiting_limit", 2), (b"", b"", b""), "w2", id="line full"),
+        pytest.param(("waiting_bytes", 10), (b"1234", b"123456", b"1"), "w2", id="bodies' bytes"),
+    ],
+)
+def test_past_the_waiting_line_a_request_is_refused_at_once_and_the_rest_are_served(
+    relay: FakeRelay, setting: tuple[str, int], bodies: tuple[bytes, ...], refused: str
+) -> None:
+    handler = Gate()
+    with session(relay, handler) as agent:
+        agent.gate.limit = 1
+        setattr(agent.gate, *setting)
+        agent.start()
+        end = relay.next()
+        end.send(Request("hung", "sess", "GET", "/hang"))
+        for i, body in enumerate(bodies):
+            end.send(Request(f"w{i}", "sess", "POST", f"/w{i}", body=body))
+        (first,) = answers(end, 1)  # before the app has answered anything
+        handler.release.set()
+        rest = answers(end, len(bodies))
+    assert (first.id, first.status, first.fault and first.fault.side) == (refused, 503, "local app")
+    assert first.fault is not None and "waiting their turn" in first.fault.message
+    assert {r.status for r in rest} == {200}
+
+
+def test_a_request_still_waiting_near_the_relays_deadline_is_refused_unstarted(
+    relay: FakeRelay,
+) -> None:
+    handler = Recorder()
+    with session(relay, handler, heartbeat=0.05) as agent:
+        agent.gate.limit = 1
+        agent.start()
+        end = relay.next()
+        end.send(Request("hung", "sess", "GET", "/hang"))
+        end.send(Request("late", "sess", "GET", "/late", deadline=time.time() + 1.5))
+        (refused,) = answers(end, 1)
+        handler.release.set()
+        answers(end, 1)
+    assert (refused.id, refused.status) == ("late", 503)
+    assert refused.fault is not None and "deadline is near" in refused.fault.message
+    assert handler.started == ["/hang"]
+
+
 def test_deadlines_are_read_on_the_relays_clock() -> None:
     local = 1_000_000.0
     skew = {"now": 0.0}
@@ -812,7 +894,9 @@ def test_requests_held_longer_than_the_mark_are_reported_working_once(relay: Fak
 
 def test_a_refused_request_counts_under_tunnel_busy_in_the_next_ping(relay: FakeRelay) -> None:
     handler = Gate()
-    with session(relay, handler, heartbeat=0.05).start():
+    with session(relay, handler, heartbeat=0.05) as agent:
+        agent.gate.waiting_limit = 0  # nothing waits: beyond 48, refused at once
+        agent.start()
         end = relay.next()
         for i in range(50):
             end.send(Request(f"hung{i}", "sess", "GET", "/hang"))
@@ -827,11 +911,13 @@ def test_a_refused_request_counts_under_tunnel_busy_in_the_next_ping(relay: Fake
     assert dict(health["sess"].errors) == {"tunnel-busy": 2}
 
 
-def test_a_tunnel_holds_a_bounded_number_of_requests_and_refuses_more_at_once(
+def test_with_no_room_to_wait_a_tunnel_refuses_past_its_limit_at_once(
     relay: FakeRelay,
 ) -> None:
     handler = Gate()
-    with session(relay, handler).start():
+    with session(relay, handler) as agent:
+        agent.gate.waiting_limit = 0  # nothing waits its turn: the limit alone is tested
+        agent.start()
         end = relay.next()
         for i in range(32):
             end.send(Request(f"hung{i}", "sess", "GET", "/hang"))
@@ -850,7 +936,7 @@ def test_a_tunnel_holds_a_bounded_number_of_requests_and_refuses_more_at_once(
     for response in refused:
         assert response.status == 503 and response.fault is not None
         assert response.fault.side == "local app"
-        assert f"already has {limit} requests waiting" in response.fault.message
+        assert f"its local app has {limit} requests in progress" in response.fault.message
     assert {r.status for r in rest} == {200} and len({r.id for r in rest}) == limit
 
 

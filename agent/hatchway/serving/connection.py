@@ -26,9 +26,11 @@ from hatchway.serving.bodies import looks_compressible
 from hatchway.serving.inflight import (
     MAX_MARKS_PER_SCAN,
     WORKING_SCAN_SECONDS,
+    Admission,
     GatePlace,
     HeldRequests,
     TunnelGate,
+    Waiting,
 )
 from hatchway.serving.tunnel_stats import TunnelStats
 from hatchway.transport import blobs, http1, wire
@@ -320,25 +322,25 @@ class Connection:
         if not session.seen.first_time(request, session.relay_now()):
             log.debug("ignored a repeated delivery of request %s", request.id)
             return
-        if not session.gate.enter(request.tunnel):
-            log.warning(
-                "refused request %s on %s: %d requests already wait on its local app",
-                request.id,
-                request.tunnel,
-                session.gate.limit,
-            )
-            self._answer(
-                agent_fault(
-                    request.id,
-                    503,
-                    f"tunnel {request.tunnel!r} already has {session.gate.limit} requests "
-                    "waiting on its local app; try again when it has caught up",
-                    side="local app",
-                ),
-                request.tunnel,  # counted under tunnel-busy, as every answer a visitor got
+        waiting = Waiting(
+            request.id,
+            len(request.body),
+            request.deadline,
+            time.monotonic(),
+            lambda place: self._start(request, place),
+            lambda why: self._refuse_busy(request, why),
+        )
+        admission = session.gate.admit(request.tunnel, waiting)
+        if admission is Admission.FULL:
+            self._refuse_busy(
+                request,
+                f"its local app has {session.gate.limit} requests in progress and "
+                f"{session.gate.waiting_limit} more waiting their turn (or their bodies' limit)",
             )
             return
         self.held.add(request.id, time.monotonic() - self._relay_age(request))
+        if admission is Admission.WAITING:
+            return  # started when a place frees up, or refused near the relay's deadline
         place = GatePlace(session.gate, request.tunnel)
         if (
             reading is not None
@@ -348,11 +350,29 @@ class Connection:
         ):
             self._serve_inline(request, place, reading)
             return
+        self._start(request, place)
+
+    def _start(self, request: Request, place: GatePlace) -> None:
+        """Hand ``request``, which holds ``place``, to a worker."""
         try:
-            session._pool.submit(self._serve, request, place)
+            self.session._pool.submit(self._serve, request, place)
         except RuntimeError:  # the session is shutting down
             place.leave()
             self.held.done(request.id)
+
+    def _refuse_busy(self, request: Request, why: str) -> None:
+        """Answer ``request`` 503 tunnel-busy, unstarted: ``why`` says what was full."""
+        log.warning("refused request %s on %s: %s", request.id, request.tunnel, why)
+        self.held.done(request.id)
+        self._answer(
+            agent_fault(
+                request.id,
+                503,
+                f"tunnel {request.tunnel!r} is busy: {why}; try again when it has caught up",
+                side="local app",
+            ),
+            request.tunnel,  # counted under tunnel-busy, as every answer a visitor got
+        )
 
     def _serve_inline(self, request: Request, place: GatePlace, reading: _Reading) -> None:
         """Serve ``request`` on the reader's own thread. Before any wait on a socket that lasts
@@ -526,6 +546,11 @@ class Connection:
             if busy is not None and busy == held_reader:
                 self._hand_over(*busy)
             held_reader = busy
+            for waiting in self.session.gate.expire(self.session.relay_now()):
+                waited = time.monotonic() - waiting.since
+                waiting.refuse(
+                    f"it waited {waited:.0f} s for its turn and the relay's deadline is near"
+                )
             try:
                 for request_id in self.held.due():
                     self.marked.append((time.monotonic(), request_id))

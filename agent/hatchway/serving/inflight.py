@@ -3,17 +3,36 @@ a ``Working`` mark that tells the relay the agent is still on them."""
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from hatchway import protocol
 
 MAX_TUNNEL_REQUESTS = 48
-"""Most requests one tunnel may hold at once (queued for a worker or waiting on its app). Below
-the session's 64 workers, so an app that hangs leaves workers to the agent's other tunnels, and
-high enough that a few dozen hung requests still leave room for the quick ones of the same
-tunnel. Beyond it the agent answers 503 at once (the relay's tunnel-busy) instead of letting
-visitors queue for a 504 at the relay's deadline."""
+"""Most requests one tunnel may have in progress at once (with a worker or waiting on its app).
+Below the session's 64 workers, so an app that hangs leaves workers to the agent's other
+tunnels, and high enough that a few dozen hung requests still leave room for the quick ones of
+the same tunnel. Requests beyond it wait their turn (``MAX_WAITING_REQUESTS``)."""
+
+MAX_WAITING_REQUESTS = 256
+"""Most requests one tunnel keeps waiting, in order, for a place among its
+``MAX_TUNNEL_REQUESTS``: a burst (a page's assets through a slow dev server, a webhook storm)
+is served as the app catches up instead of refused. Beyond it the agent answers 503 at once
+(tunnel-busy)."""
+
+MAX_WAITING_BODY_BYTES = 16 * 1024**2
+"""Most body bytes one tunnel's waiting requests may hold together, so a burst of uploads
+cannot grow the agent without bound (bodies that came through the blob store wait there and
+count nothing here). Beyond it, 503 tunnel-busy at once."""
+
+WAIT_DEADLINE_MARGIN_SECONDS = 1.0
+"""A waiting request still without a place this close to the relay's deadline is answered
+503 tunnel-busy: the app could not answer it in time, and an answer after the deadline would
+be lost (the visitor had a 504 by then)."""
 
 WORKING_SCAN_SECONDS = 1.0
 """How often a connection looks for requests due a ``Working`` mark: a mark leaves between
@@ -23,34 +42,123 @@ MAX_MARKS_PER_SCAN = 256
 """Most ``Working`` marks one scan sends (a message each); any others wait a scan."""
 
 
-class TunnelGate:
-    """Counts the requests each tunnel holds, refusing one beyond ``limit``. Thread-safe."""
+@dataclass(frozen=True)
+class Waiting:
+    """A request waiting for a place in its tunnel: ``start`` has it served with the place
+    it is given; ``refuse`` answers it 503 when its wait has to end without one."""
 
-    def __init__(self, limit: int = MAX_TUNNEL_REQUESTS) -> None:
+    request_id: str
+    body_bytes: int
+    deadline: float
+    """The relay's deadline for it, on the relay's clock (0: none said)."""
+    since: float
+    start: Callable[[GatePlace], None]
+    refuse: Callable[[str], None]
+
+
+class Admission(enum.Enum):
+    NOW = "now"
+    """A place was free: the caller serves the request with ``GatePlace(gate, tunnel)``."""
+    WAITING = "waiting"
+    """It waits its turn; ``Waiting.start`` or ``Waiting.refuse`` is called later, once."""
+    FULL = "full"
+    """Neither: the caller answers 503 at once."""
+
+
+class TunnelGate:
+    """Counts the requests each tunnel has in progress, up to ``limit``, and keeps the ones
+    beyond it waiting in order (at most ``waiting_limit`` and ``waiting_bytes`` of bodies); a
+    place given back goes to the tunnel's longest-waiting request. Thread-safe."""
+
+    def __init__(
+        self,
+        limit: int = MAX_TUNNEL_REQUESTS,
+        waiting_limit: int = MAX_WAITING_REQUESTS,
+        waiting_bytes: int = MAX_WAITING_BODY_BYTES,
+    ) -> None:
         self.limit = limit
+        self.waiting_limit = waiting_limit
+        self.waiting_bytes = waiting_bytes
         self._held: dict[str, int] = {}
+        self._waiting: dict[str, deque[Waiting]] = {}
+        self._waiting_size: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def enter(self, tunnel: str) -> bool:
         """Count one more request for ``tunnel``; False (and nothing counted) at the limit."""
         with self._lock:
-            held = self._held.get(tunnel, 0)
-            if held >= self.limit:
-                return False
-            self._held[tunnel] = held + 1
-            return True
+            return self._take(tunnel)
+
+    def admit(self, tunnel: str, waiting: Waiting) -> Admission:
+        """A place for ``waiting`` now, a place in the line, or neither."""
+        with self._lock:
+            if not self._waiting.get(tunnel) and self._take(tunnel):
+                return Admission.NOW
+            line = self._waiting.setdefault(tunnel, deque())
+            size = self._waiting_size.get(tunnel, 0) + waiting.body_bytes
+            if len(line) >= self.waiting_limit or size > self.waiting_bytes:
+                if not line:
+                    del self._waiting[tunnel]
+                return Admission.FULL
+            line.append(waiting)
+            self._waiting_size[tunnel] = size
+            return Admission.WAITING
 
     def leave(self, tunnel: str) -> None:
+        """Give back one of ``tunnel``'s places: to its longest-waiting request, if any."""
         with self._lock:
-            held = self._held.get(tunnel, 0) - 1
-            if held > 0:
-                self._held[tunnel] = held
-            else:
-                self._held.pop(tunnel, None)
+            following = self._pop(tunnel)
+            if following is None:
+                held = self._held.get(tunnel, 0) - 1
+                if held > 0:
+                    self._held[tunnel] = held
+                else:
+                    self._held.pop(tunnel, None)
+        if following is not None:
+            following.start(GatePlace(self, tunnel))
+
+    def expire(self, now: float, margin: float = WAIT_DEADLINE_MARGIN_SECONDS) -> list[Waiting]:
+        """Take out the waiting requests whose deadline (relay clock) is less than ``margin``
+        away at ``now``; the caller refuses them."""
+        expired: list[Waiting] = []
+        with self._lock:
+            for tunnel, line in list(self._waiting.items()):
+                kept: deque[Waiting] = deque()
+                for w in line:
+                    (kept if not w.deadline or w.deadline - now >= margin else expired).append(w)
+                self._waiting_size[tunnel] = sum(w.body_bytes for w in kept)
+                if kept:
+                    self._waiting[tunnel] = kept
+                else:
+                    del self._waiting[tunnel]
+                    del self._waiting_size[tunnel]
+        return expired
 
     def held(self, tunnel: str) -> int:
         with self._lock:
             return self._held.get(tunnel, 0)
+
+    def waiting(self, tunnel: str) -> int:
+        with self._lock:
+            return len(self._waiting.get(tunnel, ()))
+
+    def _take(self, tunnel: str) -> bool:
+        held = self._held.get(tunnel, 0)
+        if held >= self.limit:
+            return False
+        self._held[tunnel] = held + 1
+        return True
+
+    def _pop(self, tunnel: str) -> Waiting | None:
+        line = self._waiting.get(tunnel)
+        if not line:
+            return None
+        following = line.popleft()
+        self._waiting_size[tunnel] -= following.body_bytes
+        if not line:
+            del self._waiting[tunnel]
+            del self._waiting_size[tunnel]
+        return following
 
 
 class GatePlace:
