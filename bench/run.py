@@ -1,9 +1,10 @@
 """Tunnel vs direct, measured in one run on loopback against the same origin app with wrk.
 
-Starts the origin (``origin.py``, one worker per CPU), ``hatchway-local`` (memory store) and
-``hatchway http`` as separate processes, then drives wrk (installed from Debian if missing) at
-the origin directly and through the tunnel, alternating within each round so that drift hits
-both alike. Four columns, each the median of the rounds and a ratio to direct:
+Starts the origin (``origin.py``, one worker per CPU), ``hatchway-local`` (with its default
+SQLite store, in a temporary directory, or ``--store memory``) and ``hatchway http`` as separate
+processes, then drives wrk (installed from Debian if missing) at the origin directly and through
+the tunnel, alternating within each round so that drift hits both alike. Four columns, each the
+median of the rounds and a ratio to direct:
 
 * p50 and p99 latency at c=1 on one keep-alive connection, 1 KB GETs;
 * requests per second at c=32, 1 KB GETs;
@@ -14,7 +15,7 @@ plus the agent's and the gateway's peak RSS and CPU. Then, apart (the agent's me
 before it), the stretch: MiB/s of 10 MB GETs at c=4, which the relay's functions refuse (their
 limit is 4.25 MiB) and a tunnel started with ``--large-responses redirect`` answers with a 302 to
 the blob store; ``hey`` follows it (wrk cannot), so it measures direct as well. The table goes to
-stdout and, as Markdown for the README, to ``--markdown`` (default /tmp/readme-bench.md).
+stdout and, as Markdown for docs/benchmarks.md, to ``--markdown`` (default /tmp/readme-bench.md).
 
     make bench                       # or: .venv/bin/python bench/run.py [--quick]
 """
@@ -219,6 +220,12 @@ def main() -> int:
         "--inspect", action="store_true", help="run the agent with its inspector (default: off)"
     )
     parser.add_argument("--markdown", type=Path, default=Path("/tmp/readme-bench.md"))
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "memory"),
+        default="sqlite",
+        help="hatchway-local's store (default: sqlite, its own default)",
+    )
     args = parser.parse_args()
     rounds, seconds = (1, 3.0) if args.quick else (args.rounds, args.seconds)
     wrk_bin = wrk.ensure_wrk()
@@ -236,9 +243,9 @@ def main() -> int:
         try:
             for origin in origins:
                 origin.wait_for("origin ready")
-            relay = Child(
-                [str(BIN / "hatchway-local"), "--port", str(relay_port), "--token", TOKEN], env
-            )
+            relay_argv = [str(BIN / "hatchway-local"), "--port", str(relay_port)]
+            relay_argv += ["--token", TOKEN, "--store", args.store]
+            relay = Child(relay_argv, env)
             children.append(relay)
             relay.wait_for("hatchway-local ready")
             agent_argv = [str(BIN / "hatchway"), "http", str(origin_port)]

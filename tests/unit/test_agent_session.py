@@ -810,14 +810,19 @@ def test_beyond_a_tunnels_limit_requests_wait_their_turn_in_order(relay: FakeRel
 
 
 @pytest.mark.parametrize(
-    ("setting", "bodies", "refused"),
+    ("setting", "bodies", "words"),
     [
-        pytest.param(("waiting_limit", 2), (b"", b"", b""), "w2", id="line full"),
-        pytest.param(("waiting_bytes", 10), (b"1234", b"123456", b"1"), "w2", id="bodies' bytes"),
+        pytest.param(("waiting_limit", 2), (b"", b"", b""), "the most that may", id="line full"),
+        pytest.param(
+            ("waiting_bytes", 10),
+            (b"1234", b"123456", b"1"),  # 10 bytes wait; the 11th would pass the bound
+            "which this one's body would pass",
+            id="bodies' bytes",
+        ),
     ],
 )
 def test_past_the_waiting_line_a_request_is_refused_at_once_and_the_rest_are_served(
-    relay: FakeRelay, setting: tuple[str, int], bodies: tuple[bytes, ...], refused: str
+    relay: FakeRelay, setting: tuple[str, int], bodies: tuple[bytes, ...], words: str
 ) -> None:
     handler = Gate()
     with session(relay, handler) as agent:
@@ -831,8 +836,12 @@ def test_past_the_waiting_line_a_request_is_refused_at_once_and_the_rest_are_ser
         (first,) = answers(end, 1)  # before the app has answered anything
         handler.release.set()
         rest = answers(end, len(bodies))
-    assert (first.id, first.status, first.fault and first.fault.side) == (refused, 503, "local app")
-    assert first.fault is not None and "waiting their turn" in first.fault.message
+    assert (first.id, first.status, first.fault and first.fault.side) == ("w2", 503, "local app")
+    assert (
+        first.fault is not None
+        and "1 requests in progress and 2 more waiting" in first.fault.message
+    )
+    assert words in first.fault.message
     assert {r.status for r in rest} == {200}
 
 

@@ -332,10 +332,15 @@ class Connection:
         )
         admission = session.gate.admit(request.tunnel, waiting)
         if admission is Admission.FULL:
+            gate, line = session.gate, session.gate.waiting(request.tunnel)
+            full = (
+                f"{line} more waiting their turn, the most that may"
+                if line >= gate.waiting_limit
+                else f"{line} more waiting their turn with {gate.waiting_bytes // 1024**2} MiB "
+                "of bodies at most, which this one's body would pass"
+            )
             self._refuse_busy(
-                request,
-                f"its local app has {session.gate.limit} requests in progress and "
-                f"{session.gate.waiting_limit} more waiting their turn (or their bodies' limit)",
+                request, f"its local app has {gate.limit} requests in progress and {full}"
             )
             return
         self.held.add(request.id, time.monotonic() - self._relay_age(request))
