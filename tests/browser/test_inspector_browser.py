@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -291,5 +292,32 @@ def test_at_1280_by_800_the_header_is_one_row_and_the_detail_offers_curl_and_raw
         LAYOUT_SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=LAYOUT_SCREENSHOT)
         assert LAYOUT_SCREENSHOT.stat().st_size > 0
+    finally:
+        context.close()
+
+
+def test_the_list_and_the_detail_show_one_time_in_the_browsers_own_zone(
+    stack: Stack, browser: Browser
+) -> None:
+    """Away from UTC (India, +05:30, so hours and minutes both differ): the list's time and the
+    detail's are the same local time, the one the user's clock shows."""
+    zone = timezone(timedelta(hours=5, minutes=30))
+    context = browser.new_context(timezone_id="Asia/Kolkata", locale="en-GB")
+    page = context.new_page()
+    try:
+        assert stack.inspector.url is not None
+        page.goto(stack.inspector.url)
+        expect(page.locator("#live")).to_have_text("live")
+        assert stack.visit("GET", "/echo/when").status == 200
+        entry = row(page, "/echo/when")
+        expect(entry).to_have_count(1)
+        reply = page.request.get(stack.inspector.url + "api/requests")
+        (summary,) = json.loads(reply.text())["requests"]
+        captured = datetime.fromisoformat(summary["time"].replace("Z", "+00:00"))
+        local = captured.astimezone(zone).strftime("%H:%M:%S")
+        assert local != captured.strftime("%H:%M:%S")
+        expect(entry.locator("td.time")).to_contain_text(local)
+        entry.click()
+        expect(page.locator("#detail-meta")).to_contain_text(local)
     finally:
         context.close()
