@@ -84,11 +84,6 @@ class TunnelGate:
         self._waiting_size: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def enter(self, tunnel: str) -> bool:
-        """Count one more request for ``tunnel``; False (and nothing counted) at the limit."""
-        with self._lock:
-            return self._take(tunnel)
-
     def admit(self, tunnel: str, waiting: Waiting) -> Admission:
         """A place for ``waiting`` now, a place in the line, or neither."""
         with self._lock:
