@@ -15,7 +15,6 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
 from importlib import resources
 from typing import Any, Protocol
 
@@ -210,10 +209,6 @@ class MemoryWrites:
         if answer is None:
             raise IntegrationFailed("the integration's role may write answer items only")
         try:
-            self.store.update_answer(*answer, partial(_updated, request=request))
+            self.store.update_answer(*answer, lambda item: apply_update(item, request))
         except ValidationError as exc:
             raise IntegrationFailed(f"DynamoDB would refuse the write: {exc}") from None
-
-
-def _updated(item: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
-    return apply_update(item, request)

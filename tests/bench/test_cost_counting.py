@@ -308,20 +308,11 @@ def test_an_integrations_write_with_no_lambda_around_it_is_billed() -> None:
     import boto3
     from moto import mock_aws
 
+    from hatchway_relay.adapters.dynamo_table import create_table
+
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
-        client.create_table(
-            TableName="relay",
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_table(client, "relay")
         meter = cost_meter.Meter()
         boto = cost_meter.BotoMeter(
             meter, cost_meter.DynamoProbe(boto3.client("dynamodb", region_name="us-east-1"))

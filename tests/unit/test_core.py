@@ -627,18 +627,6 @@ def test_without_a_blob_store_bodies_above_a_message_are_413() -> None:
 # --- Who may answer, and how often --------------------------------------------------------------
 
 
-def test_another_connections_answer_is_never_read(h: Harness) -> None:
-    intruder = h.agent("c2", "other", token=TOKEN_B)
-
-    def answered_after_a_forgery(request: protocol.Request) -> protocol.Response:
-        intruder.send(protocol.Response(request.id, 200, body=b"forged"))
-        return protocol.Response(request.id, 200, body=b"genuine")
-
-    h.agent("c1", app=answered_after_a_forgery)
-    reply = h.relay.visit(h.get("/"))
-    assert (reply.status, reply.body) == (200, b"genuine")
-
-
 def test_a_forgery_alone_leaves_the_visitor_waiting_for_the_real_agent(h: Harness) -> None:
     intruder = h.agent("c2", "other", token=TOKEN_B)
 

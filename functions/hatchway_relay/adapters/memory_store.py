@@ -329,9 +329,8 @@ class MemoryStore:
         API Gateway's answer integration makes it: ``update`` turns the item's typed
         attributes (DynamoDB's JSON form) into the new ones, or raises and changes nothing.
         An answer lands once the item holds ``ANSWER`` (binary), a mark once it holds
-        ``WORKING``. Only
-        an item a waiter reads is kept: one for another connection, or for a request nobody
-        waits for (any more), is dropped, as nobody would ever read it."""
+        ``WORKING``. Only an item a waiter reads is kept: one for another connection, or for
+        a request nobody waits for (any more), is dropped, as nobody would ever read it."""
         with self._lock:
             awaited = self._awaited.get(request_id)
             if (
