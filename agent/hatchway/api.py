@@ -229,6 +229,7 @@ def connect(
     rate_limit: str | float | None = None,
     rate_burst: int | None = None,
     pool: bool = False,
+    gzip: bool = True,
     rotate_after: float | None = None,
     inspect: str | bool = False,
     timeout: float = CONNECT_TIMEOUT_SECONDS,
@@ -241,7 +242,8 @@ def connect(
     ranges such as ``["203.0.113.0/24"]``, ``rate_limit`` ``"20/s"``, ``"600/m"`` or a number
     of requests a second, ``rotate_after`` the seconds between connection rotations (else
     ``HATCHWAY_ROTATE_SECONDS``, else 1 h 50 min), ``pool`` True to share ``subdomain`` with
-    other agents of the token that ask for it too. ``inspect``: False (default) for no
+    other agents of the token that ask for it too, ``gzip`` False to send responses exactly as
+    the app encoded them. ``inspect``: False (default) for no
     inspector, True for the configured address, or an address such as ``"127.0.0.1:4040"``.
 
     Raises ``TokenRefused`` (also when no token is configured at all), ``NameTaken``,
@@ -264,6 +266,7 @@ def connect(
         rate_limit=rate_limit,
         rate_burst=rate_burst,
         pool=pool,
+        gzip=gzip,
     )
     settings = resolve_settings(server, token, inspect if isinstance(inspect, str) else None)
     rotate_seconds = resolve_rotate_after(rotate_after)

@@ -200,6 +200,13 @@ def _tunnel_flags(parser: argparse.ArgumentParser) -> None:
         f"(default), or redirected to the relay's blob store (up to "
         f"{protocol.MAX_BLOB_BYTES // (1024 * 1024)} MiB)",
     )
+    parser.add_argument(
+        "--no-gzip",
+        dest="gzip",
+        action="store_false",
+        help="send responses to visitors exactly as the app encoded them; by default the relay "
+        "gzips compressible ones for visitors that accept gzip (less traffic to pay for)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -363,6 +370,7 @@ def _tunnels(args: argparse.Namespace) -> list[TunnelOptions]:
             rate_limit=args.rate_limit,
             rate_burst=args.rate_burst,
             pool=args.pool,
+            gzip=args.gzip,
         )
     ]
 

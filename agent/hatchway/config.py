@@ -98,7 +98,7 @@ TUNNEL_LIST_KEYS = (
     "deny_cidr",
 )
 TUNNEL_INT_KEYS = ("rate_burst",)
-TUNNEL_BOOL_KEYS = ("pool",)
+TUNNEL_BOOL_KEYS = ("pool", "gzip")
 """What a ``[tunnels.<label>]`` table may hold: the ``hatchway http`` options."""
 
 QUERY_TOKEN_NOTE = (
@@ -353,8 +353,8 @@ def tunnel_from_table(label: str, table: Mapping[str, Any], path: Path) -> Tunne
             raise ConfigError(f'{where}: {key} must be a list of strings, e.g. ["X-Env: dev"]')
         return value
 
-    def flag(key: str) -> bool:
-        value = table.get(key, False)
+    def flag(key: str, default: bool = False) -> bool:
+        value = table.get(key, default)
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: {key} must be true or false, e.g. {key} = true")
         return value
@@ -398,6 +398,7 @@ def tunnel_from_table(label: str, table: Mapping[str, Any], path: Path) -> Tunne
             rate_limit=string("rate_limit"),
             rate_burst=whole("rate_burst"),
             pool=flag("pool"),
+            gzip=flag("gzip", default=True),
             label=label,
         )
     except OptionError as exc:

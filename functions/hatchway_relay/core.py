@@ -57,12 +57,13 @@ RANDOM_NAME_ATTEMPTS = 8
 
 def _describe(options: tuple[str, ...]) -> str:
     """``pool_options`` in words, for a refusal."""
-    basic_auth, webhook, large_responses, access = options
+    basic_auth, webhook, large_responses, access, no_gzip = options
     words = [
         "a password" if basic_auth else "",
         f"{webhook} webhook checks" if webhook else "",
         f"--large-responses {large_responses}" if large_responses != "refuse" else "",
         f"access rules {access}" if access else "",
+        "--no-gzip" if no_gzip else "",
     ]
     return ", ".join(w for w in words if w) or "no password, webhook or access rules"
 
@@ -329,6 +330,7 @@ class Relay:
             webhook=spec.webhook or "",
             webhook_secret=self.secrets.seal(spec.webhook_secret or ""),
             large_responses=spec.large_responses,
+            gzip=spec.gzip,
             access=spec.access,
             token_limits=connection.limits,
         )
@@ -442,8 +444,8 @@ class Relay:
             return (
                 f"is served by a pool whose agents were started with other options (the pool: "
                 f"{_describe(pool_options(held))}; this agent: {_describe(asked)}); start every "
-                "member with the same password, webhook, address rules, rate limit and "
-                "--large-responses"
+                "member with the same password, webhook, address rules, rate limit, "
+                "--large-responses and --no-gzip"
             )
         if spec.pool:
             return (
@@ -467,6 +469,7 @@ class Relay:
                 basic_auth=spec.basic_auth or "",
                 webhook=spec.webhook or "",
                 large_responses=spec.large_responses,
+                gzip=spec.gzip,
                 access=spec.access,
             )
         )

@@ -160,6 +160,8 @@ class Claim:
     (HMAC needs it in clear: the relay opens it when it checks a delivery)."""
     large_responses: str = "refuse"
     """``protocol.LARGE_RESPONSE_MODES``: what a response above Lambda's ceiling becomes."""
+    gzip: bool = True
+    """Whether responses may reach visitors gzip-encoded (``visitor_gzip``)."""
     instance: str = ""
     """The agent process holding it (``Hello.instance``): another process with the same token
     does not take a live claim over."""
@@ -207,13 +209,14 @@ class Claim:
 def pool_options(claim: Claim) -> tuple[str, ...]:
     """What every member of a pool must ask for alike: the kinds of guards (not their secrets:
     each agent run salts its password hash afresh, and KMS seals a secret differently each
-    time), the access rules, and what becomes of a large response. The pool keeps the guard
-    values of the agent that began it."""
+    time), the access rules, what becomes of a large response and whether responses may be
+    gzip-encoded. The pool keeps the guard values of the agent that began it."""
     return (
         "basic_auth" if claim.basic_auth else "",
         claim.webhook,
         claim.large_responses,
         repr(claim.access) if claim.access else "",
+        "" if claim.gzip else "no-gzip",
     )
 
 

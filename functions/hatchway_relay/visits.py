@@ -21,7 +21,7 @@ from typing import Protocol, TypeVar
 
 from hatchway import protocol
 from hatchway.protocol import ProtocolError, codec
-from hatchway_relay import access, guards, path_mode, request_ids, shares
+from hatchway_relay import access, guards, path_mode, request_ids, shares, visitor_gzip
 from hatchway_relay.config import RelayConfig
 from hatchway_relay.ports import (
     BlobStore,
@@ -721,7 +721,7 @@ class VisitorPath:
     def _reply_from(self, request: protocol.Request, claim: Claim, answer: bytes) -> Reply:
         try:
             # API Gateway stored the agent's message as it came: it is checked here, once.
-            message = codec.response_from_stored(answer)
+            message, zlib_stream = codec.unpack_stored(answer)
         except ProtocolError as exc:
             return error_reply(
                 502, "agent-bad-response", f"The agent sent a malformed response: {exc}."
@@ -744,9 +744,18 @@ class VisitorPath:
         if request.method == "HEAD":
             # No body follows, so the app's Content-Length is the only place its size shows.
             headers += tuple((n, v) for n, v in message.headers if n.lower() == "content-length")
-        if message.uploaded is None:
-            return Reply(message.status, headers, message.body)
-        return self._uploaded_reply(request, claim, message, headers)
+        if message.uploaded is not None:
+            return self._uploaded_reply(request, claim, message, headers)
+        headers, body = visitor_gzip.for_visitor(
+            enabled=claim.gzip,
+            method=request.method,
+            accept_encoding=guards.header(request.headers, "accept-encoding"),
+            status=message.status,
+            headers=headers,
+            body=message.body,
+            zlib_stream=zlib_stream,
+        )
+        return Reply(message.status, headers, body)
 
     def _uploaded_reply(
         self,

@@ -94,6 +94,11 @@ def test_flags_become_the_tunnels_options(monkeypatch: pytest.MonkeyPatch) -> No
     assert options("3000").large_responses == "refuse"
 
 
+def test_no_gzip_asks_the_relay_to_pass_responses_as_the_app_encoded_them() -> None:
+    assert options("3000").spec().gzip is True
+    assert options("3000", "--no-gzip").spec().gzip is False
+
+
 def test_the_webhook_secret_can_stay_out_of_the_process_list(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

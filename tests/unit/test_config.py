@@ -194,6 +194,7 @@ NAMED = {
             "basic_auth": "user:pass",
             "response_header_remove": ["Server"],
             "large_responses": "redirect",
+            "gzip": False,
         },
         "hook": {"target": 9000, "verify_webhook": "stripe", "webhook_secret": "whsec_x"},
     }
@@ -212,6 +213,7 @@ def test_named_tunnels_are_read_from_the_file(config: Path) -> None:
     assert api.response_header_remove == ("Server",)
     assert (web.large_responses, api.large_responses) == ("refuse", "redirect")
     assert api.spec().large_responses == "redirect"
+    assert (web.spec().gzip, api.spec().gzip) == (True, False)
     assert [t.label for t in named_tunnels([], every=True)] == ["web", "api", "hook"]
     # A table's label is its tunnel's name unless subdomain gives another.
     assert [t.subdomain for t in named_tunnels([], every=True)] == ["myweb", "myapi", "hook"]

@@ -860,13 +860,13 @@ def test_an_answer_is_decoded_once_from_what_the_store_holds(
         h.relay.add_token(TOKEN_A)
     h.agent("c1")
     read_back: list[bytes] = []
-    original = codec.response_from_stored
+    original = codec.unpack_stored
 
-    def counted(data: bytes) -> protocol.Response:
+    def counted(data: bytes) -> tuple[protocol.Response, bytes | None]:
         read_back.append(data)
         return original(data)
 
-    monkeypatch.setattr(codec, "response_from_stored", counted)
+    monkeypatch.setattr(codec, "unpack_stored", counted)
     reply = h.relay.visit(h.get("/hello", method="POST", body=b"hi"))
     assert (reply.status, reply.body) == (200, b"hi")
     assert ("x-seen", "POST /hello") in reply.headers
@@ -1427,11 +1427,19 @@ def test_another_token_never_joins_a_pool(h: Harness) -> None:
     assert claim is not None and {m.connection_id for m in claim.members} == {"p1", "p2", "p3"}
 
 
-def test_a_member_asking_for_other_options_is_refused_saying_which(h: Harness) -> None:
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        (protocol.TunnelSpec("myapp", basic_auth=CREDENTIALS_HASH, pool=True), "a password"),
+        (protocol.TunnelSpec("myapp", pool=True, gzip=False), "--no-gzip"),
+    ],
+)
+def test_a_member_asking_for_other_options_is_refused_saying_which(
+    h: Harness, spec: protocol.TunnelSpec, said: str
+) -> None:
     pool_of_three(h)
-    agent = guarded_agent(h, protocol.TunnelSpec("myapp", basic_auth=CREDENTIALS_HASH, pool=True))
-    message = refusal(agent)
-    assert "other options" in message and "this agent: a password" in message
+    message = refusal(guarded_agent(h, spec))
+    assert "other options" in message and f"this agent: {said})" in message
 
 
 def test_a_pool_needs_a_name() -> None:

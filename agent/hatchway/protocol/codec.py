@@ -9,7 +9,7 @@ frames, with no I/O. ``hatchway.protocol`` defines what the messages are and the
 * A response message carries its stored form (``stored_answer``): its head as JSON, a newline,
   and its packed body as raw bytes, base64-encoded once as a whole. API Gateway writes that
   form to DynamoDB as it is, with no Lambda between (DynamoDB bills writes per KB, and raw
-  bytes are a quarter smaller than base64 text); ``response_from_stored`` reads it back.
+  bytes are a quarter smaller than base64 text); ``unpack_stored`` reads it back.
 """
 
 from __future__ import annotations
@@ -157,6 +157,8 @@ def _spec_to_dict(spec: TunnelSpec) -> dict[str, Any]:
         out["access"] = access_to_dict(spec.access)
     if spec.pool:
         out["pool"] = True
+    if not spec.gzip:
+        out["gzip"] = False
     return out
 
 
@@ -425,8 +427,7 @@ def _loads(text: str | bytes) -> dict[str, Any]:
         except UnicodeDecodeError:
             raise ProtocolError("message is not valid UTF-8") from None
     try:
-        # The parser's own recursion is bounded: nesting past the interpreter's recursion limit
-        # raises RecursionError rather than exhausting the stack.
+        # Nesting past the recursion limit raises RecursionError, never exhausts the stack.
         obj = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"message is not valid JSON: {str(exc)[:200]}") from None
@@ -558,8 +559,8 @@ def _decode_hello(obj: dict[str, Any]) -> Hello:
                 "hello: each tunnel must be an object with an optional name and optional "
                 "string options"
             )
-        if not isinstance(item.get("pool", False), bool):
-            raise ProtocolError("hello: a tunnel's pool must be true or false")
+        if not all(isinstance(item.get(flag, True), bool) for flag in ("pool", "gzip")):
+            raise ProtocolError("hello: a tunnel's pool and gzip must be true or false")
         specs.append(
             TunnelSpec(
                 item.get("name"),
@@ -569,6 +570,7 @@ def _decode_hello(obj: dict[str, Any]) -> Hello:
                 large_responses=item.get("large_responses") or "refuse",
                 access=access_from_dict(item.get("access"), "hello"),
                 pool=item.get("pool", False),
+                gzip=item.get("gzip", True),
             )
         )
     agent = _optional_str(obj, "agent", "hello") or ""
@@ -661,7 +663,7 @@ def _decode_answer(obj: dict[str, Any]) -> Response:
     """A response message: its id, and its stored form, which must answer that same id."""
     response_id = validate_id(_field(obj, "id", str, "response"))
     stored = _field(obj, "stored", str, f"response {response_id}")
-    response = response_from_stored(_unbase64(stored, f"response {response_id}"))
+    response, _ = unpack_stored(_unbase64(stored, f"response {response_id}"))
     if response.id != response_id:
         raise ProtocolError(f"response {response_id}: its stored form answers another request")
     return response
@@ -729,10 +731,9 @@ def stored_answer(message: Response, compress: bool = True) -> bytes:
     return _dumps(head).encode("ascii") + b"\n" + packed
 
 
-def response_from_stored(data: bytes) -> Response:
-    """The response whose stored form is ``data`` (``stored_answer``); any damage raises
-    ``ProtocolError``. The body is never base64-encoded on the way: the stored bytes are the
-    body (inflated if packed)."""
+def unpack_stored(data: bytes) -> tuple[Response, bytes | None]:
+    """The response stored as ``data`` (``stored_answer``; any damage raises ``ProtocolError``),
+    and the zlib stream its body came in if packed, checked whole, for a reader to pass on."""
     head, newline, raw = data.partition(b"\n")
     if not newline:
         raise ProtocolError("stored response has no head", status=502)
@@ -742,7 +743,8 @@ def response_from_stored(data: bytes) -> Response:
         raise ProtocolError("stored response head is not JSON", status=502) from None
     if not isinstance(obj, dict) or obj.get("type") != "response" or "body" in obj:
         raise ProtocolError("stored response is not a response", status=502)
-    return _decode_response(obj, raw)
+    response = _decode_response(obj, raw)
+    return response, raw if obj.get("enc") == "zlib" and response.body else None
 
 
 # --- Share links -------------------------------------------------------------------------------

@@ -154,7 +154,8 @@ class TunnelSpec:
     forwarded: ``basic_auth`` is a ``hash_basic_auth`` string (never the password), ``webhook``
     one of ``WEBHOOK_PROVIDERS`` with the ``webhook_secret`` its deliveries are signed with.
     Neither secret appears in a repr or in an error message. ``large_responses`` is one of
-    ``LARGE_RESPONSE_MODES``; ``access`` holds the address rules and rate limit.
+    ``LARGE_RESPONSE_MODES``; ``access`` holds the address rules and rate limit. ``gzip``
+    False keeps the relay from gzip-encoding responses for visitors that accept it.
 
     ``pool`` asks to serve the name together with the other agents of the same token that ask
     for it with ``pool`` too (and the same options): the relay spreads visitor requests over
@@ -168,6 +169,7 @@ class TunnelSpec:
     large_responses: str = "refuse"
     access: AccessRules = AccessRules()
     pool: bool = False
+    gzip: bool = True
 
     def __post_init__(self) -> None:
         if self.name is not None:

@@ -56,6 +56,8 @@ class TunnelOptions:
     access: protocol.AccessRules = field(default_factory=protocol.AccessRules)
     pool: bool = False
     """Join the pool of agents of this token serving the same name, instead of holding it alone."""
+    gzip: bool = True
+    """Let the relay gzip-encode responses for visitors that accept it."""
     label: str | None = None
 
     @property
@@ -81,6 +83,7 @@ class TunnelOptions:
             large_responses=self.large_responses,
             access=self.access,
             pool=self.pool,
+            gzip=self.gzip,
         )
 
 
@@ -102,6 +105,7 @@ def tunnel_options(
     rate_limit: str | float | None = None,
     rate_burst: int | None = None,
     pool: bool = False,
+    gzip: bool = True,
     label: str | None = None,
 ) -> TunnelOptions:
     """Validated options from the strings a user types (flags, config values, API arguments).
@@ -157,6 +161,7 @@ def tunnel_options(
         large_responses=large_responses,
         access=access_rules(allow_cidr, deny_cidr, rate_limit, rate_burst),
         pool=pool,
+        gzip=gzip,
         label=label,
     )
     try:  # the relay's own checks of the secret, here so that the user hears of it first
@@ -355,6 +360,8 @@ def describe(options: TunnelOptions) -> dict[str, Any]:
         shown["large_responses"] = options.large_responses
     if options.pool:
         shown["pool"] = True
+    if not options.gzip:
+        shown["gzip"] = False
     if options.access.allow:
         shown["allow_cidr"] = list(options.access.allow)
     if options.access.deny:

@@ -381,6 +381,8 @@ class DynamoStore:
                 item[guard] = getattr(claim, guard)
         if claim.access:
             item["access"] = json.dumps(codec.access_to_dict(claim.access))
+        if not claim.gzip:
+            item["gzip"] = False
         item.update(limits_attribute("token_limits", claim.token_limits))
         return item
 
@@ -409,6 +411,7 @@ class DynamoStore:
             webhook=item.get("webhook", ""),
             webhook_secret=item.get("webhook_secret", ""),
             large_responses=item.get("large_responses", "refuse"),
+            gzip=bool(item.get("gzip", True)),
             instance=item.get("instance", ""),
             access=codec.access_from_dict(json.loads(item["access"]), "claim")
             if "access" in item
