@@ -3,7 +3,7 @@
 Traffic out of AWS is billed per byte, and a page travels faster compressed, so the relay sends
 a compressible response gzip-encoded to a visitor whose ``Accept-Encoding`` takes gzip, as
 Cloudflare's proxy does. It costs almost no CPU: the agent already packed the body as a zlib
-stream (only when that saved at least an eighth; see ``codec.pack_body``), and a zlib stream is a
+stream (only when that saved at least an eighth; see ``packing.pack_raw``), and a zlib stream is a
 raw deflate stream between a 2-byte header and an Adler-32 trailer, while gzip wraps the same
 deflate stream in a 10-byte header and a CRC-32 and size trailer. The relay swaps the wrapping.
 

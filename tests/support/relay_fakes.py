@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hatchway import protocol
-from hatchway.protocol import codec
+from hatchway.protocol import codec, packing
 from hatchway_local.integrations import MemoryWrites, load_routes
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.core import Relay
@@ -110,8 +110,8 @@ class FakeAgent:
         """Upload a body that is too large to carry inline, as the real agent does."""
         if response.uploaded is not None or not response.body:
             return response
-        packed, _ = codec.pack_body(response.body)
-        if codec.packed_size(packed) <= request.inline_max or request.upload_url is None:
+        packed, _ = packing.pack_body(response.body)
+        if packing.packed_size(packed) <= request.inline_max or request.upload_url is None:
             return response
         assert self.blobs is not None
         self.blobs.objects[self.blobs.at(request.upload_url)] = response.body

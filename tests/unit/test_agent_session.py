@@ -670,15 +670,18 @@ def test_reconnect_takes_a_random_name_back(relay: FakeRelay) -> None:
 
 
 def test_rotation_opens_the_new_connection_before_closing_the_old(relay: FakeRelay) -> None:
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
 
     def slow(request: Request) -> Response:
+        started.set()
         release.wait(WAIT)
         return Response(request.id, 200, body=b"finished")
 
-    with session(relay, slow, heartbeat=0.05, rotate_after=0.2).start():
+    # The request must be in flight before the rotation: a second leaves room on a busy machine.
+    with session(relay, slow, heartbeat=0.05, rotate_after=1.0).start():
         old = relay.next()
         old.send(Request("inflight", "sess", "GET", "/slow"))
+        assert started.wait(WAIT)
         new = relay.next()  # opened while the old one still holds a request
         assert new.hello.tunnels[0].name == "sess"
         release.set()

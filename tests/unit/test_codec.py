@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hatchway import protocol as p
-from hatchway.protocol import ProtocolError, codec
+from hatchway.protocol import ProtocolError, codec, packing
 
 SALT = b"s" * p.BASIC_AUTH_SALT_BYTES
 HASHED = p.hash_basic_auth("alice:pw", SALT)
@@ -321,13 +321,13 @@ def test_human_readable_text_is_cut_to_the_message_text_limit(
 def test_compression_is_used_only_when_it_helps_and_bodies_stay_byte_exact(
     body: bytes, compress: bool, encoding: str | None
 ) -> None:
-    text, used = codec.pack_body(body, compress)
+    text, used = packing.pack_body(body, compress)
     assert used == encoding
     assert text.isascii()
-    assert codec.packed_size(text) == len(base64.b64decode(text))
+    assert packing.packed_size(text) == len(base64.b64decode(text))
     if used == "zlib":
-        assert codec.packed_size(text) <= len(body) - len(body) // 8
-    assert codec.unpack_body(text, used, len(body), "test") == body
+        assert packing.packed_size(text) <= len(body) - len(body) // 8
+    assert packing.unpack_body(text, used, len(body), "test") == body
 
 
 def test_a_message_without_compression_carries_no_encoding() -> None:
@@ -998,8 +998,8 @@ def test_fuzz_any_body_and_header_values_survive_byte_exact(
         if as_response
         else p.Request("r1", "myapp", "POST", "/upload", "a=1", tuple(headers), body)
     )
-    packed, _ = codec.pack_body(body)
-    if codec.packed_size(packed) > p.MAX_INLINE_BODY_BYTES:
+    packed, _ = packing.pack_body(body)
+    if packing.packed_size(packed) > p.MAX_INLINE_BODY_BYTES:
         with pytest.raises(ProtocolError) as too_big:
             codec.encode(message)
         assert too_big.value.status == 413

@@ -3,8 +3,9 @@
 * ``limits``: every limit, each a named constant that says where its number comes from.
 * ``messages``: the message types (hello, welcome, request, response, ping...), which validate
   themselves, and ``ProtocolError``, which carries the status to answer with.
-* ``codec``: messages to and from WebSocket text, bodies packed inline, frames of at most
-  32 KB; ``b64``: base64 through pybase64 when it is installed.
+* ``codec``: messages to and from WebSocket text, frames of at most 32 KB; ``packing``:
+  bodies as messages carry them (compressed when that helps, base64, bounded when inflated);
+  ``b64``: base64 through pybase64 when it is installed.
 
 No sockets, threads or files here. The relay (``functions/``) imports this package and nothing
 else of the agent's distribution; the Lambda layer carries exactly this package. The limits

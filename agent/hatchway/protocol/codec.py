@@ -4,7 +4,7 @@ frames, with no I/O. ``hatchway.protocol`` defines what the messages are and the
 * ``encode`` writes one message of at most ``MAX_MESSAGE_BYTES``, ASCII only; ``split_frames``
   cuts it into frames of at most ``MAX_FRAME_BYTES`` (API Gateway's rule for both directions).
 * ``decode`` parses one message; any malformed input, of any shape, raises ``ProtocolError``.
-* A body travels as base64, zlib-compressed when that makes it smaller (``pack_body``); an
+* A body travels as base64, zlib-compressed when that makes it smaller (``packing``); an
   inflated body is bounded, so a small message never becomes a large body.
 * A response message carries its stored form (``stored_answer``): its head as JSON, a newline,
   and its packed body as raw bytes, base64-encoded once as a whole. API Gateway writes that
@@ -14,11 +14,9 @@ frames, with no I/O. ``hatchway.protocol`` defines what the messages are and the
 
 from __future__ import annotations
 
-import binascii
 import json
 import math
 import re
-import zlib
 from collections.abc import Callable
 from itertools import chain
 from typing import Any, TypeVar
@@ -45,7 +43,6 @@ from hatchway.protocol import (
     MAX_SHARES_LISTED,
     MAX_TUNNELS_PER_CONNECTION,
     MAX_URL_LENGTH,
-    MIN_COMPRESS_BYTES,
     PROTOCOL_VERSION,
     AccessRules,
     Error,
@@ -71,59 +68,16 @@ from hatchway.protocol import (
     validate_id,
     validate_name,
 )
+from hatchway.protocol.packing import (
+    inflate_body,
+    pack_body,
+    pack_raw,
+    packed_size,
+    unbase64,
+    unpack_body,
+)
 
-# --- Bodies -----------------------------------------------------------------------------------
-
-
-def pack_body(body: bytes, compress: bool = True) -> tuple[str, str | None]:
-    """``body`` as the text a message carries and its encoding (``"zlib"`` or None)."""
-    packed, encoding = _pack_raw(body, compress)
-    return b64.encode(packed), encoding
-
-
-def _pack_raw(body: bytes, compress: bool) -> tuple[bytes, str | None]:
-    """``body`` compressed when that makes it at least an eighth smaller (so incompressible
-    bytes pay nothing), and its encoding (``"zlib"`` or None)."""
-    if compress and len(body) >= MIN_COMPRESS_BYTES:
-        packed = zlib.compress(body, 6)
-        if len(packed) <= len(body) - len(body) // 8:
-            return packed, "zlib"
-    return body, None
-
-
-def packed_size(text: str) -> int:
-    """Bytes a packed body's text stands for (its base64 decoded length)."""
-    return len(text) // 4 * 3 - text[-2:].count("=") if text else 0
-
-
-def unpack_body(text: str, encoding: str | None, limit: int, where: str) -> bytes:
-    """The body a message carries; refuses bad base64, unknown encodings, and anything that
-    inflates beyond ``limit`` bytes (a small message must not become a large body)."""
-    return inflate_body(_unbase64(text, where), encoding, limit, where)
-
-
-def _unbase64(text: str, where: str) -> bytes:
-    try:
-        return b64.decode(text)
-    except (binascii.Error, ValueError):
-        raise ProtocolError(f"{where}: body is not valid base64") from None
-
-
-def inflate_body(raw: bytes, encoding: str | None, limit: int, where: str) -> bytes:
-    """A packed body's bytes (base64 already undone) as the body: inflated when compressed,
-    within ``limit`` bytes."""
-    if encoding is None:
-        return raw
-    if encoding != "zlib":
-        raise ProtocolError(f"{where}: unknown body encoding {str(encoding)[:20]!r}")
-    inflater = zlib.decompressobj()
-    try:
-        body = inflater.decompress(raw, limit + 1)
-    except zlib.error:
-        raise ProtocolError(f"{where}: compressed body is corrupt") from None
-    if len(body) > limit or not inflater.eof or inflater.unused_data:
-        raise ProtocolError(f"{where}: compressed body is corrupt or exceeds {limit} bytes")
-    return body
+# --- Frames -----------------------------------------------------------------------------------
 
 
 def split_frames(text: str) -> list[str]:
@@ -663,7 +617,7 @@ def _decode_answer(obj: dict[str, Any]) -> Response:
     """A response message: its id, and its stored form, which must answer that same id."""
     response_id = validate_id(_field(obj, "id", str, "response"))
     stored = _field(obj, "stored", str, f"response {response_id}")
-    response, _ = unpack_stored(_unbase64(stored, f"response {response_id}"))
+    response, _ = unpack_stored(unbase64(stored, f"response {response_id}"))
     if response.id != response_id:
         raise ProtocolError(f"response {response_id}: its stored form answers another request")
     return response
@@ -719,7 +673,7 @@ def stored_answer(message: Response, compress: bool = True) -> bytes:
     if message.uploaded is not None:
         head["uploaded"] = message.uploaded
         return _dumps(head).encode("ascii") + b"\n"
-    packed, encoding = _pack_raw(message.body, compress)
+    packed, encoding = pack_raw(message.body, compress)
     if len(packed) > MAX_INLINE_RESPONSE_BYTES or len(message.body) > MAX_BODY_BYTES:
         raise ProtocolError(
             f"local app's response body of {len(message.body)} bytes does not fit in a message; "

@@ -49,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from hatchway import protocol
 from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
-from hatchway.protocol import ProtocolError, Request, Response, codec
+from hatchway.protocol import ProtocolError, Request, Response, codec, packing
 from hatchway.serving.answers import RecentAnswers
 from hatchway.serving.bodies import looks_compressible
 from hatchway.serving.connection import Connection, agent_fault, send_message
@@ -478,5 +478,5 @@ class Session:
             estimate = len(zlib.compress(sample, 1)) * len(body) // COMPRESSION_SAMPLE_BYTES
             if estimate > COMPRESSION_SAMPLE_SLACK * limit:
                 return False
-        text, _ = codec.pack_body(body, compress=True)
-        return codec.packed_size(text) <= limit
+        text, _ = packing.pack_body(body, compress=True)
+        return packing.packed_size(text) <= limit
