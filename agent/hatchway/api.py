@@ -230,6 +230,7 @@ def connect(
     rate_burst: int | None = None,
     pool: bool = False,
     gzip: bool = True,
+    stream: bool = False,
     rotate_after: float | None = None,
     inspect: str | bool = False,
     timeout: float = CONNECT_TIMEOUT_SECONDS,
@@ -243,7 +244,8 @@ def connect(
     of requests a second, ``rotate_after`` the seconds between connection rotations (else
     ``HATCHWAY_ROTATE_SECONDS``, else 1 h 50 min), ``pool`` True to share ``subdomain`` with
     other agents of the token that ask for it too, ``gzip`` False to send responses exactly as
-    the app encoded them. ``inspect``: False (default) for no
+    the app encoded them, ``stream`` True to pass responses of unknown length on as the app
+    writes them (``hatchway-local``; a relay on AWS refuses it). ``inspect``: False (default) for no
     inspector, True for the configured address, or an address such as ``"127.0.0.1:4040"``.
 
     Raises ``TokenRefused`` (also when no token is configured at all), ``NameTaken``,
@@ -267,6 +269,7 @@ def connect(
         rate_burst=rate_burst,
         pool=pool,
         gzip=gzip,
+        stream=stream,
     )
     settings = resolve_settings(server, token, inspect if isinstance(inspect, str) else None)
     rotate_seconds = resolve_rotate_after(rotate_after)

@@ -207,6 +207,12 @@ def _tunnel_flags(parser: argparse.ArgumentParser) -> None:
         help="send responses to visitors exactly as the app encoded them; by default the relay "
         "gzips compressible ones for visitors that accept gzip (less traffic to pay for)",
     )
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="pass responses of unknown length (server-sent events, chunked downloads) to "
+        "visitors as the app writes them; hatchway-local streams, a relay on AWS refuses it",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -371,6 +377,7 @@ def _tunnels(args: argparse.Namespace) -> list[TunnelOptions]:
             rate_burst=args.rate_burst,
             pool=args.pool,
             gzip=args.gzip,
+            stream=args.stream,
         )
     ]
 

@@ -98,7 +98,7 @@ TUNNEL_LIST_KEYS = (
     "deny_cidr",
 )
 TUNNEL_INT_KEYS = ("rate_burst",)
-TUNNEL_BOOL_KEYS = ("pool", "gzip")
+TUNNEL_BOOL_KEYS = ("pool", "gzip", "stream")
 """What a ``[tunnels.<label>]`` table may hold: the ``hatchway http`` options."""
 
 QUERY_TOKEN_NOTE = (
@@ -399,6 +399,7 @@ def tunnel_from_table(label: str, table: Mapping[str, Any], path: Path) -> Tunne
             rate_burst=whole("rate_burst"),
             pool=flag("pool"),
             gzip=flag("gzip", default=True),
+            stream=flag("stream"),
             label=label,
         )
     except OptionError as exc:

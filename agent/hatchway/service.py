@@ -56,6 +56,8 @@ class Service:
                 pass_large_bodies=inspect is None,
                 # Uploads end when the relay stops waiting, as the session's own do.
                 blob_timeout=lambda request: self.session.blob_timeout(request),
+                stream=t.stream,
+                time_left=lambda request: self.session.time_left(request),
             )
             for t in self.tunnels
         ]

@@ -23,6 +23,18 @@ WORKING = "w"
 """Boolean attribute: the agent said it is still on the request (``protocol.Working``)."""
 
 
+CHUNK_SK_PREFIX = "chunk#"
+CHUNK = "c"
+"""A streamed body's chunk (on a relay whose front streams): ``req#<request id>`` /
+``chunk#<connection id>#<number>``, the ``Chunk`` message as it came in binary attribute ``c``.
+The WebSocket function writes these; only ``hatchway-local`` streams, so none exist on AWS."""
+
+
+def chunk_key(request_id: str, connection_id: str, seq: int) -> dict[str, str]:
+    """The key of the item holding chunk ``seq`` of ``connection_id``'s streamed answer."""
+    return {"pk": ANSWER_PK_PREFIX + request_id, "sk": f"{CHUNK_SK_PREFIX}{connection_id}#{seq}"}
+
+
 def answer_key(request_id: str, connection_id: str) -> dict[str, str]:
     """The key of the item holding ``connection_id``'s answer to ``request_id``."""
     return {"pk": ANSWER_PK_PREFIX + request_id, "sk": ANSWER_SK_PREFIX + connection_id}

@@ -35,6 +35,10 @@ class RelayConfig:
     agent_silence_seconds: float = protocol.AGENT_SILENCE_SECONDS
     refusal_flush_seconds: float = REFUSAL_FLUSH_SECONDS
     """0 on a store where a write is free (``hatchway-local``'s memory): every one at once."""
+    streams: bool = False
+    """Whether the front in use passes a response on as it comes: ``hatchway-local``'s does;
+    API Gateway's HTTP API buffers every Lambda response, so a relay on AWS refuses tunnels
+    that ask to stream (see ``docs/aws.md``)."""
     inline_response_bytes: int = protocol.MAX_INLINE_RESPONSE_BYTES
     """Largest packed response body an agent sends inline; larger ones go to the blob store.
     On DynamoDB this is where one stored item stops being cheaper than S3 (``prices``)."""

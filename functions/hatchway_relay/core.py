@@ -51,19 +51,27 @@ __all__ = [
 
 log = logging.getLogger("hatchway.relay")
 
+STREAMS_UNAVAILABLE = (
+    "this relay runs behind API Gateway's HTTP API, which buffers every Lambda response, so it "
+    "cannot pass a response on as the app writes it: start the tunnel without --stream "
+    "(responses then arrive whole, within 28 s), or use hatchway-local, which streams"
+)
+"""Why a relay on AWS refuses a tunnel that asks to stream (``--stream``)."""
+
 RANDOM_NAME_ATTEMPTS = 8
 """Tries at a fresh random name before giving up (collisions are rare: ~26 bits each)."""
 
 
 def _describe(options: tuple[str, ...]) -> str:
     """``pool_options`` in words, for a refusal."""
-    basic_auth, webhook, large_responses, access, no_gzip = options
+    basic_auth, webhook, large_responses, access, no_gzip, stream = options
     words = [
         "a password" if basic_auth else "",
         f"{webhook} webhook checks" if webhook else "",
         f"--large-responses {large_responses}" if large_responses != "refuse" else "",
         f"access rules {access}" if access else "",
         "--no-gzip" if no_gzip else "",
+        "--stream" if stream else "",
     ]
     return ", ".join(w for w in words if w) or "no password, webhook or access rules"
 
@@ -212,6 +220,8 @@ class Relay:
             self._ping(connection_id, message)
         elif isinstance(message, protocol.ShareOp):
             self._share_op(connection_id, message)
+        elif isinstance(message, protocol.Chunk) and self.config.streams:
+            self.store.put_chunk(message.id, connection_id, message.seq, text.encode())
         else:
             self._send(
                 connection_id,
@@ -237,6 +247,9 @@ class Relay:
                     f"set it); the hello asks for {len(hello.tunnels)}",
                 ),
             )
+            return
+        if not self.config.streams and any(spec.stream for spec in hello.tunnels):
+            self._send(connection_id, protocol.Error("stream_unavailable", STREAMS_UNAVAILABLE))
             return
         named = [spec.name for spec in hello.tunnels if spec.name]
         twice = sorted({name for name in named if named.count(name) > 1})
@@ -331,6 +344,7 @@ class Relay:
             webhook_secret=self.secrets.seal(spec.webhook_secret or ""),
             large_responses=spec.large_responses,
             gzip=spec.gzip,
+            stream=spec.stream,
             access=spec.access,
             token_limits=connection.limits,
         )
@@ -445,7 +459,7 @@ class Relay:
                 f"is served by a pool whose agents were started with other options (the pool: "
                 f"{_describe(pool_options(held))}; this agent: {_describe(asked)}); start every "
                 "member with the same password, webhook, address rules, rate limit, "
-                "--large-responses and --no-gzip"
+                "--large-responses, --no-gzip and --stream"
             )
         if spec.pool:
             return (
@@ -470,6 +484,7 @@ class Relay:
                 webhook=spec.webhook or "",
                 large_responses=spec.large_responses,
                 gzip=spec.gzip,
+                stream=spec.stream,
                 access=spec.access,
             )
         )

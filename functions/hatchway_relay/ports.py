@@ -162,6 +162,8 @@ class Claim:
     """``protocol.LARGE_RESPONSE_MODES``: what a response above Lambda's ceiling becomes."""
     gzip: bool = True
     """Whether responses may reach visitors gzip-encoded (``visitor_gzip``)."""
+    stream: bool = False
+    """Whether the agent may answer with a streamed response (``protocol.Chunk``)."""
     instance: str = ""
     """The agent process holding it (``Hello.instance``): another process with the same token
     does not take a live claim over."""
@@ -217,6 +219,7 @@ def pool_options(claim: Claim) -> tuple[str, ...]:
         claim.large_responses,
         repr(claim.access) if claim.access else "",
         "" if claim.gzip else "no-gzip",
+        "stream" if claim.stream else "",
     )
 
 
@@ -469,4 +472,17 @@ class Store(Protocol):
     def forget_response(self, request_id: str) -> None:
         """The waiter is done. ``MemoryStore`` frees the slot; DynamoDB leaves the item to TTL,
         which deletes for free."""
+        ...
+
+    # Streamed bodies (a relay whose front streams: ``RelayConfig.streams``). The WebSocket
+    # function stores each ``Chunk`` message as it came, under the sending connection; the
+    # waiter reads only the chunks of the connection it posted the request to.
+    def put_chunk(self, request_id: str, connection_id: str, seq: int, data: bytes) -> None:
+        """Keep chunk ``seq`` of ``request_id``'s streamed body, sent by ``connection_id``; the
+        first copy stays (a message delivered twice changes nothing)."""
+        ...
+
+    def wait_chunk(self, request_id: str, seq: int, until: float) -> bytes | None:
+        """Chunk ``seq`` of the body ``request_id``'s waiter expects (``expect_response``), once
+        stored, else None by ``until``."""
         ...

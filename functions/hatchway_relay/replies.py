@@ -3,7 +3,8 @@ and its own error pages (plain text that says which side failed, with ``x-hatchw
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Generator
+from dataclasses import dataclass, field
 from http import HTTPStatus
 
 from hatchway import protocol
@@ -44,6 +45,34 @@ class Reply:
     status: int
     headers: protocol.Headers = ()
     body: bytes = b""
+
+
+@dataclass(frozen=True)
+class AwaitChunk:
+    """A streamed body's wait for piece ``seq`` of ``request_id``'s stream, until ``until``."""
+
+    request_id: str
+    seq: int
+    until: float
+
+
+BodySteps = Generator[AwaitChunk | bytes, bytes | None, None]
+"""A streamed body as steps: it yields each wait for the next stored chunk (``AwaitChunk``; it
+is sent back the chunk, or None when none came by then) and each piece of the body to send
+(bytes; it is sent back None), and returns at the body's end. ``StreamCut`` raised from it
+means the body must be cut, not ended as if whole."""
+
+
+class StreamCut(Exception):
+    """A streamed body broke off (the app failed, the agent went, a limit passed): the visitor's
+    connection is closed mid-body, so that no client takes the part for the whole."""
+
+
+@dataclass(frozen=True)
+class StreamedReply(Reply):
+    """A reply whose body follows as the app writes it (a tunnel started with ``--stream``)."""
+
+    body_steps: BodySteps | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The visitor's path through the relay: route a request to the agent holding the tunnel's
 name, check who may reach it, post one request message, wait for the one stored answer, and
-turn it into the visitor's reply.
+turn it into the visitor's reply (``answers``).
 
 One visitor request costs, on AWS: one ``@connections`` post (the request message), one
 WebSocket message back (the answer, which API Gateway's answer integration stores with one
@@ -21,11 +21,11 @@ from typing import Protocol, TypeVar
 
 from hatchway import protocol
 from hatchway.protocol import ProtocolError, codec
-from hatchway_relay import access, guards, path_mode, request_ids, shares, visitor_gzip
+from hatchway_relay import access, guards, path_mode, request_ids, shares
+from hatchway_relay.answers import BLOB_URL_SECONDS, AnswerReader, forget_blob
 from hatchway_relay.config import RelayConfig
 from hatchway_relay.ports import (
     BlobStore,
-    BlobTooLarge,
     Claim,
     Clock,
     ConnectionGone,
@@ -35,7 +35,14 @@ from hatchway_relay.ports import (
     ShareRecord,
     Store,
 )
-from hatchway_relay.replies import AgentReply, Reply, Route, Visit, error_reply
+from hatchway_relay.replies import (
+    AgentReply,
+    Reply,
+    Route,
+    StreamedReply,
+    Visit,
+    error_reply,
+)
 
 log = logging.getLogger("hatchway.relay")
 
@@ -67,10 +74,6 @@ refused cleanly (and told to the agent) rather than racing the waiter's end."""
 CLEANUP_MARGIN_SECONDS = 1.0
 """Time the HTTP function keeps for itself after waiting: building the reply and its log lines
 must finish inside the function's timeout."""
-
-BLOB_URL_SECONDS = 60.0
-"""Lifetime of the presigned URLs a request hands the agent (it uses them within the request's
-deadline) and of a redirect to a large response (the visitor follows it at once)."""
 
 FIRST_POLL_FRACTION = 0.8
 """A waiter first looks for the answer at this share of the tunnel's recent response time:
@@ -171,6 +174,7 @@ class VisitorPath:
 
     def __init__(self, relay: RelayParts) -> None:
         self.relay = relay
+        self.answers = AnswerReader(relay)
         self._latency: dict[str, float] = {}
         self._claims: dict[str, tuple[float, Claim]] = {}
         self._limiter = access.RateLimiter()
@@ -593,6 +597,7 @@ class VisitorPath:
             request.id, connection_id, request_ids.expires_at(request.id)
         )
         self._count_outstanding(connection_id, +1)
+        streaming = False
         try:
             try:
                 self.relay.poster.post(connection_id, text)
@@ -624,22 +629,15 @@ class VisitorPath:
             if isinstance(answer, Reply):
                 return answer
             self._remember_latency(request.tunnel, self.relay.clock.now() - started)
-            return self._reply_from(request, claim, answer)
+            reply = self.answers.reply_from(request, claim, answer, connection_id)
+            streaming = isinstance(reply, StreamedReply)
+            return reply
         finally:
             self._count_outstanding(connection_id, -1)
-            self.relay.store.forget_response(request.id)
+            if not streaming:  # a stream's body steps forget it at its end
+                self.relay.store.forget_response(request.id)
             if request.body_url:  # the agent fetched it (or the relay stopped waiting)
-                self._forget_blob(f"req/{request.id}")
-
-    def _forget_blob(self, key: str) -> None:
-        """Delete a body the relay is done with: free on S3, memory back on the local gateway.
-        Best effort: the bucket's lifecycle rule removes whatever is left within a day."""
-        if self.relay.blobs is None:
-            return
-        try:
-            self.relay.blobs.delete(key)
-        except Exception as exc:  # never fail a visitor over housekeeping
-            log.warning("could not delete blob %s: %s", key.split("/", 1)[0], exc)
+                forget_blob(self.relay, f"req/{request.id}")
 
     def _remember_latency(self, tunnel: str, seconds: float) -> None:
         if tunnel not in self._latency and len(self._latency) >= MAX_REMEMBERED_TUNNELS:
@@ -716,84 +714,4 @@ class VisitorPath:
             "agent-gone",
             f"The agent serving tunnel {tunnel!r} {what}. It reconnects by itself if it is "
             "still running; otherwise restart `hatchway http`.",
-        )
-
-    def _reply_from(self, request: protocol.Request, claim: Claim, answer: bytes) -> Reply:
-        try:
-            # API Gateway stored the agent's message as it came: it is checked here, once.
-            message, zlib_stream = codec.unpack_stored(answer)
-        except ProtocolError as exc:
-            return error_reply(
-                502, "agent-bad-response", f"The agent sent a malformed response: {exc}."
-            )
-        if not isinstance(message, protocol.Response) or message.id != request.id:
-            return error_reply(502, "agent-bad-response", "The agent answered something else.")
-        if message.fault is not None:
-            status = message.status if message.status in protocol.FAULT_CODES else 502
-            code = protocol.FAULT_CODES.get(status) or (
-                "local-app-error" if message.fault.side == "local app" else "agent-error"
-            )
-            page = error_reply(
-                status,
-                code,
-                f"The {message.fault.side} failed for tunnel {request.tunnel!r}: "
-                f"{message.fault.message}",
-            )
-            return AgentReply(page.status, page.headers, page.body)
-        headers = protocol.strip_hop_by_hop(message.headers)
-        if request.method == "HEAD":
-            # No body follows, so the app's Content-Length is the only place its size shows.
-            headers += tuple((n, v) for n, v in message.headers if n.lower() == "content-length")
-        if message.uploaded is not None:
-            return self._uploaded_reply(request, claim, message, headers)
-        headers, body = visitor_gzip.for_visitor(
-            enabled=claim.gzip,
-            method=request.method,
-            accept_encoding=guards.header(request.headers, "accept-encoding"),
-            status=message.status,
-            headers=headers,
-            body=message.body,
-            zlib_stream=zlib_stream,
-        )
-        return Reply(message.status, headers, body)
-
-    def _uploaded_reply(
-        self,
-        request: protocol.Request,
-        claim: Claim,
-        message: protocol.Response,
-        headers: protocol.Headers,
-    ) -> Reply:
-        """A response whose body the agent put in the blob store."""
-        key = f"resp/{request.id}"
-        if self.relay.blobs is None:
-            return error_reply(502, "agent-bad-response", "The agent uploaded to no blob store.")
-        if message.uploaded is not None and message.uploaded > protocol.MAX_BODY_BYTES:
-            if claim.large_responses == "redirect":
-                location = self.relay.blobs.download_url(key, BLOB_URL_SECONDS)
-                return Reply(302, (("location", location), ("cache-control", "no-store")))
-            return self._too_large(request.tunnel, message.uploaded)
-        try:
-            body = self.relay.blobs.get(key, protocol.MAX_BODY_BYTES)
-        except BlobTooLarge as exc:
-            return self._too_large(request.tunnel, exc.size)
-        finally:
-            self._forget_blob(key)
-        if body is None or len(body) != message.uploaded:
-            return error_reply(
-                502,
-                "agent-bad-response",
-                f"The agent serving tunnel {request.tunnel!r} said it uploaded the response "
-                "body, but the relay's blob store does not hold it.",
-            )
-        return Reply(message.status, headers, body)
-
-    def _too_large(self, tunnel: str, size: int) -> Reply:
-        return error_reply(
-            413,
-            "response-too-large",
-            f"The local app behind tunnel {tunnel!r} answered with {size} bytes; the relay "
-            f"returns at most {protocol.MAX_BODY_BYTES} bytes through its functions (Lambda's "
-            "6 MB limit). Start the tunnel with --large-responses redirect to send larger "
-            "responses as a redirect to a short-lived download link.",
         )

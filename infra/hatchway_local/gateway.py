@@ -72,9 +72,10 @@ from hatchway_local.platform import (
     new_connection_id,
     request_id,
     request_time,
-    wire_header,
+    with_lambda_head,
 )
 from hatchway_local.steps import Execution
+from hatchway_local.streaming import ChunkSource, write_streamed
 from hatchway_relay.adapters.memory_blobs import BLOB_PATH, MemoryBlobStore
 from hatchway_relay.handlers.http import SteppingHandler
 from hatchway_relay.visits import AwaitAnswer
@@ -172,6 +173,8 @@ class Gateway:
         self.http_handler: Handler | None = None
         self.http_steps: SteppingHandler | None = None
         self.answers: AnswerWatch | None = None
+        self.chunks: ChunkSource | None = None
+        """Where a streamed reply's body is read from (the relay's store)."""
         self.routes: WebSocketRoutes | None = None
         """The WebSocket API's service routes (template.yaml): messages they take are stored
         by their integration, with no Lambda invocation."""
@@ -764,6 +767,10 @@ class Gateway:
             return json_error(500, HTTP_INTEGRATION_ERROR)
         if not isinstance(result, dict) or "statusCode" not in result:
             return json_error(500, HTTP_INTEGRATION_ERROR)
+        body_steps = result.get("bodySteps")
+        if body_steps is not None and self.chunks is not None:
+            head = with_lambda_head(web.StreamResponse(), request, result)
+            return await write_streamed(request, head, body_steps, self.chunks)
         return self._response(request, result)
 
     def _response(self, request: web.BaseRequest, result: dict[str, Any]) -> web.Response:
@@ -772,17 +779,7 @@ class Gateway:
             body = raw
         else:
             body = b64.decode_lenient(raw) if result.get("isBase64Encoded") else str(raw).encode()
-        response = web.Response(status=int(result["statusCode"]))
-        for name, value in (result.get("headers") or {}).items():
-            key = name.lower()
-            if key == "content-length" and request.method == "HEAD" and str(value).isdigit():
-                # The length a GET would have: aiohttp sends no body for HEAD and keeps it.
-                response.headers[name] = str(value)
-            elif key not in ("content-length", "transfer-encoding", "connection"):
-                response.headers.add(name, wire_header(str(value)))
-        for cookie in result.get("cookies") or []:
-            response.headers.add("Set-Cookie", wire_header(cookie))
-        response.headers.setdefault("Server", "hatchway-local")
+        response = with_lambda_head(web.Response(), request, result)
         if response.status not in (204, 304):
             response.body = body  # aiohttp sends no body for HEAD itself
         return response

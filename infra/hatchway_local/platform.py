@@ -10,6 +10,7 @@ import random
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -162,6 +163,27 @@ def wire_header(value: str) -> str:
     if value.isascii():  # the usual value, which holds no such bytes
         return value
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+ResponseKind = TypeVar("ResponseKind", bound=web.StreamResponse)
+
+
+def with_lambda_head(
+    response: ResponseKind, request: web.BaseRequest, result: dict[str, Any]
+) -> ResponseKind:
+    """``response`` with the status, headers and cookies of an HTTP API Lambda result."""
+    response.set_status(int(result["statusCode"]))
+    for name, value in (result.get("headers") or {}).items():
+        key = name.lower()
+        if key == "content-length" and request.method == "HEAD" and str(value).isdigit():
+            # The length a GET would have: aiohttp sends no body for HEAD and keeps it.
+            response.headers[name] = str(value)
+        elif key not in ("content-length", "transfer-encoding", "connection"):
+            response.headers.add(name, wire_header(str(value)))
+    for cookie in result.get("cookies") or []:
+        response.headers.add("Set-Cookie", wire_header(cookie))
+    response.headers.setdefault("Server", "hatchway-local")
+    return response
 
 
 def lambda_path(raw_path: str) -> str:

@@ -343,7 +343,9 @@ def run_local(
         inline_response_bytes=inline_response_bytes,
         # In memory a write is free: every refusal is counted at once.
         refusal_flush_seconds=0.0 if store in ("memory", "sqlite") else REFUSAL_FLUSH_SECONDS,
-        **({"response_timeout": response_timeout} if response_timeout else {}),
+        response_timeout=response_timeout or protocol.RESPONSE_TIMEOUT_SECONDS,
+        # This gateway writes a reply's body as it comes (API Gateway's HTTP API cannot).
+        streams=True,
     )
     relay = Relay(chosen_store, poster, clock, config, blobs=blobs)
     # The relay's own metrics, kept in memory for a day: the operator's dashboard charts them.
@@ -364,6 +366,7 @@ def run_local(
         http_handlers.make_stepping_handler(relay, metrics, body_as_bytes=True),
         answers=on_loop,
     )
+    gateway.chunks = chosen_store
 
     with serve_gateway(gateway, sock, ssl_context, management_sock) as loop:
 

@@ -424,6 +424,35 @@ def test_wait_gives_up_exactly_at_the_deadline(store: AdminStore, clock: FakeClo
     assert clock.now() == NOW + 5
 
 
+def test_a_streamed_bodys_chunks_are_read_in_any_order_they_landed(store: AdminStore) -> None:
+    store.expect_response("r1", "c1", NOW + 30)
+    store.put_chunk("r1", "c1", 1, b"second")
+    store.put_chunk("r1", "c1", 0, b"first")
+    assert [store.wait_chunk("r1", seq, NOW) for seq in (0, 1)] == [b"first", b"second"]
+
+
+def test_a_chunk_from_another_connection_is_never_read_and_the_first_copy_stays(
+    store: AdminStore,
+) -> None:
+    store.expect_response("r1", "c1", NOW + 30)
+    store.put_chunk("r1", "c2", 0, b"forged")
+    assert store.wait_chunk("r1", 0, NOW + 1) is None
+    store.put_chunk("r1", "c1", 0, b"genuine")
+    store.put_chunk("r1", "c1", 0, b"a second delivery, changed")
+    assert store.wait_chunk("r1", 0, NOW + 1) == b"genuine"
+
+
+def test_a_chunk_nobody_waits_for_is_not_read(store: AdminStore) -> None:
+    store.put_chunk("r1", "c1", 0, b"unasked")
+    assert store.wait_chunk("r1", 0, NOW + 1) is None
+
+
+def test_a_wait_for_a_chunk_gives_up_at_its_time(store: AdminStore, clock: FakeClock) -> None:
+    store.expect_response("r1", "c1", NOW + 30)
+    assert store.wait_chunk("r1", 0, NOW + 5) is None
+    assert clock.now() == NOW + 5
+
+
 def test_wait_returns_once_another_thread_stores_the_answer(make_store: StoreFactory) -> None:
     store = make_store(SystemClock())
     started = time.time()

@@ -45,6 +45,8 @@ class LocalApp:
         self.url = f"http://127.0.0.1:{self.port}"
         self.requests: list[Seen] = []
         self.arrived = threading.Condition()
+        self.next_event = threading.Semaphore(0)
+        """``/events`` writes its first event at once, and each further one when released."""
 
     def record(self, seen: Seen) -> None:
         with self.arrived:
@@ -103,6 +105,24 @@ def _handler(app_ref: list[LocalApp]) -> type[BaseHTTPRequestHandler]:
             if self.command != "HEAD" and status not in (204, 304):
                 self.wfile.write(body)
 
+        def _events(self, app: LocalApp, count: int, whole: bool) -> None:
+            """``count`` events ("data: <i>"), each after ``app.next_event`` is released (the
+            first at once); the body ends properly unless ``whole`` is False (cut instead)."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(count):
+                if i and not app.next_event.acquire(timeout=10):
+                    break
+                event = f"data: {i}\n\n".encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                self.wfile.flush()
+            if whole:
+                self.wfile.write(b"0\r\n\r\n")
+            self.close_connection = True
+
         def _route(self, app: LocalApp, seen: Seen) -> None:
             parts = urllib.parse.urlsplit(seen.target)
             query = dict(urllib.parse.parse_qsl(parts.query))
@@ -147,6 +167,8 @@ def _handler(app_ref: list[LocalApp]) -> type[BaseHTTPRequestHandler]:
                 self._send(int(path.rsplit("/", 1)[1]))
             elif path == "/redirect":
                 self._send(302, b"", (("Location", "/echo/after"),))
+            elif path == "/events":  # server-sent events, chunked, as dev servers send them
+                self._events(app, int(query.get("n", "3")), query.get("end") != "cut")
             elif path == "/slow":
                 app.stopping.wait(float(query.get("s", "1")))
                 self._send(200, b"slow")

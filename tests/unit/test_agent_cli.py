@@ -99,6 +99,11 @@ def test_no_gzip_asks_the_relay_to_pass_responses_as_the_app_encoded_them() -> N
     assert options("3000", "--no-gzip").spec().gzip is False
 
 
+def test_stream_asks_the_relay_for_streamed_responses() -> None:
+    assert options("3000").spec().stream is False
+    assert options("3000", "--stream").spec().stream is True
+
+
 def test_the_webhook_secret_can_stay_out_of_the_process_list(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -91,6 +91,14 @@ MESSAGES = [
     pytest.param(p.Hello((GUARDED, p.TunnelSpec(None))), id="hello-guarded"),
     pytest.param(p.Hello((p.TunnelSpec("big", large_responses="redirect"),)), id="hello-redirect"),
     pytest.param(p.Hello((p.TunnelSpec("raw", gzip=False),)), id="hello-no-gzip"),
+    pytest.param(p.Hello((p.TunnelSpec("live", stream=True),)), id="hello-stream"),
+    pytest.param(
+        p.Response("r11", 200, (("content-type", "text/event-stream"),), streamed=True),
+        id="streamed",
+    ),
+    pytest.param(p.Chunk("r11", 0, b"data: 1\n\n"), id="chunk"),
+    pytest.param(p.Chunk("r11", 7, b"\x00\xff" * 100, end=True), id="chunk-last"),
+    pytest.param(p.Chunk("r11", 8, end=True, fault="the app closed mid-stream"), id="chunk-cut"),
     pytest.param(
         p.Welcome((p.TunnelInfo("myapp", "https://myapp.t.example.com/", "https://x/t/myapp/"),)),
         id="welcome",
@@ -548,6 +556,7 @@ HELLO = p.Hello((p.TunnelSpec("a"),))
 REQUEST = p.Request("r1", "myapp", "GET", "/")
 RESPONSE = p.Response("r1", 200, body=b"hello")
 HUGE = "9" * 400
+CHUNK = p.Chunk("r1", 0, b"data")
 
 HOSTILE = [
     # Not a message at all
@@ -683,6 +692,22 @@ HOSTILE = [
     pytest.param(field(HELLO, tunnels=[{"webhook": ["github"]}]), id="hello webhook a list"),
     pytest.param(field(HELLO, tunnels=[{"basic_auth": "alice:pw"}]), id="hello password"),
     pytest.param(field(HELLO, tunnels=[{"large_responses": "stream"}]), id="hello bad mode"),
+    pytest.param(field(CHUNK, seq=-1), id="chunk number below 0"),
+    pytest.param(field(CHUNK, seq=p.MAX_CHUNK_SEQ + 1), id="chunk number past its limit"),
+    pytest.param(
+        field(CHUNK, body=base64.b64encode(b"x" * (p.MAX_CHUNK_BYTES + 1)).decode()),
+        id="chunk body past its limit",
+    ),
+    pytest.param(field(CHUNK, fault="cut"), id="chunk fault without end"),
+    pytest.param(
+        field(
+            RESPONSE,
+            stored=base64.b64encode(
+                b'{"type":"response","id":"r1","status":200,"headers":[],"streamed":true}\nbody'
+            ).decode(),
+        ),
+        id="streamed response with a body",
+    ),
     pytest.param(field(WELCOME, tunnels={"a": {}}), id="welcome tunnels an object"),
     pytest.param(field(WELCOME, tunnels=["a"]), id="welcome tunnel a string"),
     pytest.param(field(WELCOME, tunnels=[{"name": "a"}]), id="welcome without path_url"),
@@ -786,6 +811,8 @@ TYPED_MESSAGES = {
     "response-uploaded": p.Response("r2", 200, uploaded=5),
     "hello-pool": p.Hello((p.TunnelSpec("shop", pool=True),)),
     "hello-no-gzip": p.Hello((p.TunnelSpec("shop", gzip=False),)),
+    "hello-stream": p.Hello((p.TunnelSpec("shop", stream=True),)),
+    "chunk": p.Chunk("r1", 3, b"x", end=True, fault="cut"),
     "welcome-pool": p.Welcome(
         (p.TunnelInfo("shop", None, "https://x/t/shop/", pool_size=2, pooled_since=1.0),)
     ),
@@ -843,6 +870,12 @@ FIELD_TYPES: list[tuple[str, tuple[str | int, ...], set[str]]] = [
     ("response-uploaded", ("uploaded",), {"int", "null"}),
     ("hello-pool", ("tunnels", 0, "pool"), {"bool"}),
     ("hello-no-gzip", ("tunnels", 0, "gzip"), {"bool"}),
+    ("hello-stream", ("tunnels", 0, "stream"), {"bool"}),
+    ("chunk", ("id",), {"str"}),
+    ("chunk", ("seq",), {"int"}),
+    ("chunk", ("body",), {"str"}),
+    ("chunk", ("end",), {"bool"}),
+    ("chunk", ("fault",), {"str", "null"}),
     ("welcome-pool", ("tunnels", 0, "pool_size"), {"int"}),
     ("welcome-pool", ("tunnels", 0, "pooled_since"), {"int", "float"}),
     ("pong-pools", ("pools",), {"object"}),

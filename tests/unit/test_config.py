@@ -195,6 +195,7 @@ NAMED = {
             "response_header_remove": ["Server"],
             "large_responses": "redirect",
             "gzip": False,
+            "stream": True,
         },
         "hook": {"target": 9000, "verify_webhook": "stripe", "webhook_secret": "whsec_x"},
     }
@@ -214,6 +215,7 @@ def test_named_tunnels_are_read_from_the_file(config: Path) -> None:
     assert (web.large_responses, api.large_responses) == ("refuse", "redirect")
     assert api.spec().large_responses == "redirect"
     assert (web.spec().gzip, api.spec().gzip) == (True, False)
+    assert (web.spec().stream, api.spec().stream) == (False, True)
     assert [t.label for t in named_tunnels([], every=True)] == ["web", "api", "hook"]
     # A table's label is its tunnel's name unless subdomain gives another.
     assert [t.subdomain for t in named_tunnels([], every=True)] == ["myweb", "myapi", "hook"]

@@ -4,6 +4,7 @@ fake clock. No sockets, no threads (except where a race is the point)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -25,6 +26,7 @@ from hatchway_relay import admin
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.core import Relay, RelayConfig, Reply, Visit, error_reply
 from hatchway_relay.ports import Claim, PostFailed, TokenLimits
+from hatchway_relay.replies import AwaitChunk, StreamCut, StreamedReply
 from hatchway_relay.tokens import hash_token
 from support.fake_clock import FakeClock
 from support.relay_fakes import App, FakeAgent, FakeBlobs, FakePoster, agent_message, echo_app
@@ -35,7 +37,10 @@ TOKEN_B = "hw_token-b"
 
 class Harness:
     def __init__(
-        self, response_timeout: float = 28.0, custom_hostnames: dict[str, str] | None = None
+        self,
+        response_timeout: float = 28.0,
+        custom_hostnames: dict[str, str] | None = None,
+        streams: bool = False,
     ) -> None:
         self.clock = FakeClock()
         self.store = MemoryStore(self.clock)
@@ -51,6 +56,7 @@ class Harness:
                 domain="t.example.test",
                 custom_hostnames=custom_hostnames or {},
                 response_timeout=response_timeout,
+                streams=streams,
             ),
             blobs=self.blobs,
         )
@@ -1702,3 +1708,87 @@ def test_the_bare_hosts_404_shows_this_relays_own_tunnel_urls() -> None:
     )
     page = h.relay.visit(h.get("/", host="127.0.0.1:8080")).body.decode()
     assert "http://<name>.localhost:8080/ and at http://127.0.0.1:8080/t/<name>/" in page
+
+
+# --- Streamed responses ------------------------------------------------------------------------
+
+
+def body_of(reply: Reply, store: MemoryStore) -> bytes:
+    """A streamed reply's body, as the local gateway reads it from the store."""
+    assert isinstance(reply, StreamedReply) and reply.body_steps is not None
+    steps, pieces, sent = reply.body_steps, [], None
+    with contextlib.suppress(StopIteration):
+        while True:
+            step = steps.send(sent)
+            if isinstance(step, AwaitChunk):
+                sent = store.wait_chunk(step.request_id, step.seq, step.until)
+            else:
+                pieces.append(step)
+                sent = None
+    return b"".join(pieces)
+
+
+def streaming_agent(h: Harness, chunks: list[protocol.Chunk]) -> FakeAgent:
+    """An agent of a ``--stream`` tunnel whose app answers with a head and ``chunks``."""
+    holder: list[FakeAgent] = []
+
+    def app(request: protocol.Request) -> protocol.Response:
+        for chunk in chunks:
+            holder[0].send(replace(chunk, id=request.id))
+        return protocol.Response(
+            request.id, 200, (("content-type", "text/event-stream"),), streamed=True
+        )
+
+    agent = guarded_agent(h, protocol.TunnelSpec("myapp", stream=True))
+    agent.app = app
+    holder.append(agent)
+    return agent
+
+
+def test_a_relay_whose_front_cannot_stream_refuses_a_tunnel_that_asks_to(h: Harness) -> None:
+    agent = guarded_agent(h, protocol.TunnelSpec("myapp", stream=True))
+    message = agent.last()
+    assert isinstance(message, protocol.Error) and message.code == "stream_unavailable"
+    assert "--stream" in message.message and "buffers every Lambda response" in message.message
+    assert h.store.get_claim("myapp") is None
+
+
+def test_a_streamed_body_reaches_the_visitor_chunk_by_chunk_in_order() -> None:
+    h = Harness(streams=True)
+    streaming_agent(
+        h,
+        [
+            protocol.Chunk("x", 1, b"data: 2\n\n"),  # chunks may land in any order
+            protocol.Chunk("x", 0, b"data: 1\n\n"),
+            protocol.Chunk("x", 2, end=True),
+        ],
+    )
+    reply = h.relay.visit(h.get("/events"))
+    assert reply.status == 200 and ("content-type", "text/event-stream") in reply.headers
+    assert body_of(reply, h.store) == b"data: 1\n\ndata: 2\n\n"
+
+
+@pytest.mark.parametrize(
+    ("chunks", "why"),
+    [
+        (
+            [protocol.Chunk("x", 0, b"a"), protocol.Chunk("x", 1, end=True, fault="app died")],
+            "app died",
+        ),
+        ([protocol.Chunk("x", 0, b"a")], "sent nothing for"),
+    ],
+)
+def test_a_streamed_body_that_breaks_off_is_cut_saying_why(
+    chunks: list[protocol.Chunk], why: str
+) -> None:
+    h = Harness(streams=True)
+    streaming_agent(h, chunks)
+    with pytest.raises(StreamCut, match=why):
+        body_of(h.relay.visit(h.get("/events")), h.store)
+
+
+def test_a_streamed_answer_for_a_tunnel_that_did_not_ask_to_stream_is_a_bad_response() -> None:
+    h = Harness(streams=True)
+    h.agent("c1", app=lambda r: protocol.Response(r.id, 200, streamed=True))
+    reply = h.relay.visit(h.get("/"))
+    assert reply.status == 502 and ("x-hatchway-error", "agent-bad-response") in reply.headers

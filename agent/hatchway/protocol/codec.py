@@ -25,6 +25,8 @@ from hatchway.protocol import (
     MAX_BLOB_BYTES,
     MAX_BODY_BYTES,
     MAX_BURST,
+    MAX_CHUNK_BYTES,
+    MAX_CHUNK_SEQ,
     MAX_CUSTOM_URLS,
     MAX_FRAME_BYTES,
     MAX_GUARD_LENGTH,
@@ -45,6 +47,7 @@ from hatchway.protocol import (
     MAX_URL_LENGTH,
     PROTOCOL_VERSION,
     AccessRules,
+    Chunk,
     Error,
     Fault,
     Headers,
@@ -113,6 +116,8 @@ def _spec_to_dict(spec: TunnelSpec) -> dict[str, Any]:
         out["pool"] = True
     if not spec.gzip:
         out["gzip"] = False
+    if spec.stream:
+        out["stream"] = True
     return out
 
 
@@ -224,6 +229,14 @@ def _to_dict(message: Message, compress: bool) -> dict[str, Any]:
         out = {"type": "pong", "ts": message.ts}
         if message.pools:
             out["pools"] = {name: size for name, size in message.pools}
+        return out
+    if isinstance(message, Chunk):
+        out = {"type": "chunk", "id": message.id, "seq": message.seq}
+        out["body"] = b64.encode(message.body)
+        if message.end:
+            out["end"] = True
+        if message.fault is not None:
+            out["fault"] = message.fault[:MAX_MESSAGE_TEXT]
         return out
     if isinstance(message, Undelivered):  # the platform's shape, not the protocol's
         return {"message": message.message, "connectionId": "", "requestId": message.request_id}
@@ -444,6 +457,17 @@ def _decode_object(obj: dict[str, Any]) -> Message:
         )
     if kind == "working":
         return Working(validate_id(_field(obj, "id", str, "working")))
+    if kind == "chunk":
+        end, fault = obj.get("end", False), obj.get("fault")
+        if not isinstance(end, bool) or not isinstance(fault, str | None):
+            raise ProtocolError("chunk: end must be true or false, and a fault text")
+        return Chunk(
+            validate_id(_field(obj, "id", str, "chunk")),
+            _count(obj, "seq", "chunk", MAX_CHUNK_SEQ),
+            unpack_body(_field(obj, "body", str, "chunk"), None, MAX_CHUNK_BYTES, "chunk"),
+            end,
+            None if fault is None else _text(fault[:MAX_MESSAGE_TEXT]),
+        )
     if kind == "error":
         about = _optional_str(obj, "id", "error")
         return Error(
@@ -513,8 +537,8 @@ def _decode_hello(obj: dict[str, Any]) -> Hello:
                 "hello: each tunnel must be an object with an optional name and optional "
                 "string options"
             )
-        if not all(isinstance(item.get(flag, True), bool) for flag in ("pool", "gzip")):
-            raise ProtocolError("hello: a tunnel's pool and gzip must be true or false")
+        if not all(isinstance(item.get(f, True), bool) for f in ("pool", "gzip", "stream")):
+            raise ProtocolError("hello: a tunnel's pool, gzip and stream must be true or false")
         specs.append(
             TunnelSpec(
                 item.get("name"),
@@ -525,6 +549,7 @@ def _decode_hello(obj: dict[str, Any]) -> Hello:
                 access=access_from_dict(item.get("access"), "hello"),
                 pool=item.get("pool", False),
                 gzip=item.get("gzip", True),
+                stream=item.get("stream", False),
             )
         )
     agent = _optional_str(obj, "agent", "hello") or ""
@@ -643,6 +668,7 @@ def _decode_response(obj: dict[str, Any], packed: bytes) -> Response:
         body=inflate_body(packed, _optional_str(obj, "enc", where), MAX_BODY_BYTES, where),
         fault=fault,
         uploaded=None if uploaded is None else _count(obj, "uploaded", where, MAX_BLOB_BYTES),
+        streamed=_field(obj, "streamed", bool, where) if "streamed" in obj else False,
     )
 
 
@@ -672,6 +698,9 @@ def stored_answer(message: Response, compress: bool = True) -> bytes:
         head["fault"] = {"side": message.fault.side, "message": text}
     if message.uploaded is not None:
         head["uploaded"] = message.uploaded
+    if message.streamed:
+        head["streamed"] = True
+    if message.uploaded is not None or message.streamed:  # no body here
         return _dumps(head).encode("ascii") + b"\n"
     packed, encoding = pack_raw(message.body, compress)
     if len(packed) > MAX_INLINE_RESPONSE_BYTES or len(message.body) > MAX_BODY_BYTES:

@@ -181,6 +181,20 @@ RESPONSE_TIMEOUT_SECONDS = 28.0
 """How long the relay waits for an agent's response: under the HTTP API's 30 s ceiling, so the
 visitor gets the relay's own 504 page instead of the gateway's bare one."""
 
+MAX_CHUNK_BYTES = 64 * 1024
+"""Most bytes of a streamed response one ``Chunk`` message carries: with base64 and its fields
+it stays well inside ``MAX_MESSAGE_BYTES``. An app writing faster fills several."""
+
+MAX_CHUNK_SEQ = 2**31 - 1
+"""Highest chunk number: far beyond what ``STREAM_MAX_SECONDS`` of writes can reach."""
+
+STREAM_IDLE_SECONDS = 120.0
+"""A streamed response (a tunnel started with ``--stream``) ends, cut, when the local app sends
+nothing for this long: SSE servers send a comment every 15 to 30 s to keep proxies open."""
+
+STREAM_MAX_SECONDS = 3600.0
+"""The longest a streamed response may run; a visitor's EventSource reconnects by itself."""
+
 WORKING_MARK_SECONDS = 3.0
 """An agent tells the relay about a request it has held this long without answering (``Working``),
 so the relay can tell a slow app behind a live agent from an agent that stopped reacting."""

@@ -42,6 +42,8 @@ from hatchway.protocol.limits import (
     MAX_BODY_BYTES,
     MAX_BURST,
     MAX_CAUSE_LENGTH,
+    MAX_CHUNK_BYTES,
+    MAX_CHUNK_SEQ,
     MAX_CIDRS,
     MAX_ERROR_CAUSES,
     MAX_HEADERS,
@@ -155,7 +157,8 @@ class TunnelSpec:
     one of ``WEBHOOK_PROVIDERS`` with the ``webhook_secret`` its deliveries are signed with.
     Neither secret appears in a repr or in an error message. ``large_responses`` is one of
     ``LARGE_RESPONSE_MODES``; ``access`` holds the address rules and rate limit. ``gzip``
-    False keeps the relay from gzip-encoding responses for visitors that accept it.
+    False keeps the relay from gzip-encoding responses for visitors that accept it; ``stream``
+    asks for responses of unknown length to reach visitors as the app writes them.
 
     ``pool`` asks to serve the name together with the other agents of the same token that ask
     for it with ``pool`` too (and the same options): the relay spreads visitor requests over
@@ -170,6 +173,7 @@ class TunnelSpec:
     access: AccessRules = AccessRules()
     pool: bool = False
     gzip: bool = True
+    stream: bool = False
 
     def __post_init__(self) -> None:
         if self.name is not None:
@@ -514,7 +518,8 @@ class Response:
     """Agent → relay: the local app's response to request ``id``, or a fault.
 
     ``uploaded`` is the body's size when the agent PUT it to the request's ``upload_url``
-    instead of carrying it (``body`` is then empty)."""
+    instead of carrying it (``body`` is then empty). ``streamed``: the body follows in ``Chunk``
+    messages, as the app writes it (a tunnel started with ``--stream``; ``body`` is empty)."""
 
     id: str
     status: int
@@ -522,6 +527,7 @@ class Response:
     body: bytes = field(default=b"", repr=False)
     fault: Fault | None = None
     uploaded: int | None = None
+    streamed: bool = False
 
     def __post_init__(self) -> None:
         validate_id(self.id)
@@ -540,11 +546,35 @@ class Response:
                 f"the relay carries at most {MAX_BODY_BYTES}",
                 status=413,
             )
+        if self.streamed and (self.body or self.uploaded is not None or self.fault):
+            raise ProtocolError("a streamed response carries its body in chunks only", status=502)
 
     @property
     def size(self) -> int:
         """The body's length, wherever the body is."""
         return len(self.body) if self.uploaded is None else self.uploaded
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Agent → relay: the next ``body`` bytes of streamed response ``id``, number ``seq`` (from
+    0, each once, in order); ``end`` closes the body, and ``fault`` (with ``end``) says the app
+    failed mid-stream, so the visitor's response is cut rather than ended as if whole."""
+
+    id: str
+    seq: int
+    body: bytes = field(default=b"", repr=False)
+    end: bool = False
+    fault: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_id(self.id)
+        if not 0 <= self.seq <= MAX_CHUNK_SEQ:
+            raise ProtocolError(f"chunk number {self.seq} is outside 0..{MAX_CHUNK_SEQ}")
+        if len(self.body) > MAX_CHUNK_BYTES:
+            raise ProtocolError(f"a chunk carries at most {MAX_CHUNK_BYTES} bytes", status=502)
+        if self.fault is not None and not self.end:
+            raise ProtocolError("a chunk with a fault must end the stream", status=502)
 
 
 Message = (
@@ -558,6 +588,7 @@ Message = (
     | Error
     | Request
     | Response
+    | Chunk
     | Undelivered
 )
 

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -23,6 +23,7 @@ from hatchway.errors import HatchwayError, NameTaken
 from hatchway.protocol import Fault, ProtocolError, Request, Response, codec
 from hatchway.serving.answers import RecentAnswers
 from hatchway.serving.bodies import looks_compressible
+from hatchway.serving.forward import StreamedResponse
 from hatchway.serving.inflight import (
     MAX_MARKS_PER_SCAN,
     WORKING_SCAN_SECONDS,
@@ -498,6 +499,8 @@ class Connection:
         if len(outgoing.body) > INLINE_BODY_BYTES:
             http1.long_work_ahead()  # compressing and encoding it is no job for the reader
         self._answer(outgoing, request.tunnel)
+        if isinstance(outgoing, StreamedResponse):
+            self._stream(request, outgoing.pieces)
         elapsed_ms = (time.monotonic() - started) * 1000
         if session.on_request_done:
             if reading is not None and not reading.handed_over and session.request_done_may_wait():
@@ -508,6 +511,36 @@ class Connection:
                     session._pool.submit(session.on_request_done, request, response, elapsed_ms)
                     return
             session.on_request_done(request, response, elapsed_ms)
+
+    def _stream(self, request: Request, pieces: Iterator[bytes]) -> None:
+        """Pass a streamed body on as the app writes it, one ``Chunk`` per piece (split at
+        ``MAX_CHUNK_BYTES``), then the end: cut, with a fault, if the app failed mid-stream."""
+        http1.long_work_ahead()  # a stream holds its thread: the reader goes on elsewhere
+        seq, fault = 0, None
+        ends_by = time.monotonic() + protocol.STREAM_MAX_SECONDS
+        try:
+            for piece in pieces:
+                if time.monotonic() > ends_by:
+                    fault = f"the stream ran past {protocol.STREAM_MAX_SECONDS:g} s, its limit"
+                    break
+                for start in range(0, len(piece), protocol.MAX_CHUNK_BYTES):
+                    body = piece[start : start + protocol.MAX_CHUNK_BYTES]
+                    self.send(protocol.Chunk(request.id, seq, body))
+                    seq += 1
+        except TimeoutError:
+            fault = f"the local app sent nothing for {protocol.STREAM_IDLE_SECONDS:g} s"
+        except (http1.Truncated, http1.BadReply) as exc:
+            fault = f"the local app's stream broke: {exc}"
+        except OSError as exc:  # the relay's connection, or the app's
+            fault = f"the stream broke: {type(exc).__name__}: {exc}"
+        finally:
+            close = getattr(pieces, "close", None)
+            if callable(close):
+                close()
+        if fault is not None:
+            log.warning("request %s: %s", request.id, fault)
+        with contextlib.suppress(OSError, ProtocolError):
+            self.send(protocol.Chunk(request.id, seq, end=True, fault=fault))
 
     def _answer(self, response: Response, tunnel: str | None = None, keep: bool = True) -> None:
         """Send ``response``; ``keep`` it a while, in case API Gateway cannot take it. It is

@@ -9,16 +9,20 @@ its method is safe to repeat. A response body is read up to the tunnel's limit:
 responses the relay redirects to its blob store; a body shorter than the app announced is the
 app's fault, never a 200. With ``pass_large_bodies``, a body above what the relay's message takes
 that zlib cannot shrink goes from the app straight to the request's upload URL, a buffer at a
-time, and the response says it was uploaded.
+time, and the response says it was uploaded. For a tunnel started with ``--stream``, a body of
+unknown length (chunked, or until the app closes) or an event stream is passed on as the app
+writes it (``StreamedResponse``); elsewhere a body still coming when the relay stops waiting is
+a 504 that says the app was streaming.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import http
+import time
 import urllib.parse
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from hatchway import protocol
 from hatchway.protocol import Fault, ProtocolError, Request, Response
@@ -28,6 +32,7 @@ from hatchway.transport.http1 import (
     STALE_ERRORS,
     BadReply,
     BodyStream,
+    BodyTimedOut,
     Closed,
     Connection,
     Pool,
@@ -62,6 +67,15 @@ class LargeResponse(Response):
                 f"takes at most {protocol.MAX_BLOB_BYTES}",
                 status=413,
             )
+
+
+@dataclass(frozen=True)
+class StreamedResponse(Response):
+    """A response whose body ``pieces`` gives as the app writes it: the session sends the head,
+    then each piece in a ``Chunk`` (a tunnel started with ``--stream``)."""
+
+    streamed: bool = True
+    pieces: Iterator[bytes] = field(default_factory=lambda: iter(()), repr=False, compare=False)
 
 
 def response_with_body(
@@ -139,6 +153,8 @@ class Forwarder:
         max_response_bytes: int = protocol.MAX_BODY_BYTES,
         pass_large_bodies: bool = False,
         blob_timeout: Callable[[Request], float] | None = None,
+        stream: bool = False,
+        time_left: Callable[[Request], float] | None = None,
     ) -> None:
         if not 0 < max_response_bytes <= protocol.MAX_BLOB_BYTES:
             raise ValueError(f"max_response_bytes must be 1 to {protocol.MAX_BLOB_BYTES}")
@@ -152,6 +168,11 @@ class Forwarder:
         self.blob_timeout = blob_timeout or (lambda request: timeout)
         """How long a pass-through upload may take for a request: the session's (until the
         relay stops waiting for the answer) when it runs under one."""
+        self.stream = stream
+        """Pass bodies of unknown length on as they come (``StreamedResponse``)."""
+        self.time_left = time_left or (lambda request: timeout)
+        """Seconds until the relay stops waiting for a request's answer: a body still coming
+        then is cut and answered 504, in words that say the app was streaming."""
         self.pool = Pool(lambda t: Connection.open(target.host, target.port, t), POOL_SIZE)
 
     def __call__(self, request: Request) -> Response:
@@ -168,9 +189,17 @@ class Forwarder:
         target = _ascii_target(request.target)
         passed_above = request.inline_max if self.pass_large_bodies and request.upload_url else None
 
+        body_deadline = None if self.stream else time.monotonic() + self.time_left(request)
+
         def exchange(conn: Connection) -> Reply | Response:
             conn.send(request.method, target, headers, request.body)
-            reply = conn.receive(request.method, self.max_response_bytes, passed_above)
+            reply = conn.receive(
+                request.method,
+                self.max_response_bytes,
+                passed_above,
+                live=self.stream,
+                body_deadline=body_deadline,
+            )
             return reply if reply.stream is None else self._pass_on(request, reply, reply.stream)
 
         try:
@@ -185,6 +214,14 @@ class Forwarder:
         except Truncated as exc:
             return self._fault(
                 request, f"{self.target.url} closed the connection mid-response ({exc})"
+            )
+        except BodyTimedOut:
+            return self._fault(
+                request,
+                f"{self.target.url} answered, but was still sending the body when the relay "
+                "stopped waiting: a stream (server-sent events, a chunked download) reaches "
+                "visitors only through a tunnel started with --stream",
+                status=504,
             )
         except TimeoutError:
             return self._fault(
@@ -207,6 +244,13 @@ class Forwarder:
         if isinstance(result, Response):
             return result
         reply = result
+        if reply.live is not None:
+            return StreamedResponse(
+                request.id,
+                reply.status,
+                _response_headers(request.method, reply.headers),
+                pieces=reply.live.pieces(protocol.STREAM_IDLE_SECONDS),
+            )
         if reply.too_large:
             limit = self.max_response_bytes
             return self._fault(

@@ -90,6 +90,10 @@ MAX_REMEMBERED_REQUESTS = 10_000
 UNDATED_MEMORY_SECONDS = 2 * protocol.RESPONSE_TIMEOUT_SECONDS
 """How long the id of a request without a deadline is remembered."""
 
+ANSWER_TRAVEL_SECONDS = 0.5
+"""What an answer sent at the last moment is given to reach the relay before its deadline (the
+agent's own 504, which says why, must come before the relay's, which cannot)."""
+
 MIN_BLOB_TIMEOUT_SECONDS = 1.0
 """Least time a blob transfer is given, even with the deadline nearly reached."""
 
@@ -424,6 +428,13 @@ class Session:
         self._set_current(new)
         old.retire(self.rotation_quiet, protocol.RESPONSE_TIMEOUT_SECONDS + self.rotation_quiet)
         old.close()
+
+    def time_left(self, request: Request) -> float:
+        """Seconds until the relay stops waiting for ``request``, less the time an answer needs
+        to reach it first."""
+        if not request.deadline:
+            return protocol.RESPONSE_TIMEOUT_SECONDS
+        return max(0.0, request.deadline - self.relay_now() - ANSWER_TRAVEL_SECONDS)
 
     def blob_timeout(self, request: Request) -> float:
         """Time a blob transfer may take: until the relay stops waiting, within bounds."""

@@ -58,6 +58,8 @@ class TunnelOptions:
     """Join the pool of agents of this token serving the same name, instead of holding it alone."""
     gzip: bool = True
     """Let the relay gzip-encode responses for visitors that accept it."""
+    stream: bool = False
+    """Pass responses of unknown length to visitors as the app writes them."""
     label: str | None = None
 
     @property
@@ -84,6 +86,7 @@ class TunnelOptions:
             access=self.access,
             pool=self.pool,
             gzip=self.gzip,
+            stream=self.stream,
         )
 
 
@@ -106,6 +109,7 @@ def tunnel_options(
     rate_burst: int | None = None,
     pool: bool = False,
     gzip: bool = True,
+    stream: bool = False,
     label: str | None = None,
 ) -> TunnelOptions:
     """Validated options from the strings a user types (flags, config values, API arguments).
@@ -162,6 +166,7 @@ def tunnel_options(
         access=access_rules(allow_cidr, deny_cidr, rate_limit, rate_burst),
         pool=pool,
         gzip=gzip,
+        stream=stream,
         label=label,
     )
     try:  # the relay's own checks of the secret, here so that the user hears of it first
@@ -362,6 +367,8 @@ def describe(options: TunnelOptions) -> dict[str, Any]:
         shown["pool"] = True
     if not options.gzip:
         shown["gzip"] = False
+    if options.stream:
+        shown["stream"] = True
     if options.access.allow:
         shown["allow_cidr"] = list(options.access.allow)
     if options.access.deny:

@@ -19,6 +19,7 @@ import re
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -51,6 +52,10 @@ class Closed(ConnectionResetError):
     connection it had dropped, or one it dropped on reading the request."""
 
 
+class BodyTimedOut(TimeoutError):
+    """The response's head came, but its body was still coming when the time was up."""
+
+
 class Truncated(Exception):
     """The server ended the connection before the body it announced was complete."""
 
@@ -76,6 +81,8 @@ class Reply:
     too_large: bool = False
     stream: BodyStream | None = None
     """The body still on the wire (``body`` is then empty), when the caller asked for that."""
+    live: LiveBody | None = None
+    """A body of unknown length to be passed on as it comes (``receive(live=True)``)."""
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (any case), or None."""
@@ -124,6 +131,10 @@ class Connection:
         self.sock = sock
         self.reusable = True
         """False once the server said it will close, or a body was left unread."""
+        self.lent = False
+        """True once a ``LiveBody`` owns the connection: it closes it when done."""
+        self._body_deadline: float | None = None
+        """While a body is read: when (``time.monotonic``) it must have ended."""
         self._buffer = bytearray()
         self._quickack = type(sock) is socket.socket  # plain TCP, not TLS over it
 
@@ -204,10 +215,21 @@ class Connection:
         if self._quickack and _QUICKACK is not None:
             self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
-    def receive(self, method: str, limit: int, stream_above: int | None = None) -> Reply:
+    def receive(
+        self,
+        method: str,
+        limit: int,
+        stream_above: int | None = None,
+        live: bool = False,
+        body_deadline: float | None = None,
+    ) -> Reply:
         """Read the response to a request sent with ``method``, skipping interim (1xx) ones,
         with at most ``limit + 1`` bytes of its body; a body whose Content-Length is above
-        ``stream_above`` (and within ``limit``) is left on the wire, in ``Reply.stream``."""
+        ``stream_above`` (and within ``limit``) is left on the wire, in ``Reply.stream``. With
+        ``live``, a body of unknown length (chunked, or until the server closes) or an event
+        stream is left on the wire too, in ``Reply.live``: the connection then belongs to it.
+        A body read here that has not ended by ``body_deadline`` (``time.monotonic``) raises
+        ``BodyTimedOut``."""
         while True:
             status, headers, keep_alive = self._head()
             if not (100 <= status < 200) or status == 101:
@@ -217,13 +239,27 @@ class Connection:
             return Reply(status, headers, b"")
         framing = self._framing(method, status, headers)
         if (
+            live
+            and framing != "none"
+            and (not isinstance(framing, int) or _is_event_stream(headers))
+        ):
+            self.reusable = False
+            self.lent = True
+            return Reply(status, headers, b"", live=LiveBody(self, framing))
+        if (
             isinstance(framing, int)
             and stream_above is not None
             and stream_above < framing <= limit
         ):
             self.reusable = False  # until the stream has been read to its end
             return Reply(status, headers, b"", stream=BodyStream(self, framing, keep_alive))
-        body, too_large = self._body(framing, limit)
+        self._body_deadline = body_deadline
+        try:
+            body, too_large = self._body(framing, limit)
+        except TimeoutError as exc:
+            raise BodyTimedOut(f"the body was still coming after its head ({exc})") from None
+        finally:
+            self._body_deadline = None  # a timeout it shortened is reset on the next take
         if not keep_alive or too_large:
             self.reusable = False
         return Reply(status, headers, body, too_large)
@@ -313,6 +349,7 @@ class Connection:
         view = memoryview(body_buffer)
         while got < size:
             _may_block(self.sock)
+            self._bound()
             count = self.sock.recv_into(view[got:], min(size - got, RECEIVE_BYTES))
             if not count:
                 raise Truncated(f"it announced {size} bytes and sent {got}")
@@ -371,9 +408,21 @@ class Connection:
         del self._buffer[: end + 1]
         return line
 
+    def _bound(self) -> None:
+        """Hold the next receive to the body's deadline, if one is set."""
+        if self._body_deadline is None:
+            return
+        left = self._body_deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the time was up")
+        current = self.sock.gettimeout()
+        if current is None or left < current:
+            self.sock.settimeout(left)
+
     def _fill(self) -> bool:
         """Append what the socket has to the buffer; False at the end of the stream."""
         _may_block(self.sock)
+        self._bound()
         data = self.sock.recv(RECEIVE_BYTES)
         self._buffer += data
         return bool(data)
@@ -441,6 +490,81 @@ class BodyStream:
         except (OSError, Truncated) as exc:
             raise SourceFailed(exc) from exc
         conn.reusable = self._keep_alive
+
+
+class LiveBody:
+    """A response body passed on as the server writes it: iterating gives each piece as soon as
+    it has arrived (at most ``RECEIVE_BYTES``), a chunked body's framing taken off. A server
+    silent for ``idle`` seconds raises ``TimeoutError``; a cut body raises ``Truncated``. The
+    connection is closed at the end either way: streams are long and rare, and one closed is
+    never handed a request it would answer with the rest of a stream."""
+
+    def __init__(self, conn: Connection, framing: int | str) -> None:
+        self.conn = conn
+        self.framing = framing
+
+    def pieces(self, idle: float) -> Iterator[bytes]:
+        conn = self.conn
+        try:
+            conn.sock.settimeout(idle)
+            if self.framing == "chunked":
+                yield from self._chunked()
+            else:
+                yield from self._until(self.framing if isinstance(self.framing, int) else None)
+        finally:
+            conn.close()
+
+    def _available(self, at_most: int) -> bytes:
+        """What is buffered or arrives next (up to ``at_most``); b"" at the server's end."""
+        conn = self.conn
+        if not conn._buffer and not conn._fill():
+            return b""
+        piece = bytes(conn._buffer[:at_most])
+        del conn._buffer[: len(piece)]
+        return piece
+
+    def _until(self, size: int | None) -> Iterator[bytes]:
+        """A body of ``size`` bytes, or (None) one that ends when the server closes."""
+        got = 0
+        while size is None or got < size:
+            piece = self._available(
+                RECEIVE_BYTES if size is None else min(size - got, RECEIVE_BYTES)
+            )
+            if not piece:
+                if size is None:
+                    return
+                raise Truncated(f"it announced {size} bytes and sent {got}")
+            got += len(piece)
+            yield piece
+
+    def _chunked(self) -> Iterator[bytes]:
+        conn = self.conn
+        while True:
+            line = conn._line()
+            digits = line.split(b";", 1)[0].strip()
+            try:
+                left = int(digits, 16)
+            except ValueError:
+                raise BadReply(f"bad chunk size line {line[:40]!r}") from None
+            if left < 0:
+                raise BadReply(f"bad chunk size line {line[:40]!r}")
+            if left == 0:
+                while conn._line():  # trailer fields, ignored as a proxy may
+                    pass
+                return
+            while left:
+                piece = self._available(min(left, RECEIVE_BYTES))
+                if not piece:
+                    raise Truncated("a chunked body was cut short")
+                left -= len(piece)
+                yield piece
+            if conn._line():
+                raise BadReply("a chunk is longer than its size line says")
+
+
+def _is_event_stream(headers: list[tuple[str, str]]) -> bool:
+    content_type = next((v for n, v in headers if n.lower() == "content-type"), "")
+    return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
 
 
 class SourceFailed(Exception):
@@ -512,6 +636,8 @@ class Pool:
             conn.close()
 
     def _give(self, conn: Connection) -> None:
+        if conn.lent:  # a live body reads on, then closes it
+            return
         if conn.reusable:
             with self._lock:
                 if len(self.idle) < self.size:

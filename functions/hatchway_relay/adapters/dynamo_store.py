@@ -76,7 +76,7 @@ from hatchway_relay.adapters.dynamo_table import (
     TOKENS_LISTING,
 )
 from hatchway_relay.adapters.dynamo_table import create_table as create_table
-from hatchway_relay.answer_items import ANSWER, WORKING, answer_key
+from hatchway_relay.answer_items import ANSWER, CHUNK, WORKING, answer_key, chunk_key
 from hatchway_relay.ports import (
     Claim,
     Clock,
@@ -383,6 +383,8 @@ class DynamoStore:
             item["access"] = json.dumps(codec.access_to_dict(claim.access))
         if not claim.gzip:
             item["gzip"] = False
+        if claim.stream:
+            item["stream"] = True
         item.update(limits_attribute("token_limits", claim.token_limits))
         return item
 
@@ -412,6 +414,7 @@ class DynamoStore:
             webhook_secret=item.get("webhook_secret", ""),
             large_responses=item.get("large_responses", "refuse"),
             gzip=bool(item.get("gzip", True)),
+            stream=bool(item.get("stream", False)),
             instance=item.get("instance", ""),
             access=codec.access_from_dict(json.loads(item["access"]), "claim")
             if "access" in item
@@ -740,3 +743,37 @@ class DynamoStore:
     def forget_response(self, request_id: str) -> None:
         """TTL removes the item for free; an explicit delete would be billed by its size."""
         self._awaited.pop(request_id, None)
+
+    # Streamed bodies
+
+    def put_chunk(self, request_id: str, connection_id: str, seq: int, data: bytes) -> None:
+        """One item per chunk, keyed by the sending connection, so only the connection a
+        request went to can write what its waiter reads; the first copy stays."""
+        try:
+            self.table.put_item(
+                Item={
+                    **chunk_key(request_id, connection_id, seq),
+                    CHUNK: data,
+                    "ttl": _ttl(self._clock.now() + protocol.STREAM_MAX_SECONDS),
+                },
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if not _condition_failed(exc):  # else a second delivery of the same chunk
+                raise
+
+    def wait_chunk(self, request_id: str, seq: int, until: float) -> bytes | None:
+        """Poll the chunk's one item (strongly consistent), 10 ms growing to 200 ms apart."""
+        awaited = self._awaited.get(request_id)
+        if awaited is None:
+            return None
+        key = chunk_key(request_id, awaited.connection_id, seq)
+        delays = _poll_delays(0.0)
+        while True:
+            item = self._get(**key)
+            if item is not None and CHUNK in item:
+                return _bytes(item[CHUNK])
+            remaining = until - self._clock.now()
+            if remaining <= 0:
+                return None
+            self._clock.sleep(min(next(delays), remaining))

@@ -33,6 +33,11 @@ MAX_SIGHTINGS = 100_000
 """Sightings kept before the expired ones are swept (each is a key and a time)."""
 
 
+MAX_UNREAD_CHUNKS = 256
+"""Chunks of one streamed body kept ahead of a visitor reading slower than the app writes
+(16 MiB at most, at ``protocol.MAX_CHUNK_BYTES`` each)."""
+
+
 @dataclass
 class _Awaited:
     """A visitor request waiting for its answer."""
@@ -47,6 +52,8 @@ class _Awaited:
     """What a blocked waiter waits on, made by the first one (a watching waiter needs none)."""
     wake: Callable[[], None] | None = None
     """A waiter's wake-up (``watch_response``), called once."""
+    chunks: dict[int, bytes] = field(default_factory=dict)
+    """A streamed body's chunks not read yet, by number."""
 
     def notify(self) -> None:
         """Wake whoever waits, blocked or watching (the store's lock is held)."""
@@ -381,3 +388,30 @@ class MemoryStore:
     def forget_response(self, request_id: str) -> None:
         with self._lock:
             self._awaited.pop(request_id, None)
+
+    # Streamed bodies
+
+    def put_chunk(self, request_id: str, connection_id: str, seq: int, data: bytes) -> None:
+        """Kept only for the connection the waiter reads, and at most ``MAX_UNREAD_CHUNKS``
+        ahead of it: an agent cannot fill this memory with chunks nobody reads."""
+        with self._lock:
+            awaited = self._awaited.get(request_id)
+            if awaited is None or awaited.connection_id != connection_id:
+                return
+            if len(awaited.chunks) >= MAX_UNREAD_CHUNKS:
+                return  # the waiter then finds the gap and cuts the stream at its idle limit
+            awaited.chunks.setdefault(seq, data)
+            if awaited.ready is not None:
+                awaited.ready.notify_all()
+
+    def wait_chunk(self, request_id: str, seq: int, until: float) -> bytes | None:
+        with self._lock:
+            awaited = self._awaited.get(request_id)
+            if awaited is None:
+                return None
+            seconds = until - self._clock.now()
+            if seq not in awaited.chunks and seconds > 0:
+                if awaited.ready is None:
+                    awaited.ready = threading.Condition(self._lock)
+                self._clock.wait(awaited.ready, seconds)
+            return awaited.chunks.pop(seq, None)

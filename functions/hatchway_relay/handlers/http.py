@@ -20,6 +20,7 @@ from urllib.parse import quote
 from hatchway.protocol import b64
 from hatchway_relay.core import Relay, Reply, Visit
 from hatchway_relay.metrics import Metrics, NoMetrics, record_visit
+from hatchway_relay.replies import StreamedReply
 from hatchway_relay.visits import AwaitAnswer, run_blocking
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -90,6 +91,8 @@ def result_from_reply(reply: Reply, body_as_bytes: bool = False) -> dict[str, An
     }
     if cookies:
         result["cookies"] = cookies
+    if isinstance(reply, StreamedReply):  # only where the front streams (RelayConfig.streams)
+        result["bodySteps"] = reply.body_steps
     return result
 
 
