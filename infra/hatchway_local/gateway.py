@@ -36,6 +36,7 @@ from urllib.parse import unquote
 from aiohttp import WSMsgType, web
 
 from hatchway.protocol import b64
+from hatchway_local.access_log import AccessLog, agent_context, visitor_context
 from hatchway_local.concurrency import (
     HTTP_FUNCTION,
     WEBSOCKET_FUNCTION,
@@ -57,7 +58,10 @@ from hatchway_local.platform import (
     CLOSE_HANDSHAKE_SECONDS,
     CLOSE_UNSUPPORTED_DATA,
     HTTP_INTEGRATION_ERROR,
+    INTEGRATION_FAILED,
     INTEGRATION_THREADS,
+    INTEGRATION_THROTTLED,
+    INTEGRATION_TIMED_OUT,
     LAMBDA_MAX_EVENT_BYTES,
     LINGERING_CLOSE_SECONDS,
     MAX_REQUEST_BODY_BYTES,
@@ -121,6 +125,14 @@ def _ignore_failure(task: asyncio.Task[None]) -> None:
         task.exception()  # retrieved: a background post to a gone agent is not an error
 
 
+@dataclass
+class _Outcome:
+    """What a visitor request's access-log line needs besides the request and the answer."""
+
+    request_id: str
+    integration_error: str | None = None
+
+
 class _BodyTooLarge(Exception):
     """A visitor's body passed ``MAX_REQUEST_BODY_BYTES`` while it was being read."""
 
@@ -163,8 +175,12 @@ class Gateway:
         api_id: str = "local",
         blobs: MemoryBlobStore | None = None,
         websocket_on_loop: bool = False,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.bare_hosts = {h.lower() for h in bare_hosts}
+        self.access_log = access_log
+        """Where each visitor request's and agent event's line goes, as API Gateway's access
+        logs (None: no access log)."""
         self.limits = limits or GatewayLimits()
         self.api_id = api_id
         self.blobs = blobs
@@ -444,12 +460,16 @@ class Gateway:
     async def _message(self, ws: web.WebSocketResponse, event: dict[str, Any]) -> None:
         """One ``$default`` invocation. If it fails or is throttled, API Gateway tells the
         client so in a message of its own."""
+        started = time.time()
+        error: str | None = None
         try:
             result = await self._invoke(WEBSOCKET_FUNCTION, event)
         except Throttled:
-            result = None
+            result, error = None, INTEGRATION_THROTTLED
         if result is None:
+            error = error or INTEGRATION_FAILED
             await self._integration_error(ws, event)
+        self._log_agent(event, "$default", 500 if error else 200, started, error)
 
     async def _integrate(
         self, ws: web.WebSocketResponse, route: ServiceRoute, event: dict[str, Any]
@@ -459,6 +479,7 @@ class Gateway:
         is told to the client like a failed invocation."""
         assert self.answer_writes is not None, "integrations not attached"
         context = event["requestContext"]
+        started = time.time()
         try:
             if self.websocket_on_loop:  # the store is in memory: nothing blocks
                 route.apply(event["body"], context, self.answer_writes)
@@ -472,7 +493,22 @@ class Gateway:
                 )
         except IntegrationFailed as exc:
             log.warning("integration failed for route %s: %s", route.route_key, exc)
+            self._log_agent(event, route.route_key, 500, started, str(exc))
             await self._integration_error(ws, event)
+            return
+        self._log_agent(event, route.route_key, 200, started, None)
+
+    def _log_agent(
+        self,
+        event: dict[str, Any],
+        route: str,
+        status: int,
+        started: float,
+        error: str | None,
+    ) -> None:
+        """The WebSocket API's access-log line for one connect, message or disconnect."""
+        if self.access_log is not None:
+            self.access_log.agent(agent_context(event, route, status, started, time.time(), error))
 
     @staticmethod
     async def _integration_error(ws: web.WebSocketResponse, event: dict[str, Any]) -> None:
@@ -492,10 +528,11 @@ class Gateway:
     async def websocket(self, request: web.BaseRequest) -> web.StreamResponse:
         connection_id = new_connection_id()
         connected_at = time.time()
-        result = await self._invoke_ws(
-            self._ws_event(request, "$connect", connection_id, connected_at)
-        )
+        connect = self._ws_event(request, "$connect", connection_id, connected_at)
+        result = await self._invoke_ws(connect)
         status = int(result.get("statusCode", 200)) if isinstance(result, dict) else 500
+        failed = None if result is not None else INTEGRATION_FAILED
+        self._log_agent(connect, "$connect", status, connected_at, failed)
         if not 200 <= status < 300:
             body = (result or {}).get("body") or (
                 "Internal Server Error" if status == 500 else "Forbidden"
@@ -602,7 +639,10 @@ class Gateway:
             event["requestContext"].update(
                 disconnectStatusCode=ws.close_code or 1006, disconnectReason=""
             )
-            await self._invoke_ws(event)
+            started = time.time()
+            result = await self._invoke_ws(event)
+            failed = None if result is not None else INTEGRATION_FAILED
+            self._log_agent(event, "$disconnect", 500 if failed else 200, started, failed)
         return ws
 
     async def send(self, connection_id: str, data: str) -> None:
@@ -728,7 +768,26 @@ class Gateway:
         return b"".join(chunks)
 
     async def http(self, request: web.BaseRequest) -> web.StreamResponse:
+        """One visitor request, answered and logged as the HTTP API logs it."""
         received = time.time()
+        outcome = _Outcome(request_id())
+        response = await self._http(request, received, outcome)
+        if self.access_log is not None:
+            self.access_log.visitor(
+                visitor_context(
+                    request,
+                    response,
+                    outcome.request_id,
+                    received,
+                    time.time(),
+                    outcome.integration_error,
+                )
+            )
+        return response
+
+    async def _http(
+        self, request: web.BaseRequest, received: float, outcome: _Outcome
+    ) -> web.StreamResponse:
         if (request.content_length or 0) > MAX_REQUEST_BODY_BYTES:
             return json_error(413, "Request Entity Too Large", close=True)
         try:
@@ -738,6 +797,7 @@ class Gateway:
         except TimeoutError:
             return json_error(408, "Request Timeout", close=True)
         event = self._http_event(request, b"", received)
+        event["requestContext"]["requestId"] = outcome.request_id
         # Sized without encoding the body into JSON: base64 text is written as it is. The rest
         # of the event is encoded to measure it only when a bound from its length could be over.
         body_size = base64_size(len(body)) + BODY_FIELD_BYTES if body else 0
@@ -758,11 +818,14 @@ class Gateway:
                 async with asyncio.timeout(self.limits.integration_timeout):
                     result = await self._invoke(HTTP_FUNCTION, event)
         except TimeoutError:
+            outcome.integration_error = INTEGRATION_TIMED_OUT
             return json_error(503, "Service Unavailable")
         except Throttled:
             # Lambda's 429 never reaches the visitor: HTTP API answers a plain 500.
+            outcome.integration_error = INTEGRATION_THROTTLED
             return json_error(500, HTTP_INTEGRATION_ERROR)
         if not isinstance(result, dict) or "statusCode" not in result:
+            outcome.integration_error = INTEGRATION_FAILED
             return json_error(500, HTTP_INTEGRATION_ERROR)
         return self._response(request, result)
 
