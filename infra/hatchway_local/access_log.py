@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -73,27 +74,33 @@ def render(text: str, context: Mapping[str, object]) -> str:
     return _VARIABLE.sub(value, text)
 
 
+@dataclass
+class VisitorOutcome:
+    """What a visitor request's line needs besides the request and the answer: its id (the
+    one its event carries), when it arrived, and how the integration failed, if it did."""
+
+    request_id: str
+    received: float
+    integration_error: str | None = None
+
+
 def visitor_context(
-    request: web.BaseRequest,
-    response: web.StreamResponse,
-    request_id: str,
-    received: float,
-    finished: float,
-    integration_error: str | None,
+    request: web.BaseRequest, response: web.StreamResponse, outcome: VisitorOutcome
 ) -> dict[str, object]:
-    """The HTTP API's ``$context`` for one visitor request, as far as the format asks."""
+    """The HTTP API's ``$context`` for one visitor request, answered just now."""
     body = getattr(response, "body", None)
+    received = outcome.received
     return {
-        "requestId": request_id,
+        "requestId": outcome.request_id,
         "requestTimeEpoch": int(received * 1000),
         "identity.sourceIp": request.remote or "",
         "domainName": request.headers.get("Host", "").rsplit(":", 1)[0],
         "httpMethod": request.method,
         "path": request.raw_path.split("?", 1)[0],
         "status": response.status,
-        "responseLatency": round((finished - received) * 1000),
+        "responseLatency": round((time.time() - received) * 1000),
         "responseLength": len(body) if isinstance(body, bytes | bytearray) else 0,
-        "integration.error": integration_error,
+        "integration.error": outcome.integration_error,
     }
 
 

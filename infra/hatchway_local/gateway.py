@@ -31,12 +31,12 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import unquote
 
 from aiohttp import WSMsgType, web
 
 from hatchway.protocol import b64
-from hatchway_local.access_log import AccessLog, agent_context, visitor_context
+from hatchway_local.access_log import AccessLog, VisitorOutcome, agent_context, visitor_context
+from hatchway_local.blob_urls import serve_blob
 from hatchway_local.concurrency import (
     HTTP_FUNCTION,
     WEBSOCKET_FUNCTION,
@@ -125,30 +125,8 @@ def _ignore_failure(task: asyncio.Task[None]) -> None:
         task.exception()  # retrieved: a background post to a gone agent is not an error
 
 
-@dataclass
-class _Outcome:
-    """What a visitor request's access-log line needs besides the request and the answer."""
-
-    request_id: str
-    integration_error: str | None = None
-
-
 class _BodyTooLarge(Exception):
     """A visitor's body passed ``MAX_REQUEST_BODY_BYTES`` while it was being read."""
-
-
-async def _read_at_most(request: web.BaseRequest, limit: int) -> bytes | None:
-    """The request body, or None once it passes ``limit`` bytes (nothing more is read). Read
-    as the socket delivers it, so the limit holds mid-stream and the pieces are joined once
-    (fixed-size reads would join them twice)."""
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.content.iter_any():
-        total += len(chunk)
-        if total > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class _GatewayRunner(web.ServerRunner):
@@ -272,7 +250,7 @@ class Gateway:
             if path == "/connect" and request.headers.get("Upgrade", "").lower() == "websocket":
                 return await self.websocket(request)
             if path.startswith(BLOB_PATH) and self.blobs is not None:
-                return await self.blob(request, self.blobs, path[len(BLOB_PATH) :])
+                return await serve_blob(request, self.blobs, path[len(BLOB_PATH) :])
         return await self.http(request)
 
     # --- WebSocket API ------------------------------------------------------------------------
@@ -499,12 +477,7 @@ class Gateway:
         self._log_agent(event, route.route_key, 200, started, None)
 
     def _log_agent(
-        self,
-        event: dict[str, Any],
-        route: str,
-        status: int,
-        started: float,
-        error: str | None,
+        self, event: dict[str, Any], route: str, status: int, started: float, error: str | None
     ) -> None:
         """The WebSocket API's access-log line for one connect, message or disconnect."""
         if self.access_log is not None:
@@ -667,24 +640,6 @@ class Gateway:
         for connection in list(self.connections.values()):
             await connection.ws.close(code=CLOSE_GOING_AWAY, message=b"Server shutting down")
 
-    # --- Blob URLs (a MemoryBlobStore's presigned GET and PUT) ------------------------------
-
-    async def blob(
-        self, request: web.BaseRequest, store: MemoryBlobStore, raw_key: str
-    ) -> web.Response:
-        key = unquote(raw_key)
-        query = {name: request.query[name] for name in request.query}
-        answer = store.refusal(request.method, key, query, request.content_length)
-        body: bytes | None = None
-        if answer is None and request.method == "PUT":
-            body = await _read_at_most(request, store.max_bytes)
-            if body is None:
-                answer = store.refusal(request.method, key, query, store.max_bytes + 1)
-        if answer is None:
-            answer = store.serve(request.method, key, query, body)
-        status, data, content_type = answer
-        return web.Response(status=status, body=data, content_type=content_type)
-
     # --- HTTP API -----------------------------------------------------------------------------
 
     def _http_event(self, request: web.BaseRequest, body: bytes, received: float) -> dict[str, Any]:
@@ -769,24 +724,14 @@ class Gateway:
 
     async def http(self, request: web.BaseRequest) -> web.StreamResponse:
         """One visitor request, answered and logged as the HTTP API logs it."""
-        received = time.time()
-        outcome = _Outcome(request_id())
-        response = await self._http(request, received, outcome)
+        outcome = VisitorOutcome(request_id(), time.time())
+        response = await self._http(request, outcome.received, outcome)
         if self.access_log is not None:
-            self.access_log.visitor(
-                visitor_context(
-                    request,
-                    response,
-                    outcome.request_id,
-                    received,
-                    time.time(),
-                    outcome.integration_error,
-                )
-            )
+            self.access_log.visitor(visitor_context(request, response, outcome))
         return response
 
     async def _http(
-        self, request: web.BaseRequest, received: float, outcome: _Outcome
+        self, request: web.BaseRequest, received: float, outcome: VisitorOutcome
     ) -> web.StreamResponse:
         if (request.content_length or 0) > MAX_REQUEST_BODY_BYTES:
             return json_error(413, "Request Entity Too Large", close=True)

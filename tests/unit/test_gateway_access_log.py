@@ -20,7 +20,13 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from hatchway_local.access_log import AccessLog, agent_context, load_formats, visitor_context
+from hatchway_local.access_log import (
+    AccessLog,
+    VisitorOutcome,
+    agent_context,
+    load_formats,
+    visitor_context,
+)
 from hatchway_local.gateway import Gateway
 from hatchway_local.integrations import CloudFormationLoader
 from hatchway_local.platform import GatewayLimits
@@ -80,7 +86,8 @@ def test_the_gateway_writes_the_templates_own_formats() -> None:
 
 def test_every_variable_the_template_asks_for_is_one_the_gateway_gives() -> None:
     request = make_mocked_request("GET", "/x", headers={"Host": "a.localhost"})
-    visitor = visitor_context(request, web.Response(body=b"ok"), "r", 1.0, 2.0, None)
+    outcome = VisitorOutcome("r", 1.0)
+    visitor = visitor_context(request, web.Response(body=b"ok"), outcome)
     context = {
         "requestId": "r",
         "requestTimeEpoch": 1,
