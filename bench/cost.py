@@ -173,6 +173,10 @@ def stack() -> Iterator[Stack]:
                 tokens=(TOKEN,),
             )
         )
+        # The access-log lines the template's AccessLogs (on by default) would ingest.
+        cost_gateway.install_access_log_meter(
+            server.gateway.access_log, meter, settings.access_log_days
+        )
         lambdas = cost_gateway.LambdaMeter(meter, settings, cost_gateway.emf_line_bytes())
         gateway = server.gateway
         assert gateway.ws_handler is not None and gateway.http_handler is not None
@@ -448,6 +452,16 @@ def print_report(
     )
     by_key = {r.case.key: r for r in results}
     wait = slower.per_million - by_key["1kb"].per_million
+    access_lines = [
+        ln for ln in by_key["1kb"].lines if ln.operation.startswith(pricing.ACCESS_LOGS)
+    ]
+    access_logs = pricing.access_logs_per_million(access_lines)
+    line_bytes = next((ln.nbytes for ln in access_lines if ln.unit == "GB"), 0.0)
+    print(
+        f"Access logs (AccessLogs, on by default): {line_bytes:.0f} bytes a request (the visitor's "
+        f"line and the agent's answer line), ${access_logs:.2f} per million requests, "
+        f"{settings.access_log_days} days' storage included."
+    )
     print(
         f"{'1kb +1 s':14} {slower.per_million:14.2f}   (one more second of app latency: "
         f"+${wait:.2f} per million)"
@@ -459,6 +473,7 @@ def print_report(
             pricing.total_per_million(floor),
             by_key["1mb"].transfer,
             wait,
+            access_logs,
         )
     )
 

@@ -47,6 +47,8 @@ class LambdaSettings:
     blob_expiry_days: int
     websocket_memory_mb: int = 0
     """The WebSocket function's memory (0: the same as ``memory_mb``)."""
+    access_log_days: int = 0
+    """``AccessLogRetentionDays``' default: how long an access-log line is stored."""
 
     def memory_of(self, function: str) -> int:
         if function == "WebSocket" and self.websocket_memory_mb:
@@ -67,6 +69,9 @@ def template_settings(template: Path) -> LambdaSettings:
     level = re.search(r"^  LogLevel:\n(?:    .*\n)*?    Default:\s*(\w+)", text, re.M)
     quiet = re.search(r"SystemLogLevel:\s*WARN", text)
     expiry = re.search(r"ExpirationInDays:\s*(\d+)", text)
+    retention = re.search(
+        r"^  AccessLogRetentionDays:\n(?:    .*\n)*?    Default:\s*(\d+)", text, re.M
+    )
     default = int(memory.group(1)) if memory else 128
     return LambdaSettings(
         _function_memory(text, "HttpFunction") or default,
@@ -74,6 +79,7 @@ def template_settings(template: Path) -> LambdaSettings:
         0 if quiet else PLATFORM_LOG_BYTES,
         int(expiry.group(1)) if expiry else 1,
         _function_memory(text, "WebSocketFunction") or default,
+        int(retention.group(1)) if retention else 0,
     )
 
 
@@ -331,3 +337,36 @@ def _quiet_stdout() -> Iterator[None]:
     report (error answers only; the cases here are all 200s)."""
     with contextlib.redirect_stdout(io.StringIO()):
         yield
+
+
+# --- Access logs: the line API Gateway writes per visitor request and per agent message -------
+
+
+def install_access_log_meter(access_log: Any, meter: Meter, retention_days: int) -> None:
+    """Count every line the gateway's access log writes (the template's formats, filled in as
+    API Gateway fills them): its bytes ingested, and stored for the retention. An agent's
+    ``$default`` message during a case is a heartbeat; connects and disconnects are per
+    connection; the rest (visitors, answers) are per request."""
+    stored_months = retention_days / pricing.DAYS_PER_MONTH
+
+    def count(line: str) -> None:
+        size = len(line.encode("utf-8"))  # a log event is the line, without a newline
+        entry = json.loads(line)
+        event = entry.get("eventType")
+        prefix = (
+            CONNECTION
+            if event in ("CONNECT", "DISCONNECT")
+            else HEARTBEAT
+            if entry.get("route") == "$default"
+            else ""
+        )
+        ingested = Key(f"{prefix}CloudWatch Logs, access log lines", "GB", prices.LOGS_INGESTED_GB)
+        meter.add(ingested, size / pricing.GB, size)
+        stored = Key(
+            f"{prefix}CloudWatch Logs, access log storage ({retention_days} days)",
+            "GB-month",
+            prices.LOGS_STORED_GB_MONTH,
+        )
+        meter.add(stored, size / pricing.GB * stored_months, size)
+
+    access_log.listen(count)

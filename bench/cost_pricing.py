@@ -282,14 +282,29 @@ def floor_lines(app_seconds: float, memory_mb: int) -> list[Line]:
 
 
 def summary_line(
-    per_million: Mapping[str, float], floor: float, transfer_1mb: float, wait_1s: float
+    per_million: Mapping[str, float],
+    floor: float,
+    transfer_1mb: float,
+    wait_1s: float,
+    access_logs: float | None = None,
 ) -> str:
     """The one line scripts read: dollars per million visitor requests, as computed; the
-    transfer part of ``1mb=`` and what one more second of the app's latency adds come last, so
-    that readers of the older keys keep working."""
+    transfer part of ``1mb=``, what one more second of the app's latency adds and the access
+    logs' part of ``1kb=`` come last, so that readers of the older keys keep working."""
     parts = [f"{key}={per_million[key]:.2f}" for key in SUMMARY_KEYS]
     extra = [f"floor={floor:.2f}", f"transfer-1mb={transfer_1mb:.2f}", f"wait-1s={wait_1s:.2f}"]
+    if access_logs is not None:
+        extra.append(f"access-logs={access_logs:.2f}")
     return " ".join(["cost-per-million", *parts, *extra])
+
+
+ACCESS_LOGS = "CloudWatch Logs, access log"
+"""How every access-log line of a bill starts (ingestion and storage)."""
+
+
+def access_logs_per_million(lines: Iterable[Line]) -> float:
+    """The access logs' part of a bill."""
+    return sum(line.per_million for line in lines if line.operation.startswith(ACCESS_LOGS))
 
 
 def transfer_per_million(lines: Iterable[Line]) -> float:

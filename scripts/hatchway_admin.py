@@ -7,14 +7,18 @@
     scripts/hatchway-admin ... reserve|release NAME --token-id TOKEN_ID
     scripts/hatchway-admin ... tunnels
     scripts/hatchway-admin ... dashboard [--port 4050]
+    scripts/hatchway-admin --stack hatchway logs --tunnel myapp [--since 30] [--json]
+    scripts/hatchway-admin --local logs --agents
     scripts/hatchway-admin ... token create --name ci --rate-limit 50/s --max-tunnels 3 \
         --max-requests-per-day 100000
 
 Where the relay keeps its state, one of: --stack (a deployed stack: its TableName output),
 --table (the DynamoDB table itself; --endpoint for a local DynamoDB, as used by
 `hatchway-local --store dynamodb`), or --local (a running `hatchway-local`, through its admin
-API on 127.0.0.1; --admin-file when it was started with one). This script only parses and
-wires; hatchway_relay.admin does the work.
+API on 127.0.0.1; --admin-file when it was started with one). ``logs`` reads the access logs:
+the stack's log groups (CloudWatch Logs), or hatchway-local's latest lines; not with --table.
+This script only parses and wires; hatchway_relay.admin and hatchway_relay.access_logs do the
+work.
 """
 
 from __future__ import annotations
@@ -28,8 +32,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from hatchway_relay.access_logs import LogQuery
     from hatchway_relay.admin import AdminStore
     from hatchway_relay.ports import TokenLimits
+
+DEFAULT_SINCE_MINUTES = 60.0
+"""How far back ``logs`` looks unless told."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("name")
         sub.add_argument("--token-id", required=True)
     commands.add_parser("tunnels", help="live tunnels: name, token, since, served, errors, latency")
+    logs = commands.add_parser(
+        "logs", help="access logs: visitors' requests (of one tunnel), or agents' events"
+    )
+    logs.add_argument("--tunnel", metavar="NAME", help="only the visitors of this tunnel")
+    logs.add_argument(
+        "--agents",
+        action="store_true",
+        help="agents' connects, messages and disconnects instead of visitors' requests",
+    )
+    logs.add_argument(
+        "--since",
+        type=float,
+        default=DEFAULT_SINCE_MINUTES,
+        metavar="MINUTES",
+        help="how far back to look (default %(default)g)",
+    )
+    logs.add_argument("--limit", type=int, default=100, help="the latest N lines (default 100)")
+    logs.add_argument("--json", action="store_true", help="the lines as logged, JSON")
     dashboard = commands.add_parser(
         "dashboard", help="a web page on 127.0.0.1: tokens, names, live tunnels, metrics"
     )
@@ -98,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hatchway_local.admin_api import AdminError
 
     try:
+        if args.command == "logs":
+            return show_logs(args)
         store = open_store(args)
         return run(args, store)
     except (AdminError, LookupError) as exc:
@@ -123,19 +151,87 @@ def open_store(args: argparse.Namespace) -> AdminStore:
     return DynamoStore(resource.Table(table))
 
 
-def stack_output(boto3: Any, stack: str, key: str, region: str | None) -> str:
-    """One output of a deployed stack, e.g. its TableName."""
+def describe_stack(boto3: Any, stack: str, region: str | None) -> dict[str, Any]:
+    """A deployed stack's description (outputs, parameters)."""
     from botocore.exceptions import ClientError
 
     cloudformation = boto3.client("cloudformation", region_name=region)
     try:
-        outputs = cloudformation.describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", [])
+        return dict(cloudformation.describe_stacks(StackName=stack)["Stacks"][0])
     except ClientError as exc:
         raise LookupError(f"cannot read stack {stack!r}: {exc}") from None
-    for output in outputs:
+
+
+def stack_output(boto3: Any, stack: str, key: str, region: str | None) -> str:
+    """One output of a deployed stack, e.g. its TableName."""
+    for output in describe_stack(boto3, stack, region).get("Outputs", []):
         if output["OutputKey"] == key:
             return str(output["OutputValue"])
     raise LookupError(f"stack {stack!r} has no {key} output: is it a Hatchway stack?")
+
+
+def open_access_logs(args: argparse.Namespace) -> Any:
+    """The access logs, wherever the flags say the relay is: a ``read(query, now)``."""
+    if args.local:
+        from hatchway_local.admin_api import RemoteAccessLogs, default_admin_file
+
+        return RemoteAccessLogs.from_admin_file(args.admin_file or default_admin_file())
+    if not args.stack:
+        raise LookupError("logs needs --stack (its access log groups are outputs) or --local")
+    import boto3
+
+    from hatchway_relay.access_logs import Routing
+    from hatchway_relay.adapters.cloudwatch_access_logs import CloudWatchAccessLogs
+    from hatchway_relay.hostnames import parse_custom_hostnames
+
+    described = describe_stack(boto3, args.stack, args.region)
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+    parameters = {
+        p["ParameterKey"]: p.get("ParameterValue", "") for p in described.get("Parameters", [])
+    }
+    if "VisitorAccessLogGroup" not in outputs:
+        raise LookupError(
+            f"stack {args.stack!r} writes no access logs: deploy it with AccessLogs=true"
+        )
+    routing = Routing(
+        parameters.get("DomainName", ""),
+        parse_custom_hostnames(parameters.get("CustomHostnames", "")),
+    )
+    client = boto3.client("logs", region_name=args.region)
+    return CloudWatchAccessLogs(
+        client, outputs["VisitorAccessLogGroup"], outputs["AgentAccessLogGroup"], routing
+    )
+
+
+def log_query(args: argparse.Namespace, now: float) -> LogQuery:
+    """What ``logs`` was asked for."""
+    from hatchway.protocol import ProtocolError
+    from hatchway_relay.access_logs import LogQuery
+
+    if args.since <= 0:
+        raise ProtocolError("--since must be a positive number of minutes")
+    try:
+        return LogQuery(args.tunnel, args.agents, now - args.since * 60, args.limit)
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
+
+
+def show_logs(args: argparse.Namespace) -> int:
+    from hatchway_relay.access_logs import as_lines, describe
+
+    now = time.time()
+    query = log_query(args, now)
+    entries = open_access_logs(args).read(query, now)
+    if not entries:
+        whose = "agents' " if args.agents else f"tunnel {args.tunnel}'s " if args.tunnel else ""
+        print(
+            f"hatchway-admin: no {whose}access-log lines in the last {args.since:g} minutes",
+            file=sys.stderr,
+        )
+        return 0
+    for line in as_lines(entries) if args.json else map(describe, entries):
+        print(line)
+    return 0
 
 
 def token_limits(args: argparse.Namespace) -> TokenLimits:

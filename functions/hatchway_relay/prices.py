@@ -47,6 +47,9 @@ S3_GB_MONTH = 0.023
 """S3 Standard storage, per GB-month."""
 LOGS_INGESTED_GB = 0.50
 """CloudWatch Logs, per GB ingested."""
+LOGS_STORED_GB_MONTH = 0.03
+"""CloudWatch Logs storage, per GB-month (billed on the compressed size: pricing raw bytes is an
+upper bound)."""
 DATA_TRANSFER_OUT_GB = 0.09
 """Data transferred out of us-east-1 to the internet, per GB: the first-10-TB-a-month tier, after
 the 100 GB a month every account gets free across services (EC2 pricing page, "Data Transfer";

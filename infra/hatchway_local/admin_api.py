@@ -9,6 +9,8 @@ read. ``RemoteStore`` is the client: an ``AdminStore`` whose calls travel this w
 
 When the relay keeps its metrics in memory (``MemoryMetrics``), ``POST /metrics/<method>``
 reads them the same way, for the operator's dashboard; ``RemoteMetrics`` is that client.
+``POST /logs/select`` answers ``hatchway-admin --local logs`` from the gateway's access log
+(``access_log``); ``RemoteAccessLogs`` is that client.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 from hatchway.protocol import AccessRules
+from hatchway_local.access_log import AccessLog
+from hatchway_relay.access_logs import LogQuery, Routing, select
 from hatchway_relay.adapters.memory_metrics import MemoryMetrics
 from hatchway_relay.ports import (
     Claim,
@@ -68,6 +72,9 @@ ADMIN_METHODS = frozenset(
 METRICS_METHODS = frozenset({"series", "dimension_values"})
 """The reads of ``MemoryMetrics`` the dashboard makes; nothing writes metrics this way."""
 
+LOGS_METHODS = frozenset({"select"})
+"""The one read of the access log: the lines a ``LogQuery`` wants."""
+
 _RECORDS: dict[str, type[Any]] = {
     cls.__name__: cls
     for cls in (TokenRecord, ConnectionRecord, Claim, AccessRules, TokenLimits, PoolMember)
@@ -90,6 +97,11 @@ def default_admin_file() -> Path:
 def default_state_file() -> Path:
     """Where ``hatchway-local`` keeps what an operator creates (``SqliteStore``)."""
     return state_dir() / "local.db"
+
+
+def default_access_log_file() -> Path:
+    """Where ``hatchway-local`` appends its access-log lines (the stack's JSON lines)."""
+    return state_dir() / "access.log"
 
 
 class AdminError(Exception):
@@ -139,9 +151,13 @@ class AdminServer:
         key: str | None = None,
         on_forget: Callable[[str], object] | None = None,
         metrics: MemoryMetrics | None = None,
+        access_log: AccessLog | None = None,
+        routing: Routing | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
+        self.access_log = access_log
+        self.routing = routing or Routing()
         self.key = key or secrets.token_urlsafe(32)
         self.on_forget = on_forget
         # Operator commands are rare; one at a time keeps the store's view simple.
@@ -196,6 +212,14 @@ class AdminServer:
             raise NoMetricsKept("this hatchway-local keeps no metrics")
         return getattr(self.metrics, method)(*args)
 
+    def read_logs(self, method: str, args: list[Any]) -> Any:
+        """``select``: the access-log entries of ``LogQuery(*args)``, oldest first."""
+        if method not in LOGS_METHODS:
+            raise AdminError(f"unknown logs call {method!r}")
+        if self.access_log is None:
+            raise AdminError("this hatchway-local writes no access log")
+        return select(self.access_log.lines(), LogQuery(*args), self.routing)
+
 
 class NoMetricsKept(AdminError):
     """The relay behind the admin API was started without in-memory metrics."""
@@ -215,7 +239,11 @@ def _handler_for(server: AdminServer) -> type[BaseHTTPRequestHandler]:
                 )
                 return
             kind, _, method = self.path.lstrip("/").partition("/")
-            call = {"store": server.call, "metrics": server.read_metrics}.get(kind)
+            call = {
+                "store": server.call,
+                "metrics": server.read_metrics,
+                "logs": server.read_logs,
+            }.get(kind)
             try:
                 args = json.loads(self.rfile.read(length) or b"[]")
                 if not isinstance(args, list):
@@ -364,3 +392,13 @@ class RemoteMetrics(_AdminClient):
 
     def dimension_values(self, name: str, dimension: str, since: float = 0.0) -> list[str]:
         return [str(v) for v in self._call("dimension_values", name, dimension, since)]
+
+
+class RemoteAccessLogs(_AdminClient):
+    """A ``hatchway-local`` process's access log, read over its admin API."""
+
+    _kind = "logs"
+
+    def read(self, query: LogQuery, now: float) -> list[dict[str, str]]:
+        found = self._call("select", query.tunnel, query.agents, query.since, query.limit)
+        return [{str(k): str(v) for k, v in entry.items()} for entry in found]

@@ -16,7 +16,11 @@ from types import FrameType
 
 from hatchway import protocol
 from hatchway.config import ConfigError, config_path, load_config, update_config
-from hatchway_local.admin_api import default_admin_file, default_state_file
+from hatchway_local.admin_api import (
+    default_access_log_file,
+    default_admin_file,
+    default_state_file,
+)
 from hatchway_local.concurrency import LAMBDA_ACCOUNT_CONCURRENCY
 from hatchway_local.server import DEFAULT_BUCKET, run_local
 from hatchway_local.tls import (
@@ -73,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FILE",
         help="the SQLite file of --store sqlite (default: $XDG_STATE_HOME/hatchway/local.db)",
+    )
+    parser.add_argument(
+        "--access-log",
+        default=None,
+        metavar="FILE|off",
+        help="append an access-log line (the AWS stack's JSON format) per visitor request and "
+        "agent event to FILE (default: $XDG_STATE_HOME/hatchway/access.log); off: none. "
+        "hatchway-admin --local logs reads the latest either way",
     )
     parser.add_argument(
         "--dynamodb-endpoint", metavar="URL", help="DynamoDB endpoint URL (e.g. a local one)"
@@ -238,6 +250,13 @@ def _tokens(given: list[str]) -> list[str]:
     return [token]
 
 
+def _access_log_file(option: str | None) -> Path | None:
+    """``--access-log``: a file, the default one, or none (``off``)."""
+    if option == "off":
+        return None
+    return Path(option) if option else default_access_log_file()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="hatchway-local: %(message)s")
@@ -280,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             blob_store=args.blob_store,
             s3_endpoint=args.s3_endpoint,
             bucket=args.bucket,
+            access_log_file=_access_log_file(args.access_log),
         ) as server:
             admin_file = args.admin_file or default_admin_file()
             server.admin.write_admin_file(admin_file)

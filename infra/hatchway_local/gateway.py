@@ -31,11 +31,12 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import unquote
 
 from aiohttp import WSMsgType, web
 
 from hatchway.protocol import b64
+from hatchway_local.access_log import AccessLog, VisitorOutcome, agent_context, visitor_context
+from hatchway_local.blob_urls import serve_blob
 from hatchway_local.concurrency import (
     HTTP_FUNCTION,
     WEBSOCKET_FUNCTION,
@@ -57,7 +58,10 @@ from hatchway_local.platform import (
     CLOSE_HANDSHAKE_SECONDS,
     CLOSE_UNSUPPORTED_DATA,
     HTTP_INTEGRATION_ERROR,
+    INTEGRATION_FAILED,
     INTEGRATION_THREADS,
+    INTEGRATION_THROTTLED,
+    INTEGRATION_TIMED_OUT,
     LAMBDA_MAX_EVENT_BYTES,
     LINGERING_CLOSE_SECONDS,
     MAX_REQUEST_BODY_BYTES,
@@ -126,20 +130,6 @@ class _BodyTooLarge(Exception):
     """A visitor's body passed ``MAX_REQUEST_BODY_BYTES`` while it was being read."""
 
 
-async def _read_at_most(request: web.BaseRequest, limit: int) -> bytes | None:
-    """The request body, or None once it passes ``limit`` bytes (nothing more is read). Read
-    as the socket delivers it, so the limit holds mid-stream and the pieces are joined once
-    (fixed-size reads would join them twice)."""
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.content.iter_any():
-        total += len(chunk)
-        if total > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 class _GatewayRunner(web.ServerRunner):
     """Closes the gateway's WebSocket connections where an application's runner would run
     its shutdown hooks: once the listener stops accepting, before open requests are awaited."""
@@ -164,8 +154,12 @@ class Gateway:
         api_id: str = "local",
         blobs: MemoryBlobStore | None = None,
         websocket_on_loop: bool = False,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.bare_hosts = {h.lower() for h in bare_hosts}
+        self.access_log = access_log
+        """Where each visitor request's and agent event's line goes, as API Gateway's access
+        logs (None: no access log)."""
         self.limits = limits or GatewayLimits()
         self.api_id = api_id
         self.blobs = blobs
@@ -259,7 +253,7 @@ class Gateway:
             if path == "/connect" and request.headers.get("Upgrade", "").lower() == "websocket":
                 return await self.websocket(request)
             if path.startswith(BLOB_PATH) and self.blobs is not None:
-                return await self.blob(request, self.blobs, path[len(BLOB_PATH) :])
+                return await serve_blob(request, self.blobs, path[len(BLOB_PATH) :])
         return await self.http(request)
 
     # --- WebSocket API ------------------------------------------------------------------------
@@ -447,12 +441,16 @@ class Gateway:
     async def _message(self, ws: web.WebSocketResponse, event: dict[str, Any]) -> None:
         """One ``$default`` invocation. If it fails or is throttled, API Gateway tells the
         client so in a message of its own."""
+        started = time.time()
+        error: str | None = None
         try:
             result = await self._invoke(WEBSOCKET_FUNCTION, event)
         except Throttled:
-            result = None
+            result, error = None, INTEGRATION_THROTTLED
         if result is None:
+            error = error or INTEGRATION_FAILED
             await self._integration_error(ws, event)
+        self._log_agent(event, "$default", 500 if error else 200, started, error)
 
     async def _integrate(
         self, ws: web.WebSocketResponse, route: ServiceRoute, event: dict[str, Any]
@@ -462,6 +460,7 @@ class Gateway:
         is told to the client like a failed invocation."""
         assert self.answer_writes is not None, "integrations not attached"
         context = event["requestContext"]
+        started = time.time()
         try:
             if self.websocket_on_loop:  # the store is in memory: nothing blocks
                 route.apply(event["body"], context, self.answer_writes)
@@ -475,7 +474,17 @@ class Gateway:
                 )
         except IntegrationFailed as exc:
             log.warning("integration failed for route %s: %s", route.route_key, exc)
+            self._log_agent(event, route.route_key, 500, started, str(exc))
             await self._integration_error(ws, event)
+            return
+        self._log_agent(event, route.route_key, 200, started, None)
+
+    def _log_agent(
+        self, event: dict[str, Any], route: str, status: int, started: float, error: str | None
+    ) -> None:
+        """The WebSocket API's access-log line for one connect, message or disconnect."""
+        if self.access_log is not None:
+            self.access_log.agent(agent_context(event, route, status, started, time.time(), error))
 
     @staticmethod
     async def _integration_error(ws: web.WebSocketResponse, event: dict[str, Any]) -> None:
@@ -495,10 +504,11 @@ class Gateway:
     async def websocket(self, request: web.BaseRequest) -> web.StreamResponse:
         connection_id = new_connection_id()
         connected_at = time.time()
-        result = await self._invoke_ws(
-            self._ws_event(request, "$connect", connection_id, connected_at)
-        )
+        connect = self._ws_event(request, "$connect", connection_id, connected_at)
+        result = await self._invoke_ws(connect)
         status = int(result.get("statusCode", 200)) if isinstance(result, dict) else 500
+        failed = None if result is not None else INTEGRATION_FAILED
+        self._log_agent(connect, "$connect", status, connected_at, failed)
         if not 200 <= status < 300:
             body = (result or {}).get("body") or (
                 "Internal Server Error" if status == 500 else "Forbidden"
@@ -605,7 +615,10 @@ class Gateway:
             event["requestContext"].update(
                 disconnectStatusCode=ws.close_code or 1006, disconnectReason=""
             )
-            await self._invoke_ws(event)
+            started = time.time()
+            result = await self._invoke_ws(event)
+            failed = None if result is not None else INTEGRATION_FAILED
+            self._log_agent(event, "$disconnect", 500 if failed else 200, started, failed)
         return ws
 
     async def send(self, connection_id: str, data: str) -> None:
@@ -629,24 +642,6 @@ class Gateway:
     async def close_all(self) -> None:
         for connection in list(self.connections.values()):
             await connection.ws.close(code=CLOSE_GOING_AWAY, message=b"Server shutting down")
-
-    # --- Blob URLs (a MemoryBlobStore's presigned GET and PUT) ------------------------------
-
-    async def blob(
-        self, request: web.BaseRequest, store: MemoryBlobStore, raw_key: str
-    ) -> web.Response:
-        key = unquote(raw_key)
-        query = {name: request.query[name] for name in request.query}
-        answer = store.refusal(request.method, key, query, request.content_length)
-        body: bytes | None = None
-        if answer is None and request.method == "PUT":
-            body = await _read_at_most(request, store.max_bytes)
-            if body is None:
-                answer = store.refusal(request.method, key, query, store.max_bytes + 1)
-        if answer is None:
-            answer = store.serve(request.method, key, query, body)
-        status, data, content_type = answer
-        return web.Response(status=status, body=data, content_type=content_type)
 
     # --- HTTP API -----------------------------------------------------------------------------
 
@@ -731,7 +726,16 @@ class Gateway:
         return b"".join(chunks)
 
     async def http(self, request: web.BaseRequest) -> web.StreamResponse:
-        received = time.time()
+        """One visitor request, answered and logged as the HTTP API logs it."""
+        outcome = VisitorOutcome(request_id(), time.time())
+        response = await self._http(request, outcome.received, outcome)
+        if self.access_log is not None:
+            self.access_log.visitor(visitor_context(request, response, outcome))
+        return response
+
+    async def _http(
+        self, request: web.BaseRequest, received: float, outcome: VisitorOutcome
+    ) -> web.StreamResponse:
         if (request.content_length or 0) > MAX_REQUEST_BODY_BYTES:
             return json_error(413, "Request Entity Too Large", close=True)
         try:
@@ -741,6 +745,7 @@ class Gateway:
         except TimeoutError:
             return json_error(408, "Request Timeout", close=True)
         event = self._http_event(request, b"", received)
+        event["requestContext"]["requestId"] = outcome.request_id
         # Sized without encoding the body into JSON: base64 text is written as it is. The rest
         # of the event is encoded to measure it only when a bound from its length could be over.
         body_size = base64_size(len(body)) + BODY_FIELD_BYTES if body else 0
@@ -761,11 +766,14 @@ class Gateway:
                 async with asyncio.timeout(self.limits.integration_timeout):
                     result = await self._invoke(HTTP_FUNCTION, event)
         except TimeoutError:
+            outcome.integration_error = INTEGRATION_TIMED_OUT
             return json_error(503, "Service Unavailable")
         except Throttled:
             # Lambda's 429 never reaches the visitor: HTTP API answers a plain 500.
+            outcome.integration_error = INTEGRATION_THROTTLED
             return json_error(500, HTTP_INTEGRATION_ERROR)
         if not isinstance(result, dict) or "statusCode" not in result:
+            outcome.integration_error = INTEGRATION_FAILED
             return json_error(500, HTTP_INTEGRATION_ERROR)
         body_steps = result.get("bodySteps")
         if body_steps is not None and self.chunks is not None:

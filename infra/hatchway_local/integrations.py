@@ -39,7 +39,7 @@ class IntegrationFailed(Exception):
     then tells the client in an error frame, as for a failed Lambda."""
 
 
-class _CloudFormationLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no types
+class CloudFormationLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no types
     """YAML with CloudFormation's short tags (``!Sub x`` reads as ``{"Fn::Sub": x}``)."""
 
 
@@ -53,7 +53,7 @@ def _tagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, 
     return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
 
 
-_CloudFormationLoader.add_multi_constructor("!", _tagged)
+CloudFormationLoader.add_multi_constructor("!", _tagged)
 
 
 def _sub(value: Any, variables: Mapping[str, str]) -> str:
@@ -127,7 +127,7 @@ def template_text() -> str:
 def load_routes(table_name: str, text: str | None = None) -> WebSocketRoutes:
     """The WebSocket API's routes from the stack's template (``text``, else the one this
     package carries), with ``${RelayTable}`` standing for ``table_name``."""
-    template = yaml.load(text if text is not None else template_text(), _CloudFormationLoader)
+    template = yaml.load(text if text is not None else template_text(), CloudFormationLoader)
     resources_ = template["Resources"]
     expression = resources_[_API]["Properties"]["RouteSelectionExpression"]
     if not expression.startswith("$request.body."):

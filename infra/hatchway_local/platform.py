@@ -203,3 +203,10 @@ def lambda_context(function: str, timeout: float) -> InvocationContext:
 
 
 _FUNCTION_NAMES = {function: f"hatchway-{function}" for function in FUNCTIONS}
+
+
+INTEGRATION_FAILED = "The Lambda function failed"
+INTEGRATION_THROTTLED = "The Lambda function was throttled"
+INTEGRATION_TIMED_OUT = "The integration timed out"
+"""The integration errors the gateway's access logs give (``$context.integration.error``);
+API Gateway words its own differently, and writes ``-`` when the integration did not fail."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from hatchway import protocol
+from hatchway_local.access_log import AccessLog
 from hatchway_local.admin_api import AdminServer
 from hatchway_local.concurrency import LAMBDA_ACCOUNT_CONCURRENCY, LambdaConcurrency
 from hatchway_local.gateway import Gateway
@@ -29,6 +30,7 @@ from hatchway_local.platform import (
     HTTP_INTEGRATION_TIMEOUT_SECONDS,
     GatewayLimits,
 )
+from hatchway_relay.access_logs import Routing
 from hatchway_relay.adapters.memory_blobs import MemoryBlobStore
 from hatchway_relay.adapters.memory_metrics import MemoryMetrics
 from hatchway_relay.adapters.memory_store import MemoryStore
@@ -268,11 +270,14 @@ def run_local(
     blob_store: str | None = None,
     s3_endpoint: str | None = None,
     bucket: str = DEFAULT_BUCKET,
+    access_log_file: Path | None = None,
 ) -> Iterator[LocalServer]:
     """Serve the relay. ``blob_store`` is ``memory`` (served by this gateway) or ``s3`` (the
     bucket at ``s3_endpoint``, or AWS's S3 without one); by default S3 when an endpoint is
     given. The concurrency knobs mirror the template's (``WebSocketReservedConcurrency``,
-    ``HttpMaxConcurrency``) within an account quota of ``account_concurrency``."""
+    ``HttpMaxConcurrency``) within an account quota of ``account_concurrency``. Access-log
+    lines are kept in memory for ``hatchway-admin --local logs``, and appended to
+    ``access_log_file`` when one is given."""
     blob_store = blob_store or ("s3" if s3_endpoint else "memory")
     if blob_store not in ("memory", "s3"):
         raise ValueError(f"unknown blob store {blob_store!r}: use memory or s3")
@@ -286,6 +291,7 @@ def run_local(
     # even when visitors get TLS: only this process's poster calls it.
     management_sock = bind(MANAGEMENT_HOST, 0)
     tls = ssl_context is not None
+    access_log = AccessLog(path=access_log_file)
 
     clock = SystemClock()
     blobs: BlobStore
@@ -312,6 +318,7 @@ def run_local(
         # itself (HTTP ones as steps, below). DynamoDB calls (and the HTTP poster over the
         # management API) block, so they keep their threads.
         websocket_on_loop=store in ("memory", "sqlite"),
+        access_log=access_log,
     )
     watched: MemoryStore | None = None
     writes: AnswerWrites
@@ -374,7 +381,13 @@ def run_local(
             # A revoked token's agents lose their sockets at once, not at their next heartbeat.
             asyncio.run_coroutine_threadsafe(gateway.close_connection(connection_id), loop)
 
-        admin = AdminServer(chosen_store, on_forget=close_socket, metrics=metrics).start()
+        admin = AdminServer(
+            chosen_store,
+            on_forget=close_socket,
+            metrics=metrics,
+            access_log=access_log,
+            routing=Routing(domain, config.custom_hostnames),
+        ).start()
         try:
             yield LocalServer(
                 host,
@@ -390,5 +403,6 @@ def run_local(
             )
         finally:
             admin.close()
+            access_log.close()
             if isinstance(chosen_store, SqliteStore):
                 chosen_store.close()

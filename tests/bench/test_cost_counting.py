@@ -436,3 +436,42 @@ def test_memory_table_shows_the_latency_and_the_cost_of_each_size() -> None:
     )
     # Halving the memory halves what waiting costs; the CPU work costs the same.
     assert options[256].wait_second == pytest.approx(options[512].wait_second / 2)
+
+
+def test_summary_line_ends_with_the_access_logs_part() -> None:
+    figures = {"1kb": 4.2, "10kb": 6.789, "100kb": 10.0, "1mb": 101.255, "4mb-request": 19.1}
+    line = pricing.summary_line(figures, 3.7349, 87.891, 2.301, 0.3049)
+    assert line.endswith("wait-1s=2.30 access-logs=0.30")
+
+
+def test_the_templates_access_log_retention_is_what_storage_is_priced_for() -> None:
+    template = Path(__file__).resolve().parents[2] / "template.yaml"
+    assert cost_gateway.template_settings(template).access_log_days == 30
+
+
+def test_access_log_lines_are_priced_by_their_bytes_ingested_and_stored() -> None:
+    from hatchway_local.access_log import AccessLog
+
+    meter = cost_meter.Meter()
+    log = AccessLog()
+    cost_gateway.install_access_log_meter(log, meter, retention_days=30)
+    visitor = log.visitor({"requestId": "r1", "status": 200, "domainName": "cost.localhost"})
+    answer = log.agent({"requestId": "a1", "routeKey": "response", "eventType": "MESSAGE"})
+    log.agent({"requestId": "p1", "routeKey": "$default", "eventType": "MESSAGE"})  # a ping
+    log.agent({"requestId": "c1", "routeKey": "$connect", "eventType": "CONNECT"})
+    per_request = {line.operation: line for line in meter.lines(requests=1)}
+    size = len(visitor) + len(answer)
+    ingested = per_request["CloudWatch Logs, access log lines"]
+    assert (ingested.count, ingested.nbytes) == (2, size)
+    assert ingested.per_million == pytest.approx(size / pricing.GB * prices.LOGS_INGESTED_GB * 1e6)
+    stored = per_request["CloudWatch Logs, access log storage (30 days)"]
+    assert stored.per_million == pytest.approx(
+        size / pricing.GB * prices.LOGS_STORED_GB_MONTH * 1e6
+    )
+    assert pricing.access_logs_per_million(per_request.values()) == pytest.approx(
+        ingested.per_million + stored.per_million
+    )
+    heartbeat = meter.lines(1, cost_meter.HEARTBEAT)
+    connection = meter.lines(1, cost_meter.CONNECTION)
+    assert [line.count for line in heartbeat] == [1, 1]
+    assert [line.count for line in connection] == [1, 1]

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import boto3
 import pytest
@@ -284,3 +285,119 @@ def test_the_dashboard_command_takes_a_port_and_a_refresh(cli: ModuleType) -> No
         ["--local", "dashboard", "--port", "4051", "--refresh", "3"]
     )
     assert (args.command, args.port, args.refresh) == ("dashboard", 4051, 3.0)
+
+
+# --- logs ------------------------------------------------------------------------------------
+
+
+def test_local_logs_show_the_tunnels_visitors_from_the_gateways_access_log(
+    cli: ModuleType, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from support.visitor import visit
+
+    with run_local() as server:
+        admin_file = tmp_path / "local-admin.json"
+        server.admin.write_admin_file(admin_file)
+        local = ["--local", "--admin-file", str(admin_file)]
+        # No agent serves these names: the relay answers each itself, and each is logged.
+        for name, path in (("myapp", "/a"), ("myapp", "/b"), ("other", "/c")):
+            assert visit(server.port, "GET", path, f"{name}.localhost:{server.port}").status
+        visit(server.port, "GET", "/t/myapp/d", f"127.0.0.1:{server.port}")
+
+        assert cli.main([*local, "logs", "--tunnel", "myapp", "--json"]) == 0
+        entries = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [(e["host"], e["path"]) for e in entries] == [
+            ("myapp.localhost", "/a"),
+            ("myapp.localhost", "/b"),
+            ("127.0.0.1", "/t/myapp/d"),
+        ]
+        assert {e["status"] for e in entries} == {"404"}
+
+        assert cli.main([*local, "logs", "--tunnel", "myapp", "--limit", "1"]) == 0
+        (shown,) = capsys.readouterr().out.splitlines()
+        assert "GET 127.0.0.1/t/myapp/d  404" in shown
+
+        assert cli.main([*local, "logs", "--tunnel", "nobody"]) == 0
+        assert "no tunnel nobody's access-log lines" in capsys.readouterr().err
+
+
+def put_lines(logs: object, group: str, lines: list[str], at: float) -> None:
+    client: Any = logs
+    client.create_log_group(logGroupName=group)
+    client.create_log_stream(logGroupName=group, logStreamName="s")
+    events = [{"timestamp": int(at * 1000) + i, "message": line} for i, line in enumerate(lines)]
+    client.put_log_events(logGroupName=group, logStreamName="s", logEvents=events)
+
+
+def test_stack_logs_read_the_stacks_log_groups_with_its_domain_and_hostnames(
+    cli: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hatchway_local.access_log import AccessLog
+
+    use_fake_credentials(monkeypatch, "eu-west-1")
+    now = time.time()
+    log = AccessLog()  # the template's formats, as API Gateway fills them in
+    visitors = [
+        log.visitor({"requestId": rid, "requestTimeEpoch": int(now * 1000), "domainName": host})
+        for rid, host in (
+            ("r1", "myapp.t.example.com"),
+            ("r2", "api.mycompany.com"),
+            ("r3", "other.t.example.com"),
+        )
+    ]
+    agents = [
+        log.agent(
+            {
+                "requestId": "a1",
+                "requestTimeEpoch": int(now * 1000),
+                "connectionId": "C1=",
+                "routeKey": "$connect",
+            }
+        )
+    ]
+    with mock_aws():
+        logs = boto3.client("logs", region_name="eu-west-1")
+        put_lines(logs, "/aws/apigateway/hatchway/visitors", visitors, now)
+        put_lines(logs, "/aws/apigateway/hatchway/agents", agents, now)
+        boto3.client("cloudformation", region_name="eu-west-1").create_stack(
+            StackName="hatchway",
+            TemplateBody=json.dumps(
+                {
+                    "Parameters": {
+                        "DomainName": {"Type": "String"},
+                        "CustomHostnames": {"Type": "String"},
+                    },
+                    "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+                    "Outputs": {
+                        "VisitorAccessLogGroup": {"Value": "/aws/apigateway/hatchway/visitors"},
+                        "AgentAccessLogGroup": {"Value": "/aws/apigateway/hatchway/agents"},
+                    },
+                }
+            ),
+            Parameters=[
+                {"ParameterKey": "DomainName", "ParameterValue": "t.example.com"},
+                {"ParameterKey": "CustomHostnames", "ParameterValue": "api.mycompany.com=myapp"},
+            ],
+        )
+        stack = ["--stack", "hatchway", "--region", "eu-west-1"]
+        assert cli.main([*stack, "logs", "--tunnel", "myapp", "--json"]) == 0
+        shown = [json.loads(line)["requestId"] for line in capsys.readouterr().out.splitlines()]
+        assert shown == ["r1", "r2"]
+        assert cli.main([*stack, "logs", "--agents", "--json"]) == 0
+        assert [json.loads(x)["requestId"] for x in capsys.readouterr().out.splitlines()] == ["a1"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--table", "relay", "logs"], "logs needs --stack"),
+        (["--local", "--admin-file", "/nonexistent/admin.json", "logs"], "start it first"),
+        (["--table", "relay", "logs", "--since", "0"], "--since must be a positive"),
+        (["--table", "relay", "logs", "--limit", "0"], "limit must be between"),
+    ],
+)
+def test_logs_say_what_they_need(
+    cli: ModuleType, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert cli.main(args) != 0
+    assert message in capsys.readouterr().err

@@ -1,0 +1,191 @@
+"""The local gateway's access logs, written as API Gateway writes the stack's: the very formats
+``template.yaml`` gives its two APIs (``AccessLogSettings``), each ``$context`` variable put in
+from what the gateway knows of a visitor request or an agent's connect, message or disconnect.
+One JSON line each, to a file (rotated once it grows past a limit), to listeners
+(``make cost`` measures them) and to a bounded memory that ``hatchway-admin --local logs``
+reads through the admin API.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+from aiohttp import web
+
+from hatchway_local.integrations import CloudFormationLoader, template_text
+from hatchway_relay.access_logs import NO_VALUE
+
+KEPT_LINES = 10_000
+"""Lines kept in memory for ``hatchway-admin --local logs`` (about 3 MB)."""
+
+MAX_FILE_BYTES = 64 * 1024 * 1024
+"""Past this the access-log file is renamed to ``<file>.1`` (replacing the one before) and a
+new one started: a gateway left running does not fill the disk."""
+
+_VARIABLE = re.compile(r"\$context\.([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)")
+"""A ``$context`` variable in a format: dotted names (``identity.sourceIp``)."""
+
+_STAGES = {"visitors": "HttpApi", "agents": "WebSocketStage"}
+"""Which template resource carries each API's ``AccessLogSettings``."""
+
+
+@dataclass(frozen=True)
+class AccessLogFormats:
+    """The template's two formats: the HTTP API's (visitors) and the WebSocket API's (agents)."""
+
+    visitors: str
+    agents: str
+
+
+def load_formats(text: str | None = None) -> AccessLogFormats:
+    """The formats from the stack's template (``text``, else the one this package carries)."""
+    resources = yaml.load(text if text is not None else template_text(), CloudFormationLoader)[
+        "Resources"
+    ]
+    found = {}
+    for kind, resource in _STAGES.items():
+        setting = resources[resource]["Properties"]["AccessLogSettings"]
+        # On in the template unless its parameter turns it off: the settings are the If's first
+        # branch.
+        settings = setting["Fn::If"][1] if "Fn::If" in setting else setting
+        found[kind] = str(settings["Format"])
+    return AccessLogFormats(**found)
+
+
+def render(text: str, context: Mapping[str, object]) -> str:
+    """``text`` with each ``$context.<name>`` replaced by ``context[name]``: escaped to stay
+    inside its JSON string, ``-`` where there is no value (as API Gateway writes it)."""
+
+    def value(match: re.Match[str]) -> str:
+        found = context.get(match.group(1))
+        if found is None or found == "":
+            return NO_VALUE
+        return json.dumps(str(found))[1:-1]
+
+    return _VARIABLE.sub(value, text)
+
+
+@dataclass
+class VisitorOutcome:
+    """What a visitor request's line needs besides the request and the answer: its id (the
+    one its event carries), when it arrived, and how the integration failed, if it did."""
+
+    request_id: str
+    received: float
+    integration_error: str | None = None
+
+
+def visitor_context(
+    request: web.BaseRequest, response: web.StreamResponse, outcome: VisitorOutcome
+) -> dict[str, object]:
+    """The HTTP API's ``$context`` for one visitor request, answered just now."""
+    body = getattr(response, "body", None)
+    received = outcome.received
+    return {
+        "requestId": outcome.request_id,
+        "requestTimeEpoch": int(received * 1000),
+        "identity.sourceIp": request.remote or "",
+        "domainName": request.headers.get("Host", "").rsplit(":", 1)[0],
+        "httpMethod": request.method,
+        "path": request.raw_path.split("?", 1)[0],
+        "status": response.status,
+        "responseLatency": round((time.time() - received) * 1000),
+        "responseLength": len(body) if isinstance(body, bytes | bytearray) else 0,
+        "integration.error": outcome.integration_error,
+    }
+
+
+def agent_context(
+    event: Mapping[str, Any],
+    route: str,
+    status: int,
+    started: float,
+    finished: float,
+    integration_error: str | None,
+) -> dict[str, object]:
+    """The WebSocket API's ``$context`` for one connect, message or disconnect (``event`` is
+    the one the gateway built for it; ``route`` the route it took)."""
+    context = event["requestContext"]
+    return {
+        "requestId": context["requestId"],
+        "requestTimeEpoch": context["requestTimeEpoch"],
+        "identity.sourceIp": context["identity"]["sourceIp"],
+        "domainName": context["domainName"],
+        "routeKey": route,
+        "eventType": context["eventType"],
+        "connectionId": context["connectionId"],
+        "status": status,
+        "integrationLatency": round((finished - started) * 1000),
+        "integration.error": integration_error,
+    }
+
+
+class AccessLog:
+    """Where the gateway's access-log lines go. Thread-safe: lines come from the event loop
+    and, for the operator's reads, from the admin API's threads."""
+
+    def __init__(
+        self,
+        formats: AccessLogFormats | None = None,
+        path: Path | None = None,
+        kept: int = KEPT_LINES,
+        max_file_bytes: int = MAX_FILE_BYTES,
+    ) -> None:
+        self.formats = formats or load_formats()
+        self.path = path
+        self.max_file_bytes = max_file_bytes
+        self._kept: deque[str] = deque(maxlen=kept)
+        self._listeners: list[Callable[[str], None]] = []
+        self._lock = threading.Lock()
+        self._file: TextIO | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = path.open("a", encoding="utf-8")
+
+    def visitor(self, context: Mapping[str, object]) -> str:
+        return self._write(render(self.formats.visitors, context))
+
+    def agent(self, context: Mapping[str, object]) -> str:
+        return self._write(render(self.formats.agents, context))
+
+    def listen(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener`` with every line from now on (``make cost`` counts their bytes)."""
+        self._listeners.append(listener)
+
+    def lines(self) -> list[str]:
+        """The lines kept in memory, oldest first."""
+        with self._lock:
+            return list(self._kept)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def _write(self, line: str) -> str:
+        with self._lock:
+            self._kept.append(line)
+            if self._file is not None:
+                self._file.write(line + "\n")
+                self._file.flush()
+                if self._file.tell() > self.max_file_bytes:
+                    self._rotate()
+        for listener in self._listeners:
+            listener(line)
+        return line
+
+    def _rotate(self) -> None:
+        assert self._file is not None and self.path is not None
+        self._file.close()
+        self.path.replace(self.path.with_name(self.path.name + ".1"))
+        self._file = self.path.open("a", encoding="utf-8")
