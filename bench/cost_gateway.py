@@ -309,7 +309,8 @@ def emf_line_bytes(
     namespace: str = "Hatchway/hatchway", service: str = "relay"
 ) -> Callable[..., int]:
     """The EMF line the HTTP function flushes per invocation on AWS (``record_visit`` through
-    ``EmfMetrics``), serialised the way Powertools prints it."""
+    ``EmfMetrics``), serialised the way Powertools prints it: none for an answer that was no
+    error, as the HTTP API counts requests, statuses and latency itself."""
     from aws_lambda_powertools import Metrics
 
     from hatchway_relay.adapters.emf_metrics import EmfMetrics
@@ -324,6 +325,8 @@ def emf_line_bytes(
         error = ((result or {}).get("headers") or {}).get("x-hatchway-error")
         with lock, _quiet_stdout():
             record_visit(emf, status, error, seconds)
+            if not metrics.metric_set:  # what API Gateway counts itself is not logged
+                return 0
             line = json.dumps(metrics.serialize_metric_set(), separators=(",", ":"))
             metrics.clear_metrics()
         return len(line) + 1

@@ -12,12 +12,26 @@ The names are the contract with the template's alarms and the README:
     WaitTime        milliseconds the visitor waited on the relay (routing + agent + app)
     ActiveTunnels   sent with every agent heartbeat: the names that connection holds. Agents beat
                     once a minute, so the 1-minute Sum is the number of live tunnels.
+
+On AWS the HTTP API already counts the first four for free (``AWS/ApiGateway``: ``Count``,
+``4xx``, ``5xx``, ``Latency`` by ``ApiId``), so the relay logs only what API Gateway cannot
+know: the cause of each error. Writing them too would be an embedded-metric line of about
+270 bytes in every request's log, billed by CloudWatch Logs ($0.13 per million requests).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Protocol
+
+COUNTED_BY_API_GATEWAY: Mapping[str, str] = {
+    "Requests": "Count",
+    "Responses4xx": "4xx",
+    "Responses5xx": "5xx",
+    "WaitTime": "Latency",
+}
+"""The relay's metrics the HTTP API publishes itself (``AWS/ApiGateway``, dimension ``ApiId``),
+by the name API Gateway gives them: read from there on AWS, not logged again."""
 
 COUNT = "Count"
 MILLISECONDS = "Milliseconds"

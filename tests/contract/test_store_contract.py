@@ -651,7 +651,7 @@ def test_dynamo_polls_one_item_after_the_hint_then_backs_off_never_past_the_dead
     store.expect_response("r1", "c1", NOW + 30)
     polled_at: list[float] = []
     moto_table.client.meta.events.register(
-        "before-call.dynamodb.GetItem", lambda **_: polled_at.append(clock.now())
+        "provide-client-params.dynamodb.GetItem", lambda **_: polled_at.append(clock.now())
     )
     moto_table.operations.clear()
     assert store.wait_response("r1", NOW + 1, hint=0.05) is None
@@ -702,6 +702,27 @@ def test_dynamo_reads_answers_and_marks_from_one_item_and_never_deletes(
     assert store.is_working("r1") and store.wait_response("r1", NOW + 1) == b"answer"
     store.forget_response("r1")
     assert moto_table.operations == ["GetItem", "GetItem"]  # no delete: TTL removes it free
+
+
+def test_dynamo_polls_for_an_answer_at_half_price_and_decides_on_a_consistent_read(
+    moto_table: MotoTable,
+) -> None:
+    reads: list[bool] = []
+    moto_table.client.meta.events.register(
+        "provide-client-params.dynamodb.GetItem",
+        lambda params, **_: reads.append(bool(params.get("ConsistentRead"))),
+    )
+    clock = FakeClock(NOW)
+    store = DynamoStore(moto_table.table, clock)
+    store.expect_response("r1", "c1", NOW + 30)
+    assert store.wait_response("r1", NOW + 1) is None
+    # Looks that only miss are eventually consistent; the one after which the waiter may give
+    # up is strongly consistent, so a stored answer is never taken for a missing one.
+    assert reads[-1] is True and not any(reads[:-1]) and len(reads) > 3
+    answer(store, "r1", b"answer")
+    reads.clear()
+    assert store.wait_response("r1", NOW + 2) == b"answer"
+    assert reads == [False]
 
 
 def test_dynamo_never_scans_or_transacts_on_a_request_path(moto_table: MotoTable) -> None:

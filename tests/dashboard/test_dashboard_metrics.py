@@ -89,6 +89,32 @@ def test_cloudwatch_metrics_become_the_four_charts(aws: boto3.session.Session) -
     assert by_key(source.charts("day", time.time()))["requests"].series[0].total == 1015
 
 
+def test_on_a_stack_what_the_http_api_counts_is_read_from_its_own_metrics(
+    aws: boto3.session.Session,
+) -> None:
+    # The relay does not log Requests, 4xx, 5xx or WaitTime on AWS: API Gateway counts them.
+    cloudwatch = aws.client("cloudwatch")
+    for name, value in (("Count", 9), ("4xx", 1), ("5xx", 2), ("Latency", 70)):
+        cloudwatch.put_metric_data(
+            Namespace="AWS/ApiGateway",
+            MetricData=[
+                {
+                    "MetricName": name,
+                    "Dimensions": [{"Name": "ApiId", "Value": "abc123"}],
+                    "Value": value,
+                    "Timestamp": dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1),
+                }
+            ],
+        )
+    put(cloudwatch, "Errors", 2, 1, Cause="agent-gone")
+    source = RelayCharts(CloudWatchReader(cloudwatch, NAMESPACE, http_api="abc123"))
+    hour = by_key(source.charts("hour", time.time()))
+    assert hour["requests"].series[0].total == 9
+    assert [s.total for s in hour["responses"].series] == [1, 2]
+    assert hour["wait"].series[0].points[-1][1] == 70
+    assert {s.label: s.total for s in hour["errors"].series} == {"agent-gone": 2}
+
+
 def test_points_are_aligned_to_the_window_and_its_period(aws: boto3.session.Session) -> None:
     put(aws.client("cloudwatch"), "Requests", 4, 3)
     now = time.time()

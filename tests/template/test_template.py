@@ -217,10 +217,13 @@ def test_alarms_watch_5xx_rate_failures_and_throttles_and_notify_the_topic(
         if "Metrics" in alarm["Properties"]
     }
     watched = {name: alarm_metrics(alarm) for name, alarm in alarms.items()}
-    assert watched["HttpErrorRateAlarm"] == {
-        ("Hatchway/<stack>", "Responses5xx"),
-        ("Hatchway/<stack>", "Requests"),
-    }
+    assert watched["HttpErrorRateAlarm"] == {("AWS/ApiGateway", "5xx"), ("AWS/ApiGateway", "Count")}
+    http_api = {"Name": "ApiId", "Value": {"Ref": "HttpApi"}}
+    assert all(
+        stat["MetricStat"]["Metric"]["Dimensions"] == [http_api]
+        for stat in alarms["HttpErrorRateAlarm"]["Properties"]["Metrics"]
+        if "MetricStat" in stat
+    )
     assert watched["FunctionErrorsAlarm"] == {("AWS/Lambda", "Errors")}
     assert watched["AuthorizerErrorsAlarm"] == {
         ("AWS/Lambda", "Errors"),

@@ -59,7 +59,7 @@ def test_emf_keeps_dimensioned_points_apart_from_the_batch(
 ) -> None:
     powertools = Metrics(namespace="Hatchway/test", service="relay")
     emf = EmfMetrics(powertools, "relay")
-    emf.add("Requests", 1, "Count")
+    emf.add("ActiveTunnels", 2, "Count")
     emf.add("Errors", 1, "Count", {"Cause": "agent-gone"})
     powertools.flush_metrics()
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -68,5 +68,22 @@ def test_emf_keeps_dimensioned_points_apart_from_the_batch(
         ["service", "Cause"]
     ]
     assert by_metric["Errors"]["Cause"] == "agent-gone"
-    assert by_metric["Requests"]["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
-    assert by_metric["Requests"]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Hatchway/test"
+    tunnels = by_metric["ActiveTunnels"]["_aws"]["CloudWatchMetrics"][0]
+    assert tunnels["Dimensions"] == [["service"]] and tunnels["Namespace"] == "Hatchway/test"
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "logged"),
+    [(200, None, set()), (404, None, {"Errors"}), (504, "local-app-timeout", {"Errors"})],
+)
+def test_emf_logs_only_what_api_gateway_cannot_count(
+    status: int, code: str | None, logged: set[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Requests, 4xx, 5xx and latency come free from the HTTP API's own metrics: a line of
+    # them in every request's log would be billed for nothing.
+    powertools = Metrics(namespace="Hatchway/test", service="relay")
+    record_visit(EmfMetrics(powertools, "relay"), status, code, 0.25)
+    powertools.flush_metrics(raise_on_empty_metrics=False)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    names = {m["Name"] for r in lines for m in r["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert names == logged

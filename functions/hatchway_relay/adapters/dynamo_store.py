@@ -199,10 +199,11 @@ class DynamoStore:
             raise
         return True
 
-    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
-        """One item by key, strongly consistent (a read that matters is never stale)."""
+    def _get(self, pk: str, sk: str, consistent: bool = True) -> dict[str, Any] | None:
+        """One item by key, strongly consistent (a read that decides is never stale) unless
+        ``consistent`` is False: half the price, for a look whose miss only means looking again."""
         item: dict[str, Any] | None = self.table.get_item(
-            Key={"pk": pk, "sk": sk}, ConsistentRead=True
+            Key={"pk": pk, "sk": sk}, ConsistentRead=consistent
         ).get("Item")
         return item
 
@@ -716,15 +717,19 @@ class DynamoStore:
         awaited = self._awaited.get(request_id)
         if awaited is None:
             return False
-        item = self._get(**answer_key(request_id, awaited.connection_id))
+        key = answer_key(request_id, awaited.connection_id)
+        item = self._get(key["pk"], key["sk"])
         return bool(item and item.get(WORKING))
 
     def wait_response(self, request_id: str, until: float, hint: float = 0.0) -> bytes | None:
-        """Poll one item (strongly consistent): first after ``hint`` (or 10 ms), then 1.5x
-        further apart up to 200 ms, with a last look at ``until``. DynamoDB cannot wake a
-        waiter and every look that misses is billed, so none is made before the hint, and the
-        backoff goes on across calls (the waiter calls again after each liveness check) rather
-        than starting over at 10 ms each time."""
+        """Poll one item: first after ``hint`` (or 10 ms), then 1.5x further apart up to
+        200 ms, with a last look at ``until``. DynamoDB cannot wake a waiter and every look that
+        misses is billed, so none is made before the hint, and the backoff goes on across calls
+        (the waiter calls again after each liveness check) rather than starting over at 10 ms
+        each time. The looks before ``until`` are eventually consistent, at half the price: the
+        answer never changes once stored, so a stale look can only miss it, and a miss means
+        looking again. The last look, after which the waiter may decide the agent is gone or
+        the app too slow, is strongly consistent."""
         awaited = self._awaited.get(request_id)
         if awaited is None:
             return None
@@ -734,10 +739,11 @@ class DynamoStore:
         while True:
             remaining = until - self._clock.now()
             self._clock.sleep(min(next(awaited.delays), max(remaining, 0.0)))
-            item = self._get(**key)
+            last = self._clock.now() >= until
+            item = self._get(key["pk"], key["sk"], consistent=last)
             if item is not None and ANSWER in item:
                 return _bytes(item[ANSWER])
-            if self._clock.now() >= until:
+            if last:
                 return None
 
     def forget_response(self, request_id: str) -> None:
@@ -770,7 +776,7 @@ class DynamoStore:
         key = chunk_key(request_id, awaited.connection_id, seq)
         delays = _poll_delays(0.0)
         while True:
-            item = self._get(**key)
+            item = self._get(key["pk"], key["sk"])
             if item is not None and CHUNK in item:
                 return _bytes(item[CHUNK])
             remaining = until - self._clock.now()

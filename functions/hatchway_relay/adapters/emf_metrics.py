@@ -1,6 +1,7 @@
 """``EmfMetrics``: the ``Metrics`` port over aws-lambda-powertools, which writes CloudWatch
 Embedded Metric Format lines to the function's log. No API call is made and nothing is billed
-while nobody uses the relay."""
+while nobody uses the relay. What the HTTP API counts itself is not written again
+(``metrics.COUNTED_BY_API_GATEWAY``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Mapping
 from aws_lambda_powertools import Metrics as PowertoolsMetrics
 from aws_lambda_powertools import single_metric
 from aws_lambda_powertools.metrics import MetricUnit
+
+from hatchway_relay.metrics import COUNTED_BY_API_GATEWAY
 
 
 class EmfMetrics:
@@ -22,6 +25,8 @@ class EmfMetrics:
     def add(
         self, name: str, value: float, unit: str, dimensions: Mapping[str, str] | None = None
     ) -> None:
+        if name in COUNTED_BY_API_GATEWAY:
+            return
         if not dimensions:
             self.metrics.add_metric(name=name, unit=MetricUnit(unit), value=value)
             return

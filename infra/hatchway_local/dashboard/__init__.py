@@ -96,7 +96,7 @@ def dashboard_sources(
     return Sources(
         StoreSource(store),
         RelayCharts(
-            CloudWatchReader(cloudwatch, info.namespace),
+            CloudWatchReader(cloudwatch, info.namespace, http_api=info.http_api),
             AwsDomainSource(session.client("acm"), cloudwatch, info),
         ),
         f"stack {stack}",

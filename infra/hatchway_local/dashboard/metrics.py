@@ -1,7 +1,8 @@
 """The dashboard's charts and the domain's health: the ``MetricsSource`` port and its adapters.
 
-The relay's functions emit ``Requests``, ``Responses4xx``, ``Responses5xx``, ``WaitTime`` and
-``Errors`` by ``Cause`` (see ``hatchway_relay.metrics``) with the dimension ``service=relay``.
+The relay counts ``Requests``, ``Responses4xx``, ``Responses5xx``, ``WaitTime`` and ``Errors``
+by ``Cause`` (see ``hatchway_relay.metrics``) with the dimension ``service=relay``; on AWS the
+first four are the HTTP API's own (``AWS/ApiGateway`` by ``ApiId``), read from there.
 ``RelayCharts`` turns them into the same four charts from either reader: ``CloudWatchReader``
 (``GetMetricData`` and ``ListMetrics`` on the stack's namespace) or ``LocalReader`` (a
 ``MemoryMetrics``, in process or through ``hatchway-local``'s admin API). ``AwsDomainSource``
@@ -16,6 +17,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
+
+from hatchway_relay.metrics import COUNTED_BY_API_GATEWAY
 
 WINDOWS: Mapping[str, tuple[int, int]] = {"hour": (3600, 60), "day": (86400, 900)}
 """Chart windows: (seconds shown, seconds a point). 60 points an hour, 96 a day."""
@@ -252,13 +255,30 @@ class CloudWatchReader:
         cloudwatch: Any,
         namespace: str,
         dimensions: Mapping[str, str] = RELAY_DIMENSIONS,
+        http_api: str = "",
     ) -> None:
         self.cloudwatch = cloudwatch
         self.namespace = namespace
         self.dimensions = dict(dimensions)
+        self.http_api = http_api
+        """The stack's HTTP API: what it counts itself is read from ``AWS/ApiGateway``."""
 
     def _dimensions(self, extra: Mapping[str, str]) -> list[dict[str, str]]:
         return [{"Name": k, "Value": v} for k, v in {**self.dimensions, **extra}.items()]
+
+    def _metric(self, query: Query) -> dict[str, Any]:
+        counted = COUNTED_BY_API_GATEWAY.get(query.name)
+        if counted is not None and self.http_api:
+            return {
+                "Namespace": "AWS/ApiGateway",
+                "MetricName": counted,
+                "Dimensions": [{"Name": "ApiId", "Value": self.http_api}],
+            }
+        return {
+            "Namespace": self.namespace,
+            "MetricName": query.name,
+            "Dimensions": self._dimensions(query.dimensions),
+        }
 
     def fetch(
         self, queries: Sequence[Query], start: float, end: float, period: int
@@ -267,11 +287,7 @@ class CloudWatchReader:
             {
                 "Id": f"q{i}",
                 "MetricStat": {
-                    "Metric": {
-                        "Namespace": self.namespace,
-                        "MetricName": q.name,
-                        "Dimensions": self._dimensions(q.dimensions),
-                    },
+                    "Metric": self._metric(q),
                     "Period": period,
                     "Stat": q.stat,
                 },
@@ -364,6 +380,7 @@ class StackInfo:
     name: str
     namespace: str
     table: str = ""
+    http_api: str = ""
     domain: str = ""
     custom_hostnames: tuple[str, ...] = ()
     dns_function: str = ""
@@ -411,6 +428,7 @@ def stack_info(cloudformation: Any, stack: str) -> StackInfo:
         name=stack,
         namespace=outputs.get("MetricsNamespace") or f"Hatchway/{stack}",
         table=outputs.get("TableName", ""),
+        http_api=physical.get("HttpApi", ""),
         domain=parameters.get("DomainName", ""),
         custom_hostnames=hostnames,
         dns_function=physical.get("DnsReconcileFunction", ""),
