@@ -330,14 +330,20 @@ class DynamoStore:
     # Claims
 
     @staticmethod
-    def _replaceable(now: float, takeover_from: str | None) -> ConditionBase:
-        """A new claim may replace the item whoever makes it: there is none, its lease ran out
-        (a pool's: the latest it gave), it is an emptied pool, or its single holder is the
-        connection ``takeover_from`` that the caller found dead."""
+    def _replaceable(now: float, takeover_from: str | None, token_id: str) -> ConditionBase:
+        """A new claim of ``token_id`` may replace the item: there is none, its lease ran out
+        (a pool's: the latest it gave), it is an emptied pool, its agent of the same token left
+        it (a restart), or its single holder is the connection ``takeover_from`` that the
+        caller found dead."""
         condition = (
             Attr("pk").not_exists()
             | Attr("expires_at").lte(dec(now))
-            | (Attr("members").exists() & Attr("members").size().eq(0))
+            | (
+                Attr("members").exists()
+                & Attr("members").size().eq(0)
+                & Attr("left_at").not_exists()
+            )
+            | (Attr("left_at").exists() & Attr("token_id").eq(token_id))
         )
         if takeover_from is not None:
             condition = condition | Attr("connection_id").eq(takeover_from)
@@ -354,7 +360,7 @@ class DynamoStore:
                 else Attr("instance").not_exists()
             )
         )
-        condition = self._replaceable(now, takeover_from) | same_agent
+        condition = self._replaceable(now, takeover_from, claim.token_id) | same_agent
         item = self._claim_item(claim)
         return self._conditionally(self.table.put_item, Item=item, ConditionExpression=condition)
 
@@ -386,6 +392,8 @@ class DynamoStore:
         if claim.stream:
             item["stream"] = True
         item.update(limits_attribute("token_limits", claim.token_limits))
+        if claim.left_at:
+            item["left_at"] = dec(claim.left_at)
         return item
 
     def list_claims(self) -> list[Claim]:
@@ -423,6 +431,7 @@ class DynamoStore:
             pool=bool(item.get("pool", False)),
             members=members,
             pooled_since=num(item.get("pooled_since", 0)),
+            left_at=num(item.get("left_at", 0)),
             refused=tuple(
                 sorted(
                     (key.removeprefix(REFUSED_PREFIX), int(count))
@@ -500,6 +509,50 @@ class DynamoStore:
             )
         return True
 
+    def leave_claim(self, name: str, connection_id: str, now: float, hold_until: float) -> bool:
+        key = {"pk": f"name#{name}", "sk": "claim"}
+        left = {":now": dec(now), ":e": dec(hold_until), ":t": _ttl(hold_until)}
+        mark = "SET left_at = :now, expires_at = :e, #ttl = :t"
+        if self._conditionally(
+            self.table.update_item,
+            Key=key,
+            UpdateExpression=mark,
+            ConditionExpression=Attr("connection_id").eq(connection_id),
+            ExpressionAttributeNames={"#ttl": "ttl"},
+            ExpressionAttributeValues=left,
+        ):
+            return True
+        # Not a single holder: perhaps a pool member, which leaves at once.
+        try:
+            item = self.table.update_item(
+                Key=key,
+                UpdateExpression="REMOVE #members.#conn",
+                ConditionExpression="attribute_exists(#members.#conn)",
+                ExpressionAttributeNames={"#members": "members", "#conn": connection_id},
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        rest = self._claim(item)
+        if not rest.holders(now):
+            # It was the last live member: visitors wait for a restart, unless a member joined
+            # since (the condition: the pool is still the one just written).
+            self._conditionally(
+                self.table.update_item,
+                Key=key,
+                UpdateExpression=mark,
+                ConditionExpression="pooled_since = :since AND size(#members) = :count",
+                ExpressionAttributeNames={"#ttl": "ttl", "#members": "members"},
+                ExpressionAttributeValues={
+                    **left,
+                    ":since": dec(rest.pooled_since),
+                    ":count": len(rest.members),
+                },
+            )
+        return True
+
     # Pools
 
     def join_pool(self, claim: Claim, now: float, takeover_from: str | None = None) -> bool:
@@ -511,13 +564,14 @@ class DynamoStore:
             if (
                 held is None
                 or now >= held.expires_at
-                or (held.pool and not held.members)
+                or (held.pool and not held.members and not held.left_at)
+                or (held.left_at and held.token_id == claim.token_id)
                 or (not held.pool and held.connection_id == takeover_from)
             ):
                 if self._conditionally(
                     self.table.put_item,
                     Item=self._claim_item(claim),
-                    ConditionExpression=self._replaceable(now, takeover_from),
+                    ConditionExpression=self._replaceable(now, takeover_from, claim.token_id),
                 ):
                     return True
                 continue  # someone else wrote the name first: look again
@@ -578,6 +632,7 @@ class DynamoStore:
         if report is not None:
             more, removes = report_update(report, "#members.#conn.", names, values)
             sets += more
+        removes.append("left_at")  # a member alive again serves again
         try:
             item = self.table.update_item(
                 Key={"pk": f"name#{name}", "sk": "claim"},
