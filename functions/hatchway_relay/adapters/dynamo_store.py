@@ -52,7 +52,7 @@ import secrets
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from boto3.dynamodb.conditions import Attr, ConditionBase, ConditionExpressionBuilder, Key
+from boto3.dynamodb.conditions import Attr, ConditionBase, Key
 from botocore.exceptions import ClientError
 
 from hatchway import protocol
@@ -67,6 +67,9 @@ from hatchway_relay.adapters.dynamo_items import (
     report_fields,
     report_update,
 )
+from hatchway_relay.adapters.dynamo_requests import condition_failed as _condition_failed
+from hatchway_relay.adapters.dynamo_requests import expressions as _expressions
+from hatchway_relay.adapters.dynamo_requests import update_expression as _update_expression
 from hatchway_relay.adapters.dynamo_table import (
     CLAIMS_LISTING,
     CONNECTIONS_LISTING,
@@ -113,10 +116,6 @@ joined or left in between (one of them succeeded), so a full pool's worth of sim
 joiners all get through."""
 
 
-def _update_expression(sets: list[str], removes: list[str]) -> str:
-    return "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
-
-
 def _bytes(value: Any) -> bytes:
     # The resource API reads binary attributes as ``Binary`` wrappers.
     return bytes(value.value if hasattr(value, "value") else value)
@@ -124,39 +123,6 @@ def _bytes(value: Any) -> bytes:
 
 def _ttl(expires_at: float) -> int:
     return int(expires_at + TTL_MARGIN_SECONDS)
-
-
-def _expressions(request: dict[str, Any]) -> dict[str, Any]:
-    """``request`` with its condition objects turned into expression strings and placeholders.
-
-    boto3's resource layer would do this itself, with one expression builder per client whose
-    placeholder counters every thread resets: requests built at the same moment in two threads
-    (the local gateway's workers) can get each other's placeholders, and a condition then
-    compares the wrong attributes. A builder per request shares nothing.
-    """
-    builder = ConditionExpressionBuilder()
-    built = dict(request)
-    for key in ("ConditionExpression", "FilterExpression", "KeyConditionExpression"):
-        condition = built.get(key)
-        if isinstance(condition, ConditionBase):
-            expression = builder.build_expression(
-                condition, is_key_condition=key == "KeyConditionExpression"
-            )
-            built[key] = expression.condition_expression
-            built["ExpressionAttributeNames"] = {
-                **built.get("ExpressionAttributeNames", {}),
-                **expression.attribute_name_placeholders,
-            }
-            if expression.attribute_value_placeholders:
-                built["ExpressionAttributeValues"] = {
-                    **built.get("ExpressionAttributeValues", {}),
-                    **expression.attribute_value_placeholders,
-                }
-    return built
-
-
-def _condition_failed(exc: ClientError) -> bool:
-    return bool(exc.response["Error"]["Code"] == "ConditionalCheckFailedException")
 
 
 @dataclasses.dataclass
@@ -487,18 +453,9 @@ class DynamoStore:
         ):
             return True
         # Not a single holder: perhaps a pool member (releases are rare; a second write is fine).
-        try:
-            left = self.table.update_item(
-                Key=key,
-                UpdateExpression="REMOVE #members.#conn",
-                ConditionExpression="attribute_exists(#members.#conn)",
-                ExpressionAttributeNames={"#members": "members", "#conn": connection_id},
-                ReturnValues="ALL_NEW",
-            )["Attributes"]
-        except ClientError as exc:
-            if _condition_failed(exc):
-                return False
-            raise
+        left = self._remove_member(key, connection_id)
+        if left is None:
+            return False
         if not left.get("members"):
             # The last member left. Delete the item only while it is still empty: a member that
             # joined meanwhile keeps the pool (no transaction: one conditional delete).
@@ -523,18 +480,9 @@ class DynamoStore:
         ):
             return True
         # Not a single holder: perhaps a pool member, which leaves at once.
-        try:
-            item = self.table.update_item(
-                Key=key,
-                UpdateExpression="REMOVE #members.#conn",
-                ConditionExpression="attribute_exists(#members.#conn)",
-                ExpressionAttributeNames={"#members": "members", "#conn": connection_id},
-                ReturnValues="ALL_NEW",
-            )["Attributes"]
-        except ClientError as exc:
-            if _condition_failed(exc):
-                return False
-            raise
+        item = self._remove_member(key, connection_id)
+        if item is None:
+            return False
         rest = self._claim(item)
         if not rest.holders(now):
             # It was the last live member: visitors wait for a restart, unless a member joined
@@ -552,6 +500,23 @@ class DynamoStore:
                 },
             )
         return True
+
+    def _remove_member(self, key: dict[str, str], connection_id: str) -> dict[str, Any] | None:
+        """Remove one pool member with one conditional ``UpdateItem``: the item as it is then,
+        or None if ``connection_id`` was no member."""
+        try:
+            item: dict[str, Any] = self.table.update_item(
+                Key=key,
+                UpdateExpression="REMOVE #members.#conn",
+                ConditionExpression="attribute_exists(#members.#conn)",
+                ExpressionAttributeNames={"#members": "members", "#conn": connection_id},
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return None
+            raise
+        return item
 
     # Pools
 
