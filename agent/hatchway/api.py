@@ -28,7 +28,7 @@ from hatchway import protocol
 from hatchway.config import resolve_rotate_after, resolve_settings
 from hatchway.errors import TokenRefused
 from hatchway.service import Service
-from hatchway.serving.session import CONNECT_TIMEOUT_SECONDS
+from hatchway.serving.session import CONNECT_TIMEOUT_SECONDS, MAX_STOP_GRACE_SECONDS
 from hatchway.serving.tunnels import tunnel_options
 from hatchway.ui.display import Listener
 
@@ -171,8 +171,16 @@ class Tunnel:
                     raise TimeoutError(f"no matching request reached {self.url} in {timeout:g} s")
                 recorder.arrived.wait(remaining)
 
-    def close(self) -> None:
-        """Release the name and stop serving; safe to call twice, from any thread."""
+    def close(self, grace: float = 0.0) -> None:
+        """Stop serving; safe to call twice, from any thread. With ``grace`` (seconds), leave
+        as ``hatchway http`` does on Ctrl-C first: take no new requests (a pool's other
+        members get them; a lone tunnel's visitors wait a moment for one that takes the name
+        back) and answer those in flight for at most that long. Without, requests in flight
+        are cut short."""
+        if not 0 <= grace <= MAX_STOP_GRACE_SECONDS:
+            raise ValueError(f"grace: give 0 to {MAX_STOP_GRACE_SECONDS:g} seconds")
+        if grace > 0:
+            self._service.stop(grace)
         self._service.close()
 
     def __enter__(self) -> Tunnel:

@@ -26,6 +26,7 @@ from hatchway.config import (
     ROTATE_ENV,
     SERVER_ENV,
     SETTABLE_KEYS,
+    STOP_GRACE_ENV,
     TOKEN_ENV,
     ConfigError,
     Settings,
@@ -38,11 +39,13 @@ from hatchway.config import (
     parse_inspect_memory,
     resolve_rotate_after,
     resolve_settings,
+    resolve_stop_grace,
     set_value,
 )
 from hatchway.errors import HatchwayError
 from hatchway.service import Service
 from hatchway.serving import sharing
+from hatchway.serving.session import MAX_STOP_GRACE_SECONDS, STOP_GRACE_SECONDS
 from hatchway.serving.tunnels import HOST_HEADER_MODES, OptionError, TunnelOptions, tunnel_options
 from hatchway.ui.display import JsonLog, LineLog, Listener, ListenerLogHandler, Screen, Status
 from hatchway.ui.limits import INSPECT_MEMORY_BYTES
@@ -57,6 +60,9 @@ LOG_FORMATS = ("auto", "screen", "plain", "json")
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+EXIT_CUT_SHORT = 128 + signal.SIGINT
+"""A second Ctrl-C (or SIGTERM) quit at once, cutting requests short: the shell's code for a
+process ended by SIGINT."""
 
 SETTINGS_HELP = f"""\
 settings: each comes from the first of
@@ -108,6 +114,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--heartbeat", type=float, default=None, help="seconds between pings (default: the relay's)"
+    )
+    parser.add_argument(
+        "--stop-grace",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="on Ctrl-C or SIGTERM, take no new requests and answer those in flight for at "
+        f"most this long before exiting (default {STOP_GRACE_SECONDS:g}; 0 to "
+        f"{MAX_STOP_GRACE_SECONDS:g}; env {STOP_GRACE_ENV}); a second Ctrl-C quits at once",
     )
     parser.add_argument(
         "--rotate-after",
@@ -290,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         inspect = "off" if args.no_inspect else args.inspect
         settings = resolve_settings(args.server, args.token, inspect)
         rotate_after = resolve_rotate_after(args.rotate_after)
+        args.stop_grace = resolve_stop_grace(args.stop_grace)
         if args.inspect_memory is not None:
             args.inspect_memory = parse_inspect_memory(args.inspect_memory)
     except (OptionError, ConfigError) as exc:
@@ -442,8 +458,18 @@ def _serve(
     agent_log.addHandler(ListenerLogHandler(display))
     agent_log.propagate = False
 
+    stopping, cut_short = threading.Event(), threading.Event()
+
     def stop(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=service.close, daemon=True).start()
+        # Never blocks in the handler: the main thread is inside service.run().
+        if stopping.is_set():  # the second signal: at once
+            cut_short.set()
+            threading.Thread(target=service.close, daemon=True).start()
+            return
+        stopping.set()
+        threading.Thread(
+            target=service.stop, args=(args.stop_grace,), name="hatchway-stop", daemon=True
+        ).start()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
@@ -454,6 +480,12 @@ def _serve(
         if isinstance(display, Screen):  # the screen is gone now: say why on the terminal
             print(f"hatchway: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    if cut_short.is_set() or service.session.in_flight:
+        # Workers still waiting on the local app would hold the interpreter's exit until the
+        # app answers (it joins them): the requests were given up, so the process goes now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_CUT_SHORT if cut_short.is_set() else 0)
     return 0
 
 

@@ -13,6 +13,8 @@ inspect   ``--inspect ADDR``,     ``HATCHWAY_INSPECT``   ``127.0.0.1:4040``
           ``--no-inspect``        (``off`` disables)
 rotate    ``--rotate-after S``    ``HATCHWAY_ROTATE_     ``CONNECTION_ROTATE_SECONDS``
                                   SECONDS``              (1 h 50 min; not in the file)
+stop      ``--stop-grace S``      ``HATCHWAY_STOP_       ``STOP_GRACE_SECONDS``
+grace                             GRACE``                (25 s; not in the file)
 ========  ======================  =====================  ===========================
 
 The file is ``$HATCHWAY_CONFIG``, else ``$XDG_CONFIG_HOME/hatchway/config.toml``, else
@@ -48,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from hatchway import protocol
+from hatchway.serving.session import MAX_STOP_GRACE_SECONDS, STOP_GRACE_SECONDS
 from hatchway.serving.tunnels import OptionError, TunnelOptions, tunnel_options
 from hatchway.ui.limits import MAX_INSPECT_MEMORY_BYTES
 
@@ -62,6 +65,7 @@ TOKEN_ENV = "HATCHWAY_TOKEN"
 INSPECT_ENV = "HATCHWAY_INSPECT"
 CONFIG_ENV = "HATCHWAY_CONFIG"
 ROTATE_ENV = "HATCHWAY_ROTATE_SECONDS"
+STOP_GRACE_ENV = "HATCHWAY_STOP_GRACE"
 
 MIN_ROTATE_SECONDS = 1.0
 """Shortest connection rotation interval accepted (tests and soak runs use a few seconds): a
@@ -427,21 +431,47 @@ def parse_inspect_memory(text: str) -> int:
 def resolve_rotate_after(flag: float | None) -> float:
     """Seconds between connection rotations: the flag, else ``$HATCHWAY_ROTATE_SECONDS``, else
     the protocol's default, which stays inside the platform's 2 h connection limit."""
-    text = os.environ.get(ROTATE_ENV)
-    where = "--rotate-after" if flag is not None else ROTATE_ENV
+    return _seconds(
+        flag,
+        ("--rotate-after", ROTATE_ENV),
+        float(protocol.CONNECTION_ROTATE_SECONDS),
+        (MIN_ROTATE_SECONDS, protocol.CONNECTION_ROTATE_SECONDS),
+        "the platform closes connections after 2 hours",
+    )
+
+
+def resolve_stop_grace(flag: float | None) -> float:
+    """Seconds a stopping agent goes on answering the requests it holds: the flag, else
+    ``$HATCHWAY_STOP_GRACE``, else ``STOP_GRACE_SECONDS``."""
+    return _seconds(
+        flag,
+        ("--stop-grace", STOP_GRACE_ENV),
+        STOP_GRACE_SECONDS,
+        (0.0, MAX_STOP_GRACE_SECONDS),
+        "the relay waits no longer than that for an answer",
+    )
+
+
+def _seconds(
+    flag: float | None,
+    names: tuple[str, str],
+    default: float,
+    bounds: tuple[float, float],
+    why: str,
+) -> float:
+    """A number of seconds from its flag, else its environment variable (``names``), else
+    ``default``; within ``bounds``, else a ``ConfigError`` that names where it came from."""
+    text = os.environ.get(names[1])
+    where = names[0] if flag is not None else names[1]
     value: float | None = flag
     if value is None and text:
         try:
             value = float(text)
         except ValueError:
-            raise ConfigError(
-                f"{ROTATE_ENV}: give a number of seconds, not {text[:40]!r}"
-            ) from None
+            raise ConfigError(f"{names[1]}: give a number of seconds, not {text[:40]!r}") from None
     if value is None:
-        return float(protocol.CONNECTION_ROTATE_SECONDS)
-    if not MIN_ROTATE_SECONDS <= value <= protocol.CONNECTION_ROTATE_SECONDS:
-        raise ConfigError(
-            f"{where}: give {MIN_ROTATE_SECONDS:g} to {protocol.CONNECTION_ROTATE_SECONDS} "
-            "seconds (the platform closes connections after 2 hours)"
-        )
+        return default
+    low, high = bounds
+    if not low <= value <= high:
+        raise ConfigError(f"{where}: give {low:g} to {high:g} seconds ({why})")
     return value

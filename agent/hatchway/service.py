@@ -121,6 +121,18 @@ class Service:
             raise
         return self
 
+    def stop(self, grace: float) -> None:
+        """Leave gracefully (``Session.stop``: no new requests, those held answered within
+        ``grace`` seconds), saying so, then ``close``. A ``close`` meanwhile cuts it short."""
+        with self._close_lock:
+            if self._closed:
+                return
+        held = self.session.in_flight
+        self.status.set_state("stopping", f"finishing {held} request{'s' * (held != 1)}")
+        self._tell(lambda listener: listener.stopping(held, grace))
+        self.session.stop(grace)
+        self.close()
+
     def close(self) -> None:
         """Stop everything; safe to call twice and from any thread; returns once all is done."""
         with self._close_lock:

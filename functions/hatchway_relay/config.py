@@ -33,6 +33,8 @@ class RelayConfig:
     claim_lease_seconds: float = protocol.CLAIM_LEASE_SECONDS
     liveness_check_seconds: float = LIVENESS_CHECK_SECONDS
     agent_silence_seconds: float = protocol.AGENT_SILENCE_SECONDS
+    restart_hold_seconds: float = protocol.RESTART_HOLD_SECONDS
+    """How long visitors of a name whose lone agent left wait for its restart."""
     refusal_flush_seconds: float = REFUSAL_FLUSH_SECONDS
     """0 on a store where a write is free (``hatchway-local``'s memory): every one at once."""
     streams: bool = False

@@ -222,6 +222,8 @@ class Relay:
             self._share_op(connection_id, message)
         elif isinstance(message, protocol.Chunk) and self.config.streams:
             self.store.put_chunk(message.id, connection_id, message.seq, text.encode())
+        elif isinstance(message, protocol.Leaving):
+            self._leave(connection_id)
         else:
             self._send(
                 connection_id,
@@ -521,6 +523,27 @@ class Relay:
                     f"this connection no longer holds {', '.join(map(repr, lost))}",
                 ),
             )
+
+    def _leave(self, connection_id: str) -> None:
+        """The connection's agent is stopping: no new request goes to it. A pool member leaves
+        its pools at once; a name it serves alone stays claimed, marked as left, for
+        ``restart_hold_seconds``, while visitors wait for an agent of the same token to claim
+        it again (a restart). Answers to what it holds still land (they are keyed by request
+        and connection, not by claim). Its names are forgotten first-hand, so that its pings
+        and its ``$disconnect`` no longer touch them."""
+        connection = self.store.get_connection(connection_id)
+        if connection is None:
+            return  # forgotten already: nothing routes to it
+        now = self.clock.now()
+        hold_until = now + self.config.restart_hold_seconds
+        for name in connection.names:
+            self.store.leave_claim(name, connection_id, now, hold_until)
+        self.store.set_connection_names(connection_id, ())
+        log.info(
+            "connection %s is leaving %s",
+            request_ids.log_id(connection_id),
+            ", ".join(connection.names) or "no names",
+        )
 
     def _share_op(self, connection_id: str, op: protocol.ShareOp) -> None:
         """Create, list or revoke share links; a token manages links for its own tunnels only

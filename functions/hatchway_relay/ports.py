@@ -186,11 +186,19 @@ class Claim:
     """Visitor requests the relay answered for this tunnel itself, by cause (refusals by its
     access rules and limits, and its own 502s and 504s), since the name was claimed: the
     agent's pings cannot count what never reached it."""
+    left_at: float = 0.0
+    """When its last agent said it was leaving (``protocol.Leaving``; 0: it serves). The claim
+    then routes to nobody and stays until ``expires_at``, the end of the restart hold, so that
+    an agent of the same token may claim the name again while visitors wait."""
 
     def alive(self, now: float) -> bool:
         if self.pool:
             return any(member.alive(now) for member in self.members)
         return now < self.expires_at
+
+    def leaving(self, now: float) -> bool:
+        """Whether visitors wait for a restart: its agent left, and the hold has not ended."""
+        return bool(self.left_at) and now < self.expires_at
 
     def holders(self, now: float) -> tuple[str, ...]:
         """The connections that may be handed a visitor request now."""
@@ -367,8 +375,9 @@ class Store(Protocol):
     # Tunnel claims
     def claim_name(self, claim: Claim, now: float, takeover_from: str | None = None) -> bool:
         """Write ``claim`` if the name is free, expired, held by the same token and agent
-        instance, or held by connection ``takeover_from`` (a connection the caller found dead).
-        False otherwise."""
+        instance, left by an agent of the same token (``Claim.left_at``: a restart), or held
+        by connection ``takeover_from`` (a connection the caller found dead). False
+        otherwise."""
         ...
 
     def get_claim(self, name: str) -> Claim | None: ...
@@ -386,6 +395,13 @@ class Store(Protocol):
         keeps it)."""
         ...
 
+    def leave_claim(self, name: str, connection_id: str, now: float, hold_until: float) -> bool:
+        """``connection_id`` takes no new requests for ``name``: in a pool with other members,
+        remove it (as ``release_claim``); if it holds the name alone (or was a pool's last),
+        mark the claim as left at ``now``, until ``hold_until``, during which only an agent of
+        the same token may claim the name (``Claim.left_at``). False if it held nothing."""
+        ...
+
     def count_refusals(self, name: str, counts: Mapping[str, int]) -> None:
         """Add ``counts`` (by cause) to the claim of ``name``'s ``refused``; nothing when there
         is no claim (one write, which never creates a claim)."""
@@ -397,7 +413,8 @@ class Store(Protocol):
         the same token, asks for the same ``pool_options`` and has room
         (``protocol.MAX_POOL_MEMBERS``); a member of the same agent instance (a reconnect, a
         rotation) is replaced by it. Write ``claim`` as a new pool if the name is free, expired,
-        an empty pool, or held by connection ``takeover_from`` (found dead). False otherwise."""
+        an empty pool, left by an agent of the same token, or held by connection
+        ``takeover_from`` (found dead). False otherwise."""
         ...
 
     def renew_member(

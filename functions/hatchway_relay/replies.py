@@ -1,5 +1,6 @@
-"""What a visitor sent and what the visitor gets back: the relay's side of one HTTP request,
-and its own error pages (plain text that says which side failed, with ``x-hatchway-error``)."""
+"""What a visitor sent, what its visit waits on, and what the visitor gets back: the relay's
+side of one HTTP request, and its own error pages (plain text that says which side failed,
+with ``x-hatchway-error``)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,16 @@ class Route:
     name: str
     path: str
     prefix: str = ""
+
+
+@dataclass(frozen=True)
+class AwaitAnswer:
+    """The one thing a visit waits on: the stored answer to ``request_id``, until ``until`` (a
+    time), not looked for before ``hint`` seconds from now (see ``Store.wait_response``)."""
+
+    request_id: str
+    until: float
+    hint: float = 0.0
 
 
 @dataclass(frozen=True)

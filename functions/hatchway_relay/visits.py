@@ -16,12 +16,12 @@ import logging
 import random
 import threading
 from collections.abc import Generator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Protocol, TypeVar
 
 from hatchway import protocol
 from hatchway.protocol import ProtocolError, codec
-from hatchway_relay import access, guards, path_mode, request_ids, shares
+from hatchway_relay import access, guards, path_mode, request_ids, restarts, shares
 from hatchway_relay.answers import BLOB_URL_SECONDS, AnswerReader, forget_blob
 from hatchway_relay.config import RelayConfig
 from hatchway_relay.ports import (
@@ -43,6 +43,7 @@ from hatchway_relay.replies import (
     Visit,
     error_reply,
 )
+from hatchway_relay.replies import AwaitAnswer as AwaitAnswer  # what the gateway's steps await
 
 log = logging.getLogger("hatchway.relay")
 
@@ -103,16 +104,6 @@ MAX_POSTS_PER_VISIT = 4
 gone removes that connection (and its pool membership) before the next try, so only members
 that vanished within the claim cache's second are ever tried; a burst of them beyond this many
 answers 502 agent-gone rather than looping."""
-
-
-@dataclass(frozen=True)
-class AwaitAnswer:
-    """The one thing a visit waits on: the stored answer to ``request_id``, until ``until`` (a
-    time), not looked for before ``hint`` seconds from now (see ``Store.wait_response``)."""
-
-    request_id: str
-    until: float
-    hint: float = 0.0
 
 
 VisitSteps = Generator[AwaitAnswer, bytes | None, Reply]
@@ -282,6 +273,12 @@ class VisitorPath:
         name = route.name
         now = self.relay.clock.now()
         claim, remembered = self._claim_of(name, now)
+        if claim is not None and claim.leaving(now):  # its agent stopped: a restart may come
+            held = yield from restarts.hold(self.relay, claim, self._deadline(visit, now))
+            if isinstance(held, Reply):
+                return held
+            self._claims.pop(name, None)
+            claim, remembered, now = held, False, self.relay.clock.now()
         if claim is None or not claim.alive(now):
             return error_reply(
                 404,

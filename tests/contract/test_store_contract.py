@@ -743,6 +743,7 @@ def test_dynamo_never_scans_or_transacts_on_a_request_path(moto_table: MotoTable
     store.is_working("r1")
     store.wait_response("r1", NOW + 1)
     store.forget_response("r1")
+    store.leave_claim("myapp", "c1", NOW, NOW + 10)
     store.release_claim("myapp", "c1")
     store.delete_connection("c1")
     assert not {"Scan", "Query", "TransactWriteItems", "BatchWriteItem"} & set(
@@ -1334,6 +1335,113 @@ def test_a_join_racing_the_last_leave_is_never_lost(store: AdminStore) -> None:
         # Whichever came first, the joiner serves the name (an emptied pool is joinable, and
         # the last leaver deletes only an empty item).
         assert connections_of(store.get_claim(name)) == ["new"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Leaving: an agent that stops takes no new requests; a lone one's name waits for its restart
+
+HOLD = NOW + 10
+"""The end of the restart hold in these tests."""
+
+
+def test_a_lone_holder_leaving_keeps_its_claim_marked_until_the_hold_ends(
+    store: AdminStore,
+) -> None:
+    assert store.claim_name(replace(claim(conn="c1"), instance="a1"), NOW - 10)
+    assert store.leave_claim("myapp", "c2", NOW, HOLD) is False  # not the holder
+    assert store.leave_claim("myapp", "c1", NOW, HOLD) is True
+    held = store.get_claim("myapp")
+    assert held == replace(claim(conn="c1", expires=HOLD), instance="a1", left_at=NOW)
+    assert held.leaving(NOW) and held.leaving(HOLD - 0.001) and not held.leaving(HOLD)
+    assert store.leave_claim("elsewhere", "c1", NOW, HOLD) is False  # nothing held there
+
+
+@pytest.mark.parametrize(
+    ("wanted", "at", "wins"),
+    [
+        pytest.param(replace(claim(conn="c2"), instance="a2"), NOW, True, id="restart, same token"),
+        pytest.param(pool("c2"), NOW, True, id="restart as a pool, same token"),
+        pytest.param(claim(conn="c2", token="t2"), NOW, False, id="another token, during hold"),
+        pytest.param(pool("c2", token="t2"), NOW, False, id="another token's pool, during hold"),
+        pytest.param(claim(conn="c2", token="t2"), HOLD, True, id="another token, hold over"),
+    ],
+)
+def test_who_may_claim_a_name_its_lone_agent_left(
+    store: AdminStore, wanted: Claim, at: float, wins: bool
+) -> None:
+    assert store.claim_name(replace(claim(conn="c1"), instance="a1"), NOW - 10)
+    assert store.leave_claim("myapp", "c1", NOW, HOLD)
+    left = store.get_claim("myapp")
+    write = store.join_pool if wanted.pool else store.claim_name
+    assert write(wanted, at) is wins
+    after = store.get_claim("myapp")
+    assert after == (wanted if wins else left)
+    assert after is not None and after.leaving(at) is not wins  # a new claim serves
+
+
+def test_a_pool_member_leaving_leaves_at_once_and_the_last_marks_the_pool_left(
+    store: AdminStore,
+) -> None:
+    for conn in ("c1", "c2"):
+        assert store.join_pool(pool(conn), NOW - 10)
+    assert store.leave_claim("myapp", "c1", NOW, HOLD)
+    held = store.get_claim("myapp")
+    assert connections_of(held) == ["c2"] and not held.left_at  # the other serves on
+    assert held.holders(NOW) == ("c2",)
+    assert store.leave_claim("myapp", "c1", NOW, HOLD) is False  # twice: nothing
+    assert store.leave_claim("myapp", "c2", NOW + 1, HOLD + 1)
+    left = store.get_claim("myapp")
+    assert left is not None and left.members == () and left.leaving(NOW + 1)
+    assert left.expires_at == HOLD + 1 and left.holders(NOW + 1) == ()
+    # Emptied by leaving, the pool is not free for anyone: only its token restarts it.
+    assert not store.claim_name(claim(conn="c3", token="t2"), NOW + 1)
+    assert store.join_pool(pool("c3"), NOW + 1)
+    assert connections_of(store.get_claim("myapp")) == ["c3"]
+
+
+def test_a_pool_whose_other_members_lapsed_is_left_as_a_lone_agent_would_leave_it(
+    store: AdminStore,
+) -> None:
+    assert store.join_pool(pool("frozen", expires=NOW - 1), NOW - 10)  # no heartbeats lately
+    assert store.join_pool(pool("c1"), NOW - 10)
+    assert store.leave_claim("myapp", "c1", NOW, HOLD)
+    left = store.get_claim("myapp")
+    assert left is not None and left.leaving(NOW) and left.holders(NOW) == ()
+    # The frozen member heartbeats again: it serves, and nobody waits any more.
+    assert store.renew_member("myapp", "frozen", NOW + 60) == 1
+    back = store.get_claim("myapp")
+    assert back is not None and not back.leaving(NOW) and back.holders(NOW) == ("frozen",)
+
+
+def test_dynamo_leaves_with_single_item_updates_and_no_read(moto_table: MotoTable) -> None:
+    store = DynamoStore(moto_table.table, FakeClock(NOW))
+    assert store.claim_name(claim("solo"), NOW - 10)
+    for conn in ("c1", "c2"):
+        assert store.join_pool(pool(conn), NOW - 10)
+    moto_table.operations.clear()
+    assert store.leave_claim("solo", "c1", NOW, HOLD)
+    assert moto_table.operations == ["UpdateItem"]
+    moto_table.operations.clear()
+    assert store.leave_claim("myapp", "c1", NOW, HOLD)  # a member: tried as a holder first
+    assert moto_table.operations == ["UpdateItem", "UpdateItem"]
+    moto_table.operations.clear()
+    assert store.leave_claim("myapp", "c2", NOW, HOLD)  # the last: the pool is marked left
+    assert moto_table.operations == ["UpdateItem", "UpdateItem", "UpdateItem"]
+
+
+@pytest.mark.usefixtures("frequent_thread_switches")
+def test_a_join_racing_the_last_member_leaving_always_serves(store: AdminStore) -> None:
+    for round_ in range(10):
+        name = f"race-{round_}"
+        assert store.join_pool(pool("old", name=name), NOW - 10)
+        results = race(
+            partial(store.leave_claim, name, "old", NOW, HOLD),
+            partial(store.join_pool, pool("new", name=name), NOW),
+        )
+        assert results == [True, True]
+        # Whichever came first, the joiner serves and visitors are not held.
+        held = store.get_claim(name)
+        assert connections_of(held) == ["new"] and not held.leaving(NOW)
 
 
 @pytest.mark.usefixtures("frequent_thread_switches")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from hatchway.serving.session import STOP_GRACE_SECONDS
 from hatchway.ui.display import CLEAR_BELOW, HOME
 from hatchway_local.server import LocalServer
 from support.local_app import LocalApp
@@ -192,8 +193,9 @@ def test_json_log_is_one_event_per_line(
     agent.wait_for(r'"event": "closed"')
     events = [json.loads(line) for line in agent.drain() if line.startswith("{")]
     kinds = [event["event"] for event in events]
-    assert kinds == ["start", "ready", "request", "closed"]
-    start, ready, request, _ = events
+    assert kinds == ["start", "ready", "request", "stopping", "closed"]
+    start, ready, request, stopping, _ = events
+    assert (stopping["requests"], stopping["grace_seconds"]) == (0, STOP_GRACE_SECONDS)
     assert start["relay"] == relay.agent_url and start["inspector"] is None
     assert ready["tunnels"][0]["url"] == f"http://js.localhost:{relay.port}/"
     assert {k: request[k] for k in ("tunnel", "method", "target", "status", "fault")} == {

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from hatchway import cli, protocol
-from hatchway.config import parse_inspect_memory, resolve_rotate_after, resolve_settings
+from hatchway.config import (
+    parse_inspect_memory,
+    resolve_rotate_after,
+    resolve_settings,
+    resolve_stop_grace,
+)
+from hatchway.serving.session import MAX_STOP_GRACE_SECONDS, STOP_GRACE_SECONDS
 from hatchway.serving.tunnels import TunnelOptions, tunnel_options
 from hatchway.ui.display import JsonLog, LineLog, Screen, Status
 
@@ -174,6 +180,45 @@ def test_a_rotation_interval_out_of_bounds_is_a_usage_error(
 ) -> None:
     if env is not None:
         monkeypatch.setenv("HATCHWAY_ROTATE_SECONDS", env)
+    assert cli.main(["http", "3000", "--token", "hw_x", *argv]) == 2
+    assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "grace"),
+    [
+        ([], None, STOP_GRACE_SECONDS),
+        ([], "3", 3.0),
+        (["--stop-grace", "0"], "3", 0.0),  # the flag first; 0 stops at once
+        (["--stop-grace", str(MAX_STOP_GRACE_SECONDS)], None, MAX_STOP_GRACE_SECONDS),
+    ],
+)
+def test_the_stop_grace_comes_from_the_flag_else_the_environment(
+    argv: list[str], env: str | None, grace: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if env is not None:
+        monkeypatch.setenv("HATCHWAY_STOP_GRACE", env)
+    args = cli.build_parser().parse_args(["http", "3000", *argv])
+    assert resolve_stop_grace(args.stop_grace) == grace
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "says"),
+    [
+        (["--stop-grace", "-0.1"], None, "--stop-grace: give 0 to 30 seconds"),
+        (["--stop-grace", str(MAX_STOP_GRACE_SECONDS + 0.1)], None, "give 0 to 30 seconds"),
+        ([], "later", "HATCHWAY_STOP_GRACE: give a number"),
+    ],
+)
+def test_a_stop_grace_out_of_bounds_is_a_usage_error(
+    argv: list[str],
+    env: str | None,
+    says: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if env is not None:
+        monkeypatch.setenv("HATCHWAY_STOP_GRACE", env)
     assert cli.main(["http", "3000", "--token", "hw_x", *argv]) == 2
     assert says in capsys.readouterr().err
 

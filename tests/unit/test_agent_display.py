@@ -345,3 +345,32 @@ def test_a_pooled_tunnel_shows_how_many_agents_serve_it(
     info = protocol.TunnelInfo("shop", None, "http://relay.test/t/shop/", pool_size=pool_size)
     options = tunnel_options(3000, subdomain="shop", pool=asked)
     assert pool_lines(protocol.Welcome((info,)), [options]) == lines
+
+
+@pytest.mark.parametrize(
+    ("requests", "plain", "fields"),
+    [
+        (
+            3,
+            "hatchway: stopping: finishing 3 requests (at most 25 s), taking no new ones; "
+            "Ctrl-C again to quit now\n",
+            {"requests": 3, "grace_seconds": 25.0},
+        ),
+        (
+            1,
+            "hatchway: stopping: finishing 1 request (at most 2.5 s), taking no new ones; "
+            "Ctrl-C again to quit now\n",
+            {"requests": 1, "grace_seconds": 2.5},
+        ),
+    ],
+)
+def test_stopping_says_what_it_finishes_and_how_to_quit_at_once(
+    requests: int, plain: str, fields: dict[str, float]
+) -> None:
+    grace = fields["grace_seconds"]
+    out, err = io.StringIO(), io.StringIO()
+    LineLog(status(), out, err).stopping(requests, grace)
+    assert (out.getvalue(), err.getvalue()) == ("", plain)
+    out = io.StringIO()
+    JsonLog(status(), out, clock=lambda: 1.0).stopping(requests, grace)
+    assert json.loads(out.getvalue()) == {"event": "stopping", "time": 1.0, **fields}

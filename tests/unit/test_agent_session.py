@@ -1253,3 +1253,116 @@ def test_a_body_passed_on_to_the_blob_store_is_not_the_readers_job(relay: FakeRe
         assert visit(end, "next").status == 200
     assert heard[0] == "hatchway-reader"  # the thread goes on with its request...
     assert "worker" in heard[1]  # ...and the next request finds a new reader (and a pause)
+
+
+# --- Stopping ---------------------------------------------------------------------------------
+
+
+class Held:
+    """A handler whose ``/hang`` requests wait until released, saying when one has started."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, request: Request) -> Response:
+        if request.path == "/hang":
+            self.started.set()
+            self.release.wait(WAIT)
+        return Response(request.id, 200, body=request.path.encode())
+
+
+QUIET = 0.2
+"""The quiet period a stopping session waits for in these tests (``rotation_quiet``)."""
+
+
+def stopping(agent: Session, grace: float = WAIT) -> threading.Thread:
+    """``agent.stop(grace)`` on a thread of its own (it blocks until the session closed)."""
+    thread = threading.Thread(target=agent.stop, args=(grace,), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_stop_says_leaving_then_answers_what_it_holds_and_what_still_arrives(
+    relay: FakeRelay,
+) -> None:
+    app = Held()
+    agent = session(relay, app, rotation_quiet=QUIET).start()
+    end = relay.next()
+    end.send(Request("held", "sess", "GET", "/hang"))
+    assert app.started.wait(WAIT)
+    assert agent.in_flight == 1
+    stopper = stopping(agent)
+    message, _ = end.receive()
+    assert message == protocol.Leaving()
+    # A relay function that had read the claim just before the leave still routes here.
+    assert visit(end, "late", "/late").status == 200
+    assert not end.closed.is_set()  # still holding a request: it stays
+    app.release.set()
+    answer = end.response()
+    assert (answer.id, answer.status) == ("held", 200)
+    assert end.closed.wait(WAIT)  # then, once quiet, it closes
+    stopper.join(WAIT)
+    assert not stopper.is_alive() and relay.hellos == 1  # and never reconnects
+
+
+def test_stop_gives_up_on_a_request_held_past_the_grace(relay: FakeRelay) -> None:
+    app = Held()
+    agent = session(relay, app, rotation_quiet=QUIET).start()
+    end = relay.next()
+    end.send(Request("stuck", "sess", "GET", "/hang"))
+    assert app.started.wait(WAIT)
+    began = time.monotonic()
+    stopper = stopping(agent, grace=0.5)
+    assert end.closed.wait(WAIT)
+    assert 0.5 <= time.monotonic() - began < 0.5 + WAIT / 2
+    stopper.join(WAIT)
+    assert not stopper.is_alive()
+    app.release.set()
+
+
+def test_close_during_a_stop_quits_at_once(relay: FakeRelay) -> None:
+    app = Held()
+    agent = session(relay, app, rotation_quiet=QUIET).start()
+    end = relay.next()
+    end.send(Request("stuck", "sess", "GET", "/hang"))
+    assert app.started.wait(WAIT)
+    stopper = stopping(agent)  # would wait up to WAIT for the request
+    assert end.receive()[0] == protocol.Leaving()
+    began = time.monotonic()
+    agent.close()  # the second Ctrl-C
+    stopper.join(WAIT)
+    assert not stopper.is_alive() and end.closed.is_set()
+    assert time.monotonic() - began < WAIT / 2
+    app.release.set()
+
+
+def test_a_stopping_session_whose_relay_drops_it_does_not_reconnect(relay: FakeRelay) -> None:
+    app = Held()
+    agent = session(relay, app, rotation_quiet=QUIET).start()
+    end = relay.next()
+    end.send(Request("stuck", "sess", "GET", "/hang"))
+    assert app.started.wait(WAIT)
+    stopper = stopping(agent)
+    assert end.receive()[0] == protocol.Leaving()
+    end.close()
+    stopper.join(WAIT)
+    assert not stopper.is_alive() and relay.hellos == 1
+    assert relay.connections.empty()
+    app.release.set()
+
+
+def test_a_leaving_the_platform_may_have_lost_is_said_again(relay: FakeRelay) -> None:
+    app = Held()
+    agent = session(relay, app, rotation_quiet=QUIET).start()
+    end = relay.next()
+    end.send(Request("held", "sess", "GET", "/hang"))
+    assert app.started.wait(WAIT)
+    stopper = stopping(agent)
+    assert end.receive()[0] == protocol.Leaving()
+    end.send(protocol.Undelivered("Internal server error", "aws-request-id"))
+    assert end.receive()[0] == protocol.Leaving()
+    app.release.set()
+    assert end.response().id == "held"
+    stopper.join(WAIT)
+    assert not stopper.is_alive()

@@ -125,6 +125,7 @@ MESSAGES = [
         id="ping-health",
     ),
     pytest.param(p.Pong(12.5), id="pong"),
+    pytest.param(p.Leaving(), id="leaving"),
     pytest.param(p.Pong(12.5, (("shop", 3), ("web", 1))), id="pong-pools"),
     pytest.param(p.Hello((p.TunnelSpec("shop", pool=True),), instance="i-1"), id="hello-pool"),
     pytest.param(
@@ -198,6 +199,12 @@ def test_an_answer_carries_its_stored_form_which_gives_it_back(message: p.Messag
     # A reader gets the zlib stream too, to pass it on without compressing again.
     stream = packed if fields.get("enc") == "zlib" else None
     assert codec.unpack_stored(stored) == (message, stream)
+
+
+def test_leaving_is_one_bare_type_that_api_gateway_routes_to_the_websocket_function() -> None:
+    # Only "response" and "working" have routes of their own (template.yaml): anything else,
+    # "leaving" included, reaches $default, where the relay's code reads it.
+    assert wire(p.Leaving()) == {"type": "leaving"}
 
 
 def test_an_answer_whose_stored_form_answers_another_request_is_a_protocol_error() -> None:

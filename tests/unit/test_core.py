@@ -22,12 +22,13 @@ from hypothesis import strategies as st
 from hatchway import protocol
 from hatchway.protocol import codec
 from hatchway_local.platform import wire_header
-from hatchway_relay import admin
+from hatchway_relay import admin, restarts, visits
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.core import Relay, RelayConfig, Reply, Visit, error_reply
 from hatchway_relay.ports import Claim, PostFailed, TokenLimits
 from hatchway_relay.replies import AwaitChunk, StreamCut, StreamedReply
 from hatchway_relay.tokens import hash_token
+from hatchway_relay.visits import run_blocking
 from support.fake_clock import FakeClock
 from support.relay_fakes import App, FakeAgent, FakeBlobs, FakePoster, agent_message, echo_app
 
@@ -1792,3 +1793,105 @@ def test_a_streamed_answer_for_a_tunnel_that_did_not_ask_to_stream_is_a_bad_resp
     h.agent("c1", app=lambda r: protocol.Response(r.id, 200, streamed=True))
     reply = h.relay.visit(h.get("/"))
     assert reply.status == 502 and ("x-hatchway-error", "agent-bad-response") in reply.headers
+
+
+# --- Leaving: an agent that stops takes no new requests; a lone one's visitors wait a restart
+
+
+HOLD = protocol.RESTART_HOLD_SECONDS
+
+
+def test_a_pool_member_that_leaves_gets_no_new_requests_and_its_answer_in_flight_lands(
+    h: Harness,
+) -> None:
+    def leave_while_answering(request: protocol.Request) -> protocol.Response:
+        agents[1].send(protocol.Leaving())  # stopped with this request in flight
+        return echo_app(request)
+
+    agents = [h.agent("p1", instance="a", pool=True)]
+    agents.append(h.agent("p2", instance="b", pool=True, app=leave_while_answering))
+    agents.append(h.agent("p3", instance="c", pool=True))
+    replies = [h.relay.visit(h.get("/")) for _ in range(3)]  # one turn each
+    assert [r.status for r in replies] == [200, 200, 200]
+    assert len(agents[1].requests) == 1
+    claim = h.store.get_claim("myapp")
+    assert claim is not None and [m.connection_id for m in claim.members] == ["p1", "p3"]
+    h.clock.advance(visits.CLAIM_CACHE_SECONDS)  # what a warm relay remembers is gone by now
+    replies = [h.relay.visit(h.get("/")) for _ in range(10)]
+    assert [r.status for r in replies] == [200] * 10
+    assert len(agents[1].requests) == 1  # never chosen again
+    assert h.store.get_connection("p2") is not None  # connected, finishing its work
+
+
+def test_a_lone_agent_restarted_within_the_hold_serves_the_visitors_held_meanwhile(
+    h: Harness,
+) -> None:
+    stopping = h.agent("c1", instance="run-1")
+    stopping.send(protocol.Leaving())
+    h.relay.disconnect("c1")  # it answered what it held and closed
+    del h.poster.agents["c1"]
+    left = time = h.clock.now()
+    steps = h.relay.visitors.visit_steps(h.get("/"))
+    pause = next(steps)  # held: no agent to post to
+    assert pause.until == pytest.approx(time + restarts.HOLD_LOOK_SECONDS)
+    h.clock.advance(3.0)  # the process starts again, and says hello
+    restarted = h.agent("c2", instance="run-2")
+    assert isinstance(restarted.last(), protocol.Welcome)
+    reply = run_blocking(steps, h.store)
+    assert reply.status == 200 and len(restarted.requests) == 1
+    assert h.clock.now() - left <= 3.0 + restarts.HOLD_LOOK_SECONDS  # found at the next look
+
+
+@pytest.mark.parametrize(
+    ("response_timeout", "held_for"),
+    [
+        pytest.param(28.0, HOLD, id="the hold ends first"),
+        pytest.param(4.0, 4.0, id="the visitor's deadline ends first"),
+    ],
+)
+def test_a_lone_agent_not_restarted_gets_its_visitors_a_coded_503_that_says_so(
+    response_timeout: float, held_for: float
+) -> None:
+    h = Harness(response_timeout=response_timeout)
+    h.agent("c1").send(protocol.Leaving())
+    arrived = h.clock.now()
+    reply = h.relay.visit(replace(h.get("/"), received_at=arrived))
+    assert reply.status == 503
+    assert dict(reply.headers)["x-hatchway-error"] == "agent-stopped"
+    assert b"stopped on purpose" in reply.body and f"{HOLD:g} s".encode() in reply.body
+    assert h.clock.now() - arrived == pytest.approx(held_for)
+    h.clock.advance(max(0.0, arrived + HOLD - h.clock.now()))
+    after = h.relay.visit(h.get("/"))  # the hold is over: nobody serves the name
+    assert dict(after.headers)["x-hatchway-error"] == "tunnel-not-found"
+
+
+def test_only_the_same_token_takes_a_left_name_back_during_the_hold(h: Harness) -> None:
+    h.agent("c1").send(protocol.Leaving())
+    intruder = h.agent("c2", token=TOKEN_B)
+    assert isinstance(intruder.last(), protocol.Error)
+    assert intruder.last().code == "name_taken"  # type: ignore[union-attr]
+    h.clock.advance(HOLD)
+    assert isinstance(h.agent("c3", token=TOKEN_B).last(), protocol.Welcome)
+
+
+def test_a_left_connection_no_longer_touches_its_names(h: Harness) -> None:
+    stopping = h.agent("c1")
+    stopping.send(protocol.Leaving())
+    stopping.send(protocol.Ping(1.0))  # its pings renew nothing, and lose nothing
+    assert stopping.last() == protocol.Pong(1.0)
+    h.relay.disconnect("c1")  # nor does its $disconnect release the name being held
+    claim = h.store.get_claim("myapp")
+    assert claim is not None and claim.leaving(h.clock.now())
+
+
+def test_leaving_twice_or_unknown_changes_nothing_and_answers_nothing(h: Harness) -> None:
+    stopping = h.agent("c1")
+    welcomed = len(h.poster.posted)
+    left = h.clock.now()
+    stopping.send(protocol.Leaving())
+    h.clock.advance(1.0)
+    stopping.send(protocol.Leaving())  # said again (the platform may deliver it twice)
+    claim = h.store.get_claim("myapp")
+    assert claim is not None and (claim.left_at, claim.expires_at) == (left, left + HOLD)
+    h.relay.on_message("never-connected", codec.encode(protocol.Leaving()))
+    assert len(h.poster.posted) == welcomed  # nothing was said to anyone

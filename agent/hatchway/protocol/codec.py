@@ -52,6 +52,7 @@ from hatchway.protocol import (
     Fault,
     Headers,
     Hello,
+    Leaving,
     Message,
     Ping,
     Pong,
@@ -194,6 +195,8 @@ def _to_dict(message: Message, compress: bool) -> dict[str, Any]:
         return out
     if isinstance(message, Working):
         return {"type": "working", "id": message.id}
+    if isinstance(message, Leaving):
+        return {"type": "leaving"}
     if isinstance(message, ShareOp):
         return {
             "type": "share",
@@ -468,6 +471,8 @@ def _decode_object(obj: dict[str, Any]) -> Message:
             end,
             None if fault is None else _text(fault[:MAX_MESSAGE_TEXT]),
         )
+    if kind == "leaving":
+        return Leaving()
     if kind == "error":
         about = _optional_str(obj, "id", "error")
         return Error(

@@ -203,6 +203,11 @@ AGENT_SILENCE_SECONDS = 8.0
 """A request that has neither an answer nor a ``Working`` mark this long after it was posted
 gets 502 agent-unresponsive: the agent is connected but not reacting (stopped, or stuck)."""
 
+RESTART_HOLD_SECONDS = 10.0
+"""How long the relay holds a visitor request for a tunnel whose lone agent said it is leaving
+(``Leaving``), waiting for an agent of the same token to claim the name again (a restart):
+time for a process to start and say hello, well within ``RESPONSE_TIMEOUT_SECONDS``."""
+
 MAX_INSTANCE_LENGTH = 64
 """Longest agent instance id (random per agent process)."""
 

@@ -364,6 +364,14 @@ class Working:
 
 
 @dataclass(frozen=True)
+class Leaving:
+    """Agent → relay: this connection takes no new visitor requests (its agent is stopping).
+    The relay routes none to it from then on: a pool's other members take them, and for a lone
+    agent it holds them up to ``RESTART_HOLD_SECONDS`` for the same token's agent to claim the
+    name again (a restart). Answers to requests the connection already holds still count."""
+
+
+@dataclass(frozen=True)
 class ShareOp:
     """Agent → relay: create, list or revoke share links for tunnels this token owns. A link
     lets a visitor in without the tunnel's basic auth, for ``methods`` under ``path`` only,
@@ -583,6 +591,7 @@ Message = (
     | Ping
     | Pong
     | Working
+    | Leaving
     | ShareOp
     | ShareReply
     | Error

@@ -181,6 +181,8 @@ class Connection:
         self.inline_after = 0.0
         """No request is served by the reader itself before this (``INLINE_PAUSE_SECONDS``)."""
         self.retiring = False
+        self.leaving = False
+        """``Leaving`` went out: the relay routes nothing new here (``leave``)."""
         self.rotating = False
         self.saying_hello = False
         """A hello went out again on this connection (a name was lost); its answer is due."""
@@ -273,7 +275,7 @@ class Connection:
             if resent or marks
             else "nothing to send again",
         )
-        if not resent and not marks and not self.saying_hello:
+        if not resent and not marks and not self.saying_hello and not self.leaving:
             return
         session = self.session
 
@@ -287,6 +289,8 @@ class Connection:
                     self.send(protocol.Working(request_id))
                 if self.saying_hello:
                     self.send(session.hello())
+                if self.leaving:  # it may have been the lost one; twice changes nothing
+                    self.send(protocol.Leaving())
             except (OSError, ProtocolError):
                 pass  # the reader notices a broken socket
 
@@ -623,6 +627,20 @@ class Connection:
         rotate_in = self.opened_at + self.session.rotate_after - time.monotonic()
         return max(0.0, min(tick, rotate_in))
 
+    def leave(self, quiet: float, limit: float) -> None:
+        """Take no new work: tell the relay (``Leaving``), then ``retire``. A request that
+        still arrives was routed by a relay function that had not heard yet (it remembers a
+        claim up to a second): it is served like any other, since this connection is the only
+        one that can answer it."""
+        self.leaving = True
+        try:
+            self.send(protocol.Leaving())
+        except OSError:
+            return  # broken already: nothing more can be answered on it
+        self.retire(quiet, limit)
+        # The agent carries no visitor WebSockets yet. When it does, they close here, with
+        # 1001 (going away), once the requests above are answered.
+
     def retire(self, quiet: float, limit: float) -> None:
         """Stop pinging; return once no request arrived for ``quiet`` seconds and every one
         accepted is answered, or after ``limit`` seconds, or when the socket ended."""
@@ -639,7 +657,7 @@ class Connection:
             ):
                 return
         if len(self.held):
-            log.warning("closed a rotated connection with %d requests unanswered", len(self.held))
+            log.warning("closed a connection with %d requests unanswered", len(self.held))
 
     def drain(self, timeout: float) -> None:
         """Wait (bounded) until every request this connection accepted has been answered."""

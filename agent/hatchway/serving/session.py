@@ -69,6 +69,15 @@ ROTATION_QUIET_SECONDS = 2.0
 answered what it holds): longer than the relay's claim cache (``CLAIM_CACHE_SECONDS``, 1 s),
 during which a relay function may still route to it, plus the time a post takes to land."""
 
+STOP_GRACE_SECONDS = 25.0
+"""How long a stopping agent (``Session.stop``: the first Ctrl-C or SIGTERM) goes on answering
+the requests it holds before it closes anyway: inside the 30 s that container platforms
+(Kubernetes, ECS) wait before they kill a process they asked to stop."""
+
+MAX_STOP_GRACE_SECONDS = protocol.RESPONSE_TIMEOUT_SECONDS + ROTATION_QUIET_SECONDS
+"""The most ``--stop-grace`` may ask for: no request is waited for by the relay longer than
+its deadline, and the last ones may arrive during the quiet period before the close."""
+
 CONNECT_TIMEOUT_SECONDS = 10.0
 """How long opening the WebSocket and waiting for the welcome may take."""
 
@@ -202,6 +211,7 @@ class Session:
         self.welcome: protocol.Welcome | None = None
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="hatchway-worker")
         self._closing = threading.Event()
+        self._leaving = threading.Event()
         self._ready = threading.Event()
         self._current: Connection | None = None
         self._lock = threading.Lock()
@@ -225,6 +235,8 @@ class Session:
                 current = self._current
                 assert current is not None
                 current.ended.wait()
+                if self._leaving.is_set():  # ``stop`` closes once it is done: no reconnect
+                    self._closing.wait()
                 if self._closing.is_set():
                     break
                 if current.fatal is not None:
@@ -263,6 +275,25 @@ class Session:
             current.close()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(10)
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Leave, then close: tell the relay this agent takes no new requests (a pool's other
+        members get them; a lone agent's visitors wait a moment for its restart), and go on
+        answering what it holds and what a relay function routed to it before it knew, until
+        that is done and the relay has been quiet a while (``rotation_quiet``), for at most
+        ``grace`` seconds. ``close()`` meanwhile (a second Ctrl-C) cuts it short."""
+        self._leaving.set()
+        with self._lock:
+            current = self._current
+        if current is not None and not self._closing.is_set():
+            current.leave(self.rotation_quiet, grace)
+        self.close()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests the serving connection holds (accepted, not answered yet)."""
+        current = self._current
+        return 0 if current is None else len(current.held)
 
     def __enter__(self) -> Session:
         return self
@@ -418,6 +449,8 @@ class Session:
         """Before the platform's 2 h cut-off: open the new connection first (the same instance
         takes the names over), then let the old one answer what the relay still sends it, and
         close it once it has been quiet."""
+        if self._leaving.is_set():  # stopping: the connection that leaves is the last one
+            return
         try:
             new = self._open()
         except (RelayUnreachable, SessionError, TokenRefused, NameTaken) as exc:

@@ -227,6 +227,10 @@ class Listener:
     def fatal(self, error: BaseException) -> None:
         """The run ends because of ``error`` (token refused, name taken...)."""
 
+    def stopping(self, requests: int, grace: float) -> None:
+        """Asked to stop: the agent takes no new requests and answers the ``requests`` it
+        holds, for at most ``grace`` seconds, then closes."""
+
     def note(self, level: str, message: str) -> None:
         """A warning from the agent's own log (a dropped response, a silent relay...)."""
 
@@ -263,6 +267,13 @@ def _reconnect_text(attempt: int, delay: float, error: BaseException | None) -> 
             "or start hatchway-local)"
         )
     return text
+
+
+def stopping_text(requests: int, grace: float) -> str:
+    return (
+        f"stopping: finishing {requests} request{'s' * (requests != 1)} (at most {grace:g} s), "
+        "taking no new ones; Ctrl-C again to quit now"
+    )
 
 
 def _write_line(text: str, stream: TextIO, lock: threading.Lock) -> None:
@@ -312,6 +323,9 @@ class LineLog(Listener):
 
     def fatal(self, error: BaseException) -> None:
         self._print(f"hatchway: {error}", self.err)
+
+    def stopping(self, requests: int, grace: float) -> None:
+        self._print(f"hatchway: {stopping_text(requests, grace)}", self.err)
 
     def note(self, level: str, message: str) -> None:
         self._print(f"hatchway: {level}: {message}", self.err)
@@ -377,6 +391,9 @@ class JsonLog(Listener):
 
     def fatal(self, error: BaseException) -> None:
         self.emit("error", kind=type(error).__name__, message=str(error))
+
+    def stopping(self, requests: int, grace: float) -> None:
+        self.emit("stopping", requests=requests, grace_seconds=grace)
 
     def note(self, level: str, message: str) -> None:
         self.emit("log", level=level, message=message)
@@ -467,6 +484,9 @@ class Screen(Listener):
 
     def fatal(self, error: BaseException) -> None:
         self.fatal_error = error
+
+    def stopping(self, requests: int, grace: float) -> None:
+        self.note("note", stopping_text(requests, grace))
 
     def note(self, level: str, message: str) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(self.wall_clock()))

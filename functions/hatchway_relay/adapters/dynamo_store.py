@@ -52,7 +52,7 @@ import secrets
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from boto3.dynamodb.conditions import Attr, ConditionBase, ConditionExpressionBuilder, Key
+from boto3.dynamodb.conditions import Attr, ConditionBase, Key
 from botocore.exceptions import ClientError
 
 from hatchway import protocol
@@ -67,6 +67,9 @@ from hatchway_relay.adapters.dynamo_items import (
     report_fields,
     report_update,
 )
+from hatchway_relay.adapters.dynamo_requests import condition_failed as _condition_failed
+from hatchway_relay.adapters.dynamo_requests import expressions as _expressions
+from hatchway_relay.adapters.dynamo_requests import update_expression as _update_expression
 from hatchway_relay.adapters.dynamo_table import (
     CLAIMS_LISTING,
     CONNECTIONS_LISTING,
@@ -113,10 +116,6 @@ joined or left in between (one of them succeeded), so a full pool's worth of sim
 joiners all get through."""
 
 
-def _update_expression(sets: list[str], removes: list[str]) -> str:
-    return "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
-
-
 def _bytes(value: Any) -> bytes:
     # The resource API reads binary attributes as ``Binary`` wrappers.
     return bytes(value.value if hasattr(value, "value") else value)
@@ -124,39 +123,6 @@ def _bytes(value: Any) -> bytes:
 
 def _ttl(expires_at: float) -> int:
     return int(expires_at + TTL_MARGIN_SECONDS)
-
-
-def _expressions(request: dict[str, Any]) -> dict[str, Any]:
-    """``request`` with its condition objects turned into expression strings and placeholders.
-
-    boto3's resource layer would do this itself, with one expression builder per client whose
-    placeholder counters every thread resets: requests built at the same moment in two threads
-    (the local gateway's workers) can get each other's placeholders, and a condition then
-    compares the wrong attributes. A builder per request shares nothing.
-    """
-    builder = ConditionExpressionBuilder()
-    built = dict(request)
-    for key in ("ConditionExpression", "FilterExpression", "KeyConditionExpression"):
-        condition = built.get(key)
-        if isinstance(condition, ConditionBase):
-            expression = builder.build_expression(
-                condition, is_key_condition=key == "KeyConditionExpression"
-            )
-            built[key] = expression.condition_expression
-            built["ExpressionAttributeNames"] = {
-                **built.get("ExpressionAttributeNames", {}),
-                **expression.attribute_name_placeholders,
-            }
-            if expression.attribute_value_placeholders:
-                built["ExpressionAttributeValues"] = {
-                    **built.get("ExpressionAttributeValues", {}),
-                    **expression.attribute_value_placeholders,
-                }
-    return built
-
-
-def _condition_failed(exc: ClientError) -> bool:
-    return bool(exc.response["Error"]["Code"] == "ConditionalCheckFailedException")
 
 
 @dataclasses.dataclass
@@ -331,14 +297,20 @@ class DynamoStore:
     # Claims
 
     @staticmethod
-    def _replaceable(now: float, takeover_from: str | None) -> ConditionBase:
-        """A new claim may replace the item whoever makes it: there is none, its lease ran out
-        (a pool's: the latest it gave), it is an emptied pool, or its single holder is the
-        connection ``takeover_from`` that the caller found dead."""
+    def _replaceable(now: float, takeover_from: str | None, token_id: str) -> ConditionBase:
+        """A new claim of ``token_id`` may replace the item: there is none, its lease ran out
+        (a pool's: the latest it gave), it is an emptied pool, its agent of the same token left
+        it (a restart), or its single holder is the connection ``takeover_from`` that the
+        caller found dead."""
         condition = (
             Attr("pk").not_exists()
             | Attr("expires_at").lte(dec(now))
-            | (Attr("members").exists() & Attr("members").size().eq(0))
+            | (
+                Attr("members").exists()
+                & Attr("members").size().eq(0)
+                & Attr("left_at").not_exists()
+            )
+            | (Attr("left_at").exists() & Attr("token_id").eq(token_id))
         )
         if takeover_from is not None:
             condition = condition | Attr("connection_id").eq(takeover_from)
@@ -355,7 +327,7 @@ class DynamoStore:
                 else Attr("instance").not_exists()
             )
         )
-        condition = self._replaceable(now, takeover_from) | same_agent
+        condition = self._replaceable(now, takeover_from, claim.token_id) | same_agent
         item = self._claim_item(claim)
         return self._conditionally(self.table.put_item, Item=item, ConditionExpression=condition)
 
@@ -387,6 +359,8 @@ class DynamoStore:
         if claim.stream:
             item["stream"] = True
         item.update(limits_attribute("token_limits", claim.token_limits))
+        if claim.left_at:
+            item["left_at"] = dec(claim.left_at)
         return item
 
     def list_claims(self) -> list[Claim]:
@@ -424,6 +398,7 @@ class DynamoStore:
             pool=bool(item.get("pool", False)),
             members=members,
             pooled_since=num(item.get("pooled_since", 0)),
+            left_at=num(item.get("left_at", 0)),
             refused=tuple(
                 sorted(
                     (key.removeprefix(REFUSED_PREFIX), int(count))
@@ -479,18 +454,9 @@ class DynamoStore:
         ):
             return True
         # Not a single holder: perhaps a pool member (releases are rare; a second write is fine).
-        try:
-            left = self.table.update_item(
-                Key=key,
-                UpdateExpression="REMOVE #members.#conn",
-                ConditionExpression="attribute_exists(#members.#conn)",
-                ExpressionAttributeNames={"#members": "members", "#conn": connection_id},
-                ReturnValues="ALL_NEW",
-            )["Attributes"]
-        except ClientError as exc:
-            if _condition_failed(exc):
-                return False
-            raise
+        left = self._remove_member(key, connection_id)
+        if left is None:
+            return False
         if not left.get("members"):
             # The last member left. Delete the item only while it is still empty: a member that
             # joined meanwhile keeps the pool (no transaction: one conditional delete).
@@ -500,6 +466,58 @@ class DynamoStore:
                 ConditionExpression=Attr("members").exists() & Attr("members").size().eq(0),
             )
         return True
+
+    def leave_claim(self, name: str, connection_id: str, now: float, hold_until: float) -> bool:
+        key = {"pk": f"name#{name}", "sk": "claim"}
+        left = {":now": dec(now), ":e": dec(hold_until), ":t": _ttl(hold_until)}
+        mark = "SET left_at = :now, expires_at = :e, #ttl = :t"
+        if self._conditionally(
+            self.table.update_item,
+            Key=key,
+            UpdateExpression=mark,
+            ConditionExpression=Attr("connection_id").eq(connection_id),
+            ExpressionAttributeNames={"#ttl": "ttl"},
+            ExpressionAttributeValues=left,
+        ):
+            return True
+        # Not a single holder: perhaps a pool member, which leaves at once.
+        item = self._remove_member(key, connection_id)
+        if item is None:
+            return False
+        rest = self._claim(item)
+        if not rest.holders(now):
+            # It was the last live member: visitors wait for a restart, unless a member joined
+            # since (the condition: the pool is still the one just written).
+            self._conditionally(
+                self.table.update_item,
+                Key=key,
+                UpdateExpression=mark,
+                ConditionExpression="pooled_since = :since AND size(#members) = :count",
+                ExpressionAttributeNames={"#ttl": "ttl", "#members": "members"},
+                ExpressionAttributeValues={
+                    **left,
+                    ":since": dec(rest.pooled_since),
+                    ":count": len(rest.members),
+                },
+            )
+        return True
+
+    def _remove_member(self, key: dict[str, str], connection_id: str) -> dict[str, Any] | None:
+        """Remove one pool member with one conditional ``UpdateItem``: the item as it is then,
+        or None if ``connection_id`` was no member."""
+        try:
+            item: dict[str, Any] = self.table.update_item(
+                Key=key,
+                UpdateExpression="REMOVE #members.#conn",
+                ConditionExpression="attribute_exists(#members.#conn)",
+                ExpressionAttributeNames={"#members": "members", "#conn": connection_id},
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return None
+            raise
+        return item
 
     # Pools
 
@@ -512,13 +530,14 @@ class DynamoStore:
             if (
                 held is None
                 or now >= held.expires_at
-                or (held.pool and not held.members)
+                or (held.pool and not held.members and not held.left_at)
+                or (held.left_at and held.token_id == claim.token_id)
                 or (not held.pool and held.connection_id == takeover_from)
             ):
                 if self._conditionally(
                     self.table.put_item,
                     Item=self._claim_item(claim),
-                    ConditionExpression=self._replaceable(now, takeover_from),
+                    ConditionExpression=self._replaceable(now, takeover_from, claim.token_id),
                 ):
                     return True
                 continue  # someone else wrote the name first: look again
@@ -579,6 +598,7 @@ class DynamoStore:
         if report is not None:
             more, removes = report_update(report, "#members.#conn.", names, values)
             sets += more
+        removes.append("left_at")  # a member alive again serves again
         try:
             item = self.table.update_item(
                 Key={"pk": f"name#{name}", "sk": "claim"},

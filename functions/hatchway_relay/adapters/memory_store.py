@@ -135,7 +135,7 @@ class MemoryStore:
     def claim_name(self, claim: Claim, now: float, takeover_from: str | None = None) -> bool:
         with self._lock:
             held = self._claims.get(claim.name)
-            if self._replaceable(held, now, takeover_from) or (
+            if self._replaceable(held, now, takeover_from, claim.token_id) or (
                 held is not None
                 and not held.pool
                 and held.token_id == claim.token_id
@@ -146,14 +146,18 @@ class MemoryStore:
             return False
 
     @staticmethod
-    def _replaceable(held: Claim | None, now: float, takeover_from: str | None) -> bool:
-        """Whether a new claim may replace ``held`` whoever makes it: nothing is held, the
-        holder's lease ran out (for a pool: the latest lease it gave), a pool emptied, or the
-        caller found the single holder ``takeover_from`` dead."""
+    def _replaceable(
+        held: Claim | None, now: float, takeover_from: str | None, token_id: str
+    ) -> bool:
+        """Whether a new claim of ``token_id`` may replace ``held``: nothing is held, the
+        holder's lease ran out (for a pool: the latest lease it gave), a pool emptied, its
+        agent of the same token left it (a restart), or the caller found the single holder
+        ``takeover_from`` dead."""
         return (
             held is None
             or now >= held.expires_at
-            or (held.pool and not held.members)
+            or (held.pool and not held.members and not held.left_at)
+            or (bool(held.left_at) and held.token_id == token_id)
             or (not held.pool and takeover_from is not None and held.connection_id == takeover_from)
         )
 
@@ -161,7 +165,7 @@ class MemoryStore:
         (joining,) = claim.members
         with self._lock:
             held = self._claims.get(claim.name)
-            if self._replaceable(held, now, takeover_from):
+            if self._replaceable(held, now, takeover_from, claim.token_id):
                 self._claims[claim.name] = claim
                 return True
             assert held is not None
@@ -224,7 +228,8 @@ class MemoryStore:
                 else m
                 for m in held.members
             )
-            self._claims[name] = replace(held, members=members, expires_at=expires_at)
+            # A member alive again serves again, whatever left the pool meanwhile.
+            self._claims[name] = replace(held, members=members, expires_at=expires_at, left_at=0.0)
             return len(members)
 
     def count_refusals(self, name: str, counts: Mapping[str, int]) -> None:
@@ -254,6 +259,24 @@ class MemoryStore:
             if held.connection_id != connection_id:
                 return False
             del self._claims[name]
+            return True
+
+    def leave_claim(self, name: str, connection_id: str, now: float, hold_until: float) -> bool:
+        with self._lock:
+            held = self._claims.get(name)
+            if held is None:
+                return False
+            if held.pool:
+                if all(m.connection_id != connection_id for m in held.members):
+                    return False
+                rest = held.without(connection_id)
+                if not rest.holders(now):  # its last live member: visitors wait for a restart
+                    rest = replace(rest, left_at=now, expires_at=hold_until)
+                self._claims[name] = rest
+                return True
+            if held.connection_id != connection_id:
+                return False
+            self._claims[name] = replace(held, left_at=now, expires_at=hold_until)
             return True
 
     # The relay's own key
