@@ -742,27 +742,30 @@ class DynamoStore:
         return bool(item and item.get(WORKING))
 
     def wait_response(self, request_id: str, until: float, hint: float = 0.0) -> bytes | None:
-        """Poll one item: first after ``hint`` (or 10 ms), then 1.5x further apart up to
-        200 ms, with a last look at ``until``. DynamoDB cannot wake a waiter and every look that
-        misses is billed, so none is made before the hint, and the backoff goes on across calls
-        (the waiter calls again after each liveness check) rather than starting over at 10 ms
-        each time. The looks before ``until`` are eventually consistent, at half the price: the
-        answer never changes once stored, so a stale look can only miss it, and a miss means
-        looking again. The last look, after which the waiter may decide the agent is gone or
-        the app too slow, is strongly consistent."""
+        """Poll one item: after ``hint`` (or 10 ms), then 1.5x further apart up to 200 ms, and
+        at ``until``; the backoff goes on across calls (one per liveness check). Every miss is
+        billed, at half price: a stale look only misses an answer (which never changes), and
+        the last look, after which the waiter may give up, is strongly consistent."""
         awaited = self._awaited.get(request_id)
         if awaited is None:
             return None
         if hint > FIRST_POLL_SECONDS:
             awaited.delays = _poll_delays(hint)
-        key = answer_key(request_id, awaited.connection_id)
+        return self._poll(
+            answer_key(request_id, awaited.connection_id), ANSWER, until, awaited.delays
+        )
+
+    def _poll(
+        self, key: dict[str, str], attribute: str, until: float, delays: Iterator[float]
+    ) -> bytes | None:
+        """Look at one item until it holds ``attribute`` (which never changes once there),
+        sleeping ``delays`` between looks: eventually consistent but the last, at ``until``."""
         while True:
-            remaining = until - self._clock.now()
-            self._clock.sleep(min(next(awaited.delays), max(remaining, 0.0)))
+            self._clock.sleep(min(next(delays), max(until - self._clock.now(), 0.0)))
             last = self._clock.now() >= until
             item = self._get(key["pk"], key["sk"], consistent=last)
-            if item is not None and ANSWER in item:
-                return _bytes(item[ANSWER])
+            if item is not None and attribute in item:
+                return _bytes(item[attribute])
             if last:
                 return None
 
@@ -789,17 +792,9 @@ class DynamoStore:
                 raise
 
     def wait_chunk(self, request_id: str, seq: int, until: float) -> bytes | None:
-        """Poll the chunk's one item (strongly consistent), 10 ms growing to 200 ms apart."""
+        """Poll the chunk's one item as an answer's is, 10 ms growing to 200 ms apart."""
         awaited = self._awaited.get(request_id)
         if awaited is None:
             return None
         key = chunk_key(request_id, awaited.connection_id, seq)
-        delays = _poll_delays(0.0)
-        while True:
-            item = self._get(key["pk"], key["sk"])
-            if item is not None and CHUNK in item:
-                return _bytes(item[CHUNK])
-            remaining = until - self._clock.now()
-            if remaining <= 0:
-                return None
-            self._clock.sleep(min(next(delays), remaining))
+        return self._poll(key, CHUNK, until, _poll_delays(0.0))
