@@ -354,13 +354,12 @@ def install_access_log_meter(access_log: Any, meter: Meter, retention_days: int)
 
     def count(line: str) -> None:
         size = len(line.encode("utf-8"))  # a log event is the line, without a newline
-        entry = json.loads(line)
-        event = entry.get("eventType")
+        route = json.loads(line).get("route")
         prefix = (
             CONNECTION
-            if event in ("CONNECT", "DISCONNECT")
+            if route in ("$connect", "$disconnect")
             else HEARTBEAT
-            if entry.get("route") == "$default"
+            if route == "$default"
             else ""
         )
         ingested = Key(f"{prefix}CloudWatch Logs, access log lines", "GB", prices.LOGS_INGESTED_GB)

@@ -137,7 +137,7 @@ def describe(entry: Mapping[str, str]) -> str:
     integration's error if there was one."""
     when = dt.datetime.fromtimestamp(epoch_seconds(entry), dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
     if is_agent_line(entry):
-        what = f"{entry.get('eventType', NO_VALUE)} {entry.get('route', NO_VALUE)}"
+        what = entry.get("route", NO_VALUE)
         what += f"  connection {entry.get('connectionId', NO_VALUE)}"
     else:
         what = f"{entry.get('method', NO_VALUE)} {entry.get('host', NO_VALUE)}"

@@ -45,8 +45,7 @@ def test_a_request_through_the_tunnel_is_a_visitor_line_and_an_answer_line(
     assert visitor["integrationError"] == "-"
     assert visitor["responseBytes"] == str(len(answer.body))
     (answered,) = [e for e in seen if e.get("route") == "response"]
-    assert (answered["eventType"], answered["status"], answered["integrationError"]) == (
-        "MESSAGE",
+    assert (answered["status"], answered["integrationError"]) == (
         "200",
         "-",
     )
@@ -70,12 +69,8 @@ def logged(relay: LocalServer, enough: Callable[[list[dict[str, str]]], bool]) -
 def test_the_agents_connect_and_hello_are_logged(relay: LocalServer, tunnel: AgentProcess) -> None:
     (connection,) = relay.connection_ids()
 
-    def events(entries: list[dict[str, str]]) -> list[tuple[str, str, str]]:
-        return [
-            (e["eventType"], e["route"], e["status"])
-            for e in entries
-            if e.get("connectionId") == connection
-        ]
+    def events(entries: list[dict[str, str]]) -> list[tuple[str, str]]:
+        return [(e["route"], e["status"]) for e in entries if e.get("connectionId") == connection]
 
     entries = logged(relay, lambda entries: len(events(entries)) >= 2)
-    assert events(entries)[:2] == [("CONNECT", "$connect", "200"), ("MESSAGE", "$default", "200")]
+    assert events(entries)[:2] == [("$connect", "200"), ("$default", "200")]

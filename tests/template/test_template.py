@@ -1159,7 +1159,6 @@ COMMON_FIELDS = {
     "requestId": "$context.requestId",
     "time": "$context.requestTimeEpoch",
     "ip": "$context.identity.sourceIp",
-    "host": "$context.domainName",
     "status": "$context.status",
     "integrationError": "$context.integration.error",
 }
@@ -1171,6 +1170,7 @@ COMMON_FIELDS = {
         (
             "HttpApi",
             {
+                "host": "$context.domainName",
                 "method": "$context.httpMethod",
                 "path": "$context.path",
                 "latencyMs": "$context.responseLatency",
@@ -1180,8 +1180,9 @@ COMMON_FIELDS = {
         (
             "WebSocketStage",
             {
+                # No host (always the API's own) and no eventType (the route says it): every
+                # agent message writes a line, and CloudWatch Logs bills its bytes.
                 "route": "$context.routeKey",
-                "eventType": "$context.eventType",
                 "connectionId": "$context.connectionId",
                 "latencyMs": "$context.integrationLatency",
             },

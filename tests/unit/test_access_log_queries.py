@@ -110,6 +110,6 @@ def test_a_line_reads_as_time_source_request_status_latency_and_error() -> None:
         "2023-11-14 22:13:20  203.0.113.9  GET myapp.t.example.com/x  500  12 ms  r9"
         "  error: The Lambda function failed"
     )
-    agent = {**json.loads(agent_line("a9", 1_700_000_000_000)), "eventType": "CONNECT"}
-    assert "CONNECT $connect  connection C1=" in describe(agent)
+    agent = json.loads(agent_line("a9", 1_700_000_000_000))
+    assert "$connect  connection C1=" in describe(agent)
     assert "error" not in describe({**agent, "integrationError": "-"})
