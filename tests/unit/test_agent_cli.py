@@ -164,27 +164,6 @@ def test_the_rotation_interval_comes_from_the_flag_or_the_environment(
 
 
 @pytest.mark.parametrize(
-    ("argv", "env", "says"),
-    [
-        (["--rotate-after", "0.1"], None, "--rotate-after: give 1 to"),
-        (["--rotate-after", "9000"], None, "2 hours"),
-        ([], "soon", "HATCHWAY_ROTATE_SECONDS: give a number"),
-    ],
-)
-def test_a_rotation_interval_out_of_bounds_is_a_usage_error(
-    argv: list[str],
-    env: str | None,
-    says: str,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    if env is not None:
-        monkeypatch.setenv("HATCHWAY_ROTATE_SECONDS", env)
-    assert cli.main(["http", "3000", "--token", "hw_x", *argv]) == 2
-    assert says in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
     ("argv", "env", "grace"),
     [
         ([], None, STOP_GRACE_SECONDS),
@@ -203,22 +182,31 @@ def test_the_stop_grace_comes_from_the_flag_else_the_environment(
 
 
 @pytest.mark.parametrize(
-    ("argv", "env", "says"),
+    ("argv", "variable", "env", "says"),
     [
-        (["--stop-grace", "-0.1"], None, "--stop-grace: give 0 to 30 seconds"),
-        (["--stop-grace", str(MAX_STOP_GRACE_SECONDS + 0.1)], None, "give 0 to 30 seconds"),
-        ([], "later", "HATCHWAY_STOP_GRACE: give a number"),
+        (["--rotate-after", "0.1"], "HATCHWAY_ROTATE_SECONDS", None, "--rotate-after: give 1 to"),
+        (["--rotate-after", "9000"], "HATCHWAY_ROTATE_SECONDS", None, "2 hours"),
+        ([], "HATCHWAY_ROTATE_SECONDS", "soon", "HATCHWAY_ROTATE_SECONDS: give a number"),
+        (["--stop-grace", "-0.1"], "HATCHWAY_STOP_GRACE", None, "--stop-grace: give 0 to 30"),
+        (
+            ["--stop-grace", str(MAX_STOP_GRACE_SECONDS + 0.1)],
+            "HATCHWAY_STOP_GRACE",
+            None,
+            "give 0 to 30 seconds",
+        ),
+        ([], "HATCHWAY_STOP_GRACE", "later", "HATCHWAY_STOP_GRACE: give a number"),
     ],
 )
-def test_a_stop_grace_out_of_bounds_is_a_usage_error(
+def test_a_timing_setting_out_of_bounds_is_a_usage_error(
     argv: list[str],
+    variable: str,
     env: str | None,
     says: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     if env is not None:
-        monkeypatch.setenv("HATCHWAY_STOP_GRACE", env)
+        monkeypatch.setenv(variable, env)
     assert cli.main(["http", "3000", "--token", "hw_x", *argv]) == 2
     assert says in capsys.readouterr().err
 

@@ -310,6 +310,47 @@ def test_a_stream_cut_short_fails_as_the_servers_fault() -> None:
         assert not conn.reusable
 
 
+def live(answer: RawAnswer) -> tuple[Reply, bytes | type[Exception]]:
+    """A reply read with ``live``, and its live body's pieces joined (or what broke them)."""
+    with run_raw_app(lambda request: answer) as app:
+        conn = Connection.open("127.0.0.1", app.port, timeout=5)
+        try:
+            conn.send("GET", "/x", [])
+            reply = conn.receive("GET", LIMIT, live=True)
+            if reply.live is None:
+                return reply, reply.body
+            try:
+                return reply, b"".join(reply.live.pieces(idle=5))
+            except (Truncated, BadReply) as exc:
+                return reply, type(exc)
+        finally:
+            conn.close()
+
+
+CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+EVENTS = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+
+
+@pytest.mark.parametrize(
+    ("answer", "streamed", "body"),
+    [
+        (RawAnswer(CHUNKED + b"3\r\nabc\r\n2;x=1\r\nde\r\n0\r\nT: 1\r\n\r\n"), True, b"abcde"),
+        (RawAnswer(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", "close"), True, b"until the end"),
+        (RawAnswer(EVENTS + b"Content-Length: 9\r\n\r\ndata: 1\n\n"), True, b"data: 1\n\n"),
+        (ok(b"known length"), False, b"known length"),  # whole, as always
+        (RawAnswer(CHUNKED + b"5\r\nab", "close"), True, Truncated),
+        (RawAnswer(EVENTS + b"Content-Length: 9\r\n\r\ndata", "close"), True, Truncated),
+        (RawAnswer(CHUNKED + b"zz\r\n", "close"), True, BadReply),
+    ],
+)
+def test_a_live_body_is_passed_on_in_pieces_with_its_framing_taken_off(
+    answer: RawAnswer, streamed: bool, body: bytes | type[Exception]
+) -> None:
+    reply, got = live(answer)
+    assert (reply.live is not None) is streamed
+    assert got == body
+
+
 def test_a_request_body_given_as_chunks_goes_out_whole() -> None:
     with run_raw_app(lambda request: ok(request.body)) as app:
         conn = Connection.open("127.0.0.1", app.port, timeout=5)

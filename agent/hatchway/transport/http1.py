@@ -368,14 +368,7 @@ class Connection:
         parts: list[bytes] = []
         size = 0
         while True:
-            line = self._line()
-            digits = line.split(b";", 1)[0].strip()
-            try:
-                chunk = int(digits, 16)
-            except ValueError:
-                raise BadReply(f"bad chunk size line {line[:40]!r}") from None
-            if chunk < 0:
-                raise BadReply(f"bad chunk size line {line[:40]!r}")
+            chunk = _chunk_size(self._line())
             if chunk == 0:
                 break
             if size + chunk > limit:
@@ -540,14 +533,7 @@ class LiveBody:
     def _chunked(self) -> Iterator[bytes]:
         conn = self.conn
         while True:
-            line = conn._line()
-            digits = line.split(b";", 1)[0].strip()
-            try:
-                left = int(digits, 16)
-            except ValueError:
-                raise BadReply(f"bad chunk size line {line[:40]!r}") from None
-            if left < 0:
-                raise BadReply(f"bad chunk size line {line[:40]!r}")
+            left = _chunk_size(conn._line())
             if left == 0:
                 while conn._line():  # trailer fields, ignored as a proxy may
                     pass
@@ -560,6 +546,18 @@ class LiveBody:
                 yield piece
             if conn._line():
                 raise BadReply("a chunk is longer than its size line says")
+
+
+def _chunk_size(line: bytes) -> int:
+    """The size a chunked body's size line announces (its extensions ignored)."""
+    digits = line.split(b";", 1)[0].strip()
+    try:
+        size = int(digits, 16)
+    except ValueError:
+        raise BadReply(f"bad chunk size line {line[:40]!r}") from None
+    if size < 0:
+        raise BadReply(f"bad chunk size line {line[:40]!r}")
+    return size
 
 
 def _is_event_stream(headers: list[tuple[str, str]]) -> bool:
