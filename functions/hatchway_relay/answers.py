@@ -121,6 +121,7 @@ class AnswerReader:
         ends_by = clock.now() + protocol.STREAM_MAX_SECONDS
         seq = 0
         try:
+            yield b""  # started: from here closing the steps runs the cleanup below
             while True:
                 idle_until = min(clock.now() + protocol.STREAM_IDLE_SECONDS, ends_by)
                 stored = None

@@ -71,7 +71,8 @@ BodySteps = Generator[AwaitChunk | bytes, bytes | None, None]
 """A streamed body as steps: it yields each wait for the next stored chunk (``AwaitChunk``; it
 is sent back the chunk, or None when none came by then) and each piece of the body to send
 (bytes; it is sent back None), and returns at the body's end. ``StreamCut`` raised from it
-means the body must be cut, not ended as if whole."""
+means the body must be cut, not ended as if whole. Its first step is an empty piece, taken
+before anything else: a generator closed before it started would skip its own cleanup."""
 
 
 class StreamCut(Exception):

@@ -50,6 +50,7 @@ async def write_streamed(
     """Send ``response``'s head, then each piece ``steps`` gives as it comes, chunked."""
     loop = asyncio.get_running_loop()
     response.enable_chunked_encoding()
+    steps.send(None)  # started (an empty piece, no wait): closing it now cleans up
     try:
         await response.prepare(request)
         while (piece := await loop.run_in_executor(None, _next_piece, steps, chunks)) is not None:
