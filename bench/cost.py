@@ -261,7 +261,12 @@ print(usage.ru_utime + usage.ru_stime)
 """
 
 
-def init_cpu_seconds(runs: int = 3) -> float:
+INIT_PROBES = 7
+"""Fresh interpreters whose import CPU is measured: a cold start's CPU varies by a fifth from one
+to the next on a shared machine, and the median of seven moves far less than that of three."""
+
+
+def init_cpu_seconds(runs: int = INIT_PROBES) -> float:
     """CPU seconds of a cold start on one full core: a fresh interpreter importing the handler
     module (``hatchway_relay.aws``, the one every function names) and building its clients, as
     on a first invocation; the median of ``runs``. CPU time rather than wall time, so that the
