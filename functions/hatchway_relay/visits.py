@@ -302,6 +302,8 @@ class VisitorPath:
         if refusal is not None:  # never reaches the agent
             page = error_reply(refusal.status, refusal.code, refusal.message, refusal.headers)
             return self._scoped(page, route)
+        if guards.header(visit.headers, "sec-websocket-key") is not None:
+            return self._scoped(_websocket_refused(name), route)
         if shared is not None:
             visit = replace(visit, headers=shares.without_cookie(visit.headers))
         connection_id = self._choose(claim, now, tried)
@@ -712,3 +714,16 @@ class VisitorPath:
             f"The agent serving tunnel {tunnel!r} {what}. It reconnects by itself if it is "
             "still running; otherwise restart `hatchway http`.",
         )
+
+
+def _websocket_refused(tunnel: str) -> Reply:
+    """A visitor's WebSocket upgrade (it names a ``Sec-WebSocket-Key``): the relay's HTTP front
+    answers each request once and cannot hold a connection open both ways, so the app never
+    sees it; refused in words rather than sent on as a plain GET that fails the handshake."""
+    return error_reply(
+        501,
+        "websocket-unsupported",
+        f"The visitor asked to open a WebSocket to tunnel {tunnel!r}; the relay does not carry "
+        "WebSockets yet (its HTTP front answers each request once). Pages load as usual; what "
+        "needs a WebSocket, such as a dev server's hot reload, does not work through the tunnel.",
+    )

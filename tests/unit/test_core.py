@@ -1895,3 +1895,21 @@ def test_leaving_twice_or_unknown_changes_nothing_and_answers_nothing(h: Harness
     assert claim is not None and (claim.left_at, claim.expires_at) == (left, left + HOLD)
     h.relay.on_message("never-connected", codec.encode(protocol.Leaving()))
     assert len(h.poster.posted) == welcomed  # nothing was said to anyone
+
+
+# --- Visitors' WebSockets ----------------------------------------------------------------------
+
+
+def test_a_websocket_upgrade_is_refused_in_words_and_never_reaches_the_app(h: Harness) -> None:
+    agent = h.agent("c1")
+    upgrade = (
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("sec-websocket-version", "13"),
+    )
+    reply = h.relay.visit(h.get("/@vite/client", headers=upgrade))
+    assert reply.status == 501
+    assert ("x-hatchway-error", "websocket-unsupported") in reply.headers
+    assert b"hot reload" in reply.body
+    assert agent.requests == []
