@@ -244,40 +244,35 @@ class MemoryStore:
 
     def release_claim(self, name: str, connection_id: str) -> bool:
         with self._lock:
-            held = self._claims.get(name)
+            held = self._held_by(name, connection_id)
             if held is None:
                 return False
-            if held.pool:
-                if all(m.connection_id != connection_id for m in held.members):
-                    return False
-                rest = held.without(connection_id)
-                if rest.members:
-                    self._claims[name] = rest
-                else:
-                    del self._claims[name]
-                return True
-            if held.connection_id != connection_id:
-                return False
-            del self._claims[name]
+            rest = held.without(connection_id)
+            if held.pool and rest.members:
+                self._claims[name] = rest
+            else:
+                del self._claims[name]
             return True
 
     def leave_claim(self, name: str, connection_id: str, now: float, hold_until: float) -> bool:
         with self._lock:
-            held = self._claims.get(name)
+            held = self._held_by(name, connection_id)
             if held is None:
                 return False
-            if held.pool:
-                if all(m.connection_id != connection_id for m in held.members):
-                    return False
-                rest = held.without(connection_id)
-                if not rest.holders(now):  # its last live member: visitors wait for a restart
-                    rest = replace(rest, left_at=now, expires_at=hold_until)
-                self._claims[name] = rest
-                return True
-            if held.connection_id != connection_id:
-                return False
-            self._claims[name] = replace(held, left_at=now, expires_at=hold_until)
+            rest = held.without(connection_id)
+            if not held.pool or not rest.holders(now):  # visitors wait for a restart
+                rest = replace(rest, left_at=now, expires_at=hold_until)
+            self._claims[name] = rest
             return True
+
+    def _held_by(self, name: str, connection_id: str) -> Claim | None:
+        """The claim on ``name`` if ``connection_id`` holds it (alone, or as a pool member)."""
+        held = self._claims.get(name)
+        if held is None:
+            return None
+        if held.pool:
+            return held if any(m.connection_id == connection_id for m in held.members) else None
+        return held if held.connection_id == connection_id else None
 
     # The relay's own key
 
