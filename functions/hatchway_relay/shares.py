@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import math
 import secrets
+import string
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl, urlencode
@@ -38,9 +39,14 @@ class Credential:
     """True when it came in the query string (the link was just opened), False from a cookie."""
 
 
+ID_FIRST_CHARS = string.ascii_letters + string.digits
+"""A link's id starts with one of these: one starting with "-" would be read as an option by
+``hatchway share revoke ID`` (and by most command lines it is pasted into)."""
+
+
 def new_secret() -> tuple[str, str]:
     """A fresh (id, secret) pair; both are URL-safe and cannot contain the separator."""
-    share_id = secrets.token_urlsafe(9)[:ID_CHARS].replace(".", "-")
+    share_id = secrets.choice(ID_FIRST_CHARS) + secrets.token_urlsafe(9)[: ID_CHARS - 1]
     return share_id, secrets.token_urlsafe(SECRET_BYTES).replace(".", "-")
 
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hatchway import protocol
 from hatchway.protocol import codec
 from hatchway_local.platform import wire_header
-from hatchway_relay import admin, restarts, visits
+from hatchway_relay import admin, restarts, shares, visits
 from hatchway_relay.adapters.memory_store import MemoryStore
 from hatchway_relay.core import Relay, RelayConfig, Reply, Visit, error_reply
 from hatchway_relay.ports import Claim, PostFailed, TokenLimits
@@ -1913,3 +1913,10 @@ def test_a_websocket_upgrade_is_refused_in_words_and_never_reaches_the_app(h: Ha
     assert ("x-hatchway-error", "websocket-unsupported") in reply.headers
     assert b"hot reload" in reply.body
     assert agent.requests == []
+
+
+def test_a_share_links_id_never_starts_like_an_option() -> None:
+    # `hatchway share revoke -abc` reads -abc as an option: one id in 64 began with "-".
+    ids = [shares.new_secret()[0] for _ in range(2000)]
+    assert all(i[0].isalnum() and len(i) == shares.ID_CHARS for i in ids)
+    assert len(set(ids)) == len(ids)
