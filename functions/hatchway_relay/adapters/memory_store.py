@@ -382,13 +382,19 @@ class MemoryStore:
             awaited = self._awaited.get(request_id)
             if awaited is None:
                 return None
-            seconds = until - self._clock.now()
-            if awaited.answer is None and seconds > 0:  # else a look, never a wait
-                if awaited.ready is None:
-                    awaited.ready = threading.Condition(self._lock)
-                # One wake-up is enough: the caller re-checks liveness and calls again.
-                self._clock.wait(awaited.ready, seconds)
+            self._wait_once(awaited, awaited.answer is not None, until)
             return awaited.answer
+
+    def _wait_once(self, awaited: _Awaited, landed: bool, until: float) -> None:
+        """Unless what the caller looks for has ``landed`` or ``until`` has passed (then it is a
+        look, never a wait), wait for the next thing that lands for ``awaited``, with the
+        store's lock held. One wake-up is enough: the caller looks again, and calls again."""
+        seconds = until - self._clock.now()
+        if landed or seconds <= 0:
+            return
+        if awaited.ready is None:
+            awaited.ready = threading.Condition(self._lock)
+        self._clock.wait(awaited.ready, seconds)
 
     def watch_response(self, request_id: str, wake: Callable[[], None]) -> None:
         """Call ``wake`` once, when ``request_id``'s answer lands or its connection goes (from
@@ -427,9 +433,5 @@ class MemoryStore:
             awaited = self._awaited.get(request_id)
             if awaited is None:
                 return None
-            seconds = until - self._clock.now()
-            if seq not in awaited.chunks and seconds > 0:
-                if awaited.ready is None:
-                    awaited.ready = threading.Condition(self._lock)
-                self._clock.wait(awaited.ready, seconds)
+            self._wait_once(awaited, seq in awaited.chunks, until)
             return awaited.chunks.pop(seq, None)
