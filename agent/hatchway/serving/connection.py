@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -516,7 +516,7 @@ class Connection:
                     return
             session.on_request_done(request, response, elapsed_ms)
 
-    def _stream(self, request: Request, pieces: Iterator[bytes]) -> None:
+    def _stream(self, request: Request, pieces: Generator[bytes, None, None]) -> None:
         """Pass a streamed body on as the app writes it, one ``Chunk`` per piece (split at
         ``MAX_CHUNK_BYTES``), then the end: cut, with a fault, if the app failed mid-stream."""
         http1.long_work_ahead()  # a stream holds its thread: the reader goes on elsewhere
@@ -538,9 +538,7 @@ class Connection:
         except OSError as exc:  # the relay's connection, or the app's
             fault = f"the stream broke: {type(exc).__name__}: {exc}"
         finally:
-            close = getattr(pieces, "close", None)
-            if callable(close):
-                close()
+            pieces.close()  # the app's connection with it
         if fault is not None:
             log.warning("request %s: %s", request.id, fault)
         with contextlib.suppress(OSError, ProtocolError):

@@ -21,7 +21,7 @@ import dataclasses
 import http
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 from hatchway import protocol
@@ -69,13 +69,19 @@ class LargeResponse(Response):
             )
 
 
+def _no_pieces() -> Generator[bytes, None, None]:
+    yield from ()
+
+
 @dataclass(frozen=True)
 class StreamedResponse(Response):
     """A response whose body ``pieces`` gives as the app writes it: the session sends the head,
     then each piece in a ``Chunk`` (a tunnel started with ``--stream``)."""
 
     streamed: bool = True
-    pieces: Iterator[bytes] = field(default_factory=lambda: iter(()), repr=False, compare=False)
+    pieces: Generator[bytes, None, None] = field(
+        default_factory=_no_pieces, repr=False, compare=False
+    )
 
 
 def response_with_body(

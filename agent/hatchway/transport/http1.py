@@ -20,7 +20,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -496,7 +496,7 @@ class LiveBody:
         self.conn = conn
         self.framing = framing
 
-    def pieces(self, idle: float) -> Iterator[bytes]:
+    def pieces(self, idle: float) -> Generator[bytes, None, None]:
         conn = self.conn
         try:
             conn.sock.settimeout(idle)
