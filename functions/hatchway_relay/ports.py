@@ -100,6 +100,24 @@ class ConnectionRecord:
 
 
 @dataclass(frozen=True)
+class SocketRecord:
+    """A visitor's WebSocket (its connection id on the visitor-socket API, ``socket_id``),
+    paired with the agent connection that carries it to the local app."""
+
+    socket_id: str
+    connection_id: str
+    """The agent's connection: where the visitor's messages go, and the only one whose
+    messages may reach this visitor."""
+    token_id: str
+    """The token of the agent that accepted it: only a connection of the same token may take
+    it over (``SocketMove``)."""
+    tunnel: str
+    opened_at: float
+    expires_at: float
+    """When API Gateway closes it anyway (``SOCKET_MAX_SECONDS``); stores forget it by then."""
+
+
+@dataclass(frozen=True)
 class TunnelReport:
     """What one agent's ping says about one tunnel it serves (``protocol.Ping``): requests
     answered and errors by cause since its connection opened, and the latency of its answers
@@ -303,6 +321,21 @@ class Poster(Protocol):
         ...
 
 
+class SocketPoster(Protocol):
+    """Visitors' WebSockets on the visitor-socket API (``@connections`` of that API on AWS)."""
+
+    def send(self, socket_id: str, data: bytes, binary: bool) -> None:
+        """Send one message; ``ConnectionGone`` if the socket is gone (or not yet open: API
+        Gateway refuses posts until ``$connect`` has returned), ``PostFailed`` otherwise."""
+        ...
+
+    def close(self, socket_id: str, code: int, reason: str) -> None:
+        """Close the socket. API Gateway's DeleteConnection carries no code: there the visitor
+        sees 1000 whatever ``code`` is; the local gateway sends ``code`` and ``reason``.
+        Closing a socket already gone does nothing."""
+        ...
+
+
 class SecretBox(Protocol):
     """Seals the secrets the relay must store but use in clear (webhook signing secrets): KMS
     on AWS; ``PlainSecretBox`` where the store never leaves the process."""
@@ -489,6 +522,26 @@ class Store(Protocol):
     def forget_response(self, request_id: str) -> None:
         """The waiter is done. ``MemoryStore`` frees the slot; DynamoDB leaves the item to TTL,
         which deletes for free."""
+        ...
+
+    # Visitors' WebSockets
+    def put_socket(self, record: SocketRecord) -> None:
+        """Pair a visitor's socket with its agent connection (``sockets_of`` lists it)."""
+        ...
+
+    def get_socket(self, socket_id: str) -> SocketRecord | None: ...
+    def move_socket(self, socket_id: str, token_id: str, connection_id: str) -> bool:
+        """Carry the socket on ``connection_id`` from now on, if a connection of ``token_id``
+        holds it; False otherwise (gone, or another token's)."""
+        ...
+
+    def delete_socket(self, socket_id: str) -> SocketRecord | None:
+        """Forget the socket; return what was forgotten, None if it was already gone (of two
+        callers at once, exactly one gets the record)."""
+        ...
+
+    def sockets_of(self, connection_id: str) -> list[str]:
+        """The ids of the sockets ``connection_id`` carries (moved ones no longer count)."""
         ...
 
     # Streamed bodies (a relay whose front streams: ``RelayConfig.streams``). The WebSocket

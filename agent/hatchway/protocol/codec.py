@@ -69,6 +69,7 @@ from hatchway.protocol import (
     Welcome,
     Working,
     b64,
+    sockets,
     validate_id,
     validate_name,
 )
@@ -179,6 +180,8 @@ def _to_dict(message: Message, compress: bool) -> dict[str, Any]:
             out["body_size"] = message.body_size
         if message.upload_url is not None:
             out["upload_url"] = message.upload_url
+        if message.socket:
+            out["socket"] = message.socket
         return out | _body_fields(message.body, compress, "visitor's request")
     if isinstance(message, Response):
         stored = b64.encode(stored_answer(message, compress))
@@ -241,6 +244,8 @@ def _to_dict(message: Message, compress: bool) -> dict[str, Any]:
         if message.fault is not None:
             out["fault"] = message.fault[:MAX_MESSAGE_TEXT]
         return out
+    if isinstance(message, sockets.SocketMessage):
+        return sockets.socket_to_dict(message)
     if isinstance(message, Undelivered):  # the platform's shape, not the protocol's
         return {"message": message.message, "connectionId": "", "requestId": message.request_id}
     if isinstance(message, Error):
@@ -471,6 +476,8 @@ def _decode_object(obj: dict[str, Any]) -> Message:
             end,
             None if fault is None else _text(fault[:MAX_MESSAGE_TEXT]),
         )
+    if kind in sockets.SOCKET_TYPES:
+        return sockets.socket_from_dict(obj)
     if kind == "leaving":
         return Leaving()
     if kind == "error":
@@ -640,6 +647,7 @@ def _decode_request(obj: dict[str, Any]) -> Request:
             else MAX_INLINE_RESPONSE_BYTES
         ),
         start_by=_number(obj, "start_by", where, default=0.0),
+        socket=_optional_str(obj, "socket", where) or "",
     )
 
 

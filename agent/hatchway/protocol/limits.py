@@ -232,3 +232,47 @@ HOP_BY_HOP_HEADERS = frozenset(
         "content-length",
     }
 )
+
+# --- Visitors' WebSockets ----------------------------------------------------------------------
+
+MAX_SOCKET_MESSAGE_BYTES = MAX_STORED_ANSWER_BYTES
+"""Most bytes of one WebSocket message between a visitor and the local app, either way: it
+crosses the relay base64-encoded inside one protocol message (``SocketFrame``), which must fit
+``MAX_MESSAGE_BYTES``. API Gateway itself takes visitor messages up to 128 KB; larger ones than
+this close the socket with 1009 and a reason that names this limit."""
+
+SOCKET_IDLE_SECONDS = 10 * 60
+"""API Gateway closes a WebSocket with no message either way for this long (1001); the agent
+closes the app's side of a socket idle this long too, in case the relay's close never came."""
+
+SOCKET_MAX_SECONDS = MAX_CONNECTION_SECONDS
+"""API Gateway closes any WebSocket this long after it opened (1001); a visitor's socket too."""
+
+SOCKET_ACK_SECONDS = 30.0
+"""How long the agent waits for the relay to confirm one app message reached the visitor
+(``SocketAck``) before it closes the socket (1011): the next message waits for the confirmation,
+which is what keeps a socket's messages in order across concurrent relay invocations."""
+
+MAX_SOCKETS_PER_CONNECTION = 256
+"""Most visitor WebSockets one agent connection carries at once; a visitor past it is refused
+with 503 before the app is reached."""
+
+MAX_SOCKET_ID_LENGTH = 128
+"""Longest visitor socket id (API Gateway connection ids are 16 characters of base64)."""
+
+MAX_CLOSE_REASON_BYTES = 123
+"""Longest close reason a WebSocket close frame carries (RFC 6455 5.5: 125 bytes of payload,
+two of them the code)."""
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+"""The visitor left, the agent stopped, or API Gateway's idle or duration limit was reached."""
+CLOSE_UNSUPPORTED_DATA = 1003
+"""A binary message where the relay carries text only (API Gateway's WebSocket API)."""
+CLOSE_NO_STATUS = 1005
+CLOSE_ABNORMAL = 1006
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+"""A message past ``MAX_SOCKET_MESSAGE_BYTES``."""
+CLOSE_INTERNAL = 1011
+"""The other side failed: the app, the agent or the relay (the reason says which)."""

@@ -29,6 +29,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from hatchway.protocol.errors import ProtocolError as ProtocolError
 from hatchway.protocol.limits import (
     BASIC_AUTH_ITERATIONS,
     BASIC_AUTH_SALT_BYTES,
@@ -67,6 +68,13 @@ from hatchway.protocol.limits import (
     SHARE_OPS,
     WEBHOOK_PROVIDERS,
 )
+from hatchway.protocol.sockets import (
+    SocketAck,
+    SocketClose,
+    SocketFrame,
+    SocketMove,
+    validate_socket_id,
+)
 
 _ID_PATTERN = re.compile(rf"^[A-Za-z0-9_-]{{1,{MAX_ID_LENGTH}}}\Z")
 _INSTANCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]*\Z")
@@ -90,14 +98,6 @@ _BASIC_AUTH_HASH_PATTERN = re.compile(
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 # Used with fullmatch: a pattern ending in "$" also lets a trailing newline through.
 _CAUSE_PATTERN = re.compile(rf"[a-z][a-z0-9-]{{0,{MAX_CAUSE_LENGTH - 1}}}")
-
-
-class ProtocolError(ValueError):
-    """Input that breaks the protocol. ``status`` is the HTTP status to answer a visitor with."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # --- Messages ---------------------------------------------------------------------------------
@@ -493,9 +493,13 @@ class Request:
     upload_url: str | None = field(default=None, repr=False)
     inline_max: int = MAX_INLINE_RESPONSE_BYTES
     start_by: float = 0.0
+    socket: str = ""
+    """A visitor's WebSocket to open (its id), answered 101 once the app accepted it."""
 
     def __post_init__(self) -> None:
         validate_id(self.id)
+        if self.socket:
+            validate_socket_id(self.socket)
         if not math.isfinite(self.start_by) or self.start_by < 0:
             raise ProtocolError("request: start_by must be a time")
         validate_name(self.tunnel)
@@ -599,6 +603,10 @@ Message = (
     | Response
     | Chunk
     | Undelivered
+    | SocketFrame
+    | SocketAck
+    | SocketClose
+    | SocketMove
 )
 
 

@@ -90,3 +90,8 @@ def report_update(
     else:
         removes += [f"{at}#p50", f"{at}#p95"]
     return sets, removes
+
+
+def binary_value(value: Any) -> bytes:
+    """A binary attribute's bytes: the resource API reads them as ``Binary`` wrappers."""
+    return bytes(value.value if hasattr(value, "value") else value)

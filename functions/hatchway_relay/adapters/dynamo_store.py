@@ -58,6 +58,7 @@ from botocore.exceptions import ClientError
 from hatchway import protocol
 from hatchway.protocol import codec
 from hatchway_relay.adapters.dynamo_items import (
+    binary_value,
     dec,
     limits,
     limits_attribute,
@@ -70,6 +71,7 @@ from hatchway_relay.adapters.dynamo_items import (
 from hatchway_relay.adapters.dynamo_requests import condition_failed as _condition_failed
 from hatchway_relay.adapters.dynamo_requests import expressions as _expressions
 from hatchway_relay.adapters.dynamo_requests import update_expression as _update_expression
+from hatchway_relay.adapters.dynamo_sockets import DynamoSockets
 from hatchway_relay.adapters.dynamo_table import (
     CLAIMS_LISTING,
     CONNECTIONS_LISTING,
@@ -116,11 +118,6 @@ joined or left in between (one of them succeeded), so a full pool's worth of sim
 joiners all get through."""
 
 
-def _bytes(value: Any) -> bytes:
-    # The resource API reads binary attributes as ``Binary`` wrappers.
-    return bytes(value.value if hasattr(value, "value") else value)
-
-
 def _ttl(expires_at: float) -> int:
     return int(expires_at + TTL_MARGIN_SECONDS)
 
@@ -145,7 +142,7 @@ def _poll_delays(hint: float) -> Iterator[float]:
         delay = min(delay * POLL_BACKOFF, MAX_POLL_SECONDS)
 
 
-class DynamoStore:
+class DynamoStore(DynamoSockets):
     """The ``Store`` port over one DynamoDB table (a boto3 ``Table`` resource)."""
 
     def __init__(self, table: Any, clock: Clock | None = None) -> None:
@@ -704,7 +701,7 @@ class DynamoStore:
             )
             item = self._get("relay", "key")
         assert item is not None, "the relay key was just written"
-        return _bytes(item["key"])
+        return binary_value(item["key"])
 
     # Reserved names
 
@@ -765,7 +762,7 @@ class DynamoStore:
             last = self._clock.now() >= until
             item = self._get(key["pk"], key["sk"], consistent=last)
             if item is not None and attribute in item:
-                return _bytes(item[attribute])
+                return binary_value(item[attribute])
             if last:
                 return None
 

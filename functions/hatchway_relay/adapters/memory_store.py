@@ -22,6 +22,7 @@ from hatchway_relay.ports import (
     Clock,
     ConnectionRecord,
     ShareRecord,
+    SocketRecord,
     SystemClock,
     TokenRecord,
     TunnelReport,
@@ -75,6 +76,7 @@ class MemoryStore:
         self._awaited: dict[str, _Awaited] = {}
         self._sightings: dict[str, float] = {}
         self._shares: dict[str, ShareRecord] = {}
+        self._sockets: dict[str, SocketRecord] = {}
         self._key = secrets.token_bytes(32)
 
     # Tokens
@@ -100,6 +102,32 @@ class MemoryStore:
     def delete_token(self, token_hash: str) -> None:
         with self._lock:
             self._tokens.pop(token_hash, None)
+
+    # Visitors' WebSockets
+
+    def put_socket(self, record: SocketRecord) -> None:
+        with self._lock:
+            self._sockets[record.socket_id] = record
+
+    def get_socket(self, socket_id: str) -> SocketRecord | None:
+        with self._lock:
+            return self._sockets.get(socket_id)
+
+    def move_socket(self, socket_id: str, token_id: str, connection_id: str) -> bool:
+        with self._lock:
+            record = self._sockets.get(socket_id)
+            if record is None or record.token_id != token_id:
+                return False
+            self._sockets[socket_id] = replace(record, connection_id=connection_id)
+            return True
+
+    def delete_socket(self, socket_id: str) -> SocketRecord | None:
+        with self._lock:
+            return self._sockets.pop(socket_id, None)
+
+    def sockets_of(self, connection_id: str) -> list[str]:
+        with self._lock:
+            return [s.socket_id for s in self._sockets.values() if s.connection_id == connection_id]
 
     # Connections
 
