@@ -41,6 +41,13 @@ class RelayConfig:
     """Whether the front in use passes a response on as it comes: ``hatchway-local``'s does;
     API Gateway's HTTP API buffers every Lambda response, so a relay on AWS refuses tunnels
     that ask to stream (see ``docs/aws.md``)."""
+    socket_binary: bool = False
+    """Whether visitors' sockets carry binary messages: ``hatchway-local``'s do; API Gateway's
+    WebSocket API closes a visitor's binary message with 1003, so a relay on AWS carries text
+    only and closes a socket whose app sends binary, in words."""
+    front_secret: str | None = None
+    """The secret the front (CloudFront) sends with each visitor socket it passes on; a
+    ``$connect`` without it is refused. None: no front (``hatchway-local`` is its own)."""
     inline_response_bytes: int = protocol.MAX_INLINE_RESPONSE_BYTES
     """Largest packed response body an agent sends inline; larger ones go to the blob store.
     On DynamoDB this is where one stored item stops being cheaper than S3 (``prices``)."""

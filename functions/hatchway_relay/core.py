@@ -30,6 +30,7 @@ from hatchway_relay.ports import (
     PostFailed,
     SecretBox,
     ShareRecord,
+    SocketPoster,
     Store,
     TokenLimits,
     TokenRecord,
@@ -37,6 +38,7 @@ from hatchway_relay.ports import (
     pool_options,
 )
 from hatchway_relay.replies import Reply, Route, Visit, error_reply
+from hatchway_relay.sockets import VisitorSockets
 from hatchway_relay.visits import PATH_MODE_PREFIX, VisitorPath
 
 __all__ = [
@@ -57,6 +59,9 @@ STREAMS_UNAVAILABLE = (
     "(responses then arrive whole, within 28 s), or use hatchway-local, which streams"
 )
 """Why a relay on AWS refuses a tunnel that asks to stream (``--stream``)."""
+
+SOCKET_MESSAGES = (protocol.SocketFrame, protocol.SocketClose, protocol.SocketMove)
+"""What an agent sends about visitors' sockets (``sockets``)."""
 
 RANDOM_NAME_ATTEMPTS = 8
 """Tries at a fresh random name before giving up (collisions are rare: ~26 bits each)."""
@@ -99,6 +104,7 @@ class Relay:
         metrics: Metrics | None = None,
         blobs: BlobStore | None = None,
         secrets: SecretBox | None = None,
+        sockets: SocketPoster | None = None,
     ) -> None:
         self.store = store
         self.poster = poster
@@ -110,6 +116,8 @@ class Relay:
         self._hostname_tunnels = frozenset(config.custom_hostnames.values())
         self._key: bytes | None = None
         self.visitors = VisitorPath(self)
+        self.sockets = VisitorSockets(self, sockets) if sockets is not None else None
+        """Visitors' WebSockets; None where the relay has no visitor-socket API to post to."""
 
     @property
     def key(self) -> bytes:
@@ -198,6 +206,8 @@ class Relay:
         Every cleanup goes through here: ``$disconnect``, a 410 from the poster, a dead agent
         found by a waiting request.
         """
+        if self.sockets is not None:  # while the connection still lists its sockets
+            self.sockets.agent_gone(connection_id)
         admin.forget_connection(self.store, connection_id)
         log.info("connection %s dropped", request_ids.log_id(connection_id))
 
@@ -224,6 +234,8 @@ class Relay:
             self.store.put_chunk(message.id, connection_id, message.seq, text.encode())
         elif isinstance(message, protocol.Leaving):
             self._leave(connection_id)
+        elif isinstance(message, SOCKET_MESSAGES) and self.sockets is not None:
+            self.sockets.from_agent(connection_id, message)
         else:
             self._send(
                 connection_id,

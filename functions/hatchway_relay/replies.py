@@ -27,6 +27,8 @@ class Visit:
     integration timeout counts from then, cold start included."""
     time_left: float | None = None
     """Seconds the function has left (Lambda's ``get_remaining_time_in_millis``)."""
+    socket: str = ""
+    """A visitor's WebSocket being opened: its id on the visitor-socket API (``sockets``)."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Protocol, TypeVar
 
 from hatchway import protocol
 from hatchway.protocol import ProtocolError, codec
-from hatchway_relay import access, guards, path_mode, request_ids, restarts, shares
+from hatchway_relay import access, guards, path_mode, request_ids, restarts, shares, sockets
 from hatchway_relay.answers import BLOB_URL_SECONDS, AnswerReader, forget_blob
 from hatchway_relay.config import RelayConfig
 from hatchway_relay.ports import (
@@ -302,7 +302,7 @@ class VisitorPath:
         if refusal is not None:  # never reaches the agent
             page = error_reply(refusal.status, refusal.code, refusal.message, refusal.headers)
             return self._scoped(page, route)
-        if guards.header(visit.headers, "sec-websocket-key") is not None:
+        if guards.header(visit.headers, "sec-websocket-key") is not None and not visit.socket:
             return self._scoped(_websocket_refused(name), route)
         if shared is not None:
             visit = replace(visit, headers=shares.without_cookie(visit.headers))
@@ -512,6 +512,7 @@ class VisitorPath:
             path=route.path,
             query=visit.query,
             headers=self._forwarded(claim, visit),
+            socket=visit.socket,
             body=body,
             deadline=deadline,
             body_url=body_url,
@@ -526,6 +527,8 @@ class VisitorPath:
         own credentials, with ``X-Forwarded-For`` ending in the address the platform saw and
         ``X-Forwarded-Proto`` saying how the relay was reached (a visitor cannot claim either)."""
         headers = guards.forwarded_headers(claim, protocol.strip_hop_by_hop(visit.headers))
+        if visit.socket:
+            headers = sockets.request_headers(headers)
         chain = [
             hop.strip()
             for name, value in headers
@@ -628,6 +631,11 @@ class VisitorPath:
             if isinstance(answer, Reply):
                 return answer
             self._remember_latency(request.tunnel, self.relay.clock.now() - started)
+            if request.socket:
+                store, clock = self.relay.store, self.relay.clock
+                paired = sockets.opened(store, clock, request, claim, answer, connection_id)
+                if paired is not None:
+                    return paired
             reply = self.answers.reply_from(request, claim, answer, connection_id)
             streaming = isinstance(reply, StreamedReply)
             return reply
@@ -717,13 +725,15 @@ class VisitorPath:
 
 
 def _websocket_refused(tunnel: str) -> Reply:
-    """A visitor's WebSocket upgrade (it names a ``Sec-WebSocket-Key``): the relay's HTTP front
+    """A visitor's WebSocket upgrade (it names a ``Sec-WebSocket-Key``) that reached the HTTP
+    API (a relay on AWS without the front that sends upgrades to the visitor-socket API): it
     answers each request once and cannot hold a connection open both ways, so the app never
     sees it; refused in words rather than sent on as a plain GET that fails the handshake."""
     return error_reply(
         501,
         "websocket-unsupported",
-        f"The visitor asked to open a WebSocket to tunnel {tunnel!r}; the relay does not carry "
-        "WebSockets yet (its HTTP front answers each request once). Pages load as usual; what "
-        "needs a WebSocket, such as a dev server's hot reload, does not work through the tunnel.",
+        f"The visitor asked to open a WebSocket to tunnel {tunnel!r}, and this address reaches "
+        "only the relay's HTTP API, which answers each request once. Pages load as usual; what "
+        "needs a WebSocket, such as a dev server's hot reload, needs the relay's front for "
+        "WebSockets (the VisitorFront option of a relay on AWS; hatchway-local has it built in).",
     )

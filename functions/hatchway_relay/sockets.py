@@ -1,0 +1,342 @@
+"""Visitors' WebSockets through the relay: a visitor's socket on the visitor-socket API paired
+with the agent connection that carries it to the local app, and their messages passed both ways.
+
+* ``$connect`` is a visit like any other (the tunnel's rules apply exactly as for HTTP): the
+  agent gets a ``Request`` naming the socket, opens the app's WebSocket and answers 101 (or the
+  app's refusal). Only then is the pair stored (``opened``), and the handshake completes.
+* A visitor's message (``$default``) goes to the agent as a ``SocketFrame``.
+* An app's message comes from the agent as a ``SocketFrame``; it is posted to the visitor and
+  acknowledged to the agent (``SocketAck``), which sends the next one only then: relay
+  invocations may run at once, and one message in flight per socket keeps them in order.
+* Either side's close is passed on (``SocketClose``); an agent connection that goes closes
+  its visitors' sockets; ``SocketMove`` follows an agent to its new connection.
+
+Only the connection a socket is paired with may speak for it (or take it over with the same
+token): an agent reaches only its own tunnels' visitors. Every close says which side closed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import replace
+from typing import Protocol
+
+from hatchway import protocol
+from hatchway.protocol import ProtocolError, codec
+from hatchway_relay import guards, request_ids
+from hatchway_relay.config import RelayConfig
+from hatchway_relay.ports import (
+    Claim,
+    Clock,
+    ConnectionGone,
+    Poster,
+    PostFailed,
+    SocketPoster,
+    SocketRecord,
+    Store,
+)
+from hatchway_relay.replies import Reply, Visit, error_reply
+
+log = logging.getLogger("hatchway.relay")
+
+OPEN_GRACE_SECONDS = 3.0
+"""API Gateway refuses posts to a connection until its ``$connect`` has returned (410), and the
+app may speak first, at once: for this long after the pair was stored, a 410 is retried."""
+
+OPEN_RETRY_SECONDS = 0.05
+"""The first pause between those tries; each next one doubles."""
+
+FRONT_HEADERS = frozenset({"x-hatchway-host", "x-hatchway-target", "x-hatchway-front"})
+"""Headers the front (CloudFront, or the local gateway) sets: never passed to the app."""
+
+NOT_PASSED = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-accept",
+        "cloudfront-viewer-address",
+    }
+)
+"""A visitor's handshake headers the agent makes anew for its own handshake with the app."""
+
+
+class Visits(Protocol):
+    def visit(self, visit: Visit) -> Reply: ...
+
+
+class SocketRelay(Protocol):
+    """What the socket path uses of the relay (``core.Relay``)."""
+
+    store: Store
+    poster: Poster
+    clock: Clock
+    config: RelayConfig
+
+    @property
+    def visitors(self) -> Visits: ...
+
+
+def opened(
+    store: Store, clock: Clock, request: protocol.Request, claim: Claim, answer: bytes, via: str
+) -> Reply | None:
+    """The visitor's reply when the app accepted the socket (the agent answered 101): the pair
+    is stored first, so the app's first message finds it. None for any other answer, which is
+    then an ordinary reply (the app's refusal, or the agent's fault)."""
+    try:
+        message, _ = codec.unpack_stored(answer)
+    except ProtocolError:
+        return None
+    if not isinstance(message, protocol.Response) or message.id != request.id:
+        return None
+    if message.status != 101 or message.fault is not None:
+        return None
+    now = clock.now()
+    store.put_socket(
+        SocketRecord(
+            request.socket,
+            via,
+            claim.token_id,
+            claim.name,
+            now,
+            now + protocol.SOCKET_MAX_SECONDS,
+        )
+    )
+    chosen = guards.header(message.headers, "sec-websocket-protocol")
+    return Reply(101, (("sec-websocket-protocol", chosen),) if chosen else ())
+
+
+def request_headers(headers: protocol.Headers) -> protocol.Headers:
+    """The visitor's headers as the agent gets them for the app's handshake."""
+    return tuple(
+        (name, value)
+        for name, value in headers
+        if name.lower() not in NOT_PASSED and name.lower() not in FRONT_HEADERS
+    )
+
+
+def front_refusal(headers: protocol.Headers, secret: str | None) -> Reply | None:
+    """A ``$connect`` that did not come through the relay's front, when it has one: the
+    visitor-socket API's own address is public, and only the front may say which host and
+    address a visitor came with."""
+    if not secret:
+        return None
+    given = guards.header(headers, "x-hatchway-front") or ""
+    if hmac.compare_digest(given.encode(), secret.encode()):
+        return None
+    return error_reply(
+        403,
+        "front-required",
+        "WebSockets reach tunnels through the tunnel's own address, not this API's.",
+    )
+
+
+class VisitorSockets:
+    """The socket path of ``Relay``: both APIs' events about visitors' sockets come here."""
+
+    def __init__(self, relay: SocketRelay, sockets: SocketPoster) -> None:
+        self.relay = relay
+        self.sockets = sockets
+
+    # --- The visitor-socket API -------------------------------------------------------------
+
+    def connect(self, socket_id: str, visit: Visit) -> Reply:
+        """``$connect``: the visit that opens the socket. 101 means accepted (the handler
+        answers API Gateway 200); a 2xx other than that is no handshake, so it is refused."""
+        refused = front_refusal(visit.headers, self.relay.config.front_secret)
+        if refused is not None:
+            return refused
+        try:
+            protocol.validate_socket_id(socket_id)
+        except ProtocolError as exc:
+            return error_reply(400, "bad-request", f"The relay refused the socket: {exc}.")
+        reply = self.relay.visitors.visit(replace(visit, socket=socket_id))
+        if 200 <= reply.status < 300:
+            return error_reply(
+                502,
+                "local-app-not-websocket",
+                f"The local app answered the WebSocket handshake with {reply.status} instead of "
+                "101 Switching Protocols: it does not serve a WebSocket at that path.",
+            )
+        return reply
+
+    def from_visitor(self, socket_id: str, data: bytes, binary: bool) -> None:
+        """``$default``: one message from the visitor, on to the app."""
+        record = self.relay.store.get_socket(socket_id)
+        if record is None:
+            self._close_visitor(
+                socket_id, protocol.CLOSE_INTERNAL, "relay: this socket is no longer paired"
+            )
+            return
+        if binary and not self.relay.config.socket_binary:
+            self._close_both(
+                record,
+                protocol.CLOSE_UNSUPPORTED_DATA,
+                "relay: binary messages cannot pass this relay's WebSocket API",
+            )
+            return
+        if len(data) > protocol.MAX_SOCKET_MESSAGE_BYTES:
+            self._close_both(
+                record,
+                protocol.CLOSE_TOO_BIG,
+                f"visitor: a message of {len(data)} bytes is past the tunnel's "
+                f"{protocol.MAX_SOCKET_MESSAGE_BYTES}-byte limit",
+            )
+            return
+        text = codec.encode(protocol.SocketFrame(socket_id, data, binary))
+        if not self._to_agent(record, text):
+            self._agent_lost(record)
+
+    def visitor_left(self, socket_id: str, code: int, reason: str) -> None:
+        """``$disconnect``: the visitor's socket closed (or API Gateway closed it)."""
+        record = self.relay.store.delete_socket(socket_id)
+        if record is None:
+            return
+        close = protocol.SocketClose(
+            socket_id,
+            protocol.sendable_close_code(code),
+            protocol.close_reason(reason or "the visitor left"),
+        )
+        self._to_agent(record, codec.encode(close))
+
+    # --- The agents' API --------------------------------------------------------------------
+
+    def from_agent(
+        self,
+        connection_id: str,
+        message: protocol.SocketFrame | protocol.SocketClose | protocol.SocketMove,
+    ) -> None:
+        """A socket message from an agent connection."""
+        if isinstance(message, protocol.SocketMove):
+            self._move(connection_id, message.sockets)
+            return
+        record = self._owned(connection_id, message.socket)
+        if record is None:  # gone, or not this agent's: it must stop speaking for it
+            if isinstance(message, protocol.SocketFrame):
+                gone = protocol.SocketClose(message.socket, protocol.CLOSE_GOING_AWAY, "")
+                self._post_agent(connection_id, codec.encode(gone))
+            return
+        if isinstance(message, protocol.SocketClose):
+            if self.relay.store.delete_socket(message.socket) is not None:
+                self._close_visitor(message.socket, message.code, message.reason)
+            return
+        self._to_visitor(connection_id, record, message)
+
+    def agent_gone(self, connection_id: str) -> None:
+        """The agent connection is gone: its visitors' sockets are closed, in words."""
+        for socket_id in self.relay.store.sockets_of(connection_id):
+            record = self.relay.store.get_socket(socket_id)
+            if record is None or record.connection_id != connection_id:
+                continue  # moved to another connection meanwhile, or already closed
+            self._agent_lost(record)
+
+    # --- Inside -----------------------------------------------------------------------------
+
+    def _owned(self, connection_id: str, socket_id: str) -> SocketRecord | None:
+        """The socket's record if ``connection_id`` may speak for it: the connection it is
+        paired with, or (an agent that replaced its connection and spoke before its move
+        landed) another connection of the same token, which then takes it over."""
+        record = self.relay.store.get_socket(socket_id)
+        if record is None or record.connection_id == connection_id:
+            return record
+        connection = self.relay.store.get_connection(connection_id)
+        if connection is None or connection.token_id != record.token_id:
+            log.warning(
+                "connection %s spoke for a socket it does not carry",
+                request_ids.log_id(connection_id),
+            )
+            return None
+        if not self.relay.store.move_socket(socket_id, record.token_id, connection_id):
+            return None
+        return replace(record, connection_id=connection_id)
+
+    def _move(self, connection_id: str, socket_ids: tuple[str, ...]) -> None:
+        connection = self.relay.store.get_connection(connection_id)
+        if connection is None:
+            return
+        for socket_id in socket_ids:
+            self.relay.store.move_socket(socket_id, connection.token_id, connection_id)
+
+    def _to_visitor(
+        self, connection_id: str, record: SocketRecord, frame: protocol.SocketFrame
+    ) -> None:
+        """Post the app's message to the visitor, then acknowledge it to the agent."""
+        if frame.binary and not self.relay.config.socket_binary:
+            self._close_both(
+                record,
+                protocol.CLOSE_UNSUPPORTED_DATA,
+                "local app: it sent a binary message; this relay's WebSocket API carries text only",
+            )
+            return
+        pause = OPEN_RETRY_SECONDS
+        while True:
+            try:
+                self.sockets.send(record.socket_id, frame.data, frame.binary)
+                break
+            except ConnectionGone:
+                now = self.relay.clock.now()
+                if now + pause > record.opened_at + OPEN_GRACE_SECONDS:
+                    self.visitor_left(record.socket_id, protocol.CLOSE_GOING_AWAY, "")
+                    return
+                self.relay.clock.sleep(pause)
+                pause *= 2
+            except PostFailed as exc:
+                self._close_both(
+                    record,
+                    protocol.CLOSE_INTERNAL,
+                    f"relay: could not pass a message to the visitor ({exc.why})",
+                )
+                return
+        ack = protocol.SocketAck(record.socket_id, frame.seq)
+        self._post_agent(connection_id, codec.encode(ack))
+
+    def _to_agent(self, record: SocketRecord, text: str) -> bool:
+        """Post to the socket's agent connection; a connection gone in between may have
+        handed the socket to its successor (``SocketMove``): try that one once. False when
+        no agent connection took it."""
+        if self._post_agent(record.connection_id, text):
+            return True
+        fresh = self.relay.store.get_socket(record.socket_id)
+        if fresh is None or fresh.connection_id == record.connection_id:
+            return False
+        return self._post_agent(fresh.connection_id, text)
+
+    def _post_agent(self, connection_id: str, text: str) -> bool:
+        try:
+            self.relay.poster.post(connection_id, text)
+            return True
+        except ConnectionGone:
+            return False
+        except PostFailed as exc:
+            log.warning(
+                "could not post a socket message to connection %s: %s",
+                request_ids.log_id(connection_id),
+                exc.why,
+            )
+            return False
+
+    def _agent_lost(self, record: SocketRecord) -> None:
+        if self.relay.store.delete_socket(record.socket_id) is not None:
+            self._close_visitor(
+                record.socket_id,
+                protocol.CLOSE_INTERNAL,
+                f"agent: the agent serving tunnel {record.tunnel!r} is gone",
+            )
+
+    def _close_both(self, record: SocketRecord, code: int, reason: str) -> None:
+        """Close the visitor's side and the app's, with the same code and reason."""
+        if self.relay.store.delete_socket(record.socket_id) is None:
+            return
+        reason = protocol.close_reason(reason)
+        self._close_visitor(record.socket_id, code, reason)
+        close = protocol.SocketClose(record.socket_id, code, reason)
+        self._to_agent(record, codec.encode(close))
+
+    def _close_visitor(self, socket_id: str, code: int, reason: str) -> None:
+        try:
+            self.sockets.close(
+                socket_id, protocol.sendable_close_code(code), protocol.close_reason(reason)
+            )
+        except PostFailed as exc:  # API Gateway closes it by itself once idle
+            log.warning("could not close a visitor's socket: %s", exc.why)
