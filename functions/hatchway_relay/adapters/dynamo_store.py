@@ -57,6 +57,7 @@ from botocore.exceptions import ClientError
 
 from hatchway import protocol
 from hatchway.protocol import codec
+from hatchway_relay.adapters.dynamo_items import TTL_MARGIN_SECONDS as TTL_MARGIN_SECONDS
 from hatchway_relay.adapters.dynamo_items import (
     binary_value,
     dec,
@@ -68,6 +69,7 @@ from hatchway_relay.adapters.dynamo_items import (
     report_fields,
     report_update,
 )
+from hatchway_relay.adapters.dynamo_items import ttl as _ttl
 from hatchway_relay.adapters.dynamo_requests import condition_failed as _condition_failed
 from hatchway_relay.adapters.dynamo_requests import expressions as _expressions
 from hatchway_relay.adapters.dynamo_requests import update_expression as _update_expression
@@ -93,9 +95,6 @@ from hatchway_relay.ports import (
     pool_options,
 )
 
-TTL_MARGIN_SECONDS = 3600
-"""Items are garbage-collected this long after they stop mattering."""
-
 FIRST_POLL_SECONDS = 0.01
 POLL_BACKOFF = 1.5
 MAX_POLL_SECONDS = 0.2
@@ -116,10 +115,6 @@ JOIN_ATTEMPTS = 2 * protocol.MAX_POOL_MEMBERS
 """Reads and conditional writes a join may make: each failed write means another member
 joined or left in between (one of them succeeded), so a full pool's worth of simultaneous
 joiners all get through."""
-
-
-def _ttl(expires_at: float) -> int:
-    return int(expires_at + TTL_MARGIN_SECONDS)
 
 
 @dataclasses.dataclass
