@@ -43,6 +43,7 @@ from hatchway_relay.ports import (
     ConnectionRecord,
     PoolMember,
     ShareRecord,
+    SocketRecord,
     SystemClock,
     TokenLimits,
     TokenRecord,
@@ -1490,6 +1491,222 @@ def test_dynamo_renews_a_member_with_one_update_and_no_read(moto_table: MotoTabl
     moto_table.operations.clear()
     assert store.renew_member("myapp", "c1", NOW + 90, TunnelReport(3)) == 1
     assert moto_table.operations == ["UpdateItem"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Visitors' WebSockets: each paired with the agent connection that carries it
+
+SOCKET = "L0SM9cOFvHcCIhw="
+"""What an API Gateway connection id looks like: base64, so ``+``, ``/`` and ``=`` occur."""
+
+
+def visitor_socket(socket_id: str = SOCKET, conn: str = "c1", token: str = "t1") -> SocketRecord:
+    return SocketRecord(socket_id, conn, token, "myapp", NOW + 0.25, NOW + 7200.123456)
+
+
+def ended(store: AdminStore, socket_id: str) -> bool:
+    """Whether this call to ``delete_socket`` is the one that ended the socket."""
+    return store.delete_socket(socket_id) is not None
+
+
+def connect(store: AdminStore, *conns: str, token: str = "t1") -> None:
+    for conn in conns:
+        store.put_connection(ConnectionRecord(conn, token, NOW, NOW + 7200))
+
+
+@pytest.mark.parametrize("socket_id", [SOCKET, "a+b/c=", "+/==", "plain-id_01"])
+def test_a_socket_round_trips_whatever_its_id_holds(store: AdminStore, socket_id: str) -> None:
+    connect(store, "c1")
+    store.put_socket(visitor_socket(socket_id))
+    assert store.get_socket(socket_id) == visitor_socket(socket_id)
+    assert store.sockets_of("c1") == [socket_id]
+    assert store.get_socket(socket_id + "x") is None
+    assert store.get_socket("unknown") is None
+
+
+@pytest.mark.parametrize(
+    ("token", "to", "gone", "moved"),
+    [
+        pytest.param("t1", "c2", False, True, id="its token, to another connection"),
+        pytest.param("t1", "c1", False, True, id="its token, to the connection it is on"),
+        pytest.param("t2", "c3", False, False, id="another token"),
+        pytest.param("t2", "c1", False, False, id="another token, to the connection it is on"),
+        pytest.param("t1", "c2", True, False, id="a socket already gone"),
+    ],
+)
+def test_move_conditions(store: AdminStore, token: str, to: str, gone: bool, moved: bool) -> None:
+    connect(store, "c1", "c2")
+    connect(store, "c3", token="t2")
+    store.put_socket(visitor_socket())
+    if gone:
+        assert store.delete_socket(SOCKET) is not None
+    assert store.move_socket(SOCKET, token, to) is moved
+    if moved:
+        assert store.get_socket(SOCKET) == visitor_socket(conn=to)
+    else:
+        assert store.get_socket(SOCKET) == (None if gone else visitor_socket())
+    on = to if moved else ("" if gone else "c1")
+    for conn in ("c1", "c2", "c3"):
+        assert store.sockets_of(conn) == ([SOCKET] if conn == on else []), conn
+
+
+def test_a_socket_is_deleted_once_and_its_record_comes_back_from_that_delete(
+    store: AdminStore,
+) -> None:
+    connect(store, "c1")
+    store.put_socket(visitor_socket())
+    store.put_socket(visitor_socket("s2"))
+    assert store.delete_socket(SOCKET) == visitor_socket()
+    assert store.delete_socket(SOCKET) is None
+    assert store.get_socket(SOCKET) is None
+    assert store.sockets_of("c1") == ["s2"]
+    assert store.move_socket(SOCKET, "t1", "c1") is False  # gone stays gone
+    assert store.sockets_of("c1") == ["s2"]
+
+
+def test_the_sockets_of_two_connections_are_kept_apart(store: AdminStore) -> None:
+    connect(store, "c1", "c2")
+    connect(store, "c3", token="t2")
+    for socket_id, conn, token in [("a", "c1", "t1"), ("b", "c2", "t1"), ("c", "c1", "t1")]:
+        store.put_socket(visitor_socket(socket_id, conn, token))
+    store.put_socket(visitor_socket("d", "c3", "t2"))
+    assert sorted(store.sockets_of("c1")) == ["a", "c"]
+    assert store.sockets_of("c2") == ["b"]
+    assert store.sockets_of("c3") == ["d"]
+    assert store.sockets_of("c4") == []
+    assert store.move_socket("a", "t1", "c2")
+    assert store.move_socket("d", "t1", "c2") is False  # another token's socket stays put
+    assert store.sockets_of("c1") == ["c"]
+    assert sorted(store.sockets_of("c2")) == ["a", "b"]
+    assert store.sockets_of("c3") == ["d"]
+
+
+def test_socket_writes_never_bring_back_a_deleted_connection(store: AdminStore) -> None:
+    connect(store, "c1", "c2")
+    for socket_id in ("a", "b"):
+        store.put_socket(visitor_socket(socket_id))
+    store.delete_connection("c1")
+    store.put_socket(visitor_socket("c"))  # the agent left as the visitor came
+    assert store.move_socket("a", "t1", "c2")  # moved off it: nothing to take off
+    assert store.delete_socket("b") == visitor_socket("b")
+    assert store.get_connection("c1") is None
+    assert store.sockets_of("c2") == ["a"]
+    store.delete_connection("c2")
+    assert store.delete_socket("a") == visitor_socket("a", "c2")
+    assert store.get_connection("c2") is None
+
+
+@pytest.mark.usefixtures("frequent_thread_switches")
+def test_of_two_closers_at_once_exactly_one_gets_the_socket(store: AdminStore) -> None:
+    connect(store, "c1")
+    for round_ in range(10):
+        socket_id = f"s{round_}"
+        store.put_socket(visitor_socket(socket_id))
+        results = race(partial(ended, store, socket_id), partial(ended, store, socket_id))
+        assert sorted(results) == [False, True]
+    assert store.sockets_of("c1") == []
+
+
+@pytest.mark.usefixtures("frequent_thread_switches")
+def test_a_move_racing_the_sockets_end_leaves_it_listed_nowhere(store: AdminStore) -> None:
+    connect(store, "c1", "c2")
+    for round_ in range(10):
+        socket_id = f"s{round_}"
+        store.put_socket(visitor_socket(socket_id))
+        results = race(
+            partial(store.move_socket, socket_id, "t1", "c2"), partial(ended, store, socket_id)
+        )
+        assert results[1] is True  # a move never hides a socket from its closer
+        assert store.get_socket(socket_id) is None
+        assert store.sockets_of("c1") == store.sockets_of("c2") == []
+
+
+def test_dynamo_keeps_a_socket_in_its_item_and_its_id_in_its_connections_set(
+    moto_table: MotoTable,
+) -> None:
+    store = DynamoStore(moto_table.table, FakeClock(NOW))
+    connect(store, "c1")
+    store.put_socket(visitor_socket())
+    store.put_socket(visitor_socket("s2"))
+    items = {(i["pk"], i["sk"]): i for i in moto_table.table.scan()["Items"]}
+    assert set(items) == {("conn#c1", "conn"), (f"vsock#{SOCKET}", "vsock"), ("vsock#s2", "vsock")}
+    socket_item = items[f"vsock#{SOCKET}", "vsock"]
+    assert "listing" not in socket_item  # live traffic stays out of the listings index
+    assert socket_item["ttl"] > socket_item["expires_at"]  # collected only after its end
+    assert items["conn#c1", "conn"]["sockets"] == {SOCKET, "s2"}
+    # The set rides on the connection item without changing how it reads, lists or goes.
+    assert store.get_connection("c1") == ConnectionRecord("c1", "t1", NOW, NOW + 7200)
+    assert store.list_connections() == [ConnectionRecord("c1", "t1", NOW, NOW + 7200)]
+    store.set_connection_names("c1", ("myapp",))
+    assert store.sockets_of("c1") == sorted([SOCKET, "s2"])
+    for socket_id in (SOCKET, "s2"):
+        store.delete_socket(socket_id)
+    assert "sockets" not in moto_table.table.get_item(Key={"pk": "conn#c1", "sk": "conn"})["Item"]
+    store.delete_connection("c1")
+    assert moto_table.table.scan()["Items"] == []
+
+
+def test_dynamo_pairs_sockets_with_single_item_writes_and_reads_them_consistently(
+    moto_table: MotoTable,
+) -> None:
+    reads: list[bool] = []
+    moto_table.client.meta.events.register(
+        "provide-client-params.dynamodb.GetItem",
+        lambda params, **_: reads.append(bool(params.get("ConsistentRead"))),
+    )
+    store = DynamoStore(moto_table.table, FakeClock(NOW))
+    connect(store, "c1", "c2")
+    moto_table.operations.clear()
+    store.put_socket(visitor_socket())
+    assert moto_table.operations == ["UpdateItem", "PutItem"]  # listed before it names c1
+    moto_table.operations.clear()
+    assert store.get_socket(SOCKET) is not None
+    assert store.sockets_of("c1") == [SOCKET]
+    assert moto_table.operations == ["GetItem", "GetItem"] and reads == [True, True]
+    moto_table.operations.clear()
+    assert store.move_socket(SOCKET, "t1", "c2")  # listed on c2, moved, taken off c1
+    assert moto_table.operations == ["UpdateItem", "UpdateItem", "UpdateItem"]
+    moto_table.operations.clear()
+    assert store.delete_socket(SOCKET) is not None
+    assert moto_table.operations == ["DeleteItem", "UpdateItem"]
+
+
+def test_dynamo_refuses_to_move_a_socket_to_a_connection_already_gone(
+    moto_table: MotoTable,
+) -> None:
+    store = DynamoStore(moto_table.table, FakeClock(NOW))
+    connect(store, "c1", "c2")
+    store.put_socket(visitor_socket())
+    store.delete_connection("c2")
+    # It stays where the end of c1 will find it and close it.
+    assert store.move_socket(SOCKET, "t1", "c2") is False
+    assert store.get_socket(SOCKET) == visitor_socket()
+    assert store.sockets_of("c1") == [SOCKET]
+    assert store.get_connection("c2") is None
+    assert ("conn#c2", "conn") not in {(i["pk"], i["sk"]) for i in moto_table.table.scan()["Items"]}
+
+
+def test_dynamo_lists_a_socket_too_often_never_too_rarely_when_a_write_is_cut_short(
+    moto_table: MotoTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = DynamoStore(moto_table.table, FakeClock(NOW))
+    connect(store, "c1", "c2")
+    store.put_socket(visitor_socket())
+    store.put_socket(visitor_socket("s2"))
+
+    def cut_short(connection_id: str, socket_id: str) -> None:
+        raise TimeoutError("the function stopped between two writes")
+
+    monkeypatch.setattr(store, "_unlist", cut_short)
+    with pytest.raises(TimeoutError):
+        store.move_socket(SOCKET, "t1", "c2")
+    with pytest.raises(TimeoutError):
+        store.delete_socket("s2")
+    # Both are still listed on c1: a caller that re-checks each finds where they really are.
+    assert store.sockets_of("c1") == sorted([SOCKET, "s2"])
+    assert store.sockets_of("c2") == [SOCKET]
+    found = {socket_id: store.get_socket(socket_id) for socket_id in store.sockets_of("c1")}
+    assert found == {SOCKET: visitor_socket(conn="c2"), "s2": None}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """How the relay's records become DynamoDB item attributes and back (``DynamoStore``): numbers
-as Decimals, limits as JSON, a pool's members as one map, what a ping reports."""
+as Decimals, limits as JSON, a pool's members as one map, what a ping reports, when an item
+may be garbage-collected."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ from decimal import Decimal
 from typing import Any
 
 from hatchway_relay.ports import PoolMember, TokenLimits, TunnelReport
+
+TTL_MARGIN_SECONDS = 3600
+"""Items are garbage-collected this long after they stop mattering."""
+
+
+def ttl(expires_at: float) -> int:
+    """The ``ttl`` attribute of an item that stops mattering at ``expires_at``."""
+    return int(expires_at + TTL_MARGIN_SECONDS)
 
 
 def num(value: Any) -> float:

@@ -4,7 +4,8 @@ gateway's ``--store dynamodb`` mode.
 Single-table layout, ``pk``/``sk`` strings:
 
     token#<hash>  / token     agent token (only the hash is ever stored)
-    conn#<id>     / conn      live connection and the names it holds
+    conn#<id>     / conn      live connection, the names it holds and (``sockets``, a string
+                              set) the ids of the visitor sockets it carries
     name#<name>   / claim     who serves a tunnel name, until expires_at, and its guards; a
                               pool's members in one map attribute, keyed by connection id
     name#<name>   / reserved  the token that alone may claim the name
@@ -12,16 +13,20 @@ Single-table layout, ``pk``/``sk`` strings:
                               the answer to visitor request <id> from that agent connection
                               (``a``: its stored form) and its mark that it is still on a slow
                               request (``w``); written by API Gateway's integration, not a Lambda
+    vsock#<id>    / vsock     a visitor's WebSocket (its id on the visitor-socket API): the
+                              connection carrying it, its token and tunnel, until expires_at
     seen#<key>    / seen      something that may happen once (a webhook signature), until ttl
     share#<id>    / share     a share link (its secret only hashed), until it expires
     relay         / key       the relay's random key (binds request ids to connections)
 
 Every item but a token (which lives until revoked) and the key has a ``ttl`` for garbage
-collection only; readers check expiry in code because TTL deletes late. Claims and responses
-use conditional single-item writes, never transactions: DynamoDB cancels concurrent
+collection only; readers check expiry in code because TTL deletes late. Claims, responses and
+sockets use conditional single-item writes, never transactions: DynamoDB cancels concurrent
 transactions on one item. A pool changes one member at a time with an ``UpdateItem`` on its
 claim item (join, renew, leave); the last member to leave deletes the item, on condition that
-it is still empty. Nothing on the request path deletes (TTL deletes for free).
+it is still empty. Nothing on the request path deletes (TTL deletes for free) but a visitor
+socket's end: one delete decides which of two closers ends it (``dynamo_sockets`` says how a
+socket's item and its connection's set stay in step, and what ``sockets_of`` may over-report).
 
 Nothing scans. Every request path reads by key; the listings (the operator's tokens,
 connections and tunnels, an agent's share links) query the sparse global secondary index
@@ -57,6 +62,7 @@ from botocore.exceptions import ClientError
 
 from hatchway import protocol
 from hatchway.protocol import codec
+from hatchway_relay.adapters.dynamo_items import TTL_MARGIN_SECONDS as TTL_MARGIN_SECONDS
 from hatchway_relay.adapters.dynamo_items import (
     binary_value,
     dec,
@@ -68,6 +74,7 @@ from hatchway_relay.adapters.dynamo_items import (
     report_fields,
     report_update,
 )
+from hatchway_relay.adapters.dynamo_items import ttl as _ttl
 from hatchway_relay.adapters.dynamo_requests import condition_failed as _condition_failed
 from hatchway_relay.adapters.dynamo_requests import expressions as _expressions
 from hatchway_relay.adapters.dynamo_requests import update_expression as _update_expression
@@ -93,9 +100,6 @@ from hatchway_relay.ports import (
     pool_options,
 )
 
-TTL_MARGIN_SECONDS = 3600
-"""Items are garbage-collected this long after they stop mattering."""
-
 FIRST_POLL_SECONDS = 0.01
 POLL_BACKOFF = 1.5
 MAX_POLL_SECONDS = 0.2
@@ -116,10 +120,6 @@ JOIN_ATTEMPTS = 2 * protocol.MAX_POOL_MEMBERS
 """Reads and conditional writes a join may make: each failed write means another member
 joined or left in between (one of them succeeded), so a full pool's worth of simultaneous
 joiners all get through."""
-
-
-def _ttl(expires_at: float) -> int:
-    return int(expires_at + TTL_MARGIN_SECONDS)
 
 
 @dataclasses.dataclass
