@@ -942,10 +942,10 @@ def test_the_websocket_function_touches_only_connections_names_and_share_links(
         "DynamoDBWritePolicy",
     }
     assert keyed_grants(websocket) == {
-        "dynamodb:GetItem": (TABLE_ARN, ["conn#*", "name#*", "share#*", "sock#*"]),
+        "dynamodb:GetItem": (TABLE_ARN, ["conn#*", "name#*", "share#*", "vsock#*"]),
         "dynamodb:PutItem": (TABLE_ARN, ["conn#*", "name#*", "share#*"]),
-        "dynamodb:UpdateItem": (TABLE_ARN, ["conn#*", "name#*", "share#*", "sock#*"]),
-        "dynamodb:DeleteItem": (TABLE_ARN, ["conn#*", "name#*", "sock#*"]),
+        "dynamodb:UpdateItem": (TABLE_ARN, ["conn#*", "name#*", "share#*", "vsock#*"]),
+        "dynamodb:DeleteItem": (TABLE_ARN, ["conn#*", "name#*", "vsock#*"]),
         "dynamodb:Query": (LISTINGS_ARN, ["shares#*"]),
     }
 

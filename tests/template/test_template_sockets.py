@@ -204,13 +204,14 @@ def test_the_visitor_socket_function_touches_visits_and_sockets_only(
     sam: dict[str, Any],
 ) -> None:
     function = resource(sam, "VisitorSocketFunction")
-    # What an HTTP visit reads and writes, plus the visitor's socket item; no tokens, no
-    # answers written, no Scan or Query.
+    # What an HTTP visit reads and writes, plus the visitor's socket item (vsock#, the
+    # DynamoDB store's layout); no tokens, no answers written, no Scan or Query.
     assert table_grants(function) == {
-        "dynamodb:GetItem": ["name#*", "conn#*", "req#*", "share#*", "relay", "sock#*"],
-        "dynamodb:UpdateItem": ["share#*", "name#*"],
-        "dynamodb:PutItem": ["seen#*", "relay", "sock#*"],
-        "dynamodb:DeleteItem": ["conn#*", "name#*", "sock#*"],
+        "dynamodb:GetItem": ["name#*", "conn#*", "req#*", "share#*", "relay", "vsock#*"],
+        # conn#: the carrying connection's list of its sockets (dynamo_sockets).
+        "dynamodb:UpdateItem": ["share#*", "name#*", "conn#*"],
+        "dynamodb:PutItem": ["seen#*", "relay", "vsock#*"],
+        "dynamodb:DeleteItem": ["conn#*", "name#*", "vsock#*"],
     }
     templates = {
         name
