@@ -70,15 +70,24 @@ def statements(translated: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+MANAGED_CONNECTIONS = {
+    "arn:aws:execute-api:${AWS::Region}:${AWS::AccountId}:${WebSocketApi}/${StageName}/POST/@connections/*",
+    "arn:aws:execute-api:${AWS::Region}:${AWS::AccountId}:${VisitorSocketApi}/${StageName}/POST/@connections/*",
+    "arn:aws:execute-api:${AWS::Region}:${AWS::AccountId}:${VisitorSocketApi}/${StageName}/DELETE/@connections/*",
+}
+"""Posting to agents; posting to and closing visitors' sockets (tests/template/
+test_template_sockets.py pins which function may do which)."""
+
+
 def test_manage_connections_is_scoped_to_posting_on_this_stage(translated: dict[str, Any]) -> None:
     scoped = [
         s for s in statements(translated) if "execute-api:ManageConnections" in str(s["Action"])
     ]
     assert scoped, "some function must be allowed to post to agents"
     for statement in scoped:
-        resource = json.dumps(statement["Resource"])
-        assert "${WebSocketApi}/${StageName}/POST/@connections/*" in resource
-        assert '"*"' not in resource
+        resources = statement["Resource"]
+        for resource in resources if isinstance(resources, list) else [resources]:
+            assert resource["Fn::Sub"] in MANAGED_CONNECTIONS
 
 
 def test_dynamodb_statements_name_the_table(translated: dict[str, Any]) -> None:
@@ -128,7 +137,12 @@ def test_every_named_handler_exists(sam: dict[str, Any]) -> None:
 
 
 def test_connect_route_is_guarded_by_the_token_authorizer(sam: dict[str, Any]) -> None:
-    routes = resources(sam, "AWS::ApiGatewayV2::Route")
+    # The agents' API; visitors' sockets are anonymous (test_template_sockets.py).
+    routes = {
+        name: route
+        for name, route in resources(sam, "AWS::ApiGatewayV2::Route").items()
+        if route["Properties"]["ApiId"] == {"Ref": "WebSocketApi"}
+    }
     (connect,) = [r for r in routes.values() if r["Properties"]["RouteKey"] == "$connect"]
     assert connect["Properties"]["AuthorizationType"] == "CUSTOM"
     authorizer = sam["Resources"][connect["Properties"]["AuthorizerId"]["Ref"]]
@@ -151,7 +165,7 @@ def test_point_in_time_recovery_follows_its_parameter(sam: dict[str, Any]) -> No
 
 
 def test_websocket_stage_is_throttled(sam: dict[str, Any]) -> None:
-    (stage,) = resources(sam, "AWS::ApiGatewayV2::Stage").values()
+    stage = sam["Resources"]["WebSocketStage"]
     settings = stage["Properties"]["DefaultRouteSettings"]
     assert {"ThrottlingRateLimit", "ThrottlingBurstLimit"} <= settings.keys()
 
@@ -528,7 +542,12 @@ def test_every_certificate_or_domain_write_of_the_domain_jobs_is_tag_bound(
 # ---------------------------------------------------------------------------------------------
 # The data path at platform rules: blob bucket, concurrency, throttles, deploy order, logs
 
-RELAY_FUNCTIONS = ("HttpFunction", "WebSocketFunction", "AuthorizerFunction")
+RELAY_FUNCTIONS = (
+    "HttpFunction",
+    "WebSocketFunction",
+    "AuthorizerFunction",
+    "VisitorSocketFunction",
+)
 
 
 def sam_statements(function: dict[str, Any]) -> list[dict[str, Any]]:
@@ -913,7 +932,9 @@ def test_the_websocket_function_touches_only_connections_names_and_share_links(
     sam: dict[str, Any],
 ) -> None:
     # Every agent reaches it: no token items, no answers (API Gateway's integration stores
-    # them), no relay key, no Scan; it lists one token's share links through the index.
+    # them), no relay key, no Scan; it lists one token's share links through the index. The
+    # visitors' sockets its agents carry: read, moved, deleted, never made (the visitor-socket
+    # function makes them).
     websocket = sam["Resources"]["WebSocketFunction"]
     assert not policy_templates(websocket) & {
         "DynamoDBCrudPolicy",
@@ -921,10 +942,10 @@ def test_the_websocket_function_touches_only_connections_names_and_share_links(
         "DynamoDBWritePolicy",
     }
     assert keyed_grants(websocket) == {
-        "dynamodb:GetItem": (TABLE_ARN, ["conn#*", "name#*", "share#*"]),
+        "dynamodb:GetItem": (TABLE_ARN, ["conn#*", "name#*", "share#*", "vsock#*"]),
         "dynamodb:PutItem": (TABLE_ARN, ["conn#*", "name#*", "share#*"]),
-        "dynamodb:UpdateItem": (TABLE_ARN, ["conn#*", "name#*", "share#*"]),
-        "dynamodb:DeleteItem": (TABLE_ARN, ["conn#*", "name#*"]),
+        "dynamodb:UpdateItem": (TABLE_ARN, ["conn#*", "name#*", "share#*", "vsock#*"]),
+        "dynamodb:DeleteItem": (TABLE_ARN, ["conn#*", "name#*", "vsock#*"]),
         "dynamodb:Query": (LISTINGS_ARN, ["shares#*"]),
     }
 
@@ -1004,6 +1025,7 @@ def test_answers_and_marks_have_routes_of_their_own_and_the_rest_reaches_the_fun
     routes = {
         route["Properties"]["RouteKey"]: route["Properties"]["Target"]
         for route in resources(sam, "AWS::ApiGatewayV2::Route").values()
+        if route["Properties"]["ApiId"] == {"Ref": "WebSocketApi"}
     }
     answer_target = {"Fn::Sub": "integrations/${AnswerIntegration}"}
     assert routes["response"] == routes["working"] == answer_target
@@ -1274,7 +1296,7 @@ def test_customer_managed_keys_are_off_by_default_and_cover_the_table_and_every_
         ]
     }
     groups = resources(sam, "AWS::Logs::LogGroup")
-    assert len(groups) == 7
+    assert len(groups) == 9
     for name, group in groups.items():
         assert group["Properties"]["KmsKeyId"] == {
             "Fn::If": [
@@ -1316,6 +1338,8 @@ ARGUED = {
     "CertificateRenewalFunction": {"CKV_AWS_117", "CKV_AWS_173"},
     "HttpApi": {"CKV_AWS_95"},
     "WebSocketStage": {"CKV_AWS_95"},
+    "VisitorSocketStage": {"CKV_AWS_95"},
+    "VisitorSocketFunction": {"CKV_AWS_115", "CKV_AWS_116", "CKV_AWS_117", "CKV_AWS_173"},
     "WildcardCertificate": {"CKV2_AWS_71"},
     "CertificateStateBucket": {"CKV_AWS_18"},
     "DomainJobFailures": {"CKV_AWS_27"},

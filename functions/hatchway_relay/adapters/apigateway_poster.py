@@ -41,6 +41,26 @@ def make_client(
     )
 
 
+def management_failure(connection_id: str, exc: Exception) -> ConnectionGone | PostFailed:
+    """What a failed management API call on ``connection_id`` means to the relay: a 410 Gone is
+    ``ConnectionGone``; anything else (throttled, refused, timed out, a 5xx after the SDK's
+    retries) is ``PostFailed``, named by the service's error code or the botocore error."""
+    if isinstance(exc, ClientError):
+        # ``client.exceptions.GoneException`` is a ClientError with this code; the status check
+        # also covers an endpoint (a proxy, an emulator) that answers 410 without it.
+        error = exc.response.get("Error", {}).get("Code")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if error == "GoneException" or status == 410:
+            return ConnectionGone(connection_id)
+        return PostFailed(connection_id, f"{error or status}")
+    return PostFailed(connection_id, type(exc).__name__)
+
+
+MANAGEMENT_ERRORS = (ClientError, BotoCoreError)
+"""What a management API call raises when it fails (BotoCoreError: timeouts and connection
+errors, after the retries)."""
+
+
 class ApiGatewayPoster:
     """Posts text messages to agents' WebSocket connections through a boto3 client."""
 
@@ -50,13 +70,5 @@ class ApiGatewayPoster:
     def post(self, connection_id: str, text: str) -> None:
         try:
             self.client.post_to_connection(ConnectionId=connection_id, Data=text.encode("utf-8"))
-        except ClientError as exc:
-            # ``client.exceptions.GoneException`` is a ClientError with this code; the status
-            # check also covers an endpoint (a proxy, an emulator) that answers 410 without it.
-            error = exc.response.get("Error", {}).get("Code")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if error == "GoneException" or status == 410:
-                raise ConnectionGone(connection_id) from exc
-            raise PostFailed(connection_id, f"{error or status}") from exc
-        except BotoCoreError as exc:  # timeouts and connection errors, after the retries
-            raise PostFailed(connection_id, type(exc).__name__) from exc
+        except MANAGEMENT_ERRORS as exc:
+            raise management_failure(connection_id, exc) from exc
