@@ -29,6 +29,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
 from hatchway_relay.adapters.apigateway_poster import ApiGatewayPoster, make_client
+from hatchway_relay.adapters.apigateway_socket_poster import ApiGatewaySocketPoster
 from hatchway_relay.adapters.dynamo_store import DynamoStore
 from hatchway_relay.adapters.emf_metrics import EmfMetrics
 from hatchway_relay.adapters.kms_secrets import KmsSecretBox
@@ -36,6 +37,7 @@ from hatchway_relay.adapters.s3_blobs import S3BlobStore
 from hatchway_relay.core import Relay, RelayConfig
 from hatchway_relay.handlers import authorizer as authorizer_handlers
 from hatchway_relay.handlers import http as http_handlers
+from hatchway_relay.handlers import visitor_socket as visitor_socket_handlers
 from hatchway_relay.handlers import websocket as ws_handlers
 from hatchway_relay.hostnames import parse_custom_hostnames
 from hatchway_relay.ports import BlobStore, SystemClock
@@ -74,6 +76,12 @@ def relay() -> Relay:
     secrets = (
         KmsSecretBox(boto3.client("kms"), env["SECRETS_KEY"]) if env.get("SECRETS_KEY") else None
     )
+    # The functions that speak to visitors' sockets (the agents' and the visitor-socket one).
+    sockets = (
+        ApiGatewaySocketPoster(make_client(env["VISITOR_SOCKET_MANAGEMENT_URL"]))
+        if env.get("VISITOR_SOCKET_MANAGEMENT_URL")
+        else None
+    )
     return Relay(
         DynamoStore(table, clock),
         ApiGatewayPoster(make_client(env["WEBSOCKET_MANAGEMENT_URL"])),
@@ -84,10 +92,12 @@ def relay() -> Relay:
             domain=env.get("DOMAIN_NAME") or None,
             custom_hostnames=parse_custom_hostnames(env.get("CUSTOM_HOSTNAMES", "")),
             inline_response_bytes=inline_response_bytes(),
+            front_secret=env.get("HATCHWAY_FRONT_SECRET") or None,
         ),
         EmfMetrics(metrics, SERVICE),
         blobs,
         secrets,
+        sockets,
     )
 
 
@@ -98,6 +108,11 @@ def _handlers() -> tuple[ws_handlers.Handler, http_handlers.Handler, ws_handlers
         http_handlers.make_handler(relay(), EmfMetrics(metrics, SERVICE)),
         authorizer_handlers.make_handler(relay()),
     )
+
+
+@functools.cache
+def _visitor_socket_handler() -> visitor_socket_handlers.Handler:
+    return visitor_socket_handlers.make_handler(relay())
 
 
 @metrics.log_metrics
@@ -115,3 +130,8 @@ def http_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 def authorizer_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return _handlers()[2](event, context)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+def visitor_socket_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return _visitor_socket_handler()(event, context)

@@ -47,7 +47,9 @@ app may speak first, at once: for this long after the pair was stored, a 410 is 
 OPEN_RETRY_SECONDS = 0.05
 """The first pause between those tries; each next one doubles."""
 
-FRONT_HEADERS = frozenset({"x-hatchway-host", "x-hatchway-target", "x-hatchway-front"})
+FRONT_HEADERS = frozenset(
+    {"x-hatchway-host", "x-hatchway-target", "x-hatchway-front", "cloudfront-viewer-address"}
+)
 """Headers the front (CloudFront, or the local gateway) sets: never passed to the app."""
 
 NOT_PASSED = frozenset(
@@ -56,7 +58,6 @@ NOT_PASSED = frozenset(
         "sec-websocket-version",
         "sec-websocket-extensions",
         "sec-websocket-accept",
-        "cloudfront-viewer-address",
     }
 )
 """A visitor's handshake headers the agent makes anew for its own handshake with the app."""

@@ -160,6 +160,26 @@ def test_subdomain_event_reaches_the_tunnel(wired: tuple) -> None:
     assert agent.requests[-1].path == "/"
 
 
+def test_behind_the_front_the_visitors_host_routes_and_the_fronts_headers_stay_out(
+    wired: tuple,
+) -> None:
+    agent = serve(wired, lambda r: protocol.Response(r.id, 200, body=b"hi"))
+    _, _, http, _ = wired
+    fronted = event("http_v2_subdomain_get")
+    subdomain_host = fronted["headers"]["host"]
+    fronted["headers"].update(
+        {
+            "host": "abc123.execute-api.us-east-1.amazonaws.com",
+            "x-hatchway-host": subdomain_host,
+            "x-hatchway-target": "/",
+            "cloudfront-viewer-address": "198.51.100.7:5123",
+        }
+    )
+    assert http(fronted, None)["statusCode"] == 200
+    names = {name for name, _ in agent.requests[-1].headers}
+    assert not names & {"x-hatchway-host", "x-hatchway-target", "cloudfront-viewer-address"}
+
+
 def test_unknown_tunnel_is_a_404_result(wired: tuple) -> None:
     _, _, http, _ = wired
     result = http(event("http_v2_subdomain_get"), None)

@@ -21,6 +21,7 @@ from hatchway.protocol import b64
 from hatchway_relay.core import Relay, Reply, Visit
 from hatchway_relay.metrics import Metrics, NoMetrics, record_visit
 from hatchway_relay.replies import StreamedReply
+from hatchway_relay.sockets import FRONT_HEADERS
 from hatchway_relay.visits import AwaitAnswer, run_blocking
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -51,7 +52,11 @@ def visit_from_event(event: dict[str, Any], context: Any = None) -> Visit:
         raw = body
     else:
         raw = b64.decode_lenient(body) if event.get("isBase64Encoded") else body.encode("utf-8")
-    host = (event.get("headers") or {}).get("host") or ctx.get("domainName", "")
+    sent = event.get("headers") or {}
+    # Behind the front (CloudFront) the API sees its own name as Host; the front passes the
+    # visitor's on, as it does for sockets. Its headers are the front's, never the app's.
+    host = sent.get("x-hatchway-host") or sent.get("host") or ctx.get("domainName", "")
+    headers = [(k, v) for k, v in headers if k not in FRONT_HEADERS]
     return Visit(
         method=http.get("method", "GET"),
         host=host,
