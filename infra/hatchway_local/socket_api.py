@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from hatchway.protocol import b64
@@ -71,6 +71,15 @@ class SocketConnection:
     source_ip: str
     user_agent: str
     last_active: float = field(default_factory=time.time)
+    ended: tuple[int, str] | None = None
+    """The code and reason of the close that ended it, once one began: what ``$disconnect``
+    reports (the first close, the gateway's or the client's)."""
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close from the gateway's side with ``code`` and ``reason``."""
+        if self.ended is None and not self.ws.closed:
+            self.ended = (code, reason)
+        await self.ws.close(code=code, message=reason.encode())
 
 
 async def integration_error(ws: web.WebSocketResponse, event: dict[str, Any]) -> None:
@@ -246,14 +255,12 @@ class SocketApi:
             ws, connected_at, request.remote or "", request.headers.get("User-Agent", "")
         )
         self.connections[connection_id] = connection
-        reason = ""  # the close frame's, the client's or the gateway's own
         try:
-            reason = await self._read(request, connection, connection_id)
+            await self._read(request, connection, connection_id)
         finally:
+            code, reason = connection.ended or (ws.close_code or 1006, "")
             event = self.event(request, "$disconnect", connection_id, connected_at)
-            event["requestContext"].update(
-                disconnectStatusCode=ws.close_code or 1006, disconnectReason=reason
-            )
+            event["requestContext"].update(disconnectStatusCode=code, disconnectReason=reason)
             started = time.time()
             result = await self._invoke(event)
             failed = None if result is not None else INTEGRATION_FAILED
@@ -262,15 +269,13 @@ class SocketApi:
 
     async def _read(
         self, request: web.BaseRequest, connection: SocketConnection, connection_id: str
-    ) -> str:
-        """Read ``connection``'s messages until it closes, within the limits; the close
-        frame's reason."""
+    ) -> None:
+        """Read ``connection``'s messages until it closes, within the limits."""
         ws, connected_at = connection.ws, connection.connected_at
         pending: set[asyncio.Task[Any]] = set()
         loop = asyncio.get_running_loop()
-        closing: list[asyncio.Task[bool]] = []
+        closing: list[asyncio.Task[None]] = []
         watchdog: asyncio.TimerHandle | None = None
-        reason = ""
 
         def time_left() -> float:
             """Until the idle timeout or the connection's maximum duration, from now."""
@@ -285,16 +290,13 @@ class SocketApi:
         def watch() -> None:
             """Close the connection once a limit is reached: one timer per connection, set
             again only when it fires, rather than a timeout around every read."""
-            nonlocal watchdog, reason
+            nonlocal watchdog
             remaining = time_left()
             if remaining > 0:
                 watchdog = loop.call_later(remaining, watch)
             elif not ws.closed:  # the read in progress then ends
-                reason = GOING_AWAY
                 closing.append(
-                    asyncio.ensure_future(
-                        ws.close(code=CLOSE_GOING_AWAY, message=GOING_AWAY.encode())
-                    )
+                    asyncio.ensure_future(connection.close(CLOSE_GOING_AWAY, GOING_AWAY))
                 )
 
         watchdog = loop.call_later(max(time_left(), 0.0), watch)
@@ -302,8 +304,7 @@ class SocketApi:
             while True:
                 remaining = time_left()
                 if remaining <= 0:
-                    reason = GOING_AWAY
-                    await ws.close(code=CLOSE_GOING_AWAY, message=GOING_AWAY.encode())
+                    await connection.close(CLOSE_GOING_AWAY, GOING_AWAY)
                     break
                 if len(pending) >= self.limits.pending_messages:
                     # Back-pressure: read nothing more until one invocation ends. aiohttp
@@ -339,13 +340,15 @@ class SocketApi:
                     task.add_done_callback(pending.discard)
                     self.peak_pending_messages = max(self.peak_pending_messages, len(pending))
                 elif msg.type == WSMsgType.BINARY:
-                    await ws.close(
-                        code=CLOSE_UNSUPPORTED_DATA, message=b"Binary frames are not supported"
+                    await connection.close(
+                        CLOSE_UNSUPPORTED_DATA, "Binary frames are not supported"
                     )
                     break
                 else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp closed it, 1009 for size)
-                    if msg.type == WSMsgType.CLOSE and isinstance(msg.extra, str):
-                        reason = msg.extra
+                    if connection.ended is None and msg.type == WSMsgType.CLOSE:
+                        connection.ended = (int(msg.data), str(msg.extra or ""))
+                    elif connection.ended is None and isinstance(msg.data, WebSocketError):
+                        connection.ended = (msg.data.code, "")  # aiohttp refused a message
                     break
         finally:
             if watchdog is not None:
@@ -355,7 +358,6 @@ class SocketApi:
                 await ws.close()
             for close in closing:  # its close handshake settles the close code
                 await close
-        return reason
 
     # --- Posts and closes ---------------------------------------------------------------------
 
@@ -387,9 +389,7 @@ class SocketApi:
         connection = self.connections.get(connection_id)
         if connection is None:
             return False
-        await connection.ws.close(
-            code=sendable_close_code(code), message=close_reason(reason).encode()
-        )
+        await connection.close(sendable_close_code(code), close_reason(reason))
         return True
 
     def start_close(self, connection_id: str, code: int, reason: str) -> None:
@@ -403,7 +403,7 @@ class SocketApi:
 
     async def close_all(self, reason: str) -> None:
         for connection in list(self.connections.values()):
-            await connection.ws.close(code=CLOSE_GOING_AWAY, message=reason.encode())
+            await connection.close(CLOSE_GOING_AWAY, reason)
 
 
 def front_headers(request: web.BaseRequest) -> CIMultiDictProxy[str]:
