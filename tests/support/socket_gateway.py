@@ -15,6 +15,7 @@ import aiohttp
 from yarl import URL
 
 from hatchway_local.access_log import AccessLog
+from hatchway_local.concurrency import LambdaConcurrency
 from hatchway_local.gateway import Gateway
 from hatchway_local.platform import GatewayLimits
 from hatchway_local.server import bind, serve_gateway
@@ -100,12 +101,17 @@ class Served:
 
 @contextmanager
 def socket_gateway(
-    attach: bool = True, access_log: AccessLog | None = None, **limits: Any
+    attach: bool = True,
+    access_log: AccessLog | None = None,
+    concurrency: LambdaConcurrency | None = None,
+    **limits: Any,
 ) -> Iterator[Served]:
     """The gateway, the visitor-socket function attached unless ``attach`` is false."""
     function = SocketFunction()
     agents = Agents([], [])
-    gateway = Gateway({"127.0.0.1", "localhost"}, GatewayLimits(**limits), access_log=access_log)
+    gateway = Gateway(
+        {"127.0.0.1", "localhost"}, GatewayLimits(**limits), concurrency, access_log=access_log
+    )
     gateway.set_handlers(agents.ws, agents.http)
     if attach:
         gateway.set_socket_handler(function)

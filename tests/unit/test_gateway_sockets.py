@@ -20,7 +20,7 @@ import websocket
 
 from hatchway import protocol
 from hatchway_local.access_log import AccessLog
-from hatchway_local.concurrency import VISITOR_SOCKET_FUNCTION
+from hatchway_local.concurrency import VISITOR_SOCKET_FUNCTION, LambdaConcurrency
 from hatchway_local.platform import CLOSE_GOING_AWAY, CLOSE_MESSAGE_TOO_BIG
 from hatchway_local.socket_api import GOING_AWAY
 from support.socket_gateway import WAIT_SECONDS, Event, socket_gateway, visitor
@@ -220,6 +220,39 @@ def test_a_failing_connect_is_a_500() -> None:
             return refused.value.status
 
         assert asyncio.run(scenario()) == 500
+
+
+def test_a_connect_with_no_free_execution_is_throttled_to_a_500() -> None:
+    # One execution in the account: the first visitor's $connect holds it while it waits
+    # (as the relay's waits for the agent's answer), so the second's is throttled.
+    with socket_gateway(concurrency=LambdaConcurrency(account_limit=1)) as served:
+        holding, release = threading.Event(), threading.Event()
+
+        def hold(event: Event) -> Event:
+            if event["headers"]["x-hatchway-target"] == "/first":
+                holding.set()
+                assert release.wait(WAIT_SECONDS)
+            return {"statusCode": 200}
+
+        served.function.connect_result = hold
+
+        async def scenario() -> int:
+            async with aiohttp.ClientSession() as session:
+                first = asyncio.ensure_future(
+                    session.get(served.url("/first"), headers={"Host": "app.localhost", **UPGRADE})
+                )
+                await asyncio.get_running_loop().run_in_executor(None, holding.wait, WAIT_SECONDS)
+                try:
+                    async with session.get(
+                        served.url("/second"), headers={"Host": "app.localhost", **UPGRADE}
+                    ) as second:
+                        return second.status
+                finally:
+                    release.set()
+                    (await first).close()
+
+        assert asyncio.run(scenario()) == 500
+        assert served.gateway.concurrency.throttles[VISITOR_SOCKET_FUNCTION] == 1
 
 
 # --- Messages -----------------------------------------------------------------------------------
