@@ -104,13 +104,18 @@ def socket_gateway(
     attach: bool = True,
     access_log: AccessLog | None = None,
     concurrency: LambdaConcurrency | None = None,
+    websocket_on_loop: bool = False,
     **limits: Any,
 ) -> Iterator[Served]:
     """The gateway, the visitor-socket function attached unless ``attach`` is false."""
     function = SocketFunction()
     agents = Agents([], [])
     gateway = Gateway(
-        {"127.0.0.1", "localhost"}, GatewayLimits(**limits), concurrency, access_log=access_log
+        {"127.0.0.1", "localhost"},
+        GatewayLimits(**limits),
+        concurrency,
+        websocket_on_loop=websocket_on_loop,
+        access_log=access_log,
     )
     gateway.set_handlers(agents.ws, agents.http)
     if attach:

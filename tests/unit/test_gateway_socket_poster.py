@@ -11,7 +11,7 @@ import threading
 import aiohttp
 import pytest
 
-from hatchway_local.local_poster import LocalSocketPoster
+from hatchway_local.local_poster import LocalPoster, LocalSocketPoster
 from hatchway_local.platform import WEBSOCKET_MAX_MESSAGE_BYTES
 from hatchway_relay.ports import ConnectionGone, PostFailed
 from support.socket_gateway import WAIT_SECONDS, Event, Served, socket_gateway, visitor
@@ -62,6 +62,35 @@ def test_posts_from_the_loops_own_thread_go_out_in_order() -> None:
                 return [(await receive(ws)).data for _ in range(3)]
 
         assert asyncio.run(scenario()) == ["one", b"two", "three"]
+
+
+def test_an_agents_message_run_on_the_loop_is_passed_to_the_visitor() -> None:
+    # The agents' API runs its invocations on the loop here: the relay's posts to the visitor
+    # and to the agent are written once the invocation returns, in the order it made them.
+    with socket_gateway(websocket_on_loop=True) as served:
+        gateway = served.gateway
+        sockets, agents = LocalSocketPoster(gateway), LocalPoster(gateway)
+        on_loop: list[bool] = []
+
+        def agent_function(event: Event, context: object) -> Event:
+            if event["requestContext"]["routeKey"] == "$default":
+                on_loop.append(gateway.in_loop_thread())
+                sid, _, text = event["body"].partition(" ")
+                sockets.send(sid, text.encode(), False)
+                agents.post(event["requestContext"]["connectionId"], f"ack {sid}")
+            return {"statusCode": 200}
+
+        gateway.ws_handler = agent_function
+
+        async def scenario() -> tuple[object, object]:
+            async with visitor(served) as visitor_ws:
+                sid = socket_id(served)
+                async with visitor(served, "/connect", f"127.0.0.1:{served.port}") as agent_ws:
+                    await agent_ws.send_str(f"{sid} from the app")
+                    return (await receive(visitor_ws)).data, (await receive(agent_ws)).data
+
+        assert asyncio.run(scenario()) == ("from the app", f"ack {socket_id(served)}")
+        assert on_loop == [True]
 
 
 def test_a_message_of_the_limit_is_sent_and_one_byte_more_fails() -> None:
