@@ -1,5 +1,5 @@
 """The local gateway's access logs, written as API Gateway writes the stack's: the very formats
-``template.yaml`` gives its two APIs (``AccessLogSettings``), each ``$context`` variable put in
+``template.yaml`` gives its APIs (``AccessLogSettings``), each ``$context`` variable put in
 from what the gateway knows of a visitor request or an agent's connect, message or disconnect.
 One JSON line each, to a file (rotated once it grows past a limit), to listeners
 (``make cost`` measures them) and to a bounded memory that ``hatchway-admin --local logs``
@@ -34,16 +34,26 @@ new one started: a gateway left running does not fill the disk."""
 _VARIABLE = re.compile(r"\$context\.([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)")
 """A ``$context`` variable in a format: dotted names (``identity.sourceIp``)."""
 
-_STAGES = {"visitors": "HttpApi", "agents": "WebSocketStage"}
+_STAGES = {
+    "visitors": "HttpApi",
+    "agents": "WebSocketStage",
+    "visitor_sockets": "VisitorSocketStage",
+}
 """Which template resource carries each API's ``AccessLogSettings``."""
 
 
 @dataclass(frozen=True)
 class AccessLogFormats:
-    """The template's two formats: the HTTP API's (visitors) and the WebSocket API's (agents)."""
+    """The template's formats: the HTTP API's (visitors), the agents' WebSocket API's and the
+    visitor-socket API's (the agents' format when the template gives it none)."""
 
     visitors: str
     agents: str
+    visitor_sockets: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.visitor_sockets:
+            object.__setattr__(self, "visitor_sockets", self.agents)
 
 
 def load_formats(text: str | None = None) -> AccessLogFormats:
@@ -53,6 +63,10 @@ def load_formats(text: str | None = None) -> AccessLogFormats:
     ]
     found = {}
     for kind, resource in _STAGES.items():
+        if resource not in resources or "AccessLogSettings" not in resources[resource].get(
+            "Properties", {}
+        ):
+            continue  # a template from before the visitor-socket API
         setting = resources[resource]["Properties"]["AccessLogSettings"]
         # On in the template unless its parameter turns it off: the settings are the If's first
         # branch.
@@ -156,6 +170,10 @@ class AccessLog:
 
     def agent(self, context: Mapping[str, object]) -> str:
         return self._write(render(self.formats.agents, context))
+
+    def visitor_socket(self, context: Mapping[str, object]) -> str:
+        """A visitor-socket API line (its ``$context`` is the agents' API's kind)."""
+        return self._write(render(self.formats.visitor_sockets, context))
 
     def listen(self, listener: Callable[[str], None]) -> None:
         """Call ``listener`` with every line from now on (``make cost`` counts their bytes)."""

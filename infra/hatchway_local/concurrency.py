@@ -23,7 +23,16 @@ smaller); a reservation that would leave fewer fails the deploy."""
 
 WEBSOCKET_FUNCTION = "websocket"
 HTTP_FUNCTION = "http"
-FUNCTIONS = (WEBSOCKET_FUNCTION, HTTP_FUNCTION)
+VISITOR_SOCKET_FUNCTION = "visitor-socket"
+"""The template's ``VisitorSocketFunction``: the visitor-socket API's ``$connect``,
+``$default`` and ``$disconnect``. It reserves nothing: its executions come from the unreserved
+pool, shared with every function that reserves nothing either."""
+
+FUNCTIONS = (WEBSOCKET_FUNCTION, HTTP_FUNCTION, VISITOR_SOCKET_FUNCTION)
+
+RELAY_FUNCTIONS = (WEBSOCKET_FUNCTION, HTTP_FUNCTION)
+"""The functions every gateway runs; the visitor-socket function counts once it is attached
+(``ConcurrencyPool.deploy``)."""
 
 
 class Throttled(Exception):
@@ -43,7 +52,9 @@ class LambdaConcurrency:
     min_unreserved: int = LAMBDA_MIN_UNRESERVED
 
     def reserved(self, function: str) -> int | None:
-        return self.websocket_reserved if function == WEBSOCKET_FUNCTION else self.http_max
+        if function == WEBSOCKET_FUNCTION:
+            return self.websocket_reserved
+        return self.http_max if function == HTTP_FUNCTION else None
 
     @property
     def unreserved(self) -> int:
@@ -80,10 +91,16 @@ class ConcurrencyPool:
         self.config = config
         self._unreserved = config.unreserved
         self._lock = threading.Lock()
-        self._running = dict.fromkeys(FUNCTIONS, 0)
+        self._running = dict.fromkeys(RELAY_FUNCTIONS, 0)
         self._unreserved_running = 0
-        self.throttles = dict.fromkeys(FUNCTIONS, 0)
-        """Throttled invocations per function, for tests and logs."""
+        self.throttles = dict.fromkeys(RELAY_FUNCTIONS, 0)
+        """Throttled invocations per deployed function, for tests and logs."""
+
+    def deploy(self, function: str) -> None:
+        """Count ``function``'s executions from now on (a function attached later)."""
+        with self._lock:
+            self._running.setdefault(function, 0)
+            self.throttles.setdefault(function, 0)
 
     def running(self, function: str) -> int:
         with self._lock:

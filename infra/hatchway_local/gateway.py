@@ -1,6 +1,9 @@
-"""An API Gateway emulator on aiohttp: the WebSocket API and the HTTP API (payload 2.0) on one
-port, invoking the relay's real Lambda handlers; the ``@connections`` management API is served on
-a loopback listener of its own (``management``), never to visitors.
+"""An API Gateway emulator on aiohttp: the agents' WebSocket API, the HTTP API (payload 2.0)
+and the visitor-socket WebSocket API on one port, invoking the relay's real Lambda handlers; the
+agents' ``@connections`` management API is served on a loopback listener of its own
+(``management``), never to visitors. Each WebSocket API is a ``socket_api.SocketApi``; the
+gateway plays the front that sends a visitor's upgrade to the visitor-socket API (CloudFront's
+job on AWS).
 
 It builds the event shapes API Gateway sends, enforces the platform's limits, and runs every
 handler invocation with a Lambda-like context (``lambda_context``).
@@ -22,29 +25,27 @@ an execution that goes on after the visitor's timeout. On its bare hosts it also
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from hatchway.protocol import b64
 from hatchway_local.access_log import AccessLog, VisitorOutcome, agent_context, visitor_context
 from hatchway_local.blob_urls import serve_blob
 from hatchway_local.concurrency import (
     HTTP_FUNCTION,
+    VISITOR_SOCKET_FUNCTION,
     WEBSOCKET_FUNCTION,
     ConcurrencyPool,
     LambdaConcurrency,
     Throttled,
 )
-from hatchway_local.frame_guard import FrameGuard
 from hatchway_local.integrations import (
     AnswerWrites,
     IntegrationFailed,
@@ -54,9 +55,6 @@ from hatchway_local.integrations import (
 from hatchway_local.management import management_app, new_key
 from hatchway_local.platform import (
     BODY_FIELD_BYTES,
-    CLOSE_GOING_AWAY,
-    CLOSE_HANDSHAKE_SECONDS,
-    CLOSE_UNSUPPORTED_DATA,
     HTTP_INTEGRATION_ERROR,
     INTEGRATION_FAILED,
     INTEGRATION_THREADS,
@@ -65,7 +63,6 @@ from hatchway_local.platform import (
     LAMBDA_MAX_EVENT_BYTES,
     LINGERING_CLOSE_SECONDS,
     MAX_REQUEST_BODY_BYTES,
-    WEBSOCKET_INTEGRATION_ERROR,
     WEBSOCKET_MAX_MESSAGE_BYTES,
     GatewayLimits,
     base64_size,
@@ -73,11 +70,11 @@ from hatchway_local.platform import (
     json_error,
     lambda_context,
     lambda_path,
-    new_connection_id,
     request_id,
     request_time,
     with_lambda_head,
 )
+from hatchway_local.socket_api import SocketApi, SocketConnection, front_headers, integration_error
 from hatchway_local.steps import Execution
 from hatchway_local.streaming import ChunkSource, write_streamed
 from hatchway_relay.adapters.memory_blobs import BLOB_PATH, MemoryBlobStore
@@ -96,15 +93,6 @@ class AnswerWatch(Protocol):
     def watch_response(self, request_id: str, wake: Callable[[], None]) -> None: ...
 
     def wait_response(self, request_id: str, until: float, hint: float = 0.0) -> bytes | None: ...
-
-
-@dataclass
-class _Connection:
-    ws: web.WebSocketResponse
-    connected_at: float
-    source_ip: str
-    user_agent: str
-    last_active: float = field(default_factory=time.time)
 
 
 async def _flush(sends: list[Coroutine[Any, Any, None]]) -> None:
@@ -195,9 +183,36 @@ class Gateway:
         self.integration_pool = ThreadPoolExecutor(
             INTEGRATION_THREADS, thread_name_prefix="gw-integration"
         )
-        self.connections: dict[str, _Connection] = {}
-        self.peak_pending_messages = 0
-        """The most ``$default`` invocations any one connection ever had pending at once."""
+        self.socket_handler: Handler | None = None
+        """The visitor-socket function (``set_socket_handler``); without it a visitor's
+        upgrade goes to the HTTP API, whose relay refuses it."""
+        # Never on the loop: its $connect waits for the agent's answer, which arrives through
+        # the agents' API on this very loop.
+        self.socket_pool = ThreadPoolExecutor(
+            max(1, capacity(VISITOR_SOCKET_FUNCTION)), thread_name_prefix="gw-socket"
+        )
+        self.agents = SocketApi(
+            WEBSOCKET_FUNCTION,
+            self._invoke,
+            self.limits,
+            api_id,
+            binary=False,
+            one_at_a_time=websocket_on_loop,
+            log_line=self._log_agent,
+        )
+        """The agents' WebSocket API (``/connect`` on a bare host)."""
+        self.sockets = SocketApi(
+            VISITOR_SOCKET_FUNCTION,
+            self._invoke,
+            self.limits,
+            api_id,
+            binary=True,
+            # Keeps a socket's messages in order on one box; API Gateway makes no such promise
+            # (its invocations for one connection may run at once).
+            one_at_a_time=True,
+            log_line=self._log_socket,
+        )
+        """The visitor-socket API: every other upgrade, once ``set_socket_handler`` is done."""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_thread: int | None = None
         """The thread id of the loop's thread (set with ``loop``)."""
@@ -242,66 +257,61 @@ class Gateway:
         to (``integrations``). Without them every message goes to the WebSocket function."""
         self.routes = routes
         self.answer_writes = writes
+        self.agents.services = self._service
+
+    def set_socket_handler(self, handler: Handler) -> None:
+        """Attach the visitor-socket function: from now on a visitor's upgrade (any but an
+        agent's ``/connect`` on a bare host) goes to the visitor-socket API."""
+        self.socket_handler = handler
+        self.concurrency.deploy(VISITOR_SOCKET_FUNCTION)
+
+    @property
+    def connections(self) -> dict[str, SocketConnection]:
+        """The agents' live connections (what the management API acts on)."""
+        return self.agents.connections
+
+    @property
+    def peak_pending_messages(self) -> int:
+        """The most ``$default`` invocations any agent's connection ever had pending at once."""
+        return self.agents.peak_pending_messages
 
     # --- Dispatch -----------------------------------------------------------------------------
 
     async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         host = request.headers.get("Host", "").lower()
         bare = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if bare in self.bare_hosts or host in self.bare_hosts:
             path = request.raw_path.split("?", 1)[0]
-            if path == "/connect" and request.headers.get("Upgrade", "").lower() == "websocket":
-                return await self.websocket(request)
+            if path == "/connect" and upgrade:
+                return await self.agents.serve(request)
             if path.startswith(BLOB_PATH) and self.blobs is not None:
                 return await serve_blob(request, self.blobs, path[len(BLOB_PATH) :])
+        if upgrade and self.socket_handler is not None and "Sec-WebSocket-Key" in request.headers:
+            # The front's job on AWS (CloudFront): a visitor's WebSocket goes to the
+            # visitor-socket API, with the host and target it was sent to.
+            return await self.sockets.serve(request, front_headers(request))
         return await self.http(request)
 
-    # --- WebSocket API ------------------------------------------------------------------------
-
-    def _ws_event(
-        self, request: web.BaseRequest, route: str, connection_id: str, connected_at: float
-    ) -> dict[str, Any]:
-        now = time.time()
-        context = {
-            "routeKey": route,
-            "eventType": {"$connect": "CONNECT", "$disconnect": "DISCONNECT"}.get(route, "MESSAGE"),
-            "extendedRequestId": request_id(),
-            "requestTime": request_time(now),
-            "messageDirection": "IN",
-            "stage": "local",
-            "connectedAt": int(connected_at * 1000),
-            "requestTimeEpoch": int(now * 1000),
-            "identity": {
-                "sourceIp": request.remote or "",
-                "userAgent": request.headers.get("User-Agent", ""),
-            },
-            "requestId": request_id(),
-            "domainName": request.host,
-            "connectionId": connection_id,
-            "apiId": self.api_id,
-        }
-        event: dict[str, Any] = {"requestContext": context, "isBase64Encoded": False}
-        if route == "$connect":
-            event["headers"] = dict(request.headers)
-            event["multiValueHeaders"] = {k: request.headers.getall(k) for k in request.headers}
-            if request.query:
-                event["queryStringParameters"] = {k: request.query[k] for k in request.query}
-                event["multiValueQueryStringParameters"] = {
-                    k: request.query.getall(k) for k in request.query
-                }
-        return event
+    # --- Invocations --------------------------------------------------------------------------
 
     async def _invoke(self, function: str, event: dict[str, Any]) -> dict[str, Any] | None:
         """Run a handler like Lambda would: ``Throttled`` at once if the function has no free
         execution, None if the handler raised (logged)."""
-        handler = self.ws_handler if function == WEBSOCKET_FUNCTION else self.http_handler
+        handler, pool, timeout = {
+            WEBSOCKET_FUNCTION: (
+                self.ws_handler,
+                self.ws_pool,
+                self.limits.websocket_function_timeout,
+            ),
+            HTTP_FUNCTION: (self.http_handler, self.http_pool, self.limits.http_function_timeout),
+            VISITOR_SOCKET_FUNCTION: (
+                self.socket_handler,
+                self.socket_pool,
+                self.limits.websocket_function_timeout,
+            ),
+        }[function]
         assert handler is not None, "handlers not attached"
-        pool = self.ws_pool if function == WEBSOCKET_FUNCTION else self.http_pool
-        timeout = (
-            self.limits.websocket_function_timeout
-            if function == WEBSOCKET_FUNCTION
-            else self.limits.http_function_timeout
-        )
         self.concurrency.acquire(function)
         if function == WEBSOCKET_FUNCTION and self.websocket_on_loop:
             return await self._invoke_on_loop(handler, event, timeout)
@@ -414,14 +424,9 @@ class Gateway:
     def in_loop_thread(self) -> bool:
         return self.loop_thread == threading.get_ident()
 
-    def post_on_loop(self, connection_id: str, data: str) -> None:
+    def post_on_loop(self, send: Coroutine[Any, Any, None]) -> None:
         """A post made on the loop's own thread, which cannot wait for it: sent when the
-        invocation making it returns (else at once, in the background). KeyError if the
-        connection is unknown or closed."""
-        connection = self.connections.get(connection_id)
-        if connection is None or connection.ws.closed:
-            raise KeyError(connection_id)
-        send = self.send(connection_id, data)
+        invocation making it returns (else at once, in the background)."""
         if self.loop_sends is not None:
             self.loop_sends.append(send)
             return
@@ -430,27 +435,13 @@ class Gateway:
         task.add_done_callback(self._loose_sends.discard)
         task.add_done_callback(_ignore_failure)
 
-    async def _invoke_ws(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        """A WebSocket invocation; a throttled one is logged and yields None."""
-        try:
-            return await self._invoke(WEBSOCKET_FUNCTION, event)
-        except Throttled:
-            log.warning("throttled: %s", event["requestContext"]["routeKey"])
-            return None
-
-    async def _message(self, ws: web.WebSocketResponse, event: dict[str, Any]) -> None:
-        """One ``$default`` invocation. If it fails or is throttled, API Gateway tells the
-        client so in a message of its own."""
-        started = time.time()
-        error: str | None = None
-        try:
-            result = await self._invoke(WEBSOCKET_FUNCTION, event)
-        except Throttled:
-            result, error = None, INTEGRATION_THROTTLED
-        if result is None:
-            error = error or INTEGRATION_FAILED
-            await self._integration_error(ws, event)
-        self._log_agent(event, "$default", 500 if error else 200, started, error)
+    def _service(
+        self, ws: web.WebSocketResponse, event: dict[str, Any]
+    ) -> Coroutine[Any, Any, None] | None:
+        """The agents' API's service routes: a message one of them takes is stored by its
+        integration, with no Lambda invocation."""
+        service = self.routes.select(event["body"]) if self.routes is not None else None
+        return None if service is None else self._integrate(ws, service, event)
 
     async def _integrate(
         self, ws: web.WebSocketResponse, route: ServiceRoute, event: dict[str, Any]
@@ -475,7 +466,7 @@ class Gateway:
         except IntegrationFailed as exc:
             log.warning("integration failed for route %s: %s", route.route_key, exc)
             self._log_agent(event, route.route_key, 500, started, str(exc))
-            await self._integration_error(ws, event)
+            await integration_error(ws, event)
             return
         self._log_agent(event, route.route_key, 200, started, None)
 
@@ -486,162 +477,26 @@ class Gateway:
         if self.access_log is not None:
             self.access_log.agent(agent_context(event, route, status, started, time.time(), error))
 
-    @staticmethod
-    async def _integration_error(ws: web.WebSocketResponse, event: dict[str, Any]) -> None:
-        """API Gateway's frame for a message it could not deliver to its integration."""
-        if ws.closed:
-            return
-        context = event["requestContext"]
-        error = {
-            "message": WEBSOCKET_INTEGRATION_ERROR,
-            "connectionId": context["connectionId"],
-            "requestId": context["requestId"],
-        }
-        # The socket may have closed meanwhile; then nobody is left to tell.
-        with contextlib.suppress(ConnectionResetError, RuntimeError):
-            await ws.send_str(json.dumps(error))
-
-    async def websocket(self, request: web.BaseRequest) -> web.StreamResponse:
-        connection_id = new_connection_id()
-        connected_at = time.time()
-        connect = self._ws_event(request, "$connect", connection_id, connected_at)
-        result = await self._invoke_ws(connect)
-        status = int(result.get("statusCode", 200)) if isinstance(result, dict) else 500
-        failed = None if result is not None else INTEGRATION_FAILED
-        self._log_agent(connect, "$connect", status, connected_at, failed)
-        if not 200 <= status < 300:
-            body = (result or {}).get("body") or (
-                "Internal Server Error" if status == 500 else "Forbidden"
+    def _log_socket(
+        self, event: dict[str, Any], route: str, status: int, started: float, error: str | None
+    ) -> None:
+        """The visitor-socket API's access-log line for one connect, message or disconnect."""
+        if self.access_log is not None:
+            self.access_log.visitor_socket(
+                agent_context(event, route, status, started, time.time(), error)
             )
-            return web.Response(status=status, text=str(body))
-
-        ws = web.WebSocketResponse(
-            autoping=True,
-            # aiohttp refuses a message that reaches max_msg_size; API Gateway accepts one
-            # of exactly its limit. It closes with 1009 either way.
-            max_msg_size=self.limits.message_bytes + 1,
-            compress=False,  # API Gateway negotiates no permessage-deflate
-            timeout=CLOSE_HANDSHAKE_SECONDS,
-        )
-        if request.transport is not None:
-            # Before the 101 goes out: a client sends no frame before it.
-            FrameGuard.install(request.transport, self.limits.frame_bytes)
-        await ws.prepare(request)
-        connection = _Connection(
-            ws, connected_at, request.remote or "", request.headers.get("User-Agent", "")
-        )
-        self.connections[connection_id] = connection
-        pending: set[asyncio.Task[Any]] = set()
-        loop = asyncio.get_running_loop()
-        closing: list[asyncio.Task[bool]] = []
-        watchdog: asyncio.TimerHandle | None = None
-
-        def time_left() -> float:
-            """Until the idle timeout or the connection's maximum duration, from now."""
-            return (
-                min(
-                    connection.last_active + self.limits.idle_timeout,
-                    connected_at + self.limits.max_connection_seconds,
-                )
-                - time.time()
-            )
-
-        def watch() -> None:
-            """Close the connection once a limit is reached: one timer per connection, set
-            again only when it fires, rather than a timeout around every read."""
-            nonlocal watchdog
-            remaining = time_left()
-            if remaining > 0:
-                watchdog = loop.call_later(remaining, watch)
-            elif not ws.closed:  # the read in progress then ends
-                closing.append(
-                    asyncio.ensure_future(ws.close(code=CLOSE_GOING_AWAY, message=b"Going away"))
-                )
-
-        watchdog = loop.call_later(max(time_left(), 0.0), watch)
-        try:
-            while True:
-                remaining = time_left()
-                if remaining <= 0:
-                    await ws.close(code=CLOSE_GOING_AWAY, message=b"Going away")
-                    break
-                if len(pending) >= self.limits.pending_messages:
-                    # Back-pressure: read nothing more until one invocation ends. aiohttp
-                    # stops reading the socket once its small buffer is full.
-                    await asyncio.wait(
-                        pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    continue
-                msg = await ws.receive()
-                if msg.type == WSMsgType.TEXT:
-                    connection.last_active = time.time()
-                    event = self._ws_event(request, "$default", connection_id, connected_at)
-                    event["body"] = msg.data
-                    event["requestContext"]["messageId"] = request_id()
-                    service = self.routes.select(msg.data) if self.routes is not None else None
-                    handled = (
-                        self._message(ws, event)
-                        if service is None
-                        else self._integrate(ws, service, event)
-                    )
-                    if self.websocket_on_loop:
-                        # One at a time, read no further until it ends: back-pressure itself.
-                        self.peak_pending_messages = max(self.peak_pending_messages, 1)
-                        await handled
-                        # A backlog of buffered frames is read without waiting: let every
-                        # other connection and visitor have the loop between two messages.
-                        await asyncio.sleep(0)
-                        continue
-                    task = asyncio.ensure_future(handled)
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
-                    self.peak_pending_messages = max(self.peak_pending_messages, len(pending))
-                elif msg.type == WSMsgType.BINARY:
-                    await ws.close(
-                        code=CLOSE_UNSUPPORTED_DATA, message=b"Binary frames are not supported"
-                    )
-                    break
-                else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp closed it, 1009 for size)
-                    break
-        finally:
-            if watchdog is not None:
-                watchdog.cancel()
-            self.connections.pop(connection_id, None)
-            if not ws.closed:
-                await ws.close()
-            for close in closing:  # its close handshake settles the close code
-                await close
-            event = self._ws_event(request, "$disconnect", connection_id, connected_at)
-            event["requestContext"].update(
-                disconnectStatusCode=ws.close_code or 1006, disconnectReason=""
-            )
-            started = time.time()
-            result = await self._invoke_ws(event)
-            failed = None if result is not None else INTEGRATION_FAILED
-            self._log_agent(event, "$disconnect", 500 if failed else 200, started, failed)
-        return ws
 
     async def send(self, connection_id: str, data: str) -> None:
-        """Send one text message; KeyError if the connection is unknown or closed."""
-        connection = self.connections.get(connection_id)
-        if connection is None or connection.ws.closed:
-            raise KeyError(connection_id)
-        try:
-            await connection.ws.send_str(data)
-        except (ConnectionResetError, RuntimeError):
-            raise KeyError(connection_id) from None
-        connection.last_active = time.time()
+        """Send one text message to an agent; KeyError if the connection is unknown or
+        closed."""
+        await self.agents.send(connection_id, data)
 
     async def close_connection(self, connection_id: str) -> bool:
-        connection = self.connections.get(connection_id)
-        if connection is None:
-            return False
-        await connection.ws.close(code=1000, message=b"")
-        return True
+        return await self.agents.close_connection(connection_id)
 
     async def close_all(self) -> None:
-        for connection in list(self.connections.values()):
-            await connection.ws.close(code=CLOSE_GOING_AWAY, message=b"Server shutting down")
+        await self.agents.close_all("Server shutting down")
+        await self.sockets.close_all("Server shutting down")
 
     # --- HTTP API -----------------------------------------------------------------------------
 

@@ -1,13 +1,17 @@
-"""``LocalPoster``: the relay's ``Poster`` port inside the local gateway's own process.
+"""The relay's posting ports inside the local gateway's own process: ``LocalPoster`` (the
+``Poster`` to agents' connections) and ``LocalSocketPoster`` (the ``SocketPoster`` to visitors'
+WebSockets).
 
 From a worker thread a post waits until the gateway's loop has written the message (or fails);
-from the loop's own thread (a WebSocket invocation run there) it cannot wait, and the gateway
-writes the message when that invocation returns."""
+from the loop's own thread (an invocation run there) it cannot wait, and the gateway writes the
+message when that invocation returns, after the posts it made before."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from hatchway_local.gateway import Gateway
 from hatchway_local.platform import WEBSOCKET_MAX_MESSAGE_BYTES
@@ -17,13 +21,22 @@ POST_TIMEOUT_SECONDS = 10.0
 """How long a handler thread waits for the gateway's loop to hand a message to a socket."""
 
 
-class LocalPoster:
+class _LoopPoster:
+    """Posts through the gateway's loop, from whichever thread the relay runs on."""
+
     def __init__(self, gateway: Gateway, timeout: float = POST_TIMEOUT_SECONDS) -> None:
         self.gateway = gateway
         self.timeout = timeout
 
-    def post(self, connection_id: str, text: str) -> None:
-        size = len(text.encode("utf-8"))
+    def _post(
+        self,
+        connection_id: str,
+        size: int,
+        live: Callable[[], bool],
+        send: Callable[[], Coroutine[Any, Any, None]],
+    ) -> None:
+        """Send what ``send`` makes to a connection, ``live`` telling whether it is open.
+        ``send`` raises KeyError for a connection gone."""
         if size > WEBSOCKET_MAX_MESSAGE_BYTES:
             # What the @connections API answers (413) for a message it will not send.
             raise PostFailed(
@@ -34,12 +47,11 @@ class LocalPoster:
         if loop is None or loop.is_closed():
             raise ConnectionGone(connection_id)
         if self.gateway.in_loop_thread():
-            try:
-                self.gateway.post_on_loop(connection_id, text)
-            except KeyError:
-                raise ConnectionGone(connection_id) from None
+            if not live():
+                raise ConnectionGone(connection_id)
+            self.gateway.post_on_loop(send())
             return
-        future = asyncio.run_coroutine_threadsafe(self.gateway.send(connection_id, text), loop)
+        future = asyncio.run_coroutine_threadsafe(send(), loop)
         try:
             future.result(self.timeout)
         except KeyError:
@@ -49,3 +61,47 @@ class LocalPoster:
             raise PostFailed(connection_id, f"timed out after {self.timeout:g} s") from None
         except Exception as exc:
             raise PostFailed(connection_id, f"{type(exc).__name__}: {exc}") from exc
+
+
+class LocalPoster(_LoopPoster):
+    """``Poster``: text messages to agents' connections (the agents' API)."""
+
+    def post(self, connection_id: str, text: str) -> None:
+        self._post(
+            connection_id,
+            len(text.encode("utf-8")),
+            lambda: self.gateway.agents.live(connection_id),
+            lambda: self.gateway.send(connection_id, text),
+        )
+
+
+class LocalSocketPoster(_LoopPoster):
+    """``SocketPoster``: visitors' WebSockets (the visitor-socket API). A socket still in its
+    ``$connect`` is not open yet: posts to it are refused as gone, as API Gateway refuses them
+    (410)."""
+
+    def send(self, socket_id: str, data: bytes, binary: bool) -> None:
+        sockets = self.gateway.sockets
+        message: str | bytes = data if binary else data.decode("utf-8", "replace")
+        self._post(
+            socket_id,
+            len(data),
+            lambda: sockets.live(socket_id),
+            lambda: sockets.send(socket_id, message),
+        )
+
+    def close(self, socket_id: str, code: int, reason: str) -> None:
+        """Begin closing the socket with ``code`` and ``reason`` (a socket gone is left alone),
+        after the messages sent before; the client's close frame is not waited for."""
+        loop = self.gateway.loop
+        if loop is None or loop.is_closed():
+            return
+        sockets = self.gateway.sockets
+        if self.gateway.in_loop_thread():
+
+            async def close() -> None:
+                sockets.start_close(socket_id, code, reason)
+
+            self.gateway.post_on_loop(close())
+            return
+        loop.call_soon_threadsafe(sockets.start_close, socket_id, code, reason)

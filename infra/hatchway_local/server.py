@@ -241,6 +241,7 @@ def serve_gateway(
         thread.join(10)
         gateway.http_pool.shutdown(wait=False, cancel_futures=True)
         gateway.ws_pool.shutdown(wait=False, cancel_futures=True)
+        gateway.socket_pool.shutdown(wait=False, cancel_futures=True)
         gateway.integration_pool.shutdown(wait=False, cancel_futures=True)
         sock.close()
         management_sock.close()
