@@ -67,12 +67,17 @@ class Visits(Protocol):
     def visit(self, visit: Visit) -> Reply: ...
 
 
-class SocketRelay(Protocol):
-    """What the socket path uses of the relay (``core.Relay``)."""
+class SocketParts(Protocol):
+    """What storing a socket's pair uses of the relay (``visits.RelayParts`` has it)."""
 
     store: Store
     poster: Poster
     clock: Clock
+
+
+class SocketRelay(SocketParts, Protocol):
+    """What the socket path uses of the relay (``core.Relay``)."""
+
     config: RelayConfig
 
     @property
@@ -80,11 +85,13 @@ class SocketRelay(Protocol):
 
 
 def opened(
-    store: Store, clock: Clock, request: protocol.Request, claim: Claim, answer: bytes, via: str
+    relay: SocketParts, request: protocol.Request, claim: Claim, answer: bytes, via: str
 ) -> Reply | None:
     """The visitor's reply when the app accepted the socket (the agent answered 101): the pair
-    is stored first, so the app's first message finds it. None for any other answer, which is
-    then an ordinary reply (the app's refusal, or the agent's fault)."""
+    is stored, then confirmed to the agent (``SocketAck`` 0: the open counts as the socket's
+    message 0), which holds the app's first message until then, so that it finds the pair.
+    None for any other answer, which is then an ordinary reply (the app's refusal, or the
+    agent's fault)."""
     try:
         message, _ = codec.unpack_stored(answer)
     except ProtocolError:
@@ -93,17 +100,22 @@ def opened(
         return None
     if message.status != 101 or message.fault is not None:
         return None
-    now = clock.now()
-    store.put_socket(
-        SocketRecord(
-            request.socket,
-            via,
-            claim.token_id,
-            claim.name,
-            now,
-            now + protocol.SOCKET_MAX_SECONDS,
-        )
+    now = relay.clock.now()
+    record = SocketRecord(
+        request.socket, via, claim.token_id, claim.name, now, now + protocol.SOCKET_MAX_SECONDS
     )
+    relay.store.put_socket(record)
+    try:
+        relay.poster.post(via, codec.encode(protocol.SocketAck(request.socket, 0)))
+    except (ConnectionGone, PostFailed) as exc:
+        relay.store.delete_socket(request.socket)
+        why = exc.why if isinstance(exc, PostFailed) else "it disconnected"
+        return error_reply(
+            502,
+            "agent-gone",
+            f"The agent serving tunnel {claim.name!r} accepted the WebSocket but could not be "
+            f"told it opened ({why}).",
+        )
     chosen = guards.header(message.headers, "sec-websocket-protocol")
     return Reply(101, (("sec-websocket-protocol", chosen),) if chosen else ())
 

@@ -632,8 +632,7 @@ class VisitorPath:
                 return answer
             self._remember_latency(request.tunnel, self.relay.clock.now() - started)
             if request.socket:
-                store, clock = self.relay.store, self.relay.clock
-                paired = sockets.opened(store, clock, request, claim, answer, connection_id)
+                paired = sockets.opened(self.relay, request, claim, answer, connection_id)
                 if paired is not None:
                     return paired
             reply = self.answers.reply_from(request, claim, answer, connection_id)

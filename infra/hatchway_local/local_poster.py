@@ -75,14 +75,28 @@ class LocalPoster(_LoopPoster):
         )
 
 
+OPENING_WAIT_SECONDS = 3.0
+"""How long a post made on the loop's thread waits for its socket's handshake to complete."""
+
+
 class LocalSocketPoster(_LoopPoster):
     """``SocketPoster``: visitors' WebSockets (the visitor-socket API). A socket still in its
-    ``$connect`` is not open yet: posts to it are refused as gone, as API Gateway refuses them
-    (410)."""
+    ``$connect`` is not open yet: from a worker thread posts to it are refused as gone, as API
+    Gateway refuses them (410), and the relay tries again shortly. An invocation on the loop's
+    own thread cannot pause without stopping the very handshake it waits for, so its post goes
+    out once the handshake is done, before the invocation counts as finished."""
 
     def send(self, socket_id: str, data: bytes, binary: bool) -> None:
         sockets = self.gateway.sockets
         message: str | bytes = data if binary else data.decode("utf-8", "replace")
+        if self.gateway.in_loop_thread() and socket_id in sockets.opening:
+
+            async def once_open() -> None:
+                if await sockets.once_open(socket_id, OPENING_WAIT_SECONDS):
+                    await sockets.send(socket_id, message)
+
+            self.gateway.post_on_loop(once_open())
+            return
         self._post(
             socket_id,
             len(data),

@@ -23,7 +23,7 @@ from hatchway_local.admin_api import AdminServer
 from hatchway_local.concurrency import LAMBDA_ACCOUNT_CONCURRENCY, LambdaConcurrency
 from hatchway_local.gateway import Gateway
 from hatchway_local.integrations import AnswerWrites, DynamoDBWrites, MemoryWrites, load_routes
-from hatchway_local.local_poster import LocalPoster
+from hatchway_local.local_poster import LocalPoster, LocalSocketPoster
 from hatchway_local.management import MANAGEMENT_HOST, management_url
 from hatchway_local.platform import (
     HTTP_FUNCTION_TIMEOUT_SECONDS,
@@ -38,6 +38,7 @@ from hatchway_relay.adapters.sqlite_store import SqliteStore
 from hatchway_relay.config import REFUSAL_FLUSH_SECONDS
 from hatchway_relay.core import Relay, RelayConfig
 from hatchway_relay.handlers import http as http_handlers
+from hatchway_relay.handlers import visitor_socket as visitor_socket_handlers
 from hatchway_relay.handlers import websocket as ws_handlers
 from hatchway_relay.ports import BlobStore, Poster, Store, SystemClock
 from hatchway_relay.prices import stored_response_limit
@@ -352,10 +353,14 @@ def run_local(
         # In memory a write is free: every refusal is counted at once.
         refusal_flush_seconds=0.0 if store in ("memory", "sqlite") else REFUSAL_FLUSH_SECONDS,
         response_timeout=response_timeout or protocol.RESPONSE_TIMEOUT_SECONDS,
-        # This gateway writes a reply's body as it comes (API Gateway's HTTP API cannot).
+        # This gateway writes a reply's body as it comes (API Gateway's HTTP API cannot),
+        # and passes visitors' binary WebSocket messages (API Gateway closes them, 1003).
         streams=True,
+        socket_binary=True,
     )
-    relay = Relay(chosen_store, poster, clock, config, blobs=blobs)
+    relay = Relay(
+        chosen_store, poster, clock, config, blobs=blobs, sockets=LocalSocketPoster(gateway)
+    )
     # The relay's own metrics, kept in memory for a day: the operator's dashboard charts them.
     metrics = MemoryMetrics(clock)
     for token in tokens:
@@ -375,6 +380,8 @@ def run_local(
         answers=on_loop,
     )
     gateway.chunks = chosen_store
+    # Visitors' WebSockets: the gateway plays the front a relay on AWS puts before them.
+    gateway.set_socket_handler(visitor_socket_handlers.make_handler(relay))
 
     with serve_gateway(gateway, sock, ssl_context, management_sock) as loop:
 

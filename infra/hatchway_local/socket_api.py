@@ -144,6 +144,9 @@ class SocketApi:
         self.log_line = log_line
         self.services: ServiceRouter | None = None
         self.connections: dict[str, SocketConnection] = {}
+        self.opening: dict[str, asyncio.Future[bool]] = {}
+        """Connections in their ``$connect``: each resolves True once its handshake is done,
+        False if it was refused."""
         self.peak_pending_messages = 0
         """The most ``$default`` invocations any one connection ever had pending at once."""
         self._closing: set[asyncio.Task[Any]] = set()
@@ -230,6 +233,22 @@ class SocketApi:
         connection_id = new_connection_id()
         connected_at = time.time()
         connect = self.event(request, "$connect", connection_id, connected_at, headers)
+        opened = self.opening[connection_id] = asyncio.get_running_loop().create_future()
+        try:
+            return await self._serve(request, connection_id, connected_at, connect, opened)
+        finally:
+            self.opening.pop(connection_id, None)
+            if not opened.done():
+                opened.set_result(False)
+
+    async def _serve(
+        self,
+        request: web.BaseRequest,
+        connection_id: str,
+        connected_at: float,
+        connect: dict[str, Any],
+        opened: asyncio.Future[bool],
+    ) -> web.StreamResponse:
         result = await self._invoke(connect)
         status = int(result.get("statusCode", 200)) if isinstance(result, dict) else 500
         failed = None if result is not None else INTEGRATION_FAILED
@@ -255,6 +274,8 @@ class SocketApi:
             ws, connected_at, request.remote or "", request.headers.get("User-Agent", "")
         )
         self.connections[connection_id] = connection
+        self.opening.pop(connection_id, None)
+        opened.set_result(True)
         try:
             await self._read(request, connection, connection_id)
         finally:
@@ -360,6 +381,14 @@ class SocketApi:
                 await close
 
     # --- Posts and closes ---------------------------------------------------------------------
+
+    async def once_open(self, connection_id: str, timeout: float) -> bool:
+        """Wait for a connection in its ``$connect`` to open; whether it is open."""
+        opening = self.opening.get(connection_id)
+        if opening is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(opening), timeout)
+        return self.live(connection_id)
 
     def live(self, connection_id: str) -> bool:
         """Whether ``connection_id`` is open (past its ``$connect``, not closed)."""

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import websocket
 
 from hatchway import protocol
 from hatchway_local.server import LocalServer
@@ -256,18 +255,3 @@ def test_agent_reconnects_and_keeps_its_url(relay: LocalServer, tunnel: AgentPro
         time.sleep(0.05)  # bounded poll: the loop ends at the 5 s deadline
     assert answer is not None and answer.status == 200
     assert relay.connection_ids() != [connection_id]
-
-
-@pytest.mark.parametrize("mode", ["subdomain", "path"])
-def test_a_visitors_websocket_is_refused_in_words_before_the_app(
-    relay: LocalServer, app: LocalApp, tunnel: AgentProcess, mode: str
-) -> None:
-    target, host = via(relay, mode, "/hmr?token=1")
-    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-        websocket.create_connection(
-            f"ws://127.0.0.1:{relay.port}{target}", host=host, subprotocols=["vite-hmr"], timeout=10
-        )
-    assert refused.value.status_code == 501
-    assert dict(refused.value.resp_headers or {})["x-hatchway-error"] == "websocket-unsupported"
-    assert through(relay, "GET", "/echo/after", mode).status == 200  # the tunnel serves on
-    assert all("/hmr" not in seen.target for seen in app.requests)

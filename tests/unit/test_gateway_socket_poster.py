@@ -209,3 +209,23 @@ def test_a_socket_in_its_connect_is_not_open_yet() -> None:
         asyncio.run(scenario())
         assert tried.wait(WAIT_SECONDS)
     assert len(outcome) == 1 and isinstance(outcome[0], ConnectionGone)
+
+
+def test_a_post_on_the_loop_to_a_socket_in_its_connect_goes_out_once_it_opens() -> None:
+    # An agent's message handled on the loop (memory mode) cannot wait for the handshake by
+    # sleeping: the handshake itself runs on that loop. Its post goes out once it is done.
+    with socket_gateway() as served:
+        poster = LocalSocketPoster(served.gateway)
+
+        def connect(event: Event) -> Event:
+            sid = event["requestContext"]["connectionId"]
+            served.on_loop(lambda: poster.send(sid, b"the app spoke first", False))
+            return {"statusCode": 200}
+
+        served.function.connect_result = connect
+
+        async def scenario() -> object:
+            async with visitor(served) as ws:
+                return (await receive(ws)).data
+
+        assert asyncio.run(scenario()) == "the app spoke first"

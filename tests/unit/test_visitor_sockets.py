@@ -135,8 +135,17 @@ class Harness:
         self.handler(self.event("$disconnect", socket_id, context=context), None)
 
 
+OPENED = protocol.SocketAck("sock1=", 0)
+"""The relay's word that the socket is open (the pair stored): the open is message 0."""
+
+
 def frames(agent: FakeAgent) -> list[protocol.Message]:
-    return [m for m in agent.received if isinstance(m, protocol.SocketFrame | protocol.SocketAck)]
+    """The socket messages the agent got, but for the opens' acknowledgements."""
+    return [
+        m
+        for m in agent.received
+        if isinstance(m, protocol.SocketFrame) or (isinstance(m, protocol.SocketAck) and m.seq > 0)
+    ]
 
 
 def closes(agent: FakeAgent) -> list[protocol.SocketClose]:
@@ -169,6 +178,7 @@ def test_an_accepted_socket_echoes_the_apps_subprotocol_and_pairs_the_socket(h: 
     assert not names & {"sec-websocket-key", "sec-websocket-version", "x-hatchway-host"}
     record = h.store.get_socket("sock1=")
     assert record is not None and (record.connection_id, record.tunnel) == ("c1", "myapp")
+    assert agent.received[-1] == OPENED  # told once the pair was stored
 
 
 def test_no_subprotocol_chosen_means_no_header(h: Harness) -> None:
@@ -259,10 +269,10 @@ def test_a_visitors_message_reaches_the_agent(h: Harness, data: bytes, binary: b
 def test_the_apps_messages_reach_the_visitor_each_acknowledged(h: Harness) -> None:
     agent = h.agent("c1")
     h.connect()
-    for seq, data in enumerate([b"one", b"two"]):
+    for seq, data in enumerate([b"one", b"two"], start=1):
         agent.send(protocol.SocketFrame("sock1=", data, seq=seq))
     assert h.visitors.sent["sock1="] == [(b"one", False), (b"two", False)]
-    assert frames(agent) == [protocol.SocketAck("sock1=", 0), protocol.SocketAck("sock1=", 1)]
+    assert frames(agent) == [protocol.SocketAck("sock1=", 1), protocol.SocketAck("sock1=", 2)]
 
 
 @pytest.mark.parametrize(
@@ -302,9 +312,9 @@ def test_a_message_for_a_socket_just_opened_is_retried_until_the_handshake_compl
     agent = h.agent("c1")
     h.connect()
     h.visitors.gone_first = 3
-    agent.send(protocol.SocketFrame("sock1=", b"first"))
+    agent.send(protocol.SocketFrame("sock1=", b"first", seq=1))
     assert h.visitors.sent["sock1="] == [(b"first", False)]
-    assert frames(agent) == [protocol.SocketAck("sock1=", 0)]
+    assert frames(agent) == [protocol.SocketAck("sock1=", 1)]
 
 
 def test_a_visitor_gone_past_the_open_grace_is_told_to_the_agent(h: Harness) -> None:
@@ -312,7 +322,7 @@ def test_a_visitor_gone_past_the_open_grace_is_told_to_the_agent(h: Harness) -> 
     h.connect()
     h.clock.advance(OPEN_GRACE_SECONDS)
     h.visitors.gone_first = 1
-    agent.send(protocol.SocketFrame("sock1=", b"late"))
+    agent.send(protocol.SocketFrame("sock1=", b"late", seq=1))
     assert closes(agent) == [
         protocol.SocketClose("sock1=", protocol.CLOSE_GOING_AWAY, "the visitor left")
     ]
@@ -425,3 +435,16 @@ def test_a_relay_without_a_visitor_socket_api_refuses_sockets_in_words() -> None
         {"requestContext": {"routeKey": "$connect", "connectionId": "a"}}, None
     )
     assert result["statusCode"] == 501
+
+
+def test_an_agent_gone_before_the_open_is_confirmed_fails_the_handshake_in_words(
+    h: Harness,
+) -> None:
+    def accept_then_vanish(request: protocol.Request) -> protocol.Response:
+        del h.poster.agents["c1"]  # the agent's connection drops right after its answer
+        return protocol.Response(request.id, 101)
+
+    h.agent("c1", accept_then_vanish)
+    result = h.connect()
+    assert (result["statusCode"], result["headers"]["x-hatchway-error"]) == (502, "agent-gone")
+    assert h.store.get_socket("sock1=") is None

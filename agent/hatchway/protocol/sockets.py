@@ -6,9 +6,11 @@ the matching WebSocket to the local app and answers with a ``Response``, 101 wit
 subprotocol the app chose, or the app's refusal as it came. After that:
 
 * ``SocketFrame`` carries one whole WebSocket message either way, text or binary, at most
-  ``MAX_SOCKET_MESSAGE_BYTES``. The agent numbers the app's messages (``seq``, from 0) and sends
+  ``MAX_SOCKET_MESSAGE_BYTES``. The agent numbers the app's messages (``seq``, from 1) and sends
   the next only once the relay confirmed the last (``SocketAck``): the relay's invocations may
-  run at once, and one message at a time is what keeps a socket's messages in order.
+  run at once, and one message at a time is what keeps a socket's messages in order. The open
+  itself counts as message 0: the relay acknowledges it once the pair is stored, so the app's
+  first message never arrives before the relay knows the socket.
 * ``SocketClose`` closes it either way, with the code and reason to pass on.
 * ``SocketMove`` tells the relay that sockets now travel on the connection it came on (the
   agent replaced its connection to the relay, as it does before API Gateway's 2 h limit).
@@ -63,7 +65,7 @@ def close_reason(text: str) -> str:
 @dataclass(frozen=True)
 class SocketFrame:
     """Either way: one WebSocket message of socket ``socket``. ``seq`` numbers the app's
-    messages (agent → relay) from 0; the relay's messages to the agent carry 0."""
+    messages (agent → relay) from 1; the relay's messages to the agent carry 0."""
 
     socket: str
     data: bytes = field(default=b"", repr=False)
@@ -89,7 +91,8 @@ class SocketFrame:
 
 @dataclass(frozen=True)
 class SocketAck:
-    """Relay → agent: the app's message ``seq`` on ``socket`` was passed on to the visitor."""
+    """Relay → agent: the app's message ``seq`` on ``socket`` was passed on to the visitor;
+    0: the socket is open (the relay stored the pair, the handshake completes)."""
 
     socket: str
     seq: int
