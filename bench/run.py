@@ -13,11 +13,12 @@ median of the rounds and a ratio to direct:
 
 plus the agent's and the gateway's peak RSS and CPU, and beside them those of a second agent
 with its inspector on (its default ``--inspect-memory``), on a tunnel of its own that gets
-the same load right after the first (its figures are not in the throughput table). Then, apart (the agent's memory is read
-before it), the stretch: MiB/s of 10 MB GETs at c=4, which the relay's functions refuse (their
-limit is 4.25 MiB) and a tunnel started with ``--large-responses redirect`` answers with a 302 to
-the blob store; ``hey`` follows it (wrk cannot), so it measures direct as well. The table goes to
-stdout and, as Markdown for docs/benchmarks.md, to ``--markdown`` (default /tmp/readme-bench.md).
+the same load right after the first (its figures are not in the throughput table). Then,
+apart (the agents' memory is read before it), the stretch: MiB/s of 10 MB GETs at c=4, which
+the relay's functions refuse (their limit is 4.25 MiB) and a tunnel started with
+``--large-responses redirect`` answers with a 302 to the blob store; ``hey`` follows it (wrk
+cannot), so it measures direct as well. The table goes to stdout and, as Markdown for
+docs/benchmarks.md, to ``--markdown`` (default /tmp/readme-bench.md).
 
     make bench                       # or: .venv/bin/python bench/run.py [--quick]
 """
