@@ -11,11 +11,14 @@ median of the rounds and a ratio to direct:
 * MiB/s of 1 MB GETs at c=4 (incompressible bodies);
 * requests per second of 100 KB POST echoes at c=8;
 
-plus the agent's and the gateway's peak RSS and CPU. Then, apart (the agent's memory is read
-before it), the stretch: MiB/s of 10 MB GETs at c=4, which the relay's functions refuse (their
-limit is 4.25 MiB) and a tunnel started with ``--large-responses redirect`` answers with a 302 to
-the blob store; ``hey`` follows it (wrk cannot), so it measures direct as well. The table goes to
-stdout and, as Markdown for docs/benchmarks.md, to ``--markdown`` (default /tmp/readme-bench.md).
+plus the agent's and the gateway's peak RSS and CPU, and beside them those of a second agent
+with its inspector on (its default ``--inspect-memory``), on a tunnel of its own that gets
+the same load right after the first (its figures are not in the throughput table). Then,
+apart (the agents' memory is read before it), the stretch: MiB/s of 10 MB GETs at c=4, which
+the relay's functions refuse (their limit is 4.25 MiB) and a tunnel started with
+``--large-responses redirect`` answers with a 302 to the blob store; ``hey`` follows it (wrk
+cannot), so it measures direct as well. The table goes to stdout and, as Markdown for
+docs/benchmarks.md, to ``--markdown`` (default /tmp/readme-bench.md).
 
     make bench                       # or: .venv/bin/python bench/run.py [--quick]
 """
@@ -41,6 +44,8 @@ from children import Child, free_port  # noqa: E402
 BIN = Path(sys.executable).parent
 TOKEN = "hw_bench-token-0123456789"
 TUNNEL = "bench"
+INSPECTED_TUNNEL = "bench-inspect"
+"""The second agent's tunnel: the same load with the inspector on, for its memory."""
 ONE_MIB = 1024 * 1024
 LARGE_BYTES = ONE_MIB
 """The "1 MB" GET's body."""
@@ -54,6 +59,10 @@ STRETCH_BYTES = 10 * ONE_MIB
 STRETCH_CONNECTIONS = 4
 WARMUP_SECONDS = 2.0
 """A short c=32 run through the tunnel before measuring: first connections, caches, imports."""
+
+
+INSPECTED_AGENT = "agent, inspector on (hatchway http --inspect)"
+"""The second agent's row in the usage table."""
 
 
 @dataclass(frozen=True)
@@ -217,7 +226,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--seconds", type=float, default=SECONDS)
     parser.add_argument(
-        "--inspect", action="store_true", help="run the agent with its inspector (default: off)"
+        "--no-inspected-agent",
+        action="store_true",
+        help="skip the second agent, the one with its inspector on",
     )
     parser.add_argument("--markdown", type=Path, default=Path("/tmp/readme-bench.md"))
     parser.add_argument(
@@ -248,17 +259,23 @@ def main() -> int:
             relay = Child(relay_argv, env)
             children.append(relay)
             relay.wait_for("hatchway-local ready")
-            agent_argv = [str(BIN / "hatchway"), "http", str(origin_port)]
-            agent_argv += ["--server", f"ws://127.0.0.1:{relay_port}/connect", "--token", TOKEN]
-            agent_argv += ["--subdomain", TUNNEL, "--log-format", "plain"]
-            # Only bodies above what the functions carry change: the stretch GET's.
-            agent_argv += ["--large-responses", "redirect"]
-            agent_argv += ["--inspect", "127.0.0.1:0"] if args.inspect else ["--no-inspect"]
-            agent = Child(agent_argv, env)
-            children.append(agent)
-            agent.wait_for(r"Forwarding\s+http://" + TUNNEL)
+
+            def start_agent(tunnel: str, inspect: bool) -> Child:
+                argv = [str(BIN / "hatchway"), "http", str(origin_port)]
+                argv += ["--server", f"ws://127.0.0.1:{relay_port}/connect", "--token", TOKEN]
+                argv += ["--subdomain", tunnel, "--log-format", "plain"]
+                # Only bodies above what the functions carry change: the stretch GET's.
+                argv += ["--large-responses", "redirect"]
+                argv += ["--inspect", "127.0.0.1:0"] if inspect else ["--no-inspect"]
+                child = Child(argv, env)
+                children.append(child)
+                child.wait_for(r"Forwarding\s+http://" + tunnel)
+                child.quiet()
+                return child
+
+            agent = start_agent(TUNNEL, inspect=False)
+            inspected = None if args.no_inspected_agent else start_agent(INSPECTED_TUNNEL, True)
             relay.quiet()
-            agent.quiet()
 
             direct_base = f"http://127.0.0.1:{origin_port}"
             tunnel_base = f"http://127.0.0.1:{relay_port}"
@@ -267,6 +284,10 @@ def main() -> int:
             usage = {name: Usage() for name in watched}
             direct, tunnel = Samples(), Samples()
             wrk.run(wrk_bin, tunnel_base + COLUMNS[1].path, 32, WARMUP_SECONDS, host)
+            inspected_host = f"{INSPECTED_TUNNEL}.localhost:{relay_port}"
+            if inspected is not None:
+                usage[INSPECTED_AGENT] = Usage()
+                wrk.run(wrk_bin, tunnel_base + COLUMNS[1].path, 32, WARMUP_SECONDS, inspected_host)
             for number in range(rounds):
                 print(f"round {number + 1} of {rounds} ...", flush=True)
                 for column in COLUMNS:
@@ -274,8 +295,22 @@ def main() -> int:
                     measured_tunnel(
                         wrk_bin, column, tunnel_base, seconds, tunnel, host, script, watched, usage
                     )
+                    if inspected is not None:
+                        measured_tunnel(
+                            wrk_bin,
+                            column,
+                            tunnel_base,
+                            seconds,
+                            Samples(),  # its throughput is not reported, only its usage
+                            inspected_host,
+                            script,
+                            {INSPECTED_AGENT: inspected},
+                            usage,
+                        )
             for name, child in watched.items():
                 usage[name].peak_rss_mib = child.peak_rss_mib()
+            if inspected is not None:
+                usage[INSPECTED_AGENT].peak_rss_mib = inspected.peak_rss_mib()
             print("stretch: 10 MB GETs through the blob store ...", flush=True)
             stretch = measure_stretch(
                 wrk.ensure_hey(), direct_base, tunnel_base, host, seconds, rounds

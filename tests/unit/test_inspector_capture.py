@@ -17,6 +17,10 @@ from hatchway import protocol
 from hatchway.serving.forward import Forwarder, Target
 from hatchway.ui.inspector import Inspector
 from hatchway.ui.inspector.capture import (
+    ENTRY_OVERHEAD_BYTES as CAPTURE_ENTRY_OVERHEAD_BYTES,
+)
+from hatchway.ui.inspector.capture import (
+    HEADER_OVERHEAD_BYTES,
     MAX_BODY_BYTES,
     MAX_REQUESTS,
     MAX_TOTAL_BYTES,
@@ -61,8 +65,8 @@ def add(capture: Capture, method: str = "GET", target: str = "/", status: int = 
 def test_defaults_are_named_limits() -> None:
     capture = Capture()
     assert (capture.max_requests, capture.max_body_bytes) == (MAX_REQUESTS, MAX_BODY_BYTES)
-    assert (MAX_REQUESTS, MAX_BODY_BYTES) == (200, 1024 * 1024)
-    assert capture.max_total_bytes == MAX_TOTAL_BYTES == 32 * 1024 * 1024
+    assert (MAX_REQUESTS, MAX_BODY_BYTES) == (200, 64 * 1024)
+    assert capture.max_total_bytes == MAX_TOTAL_BYTES == 2 * 1024 * 1024
 
 
 def test_the_total_byte_cap_forgets_the_oldest_exchanges() -> None:
@@ -353,7 +357,11 @@ ENTRY_OVERHEAD_BYTES = 4 * 1024
 
 def test_memory_stays_bounded_after_10000_exchanges() -> None:
     forwarder = Forwarder(Target("127.0.0.1", 9))  # never used: nothing is replayed
-    inspector = Inspector(forwarder, dict, max_requests=MAX_REQUESTS, max_body_bytes=CAP_BYTES)
+    # Room for every entry: this is the entry bound and the body cap at work, not the byte cap.
+    room = MAX_REQUESTS * (2 * CAP_BYTES + ENTRY_OVERHEAD_BYTES)
+    inspector = Inspector(
+        forwarder, dict, max_requests=MAX_REQUESTS, max_body_bytes=CAP_BYTES, max_total_bytes=room
+    )
     headers = (("Content-Type", "application/octet-stream"), ("X-Trace", "t" * 200))
 
     def serve(count: int, start: int) -> None:
@@ -382,3 +390,101 @@ def test_memory_stays_bounded_after_10000_exchanges() -> None:
     assert after_10000 <= MAX_REQUESTS * (2 * CAP_BYTES + ENTRY_OVERHEAD_BYTES)
     assert after_10000 - after_2000 <= 64 * 1024  # and it no longer grows
     assert (len(inspector.capture), inspector.capture.recorded) == (MAX_REQUESTS, 10_000)
+
+
+# --- The default caps at and beyond their edges ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "size",
+    [0, 1, MAX_BODY_BYTES - 1, MAX_BODY_BYTES, MAX_BODY_BYTES + 1, 1024 * 1024, 4 * 1024 * 1024],
+)
+def test_a_body_keeps_at_most_the_default_prefix(size: int) -> None:
+    data = bytes(range(256)) * (size // 256 + 1)
+    body = Body.capped(data[:size], MAX_BODY_BYTES)
+    assert len(body.data) == min(size, MAX_BODY_BYTES) <= MAX_BODY_BYTES
+    assert (body.size, body.truncated) == (size, size > MAX_BODY_BYTES)
+    assert body.data == data[: min(size, MAX_BODY_BYTES)]
+
+
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+@pytest.mark.parametrize("size", [10, 100])
+def test_a_body_that_is_a_view_is_copied_not_kept(kind: Any, size: int) -> None:
+    """A view into a larger buffer would keep all of it alive: only the prefix is copied."""
+    buffer = bytearray(b"x" * 100)
+    body = Body.capped(kind(buffer)[:size], 50)
+    assert type(body.data) is bytes
+    assert (len(body.data), body.size) == (min(size, 50), size)
+    buffer[0:1] = b"y"
+    assert body.data[:1] == b"x"
+
+
+def test_a_whole_bytes_body_is_kept_without_a_copy() -> None:
+    data = b"abc" * 100
+    assert Body.capped(data, MAX_BODY_BYTES).data is data
+
+
+@pytest.mark.parametrize(
+    ("body_sizes", "max_total"),
+    [
+        (
+            [0] * 50,
+            20 * CAPTURE_ENTRY_OVERHEAD_BYTES,
+        ),  # a flood of tiny requests: their objects count
+        ([MAX_BODY_BYTES] * 40, MAX_TOTAL_BYTES),  # exactly at the body cap, the default total
+        ([4 * 1024 * 1024] * 40, MAX_TOTAL_BYTES),  # far beyond the body cap
+        ([100, 200_000, 5, 70_000, 0, 1_000_000] * 10, 300_000),  # mixed, a small total
+    ],
+)
+def test_what_is_kept_stays_under_the_total_cap(body_sizes: list[int], max_total: int) -> None:
+    capture = Capture(max_total_bytes=max_total)
+    headers = (("Content-Type", "application/octet-stream"), ("X-Trace", "t" * 100))
+    for i, size in enumerate(body_sizes):
+        body = bytes([i % 256]) * size
+        capture.add(
+            request("POST", f"/{i}", headers=headers, body=body), response(200, headers, body), 1.0
+        )
+        kept = capture.newest_first()
+        assert capture.kept_bytes == sum(footprint(e) for e in kept)
+        assert capture.kept_bytes <= max_total or len(kept) == 1
+        # The oldest go first: what is kept is always the newest, without gaps.
+        assert [e.target for e in kept] == [f"/{j}" for j in range(i, i - len(kept), -1)]
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ((), CAPTURE_ENTRY_OVERHEAD_BYTES + 1),
+        ((("A", "b"),), CAPTURE_ENTRY_OVERHEAD_BYTES + 1 + 2 * (HEADER_OVERHEAD_BYTES + 2)),
+    ],
+)
+def test_the_footprint_counts_the_objects_around_the_bytes(
+    headers: protocol.Headers, expected: int
+) -> None:
+    """One header on the request and the same on the response; the target is "/"."""
+    capture = Capture()
+    exchange = capture.add(request(headers=headers), response(headers=headers), 1.0)
+    assert footprint(exchange) == expected
+
+
+@pytest.mark.parametrize(
+    ("size", "kind", "stored", "truncated"),
+    [
+        (MAX_BODY_BYTES, "text", MAX_BODY_BYTES, False),
+        (MAX_BODY_BYTES + 1, "text", MAX_BODY_BYTES, True),
+        (1024 * 1024, "text", MAX_BODY_BYTES, True),
+    ],
+)
+def test_what_was_cut_is_shown_as_cut(size: int, kind: str, stored: int, truncated: bool) -> None:
+    capture = Capture()
+    text = b"a" * size
+    plain = (("Content-Type", "text/plain"),)
+    exchange = capture.add(request(), response(200, plain, text), 1.0)
+    view = detail(exchange)["response"]["body"]
+    assert (view["kind"], view["size"], view["stored"], view["truncated"]) == (
+        kind,
+        size,
+        stored,
+        truncated,
+    )
+    assert summary(exchange)["size"] == size

@@ -2,10 +2,11 @@
 in memory only, thread-safe, with bounded subscriptions for live updates.
 
 Memory is bounded by construction: at most ``max_requests`` entries, each holding at most
-``max_body_bytes`` of request body and as much of response body, plus heads the protocol already
-caps (``protocol.MAX_HEAD_BYTES``), and all of them together at most ``max_total_bytes`` (32 MiB
-by default): recording past it forgets the oldest entries, so a busy tunnel moving large bodies
-cannot balloon the agent. Nothing is written to disk.
+``max_body_bytes`` of request body and as much of response body (the start of each: what a
+person reads, and a whole small request for a replay), plus heads the protocol already caps
+(``protocol.MAX_HEAD_BYTES``), and all of them together at most ``max_total_bytes`` (``footprint``
+counts the Python objects around them too): recording past it forgets the oldest entries, so a
+busy tunnel moving large bodies cannot balloon the agent. Nothing is written to disk.
 """
 
 from __future__ import annotations
@@ -24,11 +25,27 @@ from hatchway.ui.limits import INSPECT_MEMORY_BYTES
 MAX_REQUESTS = 200
 """Exchanges kept; recording one more forgets the oldest."""
 
-MAX_BODY_BYTES = 1024 * 1024
-"""Bytes kept of each request body and of each response body; the rest is dropped (truncated)."""
+MAX_BODY_BYTES = 64 * 1024
+"""Bytes kept of each request body and of each response body; the rest is dropped (truncated).
+
+64 KiB shows a page of JSON or HTML whole and keeps a form or API request replayable as
+captured; a larger upload is replayed by sending its body with the replay. At 1 MiB, the
+default ``MAX_TOTAL_BYTES`` held only a couple of 1 MB exchanges, and each one pinned a megabyte
+of the agent's heap while it lived (``docs/benchmarks.md``, the inspector's memory)."""
 
 MAX_TOTAL_BYTES = INSPECT_MEMORY_BYTES
-"""Bytes kept of all exchanges together (bodies and heads); the oldest go first beyond it."""
+"""Bytes kept of all exchanges together (bodies, heads and their objects, as ``footprint``
+counts them); the oldest go first beyond it."""
+
+ENTRY_OVERHEAD_BYTES = 1024
+"""What one exchange costs besides its bodies' bytes and its heads' text: the exchange and its
+two bodies (slotted objects), their numbers, strings and tuples, and its slot in the capture's
+ordered dict, rounded up from ``sys.getsizeof`` on 64-bit CPython 3.11-3.13. Counted so that
+a flood of tiny requests cannot keep far more than ``max_total_bytes``."""
+
+HEADER_OVERHEAD_BYTES = 160
+"""What one header line costs besides its text: two ``str`` objects (49 bytes each, empty) and
+the pair's tuple (56), plus its slot in the headers' tuple, rounded up."""
 
 MAX_PENDING_EVENTS = 256
 """Entries waiting for one subscriber; a subscriber that falls further behind is ended (a browser
@@ -39,7 +56,7 @@ REFUSAL_HEADER = "x-hatchway-error"
 host); the capture reports those as the agent's fault, as the visitor saw no app response."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Body:
     """The kept prefix of a body and the body's real size."""
 
@@ -52,11 +69,15 @@ class Body:
 
     @classmethod
     def capped(cls, data: bytes, limit: int) -> Body:
-        # Slicing copies only the kept prefix; the full body goes away with the request.
-        return cls(data if len(data) <= limit else data[:limit], len(data))
+        """At most ``limit`` bytes of ``data``, a copy of only those: the full body goes away
+        with the request. A whole ``bytes`` body is kept as it is (no copy); anything else (a
+        view into a larger buffer) is copied, so that it cannot keep the buffer alive."""
+        if len(data) <= limit and type(data) is bytes:
+            return cls(data, len(data))
+        return cls(bytes(memoryview(data)[:limit]), len(data))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Exchange:
     """One request the agent served (or replayed) and what came back."""
 
@@ -156,13 +177,15 @@ def fault_of(response: protocol.Response) -> Fault | None:
 
 
 def footprint(exchange: Exchange) -> int:
-    """Bytes an exchange keeps alive: its bodies' kept prefixes and its heads' text."""
+    """Bytes an exchange keeps alive: its bodies' kept prefixes, its heads' text, and the
+    objects around them (``ENTRY_OVERHEAD_BYTES``, ``HEADER_OVERHEAD_BYTES`` a header)."""
     heads = exchange.request_headers + exchange.response_headers
     return (
-        len(exchange.request_body.data)
+        ENTRY_OVERHEAD_BYTES
+        + len(exchange.request_body.data)
         + len(exchange.response_body.data)
         + len(exchange.target)
-        + sum(len(name) + len(value) for name, value in heads)
+        + sum(HEADER_OVERHEAD_BYTES + len(name) + len(value) for name, value in heads)
     )
 
 
