@@ -13,9 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from hatchway.protocol import MAX_SOCKET_MESSAGE_BYTES
-
 from hatchway.errors import RelayUnreachable, TokenRefused
+from hatchway.protocol import MAX_SOCKET_MESSAGE_BYTES
 from hatchway.transport import proxy
 from hatchway.transport.http1 import (
     BadReply,
@@ -186,9 +185,7 @@ def _ask(
     return conn.receive("GET", limit)
 
 
-def _check_acceptance(
-    reply: Reply, key: str, peer: str, offered: Sequence[str] = ()
-) -> str | None:
+def _check_acceptance(reply: Reply, key: str, peer: str, offered: Sequence[str] = ()) -> str | None:
     """RFC 6455 section 4.1: a 101 that upgrades to WebSocket, accepts this key, and adds no
     extension (none is asked for) nor a subprotocol that was not ``offered``; the subprotocol
     chosen, if any."""
