@@ -207,6 +207,8 @@ def open_socket(
     response = relay.sockets.open(request, forwarder.handle)
     if response.status == 101:
         relay.sockets.start(socket_id)
+        if relay.acks:  # the relay stored the pair: the open is confirmed, as message 0
+            relay.sockets.dispatch(SocketAck(socket_id, 0))
     return response
 
 
@@ -322,8 +324,8 @@ def test_text_and_binary_pass_both_ways(relay: Relay, forwarder: Forwarder, ws_a
     peer = opened(relay, forwarder, ws_app)
     peer.send("héllo")
     peer.send(b"\x00\xff")
-    assert relay.next() == SocketFrame("s1", "héllo".encode(), False, 0)
-    assert relay.next() == SocketFrame("s1", b"\x00\xff", True, 1)
+    assert relay.next() == SocketFrame("s1", "héllo".encode(), False, 1)
+    assert relay.next() == SocketFrame("s1", b"\x00\xff", True, 2)
     relay.sockets.dispatch(SocketFrame("s1", "à vous".encode()))
     relay.sockets.dispatch(SocketFrame("s1", b"\x01\x02", binary=True))
     assert peer.next() == ("text", "à vous")
@@ -335,7 +337,7 @@ def test_a_fragmented_message_from_the_app_arrives_whole(
 ) -> None:
     peer = opened(relay, forwarder, ws_app)
     peer.raw(bytes([0x01, 3]) + b"abc" + bytes([0x00, 3]) + b"def" + bytes([0x80, 3]) + b"ghi")
-    assert relay.next() == SocketFrame("s1", b"abcdefghi", False, 0)
+    assert relay.next() == SocketFrame("s1", b"abcdefghi", False, 1)
 
 
 def test_the_apps_pings_are_answered_by_the_agent_and_go_no_further(
@@ -353,13 +355,32 @@ def test_each_message_waits_for_the_ack_of_the_last(forwarder: Forwarder, ws_app
         peer = opened(relay, forwarder, ws_app)
         for word in ("one", "two", "three"):
             peer.send(word)
-        for seq, word in enumerate(("one", "two", "three")):
+        assert relay.nothing_more()  # nothing before the relay confirmed the open
+        relay.sockets.dispatch(SocketAck("s1", 0))
+        for seq, word in enumerate(("one", "two", "three"), 1):
             assert relay.next() == SocketFrame("s1", word.encode(), False, seq)
             assert relay.nothing_more()  # the next waits for this one's ack
             relay.sockets.dispatch(SocketAck("s1", seq))
-        relay.sockets.dispatch(SocketAck("s1", 2))  # a repeated ack changes nothing
+        relay.sockets.dispatch(SocketAck("s1", 3))  # a repeated ack changes nothing
         peer.send("four")
-        assert relay.next() == SocketFrame("s1", b"four", False, 3)
+        assert relay.next() == SocketFrame("s1", b"four", False, 4)
+    finally:
+        relay.sockets.shutdown()
+
+
+def test_an_open_the_relay_never_confirms_closes_both_sides_1011(
+    forwarder: Forwarder, ws_app: WsApp
+) -> None:
+    relay = Relay(SocketLimits(ack_seconds=0.2), acks=False)
+    try:
+        peer = opened(relay, forwarder, ws_app)
+        peer.send("too early")
+        close = relay.next()  # the app's message never left
+        assert close == SocketClose(
+            "s1", 1011, "the relay did not confirm the socket opened within 0.2 s"
+        )
+        assert peer.closed.get(timeout=WAIT) == (1011, close.reason)
+        relay.ended("s1")
     finally:
         relay.sockets.shutdown()
 
@@ -370,11 +391,12 @@ def test_an_ack_that_never_comes_closes_both_sides_1011(
     relay = Relay(SocketLimits(ack_seconds=0.2), acks=False)
     try:
         peer = opened(relay, forwarder, ws_app)
+        relay.sockets.dispatch(SocketAck("s1", 0))
         peer.send("lost")
         assert isinstance(relay.next(), SocketFrame)
         close = relay.next()
         assert isinstance(close, SocketClose) and close.code == 1011
-        assert close.reason == "the relay did not confirm message 0 within 0.2 s"
+        assert close.reason == "the relay did not confirm message 1 within 0.2 s"
         assert peer.closed.get(timeout=WAIT) == (1011, close.reason)
         relay.ended("s1")
     finally:
@@ -389,7 +411,7 @@ def test_an_app_message_past_the_limit_closes_1009(
     peer.send(b"x" * size)
     message = relay.next()
     if passes:
-        assert message == SocketFrame("s1", b"x" * size, True, 0)
+        assert message == SocketFrame("s1", b"x" * size, True, 1)
         return
     assert isinstance(message, SocketClose) and message.code == 1009
     assert "the local app" in message.reason and str(LIMIT) in message.reason
@@ -419,7 +441,7 @@ def test_the_apps_close_reaches_the_relay_with_its_code_and_reason(
     peer = opened(relay, forwarder, ws_app)
     peer.send("last words")
     peer.close(code, reason)
-    assert relay.next() == SocketFrame("s1", b"last words", False, 0)
+    assert relay.next() == SocketFrame("s1", b"last words", False, 1)
     assert relay.next() == SocketClose("s1", code, reason)
     relay.ended("s1")
     assert relay.nothing_more()
@@ -522,8 +544,12 @@ def scripted() -> Iterator[FakeRelay]:
 
 
 def socket_request(end: RelayEnd, socket_id: str = "s1") -> protocol.Response:
+    """Open a socket through the session, and confirm it as the relay does."""
     end.send(Request(f"r-{socket_id}", "sess", "GET", "/ws", socket=socket_id))
-    return end.response()
+    response = end.response()
+    if response.status == 101:
+        end.send(SocketAck(socket_id, 0))
+    return response
 
 
 def receive(end: RelayEnd) -> protocol.Message:
@@ -539,8 +565,8 @@ def test_a_rotation_moves_the_sockets_to_the_new_connection_first(
         assert socket_request(old).status == 101
         peer = ws_app.next_peer()
         peer.send("on the old one")
-        assert receive(old) == SocketFrame("s1", b"on the old one", False, 0)
-        old.send(SocketAck("s1", 0))
+        assert receive(old) == SocketFrame("s1", b"on the old one", False, 1)
+        old.send(SocketAck("s1", 1))
         # What the ticker starts before the platform's 2 h limit, started here and now.
         serving = agent._current
         assert serving is not None
@@ -548,8 +574,8 @@ def test_a_rotation_moves_the_sockets_to_the_new_connection_first(
         new = scripted.next()
         assert receive(new) == SocketMove(("s1",))
         peer.send("on the new one")
-        assert receive(new) == SocketFrame("s1", b"on the new one", False, 1)
-        new.send(SocketAck("s1", 1))
+        assert receive(new) == SocketFrame("s1", b"on the new one", False, 2)
+        new.send(SocketAck("s1", 2))
         # The old connection is still read until it closes: the visitor's message arrives.
         old.send(SocketFrame("s1", b"late, on the old one"))
         assert peer.next() == ("text", "late, on the old one")

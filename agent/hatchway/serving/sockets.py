@@ -6,9 +6,10 @@ A socket opens as a request (``Request.socket``): the forwarder opens the WebSoc
 app and answers with a ``SocketResponse``, a 101 that carries the open link; ``Sockets.open``
 wraps that call, refusing past ``MAX_SOCKETS_PER_CONNECTION``. From then on:
 
-* the app's messages go to the relay one at a time, numbered (``SocketFrame.seq``): the next is
-  read from the app only once the relay confirmed the last (``SocketAck``), within
-  ``SocketLimits.ack_seconds``, else both sides are closed with 1011. One thread per socket
+* the app's messages go to the relay one at a time, numbered from 1 (``SocketFrame.seq``): the
+  next is read from the app only once the relay confirmed the last (``SocketAck``), within
+  ``SocketLimits.ack_seconds``, else both sides are closed with 1011. The open itself is
+  message 0, which the relay confirms once it stored the pair. One thread per socket
   reads the app; the app's pings are answered here and never cross.
 * the visitor's messages (``SocketFrame`` from the relay) wait in a bounded queue for a
   short-lived writer thread, so that the connection's reader never waits on an app.
@@ -56,6 +57,10 @@ MAX_QUEUED_SOCKET_BYTES = 16 * protocol.MAX_SOCKET_MESSAGE_BYTES
 """Most bytes of a visitor's messages waiting for the local app to read them (about 1.5 MiB);
 past it the app is not keeping up, and the socket closes with 1008 rather than grow without
 bound."""
+
+OPENED_SEQ = 0
+"""The open counts as a socket's message 0: the relay acks it (``SocketAck``) once it stored
+the pair, and the app's messages, numbered from 1, wait for that."""
 
 STOPPING = "the agent is stopping"
 """The close reason every socket gets when the agent stops (1001)."""
@@ -125,8 +130,12 @@ class Bridge:
 
     def _read(self) -> None:
         reader = self.link.reader
-        seq = 0
+        seq = OPENED_SEQ + 1
         try:
+            # The relay confirms the open once it stored the pair: a message before that could
+            # reach a relay function that does not know the socket yet.
+            if not self._acked_within(OPENED_SEQ, "the socket opened"):
+                return
             while True:
                 opcode, data = reader.message()
                 if opcode == wire.CLOSE:  # the reader answered it already
@@ -171,13 +180,16 @@ class Bridge:
             log.warning("socket %s: could not pass a message on to the relay: %s", self.id, exc)
             self.close(protocol.CLOSE_INTERNAL, "the agent could not reach the relay")
             return False
+        return self._acked_within(seq, f"message {seq}")
+
+    def _acked_within(self, seq: int, what: str) -> bool:
+        """Wait for the relay's ack of ``seq``; False, with both sides closing, if the socket
+        closed meanwhile or the ack did not come in time."""
         limit = self.owner.limits.ack_seconds
         with self._acked:
             if self._acked.wait_for(lambda: self._acked_seq >= seq or self.closing, limit):
                 return not self.closing
-        self.close(
-            protocol.CLOSE_INTERNAL, f"the relay did not confirm message {seq} within {limit:g} s"
-        )
+        self.close(protocol.CLOSE_INTERNAL, f"the relay did not confirm {what} within {limit:g} s")
         return False
 
     def _end(self) -> None:
