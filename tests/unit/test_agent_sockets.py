@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -417,6 +418,18 @@ def test_an_app_message_past_the_limit_closes_1009(
     assert "the local app" in message.reason and str(LIMIT) in message.reason
     assert peer.closed.get(timeout=WAIT) == (1009, message.reason)
     relay.ended("s1")
+
+
+def test_a_fragmented_app_message_past_the_limit_closes_1009(
+    relay: Relay, forwarder: Forwarder, ws_app: WsApp
+) -> None:
+    peer = opened(relay, forwarder, ws_app)
+    half = LIMIT // 2 + 1  # each fragment fits; together they do not
+    head = struct.pack("!H", half)
+    peer.raw(bytes([0x02, 126]) + head + b"a" * half + bytes([0x80, 126]) + head + b"b" * half)
+    message = relay.next()
+    assert isinstance(message, SocketClose) and message.code == 1009
+    assert peer.closed.get(timeout=WAIT)[0] == 1009
 
 
 def test_an_app_that_sends_bad_utf8_text_is_closed_1007(

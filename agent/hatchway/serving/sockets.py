@@ -200,6 +200,9 @@ class Bridge:
             self._queue.clear()
             self._acked.notify_all()
         self.link.abort()
+        # Closed now, not when the last reference goes: the 101 that carries the link may be
+        # kept a while (the inspector, the Python API's recent exchanges).
+        self.link.sock.close()
         self.owner._forget(self)
         self.ended.set()
 
