@@ -124,7 +124,7 @@ INLINE_SEND_BYTES = 16 * 1024
 
 _IDENTITY_ENCODINGS = frozenset({"", "identity"})
 
-SocketMessages = (protocol.SocketFrame, protocol.SocketAck, protocol.SocketClose)
+RELAY_SOCKET_MESSAGES = (protocol.SocketFrame, protocol.SocketAck, protocol.SocketClose)
 """What the relay sends about visitors' sockets: handed to the session's ``Sockets``."""
 
 
@@ -256,7 +256,7 @@ class Connection:
         if isinstance(message, Request):
             self.last_request = time.monotonic()
             self._accept(message, role)
-        elif isinstance(message, SocketMessages):
+        elif isinstance(message, RELAY_SOCKET_MESSAGES):
             self.session.sockets.dispatch(message)
         elif isinstance(message, protocol.Error):
             self._on_error(message)

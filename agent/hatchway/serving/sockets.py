@@ -360,12 +360,17 @@ class Sockets:
 
     def _add(self, bridge: Bridge) -> None:
         with self._lock:
+            if self._shut:  # opened while the agent quit: nothing would ever close it
+                bridge.link.abort()
+                bridge.link.sock.close()
+                return
             old = self._bridges.get(bridge.id)
             self._bridges[bridge.id] = bridge
             self._changed.notify_all()
             start_watch = not self._watching
             self._watching = True
         if old is not None:  # the relay reused an id: the old socket cannot be reached
+            old.relay_knows = True  # and its close must not close the new one's visitor
             old.close_app(protocol.CLOSE_GOING_AWAY, "the visitor's socket was replaced")
         if start_watch:
             threading.Thread(target=self._watch, name="hatchway-sockets", daemon=True).start()
