@@ -33,6 +33,7 @@ from hatchway.serving.inflight import (
     TunnelGate,
     Waiting,
 )
+from hatchway.serving.sockets import SocketResponse, Sockets
 from hatchway.serving.tunnel_stats import TunnelStats
 from hatchway.transport import blobs, http1, wire
 from hatchway.transport.wire import FrameWriter, Link
@@ -58,6 +59,7 @@ class SessionParts(Protocol):
     gate: TunnelGate
     answers: RecentAnswers
     welcome: protocol.Welcome | None
+    sockets: Sockets
     _pool: ThreadPoolExecutor
 
     @property
@@ -75,6 +77,8 @@ class SessionParts(Protocol):
     def _outgoing(self, request: Request, response: Response) -> Response: ...
 
     def _rotate(self, old: Connection) -> None: ...
+
+    def _socket_opened(self, connection: Connection, socket_id: str) -> None: ...
 
 
 log = logging.getLogger("hatchway.agent")
@@ -119,6 +123,9 @@ INLINE_SEND_BYTES = 16 * 1024
 (the previous exchange on it was read to its end), and the kernel takes at least this much."""
 
 _IDENTITY_ENCODINGS = frozenset({"", "identity"})
+
+RELAY_SOCKET_MESSAGES = (protocol.SocketFrame, protocol.SocketAck, protocol.SocketClose)
+"""What the relay sends about visitors' sockets: handed to the session's ``Sockets``."""
 
 
 def worth_compressing(response: Response) -> bool:
@@ -249,6 +256,8 @@ class Connection:
         if isinstance(message, Request):
             self.last_request = time.monotonic()
             self._accept(message, role)
+        elif isinstance(message, RELAY_SOCKET_MESSAGES):
+            self.session.sockets.dispatch(message)
         elif isinstance(message, protocol.Error):
             self._on_error(message)
         elif isinstance(message, protocol.Undelivered):
@@ -492,19 +501,25 @@ class Connection:
                 return
             request = dataclasses.replace(request, body=body, body_url=None, body_size=0)
         try:
-            response = session.handler(request)
+            if request.socket:
+                response = session.sockets.open(request, session.handler)
+            else:
+                response = session.handler(request)
         except Exception as exc:  # a handler bug must not leave the visitor hanging
             log.exception("handler failed for %s %s", request.method, request.path)
             response = Response(request.id, 502, fault=Fault("agent", str(exc)))
         outgoing = session._outgoing(request, response)
         # The app is done with it: its place is given back before the answer goes out, so the
         # visitor's next request can never find this one still counted against the tunnel.
+        # An open socket holds no place either: it lives on in ``session.sockets``.
         place.leave()
         if len(outgoing.body) > INLINE_BODY_BYTES:
             http1.long_work_ahead()  # compressing and encoding it is no job for the reader
         self._answer(outgoing, request.tunnel)
         if isinstance(outgoing, StreamedResponse):
             self._stream(request, outgoing.pieces)
+        elif isinstance(outgoing, SocketResponse):
+            self._bridge(request.socket)
         elapsed_ms = (time.monotonic() - started) * 1000
         if session.on_request_done:
             if reading is not None and not reading.handed_over and session.request_done_may_wait():
@@ -515,6 +530,16 @@ class Connection:
                     session._pool.submit(session.on_request_done, request, response, elapsed_ms)
                     return
             session.on_request_done(request, response, elapsed_ms)
+
+    def _bridge(self, socket_id: str) -> None:
+        """The 101 went out: the socket's messages may flow (on the session's current
+        connection, which this one may no longer be)."""
+        sockets = self.session.sockets
+        if self.ended.is_set():  # the answer was lost with the connection
+            sockets.abandon(socket_id)
+            return
+        self.session._socket_opened(self, socket_id)
+        sockets.start(socket_id)
 
     def _stream(self, request: Request, pieces: Generator[bytes, None, None]) -> None:
         """Pass a streamed body on as the app writes it, one ``Chunk`` per piece (split at
@@ -636,8 +661,6 @@ class Connection:
         except OSError:
             return  # broken already: nothing more can be answered on it
         self.retire(quiet, limit)
-        # The agent carries no visitor WebSockets yet. When it does, they close here, with
-        # 1001 (going away), once the requests above are answered.
 
     def retire(self, quiet: float, limit: float) -> None:
         """Stop pinging; return once no request arrived for ``quiet`` seconds and every one

@@ -13,6 +13,10 @@ time, and the response says it was uploaded. For a tunnel started with ``--strea
 unknown length (chunked, or until the app closes) or an event stream is passed on as the app
 writes it (``StreamedResponse``); elsewhere a body still coming when the relay stops waiting is
 a 504 that says the app was streaming.
+
+A request that opens a visitor's WebSocket (``Request.socket``) is a WebSocket handshake with
+the app on a connection of its own, at the same target: the visitor's headers with a fresh key,
+answered with a ``SocketResponse`` (101 and the open link), or the app's refusal as it came.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from dataclasses import dataclass, field
 from hatchway import protocol
 from hatchway.protocol import Fault, ProtocolError, Request, Response
 from hatchway.serving.bodies import COMPRESSIBILITY_SAMPLE_BYTES, looks_compressible
-from hatchway.transport import blobs, http1
+from hatchway.serving.sockets import SocketResponse
+from hatchway.transport import blobs, handshake, http1
 from hatchway.transport.http1 import (
     STALE_ERRORS,
     BadReply,
@@ -46,6 +51,17 @@ POOL_SIZE = 32
 
 METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 """Methods that always carry a Content-Length, even for an empty body."""
+
+SOCKET_HANDSHAKE_HEADERS = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-accept",
+    }
+)
+"""The visitor's handshake headers the agent does not pass to the app (the relay drops them
+too): the agent makes its own handshake, with its own key and no extension."""
 
 RETRY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 """Methods sent again on a fresh connection when a reused one fails after the request was
@@ -189,6 +205,8 @@ class Forwarder:
             protocol.check_target(request.path, request.query)
         except ProtocolError as exc:
             return _plain(request.id, 400, f"Refused by the hatchway agent: {exc}.")
+        if request.socket:
+            return self._open_socket(request)
         headers = list(protocol.strip_hop_by_hop(request.headers))
         if request.body or request.method in METHODS_WITH_BODY:
             headers.append(("Content-Length", str(len(request.body))))
@@ -287,6 +305,63 @@ class Forwarder:
         headers = _response_headers(request.method, reply.headers)
         return blobs.upload_answer(
             request, reply.status, headers, stream, self.blob_timeout(request)
+        )
+
+    def _open_socket(self, request: Request) -> Response:
+        """The visitor's WebSocket, opened to the app at the request's target."""
+        url = self.target.url
+        headers = [
+            (name, value)
+            for name, value in protocol.strip_hop_by_hop(request.headers)
+            if name.lower() not in SOCKET_HANDSHAKE_HEADERS
+        ]
+        if not any(name.lower() == "host" for name, _ in headers):
+            headers.insert(0, ("Host", url.removeprefix("http://")))
+        timeout = max(1.0, min(self.timeout, self.time_left(request)))
+        conn: Connection | None = None
+        result: handshake.Upgraded | Reply | None = None
+        try:
+            conn = Connection.open(self.target.host, self.target.port, timeout)
+            result = handshake.upgrade(
+                conn, _ascii_target(request.target), headers, protocol.MAX_BODY_BYTES
+            )
+        except ValueError as exc:
+            return _plain(request.id, 400, f"Refused by the hatchway agent: {exc}.")
+        except TimeoutError:
+            return self._fault(
+                request, f"{url} did not answer the WebSocket handshake within {timeout:g} s"
+            )
+        except ConnectionRefusedError:
+            return self._fault(request, f"connection refused by {url}; is the app running?")
+        except (OSError, BadReply, Truncated) as exc:
+            return self._fault(
+                request, f"{url} failed the WebSocket handshake: {type(exc).__name__}: {exc}"
+            )
+        finally:
+            # Unless the link took it over (a 101), the connection is done with.
+            if conn is not None and not isinstance(result, handshake.Upgraded):
+                conn.close()
+        assert result is not None  # every failure above answered already
+        if isinstance(result, handshake.Upgraded):
+            result.link.sock.settimeout(None)
+            chosen = result.subprotocol
+            return SocketResponse(
+                request.id,
+                101,
+                (("sec-websocket-protocol", chosen),) if chosen else (),
+                link=result.link,
+            )
+        if 200 <= result.status < 300:
+            # A 2xx would complete the visitor's handshake with nothing behind it.
+            return self._fault(
+                request, f"{url} answered HTTP {result.status} instead of a WebSocket"
+            )
+        if result.too_large:
+            return self._fault(
+                request, f"{url} refused the WebSocket with a body past {protocol.MAX_BODY_BYTES}"
+            )
+        return Response(
+            request.id, result.status, _response_headers("GET", result.headers), result.body
         )
 
     def close(self) -> None:

@@ -31,6 +31,12 @@ body from its ``body_url``, and PUTs a large response body to the request's ``up
 
 A tunnel with guards (basic auth, webhook verification) is served only if the relay's welcome
 confirms it enforces them: a relay that ignored them would expose the app unprotected.
+
+Visitors' WebSockets (``sockets``) belong to the session, not to a connection: their messages
+go out on the current connection, and a rotation tells the relay they moved (``SocketMove``) on
+the new connection before the old one retires. A stop closes them with 1001 both ways once the
+requests held are answered; a lost connection closes the apps' side (the relay closes the
+visitors').
 """
 
 from __future__ import annotations
@@ -50,10 +56,12 @@ from concurrent.futures import ThreadPoolExecutor
 from hatchway import protocol
 from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefused
 from hatchway.protocol import ProtocolError, Request, Response, codec, packing
+from hatchway.protocol.sockets import SocketMessage
 from hatchway.serving.answers import RecentAnswers
 from hatchway.serving.bodies import looks_compressible
 from hatchway.serving.connection import Connection, agent_fault, send_message
 from hatchway.serving.inflight import TunnelGate
+from hatchway.serving.sockets import SocketLimits, Sockets
 from hatchway.transport import blobs, handshake
 from hatchway.transport.wire import Link
 from hatchway.version import __version__
@@ -174,6 +182,7 @@ class Session:
         request_done_may_wait: Callable[[], bool] = lambda: True,
         serve_on_reader: bool = False,
         on_reconnecting: Callable[[int, float, BaseException | None], None] | None = None,
+        socket_limits: SocketLimits | None = None,
     ) -> None:
         self.server = server
         self.token = token
@@ -209,6 +218,11 @@ class Session:
         self.clock_offset = 0.0
         """The relay's clock minus ours (from ``Welcome.now``): deadlines are on the relay's."""
         self.welcome: protocol.Welcome | None = None
+        self.sockets = Sockets(self._send_socket, socket_limits)
+        """Visitors' WebSockets open to the local apps."""
+        self._socket_route = threading.Lock()
+        """Held while a socket message goes out, and while a rotation moves the sockets: no
+        socket message reaches the new connection before the move."""
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="hatchway-worker")
         self._closing = threading.Event()
         self._leaving = threading.Event()
@@ -243,6 +257,13 @@ class Session:
                     raise current.fatal
                 if self._current is not current:  # rotated: the new one is already serving
                     continue
+                # The relay closes the visitors' sockets this connection carried.
+                self.sockets.close_all(
+                    protocol.CLOSE_GOING_AWAY,
+                    "the agent lost its connection to the relay",
+                    tell_relay=False,
+                    wait=None,
+                )
                 replacement = self._reconnect(current.error)
                 if replacement is None:  # closed while waiting to reconnect
                     break
@@ -269,6 +290,7 @@ class Session:
 
     def close(self) -> None:
         self._closing.set()
+        self.sockets.shutdown()
         with self._lock:
             current = self._current
         if current is not None:
@@ -281,12 +303,15 @@ class Session:
         members get them; a lone agent's visitors wait a moment for its restart), and go on
         answering what it holds and what a relay function routed to it before it knew, until
         that is done and the relay has been quiet a while (``rotation_quiet``), for at most
-        ``grace`` seconds. ``close()`` meanwhile (a second Ctrl-C) cuts it short."""
+        ``grace`` seconds. ``close()`` meanwhile (a second Ctrl-C) cuts it short. Visitors'
+        WebSockets do not count as held: they close then, with 1001 both ways."""
         self._leaving.set()
         with self._lock:
             current = self._current
         if current is not None and not self._closing.is_set():
             current.leave(self.rotation_quiet, grace)
+            if not self._closing.is_set():
+                self.sockets.stop()
         self.close()
 
     @property
@@ -338,6 +363,7 @@ class Session:
             connection.close()
 
     def _shutdown(self) -> None:
+        self.sockets.shutdown()
         with self._lock:
             current = self._current
         if current is not None:
@@ -458,9 +484,37 @@ class Session:
             old.opened_at = time.monotonic()
             old.rotating = False
             return
-        self._set_current(new)
+        with self._socket_route:
+            moving = self.sockets.ids()
+            if moving:
+                try:
+                    new.send(protocol.SocketMove(moving))
+                except (OSError, ProtocolError) as exc:  # its reader notices a broken socket
+                    log.warning(
+                        "could not move %d sockets to the new connection: %s", len(moving), exc
+                    )
+            self._set_current(new)
         old.retire(self.rotation_quiet, protocol.RESPONSE_TIMEOUT_SECONDS + self.rotation_quiet)
         old.close()
+
+    def _send_socket(self, message: SocketMessage) -> None:
+        """A socket message to the relay, on the current connection."""
+        with self._socket_route:
+            current = self._current
+            if current is None or current.ended.is_set():
+                raise ConnectionError("the agent is not connected to the relay")
+            current.send(message)
+
+    def _socket_opened(self, connection: Connection, socket_id: str) -> None:
+        """A socket opened by a request on ``connection`` travels on the current connection:
+        the relay is told if that is another one (a rotation came between)."""
+        with self._socket_route:
+            current = self._current
+            if current is not None and current is not connection:
+                try:
+                    current.send(protocol.SocketMove((socket_id,)))
+                except (OSError, ProtocolError) as exc:
+                    log.warning("could not move socket %s: %s", socket_id, exc)
 
     def time_left(self, request: Request) -> float:
         """Seconds until the relay stops waiting for ``request``, less the time an answer needs

@@ -1,6 +1,8 @@
-"""Opening the agent's WebSocket to the relay: a connection (``proxy`` decides whether through
-an HTTP proxy), TLS for wss://, and the RFC 6455 opening handshake with the token. What it gives
-back is a ``wire.Link``; everything after the handshake is ``wire``'s.
+"""Opening the agent's WebSockets: to the relay, a connection (``proxy`` decides whether
+through an HTTP proxy), TLS for wss://, and the RFC 6455 opening handshake with the token; to the
+local app, for a visitor's WebSocket, the same handshake on a connection the caller opened, with
+the visitor's headers and subprotocol offer (``upgrade``). What either gives back is a
+``wire.Link``; everything after the handshake is ``wire``'s.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from hatchway.errors import RelayUnreachable, TokenRefused
+from hatchway.protocol import MAX_SOCKET_MESSAGE_BYTES
 from hatchway.transport import proxy
 from hatchway.transport.http1 import (
     BadReply,
@@ -110,12 +113,68 @@ def open_link(
 
 
 def _upgrade(conn: Connection, address: Address, headers: Sequence[tuple[str, str]]) -> Link:
-    key = base64.b64encode(os.urandom(KEY_BYTES)).decode("ascii")
+    key = new_key()
+    host = [("Host", address.authority)]
+    reply = _ask(conn, address.target, host, key, headers, proxy.MAX_REFUSAL_BYTES)
+    if reply.status != 101:
+        raise HandshakeRefused(
+            reply.status, f"the relay answered HTTP {reply.status} instead of a WebSocket"
+        )
+    _check_acceptance(reply, key, "the relay")
+    sock, already = conn.detach()
+    return Link(sock, already)
+
+
+@dataclass(frozen=True)
+class Upgraded:
+    """A WebSocket the local app accepted, and the subprotocol it chose (None: none)."""
+
+    link: Link
+    subprotocol: str | None
+
+
+APP = "the local app"
+
+
+def upgrade(
+    conn: Connection, target: str, headers: Sequence[tuple[str, str]], refusal_limit: int
+) -> Upgraded | Reply:
+    """Open a WebSocket on ``conn`` (to the local app) at ``target``, sending ``headers`` (Host
+    and the visitor's own, Sec-WebSocket-Protocol among them; none of the handshake's) with a
+    fresh key. The app's answer when it is not 101 (its body read up to ``refusal_limit``);
+    ``HandshakeFailed`` when its 101 does not complete this handshake. The link reads messages
+    of at most ``MAX_SOCKET_MESSAGE_BYTES`` and answers the app's close with its own code."""
+    key = new_key()
+    reply = _ask(conn, target, (), key, headers, refusal_limit)
+    if reply.status != 101:
+        return reply
+    offered = header_tokens(headers, "sec-websocket-protocol")
+    chosen = _check_acceptance(reply, key, APP, offered)
+    sock, already = conn.detach()
+    link = Link(
+        sock, already, peer=APP, max_message_bytes=MAX_SOCKET_MESSAGE_BYTES, echo_close=True
+    )
+    return Upgraded(link, chosen)
+
+
+def new_key() -> str:
+    """A Sec-WebSocket-Key: 16 fresh random bytes in base64."""
+    return base64.b64encode(os.urandom(KEY_BYTES)).decode("ascii")
+
+
+def _ask(
+    conn: Connection,
+    target: str,
+    first: Sequence[tuple[str, str]],
+    key: str,
+    headers: Sequence[tuple[str, str]],
+    limit: int,
+) -> Reply:
     conn.send(
         "GET",
-        address.target,
+        target,
         [
-            ("Host", address.authority),
+            *first,
             ("Upgrade", "websocket"),
             ("Connection", "Upgrade"),
             ("Sec-WebSocket-Key", key),
@@ -123,26 +182,29 @@ def _upgrade(conn: Connection, address: Address, headers: Sequence[tuple[str, st
             *headers,
         ],
     )
-    reply = conn.receive("GET", proxy.MAX_REFUSAL_BYTES)
-    if reply.status != 101:
-        raise HandshakeRefused(
-            reply.status, f"the relay answered HTTP {reply.status} instead of a WebSocket"
-        )
-    _check_acceptance(reply, key)
-    sock, already = conn.detach()
-    return Link(sock, already)
+    return conn.receive("GET", limit)
 
 
-def _check_acceptance(reply: Reply, key: str) -> None:
+def _check_acceptance(reply: Reply, key: str, peer: str, offered: Sequence[str] = ()) -> str | None:
     """RFC 6455 section 4.1: a 101 that upgrades to WebSocket, accepts this key, and adds no
-    extension or subprotocol the agent did not ask for (it asks for none)."""
+    extension (none is asked for) nor a subprotocol that was not ``offered``; the subprotocol
+    chosen, if any."""
     upgrade = (reply.header("upgrade") or "").strip().lower()
     connection = header_tokens(reply.headers, "connection")
     expected = base64.b64encode(sha1(key.encode("ascii") + _ACCEPT_SUFFIX).digest()).decode()
     if upgrade != "websocket" or "upgrade" not in connection:
-        raise HandshakeFailed("the relay's 101 answer does not upgrade to a WebSocket")
+        raise HandshakeFailed(f"{peer}'s 101 answer does not upgrade to a WebSocket")
     if (reply.header("sec-websocket-accept") or "").strip() != expected:
-        raise HandshakeFailed("the relay's 101 answer does not accept this WebSocket handshake")
-    for name in ("sec-websocket-extensions", "sec-websocket-protocol"):
-        if reply.header(name):
-            raise HandshakeFailed(f"the relay's 101 answer sets {name}, which was not asked for")
+        raise HandshakeFailed(f"{peer}'s 101 answer does not accept this WebSocket handshake")
+    if reply.header("sec-websocket-extensions"):
+        raise HandshakeFailed(
+            f"{peer}'s 101 answer sets sec-websocket-extensions, which was not asked for"
+        )
+    chosen = (reply.header("sec-websocket-protocol") or "").strip() or None
+    if chosen is not None and chosen not in offered:
+        asked = f"offered: {', '.join(offered)}" if offered else "none was offered"
+        raise HandshakeFailed(
+            f"{peer}'s 101 answer sets sec-websocket-protocol {chosen!r}, which was not asked "
+            f"for ({asked})"
+        )
+    return chosen

@@ -1,6 +1,7 @@
-"""WebSocket frames on an agent's connection once ``handshake`` has opened it: a reader that
-takes whatever the socket has in one call and cuts frames from it, a writer that sends a whole
-message, every frame of it, in one write, and the ``Link`` that holds the two.
+"""WebSocket frames on a client WebSocket once ``handshake`` has opened it (the agent's
+connection to the relay, and a visitor's socket to the local app): a reader that takes whatever
+the socket has in one call and cuts frames from it, a writer that sends a whole message, every
+frame of it, in one write, and the ``Link`` that holds the two.
 
 A general-purpose client (websocket-client, for one) reads each frame in three calls (its first
 two bytes, its length, its payload) through several layers of Python, and writes each frame
@@ -47,12 +48,22 @@ building a frame and sending it, at every answer."""
 
 
 class FrameError(ConnectionError):
-    """The relay sent frames that break RFC 6455, or a message above the agent's bound; or the
+    """The peer sent frames that break RFC 6455, or a message above the agent's bound; or the
     connection ended inside a frame. A connection error, as every way the link can fail is."""
 
 
 class Closed(FrameError):
     """The relay closed the connection (a close frame) where a message was expected."""
+
+
+class MessageTooBig(FrameError):
+    """The peer sent a message longer than the reader's bound (``max_message_bytes``)."""
+
+
+def close_payload(code: int, reason: str = "") -> bytes:
+    """A close frame's payload: the status code, then the reason in UTF-8, cut to fit."""
+    text = reason.encode("utf-8")[: MAX_CONTROL_PAYLOAD_BYTES - 2]
+    return struct.pack("!H", code) + text.decode("utf-8", "ignore").encode("utf-8")
 
 
 def _mask_in_python(key: bytes, payload: bytes) -> bytes:
@@ -81,8 +92,10 @@ except ImportError:  # no wsaccel: the pure-Python way, same bytes
 class FrameWriter:
     """Sends masked frames on ``sock``; one lock keeps each message's frames together."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, peer: str = "the relay") -> None:
         self.sock = sock
+        self.peer = peer
+        """Who is at the other end, in error messages."""
         self.lock = threading.Lock()
         self.closed = False
         """A close went out: nothing may follow it, not even a second close."""
@@ -97,7 +110,7 @@ class FrameWriter:
         )
         with self.lock:
             if self.closed:
-                raise FrameError("the connection to the relay is closing")
+                raise FrameError(f"the connection to {self.peer} is closing")
             self.sock.sendall(frames)
 
     def control(self, opcode: int, payload: bytes = b"") -> None:
@@ -137,11 +150,31 @@ def mask_key() -> bytes:
 
 
 class FrameReader:
-    """Whole messages from ``sock``: answers pings and a close itself (through ``writer``)."""
+    """Whole messages from ``sock``: answers pings and a close itself (through ``writer``).
 
-    def __init__(self, sock: socket.socket, writer: FrameWriter, already: bytes = b"") -> None:
+    ``max_message_bytes`` (default ``MAX_INCOMING_MESSAGE_BYTES``) bounds a message (its
+    frames joined): a longer one raises
+    ``MessageTooBig``. The peer's close code and reason are kept (``close_code``: 1005 when the
+    close frame had none); with ``echo_close`` the answering close repeats the peer's code, as
+    RFC 6455 section 5.5.1 suggests, else it says 1000."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        writer: FrameWriter,
+        already: bytes = b"",
+        *,
+        max_message_bytes: int | None = None,
+        echo_close: bool = False,
+    ) -> None:
         self.sock = sock
         self.writer = writer
+        self.peer = writer.peer
+        self.max_message_bytes = max_message_bytes or MAX_INCOMING_MESSAGE_BYTES
+        self.echo_close = echo_close
+        self.close_code: int | None = None
+        """The code of the peer's close frame, once one came (1005: it carried none)."""
+        self.close_reason = ""
         self._buffer = bytearray(already)
         """Bytes read and not yet cut into frames (``already``: what came with the handshake's
         answer)."""
@@ -156,7 +189,7 @@ class FrameReader:
         while True:
             opcode, final, payload = self._frame()
             if opcode == CLOSE:
-                self.writer.control(CLOSE, CLOSE_NORMAL)
+                self._closed_by_peer(payload)
                 return CLOSE, b""
             if opcode == PING:
                 self.writer.control(PONG, payload)
@@ -167,33 +200,45 @@ class FrameReader:
                 if whole is not None:
                     return whole
             else:
-                raise FrameError(f"the relay sent a frame with unknown opcode {opcode:#x}")
+                raise FrameError(f"{self.peer} sent a frame with unknown opcode {opcode:#x}")
+
+    def _closed_by_peer(self, payload: bytes) -> None:
+        code = struct.unpack_from("!H", payload)[0] if len(payload) >= 2 else 1005
+        self.close_code = code
+        self.close_reason = payload[2:].decode("utf-8", "replace")
+        answer = CLOSE_NORMAL
+        if self.echo_close and len(payload) >= 2:
+            answer = payload[:2]
+        self.writer.control(CLOSE, answer)
 
     def _join(self, opcode: int, final: bool, payload: bytes) -> tuple[int, bytes] | None:
         if (opcode == CONTINUATION) != bool(self._message_opcode):
-            raise FrameError("the relay interleaved two messages' frames")
+            raise FrameError(f"{self.peer} interleaved two messages' frames")
         if opcode != CONTINUATION:
             if final:
                 return opcode, payload
             self._message_opcode = opcode
         self._message.append(payload)
         self._message_bytes += len(payload)
-        if self._message_bytes > MAX_INCOMING_MESSAGE_BYTES:
-            raise FrameError(
-                f"the relay sent a message longer than {MAX_INCOMING_MESSAGE_BYTES} bytes"
-            )
+        self._bound(self._message_bytes)
         if not final:
             return None
         whole = (self._message_opcode, b"".join(self._message))
         self._message, self._message_opcode, self._message_bytes = [], 0, 0
         return whole
 
+    def _bound(self, size: int) -> None:
+        if size > self.max_message_bytes:
+            raise MessageTooBig(
+                f"{self.peer} sent a message longer than {self.max_message_bytes} bytes"
+            )
+
     def _frame(self) -> tuple[int, bool, bytes]:
         """The next frame: its opcode, whether it is final, its (unmasked) payload."""
         self._want(2)
         first, second = self._buffer[0], self._buffer[1]
         if first & 0x70:
-            raise FrameError("the relay sent a frame with reserved bits set (no extension)")
+            raise FrameError(f"{self.peer} sent a frame with reserved bits set (no extension)")
         opcode, final = first & 0x0F, bool(first & 0x80)
         size, offset = second & 0x7F, 2
         if size == 126:
@@ -205,9 +250,9 @@ class FrameReader:
             (size,) = struct.unpack_from("!Q", self._buffer, 2)
             offset = 10
         if opcode >= CLOSE and (size > MAX_CONTROL_PAYLOAD_BYTES or not final):
-            raise FrameError("the relay sent a control frame that is fragmented or too long")
-        if size > MAX_INCOMING_MESSAGE_BYTES:
-            raise FrameError(f"the relay sent a frame longer than {MAX_INCOMING_MESSAGE_BYTES}")
+            raise FrameError(f"{self.peer} sent a control frame that is fragmented or too long")
+        if opcode < CLOSE:  # before reading it: a frame past the bound is never buffered
+            self._bound(size + self._message_bytes)
         key = b""
         if second & 0x80:  # a server must not mask; unmasking costs nothing to be lenient
             self._want(offset + 4)
@@ -227,18 +272,32 @@ class FrameReader:
             data = self.sock.recv(max(RECEIVE_BYTES, size - len(self._buffer)))
             if not data:
                 where = " inside a frame" if self._buffer or self._message else ""
-                raise FrameError(f"the connection to the relay was lost{where}")
+                raise FrameError(f"the connection to {self.peer} was lost{where}")
             self._buffer += data
 
 
 class Link:
-    """An open WebSocket to the relay: its socket, with the one writer and the one reader every
-    user of the connection goes through."""
+    """An open WebSocket (to the relay, unless ``peer`` says otherwise): its socket, with the
+    one writer and the one reader every user of the connection goes through."""
 
-    def __init__(self, sock: socket.socket, already: bytes = b"") -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        already: bytes = b"",
+        *,
+        peer: str = "the relay",
+        max_message_bytes: int | None = None,
+        echo_close: bool = False,
+    ) -> None:
         self.sock = sock
-        self.writer = FrameWriter(sock)
-        self.reader = FrameReader(sock, self.writer, already)
+        self.writer = FrameWriter(sock, peer)
+        self.reader = FrameReader(
+            sock,
+            self.writer,
+            already,
+            max_message_bytes=max_message_bytes,
+            echo_close=echo_close,
+        )
 
     def receive_text(self) -> bytes:
         """The next text message (binary ones are skipped: the relay sends none); ``Closed``
