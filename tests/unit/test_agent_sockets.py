@@ -642,3 +642,28 @@ def test_a_socket_open_holds_no_place_of_its_tunnel(
         assert current is not None and current.held.wait_empty(WAIT)
         assert agent.in_flight == 0 and len(agent.sockets) == 3
         assert agent.gate.held("sess") == 0 and agent.gate.waiting("sess") == 0
+
+
+def test_a_socket_opened_before_its_connection_is_current_waits_for_it(
+    scripted: FakeRelay, forwarder: Forwarder
+) -> None:
+    # A connection serves from its welcome on, a moment before ``run`` makes it the current
+    # one: a socket opened then (its app speaking at once) must not find no connection.
+    agent = session(scripted, forwarder.handle)
+
+    @dataclass
+    class Serving:
+        ended: threading.Event = field(default_factory=threading.Event)
+        sent: list[protocol.Message] = field(default_factory=list)
+
+        def send(self, message: protocol.Message) -> None:
+            self.sent.append(message)
+
+    sending = threading.Thread(
+        target=agent._send_socket, args=(SocketFrame("s1", b"first"),), daemon=True
+    )
+    sending.start()
+    serving = Serving()
+    agent._set_current(serving)  # type: ignore[arg-type]
+    sending.join(WAIT)
+    assert serving.sent == [SocketFrame("s1", b"first")]

@@ -229,6 +229,8 @@ class Session:
         self._ready = threading.Event()
         self._current: Connection | None = None
         self._lock = threading.Lock()
+        self._current_set = threading.Condition(self._lock)
+        """Notified whenever another connection becomes the current one."""
         self._thread: threading.Thread | None = None
         self._fatal: BaseException | None = None
 
@@ -359,6 +361,7 @@ class Session:
     def _set_current(self, connection: Connection) -> None:
         with self._lock:
             self._current = connection
+            self._current_set.notify_all()
         if self._closing.is_set():
             connection.close()
 
@@ -498,7 +501,17 @@ class Session:
         old.close()
 
     def _send_socket(self, message: SocketMessage) -> None:
-        """A socket message to the relay, on the current connection."""
+        """A socket message to the relay, on the current connection. A connection serves from
+        its welcome on, a moment before it becomes the current one (``run``): a socket opened
+        in that moment waits for it, rather than find no connection."""
+        with self._current_set:
+            self._current_set.wait_for(
+                lambda: (
+                    (self._current is not None and not self._current.ended.is_set())
+                    or self._closing.is_set()
+                ),
+                self.connect_timeout,
+            )
         with self._socket_route:
             current = self._current
             if current is None or current.ended.is_set():
