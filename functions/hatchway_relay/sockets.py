@@ -225,14 +225,16 @@ class VisitorSockets:
             self._move(connection_id, message.sockets)
             return
         record = self._owned(connection_id, message.socket)
-        if record is None:  # gone, or not this agent's: it must stop speaking for it
-            if isinstance(message, protocol.SocketFrame):
-                gone = protocol.SocketClose(message.socket, protocol.CLOSE_GOING_AWAY, "")
-                self._post_agent(connection_id, codec.encode(gone))
-            return
         if isinstance(message, protocol.SocketClose):
-            if self.relay.store.delete_socket(message.socket) is not None:
+            if record is not None and self.relay.store.delete_socket(message.socket) is not None:
                 self._close_visitor(message.socket, message.code, message.reason)
+            # Confirmed, as a close handshake is: a stopping agent leaves only then, so that
+            # its connection's end cannot overtake the close (its visitors would get 1011).
+            self._post_agent(connection_id, codec.encode(message))
+            return
+        if record is None:  # gone, or not this agent's: it must stop speaking for it
+            gone = protocol.SocketClose(message.socket, protocol.CLOSE_GOING_AWAY, "")
+            self._post_agent(connection_id, codec.encode(gone))
             return
         self._to_visitor(connection_id, record, message)
 

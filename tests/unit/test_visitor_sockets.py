@@ -399,6 +399,10 @@ def test_the_app_closing_closes_the_visitor_with_its_code_and_reason(h: Harness)
     agent.send(protocol.SocketClose("sock1=", 4000, "server restarting"))
     assert h.visitors.closed["sock1="] == (4000, "server restarting")
     assert h.store.get_socket("sock1=") is None
+    # Confirmed to the agent, as a close handshake is (a stopping agent waits for it).
+    assert closes(agent) == [protocol.SocketClose("sock1=", 4000, "server restarting")]
+    agent.send(protocol.SocketClose("sock1=", 4000, "server restarting"))  # again: no harm
+    assert len(closes(agent)) == 2 and len(h.visitors.closed) == 1
 
 
 def test_an_agent_gone_closes_its_visitors_sockets_naming_the_agent(h: Harness) -> None:

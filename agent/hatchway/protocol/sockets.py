@@ -11,7 +11,8 @@ subprotocol the app chose, or the app's refusal as it came. After that:
   run at once, and one message at a time is what keeps a socket's messages in order. The open
   itself counts as message 0: the relay acknowledges it once the pair is stored, so the app's
   first message never arrives before the relay knows the socket.
-* ``SocketClose`` closes it either way, with the code and reason to pass on.
+* ``SocketClose`` closes it either way, with the code and reason to pass on; the relay answers
+  an agent's with the same message once the visitor's side is closed (a close handshake).
 * ``SocketMove`` tells the relay that sockets now travel on the connection it came on (the
   agent replaced its connection to the relay, as it does before API Gateway's 2 h limit).
 

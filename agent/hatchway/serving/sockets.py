@@ -316,6 +316,8 @@ class Sockets:
         self.send = send
         self.limits = limits or SocketLimits()
         self._bridges: dict[str, Bridge] = {}
+        self._awaiting_close: dict[str, threading.Event] = {}
+        """Sockets whose close a stopping agent waits for the relay to confirm."""
         self._reserved = 0
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -405,6 +407,11 @@ class Sockets:
         """A socket message from the relay. Never waits on the local app."""
         if isinstance(message, SocketMove):
             return  # the agent's to send, not to receive
+        if isinstance(message, SocketClose):
+            with self._lock:
+                confirmed = self._awaiting_close.pop(message.socket, None)
+            if confirmed is not None:
+                confirmed.set()
         bridge = self.get(message.socket)
         if bridge is not None:
             bridge.on_relay(message)
@@ -436,10 +443,21 @@ class Sockets:
                 bridge.link.abort()
 
     def stop(self, wait: float = CLOSE_WAIT_SECONDS) -> None:
-        """The agent is stopping: every socket closes with 1001 both ways; no new one opens."""
+        """The agent is stopping: every socket closes with 1001 both ways; no new one opens.
+        Returns once the relay confirmed each close (or ``wait`` passed): the connection may
+        end only then, or the relay could learn of its end first and close the visitors'
+        sockets as if the agent had vanished (1011)."""
         with self._lock:
             self.stopping = True
+            confirmed = {socket_id: threading.Event() for socket_id in self._bridges}
+            self._awaiting_close.update(confirmed)
+        started = time.monotonic()
         self.close_all(protocol.CLOSE_GOING_AWAY, STOPPING, tell_relay=True, wait=wait)
+        for event in confirmed.values():
+            event.wait(max(0.0, started + wait - time.monotonic()))
+        with self._lock:
+            for socket_id in confirmed:
+                self._awaiting_close.pop(socket_id, None)
 
     def shutdown(self) -> None:
         """Drop every app connection now (the agent quits) and stop watching."""
