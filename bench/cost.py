@@ -49,6 +49,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 import cost_gateway  # noqa: E402
 import cost_meter  # noqa: E402
 import cost_pricing as pricing  # noqa: E402
+import cost_sockets  # noqa: E402
 from cost_app import APP_DELAY_SECONDS, CostApp, json_text, random_bytes, run_cost_app  # noqa: E402
 
 from hatchway import protocol  # noqa: E402
@@ -145,6 +146,7 @@ def stack() -> Iterator[Stack]:
 
     from hatchway_local.server import run_local
     from support.processes import AgentProcess
+    from support.socket_app import run_socket_app
 
     settings = cost_gateway.template_settings(ROOT / "template.yaml")
     meter = cost_meter.Meter()
@@ -184,6 +186,17 @@ def stack() -> Iterator[Stack]:
             lambdas.wrap(gateway.ws_handler, "WebSocket"),
             lambdas.wrap(gateway.http_handler, "HTTP"),
         )
+        assert gateway.socket_handler is not None
+        gateway.set_socket_handler(lambdas.wrap(gateway.socket_handler, "VisitorSocket"))
+        visitors, agents = gateway.sockets.connections, gateway.agents.connections
+
+        def side(ws: object) -> str | None:
+            if any(c.ws is ws for c in agents.values()):
+                return "agent"
+            return "visitor" if any(c.ws is ws for c in visitors.values()) else None
+
+        sockets.side = side
+        socket_app = stack.enter_context(run_socket_app())
         agent = AgentProcess(
             str(app.port),
             server.agent_url,
@@ -193,6 +206,16 @@ def stack() -> Iterator[Stack]:
         )
         stack.callback(agent.kill)
         agent.start(timeout=30)
+        # A second agent, for a visitor's WebSocket to an app that echoes (cost_sockets).
+        socket_agent = AgentProcess(
+            str(socket_app.port),
+            server.agent_url,
+            TOKEN,
+            cost_sockets.SOCKET_SUBDOMAIN,
+            env={"HATCHWAY_CONFIG": str(Path(tmp) / "config.toml"), "HATCHWAY_INSPECT": "off"},
+        )
+        stack.callback(socket_agent.kill)
+        socket_agent.start(timeout=30)
         yield Stack(server.port, app, meter, settings)
 
 
@@ -385,6 +408,7 @@ def print_report(
     latency: float,
     init_cpu: float,
     stack: Stack,
+    socket: cost_sockets.SocketResult,
 ) -> None:
     settings = stack.settings
     print()
@@ -410,6 +434,12 @@ def print_report(
         f"1kb, app 1 s slower: {slower.requests} requests, {slower.seconds * 1000:.0f} ms each "
         "through the tunnel",
         slower.lines,
+    )
+    print_lines(
+        f"socket: a visitor's WebSocket, {cost_sockets.MESSAGE_BYTES}-byte text messages echoed "
+        f"by the app — {socket.messages} round trips, {socket.seconds * 1000:.1f} ms each through "
+        "the tunnel; per round trip (one message each way)",
+        socket.lines,
     )
     print_lines("floor: what the platform charges for one proxied request", floor)
     print(
@@ -479,6 +509,7 @@ def print_report(
             by_key["1mb"].transfer,
             wait,
             access_logs,
+            socket.per_million,
         )
     )
 
@@ -493,6 +524,12 @@ def main() -> int:
         type=int,
         default=20,
         help="requests of the 1 KB case with the app 1 s slower (default: 20)",
+    )
+    parser.add_argument(
+        "--socket-messages",
+        type=int,
+        default=50,
+        help="round trips on a visitor's WebSocket (default: 50)",
     )
     args = parser.parse_args()
     # moto's server logs every request it serves; the report is what this prints.
@@ -509,9 +546,17 @@ def main() -> int:
             results.append(run_case(running, case, requests, init_cpu))
         print(f"1kb, app 1 s slower: {args.slower_requests} requests ...", flush=True)
         slower = run_slower(running, chosen[0], args.slower_requests, init_cpu)
+        print(f"socket: {args.socket_messages} round trips ...", flush=True)
+        socket = cost_sockets.run_socket_case(
+            running.relay_port,
+            running.meter,
+            args.socket_messages,
+            init_cpu,
+            running.settings.memory_of,
+        )
     # Reported once everything has stopped, so that the summary is the last line printed.
     floor = pricing.floor_lines(latency, running.settings.memory_mb)
-    print_report(results, slower, floor, latency, init_cpu, running)
+    print_report(results, slower, floor, latency, init_cpu, running, socket)
     return 0
 
 

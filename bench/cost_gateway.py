@@ -49,10 +49,14 @@ class LambdaSettings:
     """The WebSocket function's memory (0: the same as ``memory_mb``)."""
     access_log_days: int = 0
     """``AccessLogRetentionDays``' default: how long an access-log line is stored."""
+    visitor_socket_memory_mb: int = 0
+    """The visitor-socket function's memory (0: the same as ``memory_mb``)."""
 
     def memory_of(self, function: str) -> int:
         if function == "WebSocket" and self.websocket_memory_mb:
             return self.websocket_memory_mb
+        if function == "VisitorSocket" and self.visitor_socket_memory_mb:
+            return self.visitor_socket_memory_mb
         return self.memory_mb
 
 
@@ -80,6 +84,7 @@ def template_settings(template: Path) -> LambdaSettings:
         int(expiry.group(1)) if expiry else 1,
         _function_memory(text, "WebSocketFunction") or default,
         int(retention.group(1)) if retention else 0,
+        _function_memory(text, "VisitorSocketFunction") or default,
     )
 
 
@@ -171,7 +176,7 @@ class LambdaMeter:
     ) -> None:
         # WebSocket messages are counted at the gateway's sockets (``SocketMeter``): a message
         # handled by a route's service integration invokes no function but is billed the same.
-        if function != "WebSocket":
+        if function == "HTTP":
             request, response = _http_bytes(event, result)
             units = pricing.http_api_units(request + response)
             key = Key("HTTP API requests", "512 KB req", prices.HTTP_API_REQUEST)
@@ -221,6 +226,9 @@ class SocketMeter:
     def __init__(self, meter: Meter) -> None:
         self.meter = meter
         self.originals: tuple[Any, Any] | None = None
+        self.side: Callable[[Any], str | None] = lambda ws: "agent"
+        """Whose socket it is: an agent's ("agent"), a visitor's on the visitor-socket API
+        ("visitor"), or neither (None: a test app's own, not the gateway's, is not billed)."""
 
     def install(self) -> None:
         from aiohttp import WSMsgType, web
@@ -231,15 +239,28 @@ class SocketMeter:
 
         async def counted_receive(ws: web.WebSocketResponse, timeout: float | None = None) -> Any:
             message = await receive(ws, timeout)
-            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                count("agent to relay", message.data)
+            side = self.side(ws)
+            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY) and side is not None:
+                count(f"{side} to relay", message.data, side == "visitor")
             return message
 
         async def counted_send(
             ws: web.WebSocketResponse, data: str, compress: int | None = None
         ) -> None:
             await send_str(ws, data, compress)
-            count("relay to agent", data)  # after it went: a failed send is not delivered
+            # After it went: a failed send is not delivered.
+            side = self.side(ws)
+            if side is None:
+                return
+            count(f"relay to {side}", data, side == "visitor")
+            if side == "visitor":  # what a visitor's socket is sent leaves AWS
+                out = Key(
+                    f"{pricing.TRANSFER}, WebSocket messages to visitors",
+                    "GB",
+                    prices.DATA_TRANSFER_OUT_GB,
+                )
+                size = len(data.encode("utf-8"))
+                self.meter.add(out, pricing.transfer_gb(size), size)
 
         web.WebSocketResponse.receive = counted_receive  # type: ignore[method-assign,assignment]
         web.WebSocketResponse.send_str = counted_send  # type: ignore[method-assign,assignment]
@@ -252,9 +273,10 @@ class SocketMeter:
             web.WebSocketResponse.receive = receive  # type: ignore[method-assign]
             web.WebSocketResponse.send_str = send_str  # type: ignore[method-assign]
 
-    def count(self, direction: str, data: str | bytes) -> None:
+    def count(self, direction: str, data: str | bytes, visitor: bool = False) -> None:
         size = len(data.encode("utf-8") if isinstance(data, str) else data)
-        prefix = _message_overhead(data) if isinstance(data, str) else ""
+        # A visitor's messages are the app's own, never the protocol's per-connection ones.
+        prefix = _message_overhead(data) if isinstance(data, str) and not visitor else ""
         key = Key(f"{prefix}WebSocket messages, {direction}", "32 KB msg", prices.WEBSOCKET_MESSAGE)
         self.meter.add(key, pricing.websocket_units(size), size)
 

@@ -287,6 +287,7 @@ def summary_line(
     transfer_1mb: float,
     wait_1s: float,
     access_logs: float | None = None,
+    socket_message: float | None = None,
 ) -> str:
     """The one line scripts read: dollars per million visitor requests, as computed; the
     transfer part of ``1mb=``, what one more second of the app's latency adds and the access
@@ -295,6 +296,8 @@ def summary_line(
     extra = [f"floor={floor:.2f}", f"transfer-1mb={transfer_1mb:.2f}", f"wait-1s={wait_1s:.2f}"]
     if access_logs is not None:
         extra.append(f"access-logs={access_logs:.2f}")
+    if socket_message is not None:  # per million round trips on a visitor's WebSocket
+        extra.append(f"socket-message={socket_message:.2f}")
     return " ".join(["cost-per-million", *parts, *extra])
 
 

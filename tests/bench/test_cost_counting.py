@@ -287,6 +287,22 @@ def test_websocket_messages_are_billed_per_32_kb_and_never_as_transfer() -> None
     assert beat.operation == "WebSocket messages, agent to relay"
 
 
+def test_a_visitors_socket_messages_are_the_apps_own_never_per_connection_overhead() -> None:
+    meter = cost_meter.Meter()
+    sockets = cost_gateway.SocketMeter(meter)
+    # An app's message may look like the protocol's heartbeat: it is still per message.
+    sockets.count("visitor to relay", json.dumps({"type": "ping", "ts": 1}), visitor=True)
+    (line,) = meter.lines(1)
+    assert (line.operation, line.units) == ("WebSocket messages, visitor to relay", 1)
+    assert meter.lines(1, cost_meter.HEARTBEAT) == []
+
+
+def test_the_summary_ends_with_a_socket_messages_price_when_measured() -> None:
+    figures = {key: 1.0 for key in pricing.SUMMARY_KEYS}
+    line = pricing.summary_line(figures, 3.0, 87.9, 2.3, 0.19, 6.084)
+    assert line.endswith(" access-logs=0.19 socket-message=6.08")
+
+
 def test_a_dynamodb_write_that_bypassed_the_boto3_meter_fails_the_report() -> None:
     meter = cost_meter.Meter()
     server = cost_meter.ServerMeter(lambda environ, start: [b"{}"], meter, 1.5)
