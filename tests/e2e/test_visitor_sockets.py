@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import struct
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -191,3 +192,29 @@ def test_a_vanished_agent_closes_its_visitors_sockets_naming_the_agent(
     agent.kill()
     code, reason = closed_with(ws)
     assert code == protocol.CLOSE_INTERNAL and reason.startswith("agent:")
+
+
+ROTATION_BUDGET_SECONDS = 20.0
+"""How long the socket is used while the agent replaces its connection to the relay."""
+
+
+def test_a_socket_lives_through_the_agents_connection_rotations(
+    relay: LocalServer, socket_app: SocketApp, start_agent: Callable[..., AgentProcess]
+) -> None:
+    start_agent(relay, str(socket_app.port), "live", extra=["--rotate-after", "1"])
+    ws = open_socket(relay)
+    assert ws.recv() == "hello"
+    first = set(relay.connection_ids())
+    deadline = time.monotonic() + ROTATION_BUDGET_SECONDS
+    sent = 0
+    seen: set[str] = set()
+    # Bounded: ends once two connections after the first have carried it, or at the deadline.
+    while time.monotonic() < deadline and len(seen - first) < 2:
+        ws.send(f"echo:{sent}")
+        assert ws.recv() == str(sent)  # every message, both ways, in order
+        sent += 1
+        seen.update(relay.connection_ids())
+    assert len(seen - first) >= 2, f"the agent did not rotate within the budget: {seen}"
+    ws.send("burst:20")
+    assert [ws.recv() for _ in range(20)] == [str(n) for n in range(20)]
+    ws.close()
