@@ -119,6 +119,7 @@ def invoke(
         "AWS_ENDPOINT_URL_DYNAMODB": endpoint,
         "TABLE_NAME": "relay",
         "WEBSOCKET_MANAGEMENT_URL": endpoint,
+        "VISITOR_SOCKET_MANAGEMENT_URL": endpoint,
         "PATH_URL": f"https://a1b2c3d4e5.execute-api.{REGION}.amazonaws.com/t/{{name}}/",
         "POWERTOOLS_SERVICE_NAME": "relay",
         "POWERTOOLS_METRICS_NAMESPACE": "Hatchway/smoke",
@@ -152,6 +153,7 @@ def test_every_function_in_the_built_template_is_covered(
     assert set(functions(built[1])) == {
         "AuthorizerFunction",
         "WebSocketFunction",
+        "VisitorSocketFunction",
         "HttpFunction",
         "DnsReconcileFunction",
         "CertificateRenewalFunction",
@@ -208,6 +210,23 @@ def test_the_websocket_function_registers_an_authorized_connection(
     connect = event("ws_connect_authorized")
     connect["requestContext"]["authorizer"] = {"tokenId": "abcdefabcdef"}
     assert invoke(built, moto_endpoint, "WebSocketFunction", connect)["ok"] == {"statusCode": 200}
+
+
+def test_the_visitor_socket_function_answers_a_visitors_socket_with_the_relays_own_page(
+    built: tuple[Path, dict[str, Any], str], moto_endpoint: str
+) -> None:
+    connect = event("ws_connect_authorized")
+    connect["headers"].update(
+        {
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "x-hatchway-host": "a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com",
+            "x-hatchway-target": "/t/nobody-here/hmr",
+        }
+    )
+    connect.pop("multiValueHeaders", None)
+    result = invoke(built, moto_endpoint, "VisitorSocketFunction", connect)["ok"]
+    assert result["statusCode"] == 404
+    assert result["headers"]["x-hatchway-error"] == "tunnel-not-found"
 
 
 def test_the_http_function_answers_with_the_relays_own_page(
