@@ -77,9 +77,10 @@ def relay() -> Relay:
         KmsSecretBox(boto3.client("kms"), env["SECRETS_KEY"]) if env.get("SECRETS_KEY") else None
     )
     # The functions that speak to visitors' sockets (the agents' and the visitor-socket one).
+    visitor_sockets = env.get("VISITOR_SOCKET_MANAGEMENT_URL")
     sockets = (
-        ApiGatewaySocketPoster(make_client(env["VISITOR_SOCKET_MANAGEMENT_URL"]))
-        if env.get("VISITOR_SOCKET_MANAGEMENT_URL")
+        ApiGatewaySocketPoster(functools.partial(make_client, visitor_sockets))
+        if visitor_sockets
         else None
     )
     return Relay(

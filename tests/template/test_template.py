@@ -867,10 +867,11 @@ def test_the_visitor_facing_function_reads_no_tokens_and_writes_almost_nothing(
     assert not policy_templates(http) & {"DynamoDBCrudPolicy", "DynamoDBReadPolicy"}
     grants = table_grants(http)
     assert grants == {
-        "dynamodb:GetItem": ["name#*", "conn#*", "req#*", "share#*", "relay"],
-        "dynamodb:UpdateItem": ["share#*", "name#*"],
+        "dynamodb:GetItem": ["name#*", "conn#*", "req#*", "share#*", "relay", "vsock#*"],
+        # A connection found gone: its claims, and its visitors' sockets (listed on it).
+        "dynamodb:UpdateItem": ["share#*", "name#*", "conn#*"],
         "dynamodb:PutItem": ["seen#*", "relay"],
-        "dynamodb:DeleteItem": ["conn#*", "name#*"],
+        "dynamodb:DeleteItem": ["conn#*", "name#*", "vsock#*"],
     }
     assert not any(
         "token#" in pattern for patterns in grants.values() for pattern in patterns or []

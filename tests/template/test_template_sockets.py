@@ -189,8 +189,9 @@ def test_the_visitor_socket_function_is_built_and_wired_like_the_relays_others(
         ("VisitorSocketFunction", {POST_TO_AGENTS, POST_TO_VISITORS, CLOSE_VISITORS}),
         # Posts the app's messages to visitors and closes them when the app does.
         ("WebSocketFunction", {POST_TO_AGENTS, POST_TO_VISITORS, CLOSE_VISITORS}),
-        # Visitors' HTTP requests: the agents only.
-        ("HttpFunction", {POST_TO_AGENTS}),
+        # Visitors' HTTP requests go to the agents; an agent connection it finds gone takes
+        # its visitors' sockets with it (closed, never sent anything).
+        ("HttpFunction", {POST_TO_AGENTS, CLOSE_VISITORS}),
         ("AuthorizerFunction", set()),
     ],
 )

@@ -98,6 +98,20 @@ def test_it_is_the_socket_poster_port(client: Any) -> None:
     assert callable(poster.send) and callable(poster.close)
 
 
+def test_a_client_made_on_demand_is_made_once_at_the_first_use(client: Any) -> None:
+    made: list[Any] = []
+
+    def make() -> Any:
+        made.append(client)
+        return client
+
+    poster = ApiGatewaySocketPoster(make)
+    assert made == []  # a cold start that never touches a socket builds no client
+    poster.send("v1", b"one", False)
+    poster.close("v1", 1000, "")
+    assert made == [client]
+
+
 def test_sent_messages_reach_the_socket_as_given(client: Any) -> None:
     poster = ApiGatewaySocketPoster(client)
     poster.send("s1", "héllo ✓".encode(), binary=False)

@@ -12,6 +12,7 @@ code was.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from hatchway_relay.adapters.apigateway_poster import MANAGEMENT_ERRORS, management_failure
@@ -19,10 +20,19 @@ from hatchway_relay.ports import ConnectionGone
 
 
 class ApiGatewaySocketPoster:
-    """Sends messages to visitors' WebSockets and closes them through a boto3 client."""
+    """Sends messages to visitors' WebSockets and closes them through a boto3 client, or a
+    function that makes one: most invocations of the HTTP function never touch a socket, and
+    a client built at every cold start would cost each one its CPU."""
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
+    def __init__(self, client: Any | Callable[[], Any]) -> None:
+        self._make = client if callable(client) else None
+        self._client: Any = None if callable(client) else client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None and self._make is not None:
+            self._client = self._make()  # two threads at once make two: no harm
+        return self._client
 
     def send(self, socket_id: str, data: bytes, binary: bool) -> None:
         try:
