@@ -198,8 +198,15 @@ class VisitorSockets:
             )
             return
         text = codec.encode(protocol.SocketFrame(socket_id, data, binary))
-        if not self._to_agent(record, text):
-            self._agent_lost(record)
+        try:
+            if not self._to_agent(record, text):
+                self._agent_lost(record)
+        except PostFailed as exc:  # a message the visitor sent must not vanish in silence
+            self._close_both(
+                record,
+                protocol.CLOSE_INTERNAL,
+                f"relay: could not pass a message to the agent ({exc.why})",
+            )
 
     def visitor_left(self, socket_id: str, code: int, reason: str) -> None:
         """``$disconnect``: the visitor's socket closed (or API Gateway closed it)."""
@@ -211,7 +218,7 @@ class VisitorSockets:
             protocol.sendable_close_code(code),
             protocol.close_reason(reason or "the visitor left"),
         )
-        self._to_agent(record, codec.encode(close))
+        self._tell_agent(record, close)
 
     # --- The agents' API --------------------------------------------------------------------
 
@@ -309,15 +316,27 @@ class VisitorSockets:
     def _to_agent(self, record: SocketRecord, text: str) -> bool:
         """Post to the socket's agent connection; a connection gone in between may have
         handed the socket to its successor (``SocketMove``): try that one once. False when
-        no agent connection took it."""
-        if self._post_agent(record.connection_id, text):
+        no agent connection took it; ``PostFailed`` when the post failed otherwise."""
+        try:
+            self.relay.poster.post(record.connection_id, text)
             return True
+        except ConnectionGone:
+            pass
         fresh = self.relay.store.get_socket(record.socket_id)
         if fresh is None or fresh.connection_id == record.connection_id:
             return False
         return self._post_agent(fresh.connection_id, text)
 
+    def _tell_agent(self, record: SocketRecord, close: protocol.SocketClose) -> None:
+        """A close for the agent, best effort: an agent never told closes the app's side once
+        the socket has been idle for ``SOCKET_IDLE_SECONDS``."""
+        try:
+            self._to_agent(record, codec.encode(close))
+        except PostFailed as exc:
+            log.warning("could not tell the agent a socket closed: %s", exc.why)
+
     def _post_agent(self, connection_id: str, text: str) -> bool:
+        """Post to an agent connection, best effort: False if it failed (logged unless gone)."""
         try:
             self.relay.poster.post(connection_id, text)
             return True
@@ -346,7 +365,7 @@ class VisitorSockets:
         reason = protocol.close_reason(reason)
         self._close_visitor(record.socket_id, code, reason)
         close = protocol.SocketClose(record.socket_id, code, reason)
-        self._to_agent(record, codec.encode(close))
+        self._tell_agent(record, close)
 
     def _close_visitor(self, socket_id: str, code: int, reason: str) -> None:
         try:

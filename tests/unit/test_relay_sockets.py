@@ -452,3 +452,21 @@ def test_an_agent_gone_before_the_open_is_confirmed_fails_the_handshake_in_words
     result = h.connect()
     assert (result["statusCode"], result["headers"]["x-hatchway-error"]) == (502, "agent-gone")
     assert h.store.get_socket("sock1=") is None
+
+
+def test_a_visitors_message_the_relay_cannot_pass_to_the_agent_closes_both_sides_in_words(
+    h: Harness,
+) -> None:
+    agent = h.agent("c1")
+    h.connect()
+
+    def throttled(connection_id: str, text: str) -> None:
+        raise PostFailed(connection_id, "throttled")
+
+    h.poster.post = throttled  # type: ignore[method-assign]
+    h.message("sock1=", b"lost?")
+    code, reason = h.visitors.closed["sock1="]
+    assert code == protocol.CLOSE_INTERNAL
+    assert reason.startswith("relay:") and "throttled" in reason
+    assert h.store.get_socket("sock1=") is None
+    assert frames(agent) == []
