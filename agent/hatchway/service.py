@@ -18,7 +18,7 @@ from hatchway.serving.forward import Forwarder
 from hatchway.serving.session import Session
 from hatchway.serving.tunnels import Pipeline, Router, TunnelOptions
 from hatchway.ui.display import Listener, Status
-from hatchway.ui.limits import INSPECT_MEMORY_BYTES, PASSED_BODY_PREFIX_BYTES
+from hatchway.ui.limits import INSPECT_MEMORY_BYTES
 
 if TYPE_CHECKING:  # imported when one is started: its web server is memory a plain agent saves
     from hatchway.ui.inspector import Inspector
@@ -54,7 +54,7 @@ class Service:
                 t.target,
                 max_response_bytes=t.max_response_bytes,
                 pass_large_bodies=True,
-                kept_prefix_bytes=0 if inspect is None else PASSED_BODY_PREFIX_BYTES,
+                keep_passed_prefix=inspect is not None,
                 # Uploads end when the relay stops waiting, as the session's own do.
                 blob_timeout=lambda request: self.session.blob_timeout(request),
                 stream=t.stream,

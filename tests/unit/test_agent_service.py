@@ -8,19 +8,16 @@ import pytest
 from hatchway.config import Settings
 from hatchway.service import Service
 from hatchway.serving.tunnels import tunnel_options
-from hatchway.ui.limits import PASSED_BODY_PREFIX_BYTES
 
 
-@pytest.mark.parametrize(
-    ("inspect", "kept"), [(None, 0), ("127.0.0.1:0", PASSED_BODY_PREFIX_BYTES)]
-)
+@pytest.mark.parametrize(("inspect", "kept"), [(None, False), ("127.0.0.1:0", True)])
 def test_large_bodies_pass_through_with_the_inspector_on_or_off(
-    inspect: str | None, kept: int
+    inspect: str | None, kept: bool
 ) -> None:
     tunnels = [tunnel_options("3000", subdomain="one"), tunnel_options("3001", subdomain="two")]
     service = Service(Settings("ws://127.0.0.1:9", "hw_token"), tunnels, inspect=inspect)
     try:
-        assert [(f.pass_large_bodies, f.kept_prefix_bytes) for f in service.forwarders] == [
+        assert [(f.pass_large_bodies, f.keep_passed_prefix) for f in service.forwarders] == [
             (True, kept),
             (True, kept),
         ]

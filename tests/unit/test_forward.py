@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from hatchway import protocol
+from hatchway.serving.bodies import COMPRESSIBILITY_SAMPLE_BYTES
 from hatchway.serving.forward import (
     Forwarder,
     LargeResponse,
@@ -389,11 +390,18 @@ def test_a_passed_body_keeps_the_first_bytes_asked_for_and_uploads_all(
     body = os.urandom(300_000)
     with run_raw_app(lambda r: ok(body)) as app:
         forwarder = Forwarder(
-            Target("127.0.0.1", app.port), timeout=5, pass_large_bodies=True, kept_prefix_bytes=4096
+            Target("127.0.0.1", app.port),
+            timeout=5,
+            pass_large_bodies=True,
+            keep_passed_prefix=True,
         )
         response = forwarder.handle(large_request(blob_server.url + "/blob"))
     assert isinstance(response, PassedResponse)
-    assert (response.uploaded, response.body, response.prefix) == (len(body), b"", body[:4096])
+    assert (response.uploaded, response.body, response.prefix) == (
+        len(body),
+        b"",
+        body[:COMPRESSIBILITY_SAMPLE_BYTES],
+    )
     assert blob_server.received[0].endswith(b"\r\n\r\n" + body)
 
 

@@ -15,12 +15,11 @@ from typing import Any
 import pytest
 
 from hatchway import protocol
+from hatchway.serving.bodies import COMPRESSIBILITY_SAMPLE_BYTES
 from hatchway.serving.forward import Forwarder, Target
 from hatchway.ui.inspector import Inspector, InspectorError, NoFreePort
 from hatchway.ui.inspector import server as inspector_server
 from hatchway.ui.inspector.server import MAX_EVENT_CLIENTS, parse_address
-from hatchway.ui.inspector.views import HEX_PREVIEW_BYTES
-from hatchway.ui.limits import PASSED_BODY_PREFIX_BYTES
 from support.blob_server import scripted_server
 from support.local_app import LocalApp
 
@@ -383,7 +382,7 @@ def test_a_body_passed_through_is_shown_cut_at_its_first_bytes_with_its_real_siz
             Target("127.0.0.1", app.port),
             timeout=5,
             pass_large_bodies=True,
-            kept_prefix_bytes=PASSED_BODY_PREFIX_BYTES,
+            keep_passed_prefix=True,
         )
         request = protocol.Request(
             "v1", "demo", "POST", "/upload", "", (), upload, upload_url=blobs.url + "/blob"
@@ -398,10 +397,10 @@ def test_a_body_passed_through_is_shown_cut_at_its_first_bytes_with_its_real_siz
     shown = data["response"]["body"]
     assert (shown["size"], shown["stored"], shown["truncated"]) == (
         len(upload),
-        PASSED_BODY_PREFIX_BYTES,
+        COMPRESSIBILITY_SAMPLE_BYTES,
         True,
     )
-    assert shown["kind"] == "binary" and shown["hex"] == upload[:HEX_PREVIEW_BYTES].hex()
+    assert shown["kind"] == "binary" and shown["hex"] == upload[:COMPRESSIBILITY_SAMPLE_BYTES].hex()
     status, data = client.replay(exchange.id)
     assert status == 409 and "cannot be replayed as captured" in data["error"]
     assert client.replay(exchange.id, {"body": "small"})[0] == 201

@@ -13,13 +13,3 @@ keeps adds about as much to the agent's peak RSS: at 32 MiB the agent peaked at 
 
 MAX_INSPECT_MEMORY_BYTES = 1024**3
 """The most ``--inspect-memory`` may give the inspector (1 GiB)."""
-
-PASSED_BODY_PREFIX_BYTES = 4 * 1024
-"""What the inspector keeps of a response body the agent passes from the app straight to the
-relay's blob store (one too large for a message that zlib cannot shrink): its first 4 KiB, read
-anyway to judge it, and the body is shown cut there with its real size.
-
-Holding such bodies whole for the inspector cost 3.5-6 MiB of peak RSS on ``make bench``'s 1 MB
-GETs. Such a body is binary (an image, an archive, a video), which the page shows as hex of its
-first 512 bytes (``views.HEX_PREVIEW_BYTES``): 4 KiB holds that and most formats' headers, and
-is most often within the agent's first read of the body (up to 64 KiB, ``http1.RECEIVE_BYTES``)."""
