@@ -49,11 +49,12 @@ class Service:
         self.listeners = list(listeners)
         self.inspect = inspect
         self.forwarders = [
-            # The inspector shows whole bodies: without it, large ones pass straight through.
+            # Large bodies pass straight through; the inspector shows their first bytes.
             Forwarder(
                 t.target,
                 max_response_bytes=t.max_response_bytes,
-                pass_large_bodies=inspect is None,
+                pass_large_bodies=True,
+                keep_passed_prefix=inspect is not None,
                 # Uploads end when the relay stops waiting, as the session's own do.
                 blob_timeout=lambda request: self.session.blob_timeout(request),
                 stream=t.stream,

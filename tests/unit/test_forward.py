@@ -16,7 +16,14 @@ from collections.abc import Iterator
 import pytest
 
 from hatchway import protocol
-from hatchway.serving.forward import Forwarder, LargeResponse, Target, parse_target
+from hatchway.serving.bodies import COMPRESSIBILITY_SAMPLE_BYTES
+from hatchway.serving.forward import (
+    Forwarder,
+    LargeResponse,
+    PassedResponse,
+    Target,
+    parse_target,
+)
 from support.blob_server import Scripted, scripted_server
 from support.local_app import LocalApp
 from support.raw_app import RawAnswer, RawApp, RawRequest, ok, run_raw_app
@@ -367,11 +374,35 @@ def test_a_large_incompressible_body_goes_from_the_app_to_the_blob_store(
         response = forwarder.handle(large_request(blob_server.url + "/blob?sig=1"))
         again = forwarder.handle(large_request(blob_server.url + "/blob?sig=2"))
     assert (response.status, response.body, response.uploaded) == (200, b"", len(body))
+    assert not isinstance(response, PassedResponse)  # no prefix kept unless asked for
     assert ("X-Kind", "random") in response.headers
     assert again.uploaded == len(body)
     put = blob_server.received[0]
     assert put.startswith(b"PUT /blob?sig=1 HTTP/1.1\r\n") and put.endswith(b"\r\n\r\n" + body)
     assert [r.connection for r in app.requests] == [0, 0]  # read to its end: kept alive
+
+
+def test_a_passed_body_keeps_the_first_bytes_asked_for_and_uploads_all(
+    blob_server: Scripted,
+) -> None:
+    """What the inspector shows of a body passed through: the start the forwarder read to judge
+    it, never more (the agent holds no more of it)."""
+    body = os.urandom(300_000)
+    with run_raw_app(lambda r: ok(body)) as app:
+        forwarder = Forwarder(
+            Target("127.0.0.1", app.port),
+            timeout=5,
+            pass_large_bodies=True,
+            keep_passed_prefix=True,
+        )
+        response = forwarder.handle(large_request(blob_server.url + "/blob"))
+    assert isinstance(response, PassedResponse)
+    assert (response.uploaded, response.body, response.prefix) == (
+        len(body),
+        b"",
+        body[:COMPRESSIBILITY_SAMPLE_BYTES],
+    )
+    assert blob_server.received[0].endswith(b"\r\n\r\n" + body)
 
 
 @pytest.mark.parametrize(

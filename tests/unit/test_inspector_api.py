@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -14,10 +15,12 @@ from typing import Any
 import pytest
 
 from hatchway import protocol
+from hatchway.serving.bodies import COMPRESSIBILITY_SAMPLE_BYTES
 from hatchway.serving.forward import Forwarder, Target
 from hatchway.ui.inspector import Inspector, InspectorError, NoFreePort
 from hatchway.ui.inspector import server as inspector_server
 from hatchway.ui.inspector.server import MAX_EVENT_CLIENTS, parse_address
+from support.blob_server import scripted_server
 from support.local_app import LocalApp
 
 SESSION_STATUS = {"status": "online", "public_urls": ["http://demo.localhost:8000/"]}
@@ -365,6 +368,42 @@ def test_a_truncated_body_is_not_replayed_as_if_whole(app: LocalApp, forwarder: 
         assert "only the first 4 were kept" in data["error"]
         assert client.replay(original, {"body": "whole again"})[0] == 201
         assert app.requests[-1].body == b"whole again"
+
+
+def test_a_body_passed_through_is_shown_cut_at_its_first_bytes_with_its_real_size(
+    app: LocalApp, client: Client, inspector: Inspector
+) -> None:
+    """A large body zlib cannot shrink goes from the app to the relay's blob store as it comes,
+    inspector on or off: the inspector shows the start the agent read to judge it, and a
+    request body it could not keep whole is replayed only with a body sent along."""
+    upload = os.urandom(100_000)
+    with scripted_server() as blobs:
+        passing = Forwarder(
+            Target("127.0.0.1", app.port),
+            timeout=5,
+            pass_large_bodies=True,
+            keep_passed_prefix=True,
+        )
+        request = protocol.Request(
+            "v1", "demo", "POST", "/upload", "", (), upload, upload_url=blobs.url + "/blob"
+        )
+        response = passing.handle(request)
+        inspector.record(request, response, 1.5)
+        passing.close()
+    assert response.uploaded == len(upload) and response.body == b""  # passed through
+    (exchange,) = inspector.capture.newest_first()
+    status, data = client.get(f"/api/requests/{exchange.id}")
+    assert status == 200 and data["size"] == len(upload)
+    shown = data["response"]["body"]
+    assert (shown["size"], shown["stored"], shown["truncated"]) == (
+        len(upload),
+        COMPRESSIBILITY_SAMPLE_BYTES,
+        True,
+    )
+    assert shown["kind"] == "binary" and shown["hex"] == upload[:COMPRESSIBILITY_SAMPLE_BYTES].hex()
+    status, data = client.replay(exchange.id)
+    assert status == 409 and "cannot be replayed as captured" in data["error"]
+    assert client.replay(exchange.id, {"body": "small"})[0] == 201
 
 
 def test_a_replay_to_a_stopped_app_is_recorded_as_its_fault(

@@ -5,6 +5,8 @@
 * ``inspector``: the local web page that records, shows and replays exchanges.
 * ``json_replies``: what loopback web pages share (the inspector here, and the local gateway's
   operator dashboard).
+* ``loopback_http``: the inspector's small HTTP/1.1 server, on ``socketserver`` (``http.server``
+  would bring ``ssl`` into the agent).
 * ``limits``: what the inspector may keep in memory.
 
 May import ``hatchway.serving``, ``hatchway.transport``, ``hatchway.protocol``,

@@ -1,16 +1,19 @@
 """What the loopback web pages share (the agent's inspector and the operator's dashboard): the
 Host check that keeps them to this machine, their static files and security headers, and their
-answers, JSON and byte bodies with their length and those headers, written by a
-``BaseHTTPRequestHandler``."""
+answers, JSON and byte bodies with their length and those headers (``JsonReplies``).
+
+Nothing here imports ``http.server``: that brings ``ssl`` (4.2 MiB of OpenSSL) into the agent.
+``JsonReplies`` answers on a handler that has ``BaseHTTPRequestHandler``'s ways to write (the
+dashboard's) or ``loopback_http.RequestHandler`` (the inspector's)."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 from importlib import resources
-from typing import Any
+from io import BufferedIOBase
+from typing import TYPE_CHECKING, Any
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -58,10 +61,22 @@ def is_loopback_host(host_header: str) -> bool:
         return False
 
 
-class JsonReplies(BaseHTTPRequestHandler):
-    """A request handler's ways to answer; ``security_headers`` go on every answer."""
+class JsonReplies:
+    """A request handler's ways to answer; ``security_headers`` go on every answer. Mixed in
+    before a handler class that writes as ``BaseHTTPRequestHandler`` does."""
 
     security_headers: Headers = ()
+
+    if TYPE_CHECKING:  # what the handler it is mixed into provides
+        command: str
+        close_connection: bool
+        wfile: BufferedIOBase
+
+        def send_response(self, code: int, message: str | None = None) -> None: ...
+
+        def send_header(self, keyword: str, value: str) -> None: ...
+
+        def end_headers(self) -> None: ...
 
     def _json(self, status: int, payload: Any, headers: Headers = ()) -> None:
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")

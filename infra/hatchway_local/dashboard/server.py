@@ -30,7 +30,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 from hatchway import protocol
@@ -206,7 +206,7 @@ def _html_attribute(value: str) -> str:
     )
 
 
-class _Handler(JsonReplies):
+class _Handler(JsonReplies, BaseHTTPRequestHandler):
     security_headers = SECURITY_HEADERS
 
     protocol_version = "HTTP/1.1"

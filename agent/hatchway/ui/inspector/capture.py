@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from hatchway import protocol
 from hatchway.protocol import Fault, Headers
+from hatchway.serving.forward import PassedResponse
 from hatchway.ui.limits import INSPECT_MEMORY_BYTES
 
 MAX_REQUESTS = 200
@@ -66,6 +67,16 @@ class Body:
     @property
     def truncated(self) -> bool:
         return self.size > len(self.data)
+
+    @classmethod
+    def of_response(cls, response: protocol.Response, limit: int) -> Body:
+        """What is kept of a response's body: its start, up to ``limit`` bytes. Of a body the
+        agent passed straight to the relay (``uploaded``), only the first bytes it read are
+        known (``PassedResponse.prefix``): the body is kept cut there, with its real size."""
+        if response.uploaded is None:
+            return cls.capped(response.body, limit)
+        prefix = response.prefix if isinstance(response, PassedResponse) else b""
+        return cls(bytes(prefix[:limit]), response.uploaded)
 
     @classmethod
     def capped(cls, data: bytes, limit: int) -> Body:
@@ -236,7 +247,7 @@ class Capture:
                 request_body=Body.capped(request.body, cap),
                 status=response.status,
                 response_headers=response.headers,
-                response_body=Body.capped(response.body, cap),
+                response_body=Body.of_response(response, cap),
                 duration_ms=elapsed_ms,
                 fault=fault,
                 replay_of=replay_of,

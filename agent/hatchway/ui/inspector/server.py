@@ -1,7 +1,7 @@
 """The inspector's HTTP server: the page and its JSON API, on loopback only, stdlib only.
 
-One ``ThreadingHTTPServer`` runs in a daemon thread (one more thread per open connection), so the
-agent gains no dependency. Routes:
+One ``loopback_http.LoopbackHTTPServer`` runs in a daemon thread (one more thread per open
+connection), so the agent gains no dependency, nor ``http.server``'s ``ssl``. Routes:
 
 * ``GET /`` (and ``/app.js``, ``/style.css``): the page, from the package's ``static/`` files.
 * ``GET /api/requests?path=&method=&status=``: summaries, newest first.
@@ -25,11 +25,9 @@ import logging
 import re
 import selectors
 import socket
-import socketserver
 import threading
 import urllib.parse
 from collections.abc import Callable
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 from hatchway.errors import HatchwayError
@@ -42,6 +40,7 @@ from hatchway.ui.json_replies import (
     is_loopback_host,
     page_files,
 )
+from hatchway.ui.loopback_http import LoopbackHTTPServer, RequestHandler
 
 log = logging.getLogger("hatchway.ui.inspector")
 
@@ -109,18 +108,11 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _HTTPServer(LoopbackHTTPServer):
     # _serve() calls handle_request() only once the socket is readable; a zero timeout means it
     # never blocks there should the pending connection vanish before it is accepted.
     timeout = 0.0
     app: InspectorServer
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks up the host's FQDN (a DNS query); the name is not needed.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
 
 
 class _HTTPServer6(_HTTPServer):
@@ -207,10 +199,9 @@ def _serve(httpd: _HTTPServer, wake: socket.socket) -> None:
             httpd.handle_request()  # the listening socket is readable: accept, hand to a thread
 
 
-class _Handler(JsonReplies):
+class _Handler(JsonReplies, RequestHandler):
     security_headers = PAGE_SECURITY_HEADERS
 
-    protocol_version = "HTTP/1.1"
     timeout = SOCKET_TIMEOUT_SECONDS
     server: _HTTPServer
 
