@@ -42,18 +42,26 @@ def test_posted_text_reaches_the_connection_as_utf8(client: Any) -> None:
     assert connections["c2"].data == b"other"
 
 
-@pytest.mark.parametrize(
-    ("code", "status", "gone"),
-    [
-        pytest.param("GoneException", 410, True, id="API Gateway's Gone"),
-        pytest.param("Gone", 410, True, id="a bare 410 from another endpoint"),
-        pytest.param("LimitExceededException", 429, False, id="throttled"),
-        pytest.param("ForbiddenException", 403, False, id="no ManageConnections permission"),
-        pytest.param("PayloadTooLargeException", 413, False, id="frame too large"),
-    ],
-)
+FAILURES = [
+    pytest.param("GoneException", 410, True, id="API Gateway's Gone"),
+    pytest.param("Gone", 410, True, id="a bare 410 from another endpoint"),
+    pytest.param("LimitExceededException", 429, False, id="throttled"),
+    pytest.param("ForbiddenException", 403, False, id="no ManageConnections permission"),
+    pytest.param("PayloadTooLargeException", 413, False, id="frame too large"),
+    pytest.param("InternalServerError", 500, False, id="a 5xx after the retries"),
+]
+
+SENDS = {
+    "agent post": lambda client: ApiGatewayPoster(client).post("c1", "x"),
+    "visitor send": lambda client: ApiGatewaySocketPoster(client).send("c1", b"x", binary=False),
+}
+"""Both posters' way of sending one message, ``x``, to connection ``c1``."""
+
+
+@pytest.mark.parametrize("send", SENDS)
+@pytest.mark.parametrize(("code", "status", "gone"), FAILURES)
 def test_only_a_gone_connection_becomes_connection_gone(
-    client: Any, code: str, status: int, gone: bool
+    client: Any, code: str, status: int, gone: bool, send: str
 ) -> None:
     with Stubber(client) as stub:
         stub.add_client_error(
@@ -63,7 +71,7 @@ def test_only_a_gone_connection_becomes_connection_gone(
             expected_params={"ConnectionId": "c1", "Data": b"x"},
         )
         with pytest.raises(ConnectionGone if gone else PostFailed) as raised:
-            ApiGatewayPoster(client).post("c1", "x")
+            SENDS[send](client)
         stub.assert_no_pending_responses()
     assert raised.value.connection_id == "c1"  # the stale connection, not the sender's
     if not gone:
@@ -138,35 +146,6 @@ def test_close_deletes_the_connection_whatever_the_code(client: Any) -> None:
         stub.add_response("delete_connection", {}, expected_params={"ConnectionId": "s1"})
         ApiGatewaySocketPoster(client).close("s1", 1011, "the agent is gone")
         stub.assert_no_pending_responses()
-
-
-FAILURES = [
-    pytest.param("GoneException", 410, True, id="API Gateway's Gone"),
-    pytest.param("Gone", 410, True, id="a bare 410 from another endpoint"),
-    pytest.param("LimitExceededException", 429, False, id="throttled"),
-    pytest.param("ForbiddenException", 403, False, id="no ManageConnections permission"),
-    pytest.param("PayloadTooLargeException", 413, False, id="frame too large"),
-    pytest.param("InternalServerError", 500, False, id="a 5xx after the retries"),
-]
-
-
-@pytest.mark.parametrize(("code", "status", "gone"), FAILURES)
-def test_only_a_gone_socket_becomes_connection_gone_on_send(
-    client: Any, code: str, status: int, gone: bool
-) -> None:
-    with Stubber(client) as stub:
-        stub.add_client_error(
-            "post_to_connection",
-            code,
-            http_status_code=status,
-            expected_params={"ConnectionId": "s1", "Data": b"x"},
-        )
-        with pytest.raises(ConnectionGone if gone else PostFailed) as raised:
-            ApiGatewaySocketPoster(client).send("s1", b"x", binary=False)
-        stub.assert_no_pending_responses()
-    assert raised.value.connection_id == "s1"
-    if not gone:
-        assert isinstance(raised.value, PostFailed) and raised.value.why == code
 
 
 @pytest.mark.parametrize(("code", "status", "gone"), FAILURES)
