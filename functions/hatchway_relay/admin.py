@@ -204,7 +204,8 @@ def latency_of(*reporters: Reporter) -> tuple[int | None, int | None]:
 
 def live_tunnels(store: AdminStore, now: float) -> list[LiveTunnel]:
     """Tunnels whose claim is current and whose connection is alive (for a pool: the members
-    whose lease is current and whose connection is alive), by name."""
+    whose lease is current and whose connection is alive), by name. A name whose lone agent
+    is stopping is not: its visitors are held for a restart, not served."""
     labels = {r.token_id: r.label for r in store.list_tokens()}
     found = []
     for claim in store.list_claims():
@@ -229,7 +230,8 @@ def live_tunnels(store: AdminStore, now: float) -> list[LiveTunnel]:
                 )
             continue
         connection: ConnectionRecord | None = store.get_connection(claim.connection_id)
-        if claim.alive(now) and connection is not None and connection.alive(now):
+        serving = claim.alive(now) and not claim.leaving(now)
+        if serving and connection is not None and connection.alive(now):
             found.append(
                 LiveTunnel(
                     claim.name,

@@ -182,6 +182,17 @@ def test_a_pools_errors_are_summed_and_its_latency_is_its_slowest_members() -> N
     assert (tunnel.latency_p50_ms, tunnel.latency_p95_ms) == (30, 90)
 
 
+def test_a_tunnel_whose_lone_agent_is_stopping_is_no_longer_live() -> None:
+    # Held for its restart (visitors wait), not served: the list says what visitors get.
+    now = time.time()
+    store = MemoryStore()
+    store.put_connection(ConnectionRecord("c1", "t1", now, now + 600, ("app",)))
+    store.claim_name(Claim("app", "c1", "t1", now + 600), now)
+    assert [t.name for t in admin.live_tunnels(store, now)] == ["app"]
+    assert store.leave_claim("app", "c1", now, now + 10)
+    assert admin.live_tunnels(store, now + 1) == []
+
+
 def test_revoke_cuts_the_tokens_open_connections_and_frees_their_names(
     cli: ModuleType, relay: Relay, capsys: pytest.CaptureFixture[str]
 ) -> None:
