@@ -79,6 +79,7 @@ from hatchway_local.steps import Execution
 from hatchway_local.streaming import ChunkSource, write_streamed
 from hatchway_relay.adapters.memory_blobs import BLOB_PATH, MemoryBlobStore
 from hatchway_relay.handlers.http import SteppingHandler
+from hatchway_relay.sockets import FRONT_HEADERS
 from hatchway_relay.visits import AwaitAnswer
 
 log = logging.getLogger("hatchway.local")
@@ -513,6 +514,8 @@ class Gateway:
             key = name.lower()
             if key == "cookie":
                 cookies.extend(c.strip() for c in value.split(";") if c.strip())
+            elif key in FRONT_HEADERS:  # the front's (CloudFront on AWS), never a visitor's
+                continue
             elif key in headers:
                 headers[key] = f"{headers[key]},{value}"
             else:

@@ -736,6 +736,26 @@ def test_header_bytes_reach_the_handler_so_that_they_can_be_rebuilt_exactly() ->
         assert headers[name.decode()].encode("utf-8", "surrogateescape") == value
 
 
+def test_a_visitor_cannot_send_the_headers_only_the_front_sets() -> None:
+    # On AWS CloudFront sets them (the visitor's host and target, its secret, the viewer's
+    # address); this gateway is its own front, and passes none a visitor sent.
+    forged = b"".join(
+        name + b": forged\r\n"
+        for name in (
+            b"x-hatchway-host",
+            b"x-hatchway-target",
+            b"x-hatchway-front",
+            b"cloudfront-viewer-address",
+        )
+    )
+    with gateway() as (_, stubs, port), RawClient(port, WAIT_SECONDS) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n" + forged + b"\r\n")
+        assert client.answer().status == 200
+    headers = stubs.http_events[0]["headers"]
+    assert headers["host"] == "app.localhost"
+    assert not {k for k in headers if k.startswith(("x-hatchway-", "cloudfront-"))}
+
+
 def test_response_header_text_is_sent_as_utf8_and_bytes_it_cannot_carry_are_marked() -> None:
     with gateway() as (_, stubs, port), RawClient(port, WAIT_SECONDS) as client:
         stubs.http_result = lambda e: {
