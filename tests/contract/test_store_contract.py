@@ -705,14 +705,20 @@ def test_dynamo_reads_answers_and_marks_from_one_item_and_never_deletes(
     assert moto_table.operations == ["GetItem", "GetItem"]  # no delete: TTL removes it free
 
 
-def test_dynamo_polls_for_an_answer_at_half_price_and_decides_on_a_consistent_read(
-    moto_table: MotoTable,
-) -> None:
+def consistent_reads(moto_table: MotoTable) -> list[bool]:
+    """Whether each GetItem from now on asks for a strongly consistent read, in order."""
     reads: list[bool] = []
     moto_table.client.meta.events.register(
         "provide-client-params.dynamodb.GetItem",
         lambda params, **_: reads.append(bool(params.get("ConsistentRead"))),
     )
+    return reads
+
+
+def test_dynamo_polls_for_an_answer_at_half_price_and_decides_on_a_consistent_read(
+    moto_table: MotoTable,
+) -> None:
+    reads = consistent_reads(moto_table)
     clock = FakeClock(NOW)
     store = DynamoStore(moto_table.table, clock)
     store.expect_response("r1", "c1", NOW + 30)
@@ -1649,11 +1655,7 @@ def test_dynamo_keeps_a_socket_in_its_item_and_its_id_in_its_connections_set(
 def test_dynamo_pairs_sockets_with_single_item_writes_and_reads_them_consistently(
     moto_table: MotoTable,
 ) -> None:
-    reads: list[bool] = []
-    moto_table.client.meta.events.register(
-        "provide-client-params.dynamodb.GetItem",
-        lambda params, **_: reads.append(bool(params.get("ConsistentRead"))),
-    )
+    reads = consistent_reads(moto_table)
     store = DynamoStore(moto_table.table, FakeClock(NOW))
     connect(store, "c1", "c2")
     moto_table.operations.clear()
