@@ -44,7 +44,9 @@ def reencode_path(decoded: str) -> str:
 def visit_from_event(event: dict[str, Any], context: Any = None) -> Visit:
     ctx = event.get("requestContext") or {}
     http = ctx.get("http") or {}
-    headers = [(k.lower(), v) for k, v in (event.get("headers") or {}).items()]
+    sent = event.get("headers") or {}
+    # The front's headers (CloudFront's, on AWS) are never the app's.
+    headers = [(k.lower(), v) for k, v in sent.items() if k.lower() not in FRONT_HEADERS]
     if event.get("cookies"):
         headers.append(("cookie", "; ".join(event["cookies"])))
     body = event.get("body") or ""
@@ -52,11 +54,9 @@ def visit_from_event(event: dict[str, Any], context: Any = None) -> Visit:
         raw = body
     else:
         raw = b64.decode_lenient(body) if event.get("isBase64Encoded") else body.encode("utf-8")
-    sent = event.get("headers") or {}
     # Behind the front (CloudFront) the API sees its own name as Host; the front passes the
-    # visitor's on, as it does for sockets. Its headers are the front's, never the app's.
+    # visitor's on, as it does for sockets.
     host = sent.get("x-hatchway-host") or sent.get("host") or ctx.get("domainName", "")
-    headers = [(k, v) for k, v in headers if k not in FRONT_HEADERS]
     return Visit(
         method=http.get("method", "GET"),
         host=host,
