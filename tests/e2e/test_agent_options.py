@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +27,7 @@ import hatchway
 from hatchway.config import Settings, write_config
 from hatchway.service import Service
 from hatchway.serving.tunnels import tunnel_options
+from hatchway.ui.display import Listener
 from hatchway_local.server import LocalServer
 from support.local_app import LocalApp, run_local_app
 from support.processes import BIN, Process
@@ -281,6 +283,17 @@ def relay(make_relay: Callable[..., LocalServer]) -> LocalServer:
     return make_relay()
 
 
+class _Served(Listener):
+    """Tells when the agent has served a request: the inspector records it before listeners
+    hear of it."""
+
+    def __init__(self) -> None:
+        self.one = threading.Event()
+
+    def request(self, request: Any, response: Any, elapsed_ms: float) -> None:
+        self.one.set()
+
+
 @pytest.mark.parametrize("store_mode", ["memory"])
 def test_an_inspector_replay_goes_to_its_own_tunnels_app(
     relay: LocalServer, apps: list[LocalApp], store_mode: str
@@ -290,11 +303,14 @@ def test_an_inspector_replay_goes_to_its_own_tunnels_app(
         tunnel_options(str(first.port), subdomain="one"),
         tunnel_options(str(second.port), subdomain="two", request_header_add=["X-Via: two"]),
     ]
-    service = Service(Settings(relay.agent_url, TOKEN), tunnels, inspect="127.0.0.1:0").start(
-        timeout=10
-    )
+    served = _Served()
+    service = Service(
+        Settings(relay.agent_url, TOKEN), tunnels, [served], inspect="127.0.0.1:0"
+    ).start(timeout=10)
     try:
         assert through(relay, "two", "/echo/original").status == 200
+        # The visitor may have its answer before the agent has recorded it.
+        assert served.one.wait(timeout=10)
         inspector = service.inspector
         assert inspector is not None and inspector.url is not None
         (captured,) = inspector.capture.newest_first()
