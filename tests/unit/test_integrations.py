@@ -121,6 +121,26 @@ def test_escape_javascript_is_javas(text: str, escaped: str) -> None:
     assert escape_javascript(text) == escaped
 
 
+_JAVA_ESCAPES = {
+    ord("'"): "\\'",
+    ord('"'): '\\"',
+    ord("\\"): "\\\\",
+    ord("/"): "\\/",
+    **{c: f"\\u{c:04X}" for c in range(0x20)},
+    **{ord(c): "\\" + short for c, short in zip("\b\t\n\f\r", "btnfr", strict=True)},
+}
+
+
+@given(st.text())
+def test_escape_javascript_escapes_each_character_on_its_own(text: str) -> None:
+    """The escape is a function of each character alone (as Java's loop over the string is):
+    whatever order the work is done in, no escape is escaped again."""
+    per_character = "".join(
+        _JAVA_ESCAPES.get(ord(c), c) if c.isascii() else escape_javascript(c) for c in text
+    )
+    assert escape_javascript(text) == per_character
+
+
 @given(st.text())
 def test_escaped_text_stays_inside_its_json_string(text: str) -> None:
     escaped = escape_javascript(text)
