@@ -22,6 +22,7 @@ from hatchway_local.admin_api import (
     default_state_file,
 )
 from hatchway_local.concurrency import LAMBDA_ACCOUNT_CONCURRENCY
+from hatchway_local.event_loop import EVENT_LOOPS, LOOP_ENVIRONMENT_VARIABLE
 from hatchway_local.server import DEFAULT_BUCKET, run_local
 from hatchway_local.tls import (
     TRUST_ROOTS_ENV,
@@ -141,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="HOSTNAME=TUNNEL",
         help="serve a hostname of yours from a reserved tunnel (repeatable); point its DNS here",
+    )
+    parser.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default=None,
+        help="the gateway's event loop: uvloop when installed (auto, the default; "
+        f"${LOOP_ENVIRONMENT_VARIABLE} sets it too), or asyncio's own",
     )
     parser.add_argument(
         "--admin-file",
@@ -300,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             s3_endpoint=args.s3_endpoint,
             bucket=args.bucket,
             access_log_file=_access_log_file(args.access_log),
+            event_loop=args.event_loop,
         ) as server:
             admin_file = args.admin_file or default_admin_file()
             server.admin.write_admin_file(admin_file)
