@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
 from aiohttp import web
 
-from hatchway_local.integrations import CloudFormationLoader, template_text
+from hatchway_local.integrations import stack_resources
 from hatchway_relay.access_logs import NO_VALUE
 
 KEPT_LINES = 10_000
@@ -58,9 +57,7 @@ class AccessLogFormats:
 
 def load_formats(text: str | None = None) -> AccessLogFormats:
     """The formats from the stack's template (``text``, else the one this package carries)."""
-    resources = yaml.load(text if text is not None else template_text(), CloudFormationLoader)[
-        "Resources"
-    ]
+    resources = stack_resources(text)
     found = {}
     for kind, resource in _STAGES.items():
         if resource not in resources or "AccessLogSettings" not in resources[resource].get(
