@@ -14,17 +14,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 import websocket
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
+from hypothesis import strategies as st
 
 from hatchway_local.access_log import (
     AccessLog,
     VisitorOutcome,
     agent_context,
     load_formats,
+    render,
     visitor_context,
 )
 from hatchway_local.gateway import Gateway
@@ -263,3 +266,19 @@ def test_text_stays_inside_its_json_string() -> None:
     log = AccessLog()
     line = log.visitor({"path": '/a"b\\c\n', "requestId": "r"})
     assert json.loads(line)["path"] == '/a"b\\c\n'
+
+
+@hypothesis.given(
+    st.dictionaries(
+        st.sampled_from(["path", "requestId", "status", "identity.sourceIp"]),
+        st.none() | st.text() | st.integers(),
+    )
+)
+def test_each_value_is_written_as_json_would_write_it(context: dict[str, object]) -> None:
+    line = render('{"path":"$context.path","id":"$context.requestId","s":$context.status}', context)
+    expected = {
+        name: "-" if context.get(key) in (None, "") else json.dumps(str(context[key]))[1:-1]
+        for name, key in (("path", "path"), ("id", "requestId"), ("s", "status"))
+    }
+    path, request_id, status = expected["path"], expected["id"], expected["s"]
+    assert line == '{"path":"' + path + '","id":"' + request_id + '","s":' + status + "}"
