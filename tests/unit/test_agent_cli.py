@@ -214,8 +214,8 @@ def test_a_timing_setting_out_of_bounds_is_a_usage_error(
 @pytest.mark.parametrize(
     ("size", "kept"),
     [
-        (None, 2 * 1024**2),
-        ("1M", 1024**2),
+        (None, 1024**2),
+        ("2M", 2 * 1024**2),
         ("1048576", 1024**2),
         ("64MiB", 64 * 1024**2),
         ("64 MB", 64 * 1024**2),

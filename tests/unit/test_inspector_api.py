@@ -224,7 +224,7 @@ def test_status_merges_the_callers_status_with_counts(
         "replays": 0,
         "faults": 0,
         "max_requests": 200,
-        "max_body_bytes": 64 * 1024,
+        "max_body_bytes": 32 * 1024,
     }
 
 

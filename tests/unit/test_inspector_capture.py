@@ -65,14 +65,14 @@ def add(capture: Capture, method: str = "GET", target: str = "/", status: int = 
 def test_defaults_are_named_limits() -> None:
     capture = Capture()
     assert (capture.max_requests, capture.max_body_bytes) == (MAX_REQUESTS, MAX_BODY_BYTES)
-    assert (MAX_REQUESTS, MAX_BODY_BYTES) == (200, 64 * 1024)
-    assert capture.max_total_bytes == MAX_TOTAL_BYTES == 2 * 1024 * 1024
+    assert (MAX_REQUESTS, MAX_BODY_BYTES) == (200, 32 * 1024)
+    assert capture.max_total_bytes == MAX_TOTAL_BYTES == 1024 * 1024
 
 
 def test_the_total_byte_cap_forgets_the_oldest_exchanges() -> None:
     """Ten 100 KB exchanges with room for about three: only the newest stay, and what they
     hold is counted exactly as they are forgotten."""
-    capture = Capture(max_total_bytes=350_000)
+    capture = Capture(max_body_bytes=64 * 1024, max_total_bytes=350_000)
     for i in range(10):
         body = bytes([i]) * 50_000
         capture.add(request("POST", f"/{i}", body=body), response(body=body), 1.0)

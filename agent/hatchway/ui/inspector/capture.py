@@ -26,13 +26,14 @@ from hatchway.ui.limits import INSPECT_MEMORY_BYTES
 MAX_REQUESTS = 200
 """Exchanges kept; recording one more forgets the oldest."""
 
-MAX_BODY_BYTES = 64 * 1024
+MAX_BODY_BYTES = 32 * 1024
 """Bytes kept of each request body and of each response body; the rest is dropped (truncated).
 
-64 KiB shows a page of JSON or HTML whole and keeps a form or API request replayable as
-captured; a larger upload is replayed by sending its body with the replay. At 1 MiB, the
-default ``MAX_TOTAL_BYTES`` held only a couple of 1 MB exchanges, and each one pinned a megabyte
-of the agent's heap while it lived (``docs/benchmarks.md``, the inspector's memory)."""
+32 KiB shows a webhook's payload, a page of JSON or a form whole and keeps it replayable as
+captured; a larger upload is replayed by sending its body with the replay. Each kept body is
+held for as long as its exchange is, so this and ``MAX_TOTAL_BYTES`` set the inspector's share of
+the agent's memory (64 KiB and 2 MiB took the agent past its 30 MiB under ``make bench``; at
+1 MiB a body, each 1 MB exchange pinned a megabyte of the heap while it lived)."""
 
 MAX_TOTAL_BYTES = INSPECT_MEMORY_BYTES
 """Bytes kept of all exchanges together (bodies, heads and their objects, as ``footprint``
