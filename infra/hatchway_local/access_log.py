@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import threading
 import time
@@ -17,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 from aiohttp import web
 
@@ -176,10 +177,12 @@ class AccessLog:
         self._kept: deque[str] = deque(maxlen=kept)
         self._listeners: list[Callable[[str], None]] = []
         self._lock = threading.Lock()
-        self._file: TextIO | None = None
+        self._file: BinaryIO | None = None
+        self._file_bytes = 0
+        """The file's size, counted here: asking the file (``tell``) cost a system call a line."""
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("a", encoding="utf-8")
+            self._open()
 
     def visitor(self, context: Mapping[str, object]) -> str:
         return self._write(render(self.formats.visitors, context))
@@ -210,9 +213,11 @@ class AccessLog:
         with self._lock:
             self._kept.append(line)
             if self._file is not None:
-                self._file.write(line + "\n")
+                data = (line + "\n").encode("utf-8")
+                self._file.write(data)
                 self._file.flush()
-                if self._file.tell() > self.max_file_bytes:
+                self._file_bytes += len(data)
+                if self._file_bytes > self.max_file_bytes:
                     self._rotate()
         for listener in self._listeners:
             listener(line)
@@ -222,4 +227,9 @@ class AccessLog:
         assert self._file is not None and self.path is not None
         self._file.close()
         self.path.replace(self.path.with_name(self.path.name + ".1"))
-        self._file = self.path.open("a", encoding="utf-8")
+        self._open()
+
+    def _open(self) -> None:
+        assert self.path is not None
+        self._file = self.path.open("ab")
+        self._file_bytes = self._file.seek(0, os.SEEK_END)

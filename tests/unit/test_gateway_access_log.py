@@ -255,6 +255,16 @@ def test_the_file_gets_every_line_and_is_rotated_past_its_limit(tmp_path: Path) 
     assert log.lines() == written
 
 
+def test_a_restarted_gateway_counts_what_the_file_already_holds(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    path.write_text("x" * 299 + "\n")  # an earlier run's lines, at the limit
+    log = AccessLog(path=path, max_file_bytes=300)
+    line = log.visitor({"requestId": "after-restart", "status": 200})
+    log.close()
+    assert path.with_name("access.log.1").read_text().splitlines() == ["x" * 299, line]
+    assert not path.exists() or path.read_text() == ""
+
+
 def test_memory_keeps_only_the_latest_lines() -> None:
     log = AccessLog(kept=2)
     for i in range(3):
