@@ -1,7 +1,9 @@
 """API Gateway's mapping templates, rendered as API Gateway renders them: Velocity (airspeed, a
 maintained Python implementation of it) with the ``$input``, ``$util`` and ``$context``
 variables a WebSocket API's request template gets. The local gateway runs template.yaml's own
-templates through this, never a Python copy of what they do.
+templates through this, never a Python copy of what they do: airspeed parses each template once,
+and ``vtl_compile`` turns airspeed's parse tree into closures that evaluate it as airspeed does
+(airspeed itself renders what the compiler does not know, and any render that raises).
 
 What API Gateway documents and the relay's templates could use is here; JSONPath is the subset
 API Gateway's examples use (``$``, ``.name``, ``['name']``, ``[index]``). A value that Java
