@@ -1,7 +1,7 @@
 """`make demo`: the local gateway, a sample app and the agent, wired together on this machine.
 
 Prints the tunnel's public URLs once a request through the tunnel has come back from the sample
-app, then keeps everything running until Ctrl-C. ``--once`` stops after that check (for tests).
+app, then keeps everything running until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -58,8 +58,7 @@ def say(text: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--once", action="store_true", help="check the tunnel answers, then stop")
-    args = parser.parse_args()
+    parser.parse_args()
 
     relay_port, app_port = pick_port(PREFERRED_RELAY_PORT), pick_port()
     processes: list[Process] = []
@@ -110,8 +109,6 @@ def main() -> int:
             print(f"Try:  curl {path_url}")
             print(f"      curl -d 'hello=world' {path_url}      (the sample app echoes a POST)")
             print("      or open the first URL in a browser", flush=True)
-            if args.once:
-                return 0
             print("Ctrl-C stops everything.", flush=True)
             stop_signals = {signal.SIGINT, signal.SIGTERM}
             signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)

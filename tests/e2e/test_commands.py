@@ -154,21 +154,23 @@ def cmdline(pid: int) -> bytes:
         return b""
 
 
-def test_demo_prints_a_url_that_answers(
+def test_demo_prints_a_url_that_answers_and_stops_on_ctrl_c(
     agent_config: dict[str, str], started: list[Process]
 ) -> None:
-    demo = Process([sys.executable, str(ROOT / "scripts" / "demo.py"), "--once"], agent_config)
+    demo = Process([sys.executable, str(ROOT / "scripts" / "demo.py")], agent_config)
     started.append(demo)
-    demo.wait_for(r"checking a GET and a POST with a body", timeout=60)
-    # Relay and agent are both up now: no token on their command lines, where `ps` shows it.
+    demo.wait_for(r"Hatchway demo is up", timeout=60)
+    demo.wait_for(r"http://demo\.localhost:\d+/")
+    demo.wait_for(r"^Inspector .*: http://127\.0\.0\.1:\d+/$")
+    demo.wait_for(r"curl -d 'hello=world' http://127\.0\.0\.1:\d+/t/demo/")
+    demo.wait_for(r"Ctrl-C stops everything")
+    # Everything runs until Ctrl-C: no token on the relay's or the agent's command line,
+    # where `ps` shows it.
     command_lines = [cmdline(pid) for pid in descendants(demo.popen.pid)]
     hatchway = [line for line in command_lines if b"hatchway" in line]
     assert len(hatchway) >= 2  # hatchway-local and hatchway http
     assert not [line for line in hatchway if b"--token" in line or b"hw_" in line]
-    demo.wait_for(r"Hatchway demo is up")
-    demo.wait_for(r"http://demo\.localhost:\d+/")
-    demo.wait_for(r"^Inspector .*: http://127\.0\.0\.1:\d+/$")
-    demo.wait_for(r"curl -d 'hello=world' http://127\.0\.0\.1:\d+/t/demo/")
+    demo.popen.send_signal(signal.SIGINT)
     assert demo.popen.wait(30) == 0
 
 
