@@ -176,13 +176,13 @@ def _expression(node: Any) -> Calculation:
     worked out here once: a program of steps over numbered slots."""
     terms = node.expression
     values: list[Calculation] = [_value(terms[0])]
+    """By slot: a value's calculation, or ``_no_value`` in an operator result's slot."""
     if len(terms) == 1:
         return values[0]
     program: list[Callable[[Namespace, list[Any]], None]] = []
     pending: set[int] = {0}
     stack: list[int] = [0]
     operators: list[Any] = []
-    slots = 1
 
     def compute(slot: int) -> None:
         if slot in pending:  # a value, computed when an operator first takes it
@@ -195,12 +195,10 @@ def _expression(node: Any) -> Calculation:
             program.append(step)
 
     def reduce() -> None:
-        nonlocal slots
         right, left = stack.pop(), stack.pop()
         compute(right)  # airspeed takes the second value first
         compute(left)
-        apply, result = operators.pop().apply_to, slots
-        slots += 1
+        apply, result = operators.pop().apply_to, len(values)
         values.append(_no_value)
 
         def step(namespace: Namespace, computed: list[Any]) -> None:
@@ -213,10 +211,9 @@ def _expression(node: Any) -> Calculation:
     while rest:
         if not operators or rest[0].greater_precedence_than(operators[-1]):
             operators.append(rest[0])
+            pending.add(len(values))
+            stack.append(len(values))
             values.append(_value(rest[1]))
-            pending.add(slots)
-            stack.append(slots)
-            slots += 1
             rest = rest[2:]
         else:
             reduce()
@@ -224,7 +221,7 @@ def _expression(node: Any) -> Calculation:
         reduce()
     (last,) = stack
     compute(last)
-    steps, size = tuple(program), slots
+    steps, size = tuple(program), len(values)
 
     def calculate(namespace: Namespace) -> Any:
         computed: list[Any] = [None] * size
@@ -235,7 +232,8 @@ def _expression(node: Any) -> Calculation:
     return calculate
 
 
-def _no_value(namespace: Namespace) -> Any:  # the slot of an operator's result
+def _no_value(namespace: Namespace) -> Any:
+    """``null``; and what stands in an operator result's slot, which is never called."""
     return None
 
 
