@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
-import tomllib
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -132,12 +130,19 @@ def config_path() -> Path:
 def load_config(path: Path | None = None) -> dict[str, Any]:
     path = path or config_path()
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        handle = path.open("rb")
     except FileNotFoundError:
         return {}
-    except (tomllib.TOMLDecodeError, OSError) as exc:
+    except OSError as exc:
         raise ConfigError(f"cannot read the config file {path}: {exc}") from None
+    # Imported only when there is a file to read: its modules stay for the agent's whole life.
+    import tomllib
+
+    with handle:
+        try:
+            return tomllib.load(handle)
+        except (tomllib.TOMLDecodeError, OSError) as exc:
+            raise ConfigError(f"cannot read the config file {path}: {exc}") from None
 
 
 # --- Writing ----------------------------------------------------------------------------------
@@ -186,6 +191,10 @@ def write_config(data: Mapping[str, Any], path: Path | None = None) -> Path:
     """Replace the config file with ``data``, mode 0600 from the first byte, atomically."""
     path = path or config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Imported here, where the config is written (a command, never a running agent): it brings
+    # ``shutil``, ``random`` and compression modules the agent would otherwise not load.
+    import tempfile
+
     descriptor, partial = tempfile.mkstemp(prefix=".config-", suffix=".toml", dir=path.parent)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:  # mkstemp: mode 0600

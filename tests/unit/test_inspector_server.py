@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,24 +21,44 @@ from hatchway.ui.inspector import Inspector
 READ_TIMEOUT_SECONDS = 10.0
 
 
-def test_an_agent_with_its_inspector_serving_imports_no_ssl() -> None:
-    """``http.server`` imports ``http.client`` and with it ``ssl``: 4.2 MiB of OpenSSL in an
-    agent that speaks plain HTTP on loopback. A fresh interpreter shows what really loads."""
+NOT_LOADED_BY_A_RUNNING_AGENT = (
+    # ``http.server`` imports ``http.client`` and with it ``ssl``: 4.2 MiB of OpenSSL in an
+    # agent that speaks plain HTTP on loopback.
+    "ssl",
+    "_ssl",
+    "http.server",
+    "http.client",
+    "email",
+    # Only reading a config file that exists, writing one, or drawing the screen needs these;
+    # ``importlib.resources`` brings ``zipfile``, ``tempfile`` and ``inspect``: 0.7 MiB.
+    "tomllib",
+    "tempfile",
+    "shutil",
+    "importlib.resources",
+    "zipfile",
+)
+
+
+def test_an_agent_with_its_inspector_serving_loads_only_what_it_uses(tmp_path: Path) -> None:
+    """Every module imported stays for the agent's whole life. A fresh interpreter, with the
+    command's modules, no config file and the inspector's page served, shows what loads."""
     script = textwrap.dedent(
-        """
+        f"""
         import json, socket, sys
-        import hatchway.service
+        from pathlib import Path
+        import hatchway.cli, hatchway.service
+        from hatchway.config import load_config
         from hatchway.serving.forward import Forwarder, Target
         from hatchway.ui.inspector import Inspector
 
+        assert load_config(Path({str(tmp_path / "missing.toml")!r})) == {{}}
         with Inspector(Forwarder(Target("127.0.0.1", 9)), dict) as inspector:
             port = int(inspector.start("127.0.0.1:0").rstrip("/").rsplit(":", 1)[1])
-            with socket.create_connection(("127.0.0.1", port), 10) as sock:
-                sock.sendall(b"GET /api/status HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n")
-                assert sock.recv(100).startswith(b"HTTP/1.1 200 OK")
-            loaded = sorted(m for m in ("ssl", "_ssl", "http.server", "http.client", "email")
-                            if m in sys.modules)
-        print(json.dumps(loaded))
+            for path in ("/", "/api/status"):
+                with socket.create_connection(("127.0.0.1", port), 10) as sock:
+                    sock.sendall(f"GET {{path}} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n".encode())
+                    assert sock.recv(100).startswith(b"HTTP/1.1 200 OK"), path
+        print(json.dumps(sorted(m for m in {NOT_LOADED_BY_A_RUNNING_AGENT!r} if m in sys.modules)))
         """
     )
     done = subprocess.run(

@@ -16,7 +16,6 @@ import http
 import json
 import logging
 import math
-import shutil
 import textwrap
 import threading
 import time
@@ -421,6 +420,10 @@ BOLD, DIM, GREEN, YELLOW, RED, RESET = (
 
 
 def _terminal_size() -> tuple[int, int]:
+    # Imported on the first frame of the screen: plain logs (a service, CI) never load
+    # ``shutil`` and the compression modules it imports.
+    import shutil
+
     size = shutil.get_terminal_size(DEFAULT_SCREEN_SIZE)
     return size.columns, size.lines
 
