@@ -37,6 +37,7 @@ import random
 import statistics
 import struct
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -405,6 +406,40 @@ async def agent_with_codec(relay_port: int, origin_port: int) -> None:
             _start(tasks, serve(message))
 
 
+async def agent_on_one_loop(gateway_port: int, origin_port: int) -> None:
+    """The agent-on-one-loop lever's ceiling: an agent of one event loop that speaks the real
+    protocol to the real ``hatchway-local`` over a real WebSocket (aiohttp's client), and asks
+    the origin as the bare agent does. It does only that: no display, inspector, checks beyond
+    the codec's, limits or reconnects, so a real agent on one loop could not be faster."""
+    import aiohttp
+
+    from hatchway import protocol
+    from hatchway.protocol import codec
+
+    origin = _Origin(origin_port)
+    tasks: set[asyncio.Task[None]] = set()
+    url = f"http://127.0.0.1:{gateway_port}/connect"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, headers={"Authorization": f"Bearer {run.TOKEN}"}) as ws,
+    ):
+
+        async def serve(request: protocol.Request) -> None:
+            status_line, headers, body = await origin.ask(*_target(request), request.body)
+            await ws.send_str(_codec_answer(request.id, status_line, headers, body))
+
+        await ws.send_str(_hello())
+        async for frame in ws:
+            if frame.type != aiohttp.WSMsgType.TEXT:
+                break
+            message = codec.decode(frame.data)
+            if isinstance(message, protocol.Request):
+                _start(tasks, serve(message))
+            elif isinstance(message, protocol.Welcome):
+                print("floor agent ready", flush=True)
+    raise SystemExit("the gateway closed the agent's connection")
+
+
 HANDLER_REQUESTS = 20_000
 """Requests timed in one process by ``handler_cpu``."""
 
@@ -482,27 +517,67 @@ def handler_cpu(origin_port: int, requests: int = HANDLER_REQUESTS) -> HandlerCp
     return HandlerCpu(relay_seconds * per_request, agent_seconds * per_request)
 
 
-PAIRS = {"bare floor": ("relay", "agent"), "with handlers": ("relay-handlers", "agent-codec")}
-"""The pairs measured, by column: the roles each runs as (``main``)."""
+@dataclass(frozen=True)
+class Pair:
+    """A relay and an agent standing where ``hatchway-local`` and ``hatchway http`` stand: each
+    a role of this script, or (None) Hatchway's own command."""
+
+    relay: str | None
+    agent: str | None
+
+
+PAIRS = {
+    "bare floor": Pair("relay", "agent"),
+    "with handlers": Pair("relay-handlers", "agent-codec"),
+    "Hatchway": Pair(None, None),
+    "Hatchway, agent on one loop": Pair(None, "agent-loop"),
+}
+"""The pairs measured, by column. The last two share the real gateway; the last one's agent is
+the ceiling of an agent serving from one event loop (``agent_on_one_loop``)."""
+
+HATCHWAY_TUNNEL = "bench"
+
+
+def _start_pair(pair: Pair, origin_port: int, state: Path) -> tuple[list[Child], int]:
+    """``pair``'s two processes, ready; and the port visitors reach its relay on."""
+    me = [sys.executable, str(Path(__file__).resolve())]
+    relay_port, agent_port = free_port(), free_port()
+    env = {"HATCHWAY_CONFIG": str(state / "config.toml"), "XDG_STATE_HOME": str(state)}
+    if pair.relay is None:
+        argv = [str(run.BIN / "hatchway-local"), "--port", str(relay_port), "--token", run.TOKEN]
+        relay = Child(argv, env)
+        relay.wait_for("hatchway-local ready")
+        agent_port = relay_port  # agents connect to the gateway's own port
+    else:
+        relay = Child([*me, pair.relay, str(relay_port), str(agent_port)])
+        relay.wait_for("floor relay ready")
+    if pair.agent is None:
+        argv = [str(run.BIN / "hatchway"), "http", str(origin_port), "--no-inspect"]
+        argv += ["--server", f"ws://127.0.0.1:{agent_port}/connect", "--token", run.TOKEN]
+        argv += ["--subdomain", HATCHWAY_TUNNEL, "--log-format", "plain"]
+        agent = Child(argv, env)
+        agent.wait_for(r"Forwarding\s+http://" + HATCHWAY_TUNNEL)
+    else:
+        agent = Child([*me, pair.agent, str(agent_port), str(origin_port)])
+        agent.wait_for("floor agent ready")
+    return [relay, agent], relay_port
 
 
 def measure(rounds: int, seconds: float) -> None:
     binary = wrk.ensure_wrk()
     origin_port = free_port()
-    me = [sys.executable, str(Path(__file__).resolve())]
     children = [Child([sys.executable, str(HERE / "origin.py"), str(origin_port)])]
     urls = {"direct": f"http://127.0.0.1:{origin_port}/bytes/1024"}
     hosts: dict[str, str | None] = {"direct": None}
+    state = tempfile.TemporaryDirectory()
     try:
         children[0].wait_for("origin ready")
-        for name, (relay_role, agent_role) in PAIRS.items():
-            relay_port, agent_port = free_port(), free_port()
-            children.append(Child([*me, relay_role, str(relay_port), str(agent_port)]))
-            children[-1].wait_for("floor relay ready")
-            children.append(Child([*me, agent_role, str(agent_port), str(origin_port)]))
-            children[-1].wait_for("floor agent ready")
+        for name, pair in PAIRS.items():
+            started, relay_port = _start_pair(pair, origin_port, Path(state.name))
+            children += started
             urls[name] = f"http://127.0.0.1:{relay_port}/bytes/1024"
-            hosts[name] = f"bench.localhost:{relay_port}"  # the tunnel's name, for the relay
+            # The tunnel's name, for the relays.
+            hosts[name] = f"{HATCHWAY_TUNNEL}.localhost:{relay_port}"
             wrk.run(binary, urls[name], 32, 2.0, hosts[name])  # warm up
         for child in children:
             child.quiet()
@@ -521,6 +596,7 @@ def measure(rounds: int, seconds: float) -> None:
     finally:
         for child in reversed(children):
             child.kill()
+        state.cleanup()
     pairs = list(PAIRS)
     direct_p50, direct_rate = statistics.median(p50["direct"]), statistics.median(rate["direct"])
     print(f"| measure (median) | direct | {' | '.join(pairs)} |")
@@ -553,7 +629,17 @@ ROLES = {
     "agent": agent,
     "relay-handlers": relay_with_handlers,
     "agent-codec": agent_with_codec,
+    "agent-loop": agent_on_one_loop,
 }
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's loop where it is installed (``hatchway-local`` runs on it), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
 
 
 def main() -> None:
@@ -564,7 +650,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=SECONDS)
     args = parser.parse_args()
     if args.role:
-        asyncio.run(ROLES[args.role](*args.ports))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(ROLES[args.role](*args.ports))
     else:
         measure(args.rounds, args.seconds)
 
