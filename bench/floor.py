@@ -16,6 +16,12 @@ steps, the WebSocket handler for each answer, the in-memory store and blob store
 is left is what any gateway that runs the relay's handlers, and any agent that speaks its
 protocol, must spend.
 
+Two more pairs run the real ``hatchway-local``: one with the real agent (``hatchway http``), one
+with an agent of one event loop that speaks the real protocol over a real WebSocket and does
+nothing else (``agent_on_one_loop``). Between them is the most that serving the agent from one
+loop could win. Every process here runs on uvloop where it is installed, as ``hatchway-local``
+does.
+
 Last, the second pair's own work is timed with every socket taken out (``handler_cpu``): each
 side's CPU per request in one process. At c=1 nothing overlaps, so no design that runs these
 handlers and this codec, whatever its I/O, answers faster than direct plus that time; it is
