@@ -557,15 +557,25 @@ def _start_pair(pair: Pair, origin_port: int, state: Path) -> tuple[list[Child],
     else:
         relay = Child([*me, pair.relay, str(relay_port), str(agent_port)])
         relay.wait_for("floor relay ready")
-    if pair.agent is None:
-        argv = [str(run.BIN / "hatchway"), "http", str(origin_port), "--no-inspect"]
-        argv += ["--server", f"ws://127.0.0.1:{agent_port}/connect", "--token", run.TOKEN]
-        argv += ["--subdomain", HATCHWAY_TUNNEL, "--log-format", "plain"]
-        agent = Child(argv, env)
-        agent.wait_for(r"Forwarding\s+http://" + HATCHWAY_TUNNEL)
-    else:
-        agent = Child([*me, pair.agent, str(agent_port), str(origin_port)])
-        agent.wait_for("floor agent ready")
+    try:
+        if pair.agent is None:
+            argv = [str(run.BIN / "hatchway"), "http", str(origin_port), "--no-inspect"]
+            argv += ["--server", f"ws://127.0.0.1:{agent_port}/connect", "--token", run.TOKEN]
+            argv += ["--subdomain", HATCHWAY_TUNNEL, "--log-format", "plain"]
+            agent = Child(argv, env)
+            ready = r"Forwarding\s+http://" + HATCHWAY_TUNNEL
+        else:
+            agent = Child([*me, pair.agent, str(agent_port), str(origin_port)])
+            ready = "floor agent ready"
+    except BaseException:
+        relay.kill()
+        raise
+    try:
+        agent.wait_for(ready)
+    except BaseException:
+        agent.kill()
+        relay.kill()
+        raise
     return [relay, agent], relay_port
 
 
