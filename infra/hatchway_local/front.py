@@ -29,6 +29,7 @@ from aiohttp import web
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http import HttpVersion11
 from aiohttp.http_writer import StreamWriter
+from aiohttp.tcp_helpers import tcp_keepalive
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
 from yarl import URL
 
@@ -276,6 +277,7 @@ class LeanProtocol(BaseProtocol):
         requests before it are answered."""
         self._closing = False
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self._held = False
         """Whether this protocol stopped the transport's reading (flow control)."""
         self.remote: str | None = None
@@ -284,7 +286,8 @@ class LeanProtocol(BaseProtocol):
     # --- Connection ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
+        super().connection_made(transport)  # TCP_NODELAY, as aiohttp's
+        tcp_keepalive(cast(asyncio.Transport, transport))
         peer = transport.get_extra_info("peername")
         if peer is not None:
             self.remote = str(peer[0]) if isinstance(peer, list | tuple) else str(peer)
@@ -305,11 +308,13 @@ class LeanProtocol(BaseProtocol):
 
     def _arm_headers_timer(self) -> None:
         """aiohttp's keep-alive timer, the headers timeout: armed when the connection opens and
-        after each response; closes the connection if no whole request head came by then."""
-        self._cancel_timer()
+        after each response; closes the connection if no whole request head came by then. A
+        timer still armed is moved on when it fires, not replaced: one timer a connection."""
         timeout = self.server.headers_timeout
         if timeout > 0:
-            self._timer = self.loop.call_later(timeout, self._headers_timed_out)
+            self._deadline = self.loop.time() + timeout
+            if self._timer is None:
+                self._timer = self.loop.call_at(self._deadline, self._headers_timed_out)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -318,8 +323,12 @@ class LeanProtocol(BaseProtocol):
 
     def _headers_timed_out(self) -> None:
         self._timer = None
-        if not self._queue and self._handoff is None and self.transport is not None:
-            self.transport.close()
+        if self._queue or self._handoff is not None or self.transport is None:
+            return  # busy: armed again after its answer
+        if self.loop.time() < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._headers_timed_out)
+            return
+        self.transport.close()
 
     def close(self) -> None:
         """The server stops: an idle connection closes now, a busy one after its answer."""
