@@ -63,9 +63,25 @@ MAX_QUEUED_REQUESTS = 16
 BODY_HIGH_WATER_BYTES = 256 * 1024
 """Body bytes buffered, not yet read by the gateway, before the connection stops reading."""
 
-_AIOHTTP_HEADERS = frozenset({"upgrade", "expect", "content-encoding"})
-"""Headers whose requests aiohttp serves: upgrades, the 100-continue handshake, and bodies it
-decompresses before the gateway reads them."""
+_AIOHTTP_HEADERS = frozenset({"upgrade", "expect", "content-encoding", "sec-websocket-key1"})
+"""Headers whose requests aiohttp serves: upgrades, the 100-continue handshake, bodies it
+decompresses before the gateway reads them, and the old WebSocket handshake it refuses."""
+
+_SINGLETONS = frozenset(
+    {
+        "content-length",
+        "content-location",
+        "content-range",
+        "content-type",
+        "etag",
+        "host",
+        "max-forwards",
+        "server",
+        "transfer-encoding",
+        "user-agent",
+    }
+)
+"""Headers aiohttp refuses a request for repeating (400): such a request is aiohttp's."""
 
 
 class VisitorGateway(Protocol):
@@ -445,26 +461,26 @@ class LeanProtocol(BaseProtocol):
         if not raw_path.startswith("/") or "#" in raw_path:
             return None
         headers: CIMultiDict[str] = CIMultiDict()
-        length: str | None = None
-        chunked = False
+        seen: set[str] = set()
         for name_bytes, value_bytes in self._fields:
+            if b"\x00" in value_bytes:
+                return None
             name = name_bytes.decode("utf-8", "surrogateescape")
-            value = value_bytes.decode("utf-8", "surrogateescape")
+            # llhttp strips the white space before a value, not after it; aiohttp does.
+            value = value_bytes.rstrip(b" \t").decode("utf-8", "surrogateescape")
             key = name.lower()
-            if key in _AIOHTTP_HEADERS:
+            if key in _AIOHTTP_HEADERS or (key == "connection" and "upgrade" in value.lower()):
                 return None
-            if key == "content-length":
-                if length is not None:
+            if key in _SINGLETONS:
+                if key in seen:
                     return None
-                length = value
-            elif key == "transfer-encoding":
-                if chunked or value.lower() != "chunked":
-                    return None
-                chunked = True
-            elif key == "connection" and "upgrade" in value.lower():
-                return None
+                seen.add(key)
             headers.add(name, value)
-        if chunked and length is not None:
+        if "host" not in seen:
+            return None  # aiohttp's 400
+        length = headers.get("Content-Length")
+        chunked = "transfer-encoding" in seen
+        if chunked and (length is not None or headers["Transfer-Encoding"].lower() != "chunked"):
             return None
         if self.server.gateway.is_blob_url(headers.get("Host", ""), raw_path):
             return None

@@ -5,6 +5,7 @@ leaves to aiohttp are handed over with the connection, after the answers owed be
 
 from __future__ import annotations
 
+import gzip
 import re
 import socket
 import threading
@@ -95,6 +96,8 @@ def comparable(event: Event) -> Event:
 
 CLOSE = b"Connection: close\r\n"
 
+GZIPPED = gzip.compress(b"hello", mtime=0)
+
 SCENARIOS = {
     "get with a query": b"GET /t/a/caf%C3%A9?q=1&q=2&r=%20 HTTP/1.1\r\n" + HOST + CLOSE + b"\r\n",
     "head keeps the result's length": b"HEAD /head HTTP/1.1\r\n" + HOST + CLOSE + b"\r\n",
@@ -141,6 +144,26 @@ SCENARIOS = {
             f"X-F{n}: ".encode() + b"z" * 4000 + b"\r\n" for n in range(MAX_LEAN_HEAD_BYTES // 4000)
         )
         + b"\r\n"
+    ),
+    "white space after a value": b"GET /ws HTTP/1.1\r\n" + HOST + CLOSE + b"X-Trail: v \t \r\n\r\n",
+    "a repeated singleton": (
+        b"GET /dup HTTP/1.1\r\n" + HOST + b"User-Agent: a\r\nUser-Agent: b\r\n\r\n"
+    ),
+    "no host": b"GET /nohost HTTP/1.1\r\n" + CLOSE + b"\r\n",
+    "a null byte in a value": b"GET /null HTTP/1.1\r\n" + HOST + b"X-Null: a\x00b\r\n\r\n",
+    "Expect: 100-continue": (
+        b"POST /expect HTTP/1.1\r\n"
+        + HOST
+        + CLOSE
+        + b"Expect: 100-continue\r\nContent-Length: 5\r\n\r\nhello"
+    ),
+    "a gzipped body": (
+        b"POST /gz HTTP/1.1\r\n"
+        + HOST
+        + CLOSE
+        + b"Content-Encoding: gzip\r\n"
+        + f"Content-Length: {len(GZIPPED)}\r\n\r\n".encode()
+        + GZIPPED
     ),
     "an absolute target": b"GET http://app.localhost/abs HTTP/1.1\r\n" + HOST + CLOSE + b"\r\n",
     "a body declared over the limit: 413, closed": (
