@@ -5,6 +5,7 @@ leaves to aiohttp are handed over with the connection, after the answers owed be
 
 from __future__ import annotations
 
+import base64
 import gzip
 import re
 import socket
@@ -16,7 +17,12 @@ from typing import Any
 import pytest
 import websocket
 
-from hatchway_local.front import MAX_LEAN_HEAD_BYTES, front_choice
+from hatchway_local.front import (
+    MAX_KEPT_BODY_BYTES,
+    MAX_LEAN_HEAD_BYTES,
+    _boundary,
+    front_choice,
+)
 from hatchway_local.gateway import Gateway
 from hatchway_local.platform import MAX_REQUEST_BODY_BYTES, GatewayLimits
 from hatchway_local.server import bind, serve_gateway
@@ -234,6 +240,35 @@ def test_a_malformed_request_after_good_ones_gets_aiohttps_400_after_their_answe
     assert second.startswith(b"1 200") and second.endswith(b"POST /2?")
     assert third.startswith(b"0 400 Bad Request") and b"Invalid method" in third
     assert [event["rawPath"] for event in recorder.events] == ["/1", "/2"]
+
+
+PIPELINE = [
+    b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+    b"PUT /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"POST /d HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n" + b"d" * 1048576,
+]
+
+
+@pytest.mark.parametrize("messages", range(len(PIPELINE) + 1))
+def test_where_a_request_begins_after_others_is_found(messages: int) -> None:
+    data = b"".join(PIPELINE) + b"GARBAGE / HTTP/1.1\r\n\r\n"
+    assert _boundary(data, messages) == len(b"".join(PIPELINE[:messages]))
+
+
+def test_a_malformed_request_after_a_large_body_closes_the_connection_after_its_answer() -> None:
+    """A large body is not kept twice: where the request after it arrives in the same read
+    and is aiohttp's, its start is lost, and the connection closes once the body's request
+    is answered (aiohttp would answer 400)."""
+    size = 3 * MAX_KEPT_BODY_BYTES
+    with gateway("lean") as (recorder, port), RawClient(port, WAIT_SECONDS) as client:
+        client.send(b"POST /large HTTP/1.1\r\n" + HOST + f"Content-Length: {size}\r\n\r\n".encode())
+        client.send(b"l" * (size - 1))
+        client.send(b"lGARBAGE / HTTP/1.1\r\n\r\n")
+        answer = client.answer()
+        assert client.seconds_until_closed() < WAIT_SECONDS
+    assert answer.status == 200 and answer.body == b"POST /large?"
+    assert base64.b64decode(recorder.events[0]["body"]) == b"l" * size
 
 
 def test_an_upgrade_after_a_plain_request_is_handed_to_aiohttp() -> None:
