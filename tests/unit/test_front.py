@@ -9,9 +9,11 @@ import base64
 import gzip
 import re
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +28,7 @@ from hatchway_local.front import (
 from hatchway_local.gateway import Gateway
 from hatchway_local.platform import MAX_REQUEST_BODY_BYTES, GatewayLimits
 from hatchway_local.server import bind, serve_gateway
+from support.certificates import localhost_server_context
 from support.raw_http import RawClient
 
 Event = dict[str, Any]
@@ -67,12 +70,14 @@ class Recorder:
 
 
 @contextmanager
-def gateway(front: str, **limits: Any) -> Iterator[tuple[Recorder, int]]:
+def gateway(
+    front: str, tls: ssl.SSLContext | None = None, **limits: Any
+) -> Iterator[tuple[Recorder, int]]:
     recorder = Recorder()
     gw = Gateway({"127.0.0.1", "localhost"}, GatewayLimits(**limits))
     gw.set_handlers(recorder.ws, recorder.http)
     sock = bind("127.0.0.1", 0)
-    with serve_gateway(gw, sock, front=front):
+    with serve_gateway(gw, sock, tls, front=front):
         yield recorder, sock.getsockname()[1]
 
 
@@ -287,6 +292,32 @@ def test_an_upgrade_after_a_plain_request_is_handed_to_aiohttp() -> None:
     assert second.status == 101
     assert second.header("sec-websocket-accept") == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
     assert [event["rawPath"] for event in recorder.events] == ["/first"]
+
+
+def test_over_tls_plain_requests_are_lean_and_an_upgrade_is_handed_over(tmp_path: Path) -> None:
+    client_context = ssl.create_default_context()
+    client_context.check_hostname = False
+    client_context.verify_mode = ssl.CERT_NONE
+    with (
+        gateway("lean", localhost_server_context(tmp_path)) as (recorder, port),
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT_SECONDS) as raw,
+        client_context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(
+            b"GET /secure?x=1 HTTP/1.1\r\n" + HOST + b"\r\n"
+            b"GET /connect HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        received = b""
+        while received.count(b"\r\n\r\n") < 2:
+            chunk = tls.recv(65536)
+            assert chunk, f"closed after {received!r}"
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 200 OK") and b"GET /secure?x=1" in received
+    assert b"HTTP/1.1 101 Switching Protocols" in received
+    event = recorder.events[0]
+    assert event["headers"]["x-forwarded-proto"] == "https"
 
 
 def test_a_websocket_on_the_lean_front_is_aiohttps() -> None:
