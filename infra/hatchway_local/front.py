@@ -64,8 +64,8 @@ aiohttp's. Past this they are dropped (a large upload is not held twice); if the
 it in the same read is then aiohttp's, the connection closes once the requests before it
 are answered."""
 
-MAX_QUEUED_REQUESTS = 16
-"""Pipelined requests waiting on one connection before it stops reading (aiohttp's own)."""
+MAX_QUEUED_REQUESTS = 32
+"""Pipelined requests waiting on one connection before it stops reading (as aiohttp's)."""
 
 BODY_HIGH_WATER_BYTES = 256 * 1024
 """Body bytes buffered, not yet read by the gateway, before the connection stops reading."""
@@ -291,7 +291,7 @@ class LeanProtocol(BaseProtocol):
         super().__init__(server.loop)
         self.loop = server.loop
         self.server = server
-        self._parser_c = httptools.HttpRequestParser(self)
+        self._llhttp = httptools.HttpRequestParser(self)
         self._received = bytearray()
         """What arrived since the parser was last between requests at the end of a read: a
         request aiohttp is to serve is taken from here, from its first byte."""
@@ -407,9 +407,11 @@ class LeanProtocol(BaseProtocol):
             return
         self._received += data
         try:
-            self._parser_c.feed_data(data)
+            self._llhttp.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-            if not self._closing:  # malformed, or a request aiohttp is to serve
+            if self._closing:  # the server stops: what follows is dropped, as by aiohttp
+                self._received = bytearray()
+            else:  # malformed, or a request aiohttp is to serve
                 self._give_to_aiohttp()
             return
         if not self._in_message:
@@ -483,7 +485,7 @@ class LeanProtocol(BaseProtocol):
 
     def _request(self) -> LeanRequest | None:
         """The request just parsed, or None if it is aiohttp's."""
-        parser = self._parser_c
+        parser = self._llhttp
         if parser.get_http_version() != "1.1":
             return None
         raw_path = self._url.decode("utf-8", "surrogateescape")
