@@ -23,7 +23,6 @@ from hatchway_local.admin_api import (
 )
 from hatchway_local.concurrency import LAMBDA_ACCOUNT_CONCURRENCY
 from hatchway_local.event_loop import EVENT_LOOPS, LOOP_ENVIRONMENT_VARIABLE
-from hatchway_local.front import DEFAULT_FRONT, FRONT_ENVIRONMENT_VARIABLE, FRONTS
 from hatchway_local.server import DEFAULT_BUCKET, run_local
 from hatchway_local.tls import (
     TRUST_ROOTS_ENV,
@@ -150,14 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the gateway's event loop: uvloop when installed (auto, the default; "
         f"${LOOP_ENVIRONMENT_VARIABLE} sets it too), or asyncio's own",
-    )
-    parser.add_argument(
-        "--front",
-        choices=FRONTS,
-        default=None,
-        help=f"what serves visitors' plain HTTP requests: aiohttp's server ({DEFAULT_FRONT}, "
-        f"the default; ${FRONT_ENVIRONMENT_VARIABLE} sets it too) or the lean front, "
-        "httptools on a protocol of its own (it hands aiohttp upgrades and anything unusual)",
     )
     parser.add_argument(
         "--admin-file",
@@ -318,7 +309,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             bucket=args.bucket,
             access_log_file=_access_log_file(args.access_log),
             event_loop=args.event_loop,
-            front=args.front,
         ) as server:
             admin_file = args.admin_file or default_admin_file()
             server.admin.write_admin_file(admin_file)

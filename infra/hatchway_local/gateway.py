@@ -46,7 +46,6 @@ from hatchway_local.concurrency import (
     LambdaConcurrency,
     Throttled,
 )
-from hatchway_local.front import LeanServer, front_choice
 from hatchway_local.integrations import (
     AnswerWrites,
     IntegrationFailed,
@@ -224,28 +223,19 @@ class Gateway:
         """Where the management API listens, key included, once served (``serve_gateway``)."""
         self.management_app = management_app(self, self.management_key, WEBSOCKET_MAX_MESSAGE_BYTES)
 
-    def runner(self, loop: asyncio.AbstractEventLoop, front: str | None = None) -> web.BaseRunner:
+    def runner(self, loop: asyncio.AbstractEventLoop) -> web.BaseRunner:
         """The public listener's runner: aiohttp's low-level server, every request straight
         to ``dispatch`` (no router or application between: every path is the gateway's).
         aiohttp closes a connection whose request has not arrived when its keep-alive timer
         fires (armed when the connection opens and after each response, not reset by partial
-        data), which makes that timer the headers timeout. With the ``lean`` front
-        (``hatchway_local.front``; ``front`` by default from ``$HATCHWAY_LOCAL_FRONT``)
-        visitors' plain requests skip aiohttp's request machinery and go to ``http`` straight
-        from the parser; the rest still reach ``dispatch``."""
-        options: dict[str, Any] = {
-            "loop": loop,
-            "access_log": None,
-            "lingering_time": LINGERING_CLOSE_SECONDS,
-        }
-        server: web.Server
-        if front_choice(front) == "lean":
-            timeout = self.limits.headers_timeout
-            server = LeanServer(self.dispatch, gateway=self, headers_timeout=timeout, **options)
-        else:
-            server = web.Server(
-                self.dispatch, keepalive_timeout=self.limits.headers_timeout, **options
-            )
+        data), which makes that timer the headers timeout."""
+        server = web.Server(
+            self.dispatch,
+            loop=loop,
+            access_log=None,
+            keepalive_timeout=self.limits.headers_timeout,
+            lingering_time=LINGERING_CLOSE_SECONDS,
+        )
         return _GatewayRunner(self, server)
 
     def set_handlers(
@@ -288,24 +278,15 @@ class Gateway:
 
     # --- Dispatch -----------------------------------------------------------------------------
 
-    def _bare(self, host: str) -> bool:
-        """Whether ``host`` (a Host header, lower-case) names one of the gateway's bare hosts."""
-        bare = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return bare in self.bare_hosts or host in self.bare_hosts
-
-    def is_blob_url(self, host: str, raw_path: str) -> bool:
-        """Whether a request for ``raw_path`` on ``host`` is for a ``MemoryBlobStore``'s URL."""
-        path = raw_path.split("?", 1)[0]
-        return path.startswith(BLOB_PATH) and self.blobs is not None and self._bare(host.lower())
-
     async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         host = request.headers.get("Host", "").lower()
+        bare = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
-        if self._bare(host):
+        if bare in self.bare_hosts or host in self.bare_hosts:
             path = request.raw_path.split("?", 1)[0]
             if path == "/connect" and upgrade:
                 return await self.agents.serve(request)
-            if self.blobs is not None and path.startswith(BLOB_PATH):
+            if path.startswith(BLOB_PATH) and self.blobs is not None:
                 return await serve_blob(request, self.blobs, path[len(BLOB_PATH) :])
         if upgrade and self.socket_handler is not None and "Sec-WebSocket-Key" in request.headers:
             # The front's job on AWS (CloudFront): a visitor's WebSocket goes to the

@@ -22,7 +22,6 @@ from hatchway_local.access_log import AccessLog
 from hatchway_local.admin_api import AdminServer
 from hatchway_local.concurrency import LAMBDA_ACCOUNT_CONCURRENCY, LambdaConcurrency
 from hatchway_local.event_loop import new_event_loop
-from hatchway_local.front import front_choice
 from hatchway_local.gateway import Gateway
 from hatchway_local.integrations import AnswerWrites, DynamoDBWrites, MemoryWrites, load_routes
 from hatchway_local.local_poster import LocalPoster, LocalSocketPoster
@@ -203,19 +202,16 @@ def serve_gateway(
     ssl_context: ssl.SSLContext | None = None,
     management_sock: socket.socket | None = None,
     event_loop: str | None = None,
-    front: str | None = None,
 ) -> Iterator[asyncio.AbstractEventLoop]:
     """Serve ``gateway`` on a bound socket from a background thread with its own event loop
     (over TLS when ``ssl_context`` is given), and its management API on ``management_sock``
     (plain HTTP on loopback; by default a new ephemeral port: ``gateway.management_url``).
-    ``event_loop`` names the loop's kind (``hatchway_local.event_loop``), ``front`` the
-    visitors' front (``hatchway_local.front``)."""
-    front = front_choice(front)  # first: an unknown kind binds nothing more
-    loop = new_event_loop(event_loop)
+    ``event_loop`` names the loop's kind (``hatchway_local.event_loop``)."""
+    loop = new_event_loop(event_loop)  # first: an unknown kind binds nothing more
     if management_sock is None:
         management_sock = bind(MANAGEMENT_HOST, 0)
     gateway.management_url = management_url(management_sock, gateway.management_key)
-    runner = gateway.runner(loop, front)
+    runner = gateway.runner(loop)
     management = web.AppRunner(gateway.management_app, access_log=None, handle_signals=False)
     started = threading.Event()
     failure: list[BaseException] = []
@@ -283,7 +279,6 @@ def run_local(
     bucket: str = DEFAULT_BUCKET,
     access_log_file: Path | None = None,
     event_loop: str | None = None,
-    front: str | None = None,
 ) -> Iterator[LocalServer]:
     """Serve the relay. ``blob_store`` is ``memory`` (served by this gateway) or ``s3`` (the
     bucket at ``s3_endpoint``, or AWS's S3 without one); by default S3 when an endpoint is
@@ -394,7 +389,7 @@ def run_local(
     # Visitors' WebSockets: the gateway plays the front a relay on AWS puts before them.
     gateway.set_socket_handler(visitor_socket_handlers.make_handler(relay))
 
-    with serve_gateway(gateway, sock, ssl_context, management_sock, event_loop, front) as loop:
+    with serve_gateway(gateway, sock, ssl_context, management_sock, event_loop) as loop:
 
         def close_socket(connection_id: str) -> None:
             # A revoked token's agents lose their sockets at once, not at their next heartbeat.

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 import websocket
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from hatchway import protocol
 from hatchway.protocol import codec
 from hatchway_local.platform import MAX_PENDING_MESSAGES
 from hatchway_local.server import LocalServer, run_local
-from support.certificates import localhost_server_context
+from support.certificates import issue, key_pem, pem
 from support.local_app import LocalApp
 from support.processes import AgentProcess
 from support.raw_http import RawClient
@@ -208,7 +209,13 @@ def test_a_visitor_cannot_reach_the_management_api(
 
 @pytest.fixture
 def tls_context(tmp_path: Path) -> Iterator[ssl.SSLContext]:
-    yield localhost_server_context(tmp_path)
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = issue("localhost", key, names=("localhost", "connect.localhost"), days=1)
+    (tmp_path / "cert.pem").write_bytes(pem(certificate))
+    (tmp_path / "key.pem").write_bytes(key_pem(key))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    yield context
 
 
 def test_tls_is_served_with_the_dynamodb_store_too(

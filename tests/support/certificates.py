@@ -4,8 +4,6 @@ certificates to import into ACM under moto."""
 from __future__ import annotations
 
 import datetime
-import ssl
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -63,15 +61,3 @@ def self_signed(name: str) -> dict[str, bytes]:
     """A throwaway certificate and key for ``name``, as ``acm.import_certificate`` takes them."""
     key = ec.generate_private_key(ec.SECP256R1())
     return {"Certificate": pem(issue(name, key, names=(name,), days=1)), "PrivateKey": key_pem(key)}
-
-
-def localhost_server_context(directory: Path) -> ssl.SSLContext:
-    """A TLS server context for ``localhost`` and ``connect.localhost`` (a day's certificate,
-    its files written to ``directory``)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    certificate = issue("localhost", key, names=("localhost", "connect.localhost"), days=1)
-    (directory / "cert.pem").write_bytes(pem(certificate))
-    (directory / "key.pem").write_bytes(key_pem(key))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
-    return context
