@@ -30,7 +30,7 @@ NOT_LOADED_BY_A_RUNNING_AGENT = (
     "http.client",
     "email",
     # Only reading a config file that exists, writing one, or drawing the screen needs these;
-    # ``importlib.resources`` brings ``zipfile``, ``tempfile`` and ``inspect``: 0.7 MiB.
+    # ``importlib.resources`` brings ``zipfile``, ``tempfile`` and ``shutil``: 0.7 MiB.
     "tomllib",
     "tempfile",
     "shutil",

@@ -42,8 +42,8 @@ def page_files(package: str) -> dict[str, tuple[bytes, str]]:
     """Each route of ``PAGE_FILES`` with its file's bytes and content type, read once.
 
     Read through the package's loader (``pkgutil``), which finds them in a folder or a zip as
-    ``importlib.resources`` does, without the dozen modules (``zipfile``, ``tempfile``,
-    ``inspect``...) and 0.7 MiB that ``importlib.resources`` brings into the agent."""
+    ``importlib.resources`` does, without the modules (``zipfile``, ``tempfile``, ``shutil``,
+    compression) and 0.7 MiB that ``importlib.resources`` brings into the agent."""
     files: dict[str, tuple[bytes, str]] = {}
     for route, (name, kind) in PAGE_FILES.items():
         data = pkgutil.get_data(package, f"static/{name}")
