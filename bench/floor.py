@@ -22,6 +22,8 @@ nothing else (``agent_on_one_loop``). Between them is the most that serving the 
 loop could win. Every process here runs on uvloop where it is installed, as ``hatchway-local``
 does.
 
+Beside them it prints each pair's CPU per request, relay and agent, read from ``/proc``.
+
 Last, the second pair's own work is timed with every socket taken out (``handler_cpu``): each
 side's CPU per request in one process. At c=1 nothing overlaps, so no design that runs these
 handlers and this codec, whatever its I/O, answers faster than direct plus that time; it is
@@ -302,6 +304,7 @@ class _Handlers:
     def message(self, text: str) -> None:
         """One of the agent's messages, as the WebSocket API routes it."""
         route = self._routes.select(text)
+        context: dict[str, Any]
         if route is None:
             context = {"routeKey": "$default", "connectionId": FLOOR_CONNECTION}
             self._on_message({"requestContext": context, "body": text}, None)
@@ -471,7 +474,7 @@ def handler_cpu(origin_port: int, requests: int = HANDLER_REQUESTS) -> HandlerCp
     handlers and this codec can spend less per request, whatever its I/O."""
     import http.client
 
-    from hatchway.protocol import codec
+    from hatchway.protocol import Request, codec
 
     origin = http.client.HTTPConnection("127.0.0.1", origin_port, timeout=10)
     origin.request("GET", "/bytes/1024")
@@ -503,6 +506,7 @@ def handler_cpu(origin_port: int, requests: int = HANDLER_REQUESTS) -> HandlerCp
             raise RuntimeError(f"the handlers answered {unasked!r} without the agent") from None
         posted_at = time.perf_counter()
         request = codec.decode(posted.pop())
+        assert isinstance(request, Request), request
         text = _codec_answer(request.id, status_line, origin_headers, origin_body)
         answered_at = time.perf_counter()
         handlers.message(text)
@@ -521,6 +525,23 @@ def handler_cpu(origin_port: int, requests: int = HANDLER_REQUESTS) -> HandlerCp
     running = (time.thread_time() - timed_from[0]) / (time.perf_counter() - timed_from[1])
     per_request = running / requests * 1e6
     return HandlerCpu(relay_seconds * per_request, agent_seconds * per_request)
+
+
+@dataclass
+class CpuUse:
+    """CPU seconds a pair's relay and agent used over some runs, and the requests they served."""
+
+    relay: float = 0.0
+    agent: float = 0.0
+    requests: float = 0.0
+
+    @property
+    def relay_us(self) -> float:
+        return self.relay / self.requests * 1e6
+
+    @property
+    def agent_us(self) -> float:
+        return self.agent / self.requests * 1e6
 
 
 @dataclass(frozen=True)
@@ -544,7 +565,7 @@ the ceiling of an agent serving from one event loop (``agent_on_one_loop``)."""
 HATCHWAY_TUNNEL = "bench"
 
 
-def _start_pair(pair: Pair, origin_port: int, state: Path) -> tuple[list[Child], int]:
+def start_pair(pair: Pair, origin_port: int, state: Path) -> tuple[list[Child], int]:
     """``pair``'s two processes, ready; and the port visitors reach its relay on."""
     me = [sys.executable, str(Path(__file__).resolve())]
     relay_port, agent_port = free_port(), free_port()
@@ -586,11 +607,27 @@ def measure(rounds: int, seconds: float) -> None:
     urls = {"direct": f"http://127.0.0.1:{origin_port}/bytes/1024"}
     hosts: dict[str, str | None] = {"direct": None}
     state = tempfile.TemporaryDirectory()
+    sides: dict[str, tuple[Child, Child]] = {}
+    usage: dict[tuple[str, int], CpuUse] = {}
+
+    def timed(name: str, connections: int) -> wrk.Report:
+        """One wrk run on ``name``, its relay's and agent's CPU added to ``usage``."""
+        pair = sides.get(name, ())
+        before = [child.cpu_seconds() for child in pair]
+        report = wrk.run(binary, urls[name], connections, seconds, hosts[name])
+        if pair:
+            use = usage.setdefault((name, connections), CpuUse())
+            use.relay += pair[0].cpu_seconds() - before[0]
+            use.agent += pair[1].cpu_seconds() - before[1]
+            use.requests += report.requests_per_second * seconds
+        return report
+
     try:
         children[0].wait_for("origin ready")
         for name, pair in PAIRS.items():
-            started, relay_port = _start_pair(pair, origin_port, Path(state.name))
+            started, relay_port = start_pair(pair, origin_port, Path(state.name))
             children += started
+            sides[name] = (started[0], started[1])
             urls[name] = f"http://127.0.0.1:{relay_port}/bytes/1024"
             # The tunnel's name, for the relays.
             hosts[name] = f"{HATCHWAY_TUNNEL}.localhost:{relay_port}"
@@ -601,11 +638,9 @@ def measure(rounds: int, seconds: float) -> None:
         rate: dict[str, list[float]] = {name: [] for name in urls}
         for number in range(1, rounds + 1):
             print(f"round {number} of {rounds} ...", file=sys.stderr)
-            for name, url in urls.items():
-                p50[name].append(wrk.run(binary, url, 1, seconds, hosts[name]).p50_us)
-                rate[name].append(
-                    wrk.run(binary, url, 32, seconds, hosts[name]).requests_per_second
-                )
+            for name in urls:
+                p50[name].append(timed(name, 1).p50_us)
+                rate[name].append(timed(name, 32).requests_per_second)
         for child in children[1:]:  # the handlers' CPU is timed with the machine quiet
             child.kill()
         cpu = handler_cpu(origin_port)
@@ -627,6 +662,13 @@ def measure(rounds: int, seconds: float) -> None:
         for n in pairs
     )
     print(f"| req/s c=32, 1 KB | {direct_rate:,.0f} | {' | '.join(cells)} |")
+    print()
+    print("| CPU per request (µs, all rounds) | relay c=1 | relay c=32 | agent c=1 | agent c=32 |")
+    print("|---|---:|---:|---:|---:|")
+    for name in pairs:
+        quiet, busy = usage[name, 1], usage[name, 32]
+        figures = (quiet.relay_us, busy.relay_us, quiet.agent_us, busy.agent_us)
+        print(f"| {name} | {' | '.join(f'{figure:.0f}' for figure in figures)} |")
     budget = (P50_GOAL - 1) * direct_p50
     print()
     print("| CPU per request, one process, no I/O | relay's handlers | agent's codec | both |")

@@ -32,18 +32,13 @@ def origin_port() -> Iterator[int]:
 
 
 @pytest.fixture(params=list(floor.PAIRS), scope="module")
-def relay_port(request: pytest.FixtureRequest, origin_port: int) -> Iterator[int]:
-    relay_role, agent_role = floor.PAIRS[request.param]
-    relay_port, agent_port = free_port(), free_port()
-    script = str(BENCH / "floor.py")
-    children = [Child([sys.executable, script, relay_role, str(relay_port), str(agent_port)])]
+def relay_port(
+    request: pytest.FixtureRequest, origin_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[int]:
+    state = tmp_path_factory.mktemp("pair")
+    children, port = floor.start_pair(floor.PAIRS[request.param], origin_port, state)
     try:
-        children[0].wait_for("floor relay ready")
-        children.append(
-            Child([sys.executable, script, agent_role, str(agent_port), str(origin_port)])
-        )
-        children[1].wait_for("floor agent ready")
-        yield relay_port
+        yield port
     finally:
         for child in reversed(children):
             child.kill()
@@ -84,25 +79,20 @@ def test_requests_on_one_kept_connection_are_answered_in_turn(relay_port: int) -
         connection.close()
 
 
-def test_the_handlers_pair_answers_through_the_relays_own_handlers(origin_port: int) -> None:
+def test_the_handlers_pair_answers_through_the_relays_own_handlers(
+    origin_port: int, tmp_path: Path
+) -> None:
     """Only the relay's routing knows no tunnel is called ``nobody``: its coded 404 shows the
     real handlers ran (the bare pair forwards whatever comes)."""
-    relay_role, agent_role = floor.PAIRS["with handlers"]
-    relay_port, agent_port = free_port(), free_port()
-    script = str(BENCH / "floor.py")
-    relay = Child([sys.executable, script, relay_role, str(relay_port), str(agent_port)])
-    agent: Child | None = None
+    pair = floor.PAIRS["with handlers"]
+    children, relay_port = floor.start_pair(pair, origin_port, tmp_path)
     try:
-        relay.wait_for("floor relay ready")
-        agent = Child([sys.executable, script, agent_role, str(agent_port), str(origin_port)])
-        agent.wait_for("floor agent ready")
         status, headers, _ = ask(relay_port, "GET", "/bytes/16", name="nobody")
         assert status == 404
         assert headers.get("x-hatchway-error") == "tunnel-not-found"
     finally:
-        for child in (agent, relay):
-            if child is not None:
-                child.kill()
+        for child in reversed(children):
+            child.kill()
 
 
 def test_the_handlers_cpu_is_timed_on_requests_the_handlers_answered(origin_port: int) -> None:
