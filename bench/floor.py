@@ -566,38 +566,37 @@ HATCHWAY_TUNNEL = "bench"
 
 
 def start_pair(pair: Pair, origin_port: int, state: Path) -> tuple[list[Child], int]:
-    """``pair``'s two processes, ready; and the port visitors reach its relay on."""
+    """``pair``'s two processes, ready; and the port visitors reach its relay on. Whatever
+    started is stopped again if either never gets ready."""
     me = [sys.executable, str(Path(__file__).resolve())]
     relay_port, agent_port = free_port(), free_port()
     env = {"HATCHWAY_CONFIG": str(state / "config.toml"), "XDG_STATE_HOME": str(state)}
     if pair.relay is None:
-        argv = [str(run.BIN / "hatchway-local"), "--port", str(relay_port), "--token", run.TOKEN]
-        relay = Child(argv, env)
-        relay.wait_for("hatchway-local ready")
+        relay_argv = [str(run.BIN / "hatchway-local"), "--port", str(relay_port)]
+        relay_argv += ["--token", run.TOKEN]
+        relay_ready = "hatchway-local ready"
         agent_port = relay_port  # agents connect to the gateway's own port
     else:
-        relay = Child([*me, pair.relay, str(relay_port), str(agent_port)])
-        relay.wait_for("floor relay ready")
+        relay_argv = [*me, pair.relay, str(relay_port), str(agent_port)]
+        relay_ready = "floor relay ready"
+    if pair.agent is None:
+        agent_argv = [str(run.BIN / "hatchway"), "http", str(origin_port), "--no-inspect"]
+        agent_argv += ["--server", f"ws://127.0.0.1:{agent_port}/connect", "--token", run.TOKEN]
+        agent_argv += ["--subdomain", HATCHWAY_TUNNEL, "--log-format", "plain"]
+        agent_ready = r"Forwarding\s+http://" + HATCHWAY_TUNNEL
+    else:
+        agent_argv = [*me, pair.agent, str(agent_port), str(origin_port)]
+        agent_ready = "floor agent ready"
+    started: list[Child] = []
     try:
-        if pair.agent is None:
-            argv = [str(run.BIN / "hatchway"), "http", str(origin_port), "--no-inspect"]
-            argv += ["--server", f"ws://127.0.0.1:{agent_port}/connect", "--token", run.TOKEN]
-            argv += ["--subdomain", HATCHWAY_TUNNEL, "--log-format", "plain"]
-            agent = Child(argv, env)
-            ready = r"Forwarding\s+http://" + HATCHWAY_TUNNEL
-        else:
-            agent = Child([*me, pair.agent, str(agent_port), str(origin_port)])
-            ready = "floor agent ready"
+        for argv, ready in ((relay_argv, relay_ready), (agent_argv, agent_ready)):
+            started.append(Child(argv, env))
+            started[-1].wait_for(ready)
     except BaseException:
-        relay.kill()
+        for child in reversed(started):
+            child.kill()
         raise
-    try:
-        agent.wait_for(ready)
-    except BaseException:
-        agent.kill()
-        relay.kill()
-        raise
-    return [relay, agent], relay_port
+    return started, relay_port
 
 
 def measure(rounds: int, seconds: float) -> None:
