@@ -159,11 +159,15 @@ def _if(node: Any) -> Emission:
 
 
 def _condition(condition: Any) -> Calculation:
-    # A Condition's calculate is its parenthesized Expression's, bound (airspeed keeps no
-    # other reference to the Expression).
-    expression = getattr(condition.calculate, "__self__", None)
+    return _bound_expression(condition, "a condition that is not an expression")
+
+
+def _bound_expression(node: Any, otherwise: str) -> Calculation:
+    """The ``Expression`` a ``Condition`` or ``ParenthesizedExpression`` evaluates: their
+    ``calculate`` is its own, bound (airspeed keeps no other reference to it)."""
+    expression = getattr(node.calculate, "__self__", None)
     if type(expression) is not airspeed.Expression:
-        raise Unsupported("a condition that is not an expression")
+        raise Unsupported(otherwise)
     return _expression(expression)
 
 
@@ -270,10 +274,7 @@ def _element(node: Any) -> Calculation:
 
         return interpolate
     if kind is airspeed.ParenthesizedExpression:
-        expression = getattr(node.calculate, "__self__", None)
-        if type(expression) is not airspeed.Expression:
-            raise Unsupported("a parenthesis without an expression")
-        return _expression(expression)
+        return _bound_expression(node, "a parenthesis without an expression")
     if kind is airspeed.UnaryOperatorValue:
         operand, operation = _value(node.value), node.op
         return lambda namespace: operation(operand(namespace))
