@@ -32,7 +32,7 @@ from hatchway.errors import NameTaken, RelayUnreachable, SessionError, TokenRefu
 from hatchway.protocol import Request, Response, codec
 from hatchway.serving.bodies import looks_compressible
 from hatchway.serving.connection import SILENCE_FACTOR
-from hatchway.serving.forward import LargeResponse
+from hatchway.serving.forward import LargeResponse, StreamedResponse
 from hatchway.serving.inflight import WORKING_SCAN_SECONDS
 from hatchway.serving.session import MAX_HELLO_RESENDS, SeenRequests, Session
 
@@ -688,6 +688,106 @@ def test_rotation_opens_the_new_connection_before_closing_the_old(relay: FakeRel
         assert old.response().body == b"finished"  # answered on the old connection, then closed
         assert old.closed.wait(WAIT)
         assert visit(new, "r2").status == 200
+
+
+RETIRE_LIMIT = 0.5
+"""The longest a retiring connection stays open for an answer, in the stream tests."""
+
+
+@dataclass
+class RotatedStream:
+    """A stream that started on ``old`` before the agent rotated to another connection: the
+    app has written its first piece and writes the second when ``go_on`` is set."""
+
+    agent: Session
+    old: RelayEnd
+    go_on: threading.Event
+
+
+@contextmanager
+def stream_through_a_rotation(
+    relay: FakeRelay, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RotatedStream]:
+    monkeypatch.setattr(protocol, "RESPONSE_TIMEOUT_SECONDS", RETIRE_LIMIT - QUIET)
+    first_sent, go_on = threading.Event(), threading.Event()
+
+    def pieces() -> Iterator[bytes]:
+        yield b"data: 0\n\n"
+        first_sent.set()
+        go_on.wait(3 * WAIT)  # longer than any wait of the tests: only they end it
+        yield b"data: 1\n\n"
+
+    def streaming(request: Request) -> Response:
+        return StreamedResponse(
+            request.id, 200, (("content-type", "text/event-stream"),), pieces=pieces()
+        )
+
+    spec = protocol.TunnelSpec("sess", stream=True)
+    agent = session(
+        relay, streaming, names=(spec,), heartbeat=0.05, rotate_after=0.5, rotation_quiet=QUIET
+    )
+    with agent.start():
+        old = relay.next()
+        old.send(Request("s1", "sess", "GET", "/events"))
+        assert old.response().streamed
+        assert chunk(old) == protocol.Chunk("s1", 0, b"data: 0\n\n")
+        assert first_sent.wait(WAIT)
+        relay.next()  # the rotation's new connection: it serves from its welcome on...
+        until = time.monotonic() + WAIT
+        while agent.in_flight and time.monotonic() < until:  # ...and is then the current one
+            time.sleep(0.01)
+        assert agent.in_flight == 0, "the stream's connection is still the current one"
+        yield RotatedStream(agent, old, go_on)
+        go_on.set()
+
+
+def test_a_stream_outlives_the_rotation_on_the_connection_it_started_on(
+    relay: FakeRelay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The relay reads a stream's chunks from the connection its request went to: the old
+    # connection must carry the stream to its end, however long after the rotation that is.
+    with stream_through_a_rotation(relay, monkeypatch) as rotated:
+        # Well past the quiet period and the limit that holds a retiring connection open for
+        # an answer: the old one is still open, for its stream.
+        assert not rotated.old.closed.wait(4 * RETIRE_LIMIT)
+        rotated.go_on.set()
+        assert chunk(rotated.old) == protocol.Chunk("s1", 1, b"data: 1\n\n")
+        assert chunk(rotated.old) == protocol.Chunk("s1", 2, end=True)
+        assert rotated.old.closed.wait(WAIT)  # closed once its stream has ended
+
+
+def test_closing_the_agent_cuts_a_stream_on_a_retiring_connection_at_once(
+    relay: FakeRelay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with stream_through_a_rotation(relay, monkeypatch) as rotated:
+        rotated.agent.close()
+        assert rotated.old.closed.wait(WAIT)  # not when the stream ends, which it has not
+
+
+def test_a_streaming_agent_rotates_early_enough_for_a_whole_stream_before_the_cut(
+    relay: FakeRelay,
+) -> None:
+    plain = session(relay)
+    streaming = session(relay, names=("sess", protocol.TunnelSpec("live", stream=True)))
+    assert plain.rotate_after == protocol.CONNECTION_ROTATE_SECONDS
+    assert streaming.rotate_after == protocol.STREAM_ROTATE_SECONDS
+    left_at_rotation = protocol.MAX_CONNECTION_SECONDS - streaming.rotate_after
+    assert left_at_rotation > protocol.STREAM_MAX_SECONDS + protocol.STREAM_IDLE_SECONDS
+    assert (
+        session(
+            relay, names=(protocol.TunnelSpec("live", stream=True),), rotate_after=60.0
+        ).rotate_after
+        == 60.0
+    )  # a shorter interval stands
+
+
+def chunk(end: RelayEnd) -> protocol.Chunk:
+    """The next message on ``end``, a ``Chunk`` (``Working`` marks skipped)."""
+    while True:
+        message, _ = end.receive()
+        if not isinstance(message, protocol.Working):
+            assert isinstance(message, protocol.Chunk), message
+            return message
 
 
 def test_an_unreachable_relay_is_retried_at_start_until_it_comes(unused_port: int) -> None:

@@ -195,6 +195,13 @@ nothing for this long: SSE servers send a comment every 15 to 30 s to keep proxi
 STREAM_MAX_SECONDS = 3600.0
 """The longest a streamed response may run; a visitor's EventSource reconnects by itself."""
 
+STREAM_ROTATE_SECONDS = MAX_CONNECTION_SECONDS - STREAM_MAX_SECONDS - 10 * 60
+"""An agent serving a tunnel with ``--stream`` opens a fresh connection this long after
+connecting (instead of after ``CONNECTION_ROTATE_SECONDS``). A stream stays on the connection
+its request came on until it ends, as the relay reads its chunks from that connection only; so
+the connection a rotation leaves behind must have room for a whole stream before the platform's
+cut: ``STREAM_MAX_SECONDS``, ``STREAM_IDLE_SECONDS`` of silence, and a margin."""
+
 WORKING_MARK_SECONDS = 3.0
 """An agent tells the relay about a request it has held this long without answering (``Working``),
 so the relay can tell a slow app behind a live agent from an agent that stopped reacting."""

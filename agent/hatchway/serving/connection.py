@@ -196,6 +196,10 @@ class Connection:
         self.marked: deque[tuple[float, str]] = deque(maxlen=MAX_MARKS_PER_SCAN)
         """The latest ``Working`` marks sent (when, which request): sent again with the
         answers when the platform could not take a message."""
+        self.streams: dict[str, float] = {}
+        """The streamed bodies this connection carries, each with the time (monotonic) by
+        which it ends whatever the app does: a retiring connection outlives them."""
+        self.streams_lock = threading.Lock()
 
     def start(self) -> None:
         threading.Thread(target=self._read, name="hatchway-reader", daemon=True).start()
@@ -545,8 +549,21 @@ class Connection:
         """Pass a streamed body on as the app writes it, one ``Chunk`` per piece (split at
         ``MAX_CHUNK_BYTES``), then the end: cut, with a fault, if the app failed mid-stream."""
         http1.long_work_ahead()  # a stream holds its thread: the reader goes on elsewhere
-        seq, fault = 0, None
         ends_by = time.monotonic() + protocol.STREAM_MAX_SECONDS
+        # Past ``ends_by`` the next piece ends it; an app that then sends nothing, its idle limit.
+        with self.streams_lock:
+            self.streams[request.id] = ends_by + protocol.STREAM_IDLE_SECONDS
+        try:
+            self._pass_stream(request, pieces, ends_by)
+        finally:
+            with self.streams_lock:
+                self.streams.pop(request.id, None)
+
+    def _pass_stream(
+        self, request: Request, pieces: Generator[bytes, None, None], ends_by: float
+    ) -> None:
+        """Each piece in its chunks, then the end chunk, with the fault that cut it if any."""
+        seq, fault = 0, None
         try:
             for piece in pieces:
                 if time.monotonic() > ends_by:
@@ -662,13 +679,22 @@ class Connection:
             return  # broken already: nothing more can be answered on it
         self.retire(quiet, limit)
 
-    def retire(self, quiet: float, limit: float) -> None:
+    def retire(self, quiet: float, limit: float, *, outlive_streams: bool = False) -> None:
         """Stop pinging; return once no request arrived for ``quiet`` seconds and every one
-        accepted is answered, or after ``limit`` seconds, or when the socket ended."""
+        accepted is answered, or after ``limit`` seconds, or when the socket ended.
+
+        ``outlive_streams`` (a rotation): a streamed body still running after ``limit`` is
+        waited for to its end too. It cannot go on elsewhere: the relay reads its chunks from
+        the connection its request went to, and a rotation leaves room for a whole stream
+        (``STREAM_ROTATE_SECONDS``)."""
         self.retiring = True
         self.last_request = time.monotonic()
-        deadline = self.last_request + limit
-        while not self.ended.is_set() and (now := time.monotonic()) < deadline:
+        limit_at = self.last_request + limit
+        while not self.ended.is_set():
+            now = time.monotonic()
+            deadline = max(limit_at, self._streams_end()) if outlive_streams else limit_at
+            if now >= deadline:
+                break
             still_quiet_for = self.last_request + quiet - now
             if still_quiet_for > 0:
                 self.ended.wait(min(still_quiet_for, deadline - now))
@@ -679,6 +705,11 @@ class Connection:
                 return
         if len(self.held):
             log.warning("closed a connection with %d requests unanswered", len(self.held))
+
+    def _streams_end(self) -> float:
+        """When the last streamed body this connection carries ends at the latest (0: none)."""
+        with self.streams_lock:
+            return max(self.streams.values(), default=0.0)
 
     def drain(self, timeout: float) -> None:
         """Wait (bounded) until every request this connection accepted has been answered."""

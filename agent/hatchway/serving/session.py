@@ -15,9 +15,11 @@ Every hello carries this run's random ``instance``: the relay lets a connection 
 take the names over (a reconnect, a rotation) and no other agent. Rotation (before the
 platform's 2 h limit, or as often as ``rotate_after`` says) opens the new connection first, and
 keeps the old one reading and answering until it has been quiet for longer than the relay's
-claim cache, so no request routed to it is lost. A ping that finds a name lost makes the
-session say hello again on the same connection; if another agent holds the name now, the
-session ends with ``NameTaken`` rather than stay connected serving nothing.
+claim cache, so no request routed to it is lost, and until the streamed bodies it carries have
+ended (an agent with a streaming tunnel rotates early enough for that: ``STREAM_ROTATE_SECONDS``).
+A ping that finds a name lost makes the session say hello again on the same connection; if
+another agent holds the name now, the session ends with ``NameTaken`` rather than stay
+connected serving nothing.
 
 A request is served at most once: API Gateway may deliver a message twice (a management post it
 retried after it landed), so the session remembers the ids it accepted until their deadline.
@@ -194,6 +196,9 @@ class Session:
         self.heartbeat_override = heartbeat
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        if any(spec.stream for spec in self.specs):
+            # The connection a rotation leaves must have room for a whole stream.
+            rotate_after = min(rotate_after, protocol.STREAM_ROTATE_SECONDS)
         self.rotate_after = rotate_after
         self.rotation_quiet = rotation_quiet
         self.instance = instance or base64.urlsafe_b64encode(os.urandom(12)).decode("ascii")
@@ -228,6 +233,8 @@ class Session:
         self._leaving = threading.Event()
         self._ready = threading.Event()
         self._current: Connection | None = None
+        self._retiring: set[Connection] = set()
+        """Connections a rotation replaced that still answer what they hold (or stream)."""
         self._lock = threading.Lock()
         self._current_set = threading.Condition(self._lock)
         """Notified whenever another connection becomes the current one."""
@@ -293,10 +300,7 @@ class Session:
     def close(self) -> None:
         self._closing.set()
         self.sockets.shutdown()
-        with self._lock:
-            current = self._current
-        if current is not None:
-            current.close()
+        self._close_connections()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(10)
 
@@ -367,11 +371,16 @@ class Session:
 
     def _shutdown(self) -> None:
         self.sockets.shutdown()
-        with self._lock:
-            current = self._current
-        if current is not None:
-            current.close()
+        self._close_connections()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _close_connections(self) -> None:
+        """Close the current connection and those still retiring (a stream they carry is cut)."""
+        with self._lock:
+            connections = [self._current, *self._retiring]
+        for connection in connections:
+            if connection is not None:
+                connection.close()
 
     def _open(self) -> Connection:
         """Connect, say hello, wait for the welcome; raise a typed error on refusal."""
@@ -477,7 +486,7 @@ class Session:
     def _rotate(self, old: Connection) -> None:
         """Before the platform's 2 h cut-off: open the new connection first (the same instance
         takes the names over), then let the old one answer what the relay still sends it, and
-        close it once it has been quiet."""
+        close it once it has been quiet and its streams have ended."""
         if self._leaving.is_set():  # stopping: the connection that leaves is the last one
             return
         try:
@@ -497,8 +506,19 @@ class Session:
                         "could not move %d sockets to the new connection: %s", len(moving), exc
                     )
             self._set_current(new)
-        old.retire(self.rotation_quiet, protocol.RESPONSE_TIMEOUT_SECONDS + self.rotation_quiet)
-        old.close()
+        with self._lock:
+            self._retiring.add(old)
+        try:
+            if not self._closing.is_set():  # else ``close`` may have looked before the add
+                old.retire(
+                    self.rotation_quiet,
+                    protocol.RESPONSE_TIMEOUT_SECONDS + self.rotation_quiet,
+                    outlive_streams=True,
+                )
+        finally:
+            with self._lock:
+                self._retiring.discard(old)
+            old.close()
 
     def _send_socket(self, message: SocketMessage) -> None:
         """A socket message to the relay, on the current connection. A connection serves from
