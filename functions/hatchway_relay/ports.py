@@ -540,6 +540,15 @@ class Store(Protocol):
         callers at once, exactly one gets the record)."""
         ...
 
+    def pass_socket_message(self, socket_id: str, seq: int) -> bool:
+        """Note that the app's message ``seq`` of the socket goes to the visitor now: True the
+        first time, that is when ``seq`` is above every number noted for the socket; False for
+        a repeat, or a socket gone. An agent sends a message again when API Gateway said it
+        could not take one of its messages, without saying which: it may have been another,
+        and then the repeat must not reach the visitor twice. Of two calls with one number at
+        once, exactly one gets True."""
+        ...
+
     def sockets_of(self, connection_id: str) -> list[str]:
         """The ids of the sockets ``connection_id`` carries (moved ones no longer count)."""
         ...

@@ -7,7 +7,10 @@ with the agent connection that carries it to the local app, and their messages p
 * A visitor's message (``$default``) goes to the agent as a ``SocketFrame``.
 * An app's message comes from the agent as a ``SocketFrame``; it is posted to the visitor and
   acknowledged to the agent (``SocketAck``), which sends the next one only then: relay
-  invocations may run at once, and one message in flight per socket keeps them in order.
+  invocations may run at once, and one message in flight per socket keeps them in order. The
+  agent sends a message again when API Gateway lost one of its messages (it does not say
+  which); the store notes each message's number before it is posted
+  (``Store.pass_socket_message``), so a repeat reaches the visitor once.
 * Either side's close is passed on (``SocketClose``); an agent connection that goes closes
   its visitors' sockets; ``SocketMove`` follows an agent to its new connection.
 
@@ -242,6 +245,13 @@ class VisitorSockets:
         if record is None:  # gone, or not this agent's: it must stop speaking for it
             gone = protocol.SocketClose(message.socket, protocol.CLOSE_GOING_AWAY, "")
             self._post_agent(connection_id, codec.encode(gone))
+            return
+        if not self.relay.store.pass_socket_message(message.socket, message.seq):
+            # Sent again after API Gateway lost one of the agent's messages, which was another:
+            # this one reached the visitor once, and its ack went (or goes) from that pass.
+            log.info(
+                "socket %s: message %d came again; passed on once", message.socket, message.seq
+            )
             return
         self._to_visitor(connection_id, record, message)
 

@@ -1570,6 +1570,51 @@ def test_a_socket_is_deleted_once_and_its_record_comes_back_from_that_delete(
     assert store.sockets_of("c1") == ["s2"]
 
 
+@pytest.mark.parametrize(
+    ("noted", "seq", "passes"),
+    [
+        pytest.param((), 1, True, id="the first message"),
+        pytest.param((1,), 2, True, id="the next one"),
+        pytest.param((1, 2), 2, False, id="the last one again"),
+        pytest.param((1, 2, 3), 2, False, id="an earlier one again"),
+        pytest.param((1,), 5, True, id="a later one"),
+    ],
+)
+def test_an_apps_message_is_passed_on_once_by_its_number(
+    store: AdminStore, noted: tuple[int, ...], seq: int, passes: bool
+) -> None:
+    connect(store, "c1")
+    store.put_socket(visitor_socket())
+    for earlier in noted:
+        assert store.pass_socket_message(SOCKET, earlier)
+    assert store.pass_socket_message(SOCKET, seq) is passes
+
+
+def test_a_socket_keeps_its_message_count_through_a_move_and_not_past_its_end(
+    store: AdminStore,
+) -> None:
+    connect(store, "c1", "c2")
+    store.put_socket(visitor_socket())
+    assert store.pass_socket_message(SOCKET, 1)
+    assert store.move_socket(SOCKET, "t1", "c2")
+    assert store.get_socket(SOCKET) == visitor_socket(conn="c2")
+    assert store.pass_socket_message(SOCKET, 1) is False
+    assert store.pass_socket_message(SOCKET, 2)
+    assert store.delete_socket(SOCKET) == visitor_socket(conn="c2")
+    assert store.pass_socket_message(SOCKET, 3) is False  # gone: nothing to pass it to
+    assert store.get_socket(SOCKET) is None  # and nothing brought back
+    assert store.pass_socket_message("never-opened", 1) is False
+
+
+@pytest.mark.usefixtures("frequent_thread_switches")
+def test_of_two_passes_of_one_message_at_once_exactly_one_wins(store: AdminStore) -> None:
+    connect(store, "c1")
+    store.put_socket(visitor_socket())
+    for seq in range(1, 6):
+        results = race(*[partial(store.pass_socket_message, SOCKET, seq)] * 2)
+        assert sorted(results) == [False, True], seq
+
+
 def test_the_sockets_of_two_connections_are_kept_apart(store: AdminStore) -> None:
     connect(store, "c1", "c2")
     connect(store, "c3", token="t2")

@@ -11,6 +11,7 @@ import asyncio
 import queue
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -460,6 +461,29 @@ def test_the_apps_close_reaches_the_relay_with_its_code_and_reason(
     assert relay.nothing_more()
 
 
+def test_what_the_relay_confirmed_is_not_sent_again(forwarder: Forwarder, ws_app: WsApp) -> None:
+    relay = Relay(acks=False)
+    try:
+        assert open_socket(relay, forwarder).status == 101
+        relay.sockets.dispatch(SocketAck("s1", 0))
+        peer = ws_app.next_peer()
+        peer.send("one")
+        assert relay.next() == SocketFrame("s1", b"one", False, 1)
+        assert relay.sockets.unconfirmed(0.0) == [SocketFrame("s1", b"one", False, 1)]
+        assert relay.sockets.unconfirmed(time.monotonic() + 1) == []  # sent before that
+        relay.sockets.dispatch(SocketAck("s1", 1))
+        assert relay.sockets.unconfirmed(0.0) == []
+        peer.close(4000, "done")
+        assert relay.next() == SocketClose("s1", 4000, "done")
+        assert relay.sockets.unconfirmed(0.0) == [SocketClose("s1", 4000, "done")]
+        relay.sockets.dispatch(SocketClose("s1", 4000, "done"))  # the relay's confirmation
+        assert relay.sockets.unconfirmed(0.0) == []
+        relay.sockets.send_again([SocketClose("s1", 4000, "done")])
+        assert relay.nothing_more()
+    finally:
+        relay.sockets.shutdown()
+
+
 @pytest.mark.parametrize(
     ("code", "app_sees"),
     [(1000, 1000), (1001, 1001), (4002, 4002), (1005, 1001), (1006, 1001), (1015, 1001)],
@@ -596,6 +620,42 @@ def test_a_rotation_moves_the_sockets_to_the_new_connection_first(
         new.send(SocketFrame("s1", b"on the new one"))
         assert peer.next() == ("text", "on the new one")
         assert len(agent.sockets) == 1
+
+
+def test_socket_messages_api_gateway_could_not_take_go_again(
+    scripted: FakeRelay, forwarder: Forwarder, ws_app: WsApp
+) -> None:
+    # API Gateway's "could not take it" frame names no message: the app's message awaiting
+    # its ack goes again (the relay passes a repeat on once), and so does a close the relay
+    # has not confirmed.
+    lost = protocol.Undelivered("Internal server error", "aws-request-id")
+
+    def again(end: RelayEnd) -> SocketMessage:
+        """The next socket message (the recent 101 goes again too, as any recent answer)."""
+        while isinstance(message := receive(end), protocol.Response):
+            assert message.status == 101
+        assert isinstance(message, SocketFrame | SocketClose), message
+        return message
+
+    with session(scripted, forwarder.handle).start():
+        end = scripted.next()
+        assert socket_request(end).status == 101
+        peer = ws_app.next_peer()
+        peer.send("first")
+        assert receive(end) == SocketFrame("s1", b"first", False, 1)
+        end.send(lost)
+        assert again(end) == SocketFrame("s1", b"first", False, 1)
+        end.send(lost)  # that copy was lost too
+        assert again(end) == SocketFrame("s1", b"first", False, 1)
+        end.send(SocketAck("s1", 1))
+        peer.send("second")
+        assert receive(end) == SocketFrame("s1", b"second", False, 2)
+        end.send(SocketAck("s1", 2))
+        end.send(lost)  # about another message: nothing of the socket's awaits a confirmation
+        peer.close(4000, "done")
+        assert receive(end) == SocketClose("s1", 4000, "done")
+        end.send(lost)
+        assert again(end) == SocketClose("s1", 4000, "done")
 
 
 def test_a_stop_closes_the_sockets_1001_before_the_connection_leaves(

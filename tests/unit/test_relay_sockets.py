@@ -275,6 +275,20 @@ def test_the_apps_messages_reach_the_visitor_each_acknowledged(h: Harness) -> No
     assert frames(agent) == [protocol.SocketAck("sock1=", 1), protocol.SocketAck("sock1=", 2)]
 
 
+def test_an_apps_message_sent_again_reaches_the_visitor_once(h: Harness) -> None:
+    # The agent sends a message again when API Gateway says it lost one of the agent's
+    # messages, without saying which: here it was another, and this one had passed.
+    agent = h.agent("c1")
+    h.connect()
+    agent.send(protocol.SocketFrame("sock1=", b"one", seq=1))
+    agent.send(protocol.SocketFrame("sock1=", b"one", seq=1))
+    agent.send(protocol.SocketFrame("sock1=", b"two", seq=2))
+    assert h.visitors.sent["sock1="] == [(b"one", False), (b"two", False)]
+    # The repeat gets no ack of its own: the ack of 1 came from its one pass.
+    assert frames(agent) == [protocol.SocketAck("sock1=", 1), protocol.SocketAck("sock1=", 2)]
+    assert not closes(agent) and not h.visitors.closed
+
+
 @pytest.mark.parametrize(
     ("size", "passes"),
     [(protocol.MAX_SOCKET_MESSAGE_BYTES, True), (protocol.MAX_SOCKET_MESSAGE_BYTES + 1, False)],
@@ -299,7 +313,7 @@ def test_a_relay_that_carries_text_only_closes_a_binary_message_in_words() -> No
     h = Harness(socket_binary=False)
     agent = h.agent("c1")
     h.connect()
-    agent.send(protocol.SocketFrame("sock1=", b"\x00", binary=True))
+    agent.send(protocol.SocketFrame("sock1=", b"\x00", binary=True, seq=1))
     code, reason = h.visitors.closed["sock1="]
     assert code == protocol.CLOSE_UNSUPPORTED_DATA and reason.startswith("local app:")
     assert closes(agent)[0].code == protocol.CLOSE_UNSUPPORTED_DATA
@@ -333,7 +347,7 @@ def test_a_message_the_relay_cannot_pass_closes_both_sides_in_words(h: Harness) 
     agent = h.agent("c1")
     h.connect()
     h.visitors.failing = True
-    agent.send(protocol.SocketFrame("sock1=", b"x"))
+    agent.send(protocol.SocketFrame("sock1=", b"x", seq=1))
     code, reason = h.visitors.closed["sock1="]
     assert code == protocol.CLOSE_INTERNAL and reason.startswith("relay:")
     assert closes(agent)[0].code == protocol.CLOSE_INTERNAL
@@ -346,7 +360,7 @@ def test_another_tokens_connection_cannot_reach_the_visitor(h: Harness) -> None:
     h.agent("c1")
     h.connect()
     intruder = h.agent("c9", token=TOKEN_B, spec=protocol.TunnelSpec("other"))
-    intruder.send(protocol.SocketFrame("sock1=", b"injected"))
+    intruder.send(protocol.SocketFrame("sock1=", b"injected", seq=1))
     intruder.send(protocol.SocketClose("sock1=", 1000, ""))
     intruder.send(protocol.SocketMove(("sock1=",)))
     assert "sock1=" not in h.visitors.sent and "sock1=" not in h.visitors.closed
@@ -370,7 +384,7 @@ def test_the_same_agent_may_speak_on_its_new_connection_before_its_move(h: Harne
     h.agent("c1")
     h.connect()
     new = h.agent("c2")
-    new.send(protocol.SocketFrame("sock1=", b"from the new connection"))
+    new.send(protocol.SocketFrame("sock1=", b"from the new connection", seq=1))
     assert h.visitors.sent["sock1="] == [(b"from the new connection", False)]
     assert h.store.get_socket("sock1=").connection_id == "c2"  # type: ignore[union-attr]
 

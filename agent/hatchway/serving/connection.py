@@ -274,21 +274,24 @@ class Connection:
     def _on_undelivered(self) -> None:
         """API Gateway could not take one of this connection's messages (throttled or failed);
         which one, it does not say. The connection is fine. Answers sent in the last moments
-        go again, once each, after a pause (a repeat changes nothing stored), and so does a
-        hello still waiting for its welcome; a lost ping only costs one heartbeat."""
+        go again, once each, after a pause (a repeat changes nothing stored), and so do the
+        visitors' sockets' messages the relay has not confirmed (it passes a repeat on once)
+        and a hello still waiting for its welcome; a lost ping only costs one heartbeat."""
         resent = self.session.answers.recent(UNDELIVERED_LOOKBACK_SECONDS)
         since = time.monotonic() - UNDELIVERED_LOOKBACK_SECONDS
+        sockets = self.session.sockets.unconfirmed(since)
         # A copy first: the ticker appends meanwhile (list() of a deque is one step).
         latest = list(self.marked)
         marks = [rid for at, rid in latest if at >= since and self.held.age(rid) is not None]
         self.marked.clear()  # each mark goes again at most once
         log.warning(
             "the relay could not take a message: throttled or failed; %s",
-            f"sending {len(resent)} recent answers and {len(marks)} marks again"
-            if resent or marks
+            f"sending {len(resent)} recent answers, {len(marks)} marks and "
+            f"{len(sockets)} socket messages again"
+            if resent or marks or sockets
             else "nothing to send again",
         )
-        if not resent and not marks and not self.saying_hello and not self.leaving:
+        if not (resent or marks or sockets or self.saying_hello or self.leaving):
             return
         session = self.session
 
@@ -306,6 +309,7 @@ class Connection:
                     self.send(protocol.Leaving())
             except (OSError, ProtocolError):
                 pass  # the reader notices a broken socket
+            session.sockets.send_again(sockets)  # on the current connection, as they went
 
         threading.Thread(target=again, name="hatchway-resend", daemon=True).start()
 

@@ -29,7 +29,7 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -108,6 +108,8 @@ class Bridge:
         self._lock = threading.Lock()
         self._acked = threading.Condition(self._lock)
         self._acked_seq = -1
+        self._unconfirmed: tuple[float, SocketFrame] | None = None
+        """The app's message awaiting the relay's ack, and when it went (monotonic)."""
         self.closing = False
         """A close went (or is going) to the app: nothing else may, and what the app still
         sends is not passed on."""
@@ -174,8 +176,11 @@ class Bridge:
             except UnicodeDecodeError:
                 self.close(1007, f"{APP} sent a text message that is not UTF-8")
                 return False
+        frame = SocketFrame(self.id, data, opcode == wire.BINARY, seq)
+        with self._lock:
+            self._unconfirmed = (time.monotonic(), frame)
         try:
-            self.owner.send(SocketFrame(self.id, data, opcode == wire.BINARY, seq))
+            self.owner.send(frame)
         except (OSError, ProtocolError) as exc:
             log.warning("socket %s: could not pass a message on to the relay: %s", self.id, exc)
             self.close(protocol.CLOSE_INTERNAL, "the agent could not reach the relay")
@@ -191,6 +196,25 @@ class Bridge:
                 return not self.closing
         self.close(protocol.CLOSE_INTERNAL, f"the relay did not confirm {what} within {limit:g} s")
         return False
+
+    def unconfirmed_since(self, since: float) -> SocketFrame | None:
+        """The app's message sent at or after ``since`` (monotonic) whose ack has not come."""
+        with self._lock:
+            if self._unconfirmed is None or self.closing:
+                return None
+            sent_at, frame = self._unconfirmed
+            return frame if sent_at >= since and frame.seq > self._acked_seq else None
+
+    def sending_again(self, frame: SocketFrame) -> bool:
+        """Whether ``frame`` still awaits its ack (then it counts as sent now: if this copy is
+        lost too, it goes again)."""
+        with self._lock:
+            if self.closing or self._unconfirmed is None or self._unconfirmed[1] != frame:
+                return False
+            if frame.seq <= self._acked_seq:
+                return False
+            self._unconfirmed = (time.monotonic(), frame)
+            return True
 
     def _end(self) -> None:
         # A close the agent queued goes out before the connection is dropped.
@@ -214,10 +238,13 @@ class Bridge:
             if self.relay_knows:
                 return
             self.relay_knows = True
+        close = SocketClose(self.id, code, protocol.close_reason(reason))
         try:
-            self.owner.send(SocketClose(self.id, code, protocol.close_reason(reason)))
+            self.owner.send(close)
         except (OSError, ProtocolError) as exc:
             log.warning("socket %s: could not tell the relay it closed: %s", self.id, exc)
+            return
+        self.owner._closed_sent(close)
 
     def close_app(self, code: int, reason: str) -> None:
         """Send the app a close (after the visitor's messages queued before it), and drop its
@@ -319,6 +346,10 @@ class Sockets:
         self._awaiting_close: dict[str, threading.Event] = {}
         """Sockets whose close a stopping agent waits for the relay to confirm."""
         self._reserved = 0
+        self._closes_sent: OrderedDict[str, tuple[float, SocketClose]] = OrderedDict()
+        """Closes told to the relay that it has not confirmed yet (when, which), the latest
+        ``max_sockets``: sent again with the app messages awaiting their acks when API Gateway
+        says it could not take a message."""
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._watching = False
@@ -409,6 +440,7 @@ class Sockets:
             return  # the agent's to send, not to receive
         if isinstance(message, SocketClose):
             with self._lock:
+                self._closes_sent.pop(message.socket, None)
                 confirmed = self._awaiting_close.pop(message.socket, None)
             if confirmed is not None:
                 confirmed.set()
@@ -422,6 +454,48 @@ class Sockets:
                         message.socket, protocol.CLOSE_GOING_AWAY, "the agent has it closed"
                     )
                 )
+
+    def unconfirmed(self, since: float) -> list[SocketFrame | SocketClose]:
+        """What went to the relay at or after ``since`` (monotonic) and may not have reached
+        it: each app message whose ack has not come, and each close. API Gateway says when it
+        could not take one of the agent's messages, not which; these go again (``send_again``),
+        and the relay passes a repeated app message on once and confirms a close twice."""
+        with self._lock:
+            bridges = list(self._bridges.values())
+            closes: list[SocketFrame | SocketClose] = [
+                close for at, close in self._closes_sent.values() if at >= since
+            ]
+        frames: list[SocketFrame | SocketClose] = [
+            frame for bridge in bridges if (frame := bridge.unconfirmed_since(since)) is not None
+        ]
+        return frames + closes
+
+    def send_again(self, messages: list[SocketFrame | SocketClose]) -> None:
+        """Send ``messages`` (from ``unconfirmed``) once more, each that is still unconfirmed;
+        they count as sent now, so that a copy lost again goes again too (until the app
+        message's ack is overdue, ``SocketLimits.ack_seconds``, and the socket closes)."""
+        for message in messages:
+            if isinstance(message, SocketFrame):
+                bridge = self.get(message.socket)
+                if bridge is None or not bridge.sending_again(message):
+                    continue
+            else:
+                with self._lock:
+                    if message.socket not in self._closes_sent:
+                        continue  # confirmed meanwhile
+                    self._closes_sent[message.socket] = (time.monotonic(), message)
+            try:
+                self.send(message)
+            except (OSError, ProtocolError) as exc:  # the connection's reader sees it broken
+                log.warning("socket %s: could not send a message again: %s", message.socket, exc)
+                return
+
+    def _closed_sent(self, close: SocketClose) -> None:
+        with self._lock:
+            self._closes_sent[close.socket] = (time.monotonic(), close)
+            self._closes_sent.move_to_end(close.socket)
+            while len(self._closes_sent) > self.limits.max_sockets:
+                self._closes_sent.popitem(last=False)
 
     def close_all(self, code: int, reason: str, *, tell_relay: bool, wait: float | None) -> None:
         """Close every socket with ``code`` (telling the relay, if ``tell_relay``); wait up to

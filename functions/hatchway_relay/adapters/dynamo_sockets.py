@@ -2,7 +2,8 @@
 
 A pairing lives in two items, each changed only by single-item writes:
 
-    vsock#<socket id> / vsock   connection_id, token_id, tunnel, opened_at, expires_at, ttl
+    vsock#<socket id> / vsock   connection_id, token_id, tunnel, opened_at, expires_at, ttl,
+                                passed (the number of the app's last message passed on)
     conn#<connection> / conn    ``sockets``: a string set of the socket ids it carries
 
 The socket's item is the truth. ``get_socket`` reads it strongly consistent; a move is one
@@ -45,6 +46,9 @@ from hatchway_relay.ports import SocketRecord
 
 SOCKETS = "sockets"
 """The connection item's string set of the socket ids it carries."""
+
+PASSED = "passed"
+"""The socket item's number of the app's last message passed to the visitor."""
 
 
 def _socket_key(socket_id: str) -> dict[str, str]:
@@ -126,6 +130,25 @@ class DynamoSockets:
         record = _record(old)
         self._unlist(record.connection_id, socket_id)
         return record
+
+    def pass_socket_message(self, socket_id: str, seq: int) -> bool:
+        """One conditional update of the socket's item (a write unit per message: a repeat
+        is told apart only by what was noted before it)."""
+        try:
+            self.table.update_item(
+                Key=_socket_key(socket_id),
+                UpdateExpression="SET #passed = :seq",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND (attribute_not_exists(#passed) OR #passed < :seq)"
+                ),
+                ExpressionAttributeNames={"#passed": PASSED},
+                ExpressionAttributeValues={":seq": seq},
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False  # a repeat, or the socket is gone
+            raise
+        return True
 
     def sockets_of(self, connection_id: str) -> list[str]:
         """May list sockets that are gone or moved since (see the module docstring): re-check

@@ -77,6 +77,8 @@ class MemoryStore:
         self._sightings: dict[str, float] = {}
         self._shares: dict[str, ShareRecord] = {}
         self._sockets: dict[str, SocketRecord] = {}
+        self._passed: dict[str, int] = {}
+        """The number of the last app message passed to each socket's visitor."""
         self._key = secrets.token_bytes(32)
 
     # Tokens
@@ -108,6 +110,7 @@ class MemoryStore:
     def put_socket(self, record: SocketRecord) -> None:
         with self._lock:
             self._sockets[record.socket_id] = record
+            self._passed.pop(record.socket_id, None)
 
     def get_socket(self, socket_id: str) -> SocketRecord | None:
         with self._lock:
@@ -123,7 +126,15 @@ class MemoryStore:
 
     def delete_socket(self, socket_id: str) -> SocketRecord | None:
         with self._lock:
+            self._passed.pop(socket_id, None)
             return self._sockets.pop(socket_id, None)
+
+    def pass_socket_message(self, socket_id: str, seq: int) -> bool:
+        with self._lock:
+            if socket_id not in self._sockets or seq <= self._passed.get(socket_id, 0):
+                return False
+            self._passed[socket_id] = seq
+            return True
 
     def sockets_of(self, connection_id: str) -> list[str]:
         with self._lock:
