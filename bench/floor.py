@@ -1,12 +1,14 @@
-"""How fast any two CPython processes can relay small requests on this machine: the floor under
-``make bench``'s small-request columns.
+"""How fast any two CPython processes can relay requests on this machine: the floor under
+``make bench``'s columns.
 
 A bare relay and a bare agent, each one asyncio loop, stand where ``hatchway-local`` and
-``hatchway http`` stand: visitors' HTTP/1.1 requests go to the relay, which passes each as JSON
-(body in base64) over one length-prefixed TCP stream to the agent, which asks the origin on a
-kept connection and sends the answer back the same way. They split HTTP by hand and check,
-store, limit and log nothing, and speak no WebSocket. Whatever the real tunnel does on top of
-that, it cannot be faster than this pair.
+``hatchway http`` stand: visitors' HTTP/1.1 requests go to the relay, which passes each as a
+JSON head and the body's raw bytes over one length-prefixed TCP stream to the agent, which asks
+the origin on a kept connection and sends the answer back the same way. They split HTTP by hand
+and check, store, limit and log nothing, and speak no WebSocket; like Hatchway, each holds a
+whole body before passing it on. Whatever the real tunnel does on top of that, it cannot be
+faster than this pair. The bare pair and Hatchway are also measured on ``make bench``'s two
+body columns (1 MB GETs, 100 KB POSTs echoed).
 
 A second pair measures what the relay's real work adds: the same bare transports, but the
 relay runs its real Lambda handlers for each request (the HTTP handler as the local gateway's
@@ -39,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import random
 import statistics
@@ -77,13 +78,18 @@ def _write_frame(writer: asyncio.StreamWriter, data: bytes) -> None:
     writer.write(_LENGTH.pack(len(data)) + data)
 
 
-async def _read_message(reader: asyncio.StreamReader) -> dict[str, Any]:
-    message: dict[str, Any] = json.loads(await _read_frame(reader))
-    return message
+async def _read_message(reader: asyncio.StreamReader) -> tuple[dict[str, Any], bytes]:
+    """A bare message: its JSON head, and the body's bytes after it."""
+    frame = await _read_frame(reader)
+    (size,) = _LENGTH.unpack_from(frame)
+    head: dict[str, Any] = json.loads(frame[_LENGTH.size : _LENGTH.size + size])
+    return head, frame[_LENGTH.size + size :]
 
 
-def _write_message(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
-    _write_frame(writer, json.dumps(message).encode())
+def _write_message(writer: asyncio.StreamWriter, head: dict[str, Any], body: bytes) -> None:
+    encoded = json.dumps(head).encode()
+    size = _LENGTH.size + len(encoded) + len(body)
+    writer.writelines([_LENGTH.pack(size), _LENGTH.pack(len(encoded)), encoded, body])
 
 
 Answer = Callable[[str, list[list[str]], bytes, str], Awaitable[bytes]]
@@ -160,33 +166,25 @@ def _http(first_line: str, headers: list[list[str]], body: bytes) -> bytes:
 
 async def relay(visitor_port: int, agent_port: int) -> None:
     """Visitors on ``visitor_port``; the one agent connects to ``agent_port``."""
-    waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+    waiting: dict[int, asyncio.Future[tuple[dict[str, Any], bytes]]] = {}
     agent: list[asyncio.StreamWriter] = []
     ids = iter(range(1, 1 << 62))
 
     async def on_agent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         agent.append(writer)
         while True:
-            answer = await _read_message(reader)
-            waiting.pop(answer["id"]).set_result(answer)
+            answer, body = await _read_message(reader)
+            waiting.pop(answer["id"]).set_result((answer, body))
 
     async def answer(first: str, headers: list[list[str]], body: bytes, peer: str) -> bytes:
         method, target, _ = first.split(" ", 2)
         request_id = next(ids)
         waiting[request_id] = answered = asyncio.get_running_loop().create_future()
-        _write_message(
-            agent[0],
-            {
-                "id": request_id,
-                "method": method,
-                "target": target,
-                "headers": headers,
-                "body": base64.b64encode(body).decode(),
-            },
-        )
-        reply = await answered
+        head = {"id": request_id, "method": method, "target": target, "headers": headers}
+        _write_message(agent[0], head, body)
+        reply, reply_body = await answered
         status_line = f"HTTP/1.1 {reply['status']} {reply['reason']}"
-        return _http(status_line, reply["headers"], base64.b64decode(reply["body"]))
+        return _http(status_line, reply["headers"], reply_body)
 
     await _listen(agent_port, on_agent, visitor_port, answer)
 
@@ -196,20 +194,18 @@ async def agent(relay_port: int, origin_port: int) -> None:
     origin = _Origin(origin_port)
     reader, writer = await asyncio.open_connection("127.0.0.1", relay_port)
 
-    async def serve(request: dict[str, Any]) -> None:
+    async def serve(request: dict[str, Any], request_body: bytes) -> None:
         first = f"{request['method']} {request['target']} HTTP/1.1"
-        status_line, headers, body = await origin.ask(
-            first, request["headers"], base64.b64decode(request["body"])
-        )
+        status_line, headers, body = await origin.ask(first, request["headers"], request_body)
         _, status, reason = status_line.split(" ", 2)
         answer = {"id": request["id"], "status": int(status), "reason": reason}
         answer["headers"] = [h for h in headers if h[0].lower() not in _SKIPPED]
-        _write_message(writer, {**answer, "body": base64.b64encode(body).decode()})
+        _write_message(writer, answer, body)
 
     print("floor agent ready", flush=True)
     tasks: set[asyncio.Task[None]] = set()
     while True:
-        _start(tasks, serve(await _read_message(reader)))
+        _start(tasks, serve(*await _read_message(reader)))
 
 
 FLOOR_TOKEN = "hw_floor-token-0123456789"
@@ -599,27 +595,42 @@ def start_pair(pair: Pair, origin_port: int, state: Path) -> tuple[list[Child], 
     return started, relay_port
 
 
+BODY_PAIRS = ("bare floor", "Hatchway")
+"""The pairs also measured on the body columns: the floor, and Hatchway."""
+
+SMALL = {column.key: column for column in run.COLUMNS if column.key in ("p50", "rps")}
+BODIES = {column.key: column for column in run.COLUMNS if column.key in ("mib", "echo")}
+
+
 def measure(rounds: int, seconds: float) -> None:
     binary = wrk.ensure_wrk()
     origin_port = free_port()
     children = [Child([sys.executable, str(HERE / "origin.py"), str(origin_port)])]
-    urls = {"direct": f"http://127.0.0.1:{origin_port}/bytes/1024"}
+    bases = {"direct": f"http://127.0.0.1:{origin_port}"}
     hosts: dict[str, str | None] = {"direct": None}
     state = tempfile.TemporaryDirectory()
+    script = wrk.post_script(Path(state.name), random.Random(7).randbytes(run.POST_BYTES))
     sides: dict[str, tuple[Child, Child]] = {}
-    usage: dict[tuple[str, int], CpuUse] = {}
+    usage: dict[tuple[str, str], CpuUse] = {}
 
-    def timed(name: str, connections: int) -> wrk.Report:
-        """One wrk run on ``name``, its relay's and agent's CPU added to ``usage``."""
+    def timed(name: str, column: run.Column) -> float:
+        """One wrk run of ``column`` on ``name``, its relay's and agent's CPU added to
+        ``usage``: the column's figure (µs at p50, MiB/s for 1 MB GETs, else requests/s)."""
         pair = sides.get(name, ())
         before = [child.cpu_seconds() for child in pair]
-        report = wrk.run(binary, urls[name], connections, seconds, hosts[name])
+        url = bases[name] + column.path
+        post = script if column.post else None
+        report = wrk.run(binary, url, column.connections, seconds, hosts[name], post)
         if pair:
-            use = usage.setdefault((name, connections), CpuUse())
+            use = usage.setdefault((name, column.key), CpuUse())
             use.relay += pair[0].cpu_seconds() - before[0]
             use.agent += pair[1].cpu_seconds() - before[1]
             use.requests += report.requests_per_second * seconds
-        return report
+        if column.key == "p50":
+            return float(report.p50_us)
+        if column.key == "mib":
+            return float(report.requests_per_second * run.LARGE_BYTES / run.ONE_MIB)
+        return float(report.requests_per_second)
 
     try:
         children[0].wait_for("origin ready")
@@ -627,19 +638,21 @@ def measure(rounds: int, seconds: float) -> None:
             started, relay_port = start_pair(pair, origin_port, Path(state.name))
             children += started
             sides[name] = (started[0], started[1])
-            urls[name] = f"http://127.0.0.1:{relay_port}/bytes/1024"
+            bases[name] = f"http://127.0.0.1:{relay_port}"
             # The tunnel's name, for the relays.
             hosts[name] = f"{HATCHWAY_TUNNEL}.localhost:{relay_port}"
-            wrk.run(binary, urls[name], 32, 2.0, hosts[name])  # warm up
+            wrk.run(binary, bases[name] + SMALL["rps"].path, 32, 2.0, hosts[name])  # warm up
         for child in children:
             child.quiet()
-        p50: dict[str, list[float]] = {name: [] for name in urls}
-        rate: dict[str, list[float]] = {name: [] for name in urls}
+        figures: dict[str, dict[str, list[float]]] = {key: {} for key in (*SMALL, *BODIES)}
         for number in range(1, rounds + 1):
             print(f"round {number} of {rounds} ...", file=sys.stderr)
-            for name in urls:
-                p50[name].append(timed(name, 1).p50_us)
-                rate[name].append(timed(name, 32).requests_per_second)
+            for name in bases:
+                for key, column in SMALL.items():
+                    figures[key].setdefault(name, []).append(timed(name, column))
+                if name == "direct" or name in BODY_PAIRS:
+                    for key, column in BODIES.items():
+                        figures[key].setdefault(name, []).append(timed(name, column))
         for child in children[1:]:  # the handlers' CPU is timed with the machine quiet
             child.kill()
         cpu = handler_cpu(origin_port)
@@ -647,27 +660,28 @@ def measure(rounds: int, seconds: float) -> None:
         for child in reversed(children):
             child.kill()
         state.cleanup()
+    medians = {
+        key: {name: statistics.median(values) for name, values in by_name.items()}
+        for key, by_name in figures.items()
+    }
     pairs = list(PAIRS)
-    direct_p50, direct_rate = statistics.median(p50["direct"]), statistics.median(rate["direct"])
+    direct_p50 = medians["p50"]["direct"]
     print(f"| measure (median) | direct | {' | '.join(pairs)} |")
     print("|---|---:|" + "---:|" * len(pairs))
-    cells = (
-        f"{statistics.median(p50[n]):,.0f} ({statistics.median(p50[n]) / direct_p50:.1f}x)"
-        for n in pairs
-    )
-    print(f"| p50 latency c=1, 1 KB (µs) | {direct_p50:,.0f} | {' | '.join(cells)} |")
-    cells = (
-        f"{statistics.median(rate[n]):,.0f} ({statistics.median(rate[n]) / direct_rate:.3f})"
-        for n in pairs
-    )
-    print(f"| req/s c=32, 1 KB | {direct_rate:,.0f} | {' | '.join(cells)} |")
+    for key, column in {**SMALL, **BODIES}.items():
+        direct = medians[key]["direct"]
+        cells = (
+            _cell(medians[key][name], direct, key == "p50") if name in medians[key] else "not run"
+            for name in pairs
+        )
+        print(f"| {column.label} ({column.unit}) | {direct:,.0f} | {' | '.join(cells)} |")
     print()
     print("| CPU per request (µs, all rounds) | relay c=1 | relay c=32 | agent c=1 | agent c=32 |")
     print("|---|---:|---:|---:|---:|")
     for name in pairs:
-        quiet, busy = usage[name, 1], usage[name, 32]
-        figures = (quiet.relay_us, busy.relay_us, quiet.agent_us, busy.agent_us)
-        print(f"| {name} | {' | '.join(f'{figure:.0f}' for figure in figures)} |")
+        quiet, busy = usage[name, "p50"], usage[name, "rps"]
+        cpu_figures = (quiet.relay_us, busy.relay_us, quiet.agent_us, busy.agent_us)
+        print(f"| {name} | {' | '.join(f'{figure:.0f}' for figure in cpu_figures)} |")
     budget = (P50_GOAL - 1) * direct_p50
     print()
     print("| CPU per request, one process, no I/O | relay's handlers | agent's codec | both |")
@@ -679,6 +693,12 @@ def measure(rounds: int, seconds: float) -> None:
         f"The p50 goal ({P50_GOAL}x direct) leaves the tunnel {budget:,.0f} µs a request above "
         f"direct in this run; the handlers and the codec alone spend {both:,.0f} µs of CPU."
     )
+
+
+def _cell(value: float, direct: float, as_multiple: bool) -> str:
+    """A figure and its ratio to direct: a multiple for latency, a fraction for rates."""
+    ratio = f"{value / direct:.1f}x" if as_multiple else f"{value / direct:.3f}"
+    return f"{value:,.0f} ({ratio})"
 
 
 ROLES = {

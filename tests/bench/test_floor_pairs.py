@@ -5,6 +5,7 @@ as the bench runs it, as processes on loopback ports, in front of the bench's or
 from __future__ import annotations
 
 import http.client
+import random
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,6 +65,34 @@ def test_a_post_body_reaches_the_origin_and_comes_back(relay_port: int) -> None:
     sent = bytes(range(256)) * 8
     status, _, body = ask(relay_port, "POST", "/echo", sent)
     assert (status, body) == (200, sent)
+
+
+def test_the_body_columns_bodies_come_back_whole_through_their_pairs(
+    origin_port: int, tmp_path: Path
+) -> None:
+    """The pairs measured on the body columns carry those columns' bodies: a 1 MB GET, and a
+    100 KB POST of random bytes echoed."""
+    sent = random.Random(7).randbytes(floor.run.POST_BYTES)
+    for name in floor.BODY_PAIRS:
+        state = tmp_path / name
+        state.mkdir()
+        children, port = floor.start_pair(floor.PAIRS[name], origin_port, state)
+        try:
+            status, _, body = ask(port, "GET", f"/bytes/{floor.run.LARGE_BYTES}")
+            assert (status, len(body)) == (200, floor.run.LARGE_BYTES), name
+            status, _, body = ask(port, "POST", "/echo", sent)
+            assert (status, body) == (200, sent), name
+        finally:
+            for child in reversed(children):
+                child.kill()
+
+
+def test_the_body_columns_are_measured_on_the_floor_and_on_hatchway() -> None:
+    assert set(floor.BODY_PAIRS) <= set(floor.PAIRS)
+    assert [column.path for column in floor.BODIES.values()] == [
+        f"/bytes/{floor.run.LARGE_BYTES}",
+        "/echo",
+    ]
 
 
 def test_requests_on_one_kept_connection_are_answered_in_turn(relay_port: int) -> None:
