@@ -10,8 +10,8 @@ INSPECT_MEMORY_BYTES = 1 * 1024**2
 ones (32 KiB of each body, ``capture.MAX_BODY_BYTES``). Under ``make bench`` the agent with its
 inspector on peaked at 29.1 to 34.3 MiB across five runs with this default, around its goal of
 30 (32.2 at 2 MiB with 64 KiB a body, 70 at 32 MiB with 1 MiB a body). What keeps it above 30
-is the agent's own worker threads (about 3 MiB at c=32), not what the inspector keeps
-(``docs/benchmarks.md``)."""
+is the request bodies the agent holds while it serves 100 KB echoes eight at once (about
+1.5 MiB), not what the inspector keeps (``docs/benchmarks.md``)."""
 
 MAX_INSPECT_MEMORY_BYTES = 1024**3
 """The most ``--inspect-memory`` may give the inspector (1 GiB)."""
