@@ -615,7 +615,7 @@ def measure(rounds: int, seconds: float) -> None:
 
     def timed(name: str, column: run.Column) -> float:
         """One wrk run of ``column`` on ``name``, its relay's and agent's CPU added to
-        ``usage``: the column's figure (µs at p50, MiB/s for 1 MB GETs, else requests/s)."""
+        ``usage``: the column's figure (``run.figure``)."""
         pair = sides.get(name, ())
         before = [child.cpu_seconds() for child in pair]
         url = bases[name] + column.path
@@ -626,11 +626,7 @@ def measure(rounds: int, seconds: float) -> None:
             use.relay += pair[0].cpu_seconds() - before[0]
             use.agent += pair[1].cpu_seconds() - before[1]
             use.requests += report.requests_per_second * seconds
-        if column.key == "p50":
-            return float(report.p50_us)
-        if column.key == "mib":
-            return float(report.requests_per_second * run.LARGE_BYTES / run.ONE_MIB)
-        return float(report.requests_per_second)
+        return float(run.figure(column, report))  # ``run`` is untyped from here
 
     try:
         children[0].wait_for("origin ready")
