@@ -6,18 +6,13 @@ and the relay stores the figures in the write each ping makes anyway.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from hatchway import protocol
 from hatchway.protocol import Response, TunnelHealth
-
-if TYPE_CHECKING:
-    pass
+from hatchway.serving.recent import RecentValues, percentile
 
 LATENCY_WINDOW_SECONDS = 60.0
 """Answers older than this no longer count toward a tunnel's reported latency."""
@@ -58,11 +53,6 @@ def cause_of(response: Response) -> str | None:
     )
 
 
-def percentile(ordered: list[float], fraction: float) -> float:
-    """The nearest-rank percentile of a sorted, non-empty list."""
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
-
-
 class TunnelStats:
     """Per tunnel: errors by cause and recent answer times. Thread-safe (workers record,
     the ticker reports)."""
@@ -77,7 +67,7 @@ class TunnelStats:
         self.max_samples = max_samples
         self.clock = clock
         self._errors: dict[str, dict[str, int]] = {}
-        self._times: dict[str, deque[tuple[float, float]]] = {}
+        self._times: dict[str, RecentValues] = {}
         self._lock = threading.Lock()
 
     def record(self, tunnel: str, response: Response, seconds: float | None) -> None:
@@ -91,13 +81,13 @@ class TunnelStats:
                 # their answers, not a ping too large to be read.
                 if len(self._times) >= protocol.MAX_TUNNELS_PER_CONNECTION:
                     return
-                self._times[tunnel] = deque(maxlen=self.max_samples)
+                self._times[tunnel] = RecentValues(self.max_samples)
                 self._errors[tunnel] = {}
             if cause is not None:
                 errors = self._errors[tunnel]
                 errors[cause] = min(errors.get(cause, 0) + 1, protocol.MAX_REPORTED_COUNT)
             if seconds is not None:
-                self._times[tunnel].append((now, seconds))
+                self._times[tunnel].add(now, seconds)
 
     def health(self) -> tuple[tuple[str, TunnelHealth], ...]:
         """What a ping says now: for each tunnel with errors or recent answers, its most
@@ -106,9 +96,7 @@ class TunnelStats:
         with self._lock:
             found = []
             for tunnel, times in sorted(self._times.items()):
-                while times and times[0][0] < since:
-                    times.popleft()
-                ms = sorted(min(s * 1000, protocol.MAX_LATENCY_MS) for _, s in times)
+                ms = sorted(min(s * 1000, protocol.MAX_LATENCY_MS) for s in times.since(since))
                 top = sorted(self._errors[tunnel].items(), key=lambda c: (-c[1], c[0]))
                 health = TunnelHealth(
                     tuple(top[: protocol.MAX_ERROR_CAUSES]),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import http
 import json
 import logging
-import math
 import textwrap
 import threading
 import time
@@ -25,6 +24,7 @@ from typing import Any, TextIO
 
 from hatchway import protocol
 from hatchway.protocol import Request, Response
+from hatchway.serving import recent
 from hatchway.serving.tunnels import Handler, TunnelOptions, describe
 from hatchway.version import __version__
 
@@ -70,10 +70,7 @@ Clock = Callable[[], float]
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:
     """Nearest-rank percentile (``fraction`` 0.5 for p50); None without values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+    return recent.percentile(sorted(values), fraction) if values else None
 
 
 def fault_note(response: Response) -> str | None:
@@ -118,7 +115,7 @@ class Status:
         self.inspector_note = ""
         self.open = 0
         self.total = 0
-        self._latencies: deque[tuple[float, float]] = deque(maxlen=MAX_LATENCY_SAMPLES)
+        self._latencies = recent.RecentValues(MAX_LATENCY_SAMPLES)
         self._lock = threading.Lock()
 
     def track(self, handler: Handler) -> Handler:
@@ -135,7 +132,7 @@ class Status:
                 with self._lock:
                     self.open -= 1
                     self.total += 1
-                    self._latencies.append((finished, (finished - started) * 1000))
+                    self._latencies.add(finished, (finished - started) * 1000)
 
         return tracked
 
@@ -143,7 +140,7 @@ class Status:
         """p50 and p90 in milliseconds of the requests finished within the window."""
         since = self.clock() - LATENCY_WINDOW_SECONDS
         with self._lock:
-            recent = [ms for at, ms in self._latencies if at >= since]
+            recent = self._latencies.since(since)
         return percentile(recent, 0.5), percentile(recent, 0.9)
 
     def counts(self) -> tuple[int, int]:
