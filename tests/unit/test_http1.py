@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -201,6 +202,27 @@ def test_a_large_body_goes_out_whole() -> None:
         reply = conn.receive("PUT", LIMIT)
         conn.close()
     assert app.requests[0].body == body and reply.body == body[-3:]
+
+
+def test_a_large_body_read_whole_is_held_once_while_it_comes() -> None:
+    size = 1024 * 1024
+    body = bytes(range(256)) * (size // 256)
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode()
+    ours, theirs = socket.socketpair()
+    writer = threading.Thread(target=theirs.sendall, args=(head + body,), daemon=True)
+    conn = Connection(ours)
+    tracemalloc.start()
+    try:
+        writer.start()
+        reply = conn.receive("GET", size)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        writer.join(timeout=5)
+        ours.close()
+        theirs.close()
+    assert reply.body == body
+    assert peak < 1.25 * size  # the body, and none of it twice
 
 
 def test_a_silent_server_times_out() -> None:

@@ -15,6 +15,7 @@ caller says it is safe to repeat.
 
 from __future__ import annotations
 
+import io
 import re
 import select
 import socket
@@ -339,22 +340,27 @@ class Connection:
 
     def _exactly(self, size: int) -> bytes:
         if len(self._buffer) >= size:
-            body = bytes(self._buffer[:size])
+            whole = bytes(self._buffer[:size])
             del self._buffer[:size]
-            return body
-        body_buffer = bytearray(size)
+            return whole
+        # Received into the buffer of a BytesIO sized to the body, whose ``getvalue`` hands that
+        # buffer over as the ``bytes`` once no view of it is left (CPython does not copy it):
+        # the body is held once while it is read, where a bytearray and its copy held it twice.
+        body = io.BytesIO()
+        body.seek(size - 1)
+        body.write(b"\0")
         got = len(self._buffer)
-        body_buffer[:got] = self._buffer
-        self._buffer.clear()
-        view = memoryview(body_buffer)
-        while got < size:
-            _may_block(self.sock)
-            self._bound()
-            count = self.sock.recv_into(view[got:], min(size - got, RECEIVE_BYTES))
-            if not count:
-                raise Truncated(f"it announced {size} bytes and sent {got}")
-            got += count
-        return bytes(body_buffer)
+        with body.getbuffer() as view:
+            view[:got] = self._buffer
+            self._buffer.clear()
+            while got < size:
+                _may_block(self.sock)
+                self._bound()
+                count = self.sock.recv_into(view[got:], min(size - got, RECEIVE_BYTES))
+                if not count:
+                    raise Truncated(f"it announced {size} bytes and sent {got}")
+                got += count
+        return body.getvalue()
 
     def _until_close(self, limit: int) -> tuple[bytes, bool]:
         self.reusable = False
