@@ -140,8 +140,8 @@ class Status:
         """p50 and p90 in milliseconds of the requests finished within the window."""
         since = self.clock() - LATENCY_WINDOW_SECONDS
         with self._lock:
-            recent = self._latencies.since(since)
-        return percentile(recent, 0.5), percentile(recent, 0.9)
+            window = self._latencies.since(since)
+        return percentile(window, 0.5), percentile(window, 0.9)
 
     def counts(self) -> tuple[int, int]:
         """Requests open now, and served in all."""
