@@ -4,9 +4,11 @@ they are ready (then only counted, so a chatty agent cannot grow the bench), and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -83,10 +85,9 @@ class Child:
         self.lines = queue.Queue(maxsize=1)
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU time the process has used so far."""
-        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        # utime and stime are fields 14 and 15 of stat(5); 12 and 13 after the ") ".
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User plus system CPU time the process and the processes it started (still running)
+        have used so far: an OpenSSH server forwards in a process of its own per connection."""
+        return sum(ticks for _, ticks in _tree(self.popen.pid)) / os.sysconf("SC_CLK_TCK")
 
     def peak_rss_mib(self) -> float:
         status = Path(f"/proc/{self.popen.pid}/status").read_text()
@@ -94,6 +95,31 @@ class Child:
         return int(match.group(1)) / 1024 if match else 0.0
 
     def kill(self) -> None:
+        """The process and every process it started that still runs."""
         if self.popen.poll() is None:
-            self.popen.kill()
+            for pid, _ in _tree(self.popen.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         self.popen.wait(10)
+
+
+def _tree(root: int) -> list[tuple[int, int]]:
+    """``root`` and its running descendants, each with the CPU ticks (user plus system) it has
+    used, from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    ticks: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended meanwhile
+            continue
+        # ppid, utime and stime are fields 4, 14 and 15 of stat(5); 2, 12 and 13 after ") ".
+        pid = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        ticks[pid] = int(fields[11]) + int(fields[12])
+    found, waiting = [], [root]
+    while waiting:
+        pid = waiting.pop()
+        found.append((pid, ticks.get(pid, 0)))
+        waiting += children.get(pid, [])
+    return found

@@ -24,7 +24,11 @@ nothing else (``agent_on_one_loop``). Between them is the most that serving the 
 loop could win. Every process here runs on uvloop where it is installed, as ``hatchway-local``
 does.
 
-Beside them it prints each pair's CPU per request, relay and agent, read from ``/proc``.
+The last pair is the peer the goals were set against, ``ssh -R``: an OpenSSH server and a
+client holding a remote forward to the origin (``openssh.py``), measured in the same run.
+
+Beside them it prints each pair's CPU per request, relay and agent, read from ``/proc`` (for
+OpenSSH, the server with the process it forwards a connection in, and the client).
 
 Last, the second pair's own work is timed with every socket taken out (``handler_cpu``): each
 side's CPU per request in one process. At c=1 nothing overlaps, so no design that runs these
@@ -57,6 +61,7 @@ from urllib.parse import unquote
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import openssh  # noqa: E402
 import run  # noqa: E402
 import wrk  # noqa: E402
 from children import Child, free_port  # noqa: E402
@@ -543,20 +548,25 @@ class CpuUse:
 @dataclass(frozen=True)
 class Pair:
     """A relay and an agent standing where ``hatchway-local`` and ``hatchway http`` stand: each
-    a role of this script, or (None) Hatchway's own command."""
+    a role of this script, (None) Hatchway's own command, or OpenSSH's server and client."""
 
     relay: str | None
     agent: str | None
 
+
+OPENSSH = Pair("sshd", "ssh -R")
+"""The peer: an OpenSSH server and a client holding a remote forward to the origin."""
 
 PAIRS = {
     "bare floor": Pair("relay", "agent"),
     "with handlers": Pair("relay-handlers", "agent-codec"),
     "Hatchway": Pair(None, None),
     "Hatchway, agent on one loop": Pair(None, "agent-loop"),
+    "ssh -R (OpenSSH)": OPENSSH,
 }
-"""The pairs measured, by column. The last two share the real gateway; the last one's agent is
-the ceiling of an agent serving from one event loop (``agent_on_one_loop``)."""
+"""The pairs measured, by column. The two Hatchway pairs share the real gateway; the second's
+agent is the ceiling of an agent serving from one event loop (``agent_on_one_loop``). The last
+is the peer the goals were set against, measured in the same run."""
 
 HATCHWAY_TUNNEL = "bench"
 
@@ -564,6 +574,8 @@ HATCHWAY_TUNNEL = "bench"
 def start_pair(pair: Pair, origin_port: int, state: Path) -> tuple[list[Child], int]:
     """``pair``'s two processes, ready; and the port visitors reach its relay on. Whatever
     started is stopped again if either never gets ready."""
+    if pair == OPENSSH:
+        return openssh.start_forward(origin_port, state)
     me = [sys.executable, str(Path(__file__).resolve())]
     relay_port, agent_port = free_port(), free_port()
     env = {"HATCHWAY_CONFIG": str(state / "config.toml"), "XDG_STATE_HOME": str(state)}
@@ -595,8 +607,8 @@ def start_pair(pair: Pair, origin_port: int, state: Path) -> tuple[list[Child], 
     return started, relay_port
 
 
-BODY_PAIRS = ("bare floor", "Hatchway")
-"""The pairs also measured on the body columns: the floor, and Hatchway."""
+BODY_PAIRS = ("bare floor", "Hatchway", "ssh -R (OpenSSH)")
+"""The pairs also measured on the body columns: the floor, Hatchway and the peer."""
 
 SMALL = {column.key: column for column in run.COLUMNS if column.key in ("p50", "rps")}
 BODIES = {column.key: column for column in run.COLUMNS if column.key in ("mib", "echo")}

@@ -87,7 +87,7 @@ def test_the_body_columns_bodies_come_back_whole_through_their_pairs(
                 child.kill()
 
 
-def test_the_body_columns_are_measured_on_the_floor_and_on_hatchway() -> None:
+def test_the_body_columns_are_measured_on_the_floor_hatchway_and_the_peer() -> None:
     assert set(floor.BODY_PAIRS) <= set(floor.PAIRS)
     assert [column.path for column in floor.BODIES.values()] == [
         f"/bytes/{floor.run.LARGE_BYTES}",

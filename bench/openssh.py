@@ -1,0 +1,117 @@
+"""``ssh -R`` on loopback, the peer the benchmark's goals are set against: an OpenSSH server of
+its own (Debian's ``openssh-server``, installed when missing) and a client holding a remote
+forward from a port on it to the origin, as a user would run it for a tunnel.
+
+The server runs as whoever runs the bench, from a directory of its own: its own host key, a
+fresh client key as the only one authorised, public keys only, forwarding allowed. Nothing of
+the machine's own ssh setup is read or changed.
+"""
+
+from __future__ import annotations
+
+import getpass
+import http.client
+import os
+import queue
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from children import Child, free_port
+
+SSHD = "/usr/sbin/sshd"
+"""Where Debian's ``openssh-server`` puts the server."""
+
+READY_SECONDS = 30.0
+"""How long the forward may take to answer its first request through the tunnel."""
+
+
+def ensure_openssh() -> None:
+    """The server and the client, from Debian's packages when either is missing."""
+    if os.access(SSHD, os.X_OK) and shutil.which("ssh") and shutil.which("ssh-keygen"):
+        return
+    print("installing openssh-server (Debian package) for the ssh -R peer ...", flush=True)
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    packages = ["openssh-server", "openssh-client"]
+    subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True)
+
+
+def start_forward(origin_port: int, state: Path) -> tuple[list[Child], int]:
+    """An ``sshd`` and an ``ssh -R`` client, ready: the port visitors reach the origin through.
+    Whatever started is stopped again if the forward never answers."""
+    ensure_openssh()
+    home = state / "openssh"
+    home.mkdir(exist_ok=True)
+    for key in ("host_key", "client_key"):
+        if not (home / key).exists():
+            keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / key)]
+            subprocess.run(keygen, check=True)
+    shutil.copy(home / "client_key.pub", home / "authorized_keys")
+    server_port, forward_port = free_port(), free_port()
+    user = getpass.getuser()
+    config = home / "sshd_config"
+    config.write_text(
+        f"Port {server_port}\n"
+        "ListenAddress 127.0.0.1\n"
+        f'HostKey "{home / "host_key"}"\n'
+        f'PidFile "{home / "sshd.pid"}"\n'
+        f'AuthorizedKeysFile "{home / "authorized_keys"}"\n'
+        f"AllowUsers {user}\n"
+        "PermitRootLogin prohibit-password\n"
+        "PubkeyAuthentication yes\n"
+        "PasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\n"
+        "UsePAM no\n"
+        "StrictModes no\n"
+        "AllowTcpForwarding remote\n"
+        "LogLevel INFO\n"
+    )
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(exist_ok=True)  # the privilege separation directory it asks for
+    started: list[Child] = []
+    try:
+        started.append(Child([SSHD, "-D", "-e", "-f", str(config)]))
+        started[-1].wait_for(f"Server listening on 127.0.0.1 port {server_port}")
+        client = ["ssh", "-N", "-i", str(home / "client_key"), "-p", str(server_port)]
+        client += ["-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes"]
+        client += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+        client += ["-o", "LogLevel=ERROR"]
+        client += ["-R", f"127.0.0.1:{forward_port}:127.0.0.1:{origin_port}", f"{user}@127.0.0.1"]
+        started.append(Child(client))
+        _wait_until_answering(forward_port, started[-1])
+    except BaseException:
+        for child in reversed(started):
+            child.kill()
+        raise
+    return started, forward_port
+
+
+def _wait_until_answering(port: int, client: Child) -> None:
+    """Until a request through the forward comes back 200; fails at once if the client exits."""
+    deadline = time.monotonic() + READY_SECONDS
+    while time.monotonic() < deadline:
+        if client.popen.poll() is not None:
+            said = "\n".join(_drain(client))
+            raise SystemExit(f"ssh -R exited with {client.popen.returncode}:\n{said}")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            connection.request("GET", "/bytes/1")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        finally:
+            connection.close()
+        time.sleep(0.1)
+    raise SystemExit(f"ssh -R did not forward port {port} within {READY_SECONDS:g} s")
+
+
+def _drain(child: Child) -> list[str]:
+    """The lines ``child`` printed that nobody has read yet."""
+    lines = []
+    while True:
+        try:
+            lines.append(child.lines.get_nowait())
+        except queue.Empty:
+            return lines
