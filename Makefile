@@ -88,7 +88,7 @@ demo: $(DEMO_STAMP)
 	$(PY) scripts/demo.py
 
 # The bench measures the agent as `pip install 'hatchway[fast]'` installs it (C masking), and
-# installs wrk from Debian itself when it is missing.
+# installs wrk, hey and openssh-server (the ssh -R beside it) from Debian when they are missing.
 bench: install
 	$(PY) -m pip install --quiet -e './agent[fast]'
 	$(PY) bench/run.py

@@ -679,7 +679,7 @@ def measure(rounds: int, seconds: float) -> None:
     for key, column in {**SMALL, **BODIES}.items():
         direct = medians[key]["direct"]
         cells = (
-            _cell(medians[key][name], direct, key == "p50") if name in medians[key] else "not run"
+            _cell(medians[key][name], direct, column) if name in medians[key] else "not run"
             for name in pairs
         )
         print(f"| {column.label} ({column.unit}) | {direct:,.0f} | {' | '.join(cells)} |")
@@ -703,10 +703,9 @@ def measure(rounds: int, seconds: float) -> None:
     )
 
 
-def _cell(value: float, direct: float, as_multiple: bool) -> str:
-    """A figure and its ratio to direct: a multiple for latency, a fraction for rates."""
-    ratio = f"{value / direct:.1f}x" if as_multiple else f"{value / direct:.3f}"
-    return f"{value:,.0f} ({ratio})"
+def _cell(value: float, direct: float, column: run.Column) -> str:
+    """A figure and its ratio to direct, as ``make bench`` shows ratios."""
+    return f"{value:,.0f} ({run.ratio(column, value / direct)})"
 
 
 ROLES = {

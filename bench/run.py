@@ -11,6 +11,10 @@ median of the rounds and a ratio to direct:
 * MiB/s of 1 MB GETs at c=4 (incompressible bodies);
 * requests per second of 100 KB POST echoes at c=8;
 
+and each also through ``ssh -R``, the peer the goals are set against: an OpenSSH server on
+loopback and a client holding a remote forward to the origin (``openssh.py``; Debian's
+``openssh-server`` is installed if missing), so that "ahead of ssh -R" is read in the same run;
+
 plus the agent's and the gateway's peak RSS and CPU, and beside them those of a second agent
 with its inspector on (its default ``--inspect-memory``), on a tunnel of its own that gets
 the same load right after the first (its figures are not in the throughput table). Then,
@@ -38,6 +42,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import openssh  # noqa: E402
 import wrk  # noqa: E402
 from children import Child, free_port  # noqa: E402
 
@@ -161,6 +166,11 @@ def measured_tunnel(
         usage[name].cpu_percent.append(100 * (child.cpu_seconds() - before[name]) / wall)
 
 
+def ratio(column: Column, value: float) -> str:
+    """A ratio to direct as the table shows it: a multiple for latency, a fraction for rates."""
+    return f"{value:.1f}x" if column.key == "p50" else f"{value:.3f}"
+
+
 def verdict(column: Column, value: float) -> str:
     met = value <= column.goal if not column.higher_is_better else value >= column.goal
     return "yes" if met else "no"
@@ -172,27 +182,37 @@ def render(
     usage: dict[str, Usage],
     rounds: int,
     seconds: float,
+    peer: Samples | None = None,
 ) -> list[str]:
-    """The results as a Markdown table, then the processes' usage."""
+    """The results as a Markdown table (with ``ssh -R`` beside the tunnel when it was
+    measured), then the processes' usage."""
+    peer = peer if peer is not None and peer.values else None
+    head = ["direct", "hatchway-local + agent", "tunnel/direct", "goal", "met"]
+    align = ["---:", "---:", "---:", "---:", ":-:"]
+    if peer is not None:
+        head += ["ssh -R", "ssh -R/direct", "ahead of ssh -R"]
+        align += ["---:", "---:", ":-:"]
     lines = [
-        f"| measure (median of {rounds} x {seconds:g} s) | direct | hatchway-local + agent "
-        "| tunnel/direct | goal | met |",
-        "|---|---:|---:|---:|---:|:-:|",
+        f"| measure (median of {rounds} x {seconds:g} s) | {' | '.join(head)} |",
+        f"|---|{'|'.join(align)}|",
     ]
     for column in COLUMNS:
         d, t = direct.median(column.key), tunnel.median(column.key)
         r = t / d if d else 0.0
-        shown = f"{r:.1f}x" if column.key == "p50" else f"{r:.3f}"
         goal = f"≤ {column.goal:g}x" if column.key == "p50" else f"≥ {column.goal:g}"
-        lines.append(
-            f"| {column.label} ({column.unit}) | {d:,.0f} | {t:,.0f} | {shown} | {goal} "
-            f"| {verdict(column, r)} |"
-        )
+        cells = [f"{d:,.0f}", f"{t:,.0f}", ratio(column, r), goal, verdict(column, r)]
+        if peer is not None:
+            p = peer.median(column.key)
+            ahead = t > p if column.higher_is_better else t < p
+            cells += [f"{p:,.0f}", ratio(column, p / d if d else 0.0), "yes" if ahead else "no"]
+        lines.append(f"| {column.label} ({column.unit}) | {' | '.join(cells)} |")
         if column.key == "p50":
             d99, t99 = direct.median("p99"), tunnel.median("p99")
-            lines.append(
-                f"| p99 latency c=1, 1 KB (µs) | {d99:,.0f} | {t99:,.0f} | {t99 / d99:.1f}x | | |"
-            )
+            cells = [f"{d99:,.0f}", f"{t99:,.0f}", f"{t99 / d99:.1f}x", "", ""]
+            if peer is not None:
+                p99 = peer.median("p99")
+                cells += [f"{p99:,.0f}", f"{p99 / d99:.1f}x", ""]
+            lines.append(f"| p99 latency c=1, 1 KB (µs) | {' | '.join(cells)} |")
     lines += [
         "",
         "| process | peak RSS | peak CPU (of one core) | mean CPU |",
@@ -237,6 +257,9 @@ def main() -> int:
         "--no-inspected-agent",
         action="store_true",
         help="skip the second agent, the one with its inspector on",
+    )
+    parser.add_argument(
+        "--no-peer", action="store_true", help="skip ssh -R, measured beside the tunnel"
     )
     parser.add_argument("--markdown", type=Path, default=Path("/tmp/readme-bench.md"))
     parser.add_argument(
@@ -284,13 +307,20 @@ def main() -> int:
             agent = start_agent(TUNNEL, inspect=False)
             inspected = None if args.no_inspected_agent else start_agent(INSPECTED_TUNNEL, True)
             relay.quiet()
+            peer_base = None
+            if not args.no_peer:
+                forward, peer_port = openssh.start_forward(origin_port, directory)
+                children += forward
+                for child in forward:
+                    child.quiet()
+                peer_base = f"http://127.0.0.1:{peer_port}"
 
             direct_base = f"http://127.0.0.1:{origin_port}"
             tunnel_base = f"http://127.0.0.1:{relay_port}"
             host = f"{TUNNEL}.localhost:{relay_port}"
             watched = {"agent (hatchway http)": agent, "gateway (hatchway-local)": relay}
             usage = {name: Usage() for name in watched}
-            direct, tunnel = Samples(), Samples()
+            direct, tunnel, peer = Samples(), Samples(), Samples()
             wrk.run(wrk_bin, tunnel_base + COLUMNS[1].path, 32, WARMUP_SECONDS, host)
             inspected_host = f"{INSPECTED_TUNNEL}.localhost:{relay_port}"
             if inspected is not None:
@@ -300,6 +330,8 @@ def main() -> int:
                 print(f"round {number + 1} of {rounds} ...", flush=True)
                 for column in COLUMNS:
                     measure(wrk_bin, column, direct_base, seconds, direct, script=script)
+                    if peer_base is not None:
+                        measure(wrk_bin, column, peer_base, seconds, peer, script=script)
                     measured_tunnel(
                         wrk_bin, column, tunnel_base, seconds, tunnel, host, script, watched, usage
                     )
@@ -329,7 +361,7 @@ def main() -> int:
             for child in reversed(children):
                 child.kill()
 
-    lines = render(direct, tunnel, usage, rounds, seconds)
+    lines = render(direct, tunnel, usage, rounds, seconds, peer)
     print()
     print("\n".join(lines))
     args.markdown.write_text("\n".join(lines) + "\n")
