@@ -32,9 +32,15 @@ def ensure_openssh() -> None:
     if os.access(SSHD, os.X_OK) and shutil.which("ssh") and shutil.which("ssh-keygen"):
         return
     print("installing openssh-server (Debian package) for the ssh -R peer ...", flush=True)
-    subprocess.run(["apt-get", "update", "-qq"], check=True)
     packages = ["openssh-server", "openssh-client"]
-    subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True)
+    try:
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise RuntimeError(
+            f"ssh -R needs OpenSSH's server and client ({exc}): "
+            f"apt-get install -y {' '.join(packages)}"
+        ) from None
 
 
 def start_forward(origin_port: int, state: Path) -> tuple[list[Child], int]:
