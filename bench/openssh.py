@@ -79,8 +79,10 @@ def start_forward(origin_port: int, state: Path) -> tuple[list[Child], int]:
     try:
         started.append(Child([SSHD, "-D", "-e", "-f", str(config)]))
         started[-1].wait_for(f"Server listening on 127.0.0.1 port {server_port}")
-        client = ["ssh", "-N", "-i", str(home / "client_key"), "-p", str(server_port)]
-        client += ["-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes"]
+        # -F /dev/null: no ssh_config of the user's or the machine's; only this key is offered.
+        client = ["ssh", "-F", "/dev/null", "-N", "-i", str(home / "client_key")]
+        client += ["-p", str(server_port), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"]
+        client += ["-o", "ExitOnForwardFailure=yes"]
         client += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
         client += ["-o", "LogLevel=ERROR"]
         client += ["-R", f"127.0.0.1:{forward_port}:127.0.0.1:{origin_port}", f"{user}@127.0.0.1"]
