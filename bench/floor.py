@@ -7,8 +7,8 @@ JSON head and the body's raw bytes over one length-prefixed TCP stream to the ag
 the origin on a kept connection and sends the answer back the same way. They split HTTP by hand
 and check, store, limit and log nothing, and speak no WebSocket; like Hatchway, each holds a
 whole body before passing it on. Whatever the real tunnel does on top of that, it cannot be
-faster than this pair. The bare pair and Hatchway are also measured on ``make bench``'s two
-body columns (1 MB GETs, 100 KB POSTs echoed).
+faster than this pair. The bare pair, Hatchway and ``ssh -R`` are also measured on ``make
+bench``'s two body columns (1 MB GETs, 100 KB POSTs echoed).
 
 A second pair measures what the relay's real work adds: the same bare transports, but the
 relay runs its real Lambda handlers for each request (the HTTP handler as the local gateway's
