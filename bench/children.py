@@ -75,13 +75,18 @@ class Child:
             f"(exit code {self.popen.poll()}):\n" + "\n".join(self.seen[-KEPT_LINES:])
         )
 
-    def quiet(self) -> None:
-        """From now on the output is only drained, never kept."""
+    def unread(self) -> list[str]:
+        """The lines printed since the last read, taken off the queue."""
+        lines = []
         while True:
             try:
-                self.lines.get_nowait()
+                lines.append(self.lines.get_nowait())
             except queue.Empty:
-                break
+                return lines
+
+    def quiet(self) -> None:
+        """From now on the output is only drained, never kept."""
+        self.unread()
         self.lines = queue.Queue(maxsize=1)
 
     def cpu_seconds(self) -> float:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import getpass
 import http.client
 import os
-import queue
 import shutil
 import subprocess
 import time
@@ -100,7 +99,7 @@ def _wait_until_answering(port: int, client: Child) -> None:
     deadline = time.monotonic() + READY_SECONDS
     while time.monotonic() < deadline:
         if client.popen.poll() is not None:
-            said = "\n".join(_drain(client))
+            said = "\n".join(client.unread())
             raise SystemExit(f"ssh -R exited with {client.popen.returncode}:\n{said}")
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:
@@ -113,13 +112,3 @@ def _wait_until_answering(port: int, client: Child) -> None:
             connection.close()
         time.sleep(0.1)
     raise SystemExit(f"ssh -R did not forward port {port} within {READY_SECONDS:g} s")
-
-
-def _drain(child: Child) -> list[str]:
-    """The lines ``child`` printed that nobody has read yet."""
-    lines = []
-    while True:
-        try:
-            lines.append(child.lines.get_nowait())
-        except queue.Empty:
-            return lines
