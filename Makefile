@@ -88,7 +88,8 @@ demo: $(DEMO_STAMP)
 	$(PY) scripts/demo.py
 
 # The bench measures the agent as `pip install 'hatchway[fast]'` installs it (C masking), and
-# installs wrk, hey and openssh-server (the ssh -R beside it) from Debian when they are missing.
+# installs wrk, hey and openssh-server (the ssh -R beside it) from Debian when they are missing,
+# and localtunnel's server and client (the other peer) with npm from bench/npm's lock file.
 bench: install
 	$(PY) -m pip install --quiet -e './agent[fast]'
 	$(PY) bench/run.py

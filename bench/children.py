@@ -5,6 +5,7 @@ they are ready (then only counted, so a chatty agent cannot grow the bench), and
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import queue
 import re
@@ -21,6 +22,9 @@ READY_TIMEOUT_SECONDS = 30.0
 
 KEPT_LINES = 200
 """Lines kept of a child's output, for the message when it fails to start."""
+
+READY_PATH = "/bytes/1"
+"""What a forward is asked for to show it reaches the bench's origin."""
 
 
 def free_port() -> int:
@@ -128,3 +132,32 @@ def _tree(root: int) -> list[tuple[int, int]]:
         found.append((pid, ticks.get(pid, 0)))
         waiting += children.get(pid, [])
     return found
+
+
+def wait_until_answering(
+    name: str,
+    port: int,
+    client: Child,
+    host: str | None = None,
+    timeout: float = READY_TIMEOUT_SECONDS,
+) -> None:
+    """Until a request through a peer's forward on loopback ``port`` (with ``host`` as its Host
+    header, when the peer routes by name) comes back 200; fails at once if the peer's client
+    exits, with what it said."""
+    deadline = time.monotonic() + timeout
+    headers = {"Host": host} if host else {}
+    while time.monotonic() < deadline:
+        if client.popen.poll() is not None:
+            said = "\n".join(client.unread())
+            raise SystemExit(f"{name} exited with {client.popen.returncode}:\n{said}")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            connection.request("GET", READY_PATH, headers=headers)
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        finally:
+            connection.close()
+        time.sleep(0.1)
+    raise SystemExit(f"{name} did not forward port {port} within {timeout:g} s")

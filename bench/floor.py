@@ -7,7 +7,7 @@ JSON head and the body's raw bytes over one length-prefixed TCP stream to the ag
 the origin on a kept connection and sends the answer back the same way. They split HTTP by hand
 and check, store, limit and log nothing, and speak no WebSocket; like Hatchway, each holds a
 whole body before passing it on. Whatever the real tunnel does on top of that, it cannot be
-faster than this pair. The bare pair, Hatchway and ``ssh -R`` are also measured on ``make
+faster than this pair. The bare pair, Hatchway and the peers are also measured on ``make
 bench``'s two body columns (1 MB GETs, 100 KB POSTs echoed).
 
 A second pair measures what the relay's real work adds: the same bare transports, but the
@@ -24,11 +24,12 @@ nothing else (``agent_on_one_loop``). Between them is the most that serving the 
 loop could win. Every process here runs on uvloop where it is installed, as ``hatchway-local``
 does.
 
-The last pair is the peer the goals were set against, ``ssh -R``: an OpenSSH server and a
-client holding a remote forward to the origin (``openssh.py``), measured in the same run.
+The last pairs are the peers the goals were set against, as ``make bench`` starts them
+(``run.PEERS``): ``ssh -R``, an OpenSSH server and a client holding a remote forward to the
+origin, and localtunnel's server and client; measured in the same run.
 
-Beside them it prints each pair's CPU per request, relay and agent, read from ``/proc`` (for
-OpenSSH, the server with the process it forwards a connection in, and the client).
+Beside them it prints each pair's CPU per request, relay and agent, read from ``/proc`` (for a
+peer, its server with any process it forwards a connection in, and its client).
 
 Last, the second pair's own work is timed with every socket taken out (``handler_cpu``): each
 side's CPU per request in one process. At c=1 nothing overlaps, so no design that runs these
@@ -61,7 +62,6 @@ from urllib.parse import unquote
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import openssh  # noqa: E402
 import run  # noqa: E402
 import wrk  # noqa: E402
 from children import Child, free_port  # noqa: E402
@@ -548,34 +548,35 @@ class CpuUse:
 @dataclass(frozen=True)
 class Pair:
     """A relay and an agent standing where ``hatchway-local`` and ``hatchway http`` stand: each
-    a role of this script, (None) Hatchway's own command, or OpenSSH's server and client."""
+    a role of this script or (None) Hatchway's own command; or else a peer of ``make bench``'s,
+    its server as the relay and its client as the agent."""
 
-    relay: str | None
-    agent: str | None
+    relay: str | None = None
+    agent: str | None = None
+    peer: str | None = None
+    """A name in ``run.PEERS``."""
 
-
-OPENSSH = Pair("sshd", "ssh -R")
-"""The peer: an OpenSSH server and a client holding a remote forward to the origin."""
 
 PAIRS = {
     "bare floor": Pair("relay", "agent"),
     "with handlers": Pair("relay-handlers", "agent-codec"),
-    "Hatchway": Pair(None, None),
-    "Hatchway, agent on one loop": Pair(None, "agent-loop"),
-    "ssh -R (OpenSSH)": OPENSSH,
+    "Hatchway": Pair(),
+    "Hatchway, agent on one loop": Pair(agent="agent-loop"),
+    "ssh -R (OpenSSH)": Pair(peer="ssh -R"),
+    "localtunnel": Pair(peer="localtunnel"),
 }
 """The pairs measured, by column. The two Hatchway pairs share the real gateway; the second's
 agent is the ceiling of an agent serving from one event loop (``agent_on_one_loop``). The last
-is the peer the goals were set against, measured in the same run."""
+two are the peers the goals were set against, measured in the same run."""
 
 HATCHWAY_TUNNEL = "bench"
 
 
-def start_pair(pair: Pair, origin_port: int, state: Path) -> tuple[list[Child], int]:
-    """``pair``'s two processes, ready; and the port visitors reach its relay on. Whatever
-    started is stopped again if either never gets ready."""
-    if pair == OPENSSH:
-        return openssh.start_forward(origin_port, state)
+def start_pair(pair: Pair, origin_port: int, state: Path) -> run.Forward:
+    """``pair``'s two processes, ready, relay first; and where and how visitors reach its
+    relay. Whatever started is stopped again if either never gets ready."""
+    if pair.peer is not None:
+        return run.PEERS[pair.peer](origin_port, state)
     me = [sys.executable, str(Path(__file__).resolve())]
     relay_port, agent_port = free_port(), free_port()
     env = {"HATCHWAY_CONFIG": str(state / "config.toml"), "XDG_STATE_HOME": str(state)}
@@ -604,11 +605,12 @@ def start_pair(pair: Pair, origin_port: int, state: Path) -> tuple[list[Child], 
         for child in reversed(started):
             child.kill()
         raise
-    return started, relay_port
+    base = f"http://127.0.0.1:{relay_port}"
+    return run.Forward(started, base, f"{HATCHWAY_TUNNEL}.localhost:{relay_port}")
 
 
-BODY_PAIRS = ("bare floor", "Hatchway", "ssh -R (OpenSSH)")
-"""The pairs also measured on the body columns: the floor, Hatchway and the peer."""
+BODY_PAIRS = ("bare floor", "Hatchway", "ssh -R (OpenSSH)", "localtunnel")
+"""The pairs also measured on the body columns: the floor, Hatchway and the peers."""
 
 SMALL = {column.key: column for column in run.COLUMNS if column.key in ("p50", "rps")}
 BODIES = {column.key: column for column in run.COLUMNS if column.key in ("mib", "echo")}
@@ -643,12 +645,10 @@ def measure(rounds: int, seconds: float) -> None:
     try:
         children[0].wait_for("origin ready")
         for name, pair in PAIRS.items():
-            started, relay_port = start_pair(pair, origin_port, Path(state.name))
-            children += started
-            sides[name] = (started[0], started[1])
-            bases[name] = f"http://127.0.0.1:{relay_port}"
-            # The tunnel's name, for the relays.
-            hosts[name] = f"{HATCHWAY_TUNNEL}.localhost:{relay_port}"
+            forward = start_pair(pair, origin_port, Path(state.name))
+            children += forward.children
+            sides[name] = (forward.children[0], forward.client)
+            bases[name], hosts[name] = forward.base, forward.host
             wrk.run(binary, bases[name] + SMALL["rps"].path, 32, 2.0, hosts[name])  # warm up
         for child in children:
             child.quiet()

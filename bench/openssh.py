@@ -10,14 +10,12 @@ the machine's own ssh setup is read or changed.
 from __future__ import annotations
 
 import getpass
-import http.client
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
-from children import Child, free_port
+from children import Child, free_port, wait_until_answering
 
 SSHD = "/usr/sbin/sshd"
 """Where Debian's ``openssh-server`` puts the server."""
@@ -86,29 +84,9 @@ def start_forward(origin_port: int, state: Path) -> tuple[list[Child], int]:
         client += ["-o", "LogLevel=ERROR"]
         client += ["-R", f"127.0.0.1:{forward_port}:127.0.0.1:{origin_port}", f"{user}@127.0.0.1"]
         started.append(Child(client))
-        _wait_until_answering(forward_port, started[-1])
+        wait_until_answering("ssh -R", forward_port, started[-1], timeout=READY_SECONDS)
     except BaseException:
         for child in reversed(started):
             child.kill()
         raise
     return started, forward_port
-
-
-def _wait_until_answering(port: int, client: Child) -> None:
-    """Until a request through the forward comes back 200; fails at once if the client exits."""
-    deadline = time.monotonic() + READY_SECONDS
-    while time.monotonic() < deadline:
-        if client.popen.poll() is not None:
-            said = "\n".join(client.unread())
-            raise SystemExit(f"ssh -R exited with {client.popen.returncode}:\n{said}")
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        try:
-            connection.request("GET", "/bytes/1")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        finally:
-            connection.close()
-        time.sleep(0.1)
-    raise SystemExit(f"ssh -R did not forward port {port} within {READY_SECONDS:g} s")

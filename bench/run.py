@@ -11,13 +11,16 @@ median of the rounds and a ratio to direct:
 * MiB/s of 1 MB GETs at c=4 (incompressible bodies);
 * requests per second of 100 KB POST echoes at c=8;
 
-and each also through ``ssh -R``, the peer the goals are set against: an OpenSSH server on
-loopback and a client holding a remote forward to the origin (``openssh.py``; Debian's
-``openssh-server`` is installed if missing), so that "ahead of ssh -R" is read in the same run;
+and each also through the two peers the goals are set against, so that "ahead of" each is read
+in the same run: ``ssh -R``, an OpenSSH server on loopback and a client holding a remote
+forward to the origin (``openssh.py``; Debian's ``openssh-server`` is installed if missing),
+and localtunnel, its server and its client from npm (``localtunnel.py``; pinned, installed if
+missing);
 
 plus the agent's and the gateway's peak RSS and CPU, and beside them those of a second agent
 with its inspector on (its default ``--inspect-memory``), on a tunnel of its own that gets
-the same load right after the first (its figures are not in the throughput table). Then,
+the same load right after the first (its figures are not in the throughput table), and those
+of each peer's client, the process that stands where the agent stands. Then,
 apart (the agents' memory is read before it), the stretch: MiB/s of 10 MB GETs at c=4, which
 the relay's functions refuse (their limit is 4.25 MiB) and a tunnel started with
 ``--large-responses redirect`` answers with a 302 to the blob store; ``hey`` follows it (wrk
@@ -36,12 +39,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import localtunnel  # noqa: E402
 import openssh  # noqa: E402
 import wrk  # noqa: E402
 from children import Child, free_port  # noqa: E402
@@ -68,6 +73,45 @@ WARMUP_SECONDS = 2.0
 
 INSPECTED_AGENT = "agent, inspector on (hatchway http --inspect)"
 """The second agent's row in the usage table."""
+
+
+@dataclass(frozen=True)
+class Forward:
+    """A peer, started and ready: its processes, and where and how visitors reach the origin
+    through it."""
+
+    children: list[Child]
+    """The server first, the client last."""
+    base: str
+    host: str | None = None
+    """The Host header the peer routes by, where it routes by name."""
+
+    @property
+    def client(self) -> Child:
+        """The process on the developer's side, where the agent stands for Hatchway."""
+        return self.children[-1]
+
+
+def start_ssh(origin_port: int, state: Path) -> Forward:
+    started, port = openssh.start_forward(origin_port, state)
+    return Forward(started, f"http://127.0.0.1:{port}")
+
+
+def start_localtunnel(origin_port: int, state: Path) -> Forward:
+    started, port, host = localtunnel.start_tunnel(origin_port)
+    return Forward(started, f"http://127.0.0.1:{port}", host)
+
+
+def peer_client_row(name: str) -> str:
+    """A peer's client's row in the usage table, beside the agents."""
+    return f"{name} client"
+
+
+PEERS: dict[str, Callable[[int, Path], Forward]] = {
+    "ssh -R": start_ssh,
+    "localtunnel": start_localtunnel,
+}
+"""The peers measured beside the tunnel, by the name their columns carry."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +196,7 @@ def measured_tunnel(
     base: str,
     seconds: float,
     samples: Samples,
-    host: str,
+    host: str | None,
     script: Path,
     watched: dict[str, Child],
     usage: dict[str, Usage],
@@ -182,15 +226,15 @@ def render(
     usage: dict[str, Usage],
     rounds: int,
     seconds: float,
-    peer: Samples | None = None,
+    peers: Mapping[str, Samples] | None = None,
 ) -> list[str]:
-    """The results as a Markdown table (with ``ssh -R`` beside the tunnel when it was
+    """The results as a Markdown table (with each peer beside the tunnel, when it was
     measured), then the processes' usage."""
-    peer = peer if peer is not None and peer.values else None
+    measured = {name: samples for name, samples in (peers or {}).items() if samples.values}
     head = ["direct", "hatchway-local + agent", "tunnel/direct", "goal", "met"]
     align = ["---:", "---:", "---:", "---:", ":-:"]
-    if peer is not None:
-        head += ["ssh -R", "ssh -R/direct", "ahead of ssh -R"]
+    for name in measured:
+        head += [name, f"{name}/direct", f"ahead of {name}"]
         align += ["---:", "---:", ":-:"]
     lines = [
         f"| measure (median of {rounds} x {seconds:g} s) | {' | '.join(head)} |",
@@ -201,7 +245,7 @@ def render(
         r = t / d if d else 0.0
         goal = f"≤ {column.goal:g}x" if column.key == "p50" else f"≥ {column.goal:g}"
         cells = [f"{d:,.0f}", f"{t:,.0f}", ratio(column, r), goal, verdict(column, r)]
-        if peer is not None:
+        for peer in measured.values():
             p = peer.median(column.key)
             ahead = t > p if column.higher_is_better else t < p
             cells += [f"{p:,.0f}", ratio(column, p / d if d else 0.0), "yes" if ahead else "no"]
@@ -209,7 +253,7 @@ def render(
         if column.key == "p50":
             d99, t99 = direct.median("p99"), tunnel.median("p99")
             cells = [f"{d99:,.0f}", f"{t99:,.0f}", f"{t99 / d99:.1f}x", "", ""]
-            if peer is not None:
+            for peer in measured.values():
                 p99 = peer.median("p99")
                 cells += [f"{p99:,.0f}", f"{p99 / d99:.1f}x", ""]
             lines.append(f"| p99 latency c=1, 1 KB (µs) | {' | '.join(cells)} |")
@@ -259,8 +303,12 @@ def main() -> int:
         help="skip the second agent, the one with its inspector on",
     )
     parser.add_argument(
-        "--no-peer", action="store_true", help="skip ssh -R, measured beside the tunnel"
+        "--peer",
+        action="append",
+        choices=tuple(PEERS),
+        help="a peer to measure beside the tunnel (repeatable; default: all of them)",
     )
+    parser.add_argument("--no-peer", action="store_true", help="measure no peer")
     parser.add_argument("--markdown", type=Path, default=Path("/tmp/readme-bench.md"))
     parser.add_argument(
         "--store",
@@ -307,31 +355,42 @@ def main() -> int:
             agent = start_agent(TUNNEL, inspect=False)
             inspected = None if args.no_inspected_agent else start_agent(INSPECTED_TUNNEL, True)
             relay.quiet()
-            peer_base = None
-            if not args.no_peer:
-                forward, peer_port = openssh.start_forward(origin_port, directory)
-                children += forward
-                for child in forward:
+            forwards: dict[str, Forward] = {}
+            for name in [] if args.no_peer else args.peer or list(PEERS):
+                forwards[name] = PEERS[name](origin_port, directory)
+                children += forwards[name].children
+                for child in forwards[name].children:
                     child.quiet()
-                peer_base = f"http://127.0.0.1:{peer_port}"
 
             direct_base = f"http://127.0.0.1:{origin_port}"
             tunnel_base = f"http://127.0.0.1:{relay_port}"
             host = f"{TUNNEL}.localhost:{relay_port}"
             watched = {"agent (hatchway http)": agent, "gateway (hatchway-local)": relay}
             usage = {name: Usage() for name in watched}
-            direct, tunnel, peer = Samples(), Samples(), Samples()
+            direct, tunnel = Samples(), Samples()
+            peers = {name: Samples() for name in forwards}
             wrk.run(wrk_bin, tunnel_base + COLUMNS[1].path, 32, WARMUP_SECONDS, host)
             inspected_host = f"{INSPECTED_TUNNEL}.localhost:{relay_port}"
             if inspected is not None:
                 usage[INSPECTED_AGENT] = Usage()
                 wrk.run(wrk_bin, tunnel_base + COLUMNS[1].path, 32, WARMUP_SECONDS, inspected_host)
+            usage.update({peer_client_row(name): Usage() for name in forwards})
             for number in range(rounds):
                 print(f"round {number + 1} of {rounds} ...", flush=True)
                 for column in COLUMNS:
                     measure(wrk_bin, column, direct_base, seconds, direct, script=script)
-                    if peer_base is not None:
-                        measure(wrk_bin, column, peer_base, seconds, peer, script=script)
+                    for name, peer in forwards.items():
+                        measured_tunnel(
+                            wrk_bin,
+                            column,
+                            peer.base,
+                            seconds,
+                            peers[name],
+                            peer.host,
+                            script,
+                            {peer_client_row(name): peer.client},
+                            usage,
+                        )
                     measured_tunnel(
                         wrk_bin, column, tunnel_base, seconds, tunnel, host, script, watched, usage
                     )
@@ -351,6 +410,8 @@ def main() -> int:
                 usage[name].peak_rss_mib = child.peak_rss_mib()
             if inspected is not None:
                 usage[INSPECTED_AGENT].peak_rss_mib = inspected.peak_rss_mib()
+            for name, peer in forwards.items():
+                usage[peer_client_row(name)].peak_rss_mib = peer.client.peak_rss_mib()
             print("stretch: 10 MB GETs through the blob store ...", flush=True)
             stretch = measure_stretch(
                 wrk.ensure_hey(), direct_base, tunnel_base, host, seconds, rounds
@@ -361,7 +422,7 @@ def main() -> int:
             for child in reversed(children):
                 child.kill()
 
-    lines = render(direct, tunnel, usage, rounds, seconds, peer)
+    lines = render(direct, tunnel, usage, rounds, seconds, peers)
     print()
     print("\n".join(lines))
     args.markdown.write_text("\n".join(lines) + "\n")

@@ -1,6 +1,7 @@
 """The pairs ``bench/floor.py`` measures relay what they are given: a floor that answered
 wrongly (or not through the relay's handlers) would be a figure of nothing. Each pair runs
-as the bench runs it, as processes on loopback ports, in front of the bench's origin."""
+as the bench runs it, as processes on loopback ports, in front of the bench's origin; the
+peers among them are ``make bench``'s, started as it starts them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import random
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -33,37 +35,49 @@ def origin_port() -> Iterator[int]:
 
 
 @pytest.fixture(params=list(floor.PAIRS), scope="module")
-def relay_port(
+def forward(
     request: pytest.FixtureRequest, origin_port: int, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[int]:
+) -> Iterator[floor.run.Forward]:
     state = tmp_path_factory.mktemp("pair")
-    children, port = floor.start_pair(floor.PAIRS[request.param], origin_port, state)
+    started = floor.start_pair(floor.PAIRS[request.param], origin_port, state)
     try:
-        yield port
+        yield started
     finally:
-        for child in reversed(children):
+        for child in reversed(started.children):
             child.kill()
 
 
-def ask(port: int, method: str, path: str, body: bytes = b"", name: str = "bench"):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_SECONDS)
+def connect(forward: floor.run.Forward) -> http.client.HTTPConnection:
+    address = urlsplit(forward.base)
+    assert address.hostname == "127.0.0.1" and address.port is not None
+    return http.client.HTTPConnection("127.0.0.1", address.port, timeout=REQUEST_SECONDS)
+
+
+def ask(
+    forward: floor.run.Forward, method: str, path: str, body: bytes = b"", host: str = ""
+) -> tuple[int, dict[str, str], bytes]:
+    connection = connect(forward)
     try:
-        headers = {"Host": f"{name}.localhost:{port}"}
-        connection.request(method, path, body=body or None, headers=headers)
+        name = host or forward.host
+        connection.request(method, path, body=body or None, headers={"Host": name} if name else {})
         response = connection.getresponse()
         return response.status, dict(response.getheaders()), response.read()
     finally:
         connection.close()
 
 
-def test_a_get_comes_back_whole(relay_port: int) -> None:
-    status, _, body = ask(relay_port, "GET", "/bytes/1024")
+def test_a_pair_is_not_the_origin(forward: floor.run.Forward, origin_port: int) -> None:
+    assert urlsplit(forward.base).port != origin_port
+
+
+def test_a_get_comes_back_whole(forward: floor.run.Forward) -> None:
+    status, _, body = ask(forward, "GET", "/bytes/1024")
     assert (status, len(body)) == (200, 1024)
 
 
-def test_a_post_body_reaches_the_origin_and_comes_back(relay_port: int) -> None:
+def test_a_post_body_reaches_the_origin_and_comes_back(forward: floor.run.Forward) -> None:
     sent = bytes(range(256)) * 8
-    status, _, body = ask(relay_port, "POST", "/echo", sent)
+    status, _, body = ask(forward, "POST", "/echo", sent)
     assert (status, body) == (200, sent)
 
 
@@ -76,32 +90,37 @@ def test_the_body_columns_bodies_come_back_whole_through_their_pairs(
     for name in floor.BODY_PAIRS:
         state = tmp_path / name
         state.mkdir()
-        children, port = floor.start_pair(floor.PAIRS[name], origin_port, state)
+        started = floor.start_pair(floor.PAIRS[name], origin_port, state)
         try:
-            status, _, body = ask(port, "GET", f"/bytes/{floor.run.LARGE_BYTES}")
+            status, _, body = ask(started, "GET", f"/bytes/{floor.run.LARGE_BYTES}")
             assert (status, len(body)) == (200, floor.run.LARGE_BYTES), name
-            status, _, body = ask(port, "POST", "/echo", sent)
+            status, _, body = ask(started, "POST", "/echo", sent)
             assert (status, body) == (200, sent), name
         finally:
-            for child in reversed(children):
+            for child in reversed(started.children):
                 child.kill()
 
 
-def test_the_body_columns_are_measured_on_the_floor_hatchway_and_the_peer() -> None:
-    assert set(floor.BODY_PAIRS) <= set(floor.PAIRS)
+def test_the_body_columns_are_measured_on_the_floor_hatchway_and_every_peer() -> None:
+    peers = {name for name, pair in floor.PAIRS.items() if pair.peer is not None}
+    assert {pair.peer for pair in floor.PAIRS.values() if pair.peer} == set(floor.run.PEERS)
+    assert peers | {"bare floor", "Hatchway"} == set(floor.BODY_PAIRS)
     assert [column.path for column in floor.BODIES.values()] == [
         f"/bytes/{floor.run.LARGE_BYTES}",
         "/echo",
     ]
 
 
-def test_requests_on_one_kept_connection_are_answered_in_turn(relay_port: int) -> None:
-    connection = http.client.HTTPConnection("127.0.0.1", relay_port, timeout=REQUEST_SECONDS)
+def test_requests_on_one_kept_connection_are_answered_in_turn(
+    forward: floor.run.Forward,
+) -> None:
+    connection = connect(forward)
     try:
         sizes = [16, 1024, 300]
         got = []
+        headers = {"Host": forward.host} if forward.host else {}
         for size in sizes:
-            connection.request("GET", f"/bytes/{size}", headers={"Host": "bench.localhost"})
+            connection.request("GET", f"/bytes/{size}", headers=headers)
             got.append(len(connection.getresponse().read()))
         assert got == sizes
     finally:
@@ -114,13 +133,14 @@ def test_the_handlers_pair_answers_through_the_relays_own_handlers(
     """Only the relay's routing knows no tunnel is called ``nobody``: its coded 404 shows the
     real handlers ran (the bare pair forwards whatever comes)."""
     pair = floor.PAIRS["with handlers"]
-    children, relay_port = floor.start_pair(pair, origin_port, tmp_path)
+    started = floor.start_pair(pair, origin_port, tmp_path)
+    port = urlsplit(started.base).port
     try:
-        status, headers, _ = ask(relay_port, "GET", "/bytes/16", name="nobody")
+        status, headers, _ = ask(started, "GET", "/bytes/16", host=f"nobody.localhost:{port}")
         assert status == 404
         assert headers.get("x-hatchway-error") == "tunnel-not-found"
     finally:
-        for child in reversed(children):
+        for child in reversed(started.children):
             child.kill()
 
 
