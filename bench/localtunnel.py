@@ -14,6 +14,7 @@ own choice and listens on every address, as the server has no setting for it.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -47,11 +48,27 @@ def ensure_localtunnel() -> None:
             raise RuntimeError(
                 f"localtunnel needs Node.js and npm ({exc}): apt-get install -y nodejs npm"
             ) from None
-    if SERVER.exists() and CLIENT.exists():
+    if installed_as_locked(PACKAGES):
         return
     print("installing localtunnel's server and client (npm ci, pinned) ...", flush=True)
     npm = ["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"]
     subprocess.run(npm, cwd=PACKAGES, check=True)
+
+
+def installed_as_locked(packages: Path) -> bool:
+    """Whether every package ``packages/package-lock.json`` pins is installed there at its
+    pinned version (a lock changed since the last ``npm ci`` calls for another)."""
+    lock = json.loads((packages / "package-lock.json").read_text())
+    for path, pinned in lock["packages"].items():
+        if not path.startswith("node_modules/"):
+            continue
+        try:
+            installed = json.loads((packages / path / "package.json").read_text())
+        except (OSError, ValueError):
+            return False
+        if installed.get("version") != pinned.get("version"):
+            return False
+    return True
 
 
 def start_tunnel(origin_port: int) -> tuple[list[Child], int, str]:

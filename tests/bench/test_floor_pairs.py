@@ -6,10 +6,12 @@ peers among them are ``make bench``'s, started as it starts them."""
 from __future__ import annotations
 
 import http.client
+import json
 import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,6 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import floor
+import localtunnel
 from children import Child, free_port
 
 BENCH = Path(floor.__file__).resolve().parent
@@ -160,3 +163,30 @@ def test_the_handlers_cpu_stops_at_an_answer_that_is_not_the_origins(
     monkeypatch.setattr(floor, "_hello", lambda: hello.replace('"bench"', '"other"'))
     with pytest.raises(RuntimeError, match=r"the handlers answered b'HTTP/1\.1 404"):
         floor.handler_cpu(origin_port, requests=5)
+
+
+def _pin_another_version(lock: dict[str, Any]) -> None:
+    lock["packages"]["node_modules/esm"]["version"] = "0.0.1"
+
+
+def _pin_a_package_not_installed(lock: dict[str, Any]) -> None:
+    lock["packages"]["node_modules/not-installed"] = {"version": "1.0.0"}
+
+
+@pytest.mark.parametrize("change", [_pin_another_version, _pin_a_package_not_installed])
+def test_the_peers_packages_are_reinstalled_when_the_lock_pins_others(
+    change: Callable[[dict[str, Any]], None], tmp_path: Path
+) -> None:
+    """A lock changed since the last ``npm ci`` is noticed: every pinned package must be
+    installed at its pinned version."""
+    localtunnel.ensure_localtunnel()
+    packages = localtunnel.PACKAGES
+    lock = json.loads((packages / "package-lock.json").read_text())
+    copy = tmp_path / "npm"
+    copy.mkdir()
+    (copy / "node_modules").symlink_to(packages / "node_modules")
+    (copy / "package-lock.json").write_text(json.dumps(lock))
+    assert localtunnel.installed_as_locked(copy)
+    change(lock)
+    (copy / "package-lock.json").write_text(json.dumps(lock))
+    assert not localtunnel.installed_as_locked(copy)
