@@ -77,11 +77,11 @@ INSPECTED_AGENT = "agent, inspector on (hatchway http --inspect)"
 
 @dataclass(frozen=True)
 class Forward:
-    """A peer, started and ready: its processes, and where and how visitors reach the origin
-    through it."""
+    """A peer (or, in ``floor.py``, any pair), started and ready: its processes, and where and
+    how visitors reach the origin through it."""
 
     children: list[Child]
-    """The server first, the client last."""
+    """The server (a relay) first, the client (an agent) last."""
     base: str
     host: str | None = None
     """The Host header the peer routes by, where it routes by name."""
@@ -93,11 +93,13 @@ class Forward:
 
 
 def start_ssh(origin_port: int, state: Path) -> Forward:
+    """``ssh -R``: an OpenSSH server of its own and a client forwarding a port on it."""
     started, port = openssh.start_forward(origin_port, state)
     return Forward(started, f"http://127.0.0.1:{port}")
 
 
 def start_localtunnel(origin_port: int, state: Path) -> Forward:
+    """localtunnel's server and client (``state`` is not needed: it keeps nothing)."""
     started, port, host = localtunnel.start_tunnel(origin_port)
     return Forward(started, f"http://127.0.0.1:{port}", host)
 
