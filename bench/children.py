@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 READY_TIMEOUT_SECONDS = 30.0
-"""How long a child may take to print its readiness line."""
+"""How long a child may take to print its readiness line, and a peer's forward to answer its
+first request."""
 
 KEPT_LINES = 200
 """Lines kept of a child's output, for the message when it fails to start."""

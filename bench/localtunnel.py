@@ -34,9 +34,6 @@ SUBDOMAIN = "benchpeer"
 DOMAIN = "localhost"
 """The server's base domain: a tunnel ``NAME`` answers visitors asking for ``NAME.localhost``."""
 
-READY_SECONDS = 30.0
-"""How long the tunnel may take to answer its first request."""
-
 
 def ensure_localtunnel() -> None:
     """Node.js and npm (Debian's, when missing), then the pinned packages (unless installed
@@ -97,7 +94,7 @@ def start_tunnel(origin_port: int) -> tuple[list[Child], int, str]:
         started[-1].wait_for(f"listening on port: {server_port}")
         started.append(Child(client))
         started[-1].wait_for(f"your url is: http://{SUBDOMAIN}.{DOMAIN}")
-        wait_until_answering("localtunnel", server_port, started[-1], host, READY_SECONDS)
+        wait_until_answering("localtunnel", server_port, started[-1], host)
     except BaseException:
         for child in reversed(started):
             child.kill()

@@ -20,9 +20,6 @@ from children import Child, free_port, wait_until_answering
 SSHD = "/usr/sbin/sshd"
 """Where Debian's ``openssh-server`` puts the server."""
 
-READY_SECONDS = 30.0
-"""How long the forward may take to answer its first request through the tunnel."""
-
 
 def ensure_openssh() -> None:
     """The server and the client, from Debian's packages when either is missing."""
@@ -84,7 +81,7 @@ def start_forward(origin_port: int, state: Path) -> tuple[list[Child], int]:
         client += ["-o", "LogLevel=ERROR"]
         client += ["-R", f"127.0.0.1:{forward_port}:127.0.0.1:{origin_port}", f"{user}@127.0.0.1"]
         started.append(Child(client))
-        wait_until_answering("ssh -R", forward_port, started[-1], timeout=READY_SECONDS)
+        wait_until_answering("ssh -R", forward_port, started[-1])
     except BaseException:
         for child in reversed(started):
             child.kill()

@@ -8,7 +8,7 @@ INSPECT_MEMORY_BYTES = 1 * 1024**2
 
 1 MiB holds the last 200 small exchanges (API calls with their heads) or the last 16 large
 ones (32 KiB of each body, ``capture.MAX_BODY_BYTES``). Under ``make bench`` the agent with its
-inspector on peaked at 28.0 to 29.3 MiB in three runs with this default, within its goal of 30
+inspector on peaked at 28.0 to 29.3 MiB in four runs with this default, within its goal of 30
 (32.2 at 2 MiB with 64 KiB a body, 70 at 32 MiB with 1 MiB a body), against 25.9 to 26.5 with
 the inspector off: its share is the exchanges it keeps, the objects and heap around them, and its
 own modules and thread (``docs/benchmarks.md``)."""
