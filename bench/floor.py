@@ -7,36 +7,45 @@ JSON head and the body's raw bytes over one length-prefixed TCP stream to the ag
 the origin on a kept connection and sends the answer back the same way. They split HTTP by hand
 and check, store, limit and log nothing, and speak no WebSocket; like Hatchway, each holds a
 whole body before passing it on. Whatever the real tunnel does on top of that, it cannot be
-faster than this pair. The bare pair, Hatchway and the peers are also measured on ``make
-bench``'s two body columns (1 MB GETs, 100 KB POSTs echoed).
+faster than this pair.
 
-A second pair measures what the relay's real work adds: the same bare transports, but the
+The same pair again, measured on ``make bench``'s two body columns only (1 MB GETs, 100 KB
+POSTs echoed), passes each body larger than a message carries (Hatchway's
+``MAX_INLINE_BODY_BYTES``) by way of a blob store on the relay, as API Gateway's message limit
+makes Hatchway pass it: the relay keeps a request's body for the agent to GET, and the agent
+PUTs an answer's there for the relay to take. No relay under that limit can pass those bodies
+faster.
+
+A third pair measures what the relay's real work adds: the same bare transports, but the
 relay runs its real Lambda handlers for each request (the HTTP handler as the local gateway's
 steps, the WebSocket handler for each answer, the in-memory store and blob store, as
-``hatchway-local`` has them), and the agent decodes and encodes the real protocol messages
-(``hatchway.protocol.codec``). No aiohttp, no WebSocket framing, no threads, no display: what
-is left is what any gateway that runs the relay's handlers, and any agent that speaks its
-protocol, must spend.
+``hatchway-local`` has them, its blob URLs answered as the gateway answers them), and the agent
+decodes and encodes the real protocol messages (``hatchway.protocol.codec``), fetching and
+uploading bodies through those URLs as the real agent does. No aiohttp, no WebSocket framing,
+no threads, no display: what is left is what any gateway that runs the relay's handlers, and
+any agent that speaks its protocol, must spend.
 
 Two more pairs run the real ``hatchway-local``: one with the real agent (``hatchway http``), one
 with an agent of one event loop that speaks the real protocol over a real WebSocket and does
-nothing else (``agent_on_one_loop``). Between them is the most that serving the agent from one
-loop could win. Every process here runs on uvloop where it is installed, as ``hatchway-local``
-does.
+nothing else (``agent_on_one_loop``), bodies through the blob store included. Between them is
+the most that serving the agent from one loop could win. Every process here runs on uvloop
+where it is installed, as ``hatchway-local`` does.
 
 The last pairs are the peers the goals were set against, as ``make bench`` starts them
 (``run.PEERS``): ``ssh -R``, an OpenSSH server and a client holding a remote forward to the
 origin, and localtunnel's server and client; measured in the same run.
 
-Beside them it prints each pair's CPU per request, relay and agent, read from ``/proc`` (for a
-peer, its server with any process it forwards a connection in, and its client).
+Every pair is measured on every column (the blob path's pair on the body columns only). Beside
+them it prints each pair's CPU per request, relay and agent, read from ``/proc`` (for a peer,
+its server with any process it forwards a connection in, and its client).
 
-Last, the second pair's own work is timed with every socket taken out (``handler_cpu``): each
-side's CPU per request in one process. At c=1 nothing overlaps, so no design that runs these
-handlers and this codec, whatever its I/O, answers faster than direct plus that time; it is
-printed against what the p50 goal leaves above direct.
+Last, the "with handlers" pair's own work is timed with every socket taken out
+(``handler_cpu``): each side's CPU per request in one process. At c=1 nothing overlaps, so no
+design that runs these handlers and this codec, whatever its I/O, answers faster than direct
+plus that time; it is printed against what the p50 goal leaves above direct.
 
-    .venv/bin/python bench/floor.py            # p50 at c=1 and req/s at c=32, as ratios to direct
+    .venv/bin/python bench/floor.py            # every column, as ratios to direct
+    .venv/bin/python bench/floor.py --pair "bare floor" --pair Hatchway   # some pairs only
 
 The same origin (``origin.py``) and wrk as ``make bench``, alternating direct and floor within
 each round; medians of the rounds.
@@ -57,7 +66,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -125,8 +134,9 @@ async def _listen(
     await asyncio.Event().wait()
 
 
-class _Origin:
-    """The agent's kept connections to the origin, one exchange at a time on each."""
+class _Kept:
+    """Kept connections to a port (the origin's, or the relay's blob store), one exchange at a
+    time on each."""
 
     def __init__(self, port: int) -> None:
         self.port = port
@@ -135,22 +145,40 @@ class _Origin:
     async def ask(
         self, first_line: str, headers: list[list[str]], body: bytes
     ) -> tuple[str, list[list[str]], bytes]:
-        """The origin's status line, headers and body for one request."""
-        if self.idle:
-            app = self.idle.pop()
-        else:
-            app = await asyncio.open_connection("127.0.0.1", self.port)
-        app[1].write(_http(first_line, headers, body))
-        answer = await _read_http(app[0])
-        self.idle.append(app)
+        """The status line, headers and body answered to one request. A kept connection the
+        server closed meanwhile (aiohttp closes one idle for 75 s, and a floor run pauses a
+        pair for minutes) is dropped and the request sent on the next, or on a fresh one: the
+        floor's requests, to its origin and to blob URLs, are all safe to repeat."""
+        request = _http(first_line, headers, body)
+        while self.idle:
+            reader, writer = self.idle.pop()
+            try:
+                return await self._exchange(reader, writer, request)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+        return await self._exchange(*await asyncio.open_connection("127.0.0.1", self.port), request)
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+    ) -> tuple[str, list[list[str]], bytes]:
+        writer.write(request)
+        answer = await _read_http(reader)
+        self.idle.append((reader, writer))
         return answer
 
 
 def _start(tasks: set[asyncio.Task[None]], work: Coroutine[Any, Any, None]) -> None:
-    """Run ``work`` alongside, kept in ``tasks`` until it ends."""
+    """Run ``work`` alongside, kept in ``tasks`` until it ends; a failure is told on stderr
+    (a floor pair that drops a request silently would leave its relay waiting)."""
     task = asyncio.get_running_loop().create_task(work)
     tasks.add(task)
-    task.add_done_callback(tasks.discard)
+
+    def ended(task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            print(f"a floor task failed: {task.exception()!r}", file=sys.stderr, flush=True)
+
+    task.add_done_callback(ended)
 
 
 async def _read_http(reader: asyncio.StreamReader) -> tuple[str, list[list[str]], bytes]:
@@ -169,11 +197,24 @@ def _http(first_line: str, headers: list[list[str]], body: bytes) -> bytes:
     return "\r\n".join(lines).encode("latin-1") + body
 
 
-async def relay(visitor_port: int, agent_port: int) -> None:
-    """Visitors on ``visitor_port``; the one agent connects to ``agent_port``."""
+BLOB_PATH = "/@blobs/"
+"""Where a relay here answers blob URLs: where the local gateway answers its blob store's."""
+
+BLOBS_HEADER = "x-floor-blobs"
+"""On a visitor's response from a relay passing bodies by way of its blob store: how many of
+the request's two bodies went that way."""
+
+
+async def relay(visitor_port: int, agent_port: int, inline_bytes: int | None = None) -> None:
+    """Visitors on ``visitor_port``; the one agent connects to ``agent_port``. With
+    ``inline_bytes``, a body larger than that goes by way of a blob store kept on the visitor
+    port, as the platform's message limit makes Hatchway's go: the relay keeps a request's for
+    the agent to GET, and the agent PUTs an answer's for the relay to take."""
     waiting: dict[int, asyncio.Future[tuple[dict[str, Any], bytes]]] = {}
     agent: list[asyncio.StreamWriter] = []
     ids = iter(range(1, 1 << 62))
+    blobs: dict[str, bytes] = {}
+    blob_base = f"http://127.0.0.1:{visitor_port}{BLOB_PATH}"
 
     async def on_agent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         agent.append(writer)
@@ -181,30 +222,68 @@ async def relay(visitor_port: int, agent_port: int) -> None:
             answer, body = await _read_message(reader)
             waiting.pop(answer["id"]).set_result((answer, body))
 
+    def blob_store(method: str, key: str, body: bytes) -> bytes:
+        if method == "PUT":
+            blobs[key] = body
+            return _http("HTTP/1.1 200 OK", [], b"")
+        found = blobs.pop(key, None)
+        if method != "GET" or found is None:
+            return _http("HTTP/1.1 404 Not Found", [], b"")
+        return _http("HTTP/1.1 200 OK", [], found)
+
     async def answer(first: str, headers: list[list[str]], body: bytes, peer: str) -> bytes:
         method, target, _ = first.split(" ", 2)
+        if inline_bytes is not None and target.startswith(BLOB_PATH):
+            return blob_store(method, target.removeprefix(BLOB_PATH), body)
         request_id = next(ids)
         waiting[request_id] = answered = asyncio.get_running_loop().create_future()
         head = {"id": request_id, "method": method, "target": target, "headers": headers}
+        passed = 0
+        if inline_bytes is not None:
+            head["answer_url"] = f"{blob_base}a{request_id}"
+            if len(body) > inline_bytes:
+                blobs[f"r{request_id}"] = body
+                head["body_url"], body, passed = f"{blob_base}r{request_id}", b"", 1
         _write_message(agent[0], head, body)
         reply, reply_body = await answered
         status_line = f"HTTP/1.1 {reply['status']} {reply['reason']}"
-        return _http(status_line, reply["headers"], reply_body)
+        if inline_bytes is None:
+            return _http(status_line, reply["headers"], reply_body)
+        if reply.get("blob"):
+            reply_body, passed = blobs.pop(f"a{request_id}"), passed + 1
+        return _http(status_line, [*reply["headers"], [BLOBS_HEADER, str(passed)]], reply_body)
 
     await _listen(agent_port, on_agent, visitor_port, answer)
 
 
+async def relay_through_blobs(visitor_port: int, agent_port: int) -> None:
+    """The bare relay, passing a body larger than a message carries inline (Hatchway's
+    ``MAX_INLINE_BODY_BYTES``) by way of its blob store."""
+    from hatchway.protocol import MAX_INLINE_BODY_BYTES
+
+    await relay(visitor_port, agent_port, inline_bytes=MAX_INLINE_BODY_BYTES)
+
+
 async def agent(relay_port: int, origin_port: int) -> None:
-    """Serves the relay's requests against the origin, each on a kept connection."""
-    origin = _Origin(origin_port)
+    """Serves the relay's requests against the origin, each on a kept connection. A body the
+    relay passes by way of its blob store is fetched from there first; an answer's larger than
+    a message carries inline goes there when the relay gave a place for it."""
+    from hatchway.protocol import MAX_INLINE_BODY_BYTES
+
+    origin, blobs = _Kept(origin_port), _BlobClient()
     reader, writer = await asyncio.open_connection("127.0.0.1", relay_port)
 
     async def serve(request: dict[str, Any], request_body: bytes) -> None:
+        if "body_url" in request:
+            request_body = await blobs.ask("GET", request["body_url"])
         first = f"{request['method']} {request['target']} HTTP/1.1"
         status_line, headers, body = await origin.ask(first, request["headers"], request_body)
         _, status, reason = status_line.split(" ", 2)
         answer = {"id": request["id"], "status": int(status), "reason": reason}
         answer["headers"] = [h for h in headers if h[0].lower() not in _SKIPPED]
+        if "answer_url" in request and len(body) > MAX_INLINE_BODY_BYTES:
+            await blobs.ask("PUT", request["answer_url"], body)
+            answer["blob"], body = True, b""
         _write_message(writer, answer, body)
 
     print("floor agent ready", flush=True)
@@ -289,7 +368,8 @@ class _Handlers:
             custom_hostname_url=f"http://{{host}}:{port}/",
             inline_response_bytes=protocol.MAX_INLINE_RESPONSE_BYTES,
         )
-        relay = Relay(self.store, Poster(), clock, config, blobs=MemoryBlobStore(base, clock))
+        self.blobs = MemoryBlobStore(base, clock)
+        relay = Relay(self.store, Poster(), clock, config, blobs=self.blobs)
         relay.add_token(FLOOR_TOKEN)
         self._routes = load_routes(FLOOR_TABLE)
         self._writes = MemoryWrites(self.store, FLOOR_TABLE)
@@ -325,6 +405,16 @@ def _http_result(result: dict[str, Any]) -> bytes:
     return _http(f"HTTP/1.1 {result['statusCode']} -", fields, result.get("body") or b"")
 
 
+def _blob_answer(blobs: Any, method: str, target: str, body: bytes) -> bytes:
+    """The local gateway's answer to a request for one of its blob store's signed URLs (see
+    ``hatchway_local.blob_urls``), from the relay's ``MemoryBlobStore``."""
+    path, _, query = target.partition("?")
+    fields = dict(parse_qsl(query, keep_blank_values=True))
+    key = unquote(path.removeprefix(BLOB_PATH))
+    status, data, content_type = blobs.serve(method, key, fields, body if method == "PUT" else None)
+    return _http(f"HTTP/1.1 {status} -", [["Content-Type", content_type]], data)
+
+
 async def relay_with_handlers(visitor_port: int, agent_port: int) -> None:
     """The bare relay, running the relay's real handlers over its in-memory stores."""
     loop = asyncio.get_running_loop()
@@ -357,6 +447,9 @@ async def relay_with_handlers(visitor_port: int, agent_port: int) -> None:
         return found
 
     async def run_visit(first: str, headers: list[list[str]], body: bytes, peer: str) -> bytes:
+        method, target, _ = first.split(" ", 2)
+        if target.startswith(BLOB_PATH):
+            return _blob_answer(handlers.blobs, method, target, body)
         steps = handlers.visit(_event(first, headers, body, peer), None)
         found: bytes | None = None
         try:
@@ -395,16 +488,60 @@ def _target(request: Any) -> tuple[str, list[list[str]]]:
     return f"{request.method} {target} HTTP/1.1", [[n, v] for n, v in request.headers]
 
 
-def _codec_answer(request_id: str, status_line: str, headers: list[list[str]], body: bytes) -> str:
-    """The agent's answer message for the origin's response."""
+def _codec_answer(
+    request_id: str, status_line: str, headers: list[list[str]], body: bytes, uploaded: bool = False
+) -> str:
+    """The agent's answer message for the origin's response; ``uploaded``: its body was PUT to
+    the request's upload URL, and the message says how large it is instead of carrying it."""
     from hatchway import protocol
     from hatchway.protocol import codec
     from hatchway.serving.bodies import looks_compressible
 
     kept = tuple((n, v) for n, v in headers if n.lower() not in _SKIPPED)
     kept += (("content-length", str(len(body))),)
-    response = protocol.Response(request_id, int(status_line.split(" ", 2)[1]), kept, body)
+    status = int(status_line.split(" ", 2)[1])
+    if uploaded:
+        return codec.encode(protocol.Response(request_id, status, kept, uploaded=len(body)))
+    response = protocol.Response(request_id, status, kept, body)
     return codec.encode(response, looks_compressible(body))
+
+
+class _BlobClient:
+    """The agent's side of the relay's blob store: GETs and PUTs to its signed URLs, on kept
+    connections."""
+
+    def __init__(self) -> None:
+        self._kept: dict[int, _Kept] = {}
+
+    async def ask(self, method: str, url: str, body: bytes = b"") -> bytes:
+        address = urlsplit(url)
+        assert address.port is not None, url
+        kept = self._kept.setdefault(address.port, _Kept(address.port))
+        target = address.path + (f"?{address.query}" if address.query else "")
+        host = [["Host", address.netloc]]
+        status_line, _, found = await kept.ask(f"{method} {target} HTTP/1.1", host, body)
+        if status_line.split(" ", 2)[1] != "200":
+            raise RuntimeError(f"the relay's blob store answered {status_line} to {method} {url}")
+        return found
+
+
+async def _codec_serve(request: Any, origin: _Kept, blobs: _BlobClient) -> str:
+    """The answer message to a ``protocol.Request``, from the origin: its body fetched first
+    from the blob store when the request points there, and the answer's put there when a
+    message cannot carry it and zlib cannot shrink it (as the real agent judges)."""
+    from hatchway import protocol
+    from hatchway.serving.bodies import looks_compressible
+
+    body = request.body
+    if request.body_url is not None:
+        body = await blobs.ask("GET", request.body_url)
+    status_line, headers, body = await origin.ask(*_target(request), body)
+    upload_url = request.upload_url
+    too_large = len(body) > protocol.MAX_INLINE_RESPONSE_BYTES
+    if upload_url is not None and too_large and not looks_compressible(body):
+        await blobs.ask("PUT", upload_url, body)
+        return _codec_answer(request.id, status_line, headers, body, uploaded=True)
+    return _codec_answer(request.id, status_line, headers, body)
 
 
 async def agent_with_codec(relay_port: int, origin_port: int) -> None:
@@ -412,13 +549,12 @@ async def agent_with_codec(relay_port: int, origin_port: int) -> None:
     from hatchway import protocol
     from hatchway.protocol import codec
 
-    origin = _Origin(origin_port)
+    origin, blobs = _Kept(origin_port), _BlobClient()
     reader, writer = await asyncio.open_connection("127.0.0.1", relay_port)
     _write_frame(writer, _hello().encode())
 
     async def serve(request: protocol.Request) -> None:
-        status_line, headers, body = await origin.ask(*_target(request), request.body)
-        _write_frame(writer, _codec_answer(request.id, status_line, headers, body).encode())
+        _write_frame(writer, (await _codec_serve(request, origin, blobs)).encode())
 
     async def send(text: str) -> None:
         _write_frame(writer, text.encode())
@@ -435,14 +571,15 @@ async def agent_with_codec(relay_port: int, origin_port: int) -> None:
 async def agent_on_one_loop(gateway_port: int, origin_port: int) -> None:
     """The agent-on-one-loop lever's ceiling: an agent of one event loop that speaks the real
     protocol to the real ``hatchway-local`` over a real WebSocket (aiohttp's client), and asks
-    the origin as the bare agent does. It does only that: no display, inspector, checks beyond
-    the codec's, limits or reconnects, so a real agent on one loop could not be faster."""
+    the origin and the blob store as the "with handlers" agent does. It does only that: no
+    display, inspector, checks beyond the codec's, limits or reconnects, so a real agent on one
+    loop could not be faster."""
     import aiohttp
 
     from hatchway import protocol
     from hatchway.protocol import codec
 
-    origin = _Origin(origin_port)
+    origin, blobs = _Kept(origin_port), _BlobClient()
     tasks: set[asyncio.Task[None]] = set()
     url = f"http://127.0.0.1:{gateway_port}/connect"
     async with (
@@ -451,8 +588,7 @@ async def agent_on_one_loop(gateway_port: int, origin_port: int) -> None:
     ):
 
         async def serve(request: protocol.Request) -> None:
-            status_line, headers, body = await origin.ask(*_target(request), request.body)
-            await ws.send_str(_codec_answer(request.id, status_line, headers, body))
+            await ws.send_str(await _codec_serve(request, origin, blobs))
 
         await ws.send_str(_hello())
         _start(tasks, _pings(ws.send_str))
@@ -572,19 +708,25 @@ class Pair:
     agent: str | None = None
     peer: str | None = None
     """A name in ``run.PEERS``."""
+    small: bool = True
+    """Measured on the small requests' columns too, not only on the body columns."""
 
 
 PAIRS = {
     "bare floor": Pair("relay", "agent"),
+    "bare floor, blob path": Pair("relay-blobs", "agent", small=False),
     "with handlers": Pair("relay-handlers", "agent-codec"),
     "Hatchway": Pair(),
     "Hatchway, agent on one loop": Pair(agent="agent-loop"),
     "ssh -R (OpenSSH)": Pair(peer="ssh -R"),
     "localtunnel": Pair(peer="localtunnel"),
 }
-"""The pairs measured, by column. The two Hatchway pairs share the real gateway; the second's
-agent is the ceiling of an agent serving from one event loop (``agent_on_one_loop``). The last
-two are the peers the goals were set against, measured in the same run."""
+"""The pairs measured, by column. The bare floor's blob path is the bare pair passing bodies
+larger than a message carries by way of a blob store, as Hatchway must; its small requests
+take the bare floor's path, so it is measured on the body columns only. The two Hatchway pairs
+share the real gateway; the second's agent is the ceiling of an agent serving from one event
+loop (``agent_on_one_loop``). The last two are the peers the goals were set against, measured
+in the same run."""
 
 HATCHWAY_TUNNEL = "bench"
 
@@ -626,14 +768,14 @@ def start_pair(pair: Pair, origin_port: int, state: Path) -> run.Forward:
     return run.Forward(started, base, f"{HATCHWAY_TUNNEL}.localhost:{relay_port}")
 
 
-BODY_PAIRS = ("bare floor", "Hatchway", "ssh -R (OpenSSH)", "localtunnel")
-"""The pairs also measured on the body columns: the floor, Hatchway and the peers."""
-
 SMALL = {column.key: column for column in run.COLUMNS if column.key in ("p50", "rps")}
 BODIES = {column.key: column for column in run.COLUMNS if column.key in ("mib", "echo")}
 
 
-def measure(rounds: int, seconds: float) -> None:
+def measure(rounds: int, seconds: float, names: list[str] | None = None) -> None:
+    """Runs the pairs called ``names`` (default: all of them) against direct and prints the
+    tables."""
+    pairs = {name: PAIRS[name] for name in names or PAIRS}
     binary = wrk.ensure_wrk()
     origin_port = free_port()
     children = [Child([sys.executable, str(HERE / "origin.py"), str(origin_port)])]
@@ -661,7 +803,7 @@ def measure(rounds: int, seconds: float) -> None:
 
     try:
         children[0].wait_for("origin ready")
-        for name, pair in PAIRS.items():
+        for name, pair in pairs.items():
             forward = start_pair(pair, origin_port, Path(state.name))
             children += forward.children
             sides[name] = (forward.children[0], forward.client)
@@ -673,11 +815,11 @@ def measure(rounds: int, seconds: float) -> None:
         for number in range(1, rounds + 1):
             print(f"round {number} of {rounds} ...", file=sys.stderr)
             for name in bases:
-                for key, column in SMALL.items():
-                    figures[key].setdefault(name, []).append(timed(name, column))
-                if name == "direct" or name in BODY_PAIRS:
-                    for key, column in BODIES.items():
+                if name == "direct" or pairs[name].small:
+                    for key, column in SMALL.items():
                         figures[key].setdefault(name, []).append(timed(name, column))
+                for key, column in BODIES.items():
+                    figures[key].setdefault(name, []).append(timed(name, column))
         for child in children[1:]:  # the handlers' CPU is timed with the machine quiet
             child.kill()
         cpu = handler_cpu(origin_port)
@@ -689,23 +831,30 @@ def measure(rounds: int, seconds: float) -> None:
         key: {name: statistics.median(values) for name, values in by_name.items()}
         for key, by_name in figures.items()
     }
-    pairs = list(PAIRS)
     direct_p50 = medians["p50"]["direct"]
     print(f"| measure (median) | direct | {' | '.join(pairs)} |")
     print("|---|---:|" + "---:|" * len(pairs))
     for key, column in {**SMALL, **BODIES}.items():
         direct = medians[key]["direct"]
         cells = (
-            _cell(medians[key][name], direct, column) if name in medians[key] else "not run"
+            _cell(medians[key][name], direct, column) if name in medians[key] else ""
             for name in pairs
         )
         print(f"| {column.label} ({column.unit}) | {direct:,.0f} | {' | '.join(cells)} |")
     print()
     print("| CPU per request (µs, all rounds) | relay c=1 | relay c=32 | agent c=1 | agent c=32 |")
     print("|---|---:|---:|---:|---:|")
-    for name in pairs:
+    for name in (name for name, pair in pairs.items() if pair.small):
         quiet, busy = usage[name, "p50"], usage[name, "rps"]
         cpu_figures = (quiet.relay_us, busy.relay_us, quiet.agent_us, busy.agent_us)
+        print(f"| {name} | {' | '.join(f'{figure:.0f}' for figure in cpu_figures)} |")
+    print()
+    print("| CPU per request (µs, all rounds) | relay 1 MB GET | relay echo ", end="")
+    print("| agent 1 MB GET | agent echo |")
+    print("|---|---:|---:|---:|---:|")
+    for name in pairs:
+        large, echo = usage[name, "mib"], usage[name, "echo"]
+        cpu_figures = (large.relay_us, echo.relay_us, large.agent_us, echo.agent_us)
         print(f"| {name} | {' | '.join(f'{figure:.0f}' for figure in cpu_figures)} |")
     budget = (P50_GOAL - 1) * direct_p50
     print()
@@ -727,6 +876,7 @@ def _cell(value: float, direct: float, column: run.Column) -> str:
 
 ROLES = {
     "relay": relay,
+    "relay-blobs": relay_through_blobs,
     "agent": agent,
     "relay-handlers": relay_with_handlers,
     "agent-codec": agent_with_codec,
@@ -749,12 +899,18 @@ def main() -> None:
     parser.add_argument("ports", nargs="*", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--seconds", type=float, default=SECONDS)
+    parser.add_argument(
+        "--pair",
+        action="append",
+        choices=list(PAIRS),
+        help="a pair to measure (repeatable; default: all of them)",
+    )
     args = parser.parse_args()
     if args.role:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(ROLES[args.role](*args.ports))
     else:
-        measure(args.rounds, args.seconds)
+        measure(args.rounds, args.seconds, args.pair)
 
 
 if __name__ == "__main__":

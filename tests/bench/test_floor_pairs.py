@@ -85,34 +85,87 @@ def test_a_post_body_reaches_the_origin_and_comes_back(forward: floor.run.Forwar
     assert (status, body) == (200, sent)
 
 
-def test_the_body_columns_bodies_come_back_whole_through_their_pairs(
-    origin_port: int, tmp_path: Path
-) -> None:
-    """The pairs measured on the body columns carry those columns' bodies: a 1 MB GET, and a
-    100 KB POST of random bytes echoed."""
+def test_the_body_columns_bodies_come_back_whole(forward: floor.run.Forward) -> None:
+    """Every pair carries the body columns' bodies: a 1 MB GET, and a 100 KB POST of random
+    bytes echoed (both too large for a message: the pairs with a blob path take it)."""
     sent = random.Random(7).randbytes(floor.run.POST_BYTES)
-    for name in floor.BODY_PAIRS:
-        state = tmp_path / name
-        state.mkdir()
-        started = floor.start_pair(floor.PAIRS[name], origin_port, state)
-        try:
-            status, _, body = ask(started, "GET", f"/bytes/{floor.run.LARGE_BYTES}")
-            assert (status, len(body)) == (200, floor.run.LARGE_BYTES), name
-            status, _, body = ask(started, "POST", "/echo", sent)
-            assert (status, body) == (200, sent), name
-        finally:
-            for child in reversed(started.children):
-                child.kill()
+    status, _, body = ask(forward, "GET", f"/bytes/{floor.run.LARGE_BYTES}")
+    assert (status, len(body)) == (200, floor.run.LARGE_BYTES)
+    status, _, body = ask(forward, "POST", "/echo", sent)
+    assert (status, body) == (200, sent)
 
 
-def test_the_body_columns_are_measured_on_the_floor_hatchway_and_every_peer() -> None:
-    peers = {name for name, pair in floor.PAIRS.items() if pair.peer is not None}
+def test_every_peer_of_make_bench_is_a_pair_and_one_pair_skips_the_small_columns() -> None:
     assert {pair.peer for pair in floor.PAIRS.values() if pair.peer} == set(floor.run.PEERS)
-    assert peers | {"bare floor", "Hatchway"} == set(floor.BODY_PAIRS)
+    assert [name for name, pair in floor.PAIRS.items() if not pair.small] == [
+        "bare floor, blob path"
+    ]
     assert [column.path for column in floor.BODIES.values()] == [
         f"/bytes/{floor.run.LARGE_BYTES}",
         "/echo",
     ]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "size", "passed"),
+    [
+        ("GET", "/bytes/1024", 0, "0"),
+        ("POST", "/echo", 1024, "0"),
+        ("GET", f"/bytes/{floor.run.LARGE_BYTES}", 0, "1"),  # the answer's body
+        ("POST", "/echo", floor.run.POST_BYTES, "2"),  # the request's body, then the answer's
+        ("POST", "/echo", 80 * 1024, "0"),  # as large as a message carries
+        ("POST", "/echo", 80 * 1024 + 1, "2"),
+    ],
+)
+def test_the_blob_path_floor_passes_bodies_too_large_for_a_message_by_its_blob_store(
+    method: str, path: str, size: int, passed: str, origin_port: int, tmp_path: Path
+) -> None:
+    """Bodies above what a message carries inline go by way of the relay's blob store, each
+    way, and come back whole; smaller ones stay in the messages."""
+    from hatchway.protocol import MAX_INLINE_BODY_BYTES
+    from hatchway_relay.adapters.memory_blobs import BLOB_PATH
+
+    assert MAX_INLINE_BODY_BYTES == 80 * 1024  # the table's edges
+    assert floor.BLOB_PATH == BLOB_PATH
+    started = floor.start_pair(floor.PAIRS["bare floor, blob path"], origin_port, tmp_path)
+    try:
+        sent = random.Random(size).randbytes(size)
+        status, headers, body = ask(started, method, path, sent)
+        expected = sent if method == "POST" else body
+        assert (status, len(body), body) == (200, len(expected), expected)
+        if method == "GET":
+            assert len(body) == int(path.rsplit("/", 1)[1])
+        assert headers[floor.BLOBS_HEADER] == passed
+    finally:
+        for child in reversed(started.children):
+            child.kill()
+
+
+def test_a_kept_connection_the_server_closed_is_replaced() -> None:
+    """A server that closes each connection after one answer (as aiohttp closes an idle one)
+    does not lose the floor's next request on it: it goes again on a fresh connection."""
+
+    async def scenario() -> list[bytes]:
+        served: list[int] = []
+
+        async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            served.append(1)
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(once, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        kept = floor._Kept(port)
+        try:
+            bodies = [(await kept.ask("GET / HTTP/1.1", [], b""))[2] for _ in range(3)]
+        finally:
+            server.close()
+        assert len(served) == 3
+        return bodies
+
+    assert asyncio.run(scenario()) == [b"ok", b"ok", b"ok"]
 
 
 def test_requests_on_one_kept_connection_are_answered_in_turn(
