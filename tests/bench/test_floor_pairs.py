@@ -20,6 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import floor
+import floor_roles
 import localtunnel
 from children import Child, free_port
 
@@ -126,7 +127,7 @@ def test_the_blob_path_floor_passes_bodies_too_large_for_a_message_by_its_blob_s
     from hatchway_relay.adapters.memory_blobs import BLOB_PATH
 
     assert MAX_INLINE_BODY_BYTES == 80 * 1024  # the table's edges
-    assert floor.BLOB_PATH == BLOB_PATH
+    assert floor_roles.BLOB_PATH == BLOB_PATH
     started = floor.start_pair(floor.PAIRS["bare floor, blob path"], origin_port, tmp_path)
     try:
         sent = random.Random(size).randbytes(size)
@@ -135,7 +136,7 @@ def test_the_blob_path_floor_passes_bodies_too_large_for_a_message_by_its_blob_s
         assert (status, len(body), body) == (200, len(expected), expected)
         if method == "GET":
             assert len(body) == int(path.rsplit("/", 1)[1])
-        assert headers[floor.BLOBS_HEADER] == passed
+        assert headers[floor_roles.BLOBS_HEADER] == passed
     finally:
         for child in reversed(started.children):
             child.kill()
@@ -157,7 +158,7 @@ def test_a_kept_connection_the_server_closed_is_replaced() -> None:
 
         server = await asyncio.start_server(once, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        kept = floor._Kept(port)
+        kept = floor_roles.Kept(port)
         try:
             bodies = [(await kept.ask("GET / HTTP/1.1", [], b""))[2] for _ in range(3)]
         finally:
@@ -213,8 +214,8 @@ def test_the_handlers_cpu_stops_at_an_answer_that_is_not_the_origins(
 ) -> None:
     """An agent that serves another tunnel than the one asked for gets no request: the
     relay's coded 404 is not timed as an answer."""
-    hello = floor._hello()
-    monkeypatch.setattr(floor, "_hello", lambda: hello.replace('"bench"', '"other"'))
+    hello = floor_roles.hello()
+    monkeypatch.setattr(floor_roles, "hello", lambda: hello.replace('"bench"', '"other"'))
     with pytest.raises(RuntimeError, match=r"the handlers answered b'HTTP/1\.1 404"):
         floor.handler_cpu(origin_port, requests=5)
 
@@ -263,7 +264,7 @@ def test_the_floor_agents_ping_to_keep_their_claims() -> None:
             if len(sent) == 3:
                 enough.set()
 
-        pinging = asyncio.create_task(floor._pings(send, every=0.01))
+        pinging = asyncio.create_task(floor_roles.pings(send, every=0.01))
         try:
             await asyncio.wait_for(enough.wait(), timeout=REQUEST_SECONDS)
         finally:
